@@ -50,8 +50,8 @@ namespace io_event {
 inline constexpr std::uint32_t readable = 1U << 0;  ///< data (or EOF, or a pending accept) to read
 inline constexpr std::uint32_t writable = 1U << 1;  ///< room in the send buffer
 inline constexpr std::uint32_t read_hangup = 1U << 2;  ///< peer shut down its write side (EOF)
-inline constexpr std::uint32_t hangup = 1U << 3;   ///< both directions are gone (EPOLLHUP, RST)
-inline constexpr std::uint32_t error = 1U << 4;    ///< an error is pending on the fd (SO_ERROR)
+inline constexpr std::uint32_t hangup = 1U << 3;       ///< both directions are gone (EPOLLHUP, RST)
+inline constexpr std::uint32_t error = 1U << 4;        ///< an error is pending on the fd (SO_ERROR)
 }  // namespace io_event
 
 /// What a callback tells the poll loop.
@@ -76,10 +76,13 @@ struct poll_attachment {
   interest current_interest() const noexcept { return interest_; }
   trigger_mode current_mode() const noexcept { return mode_; }
 
-  // Bookkeeping owned by the poller; do not touch.
+  // Bookkeeping owned by the poller; do not touch. The poller links registered attachments
+  // into an intrusive list so close() and ~poller() can mark them unregistered.
   poller* owner_ = nullptr;
   interest interest_ = interest::read;
   trigger_mode mode_ = trigger_mode::level;
+  poll_attachment* prev_ = nullptr;
+  poll_attachment* next_ = nullptr;
 };
 
 /// Which kernel facility backs a poller.
@@ -176,6 +179,9 @@ class poller {
 
   /// Number of tasks queued and not yet run. Safe from any thread (a snapshot).
   std::size_t pending_tasks() const noexcept;
+
+  /// Number of attachments currently registered. Loop thread only.
+  std::size_t registered_count() const noexcept;
 
  private:
   explicit poller(std::unique_ptr<detail::poller_backend> backend);

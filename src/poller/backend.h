@@ -1,0 +1,143 @@
+// evnet — poller internals: the seam between the poller facade and its kernel backends.
+//
+// This is an internal header, not installed. poller.cc implements the facade (argument checks,
+// attachment bookkeeping, task queues, stop/wake-up protocol); one file per backend (epoll.cc,
+// kqueue.cc, later io_uring.cc) implements the kernel side by deriving from poller_backend.
+//
+// Wake-up protocol (shared by every backend):
+//   producer: lock; push task; ++pending_; unlock; if (!wake_pending_.exchange(true)) wake();
+//   loop:     on the wake-up event: wake_pending_.store(false)  (BEFORE draining the queues),
+//             then after I/O dispatch: if (pending_ != 0) lock, swap the queues out, run them.
+// A producer that finds wake_pending_ already set skips the system call: the loop has not yet
+// cleared the flag, so it will drain the queue after clearing it and will see that task. A
+// producer that pushes after the clear sees the flag false and wakes the loop again, so no
+// wake-up is lost.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "evnet/poller.h"
+#include "evnet/result.h"
+
+namespace evnet::detail {
+
+/// Base of every kernel backend. Holds the state the facade shares with the backend; the
+/// virtual functions are the kernel side. Loop-thread members are marked; the task queue is
+/// guarded by task_mutex_; the atomics may be touched from any thread.
+class poller_backend {
+ public:
+  explicit poller_backend(const poller_options& options) noexcept
+      : min_events_(options.initial_events), max_events_(options.max_events) {}
+  virtual ~poller_backend() = default;
+  poller_backend(const poller_backend&) = delete;
+  poller_backend& operator=(const poller_backend&) = delete;
+
+  // ---- kernel side, implemented by each backend ----
+
+  /// "epoll", "kqueue", ...
+  virtual std::string_view name() const noexcept = 0;
+  /// Registers a.fd with the kernel, user data = &a. Loop thread. The facade has checked the
+  /// arguments and the attachment state; the backend maps kernel errors (EEXIST →
+  /// errc::already_registered; others as system errors).
+  virtual std::error_code add(poll_attachment& a, interest what, trigger_mode mode) noexcept = 0;
+  /// Changes/re-arms a registration. Loop thread. ENOENT → errc::not_registered.
+  virtual std::error_code modify(poll_attachment& a, interest what, trigger_mode mode) noexcept = 0;
+  /// Removes a registration from the kernel. Loop thread. ENOENT → errc::not_registered.
+  virtual std::error_code remove(poll_attachment& a) noexcept = 0;
+  /// Waits up to timeout_ms (-1 = forever) and dispatches every fetched event: callbacks of
+  /// attachments (setting stop_in_loop_ when one returns poll_action::stop) and the wake-up
+  /// event (calling on_wake()). Returns the number of callbacks run (EINTR counts as an empty
+  /// round), or the kernel error. Adjusts the event array size afterwards. Loop thread.
+  virtual result<std::size_t> wait_and_dispatch(int timeout_ms) = 0;
+  /// Blanks events already fetched for `a` later in the batch being dispatched, so a callback
+  /// that removes (and frees) `a` is never followed by a call through a dangling pointer.
+  /// Loop thread; a no-op outside dispatch.
+  virtual void invalidate(const poll_attachment& a) noexcept = 0;
+  /// Makes the loop's wait return. Any thread; async-signal-safe (one write/kevent call).
+  virtual void wake() noexcept = 0;
+  /// Closes the kernel poll object; the wake-up object stays valid until destruction so that
+  /// a racing stop()/trigger() never writes to a recycled descriptor. Loop thread.
+  virtual void close_kernel() noexcept = 0;
+  /// Current size of the event array. Loop thread.
+  virtual std::size_t event_capacity() const noexcept = 0;
+
+  // ---- helpers for backends ----
+
+  /// Called by a backend when it fetches its wake-up event. Clears the coalescing flag before
+  /// the facade drains the queues (see the protocol above).
+  void on_wake() noexcept { wake_pending_.store(false, std::memory_order_seq_cst); }
+
+  /// Event-array sizing policy (gnet's): double when a round filled the array; halve (not
+  /// below the initial size) after kShrinkAfterRounds consecutive rounds that used less than a
+  /// quarter of it. Returns the new capacity. The hysteresis keeps a bursty server from
+  /// reallocating on every burst. Loop thread.
+  std::size_t next_capacity(std::size_t capacity, std::size_t used) noexcept {
+    if (used == capacity && capacity < max_events_) {
+      sparse_rounds_ = 0;
+      return capacity * 2 < max_events_ ? capacity * 2 : max_events_;
+    }
+    if (used < capacity / 4 && capacity > min_events_) {
+      if (++sparse_rounds_ >= kShrinkAfterRounds) {
+        sparse_rounds_ = 0;
+        return capacity / 2 > min_events_ ? capacity / 2 : min_events_;
+      }
+      return capacity;
+    }
+    sparse_rounds_ = 0;
+    return capacity;
+  }
+
+  static constexpr unsigned kShrinkAfterRounds = 16;
+
+  // ---- state shared with the facade (poller.cc) ----
+
+  poller* facade_ = nullptr;  ///< the poller owning this backend (attachment owner_ value)
+  const std::size_t min_events_;
+  const std::size_t max_events_;
+  unsigned sparse_rounds_ = 0;  ///< loop thread
+
+  bool open_ = true;                  ///< loop thread: false after close()
+  bool in_round_ = false;             ///< loop thread: inside poll_once (callbacks/tasks running)
+  bool close_deferred_ = false;       ///< loop thread: close() was called from inside a round
+  bool stop_in_loop_ = false;         ///< loop thread: a callback returned poll_action::stop
+  std::atomic<bool> polling_{false};  ///< some thread is inside poll_once
+  std::atomic<bool> stop_requested_{false};  ///< stop() was called (any thread, signal-safe)
+  std::atomic<bool> wake_pending_{false};    ///< a wake-up is in flight (coalescing)
+
+  /// Attachments registered, as an intrusive doubly linked list (loop thread), so close() and
+  /// the destructor can mark them unregistered.
+  poll_attachment* head_ = nullptr;
+  std::size_t registered_ = 0;
+
+  /// Cross-thread task queues, guarded by task_mutex_.
+  std::mutex task_mutex_;
+  std::vector<task> high_;
+  std::vector<task> low_;
+  bool tasks_closed_ = false;  ///< guarded by task_mutex_
+  /// Tasks queued and not yet run (including the loop's local batch). Any thread.
+  std::atomic<std::size_t> pending_{0};
+
+  /// Loop-local batches, swapped with the queues under the lock (capacity is reused).
+  std::vector<task> high_run_;
+  std::vector<task> low_run_;
+  std::size_t low_pos_ = 0;  ///< next low task to run in low_run_
+};
+
+/// Backend factories. Each returns errc::unsupported where its kernel facility is not
+/// compiled in. Safe from any thread.
+result<std::unique_ptr<poller_backend>> make_epoll_backend(const poller_options& options);
+result<std::unique_ptr<poller_backend>> make_kqueue_backend(const poller_options& options);
+
+/// Maps readiness bits of a backend into io_event bits is backend-specific; this helper gives
+/// the poll_callback invocation in one place. Loop thread.
+inline bool dispatch_attachment(poll_attachment* a, std::uint32_t bits) {
+  return a->callback(a->fd, bits) == poll_action::stop;
+}
+
+}  // namespace evnet::detail

@@ -1,0 +1,184 @@
+// evnet — epoll backend (Linux). See backend.h for the contract.
+#include "poller/backend.h"
+
+#if defined(__linux__)
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+
+namespace evnet::detail {
+namespace {
+
+std::uint32_t epoll_bits(interest what, trigger_mode mode) noexcept {
+  // EPOLLRDHUP is always requested so a half-close is reported as read_hangup even to a
+  // write-only registration.
+  std::uint32_t ev = EPOLLRDHUP;
+  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::read)) != 0) ev |= EPOLLIN;
+  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::write)) != 0) ev |= EPOLLOUT;
+  if (mode == trigger_mode::edge) ev |= EPOLLET;
+  if (mode == trigger_mode::oneshot) ev |= EPOLLONESHOT;
+  return ev;
+}
+
+inline std::uint32_t io_bits(std::uint32_t ev) noexcept {
+  std::uint32_t bits = 0;
+  if ((ev & EPOLLIN) != 0) bits |= io_event::readable;
+  if ((ev & EPOLLOUT) != 0) bits |= io_event::writable;
+  if ((ev & EPOLLRDHUP) != 0) bits |= io_event::read_hangup;
+  if ((ev & EPOLLHUP) != 0) bits |= io_event::hangup;
+  if ((ev & EPOLLERR) != 0) bits |= io_event::error;
+  return bits;
+}
+
+std::error_code ctl_error(int err) noexcept {
+  switch (err) {
+    case EEXIST:
+      return errc::already_registered;
+    case ENOENT:
+      return errc::not_registered;
+    default:
+      return {err, std::system_category()};
+  }
+}
+
+class epoll_backend final : public poller_backend {
+ public:
+  epoll_backend(const poller_options& options, int epfd, int wakefd)
+      : poller_backend(options), epfd_(epfd), wakefd_(wakefd), events_(options.initial_events) {}
+
+  ~epoll_backend() override {
+    close_kernel();
+    ::close(wakefd_);
+  }
+
+  std::string_view name() const noexcept override { return "epoll"; }
+
+  std::error_code add(poll_attachment& a, interest what, trigger_mode mode) noexcept override {
+    epoll_event ev{};
+    ev.events = epoll_bits(what, mode);
+    ev.data.ptr = &a;
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, a.fd, &ev) != 0) return ctl_error(errno);
+    return {};
+  }
+
+  std::error_code modify(poll_attachment& a, interest what, trigger_mode mode) noexcept override {
+    epoll_event ev{};
+    ev.events = epoll_bits(what, mode);
+    ev.data.ptr = &a;
+    if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, a.fd, &ev) != 0) return ctl_error(errno);
+    return {};
+  }
+
+  std::error_code remove(poll_attachment& a) noexcept override {
+    epoll_event ev{};  // kernels before 2.6.9 require a non-null pointer
+    if (::epoll_ctl(epfd_, EPOLL_CTL_DEL, a.fd, &ev) != 0) return ctl_error(errno);
+    return {};
+  }
+
+  result<std::size_t> wait_and_dispatch(int timeout_ms) override {
+    const int n = ::epoll_wait(epfd_, events_.data(), static_cast<int>(events_.size()), timeout_ms);
+    if (n < 0) {
+      if (errno == EINTR) return std::size_t{0};  // a signal: an empty round, not an error
+      return std::error_code(errno, std::system_category());
+    }
+    std::size_t ran = 0;
+    batch_size_ = n;
+    for (int i = 0; i < n; ++i) {
+      cursor_ = i;
+      void* const p = events_[i].data.ptr;
+      if (p == &wakefd_) {
+        on_wake();
+        continue;
+      }
+      if (p == nullptr) continue;  // its attachment was removed earlier in this batch
+      ++ran;
+      if (dispatch_attachment(static_cast<poll_attachment*>(p), io_bits(events_[i].events))) {
+        stop_in_loop_ = true;
+      }
+    }
+    batch_size_ = 0;
+    const std::size_t cap = next_capacity(events_.size(), static_cast<std::size_t>(n));
+    if (cap != events_.size()) {
+      // A fresh vector, not resize(): shrinking must give the memory back.
+      std::vector<epoll_event>(cap).swap(events_);
+    }
+    return ran;
+  }
+
+  void invalidate(const poll_attachment& a) noexcept override {
+    // Only events after the one being dispatched can still be delivered.
+    for (int i = cursor_ + 1; i < batch_size_; ++i) {
+      if (events_[i].data.ptr == &a) events_[i].data.ptr = nullptr;
+    }
+  }
+
+  void wake() noexcept override {
+    // The eventfd is registered edge-triggered, so every write produces one new event and the
+    // loop never has to read it back (one system call per wake-up, not two). Its counter
+    // cannot realistically overflow: writes are coalesced.
+    const std::uint64_t one = 1;
+    const int saved = errno;  // may run in a signal handler
+    [[maybe_unused]] ssize_t r = ::write(wakefd_, &one, sizeof one);
+    errno = saved;
+  }
+
+  void close_kernel() noexcept override {
+    if (epfd_ >= 0) {
+      ::close(epfd_);
+      epfd_ = -1;
+    }
+  }
+
+  std::size_t event_capacity() const noexcept override { return events_.size(); }
+
+  // The wake-up registration's user data is the address of wakefd_, which no attachment can
+  // have.
+  std::error_code register_wake() noexcept {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.ptr = &wakefd_;
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) != 0) {
+      return {errno, std::system_category()};
+    }
+    return {};
+  }
+
+ private:
+  int epfd_;
+  int wakefd_;
+  std::vector<epoll_event> events_;
+  int cursor_ = 0;      // index of the event being dispatched
+  int batch_size_ = 0;  // events fetched by the current epoll_wait (0 outside dispatch)
+};
+
+}  // namespace
+
+result<std::unique_ptr<poller_backend>> make_epoll_backend(const poller_options& options) {
+  const int epfd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) return std::error_code(errno, std::system_category());
+  const int wakefd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakefd < 0) {
+    std::error_code ec(errno, std::system_category());
+    ::close(epfd);
+    return ec;
+  }
+  auto backend = std::make_unique<epoll_backend>(options, epfd, wakefd);
+  if (std::error_code ec = backend->register_wake()) return ec;
+  return std::unique_ptr<poller_backend>(std::move(backend));
+}
+
+}  // namespace evnet::detail
+
+#else  // !__linux__
+
+namespace evnet::detail {
+result<std::unique_ptr<poller_backend>> make_epoll_backend(const poller_options&) {
+  return errc::unsupported;
+}
+}  // namespace evnet::detail
+
+#endif

@@ -1,0 +1,307 @@
+// evnet — poller facade: argument checks, attachment bookkeeping, task queues, stop/wake-up.
+// The kernel side lives in one file per backend (epoll.cc, kqueue.cc); see backend.h.
+#include "evnet/poller.h"
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "poller/backend.h"
+
+namespace evnet {
+namespace {
+
+// The poller whose round is running on this thread, if any. Lets trigger() skip the wake-up
+// system call when the loop queues a task for itself (the loop checks pending_ before it
+// blocks), and lets add/modify/remove detect calls from a foreign thread during polling.
+thread_local const detail::poller_backend* tls_polling = nullptr;
+
+int to_timeout_ms(std::chrono::milliseconds timeout) noexcept {
+  if (timeout.count() < 0) return -1;
+  if (timeout.count() > INT_MAX) return INT_MAX;
+  return static_cast<int>(timeout.count());
+}
+
+void link(detail::poller_backend& b, poll_attachment& a) noexcept {
+  a.prev_ = nullptr;
+  a.next_ = b.head_;
+  if (b.head_ != nullptr) b.head_->prev_ = &a;
+  b.head_ = &a;
+  ++b.registered_;
+}
+
+void unlink(detail::poller_backend& b, poll_attachment& a) noexcept {
+  if (a.prev_ != nullptr) {
+    a.prev_->next_ = a.next_;
+  } else {
+    b.head_ = a.next_;
+  }
+  if (a.next_ != nullptr) a.next_->prev_ = a.prev_;
+  a.prev_ = a.next_ = nullptr;
+  a.owner_ = nullptr;
+  --b.registered_;
+}
+
+// add/modify/remove are loop-thread operations. While some thread is polling, a call from
+// another thread would race with dispatch, so it is refused instead of corrupting state.
+bool foreign_thread(const detail::poller_backend& b) noexcept {
+  return tls_polling != &b && b.polling_.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+result<std::unique_ptr<poller>> poller::open(const poller_options& options) {
+  if (options.initial_events == 0 || options.max_events < options.initial_events ||
+      options.max_events > static_cast<std::size_t>(INT_MAX)) {
+    return errc::invalid_argument;
+  }
+  backend_kind kind = options.backend;
+  if (kind == backend_kind::automatic) {
+    // An explicit choice from the environment wins, as muduo's MUDUO_USE_POLL and libevent's
+    // EVENT_NO* do; it lets the same test binary run once per backend.
+    const char* env = std::getenv("EVNET_POLLER");
+    if (env != nullptr && *env != '\0') {
+      if (std::strcmp(env, "epoll") == 0) {
+        kind = backend_kind::epoll;
+      } else if (std::strcmp(env, "kqueue") == 0) {
+        kind = backend_kind::kqueue;
+      } else if (std::strcmp(env, "io_uring") == 0) {
+        kind = backend_kind::io_uring;
+      } else {
+        return errc::invalid_argument;
+      }
+    } else {
+#if defined(__linux__)
+      kind = backend_kind::epoll;
+#else
+      kind = backend_kind::kqueue;
+#endif
+    }
+  }
+  result<std::unique_ptr<detail::poller_backend>> backend = errc::unsupported;
+  switch (kind) {
+    case backend_kind::epoll:
+      backend = detail::make_epoll_backend(options);
+      break;
+    case backend_kind::kqueue:
+      backend = detail::make_kqueue_backend(options);
+      break;
+    case backend_kind::io_uring:  // the seam exists; the backend does not yet
+    case backend_kind::automatic:
+      return errc::unsupported;
+  }
+  if (!backend) return backend.error();
+  std::unique_ptr<poller> p(new poller(std::move(*backend)));
+  p->backend_->facade_ = p.get();
+  return p;
+}
+
+poller::poller(std::unique_ptr<detail::poller_backend> backend) : backend_(std::move(backend)) {}
+
+poller::~poller() {
+  // Even a close() deferred from inside a round must happen now: the object is going away.
+  backend_->in_round_ = false;
+  close();
+}
+
+std::error_code poller::add(poll_attachment& a, interest what, trigger_mode mode) {
+  detail::poller_backend& b = *backend_;
+  if (!b.open_) return errc::closed;
+  if (foreign_thread(b)) return errc::wrong_thread;
+  if (a.fd < 0 || !a.callback) return errc::invalid_argument;
+  if (a.owner_ != nullptr) return errc::already_registered;
+  if (std::error_code ec = b.add(a, what, mode)) return ec;
+  a.owner_ = this;
+  a.interest_ = what;
+  a.mode_ = mode;
+  link(b, a);
+  return {};
+}
+
+std::error_code poller::modify(poll_attachment& a, interest what, trigger_mode mode) {
+  detail::poller_backend& b = *backend_;
+  if (!b.open_) return errc::closed;
+  if (foreign_thread(b)) return errc::wrong_thread;
+  if (a.owner_ != this) return errc::not_registered;
+  if (std::error_code ec = b.modify(a, what, mode)) return ec;
+  a.interest_ = what;
+  a.mode_ = mode;
+  return {};
+}
+
+std::error_code poller::remove(poll_attachment& a) {
+  detail::poller_backend& b = *backend_;
+  if (!b.open_) return errc::closed;
+  if (foreign_thread(b)) return errc::wrong_thread;
+  if (a.owner_ != this) return errc::not_registered;
+  // Forget the attachment whatever the kernel says (e.g. EBADF when the caller closed the fd
+  // first): the caller is about to free it, so no event may reach it any more.
+  std::error_code ec = b.remove(a);
+  b.invalidate(a);
+  unlink(b, a);
+  return ec;
+}
+
+std::error_code poller::poll() {
+  for (;;) {
+    result<std::size_t> r = poll_once(std::chrono::milliseconds(-1));
+    if (!r) {
+      std::error_code ec = r.error();
+      if (ec == errc::stopped || ec == errc::closed) return {};
+      return ec;
+    }
+  }
+}
+
+result<std::size_t> poller::poll_once(std::chrono::milliseconds timeout) {
+  detail::poller_backend& b = *backend_;
+  if (!b.open_) return errc::closed;
+  if (tls_polling == &b) return errc::invalid_argument;  // re-entered from a callback
+  bool expected = false;
+  if (!b.polling_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+    return errc::wrong_thread;  // another thread is polling
+  }
+  tls_polling = &b;
+  b.in_round_ = true;
+
+  // A stop requested before the round (or by a signal handler) ends polling without waiting.
+  result<std::size_t> out = std::size_t{0};
+  if (b.stop_requested_.load(std::memory_order_relaxed) &&
+      b.stop_requested_.exchange(false, std::memory_order_acq_rel)) {
+    out = errc::stopped;
+  } else {
+    // Queued tasks (including a low-priority backlog) must not wait for I/O: just check.
+    // Relaxed is enough: a task queued concurrently also wakes the kernel wait.
+    int timeout_ms = to_timeout_ms(timeout);
+    if (b.pending_.load(std::memory_order_relaxed) != 0) timeout_ms = 0;
+    out = b.wait_and_dispatch(timeout_ms);
+
+    if (out && !b.close_deferred_ && b.pending_.load(std::memory_order_relaxed) != 0) {
+      std::size_t ran = 0;
+      {
+        std::lock_guard<std::mutex> lock(b.task_mutex_);
+        b.high_run_.swap(b.high_);
+        if (b.low_pos_ == b.low_run_.size()) {
+          b.low_run_.clear();
+          b.low_pos_ = 0;
+          b.low_run_.swap(b.low_);
+        }
+      }
+      // Every high-priority task queued before the swap, then a bounded batch of low ones.
+      // Tasks queued while these run wait for the next round, so a task that re-queues itself
+      // cannot starve I/O.
+      // If a task calls close(), the rest of the batch is destroyed without running.
+      for (task& t : b.high_run_) {
+        if (!b.close_deferred_) t();
+        ++ran;
+      }
+      b.high_run_.clear();
+      const std::size_t end = std::min(b.low_run_.size(), b.low_pos_ + kLowTasksPerRound);
+      while (b.low_pos_ < end && !b.close_deferred_) {
+        task& t = b.low_run_[b.low_pos_++];
+        t();
+        t = nullptr;  // release what it captured now, not when the batch is recycled
+        ++ran;
+      }
+      b.pending_.fetch_sub(ran, std::memory_order_relaxed);
+    }
+
+    if (out && (b.stop_in_loop_ || b.stop_requested_.load(std::memory_order_relaxed))) {
+      b.stop_in_loop_ = false;
+      b.stop_requested_.store(false, std::memory_order_relaxed);
+      out = errc::stopped;
+    }
+  }
+
+  b.in_round_ = false;
+  tls_polling = nullptr;
+  b.polling_.store(false, std::memory_order_release);
+  if (b.close_deferred_) {
+    b.close_deferred_ = false;
+    close();
+    return errc::closed;
+  }
+  return out;
+}
+
+void poller::stop() noexcept {
+  detail::poller_backend& b = *backend_;
+  // No thread_local access here: TLS may allocate on first use in a shared library, which is
+  // not async-signal-safe. Waking unconditionally costs one write when called on the loop.
+  b.stop_requested_.store(true, std::memory_order_seq_cst);
+  b.wake();
+}
+
+std::error_code poller::trigger(task_priority priority, task fn) {
+  if (!fn) return errc::invalid_argument;
+  detail::poller_backend& b = *backend_;
+  {
+    std::lock_guard<std::mutex> lock(b.task_mutex_);
+    if (b.tasks_closed_) return errc::closed;  // fn is destroyed on return, never run
+    (priority == task_priority::high ? b.high_ : b.low_).push_back(std::move(fn));
+    b.pending_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The loop queueing for itself needs no wake-up: it looks at pending_ before blocking.
+  if (tls_polling == &b) return {};
+  if (!b.wake_pending_.exchange(true, std::memory_order_acq_rel)) b.wake();
+  return {};
+}
+
+std::size_t poller::close() {
+  detail::poller_backend& b = *backend_;
+  if (!b.open_) return 0;
+  if (b.in_round_) {
+    // Called from a callback or task: finishing the round first keeps the batch being
+    // dispatched and the task vector being iterated intact. poll_once() closes on its way out.
+    b.close_deferred_ = true;
+    std::size_t queued = 0;
+    std::lock_guard<std::mutex> lock(b.task_mutex_);
+    queued = b.high_.size() + b.low_.size();
+    return queued;
+  }
+  b.open_ = false;
+  std::vector<task> high;
+  std::vector<task> low;
+  {
+    std::lock_guard<std::mutex> lock(b.task_mutex_);
+    b.tasks_closed_ = true;
+    high.swap(b.high_);
+    low.swap(b.low_);
+  }
+  std::size_t dropped =
+      high.size() + low.size() + (b.low_run_.size() - b.low_pos_) + b.high_run_.size();
+  b.pending_.fetch_sub(dropped, std::memory_order_relaxed);
+  // Destroy the tasks outside the lock: their destructors may call trigger() (which now fails).
+  high.clear();
+  low.clear();
+  b.high_run_.clear();
+  b.low_run_.clear();
+  b.low_pos_ = 0;
+  while (b.head_ != nullptr) unlink(b, *b.head_);
+  b.close_kernel();
+  return dropped;
+}
+
+bool poller::is_open() const noexcept {
+  return backend_->open_;
+}
+
+std::string_view poller::backend_name() const noexcept {
+  return backend_->name();
+}
+
+std::size_t poller::event_capacity() const noexcept {
+  return backend_->event_capacity();
+}
+
+std::size_t poller::pending_tasks() const noexcept {
+  return backend_->pending_.load(std::memory_order_relaxed);
+}
+
+std::size_t poller::registered_count() const noexcept {
+  return backend_->registered_;
+}
+
+}  // namespace evnet
