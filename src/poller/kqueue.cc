@@ -1,9 +1,297 @@
 // evnet — kqueue backend (BSD/macOS). See backend.h for the contract.
+//
+// Status: compiled only where <sys/event.h> exists. This project's CI runs on Linux, and
+// Debian 12 no longer ships libkqueue, so this file is NOT exercised by any test here.
+//
+// Mapping: interest read/write → EVFILT_READ / EVFILT_WRITE knotes for the fd; edge → EV_CLEAR;
+// one-shot → EV_DISPATCH (re-armed by modify() with EV_ENABLE); the wake-up is an EVFILT_USER
+// event triggered with NOTE_TRIGGER (a self-pipe where EVFILT_USER is missing). kqueue reports
+// each filter separately, so a descriptor readable and writable at once gets two callbacks in
+// one round, one with io_event::readable and one with io_event::writable.
 #include "poller/backend.h"
 
+#if defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
+    defined(__DragonFly__)
+
+#include <fcntl.h>
+#include <sys/event.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <ctime>
+
 namespace evnet::detail {
-// The kqueue backend proper is being written; until then this build has none.
+namespace {
+
+using udata_t = decltype(static_cast<struct kevent*>(nullptr)->udata);
+
+udata_t to_udata(const void* p) noexcept {
+  // udata is void* on FreeBSD/macOS/OpenBSD and intptr_t on older NetBSD.
+  return (udata_t)(const_cast<void*>(p));  // NOLINT(google-readability-casting)
+}
+
+void* from_udata(udata_t u) noexcept {
+  return (void*)(u);  // NOLINT(google-readability-casting)
+}
+
+void set_kev(struct kevent& k, std::uintptr_t ident, short filter, unsigned short flags,
+             const void* udata) noexcept {
+  k = {};
+  k.ident = ident;
+  k.filter = filter;
+  k.flags = flags;
+  k.udata = to_udata(udata);
+}
+
+bool wants(interest what, interest bit) noexcept {
+  return (static_cast<unsigned>(what) & static_cast<unsigned>(bit)) != 0;
+}
+
+unsigned short mode_flags(trigger_mode mode) noexcept {
+  switch (mode) {
+    case trigger_mode::edge:
+      return EV_CLEAR;
+    case trigger_mode::oneshot:
+      return EV_DISPATCH;
+    case trigger_mode::level:
+      break;
+  }
+  return 0;
+}
+
+std::error_code change_error(int err) noexcept {
+  switch (err) {
+    case EEXIST:
+      return errc::already_registered;
+    case ENOENT:
+      return errc::not_registered;
+    default:
+      return {err, std::system_category()};
+  }
+}
+
+class kqueue_backend final : public poller_backend {
+ public:
+  kqueue_backend(const poller_options& options, int kq)
+      : poller_backend(options), kq_(kq), events_(options.initial_events) {}
+
+  ~kqueue_backend() override {
+    if (kq_ >= 0) ::close(kq_);
+#if !defined(EVFILT_USER)
+    if (pipe_[0] >= 0) ::close(pipe_[0]);
+    if (pipe_[1] >= 0) ::close(pipe_[1]);
+#endif
+  }
+
+  std::string_view name() const noexcept override {
+    return "kqueue";
+  }
+
+  std::error_code add(poll_attachment& a, interest what, trigger_mode mode) noexcept override {
+    struct kevent changes[2];
+    int n = 0;
+    const unsigned short flags = EV_ADD | EV_ENABLE | EV_RECEIPT | mode_flags(mode);
+    if (wants(what, interest::read)) set_kev(changes[n++], a.fd, EVFILT_READ, flags, &a);
+    if (wants(what, interest::write)) set_kev(changes[n++], a.fd, EVFILT_WRITE, flags, &a);
+    std::error_code ec = apply(changes, n);
+    if (ec) {
+      // Do not leave half a registration behind (read added, write refused).
+      struct kevent undo[2];
+      int m = 0;
+      for (int i = 0; i < n; ++i) {
+        set_kev(undo[m++], a.fd, changes[i].filter, EV_DELETE | EV_RECEIPT, nullptr);
+      }
+      (void)apply(undo, m);
+    }
+    return ec;
+  }
+
+  std::error_code modify(poll_attachment& a, interest what, trigger_mode mode) noexcept override {
+    struct kevent changes[4];
+    int n = 0;
+    const interest old = a.current_interest();
+    // The EV_CLEAR/EV_DISPATCH behaviour of an existing knote is fixed when it is added, so a
+    // mode change deletes and re-adds the filters.
+    const bool mode_changed = mode != a.current_mode();
+    const unsigned short flags = EV_ADD | EV_ENABLE | EV_RECEIPT | mode_flags(mode);
+    for (short filter : {static_cast<short>(EVFILT_READ), static_cast<short>(EVFILT_WRITE)}) {
+      const interest bit = filter == EVFILT_READ ? interest::read : interest::write;
+      const bool had = wants(old, bit);
+      const bool want = wants(what, bit);
+      if (had && (!want || mode_changed)) {
+        set_kev(changes[n++], a.fd, filter, EV_DELETE | EV_RECEIPT, nullptr);
+      }
+      if (want) set_kev(changes[n++], a.fd, filter, flags, &a);
+    }
+    return apply(changes, n);
+  }
+
+  std::error_code remove(poll_attachment& a) noexcept override {
+    struct kevent changes[2];
+    int n = 0;
+    const interest old = a.current_interest();
+    if (wants(old, interest::read)) {
+      set_kev(changes[n++], a.fd, EVFILT_READ, EV_DELETE | EV_RECEIPT, nullptr);
+    }
+    if (wants(old, interest::write)) {
+      set_kev(changes[n++], a.fd, EVFILT_WRITE, EV_DELETE | EV_RECEIPT, nullptr);
+    }
+    return apply(changes, n);
+  }
+
+  result<std::size_t> wait_and_dispatch(int timeout_ms) override {
+    struct timespec ts;
+    struct timespec* tsp = nullptr;
+    if (timeout_ms >= 0) {
+      ts.tv_sec = timeout_ms / 1000;
+      ts.tv_nsec = static_cast<long>(timeout_ms % 1000) * 1000000L;
+      tsp = &ts;
+    }
+    const int n = ::kevent(kq_, nullptr, 0, events_.data(), static_cast<int>(events_.size()), tsp);
+    if (n < 0) {
+      if (errno == EINTR) return std::size_t{0};
+      return std::error_code(errno, std::system_category());
+    }
+    std::size_t ran = 0;
+    batch_size_ = n;
+    for (int i = 0; i < n; ++i) {
+      cursor_ = i;
+      const struct kevent& k = events_[i];
+      void* const p = from_udata(k.udata);
+      if (p == &kq_) {
+        on_wake();
+        drain_wake();
+        continue;
+      }
+      if (p == nullptr) continue;  // removed earlier in this batch
+      std::uint32_t bits = 0;
+      if ((k.flags & EV_ERROR) != 0) {
+        bits |= io_event::error;
+      } else if (k.filter == EVFILT_READ) {
+        bits |= io_event::readable;
+        if ((k.flags & EV_EOF) != 0) {
+          bits |= io_event::read_hangup;
+          // fflags carries the socket error (e.g. ECONNRESET) when the peer reset.
+          if (k.fflags != 0) bits |= io_event::hangup | io_event::error;
+        }
+      } else if (k.filter == EVFILT_WRITE) {
+        bits |= io_event::writable;
+        if ((k.flags & EV_EOF) != 0) {
+          bits |= io_event::hangup;
+          if (k.fflags != 0) bits |= io_event::error;
+        }
+      }
+      ++ran;
+      if (dispatch_attachment(static_cast<poll_attachment*>(p), bits)) stop_in_loop_ = true;
+    }
+    batch_size_ = 0;
+    const std::size_t cap = next_capacity(events_.size(), static_cast<std::size_t>(n));
+    if (cap != events_.size()) std::vector<struct kevent>(cap).swap(events_);
+    return ran;
+  }
+
+  void invalidate(const poll_attachment& a) noexcept override {
+    for (int i = cursor_ + 1; i < batch_size_; ++i) {
+      if (from_udata(events_[i].udata) == &a) events_[i].udata = to_udata(nullptr);
+    }
+  }
+
+  void wake() noexcept override {
+    const int saved = errno;  // may run in a signal handler
+#if defined(EVFILT_USER)
+    struct kevent k;
+    set_kev(k, 0, EVFILT_USER, 0, &kq_);
+    k.fflags = NOTE_TRIGGER;
+    (void)::kevent(kq_, &k, 1, nullptr, 0, nullptr);
+#else
+    const char c = 0;
+    [[maybe_unused]] ssize_t r = ::write(pipe_[1], &c, 1);
+#endif
+    errno = saved;
+  }
+
+  // The kqueue descriptor is also the wake-up channel, so it stays open until destruction
+  // (a racing stop() must never reach a recycled descriptor). After close() the facade refuses
+  // every operation, so nothing polls it any more.
+  void close_kernel() noexcept override {}
+
+  std::size_t event_capacity() const noexcept override {
+    return events_.size();
+  }
+
+  std::error_code register_wake() noexcept {
+#if defined(EVFILT_USER)
+    struct kevent k;
+    set_kev(k, 0, EVFILT_USER, EV_ADD | EV_CLEAR | EV_RECEIPT, &kq_);
+    return apply(&k, 1);
+#else
+    if (::pipe(pipe_) != 0) return {errno, std::system_category()};
+    for (int fd : pipe_) {
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    struct kevent k;
+    set_kev(k, static_cast<std::uintptr_t>(pipe_[0]), EVFILT_READ, EV_ADD | EV_CLEAR | EV_RECEIPT,
+            &kq_);
+    return apply(&k, 1);
+#endif
+  }
+
+ private:
+  // Applies a change list with EV_RECEIPT, so each change reports its own status instead of
+  // the first failure aborting the rest silently.
+  std::error_code apply(struct kevent* changes, int n) noexcept {
+    if (n == 0) return {};
+    struct kevent out[4];
+    const int r = ::kevent(kq_, changes, n, out, n, nullptr);
+    if (r < 0) return {errno, std::system_category()};
+    for (int i = 0; i < r; ++i) {
+      if ((out[i].flags & EV_ERROR) != 0 && out[i].data != 0) {
+        return change_error(static_cast<int>(out[i].data));
+      }
+    }
+    return {};
+  }
+
+  void drain_wake() noexcept {
+#if !defined(EVFILT_USER)
+    char buf[64];
+    while (::read(pipe_[0], buf, sizeof buf) > 0) {
+    }
+#endif
+  }
+
+  int kq_;
+#if !defined(EVFILT_USER)
+  int pipe_[2] = {-1, -1};
+#endif
+  std::vector<struct kevent> events_;
+  int cursor_ = 0;
+  int batch_size_ = 0;
+};
+
+}  // namespace
+
+result<std::unique_ptr<poller_backend>> make_kqueue_backend(const poller_options& options) {
+  const int kq = ::kqueue();
+  if (kq < 0) return std::error_code(errno, std::system_category());
+  ::fcntl(kq, F_SETFD, FD_CLOEXEC);
+  auto backend = std::make_unique<kqueue_backend>(options, kq);
+  if (std::error_code ec = backend->register_wake()) return ec;
+  return std::unique_ptr<poller_backend>(std::move(backend));
+}
+
+}  // namespace evnet::detail
+
+#else  // no <sys/event.h>
+
+namespace evnet::detail {
 result<std::unique_ptr<poller_backend>> make_kqueue_backend(const poller_options&) {
   return errc::unsupported;
 }
 }  // namespace evnet::detail
+
+#endif
