@@ -1,0 +1,60 @@
+// evnet — HTTP/1.1 response writer and the cached Date header.
+//
+// This is a public header. A response_writer appends a response to a caller-owned
+// std::string (normally a per-connection output staging buffer whose capacity is reused), so
+// writing a small response allocates nothing once the buffer has grown to its working size.
+// Nothing here performs I/O; every function is called by the thread that owns the string.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace evnet::http {
+
+/// Standard reason phrase for `status` ("OK", "Not Found", ...); "Unknown" if not listed.
+/// Safe from any thread.
+std::string_view reason_phrase(int status) noexcept;
+
+/// The current time as an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"), recomputed at most
+/// once per second per thread (thread-local cache, so no locking). Safe from any thread; the
+/// view is valid until the calling thread's next call.
+std::string_view http_date() noexcept;
+
+/// Appends one HTTP/1.1 response (or a chunked stream) to `out`.
+///
+/// Usage: status() once, header() any number of times, then exactly one of body(),
+/// end_headers() (a body of Content-Length bytes follows via raw()) or begin_chunked() followed
+/// by chunk()... and end_chunked(). Date and Server-less minimal framing are the caller's
+/// choice: add_date() appends the cached Date header.
+class response_writer {
+ public:
+  /// Writes into `out` (appends; does not clear). Owner thread only.
+  explicit response_writer(std::string& out) noexcept : out_(out) {}
+
+  /// "HTTP/1.1 <status> <reason>\r\n"; an empty reason uses reason_phrase(status).
+  response_writer& status(int status, std::string_view reason = {});
+  /// "<name>: <value>\r\n". Name and value must not contain CR or LF (caller's duty).
+  response_writer& header(std::string_view name, std::string_view value);
+  /// "Date: <http_date()>\r\n".
+  response_writer& add_date();
+  /// "Connection: close\r\n" — tell the peer this is the last response.
+  response_writer& close_connection() { return header("Connection", "close"); }
+  /// "Content-Length: n\r\n\r\n" followed by `body`.
+  void body(std::string_view body);
+  /// "Content-Length: n\r\n\r\n"; the caller appends n bytes afterwards with raw().
+  void end_headers(std::uint64_t content_length);
+  /// "Transfer-Encoding: chunked\r\n\r\n".
+  void begin_chunked();
+  /// One chunk ("<hex>\r\n<data>\r\n"); empty data is skipped (it would end the stream).
+  void chunk(std::string_view data);
+  /// The last chunk and an empty trailer section ("0\r\n\r\n").
+  void end_chunked();
+  /// Appends bytes verbatim.
+  void raw(std::string_view bytes) { out_.append(bytes); }
+
+ private:
+  std::string& out_;
+};
+
+}  // namespace evnet::http

@@ -1,0 +1,504 @@
+#include "evnet/http/parser.h"
+
+#include <array>
+#include <cstring>
+
+namespace evnet::http {
+namespace {
+
+// RFC 9110 tchar: the characters allowed in methods and field names.
+constexpr std::array<bool, 256> make_tchar_table() {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}
+constexpr auto kTchar = make_tchar_table();
+
+constexpr unsigned char lower(unsigned char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<unsigned char>(c | 0x20) : c;
+}
+
+std::string_view trim(std::string_view v) noexcept {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+method method_from(std::string_view m) noexcept {
+  switch (m.size()) {
+    case 3:
+      if (m == "GET") return method::get;
+      if (m == "PUT") return method::put;
+      break;
+    case 4:
+      if (m == "POST") return method::post;
+      if (m == "HEAD") return method::head;
+      break;
+    case 5:
+      if (m == "PATCH") return method::patch;
+      if (m == "TRACE") return method::trace;
+      break;
+    case 6:
+      if (m == "DELETE") return method::del;
+      break;
+    case 7:
+      if (m == "OPTIONS") return method::options;
+      if (m == "CONNECT") return method::connect;
+      break;
+    default:
+      break;
+  }
+  return method::other;
+}
+
+// Parses "HTTP/1.x"; returns the minor version, -1 when malformed, -2 when not HTTP/1.
+int parse_version(std::string_view v) noexcept {
+  if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || v[6] != '.') return -1;
+  if (v[5] < '0' || v[5] > '9' || v[7] < '0' || v[7] > '9') return -1;
+  if (v[5] != '1') return -2;
+  return v[7] == '0' ? 0 : 1;
+}
+
+// Iterates the comma-separated tokens of a header value.
+template <class F>
+bool for_each_token(std::string_view v, F&& f) {
+  while (!v.empty()) {
+    std::size_t comma = v.find(',');
+    std::string_view tok = trim(v.substr(0, comma));
+    if (!tok.empty() && f(tok)) return true;
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i])))
+      return false;
+  }
+  return true;
+}
+
+std::string_view message::header(std::string_view name, bool* found) const noexcept {
+  for (const auto& h : headers) {
+    if (iequals(h.name, name)) {
+      if (found) *found = true;
+      return h.value;
+    }
+  }
+  if (found) *found = false;
+  return {};
+}
+
+bool message::header_has_token(std::string_view name, std::string_view token) const noexcept {
+  for (const auto& h : headers) {
+    if (!iequals(h.name, name)) continue;
+    if (for_each_token(h.value, [&](std::string_view t) { return iequals(t, token); })) return true;
+  }
+  return false;
+}
+
+parser::parser(kind k, parser_limits limits) : kind_(k), limits_(limits) {
+  // A head always needs room for at least a minimal start line.
+  if (limits_.max_head_bytes < 64) limits_.max_head_bytes = 64;
+}
+parser::~parser() = default;
+parser::parser(parser&&) noexcept = default;
+parser& parser::operator=(parser&&) noexcept = default;
+
+void parser::reset() noexcept {
+  state_ = state::start;
+  head_len_ = line_start_ = trailer_start_ = 0;
+  remaining_ = body_total_ = 0;
+  chunk_digits_ = 0;
+  chunk_ext_ = chunk_cr_ = false;
+  error_status_ = 0;
+  error_reason_ = "";
+}
+
+bool parser::in_body() const noexcept {
+  switch (state_) {
+    case state::body_length:
+    case state::body_eof:
+    case state::chunk_size:
+    case state::chunk_data:
+    case state::chunk_crlf:
+    case state::trailers:
+      return true;
+    default:
+      return false;
+  }
+}
+
+parse_step parser::fail(int status, const char* reason) {
+  state_ = state::error;
+  error_status_ = status;
+  error_reason_ = reason;
+  return {parse_event::error, 0, {}};
+}
+
+parse_step parser::finish_message(std::size_t consumed) {
+  state_ = state::start;
+  head_len_ = 0;
+  return {parse_event::done, consumed, {}};
+}
+
+bool parser::finish_on_eof() noexcept {
+  if (state_ != state::body_eof) return false;
+  state_ = state::done_pending;
+  return true;
+}
+
+parse_step parser::parse(std::string_view in) {
+  switch (state_) {
+    case state::error:
+      return {parse_event::error, 0, {}};
+
+    case state::done_pending:
+      return finish_message(0);
+
+    case state::start: {
+      // RFC 9112 §2.2: a server should ignore at least one empty line before a request line.
+      std::size_t skip = 0;
+      while (skip < in.size() && (in[skip] == '\r' || in[skip] == '\n')) ++skip;
+      if (skip == in.size()) return {parse_event::need_more, skip, {}};
+      if (!head_buf_) head_buf_ = std::make_unique<char[]>(limits_.max_head_bytes);
+      // Start a fresh message; clear() keeps the vectors' capacity, so no allocation.
+      msg_.headers.clear();
+      msg_.trailers.clear();
+      msg_.method = method::other;
+      msg_.method_text = msg_.target = msg_.path = msg_.query = msg_.reason = {};
+      msg_.status = 0;
+      msg_.version_minor = 1;
+      msg_.content_length = 0;
+      msg_.has_content_length = msg_.chunked = msg_.upgrade = msg_.expect_continue = false;
+      msg_.keep_alive = true;
+      head_len_ = line_start_ = 0;
+      body_total_ = 0;
+      state_ = state::head;
+      parse_step s = accumulate_lines(in.substr(skip), false);
+      s.consumed += skip;
+      return s;
+    }
+
+    case state::head:
+      return accumulate_lines(in, false);
+
+    case state::trailers:
+      return accumulate_lines(in, true);
+
+    case state::body_length:
+    case state::chunk_data: {
+      if (remaining_ == 0) {
+        if (state_ == state::body_length) return finish_message(0);
+        state_ = state::chunk_crlf;
+        return parse(in);
+      }
+      if (in.empty()) return {parse_event::need_more, 0, {}};
+      std::size_t n = in.size() < remaining_ ? in.size() : static_cast<std::size_t>(remaining_);
+      remaining_ -= n;
+      if (remaining_ == 0 && state_ == state::chunk_data) {
+        state_ = state::chunk_crlf;
+        chunk_cr_ = false;
+      }
+      return {parse_event::body, n, in.substr(0, n)};
+    }
+
+    case state::body_eof: {
+      if (in.empty()) return {parse_event::need_more, 0, {}};
+      body_total_ += in.size();
+      if (body_total_ > limits_.max_body_bytes) return fail(413, "body too large");
+      return {parse_event::body, in.size(), in};
+    }
+
+    case state::chunk_crlf: {
+      std::size_t i = 0;
+      for (; i < in.size(); ++i) {
+        char c = in[i];
+        if (c == '\r' && !chunk_cr_) {
+          chunk_cr_ = true;
+        } else if (c == '\n') {
+          state_ = state::chunk_size;
+          chunk_digits_ = 0;
+          chunk_ext_ = chunk_cr_ = false;
+          remaining_ = 0;
+          parse_step s = parse(in.substr(i + 1));
+          s.consumed += i + 1;
+          return s;
+        } else {
+          return fail(400, "missing CRLF after chunk data");
+        }
+      }
+      return {parse_event::need_more, i, {}};
+    }
+
+    case state::chunk_size: {
+      for (std::size_t i = 0; i < in.size(); ++i) {
+        char c = in[i];
+        if (c == '\n') {
+          if (chunk_digits_ == 0) return fail(400, "missing chunk size");
+          std::size_t used = i + 1;
+          if (remaining_ == 0) {
+            state_ = state::trailers;
+            trailer_start_ = line_start_ = head_len_;
+            parse_step s = parse(in.substr(used));
+            s.consumed += used;
+            return s;
+          }
+          body_total_ += remaining_;
+          if (body_total_ > limits_.max_body_bytes) return fail(413, "body too large");
+          state_ = state::chunk_data;
+          parse_step s = parse(in.substr(used));
+          s.consumed += used;
+          return s;
+        }
+        if (chunk_cr_) return fail(400, "bare CR in chunk size line");
+        if (c == '\r') {
+          chunk_cr_ = true;
+          continue;
+        }
+        if (chunk_ext_) {
+          // Extensions are ignored, but bounded so a peer cannot stream them forever.
+          if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)
+            return fail(400, "control character in chunk extension");
+          if (++chunk_digits_ > 4096) return fail(400, "chunk extension too long");
+          continue;
+        }
+        int h = hex_value(c);
+        if (h >= 0 && !chunk_cr_) {
+          if (remaining_ >> 60) return fail(400, "chunk size overflow");
+          remaining_ = (remaining_ << 4) | static_cast<unsigned>(h);
+          ++chunk_digits_;
+          continue;
+        }
+        if (chunk_digits_ > 0 && (c == ';' || c == ' ' || c == '\t')) {
+          chunk_ext_ = true;
+          continue;
+        }
+        return fail(400, "bad chunk size");
+      }
+      return {parse_event::need_more, in.size(), {}};
+    }
+  }
+  return {parse_event::need_more, 0, {}};
+}
+
+parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
+  std::size_t consumed = 0;
+  while (consumed < in.size()) {
+    const char* p = in.data() + consumed;
+    std::size_t avail = in.size() - consumed;
+    const void* nl = std::memchr(p, '\n', avail);
+    std::size_t take = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - p) + 1 : avail;
+    if (head_len_ + take > limits_.max_head_bytes) {
+      if (!trailers && line_start_ == 0 && kind_ == kind::request)
+        return fail(414, "request line too long");
+      return fail(431, trailers ? "trailer section too large" : "header section too large");
+    }
+    std::memcpy(head_buf_.get() + head_len_, p, take);
+    head_len_ += take;
+    consumed += take;
+    if (!nl) {
+      // A request line that has no end yet but is already longer than any allowed target.
+      if (!trailers && line_start_ == 0 && kind_ == kind::request &&
+          head_len_ > limits_.max_target_bytes + 32)
+        return fail(414, "request target too long");
+      return {parse_event::need_more, consumed, {}};
+    }
+    std::string_view line(head_buf_.get() + line_start_, head_len_ - 1 - line_start_);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    bool first = !trailers && line_start_ == 0;
+    line_start_ = head_len_;
+    if (line.empty()) {
+      if (first) return fail(400, "empty start line");
+      if (trailers) return finish_message(consumed);
+      parse_step s = on_head_complete();
+      s.consumed = consumed;
+      return s;
+    }
+    if (first) {
+      if (!parse_start_line(line)) return {parse_event::error, 0, {}};
+    } else {
+      if (!parse_field_line(line, trailers ? msg_.trailers : msg_.headers))
+        return {parse_event::error, 0, {}};
+    }
+  }
+  return {parse_event::need_more, consumed, {}};
+}
+
+bool parser::parse_start_line(std::string_view line) {
+  if (kind_ == kind::request) {
+    std::size_t sp1 = line.find(' ');
+    if (sp1 == std::string_view::npos || sp1 == 0)
+      return fail(400, "malformed request line"), false;
+    std::string_view m = line.substr(0, sp1);
+    for (char c : m)
+      if (!kTchar[static_cast<unsigned char>(c)]) return fail(400, "bad method"), false;
+    std::size_t sp2 = line.rfind(' ');
+    if (sp2 == sp1) return fail(400, "malformed request line"), false;
+    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    if (target.empty()) return fail(400, "empty request target"), false;
+    if (target.size() > limits_.max_target_bytes)
+      return fail(414, "request target too long"), false;
+    for (char c : target) {
+      auto u = static_cast<unsigned char>(c);
+      if (u <= 0x20 || u == 0x7f) return fail(400, "bad character in request target"), false;
+    }
+    int minor = parse_version(line.substr(sp2 + 1));
+    if (minor == -2) return fail(505, "HTTP version not supported"), false;
+    if (minor < 0) return fail(400, "malformed HTTP version"), false;
+    msg_.method_text = m;
+    msg_.method = method_from(m);
+    msg_.target = target;
+    std::size_t q = target.find('?');
+    msg_.path = target.substr(0, q);
+    msg_.query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
+    msg_.version_minor = minor;
+    return true;
+  }
+  // status-line = HTTP-version SP status-code SP [ reason-phrase ]
+  if (line.size() < 12 || line[8] != ' ') return fail(400, "malformed status line"), false;
+  int minor = parse_version(line.substr(0, 8));
+  if (minor == -2) return fail(505, "HTTP version not supported"), false;
+  if (minor < 0) return fail(400, "malformed HTTP version"), false;
+  int status = 0;
+  for (std::size_t i = 9; i < 12; ++i) {
+    if (line[i] < '0' || line[i] > '9') return fail(400, "malformed status code"), false;
+    status = status * 10 + (line[i] - '0');
+  }
+  if (status < 100) return fail(400, "malformed status code"), false;
+  if (line.size() > 12 && line[12] != ' ') return fail(400, "malformed status line"), false;
+  msg_.version_minor = minor;
+  msg_.status = status;
+  msg_.reason = line.size() > 13 ? line.substr(13) : std::string_view{};
+  return true;
+}
+
+bool parser::parse_field_line(std::string_view line, std::vector<header_field>& into) {
+  if (line.front() == ' ' || line.front() == '\t') return fail(400, "obsolete line folding"), false;
+  std::size_t colon = 0;
+  while (colon < line.size() && kTchar[static_cast<unsigned char>(line[colon])]) ++colon;
+  if (colon == 0 || colon == line.size() || line[colon] != ':')
+    return fail(400, "malformed header field"), false;
+  std::string_view value = trim(line.substr(colon + 1));
+  for (char c : value) {
+    auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && u != '\t') || u == 0x7f)
+      return fail(400, "control character in header value"), false;
+  }
+  if (msg_.headers.size() + msg_.trailers.size() >= limits_.max_headers)
+    return fail(431, "too many header fields"), false;
+  into.push_back({line.substr(0, colon), value});
+  return true;
+}
+
+parse_step parser::on_head_complete() {
+  bool request = kind_ == kind::request;
+  bool has_te = false;
+  bool te_chunked = false;
+  bool conn_close = false, conn_keep_alive = false, conn_upgrade = false, has_upgrade = false;
+  for (const auto& h : msg_.headers) {
+    const std::string_view n = h.name;
+    if (iequals(n, "content-length")) {
+      std::uint64_t v = 0;
+      if (h.value.empty()) return fail(400, "bad Content-Length");
+      for (char c : h.value) {
+        if (c < '0' || c > '9') return fail(400, "bad Content-Length");
+        if (v > (UINT64_MAX - 9) / 10) return fail(400, "Content-Length overflow");
+        v = v * 10 + static_cast<unsigned>(c - '0');
+      }
+      if (msg_.has_content_length && v != msg_.content_length)
+        return fail(400, "conflicting Content-Length");
+      msg_.has_content_length = true;
+      msg_.content_length = v;
+    } else if (iequals(n, "transfer-encoding")) {
+      has_te = true;
+      // Only "chunked" alone is decodable here; it must be the final coding (RFC 9112 §6.3).
+      int count = 0;
+      bool last_chunked = false;
+      for_each_token(h.value, [&](std::string_view t) {
+        ++count;
+        last_chunked = iequals(t, "chunked");
+        return false;
+      });
+      te_chunked = last_chunked && count == 1 && !te_chunked;
+    } else if (iequals(n, "connection")) {
+      for_each_token(h.value, [&](std::string_view t) {
+        if (iequals(t, "close"))
+          conn_close = true;
+        else if (iequals(t, "keep-alive"))
+          conn_keep_alive = true;
+        else if (iequals(t, "upgrade"))
+          conn_upgrade = true;
+        return false;
+      });
+    } else if (iequals(n, "upgrade")) {
+      has_upgrade = true;
+    } else if (request && iequals(n, "expect")) {
+      if (iequals(h.value, "100-continue")) msg_.expect_continue = true;
+    }
+  }
+  msg_.keep_alive = msg_.version_minor >= 1 ? !conn_close : (conn_keep_alive && !conn_close);
+  msg_.upgrade = conn_upgrade && has_upgrade;
+
+  if (request) {
+    if (msg_.version_minor >= 1) {
+      bool host = false;
+      (void)msg_.header("host", &host);
+      if (!host) return fail(400, "missing Host header");
+    }
+    if (has_te) {
+      // A request carrying both framings is a smuggling vector; refuse it (RFC 9112 §6.1).
+      if (msg_.has_content_length) return fail(400, "both Content-Length and Transfer-Encoding");
+      if (!te_chunked) return fail(501, "unsupported Transfer-Encoding");
+      msg_.chunked = true;
+      remaining_ = 0;
+      chunk_digits_ = 0;
+      chunk_ext_ = chunk_cr_ = false;
+      state_ = state::chunk_size;
+    } else if (msg_.has_content_length && msg_.content_length > 0) {
+      if (msg_.content_length > limits_.max_body_bytes) return fail(413, "body too large");
+      remaining_ = msg_.content_length;
+      state_ = state::body_length;
+    } else {
+      state_ = state::done_pending;
+    }
+    return {parse_event::head, 0, {}};
+  }
+
+  // Responses (RFC 9112 §6.3).
+  int s = msg_.status;
+  if (head_request_ || (s >= 100 && s < 200) || s == 204 || s == 304) {
+    state_ = state::done_pending;
+  } else if (has_te && te_chunked) {
+    msg_.chunked = true;
+    remaining_ = 0;
+    chunk_digits_ = 0;
+    chunk_ext_ = chunk_cr_ = false;
+    state_ = state::chunk_size;
+  } else if (!has_te && msg_.has_content_length) {
+    if (msg_.content_length > limits_.max_body_bytes) return fail(413, "body too large");
+    remaining_ = msg_.content_length;
+    state_ = remaining_ ? state::body_length : state::done_pending;
+  } else {
+    msg_.keep_alive = false;
+    state_ = state::body_eof;
+  }
+  return {parse_event::head, 0, {}};
+}
+
+}  // namespace evnet::http

@@ -1,0 +1,145 @@
+#include "evnet/http/response.h"
+
+#include <time.h>
+
+#include <charconv>
+#include <cstdio>
+
+namespace evnet::http {
+
+std::string_view reason_phrase(int status) noexcept {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 426:
+      return "Upgrade Required";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
+  }
+}
+
+std::string_view http_date() noexcept {
+  // The coarse clock is read through the vDSO and costs a few nanoseconds; the string is
+  // rebuilt only when the second changes.
+  thread_local time_t cached_sec = -1;
+  thread_local char buf[32];
+  thread_local std::size_t len = 0;
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  if (ts.tv_sec != cached_sec) {
+    cached_sec = ts.tv_sec;
+    tm t{};
+    gmtime_r(&ts.tv_sec, &t);
+    static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    int n = std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[t.tm_wday],
+                          t.tm_mday, kMonths[t.tm_mon], t.tm_year + 1900, t.tm_hour, t.tm_min,
+                          t.tm_sec);
+    len = n > 0 ? static_cast<std::size_t>(n) : 0;
+  }
+  return {buf, len};
+}
+
+response_writer& response_writer::status(int status, std::string_view reason) {
+  if (reason.empty()) reason = reason_phrase(status);
+  char code[4] = {static_cast<char>('0' + status / 100 % 10),
+                  static_cast<char>('0' + status / 10 % 10), static_cast<char>('0' + status % 10),
+                  ' '};
+  out_.append("HTTP/1.1 ", 9);
+  out_.append(code, 4);
+  out_.append(reason);
+  out_.append("\r\n", 2);
+  return *this;
+}
+
+response_writer& response_writer::header(std::string_view name, std::string_view value) {
+  out_.append(name);
+  out_.append(": ", 2);
+  out_.append(value);
+  out_.append("\r\n", 2);
+  return *this;
+}
+
+response_writer& response_writer::add_date() {
+  return header("Date", http_date());
+}
+
+void response_writer::end_headers(std::uint64_t content_length) {
+  char num[24];
+  auto r = std::to_chars(num, num + sizeof num, content_length);
+  out_.append("Content-Length: ", 16);
+  out_.append(num, static_cast<std::size_t>(r.ptr - num));
+  out_.append("\r\n\r\n", 4);
+}
+
+void response_writer::body(std::string_view body) {
+  end_headers(body.size());
+  out_.append(body);
+}
+
+void response_writer::begin_chunked() {
+  out_.append("Transfer-Encoding: chunked\r\n\r\n", 30);
+}
+
+void response_writer::chunk(std::string_view data) {
+  if (data.empty()) return;
+  char num[20];
+  auto r = std::to_chars(num, num + sizeof num, data.size(), 16);
+  out_.append(num, static_cast<std::size_t>(r.ptr - num));
+  out_.append("\r\n", 2);
+  out_.append(data);
+  out_.append("\r\n", 2);
+}
+
+void response_writer::end_chunked() {
+  out_.append("0\r\n\r\n", 5);
+}
+
+}  // namespace evnet::http

@@ -1,0 +1,438 @@
+// HTTP/1.1 parser: table-driven cases, each re-fed whole, byte by byte and in random splits.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "evnet/http/parser.h"
+#include "evnet/http/response.h"
+
+namespace http = evnet::http;
+
+namespace {
+
+struct parsed {
+  std::string method, target, path, query;
+  int status = 0;
+  int minor = -1;
+  std::vector<std::pair<std::string, std::string>> headers, trailers;
+  std::string body;
+  bool keep_alive = false, chunked = false, upgrade = false, expect_continue = false;
+};
+
+struct outcome {
+  std::vector<parsed> messages;
+  int error_status = 0;
+  bool partial = false;  // a message was started but not finished
+  bool operator==(const outcome&) const = default;
+};
+
+bool operator==(const parsed& a, const parsed& b) {
+  return a.method == b.method && a.target == b.target && a.path == b.path && a.query == b.query &&
+         a.status == b.status && a.minor == b.minor && a.headers == b.headers &&
+         a.trailers == b.trailers && a.body == b.body && a.keep_alive == b.keep_alive &&
+         a.chunked == b.chunked && a.upgrade == b.upgrade && a.expect_continue == b.expect_continue;
+}
+
+// Feeds `chunks` to a parser and records everything it reports. Each chunk is dropped after the
+// parser returns need_more, which checks that the parser never keeps views into old input.
+outcome run(http::parser& p, const std::vector<std::string>& chunks, bool eof = false) {
+  outcome out;
+  parsed cur;
+  bool in_msg = false;
+  auto handle = [&](std::string_view in) {
+    for (;;) {
+      http::parse_step s = p.parse(in);
+      EXPECT_LE(s.consumed, in.size());
+      in.remove_prefix(s.consumed);
+      switch (s.event) {
+        case http::parse_event::need_more:
+          EXPECT_TRUE(in.empty()) << "need_more must consume all input";
+          return true;
+        case http::parse_event::head: {
+          const auto& m = p.message();
+          cur = parsed{};
+          cur.method = m.method_text;
+          cur.target = m.target;
+          cur.path = m.path;
+          cur.query = m.query;
+          cur.status = m.status;
+          cur.minor = m.version_minor;
+          for (auto& h : m.headers) cur.headers.emplace_back(h.name, h.value);
+          cur.keep_alive = m.keep_alive;
+          cur.chunked = m.chunked;
+          cur.upgrade = m.upgrade;
+          cur.expect_continue = m.expect_continue;
+          in_msg = true;
+          break;
+        }
+        case http::parse_event::body:
+          EXPECT_TRUE(in_msg);
+          cur.body.append(s.body);
+          break;
+        case http::parse_event::done:
+          EXPECT_TRUE(in_msg);
+          for (auto& h : p.message().trailers) cur.trailers.emplace_back(h.name, h.value);
+          out.messages.push_back(cur);
+          in_msg = false;
+          break;
+        case http::parse_event::error:
+          out.error_status = p.error_status();
+          EXPECT_FALSE(p.error_reason().empty());
+          return false;
+      }
+    }
+  };
+  for (const auto& c : chunks) {
+    // Copy into a fresh buffer that dies right after the call, so stale views would be caught
+    // by ASan.
+    auto owned = std::make_unique<char[]>(c.size() + 1);
+    std::memcpy(owned.get(), c.data(), c.size());
+    if (!handle(std::string_view(owned.get(), c.size()))) return out;
+  }
+  if (eof && p.finish_on_eof()) handle({});
+  out.partial = in_msg;
+  return out;
+}
+
+std::vector<std::vector<std::string>> splits_of(const std::string& s, unsigned seed) {
+  std::vector<std::vector<std::string>> all;
+  all.push_back({s});
+  std::vector<std::string> bytes;
+  for (char c : s) bytes.emplace_back(1, c);
+  all.push_back(bytes);
+  std::mt19937 rng(seed);
+  for (int r = 0; r < 20; ++r) {
+    std::vector<std::string> parts;
+    std::size_t i = 0;
+    while (i < s.size()) {
+      std::size_t n = std::uniform_int_distribution<std::size_t>(1, 17)(rng);
+      parts.push_back(s.substr(i, n));
+      i += n;
+    }
+    all.push_back(parts);
+  }
+  // Every two-way split.
+  for (std::size_t i = 1; i < s.size(); ++i) all.push_back({s.substr(0, i), s.substr(i)});
+  return all;
+}
+
+// Runs `input` in every split and checks all splits agree with the whole-buffer result.
+outcome run_all_splits(http::parser::kind kind, const std::string& input,
+                       http::parser_limits limits = {}, bool eof = false) {
+  http::parser whole(kind, limits);
+  outcome expect = run(whole, {input}, eof);
+  unsigned seed = 1;
+  for (const auto& parts : splits_of(input, seed++)) {
+    http::parser p(kind, limits);
+    outcome got = run(p, parts, eof);
+    EXPECT_TRUE(got == expect) << "split into " << parts.size() << " parts differs";
+    if (!(got == expect)) break;
+  }
+  return expect;
+}
+
+outcome req(const std::string& input, http::parser_limits limits = {}) {
+  return run_all_splits(http::parser::kind::request, input, limits);
+}
+
+TEST(http_parser, simple_get) {
+  auto o = req("GET /plaintext?x=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n");
+  ASSERT_EQ(o.error_status, 0);
+  ASSERT_EQ(o.messages.size(), 1u);
+  auto& m = o.messages[0];
+  EXPECT_EQ(m.method, "GET");
+  EXPECT_EQ(m.target, "/plaintext?x=1");
+  EXPECT_EQ(m.path, "/plaintext");
+  EXPECT_EQ(m.query, "x=1");
+  EXPECT_EQ(m.minor, 1);
+  EXPECT_TRUE(m.keep_alive);
+  ASSERT_EQ(m.headers.size(), 2u);
+  EXPECT_EQ(m.headers[1].first, "User-Agent");
+  EXPECT_EQ(m.headers[1].second, "t");
+}
+
+TEST(http_parser, header_lookup_is_case_insensitive) {
+  http::request_parser p;
+  std::string in = "GET / HTTP/1.1\r\nHOST: x\r\ncontent-TYPE:  text/plain \t\r\n\r\n";
+  auto s = p.parse(in);
+  ASSERT_EQ(s.event, http::parse_event::head);
+  EXPECT_EQ(p.message().header("Content-Type"), "text/plain");
+  EXPECT_EQ(p.message().header("host"), "x");
+  bool found = true;
+  EXPECT_EQ(p.message().header("accept", &found), "");
+  EXPECT_FALSE(found);
+  EXPECT_EQ(p.message().method, http::method::get);
+}
+
+TEST(http_parser, leading_crlf_ignored) {
+  auto o = req("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  ASSERT_EQ(o.messages.size(), 1u);
+}
+
+TEST(http_parser, bare_lf_line_endings) {
+  auto o = req("GET / HTTP/1.1\nHost: a\n\n");
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_EQ(o.messages[0].headers[0].second, "a");
+}
+
+TEST(http_parser, content_length_body) {
+  auto o = req("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world");
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_EQ(o.messages[0].body, "hello world");
+  EXPECT_EQ(o.messages[0].method, "POST");
+}
+
+TEST(http_parser, chunked_body_with_extensions_and_trailers) {
+  auto o =
+      req("POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "5;name=val\r\nhello\r\nA \r\n, chunked!\r\n0\r\nX-Sum: 42\r\nX-Other: y\r\n\r\n");
+  ASSERT_EQ(o.error_status, 0);
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_TRUE(o.messages[0].chunked);
+  EXPECT_EQ(o.messages[0].body, "hello, chunked!");
+  ASSERT_EQ(o.messages[0].trailers.size(), 2u);
+  EXPECT_EQ(o.messages[0].trailers[0].first, "X-Sum");
+  EXPECT_EQ(o.messages[0].trailers[0].second, "42");
+}
+
+TEST(http_parser, pipelined_requests_in_order) {
+  std::string in;
+  for (int i = 0; i < 5; ++i) in += "GET /r" + std::to_string(i) + " HTTP/1.1\r\nHost: a\r\n\r\n";
+  in += "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+  in += "GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+  auto o = req(in);
+  ASSERT_EQ(o.messages.size(), 7u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(o.messages[i].target, "/r" + std::to_string(i));
+  EXPECT_EQ(o.messages[5].body, "abc");
+  EXPECT_EQ(o.messages[6].target, "/last");
+  EXPECT_FALSE(o.messages[6].keep_alive);
+}
+
+TEST(http_parser, keep_alive_rules) {
+  EXPECT_TRUE(req("GET / HTTP/1.1\r\nHost: a\r\n\r\n").messages.at(0).keep_alive);
+  EXPECT_FALSE(
+      req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").messages.at(0).keep_alive);
+  EXPECT_FALSE(req("GET / HTTP/1.0\r\n\r\n").messages.at(0).keep_alive);
+  EXPECT_TRUE(req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").messages.at(0).keep_alive);
+  EXPECT_FALSE(req("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, CLOSE\r\n\r\n")
+                   .messages.at(0)
+                   .keep_alive);
+  EXPECT_EQ(req("GET / HTTP/1.0\r\n\r\n").messages.at(0).minor, 0);
+}
+
+TEST(http_parser, upgrade_and_expect_flags) {
+  auto o =
+      req("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+          "\r\n");
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_TRUE(o.messages[0].upgrade);
+  auto e = req("PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz");
+  ASSERT_EQ(e.messages.size(), 1u);
+  EXPECT_TRUE(e.messages[0].expect_continue);
+}
+
+TEST(http_parser, upgrade_leaves_following_bytes_unconsumed) {
+  http::request_parser p;
+  std::string in =
+      "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x80";
+  auto s = p.parse(in);
+  ASSERT_EQ(s.event, http::parse_event::head);
+  EXPECT_EQ(in.size() - s.consumed, 2u);
+}
+
+struct error_case {
+  const char* name;
+  std::string input;
+  int status;
+};
+
+TEST(http_parser, malformed_inputs_give_400_family) {
+  std::vector<error_case> cases = {
+      {"no_version", "GET /\r\n\r\n", 400},
+      {"bad_version", "GET / HTTX/1.1\r\nHost: a\r\n\r\n", 400},
+      {"http2", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
+      {"space_in_method", "G T / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"bad_method_char", "G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"missing_host", "GET / HTTP/1.1\r\n\r\n", 400},
+      {"space_before_colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},
+      {"no_colon", "GET / HTTP/1.1\r\nHost a\r\n\r\n", 400},
+      {"obs_fold", "GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n", 400},
+      {"ctl_in_value", std::string("GET / HTTP/1.1\r\nHost: a\x01\r\n\r\n"), 400},
+      {"nul_in_value", std::string("GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n", 27), 400},
+      {"bad_cl", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n", 400},
+      {"negative_cl", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400},
+      {"conflicting_cl",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
+      {"cl_and_te",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+       400},
+      {"te_gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+      {"bad_chunk_size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+       400},
+      {"missing_chunk_crlf",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXY", 400},
+      {"chunk_overflow",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n",
+       400},
+      {"cl_overflow",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto o = req(c.input);
+    EXPECT_EQ(o.error_status, c.status);
+    EXPECT_TRUE(o.messages.empty());
+  }
+}
+
+TEST(http_parser, header_section_too_large_431) {
+  std::string in = "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(9000, 'x') + "\r\n\r\n";
+  EXPECT_EQ(req(in).error_status, 431);
+}
+
+TEST(http_parser, too_many_headers_431) {
+  http::parser_limits l;
+  l.max_headers = 4;
+  std::string in = "GET / HTTP/1.1\r\nHost: a\r\n";
+  for (int i = 0; i < 5; ++i) in += "X" + std::to_string(i) + ": v\r\n";
+  in += "\r\n";
+  EXPECT_EQ(req(in, l).error_status, 431);
+}
+
+TEST(http_parser, target_too_long_414) {
+  http::parser_limits l;
+  l.max_target_bytes = 100;
+  EXPECT_EQ(req("GET /" + std::string(200, 'a') + " HTTP/1.1\r\nHost: a\r\n\r\n", l).error_status,
+            414);
+  // Also detected before the request line ends.
+  http::request_parser p(l);
+  auto s = p.parse("GET /" + std::string(5000, 'a'));
+  EXPECT_EQ(s.event, http::parse_event::error);
+  EXPECT_EQ(p.error_status(), 414);
+}
+
+TEST(http_parser, body_over_limit_413) {
+  http::parser_limits l;
+  l.max_body_bytes = 10;
+  EXPECT_EQ(req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", l).error_status, 413);
+  EXPECT_EQ(req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n"
+                "8\r\n12345678\r\n0\r\n\r\n",
+                l)
+                .error_status,
+            413);
+  auto ok = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789", l);
+  EXPECT_EQ(ok.error_status, 0);
+  EXPECT_EQ(ok.messages.at(0).body, "0123456789");
+}
+
+TEST(http_parser, error_is_sticky_until_reset) {
+  http::request_parser p;
+  EXPECT_EQ(p.parse("BAD\r\n\r\n").event, http::parse_event::error);
+  EXPECT_EQ(p.parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").event, http::parse_event::error);
+  p.reset();
+  EXPECT_EQ(p.parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").event, http::parse_event::head);
+}
+
+TEST(http_parser, idle_and_in_body_states) {
+  http::request_parser p;
+  EXPECT_TRUE(p.idle());
+  auto s = p.parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n");
+  EXPECT_EQ(s.event, http::parse_event::head);
+  EXPECT_TRUE(p.in_body());
+  EXPECT_FALSE(p.idle());
+  EXPECT_EQ(p.parse("ab").event, http::parse_event::body);
+  EXPECT_EQ(p.parse("").event, http::parse_event::done);
+  EXPECT_TRUE(p.idle());
+}
+
+TEST(http_parser, header_vector_capacity_reused_no_growth) {
+  http::request_parser p;
+  std::string one = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+  auto s = p.parse(one);
+  ASSERT_EQ(s.event, http::parse_event::head);
+  const void* data = p.message().headers.data();
+  ASSERT_EQ(p.parse("").event, http::parse_event::done);
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(p.parse(one).event, http::parse_event::head);
+    ASSERT_EQ(p.parse("").event, http::parse_event::done);
+  }
+  EXPECT_EQ(p.message().headers.data(), data) << "header storage must be reused";
+}
+
+outcome resp(const std::string& input, bool eof = false) {
+  return run_all_splits(http::parser::kind::response, input, {}, eof);
+}
+
+TEST(http_response_parser, switching_protocols_has_no_body) {
+  auto o = resp(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_EQ(o.messages[0].status, 101);
+  EXPECT_TRUE(o.messages[0].upgrade);
+}
+
+TEST(http_response_parser, length_chunked_and_eof_bodies) {
+  auto a = resp(
+      "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 404 Not Found\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+  ASSERT_EQ(a.messages.size(), 2u);
+  EXPECT_EQ(a.messages[0].body, "hello");
+  EXPECT_EQ(a.messages[1].status, 404);
+  EXPECT_EQ(a.messages[1].body, "abc");
+  auto b = resp("HTTP/1.0 200 OK\r\n\r\nuntil close", true);
+  ASSERT_EQ(b.messages.size(), 1u);
+  EXPECT_EQ(b.messages[0].body, "until close");
+  auto c = resp("HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200\r\nContent-Length: 0\r\n\r\n");
+  ASSERT_EQ(c.messages.size(), 2u);
+  EXPECT_EQ(c.messages[1].status, 200);
+}
+
+TEST(http_response_parser, malformed_status_line) {
+  EXPECT_EQ(resp("HTTP/1.1 2x0 OK\r\n\r\n").error_status, 400);
+  EXPECT_EQ(resp("HTTP/1.1200 OK\r\n\r\n").error_status, 400);
+}
+
+TEST(http_response_writer, writes_status_headers_body) {
+  std::string out;
+  http::response_writer w(out);
+  w.status(200).header("Content-Type", "text/plain").add_date().body("Hello, World!");
+  http::response_parser p;
+  auto s = p.parse(out);
+  ASSERT_EQ(s.event, http::parse_event::head);
+  EXPECT_EQ(p.message().status, 200);
+  EXPECT_EQ(p.message().reason, "OK");
+  EXPECT_EQ(p.message().header("content-type"), "text/plain");
+  EXPECT_EQ(p.message().header("date").size(), 29u);
+  EXPECT_EQ(p.message().header("date").substr(25), " GMT");
+  auto b = p.parse(std::string_view(out).substr(s.consumed));
+  ASSERT_EQ(b.event, http::parse_event::body);
+  EXPECT_EQ(b.body, "Hello, World!");
+}
+
+TEST(http_response_writer, chunked_stream_round_trips) {
+  std::string out;
+  http::response_writer w(out);
+  w.status(200).begin_chunked();
+  w.chunk("abc");
+  w.chunk("");
+  w.chunk(std::string(300, 'z'));
+  w.end_chunked();
+  auto o = resp(out);
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_EQ(o.messages[0].body, "abc" + std::string(300, 'z'));
+}
+
+TEST(http_response_writer, date_is_cached_and_stable) {
+  std::string_view a = http::http_date();
+  std::string first(a);
+  std::string_view b = http::http_date();
+  EXPECT_EQ(a.data(), b.data()) << "same thread-local buffer";
+  EXPECT_EQ(first.size(), 29u);
+}
+
+}  // namespace
