@@ -5,3 +5,4 @@ set(EVNET_NETUTIL_SRC ${PROJECT_SOURCE_DIR}/src/net)
 evnet_test(test_address LAYERS common SOURCES ${EVNET_NETUTIL_SRC}/address.cc)
 evnet_test(test_socket LAYERS common
   SOURCES ${EVNET_NETUTIL_SRC}/address.cc ${EVNET_NETUTIL_SRC}/socket.cc)
+evnet_test(test_framing LAYERS common SOURCES ${EVNET_NETUTIL_SRC}/framing.cc)
