@@ -1,0 +1,710 @@
+// evnet — event layer: event_base, event, timer, ticker.
+#include "evnet/event.h"
+
+#include <cassert>
+#include <cerrno>
+#include <cstdio>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "event/timer_heap.h"
+#include "event/timer_wheel.h"
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <csignal>
+#define EVNET_HAVE_SIGNALFD 1
+#endif
+
+namespace evnet {
+namespace detail {
+
+namespace {
+
+constexpr std::uint32_t kIoFlags = ev_flag::read | ev_flag::write;
+constexpr int kMaxSignal = 65;  // signal numbers 1..64
+
+std::int64_t clock_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+interest to_interest(std::uint32_t flags) noexcept {
+  switch (flags & kIoFlags) {
+    case ev_flag::read:
+      return interest::read;
+    case ev_flag::write:
+      return interest::write;
+    default:
+      return interest::read_write;
+  }
+}
+
+}  // namespace
+
+/// All events watching one fd share this poller registration (the poller allows one
+/// attachment per fd). Slots are owned by the base and never freed before it, so a pointer to
+/// one stays valid across callbacks that destroy events.
+struct fd_slot {
+  poll_attachment att;
+  event* head = nullptr;         // events watching the fd (read, write or both)
+  std::uint32_t registered = 0;  // ev_flag::read|write currently registered with the poller
+};
+
+/// The base's state. Lives behind event_base so events can point at it.
+class base_impl {
+ public:
+  base_impl(const event_base_options& options, std::unique_ptr<evnet::poller> p)
+      : options_(options),
+        poller_(std::move(p)),
+        now_ns_(clock_ns()),
+        use_heap_(options.timers == timer_structure::heap),
+        wheel_(options.wheel_tick.count(), now_ns_),
+        ready_(static_cast<std::size_t>(options.priorities)) {
+    for (ready_queue& q : ready_) q.tail = &q.head;
+#ifdef EVNET_HAVE_SIGNALFD
+    sigemptyset(&sigmask_);
+#endif
+  }
+
+  ~base_impl() {
+    assert(!in_round_ && "an event_base must not be destroyed from inside its callbacks");
+    std::size_t orphans = 0;
+    // Orphan every event still alive: it must never reach this memory again.
+    while (all_ != nullptr) {
+      event* ev = all_;
+      unlink_all(ev);
+      timer_node* n = ev;
+      n->next = nullptr;
+      n->pprev = nullptr;
+      n->pos = timer_node::kNotQueued;
+      ev->ready_next_ = nullptr;
+      ev->ready_pprev_ = nullptr;
+      ev->watch_next_ = nullptr;
+      ev->watch_pprev_ = nullptr;
+      ev->attached_ = false;
+      ev->base_ = nullptr;
+      ++orphans;
+    }
+#ifndef NDEBUG
+    if (orphans != 0) {
+      std::fprintf(stderr,
+                   "evnet: event_base destroyed while %zu event(s) still exist; they are "
+                   "orphaned and fail with errc::closed (the base must outlive its events)\n",
+                   orphans);
+    }
+#endif
+    poller_->close();
+#ifdef EVNET_HAVE_SIGNALFD
+    if (sigfd_ >= 0) ::close(sigfd_);
+#endif
+  }
+
+  base_impl(const base_impl&) = delete;
+  base_impl& operator=(const base_impl&) = delete;
+
+  // ---- bookkeeping of all events -------------------------------------------------------------
+
+  void link_all(event* ev) noexcept {
+    ev->all_next_ = all_;
+    if (all_ != nullptr) all_->all_pprev_ = &ev->all_next_;
+    ev->all_pprev_ = &all_;
+    all_ = ev;
+  }
+
+  void unlink_all(event* ev) noexcept {
+    *ev->all_pprev_ = ev->all_next_;
+    if (ev->all_next_ != nullptr) ev->all_next_->all_pprev_ = ev->all_pprev_;
+    ev->all_next_ = nullptr;
+    ev->all_pprev_ = nullptr;
+  }
+
+  // ---- timers ----------------------------------------------------------------------------------
+
+  void add_timer(event* ev, std::int64_t deadline) {
+    if (use_heap_) {
+      heap_.add(ev, deadline);
+    } else {
+      wheel_.add(ev, deadline);
+    }
+  }
+
+  void cancel_timer(event* ev) noexcept {
+    if (!ev->queued()) return;
+    if (use_heap_) {
+      heap_.remove(ev);
+    } else {
+      wheel_.remove(ev);
+    }
+  }
+
+  std::optional<std::int64_t> next_deadline() const noexcept {
+    return use_heap_ ? heap_.next_deadline() : wheel_.next_deadline();
+  }
+
+  void expire_timers() {
+    auto fire = [this](timer_node* n) { activate(static_cast<event*>(n), ev_flag::timeout); };
+    if (use_heap_) {
+      heap_.expire(now_ns_, fire);
+    } else {
+      wheel_.expire(now_ns_, fire);
+    }
+  }
+
+  // The time deadlines are measured from: the round's cached time inside the loop (libevent's
+  // choice: one clock read per round), a fresh reading outside it.
+  std::int64_t attach_now() noexcept {
+    if (!in_round_) now_ns_ = clock_ns();
+    return now_ns_;
+  }
+
+  // ---- ready queues ----------------------------------------------------------------------------
+
+  struct ready_queue {
+    event* head = nullptr;
+    event** tail = nullptr;
+  };
+
+  void activate(event* ev, std::uint32_t bits) noexcept {
+    ev->fired_ |= bits;
+    if (ev->ready_pprev_ != nullptr) return;
+    ready_queue& q = ready_[ev->priority_];
+    ev->ready_next_ = nullptr;
+    ev->ready_pprev_ = q.tail;
+    *q.tail = ev;
+    q.tail = &ev->ready_next_;
+    ++ready_count_;
+  }
+
+  void unready(event* ev) noexcept {
+    if (ev->ready_pprev_ == nullptr) return;
+    ready_queue& q = ready_[ev->priority_];
+    *ev->ready_pprev_ = ev->ready_next_;
+    if (ev->ready_next_ != nullptr) {
+      ev->ready_next_->ready_pprev_ = ev->ready_pprev_;
+    } else {
+      q.tail = ev->ready_pprev_;
+    }
+    ev->ready_next_ = nullptr;
+    ev->ready_pprev_ = nullptr;
+    --ready_count_;
+  }
+
+  event* pop_ready() noexcept {
+    for (ready_queue& q : ready_) {
+      if (q.head != nullptr) {
+        event* ev = q.head;
+        unready(ev);
+        return ev;
+      }
+    }
+    return nullptr;
+  }
+
+  // ---- fds -----------------------------------------------------------------------------------
+
+  fd_slot* slot_for(int fd) {
+    const auto i = static_cast<std::size_t>(fd);
+    if (i >= slots_.size()) slots_.resize(i + 1 > 2 * slots_.size() ? i + 1 : 2 * slots_.size());
+    std::unique_ptr<fd_slot>& s = slots_[i];
+    if (!s) {
+      s = std::make_unique<fd_slot>();
+      s->att.fd = fd;
+      fd_slot* raw = s.get();
+      s->att.callback = [this, raw](int, std::uint32_t bits) {
+        on_fd(raw, bits);
+        return poll_action::proceed;
+      };
+    }
+    return s.get();
+  }
+
+  fd_slot* existing_slot(int fd) const noexcept {
+    const auto i = static_cast<std::size_t>(fd);
+    return i < slots_.size() ? slots_[i].get() : nullptr;
+  }
+
+  static std::uint32_t wanted(const fd_slot* s) noexcept {
+    std::uint32_t w = 0;
+    for (const event* e = s->head; e != nullptr; e = e->watch_next_) w |= e->flags_ & kIoFlags;
+    return w;
+  }
+
+  std::error_code watch_fd(event* ev) {
+    fd_slot* s = slot_for(ev->fd_);
+    const std::uint32_t want = wanted(s) | (ev->flags_ & kIoFlags);
+    if (!s->att.registered()) {
+      if (std::error_code ec = poller_->add(s->att, to_interest(want))) return ec;
+    } else if (s->head == nullptr) {
+      // Registered but unwatched: a one-shot event was detached for its callback, which may
+      // have closed the fd and opened another with the same number. MOD verifies the kernel
+      // registration still refers to a live file; if not, register afresh (EBADF surfaces).
+      if (poller_->modify(s->att, to_interest(want))) {
+        (void)poller_->remove(s->att);
+        s->registered = 0;
+        if (std::error_code ec = poller_->add(s->att, to_interest(want))) return ec;
+      }
+    } else if (want != s->registered) {
+      if (std::error_code ec = poller_->modify(s->att, to_interest(want))) return ec;
+    }
+    s->registered = want;
+    ev->watch_next_ = s->head;
+    if (s->head != nullptr) s->head->watch_pprev_ = &ev->watch_next_;
+    ev->watch_pprev_ = &s->head;
+    s->head = ev;
+    return {};
+  }
+
+  static void unlink_watch(event* ev) noexcept {
+    if (ev->watch_pprev_ == nullptr) return;
+    *ev->watch_pprev_ = ev->watch_next_;
+    if (ev->watch_next_ != nullptr) ev->watch_next_->watch_pprev_ = ev->watch_pprev_;
+    ev->watch_next_ = nullptr;
+    ev->watch_pprev_ = nullptr;
+  }
+
+  // Brings the poller registration in line with the events still watching the fd.
+  void reconcile(fd_slot* s) noexcept {
+    if (!s->att.registered()) return;
+    const std::uint32_t want = wanted(s);
+    if (want == s->registered) return;
+    if (want == 0) {
+      (void)poller_->remove(s->att);  // EBADF after a close is fine: it is forgotten anyway
+    } else if (poller_->modify(s->att, to_interest(want))) {
+      (void)poller_->remove(s->att);
+      if (poller_->add(s->att, to_interest(want))) {
+        s->registered = 0;
+        return;
+      }
+    }
+    s->registered = want;
+  }
+
+  void on_fd(fd_slot* s, std::uint32_t bits) noexcept {
+    std::uint32_t fired = 0;
+    if ((bits &
+         (io_event::readable | io_event::read_hangup | io_event::hangup | io_event::error)) != 0) {
+      fired |= ev_flag::read;
+    }
+    if ((bits & (io_event::writable | io_event::hangup | io_event::error)) != 0) {
+      fired |= ev_flag::write;
+    }
+    for (event* e = s->head; e != nullptr; e = e->watch_next_) {
+      const std::uint32_t f = e->flags_ & fired;
+      if (f != 0) activate(e, f);
+    }
+  }
+
+  // ---- signals -------------------------------------------------------------------------------
+
+  std::error_code watch_signal(event* ev) {
+#ifdef EVNET_HAVE_SIGNALFD
+    const int signo = ev->fd_;
+    if (signo < 1 || signo >= kMaxSignal || signo == SIGKILL || signo == SIGSTOP) {
+      return errc::invalid_argument;
+    }
+    if (sig_heads_[signo] == nullptr) {
+      // signalfd only sees signals that are blocked; otherwise the default action (or a
+      // handler) takes them first. Block it in this thread (documented in event.h).
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, signo);
+      if (int rc = pthread_sigmask(SIG_BLOCK, &one, nullptr); rc != 0) {
+        return {rc, std::system_category()};
+      }
+      sigaddset(&sigmask_, signo);
+      if (std::error_code ec = update_signalfd()) {
+        sigdelset(&sigmask_, signo);
+        return ec;
+      }
+    }
+    ev->watch_next_ = sig_heads_[signo];
+    if (sig_heads_[signo] != nullptr) sig_heads_[signo]->watch_pprev_ = &ev->watch_next_;
+    ev->watch_pprev_ = &sig_heads_[signo];
+    sig_heads_[signo] = ev;
+    return {};
+#else
+    (void)ev;
+    return errc::unsupported;
+#endif
+  }
+
+  void unwatch_signal(event* ev) noexcept {
+#ifdef EVNET_HAVE_SIGNALFD
+    unlink_watch(ev);
+    const int signo = ev->fd_;
+    if (signo > 0 && signo < kMaxSignal && sig_heads_[signo] == nullptr) {
+      // The signal stays blocked: unblocking could deliver a pending one with its default
+      // action (terminating the process for SIGINT/SIGTERM).
+      sigdelset(&sigmask_, signo);
+      (void)update_signalfd();
+    }
+#else
+    (void)ev;
+#endif
+  }
+
+#ifdef EVNET_HAVE_SIGNALFD
+  std::error_code update_signalfd() {
+    if (sigfd_ >= 0) {
+      if (::signalfd(sigfd_, &sigmask_, 0) < 0) return last_system_error();
+      return {};
+    }
+    sigfd_ = ::signalfd(-1, &sigmask_, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sigfd_ < 0) return last_system_error();
+    sig_att_.fd = sigfd_;
+    sig_att_.callback = [this](int, std::uint32_t) {
+      on_signal();
+      return poll_action::proceed;
+    };
+    if (std::error_code ec = poller_->add(sig_att_, interest::read)) {
+      ::close(sigfd_);
+      sigfd_ = -1;
+      return ec;
+    }
+    return {};
+  }
+
+  void on_signal() noexcept {
+    signalfd_siginfo info[16];
+    for (;;) {
+      const ssize_t n = ::read(sigfd_, info, sizeof info);
+      if (n <= 0) break;  // EAGAIN: drained
+      const auto count = static_cast<std::size_t>(n) / sizeof(signalfd_siginfo);
+      for (std::size_t i = 0; i < count; ++i) {
+        const auto signo = static_cast<int>(info[i].ssi_signo);
+        if (signo <= 0 || signo >= kMaxSignal) continue;
+        for (event* e = sig_heads_[signo]; e != nullptr; e = e->watch_next_) {
+          activate(e, ev_flag::signal);
+        }
+      }
+      if (count < 16) break;
+    }
+  }
+#endif
+
+  // ---- attach / detach / dispatch --------------------------------------------------------------
+
+  std::error_code attach(event* ev, std::int64_t timeout_ns) {
+    if (ev->attached_) return errc::already_registered;
+    // While its callback runs, the callback lives in the dispatcher's local (destroyed_ set).
+    if (timeout_ns < 0 || (!ev->cb_ && ev->destroyed_ == nullptr)) return errc::invalid_argument;
+    const bool sig = (ev->flags_ & ev_flag::signal) != 0;
+    const bool io = !sig && (ev->flags_ & kIoFlags) != 0;
+    if (sig) {
+      if (std::error_code ec = watch_signal(ev)) return ec;
+    } else if (io) {
+      if (ev->fd_ < 0) return errc::invalid_argument;
+      if (std::error_code ec = watch_fd(ev)) return ec;
+    } else if (timeout_ns == 0 && (ev->flags_ & ev_flag::persist) != 0) {
+      return errc::invalid_argument;  // a persistent zero-period timer would spin
+    }
+    ev->timeout_ns_ = timeout_ns;
+    ev->attached_ = true;
+    ++attached_;
+    if (timeout_ns > 0) {
+      add_timer(ev, attach_now() + timeout_ns);
+    } else if (!sig && !io) {
+      activate(ev, ev_flag::timeout);  // a zero-delay timer: ready now, runs this or next round
+    }
+    return {};
+  }
+
+  // Detaches the event; for fd events the poller registration is updated now unless `defer`
+  // (the dispatcher defers it across the event's own callback, which usually re-attaches).
+  void detach(event* ev, bool defer) noexcept {
+    if (ev->attached_) {
+      ev->attached_ = false;
+      --attached_;
+      cancel_timer(ev);
+      if ((ev->flags_ & ev_flag::signal) != 0) {
+        unwatch_signal(ev);
+      } else if (ev->watch_pprev_ != nullptr) {
+        unlink_watch(ev);
+        if (!defer) reconcile(existing_slot(ev->fd_));
+      }
+    }
+  }
+
+  std::error_code rearm(event* ev, std::int64_t timeout_ns) {
+    if (!ev->attached_ || timeout_ns < 0) {
+      detach(ev, false);
+      return attach(ev, timeout_ns);
+    }
+    // Attached: move only the timer part; the fd registration stays as it is.
+    const bool timer_only = (ev->flags_ & (kIoFlags | ev_flag::signal)) == 0;
+    if (timer_only && timeout_ns == 0 && (ev->flags_ & ev_flag::persist) != 0) {
+      return errc::invalid_argument;
+    }
+    cancel_timer(ev);
+    unready(ev);
+    ev->fired_ = 0;
+    ev->timeout_ns_ = timeout_ns;
+    if (timeout_ns > 0) {
+      add_timer(ev, attach_now() + timeout_ns);
+    } else if (timer_only) {
+      activate(ev, ev_flag::timeout);
+    }
+    return {};
+  }
+
+  void destroy(event* ev) noexcept {
+    detach(ev, false);
+    unready(ev);
+    unlink_all(ev);
+    if (ev->destroyed_ != nullptr) *ev->destroyed_ = true;
+  }
+
+  std::error_code set_priority(event* ev, int p) noexcept {
+    if (p < 0 || p >= options_.priorities) return errc::invalid_argument;
+    if (ev->ready_pprev_ != nullptr) {
+      unready(ev);
+      ev->priority_ = static_cast<std::uint8_t>(p);
+      activate(ev, 0);
+    } else {
+      ev->priority_ = static_cast<std::uint8_t>(p);
+    }
+    return {};
+  }
+
+  // Runs one ready event: retire or re-arm it, then call its callback in a way that survives
+  // the callback destroying the event.
+  void process(event* ev) {
+    const std::uint32_t fired = ev->fired_;
+    ev->fired_ = 0;
+    fd_slot* deferred = nullptr;
+    if ((ev->flags_ & ev_flag::persist) == 0) {
+      if (ev->attached_ && ev->watch_pprev_ != nullptr && (ev->flags_ & ev_flag::signal) == 0) {
+        deferred = existing_slot(ev->fd_);
+      }
+      detach(ev, true);
+    } else if (ev->attached_ && ev->timeout_ns_ > 0) {
+      const std::int64_t period = ev->timeout_ns_;
+      std::int64_t next;
+      if ((fired & ev_flag::timeout) != 0 && !ev->queued()) {
+        // From the previous deadline, so a ticker does not drift; skip whole missed periods.
+        next = static_cast<timer_node*>(ev)->deadline + period;
+        if (next <= now_ns_) next += ((now_ns_ - next) / period + 1) * period;
+      } else {
+        next = now_ns_ + period;  // readiness (or activate()) restarts the inactivity timeout
+      }
+      cancel_timer(ev);
+      add_timer(ev, next);
+    }
+
+    bool destroyed = false;
+    ev->destroyed_ = &destroyed;
+    // The callback runs from a local copy so that destroying the event (and with it cb_)
+    // inside the callback does not destroy the running function object.
+    event_callback cb = std::move(ev->cb_);
+    cb(ev->fd_, fired);
+    if (!destroyed) {
+      ev->destroyed_ = nullptr;
+      if (!ev->cb_) ev->cb_ = std::move(cb);
+    }
+    if (deferred != nullptr) reconcile(deferred);
+  }
+
+  std::error_code loop_once(bool nonblocking) {
+    if (in_round_) return errc::invalid_argument;
+    loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    if (exit_requested_.exchange(false, std::memory_order_acq_rel)) return errc::stopped;
+
+    in_round_ = true;
+    now_ns_ = clock_ns();
+    std::chrono::milliseconds wait{-1};
+    if (nonblocking || ready_count_ != 0) {
+      wait = std::chrono::milliseconds(0);
+    } else if (auto next = next_deadline()) {
+      const std::int64_t ns = *next - now_ns_;
+      // Round up: waking a little late is fine, waking early only costs another round.
+      wait = std::chrono::milliseconds(ns <= 0 ? 0 : (ns + 999'999) / 1'000'000);
+    }
+    result<std::size_t> r = poller_->poll_once(wait);
+    now_ns_ = clock_ns();
+    if (!r && r.error() != errc::stopped) {
+      in_round_ = false;
+      return r.error();
+    }
+    // errc::stopped without an exit() request is a stale wake-up of an earlier cross-thread
+    // exit(): the round simply continues.
+
+    expire_timers();
+    std::size_t budget = options_.max_callbacks_per_round;
+    while (budget-- != 0 && !exit_requested_.load(std::memory_order_relaxed)) {
+      event* ev = pop_ready();
+      if (ev == nullptr) break;
+      process(ev);
+    }
+    in_round_ = false;
+    if (exit_requested_.exchange(false, std::memory_order_acq_rel)) return errc::stopped;
+    return {};
+  }
+
+  std::error_code dispatch() {
+    if (in_round_) return errc::invalid_argument;
+    for (;;) {
+      if (attached_ == 0 && ready_count_ == 0 && poller_->pending_tasks() == 0) return {};
+      std::error_code ec = loop_once(false);
+      if (ec == errc::stopped) return {};
+      if (ec) return ec;
+    }
+  }
+
+  void exit() noexcept {
+    exit_requested_.store(true, std::memory_order_release);
+    if (loop_thread_.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
+      poller_->stop();  // wake a loop blocked in the kernel
+    }
+  }
+
+  event_base_options options_;
+  std::unique_ptr<evnet::poller> poller_;
+  std::int64_t now_ns_;
+  bool use_heap_;
+  bool in_round_ = false;
+  timer_wheel wheel_;
+  timer_heap heap_;
+  std::vector<ready_queue> ready_;
+  std::size_t ready_count_ = 0;
+  std::size_t attached_ = 0;
+  std::vector<std::unique_ptr<fd_slot>> slots_;
+  event* all_ = nullptr;
+  std::atomic<bool> exit_requested_{false};
+  std::atomic<std::thread::id> loop_thread_{std::this_thread::get_id()};
+#ifdef EVNET_HAVE_SIGNALFD
+  int sigfd_ = -1;
+  poll_attachment sig_att_;
+  sigset_t sigmask_;
+  event* sig_heads_[kMaxSignal] = {};
+#endif
+};
+
+}  // namespace detail
+
+// ---- event_base --------------------------------------------------------------------------------
+
+result<std::unique_ptr<event_base>> event_base::create(const event_base_options& options) {
+  if (options.priorities < 1 || options.priorities > 256 || options.wheel_tick.count() <= 0 ||
+      options.max_callbacks_per_round == 0) {
+    return errc::invalid_argument;
+  }
+  result<std::unique_ptr<evnet::poller>> p = evnet::poller::open(options.poller);
+  if (!p) return p.error();
+  auto impl = std::make_unique<detail::base_impl>(options, std::move(*p));
+  return std::unique_ptr<event_base>(new event_base(std::move(impl)));
+}
+
+event_base::event_base(std::unique_ptr<detail::base_impl> impl) : impl_(std::move(impl)) {}
+event_base::~event_base() = default;
+
+evnet::poller& event_base::poller() noexcept {
+  return *impl_->poller_;
+}
+
+std::chrono::steady_clock::time_point event_base::now() const noexcept {
+  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(impl_->now_ns_));
+}
+
+void event_base::update_time() noexcept {
+  impl_->now_ns_ = detail::clock_ns();
+}
+std::error_code event_base::dispatch() {
+  return impl_->dispatch();
+}
+std::error_code event_base::loop_once(bool nonblocking) {
+  return impl_->loop_once(nonblocking);
+}
+void event_base::exit() noexcept {
+  impl_->exit();
+}
+std::error_code event_base::run_in_loop(task fn) {
+  return impl_->poller_->trigger(task_priority::high, std::move(fn));
+}
+std::error_code event_base::trigger(task_priority priority, task fn) {
+  return impl_->poller_->trigger(priority, std::move(fn));
+}
+int event_base::priorities() const noexcept {
+  return impl_->options_.priorities;
+}
+std::size_t event_base::attached_events() const noexcept {
+  return impl_->attached_;
+}
+timer_structure event_base::timers() const noexcept {
+  return impl_->options_.timers;
+}
+
+// ---- event -------------------------------------------------------------------------------------
+
+event::event(event_base& base, int fd, std::uint32_t flags, event_callback cb)
+    : base_(base.impl_.get()), fd_(fd), flags_(flags), cb_(std::move(cb)) {
+  priority_ = static_cast<std::uint8_t>(base_->options_.priorities / 2);
+  base_->link_all(this);
+}
+
+event::~event() {
+  if (base_ != nullptr) base_->destroy(this);
+}
+
+std::error_code event::attach(std::chrono::nanoseconds timeout) {
+  if (base_ == nullptr) return errc::closed;
+  return base_->attach(this, timeout.count());
+}
+
+std::error_code event::detach() {
+  if (base_ == nullptr) return errc::closed;
+  base_->detach(this, false);
+  base_->unready(this);
+  fired_ = 0;
+  return {};
+}
+
+std::error_code event::rearm(std::chrono::nanoseconds timeout) {
+  if (base_ == nullptr) return errc::closed;
+  return base_->rearm(this, timeout.count());
+}
+
+std::error_code event::set_priority(int priority) {
+  if (base_ == nullptr) return errc::closed;
+  return base_->set_priority(this, priority);
+}
+
+std::error_code event::activate(std::uint32_t fired_flags) {
+  if (base_ == nullptr) return errc::closed;
+  if (!cb_ && destroyed_ == nullptr) return errc::invalid_argument;
+  base_->activate(this, fired_flags);
+  return {};
+}
+
+void event::set_callback(event_callback cb) {
+  cb_ = std::move(cb);
+}
+
+// ---- timer / ticker ----------------------------------------------------------------------------
+
+namespace {
+// One allocation per timer object (the user function does not fit the small buffer), none
+// per arm/fire.
+event_callback wrap(std::function<void()> fn) {
+  if (!fn) return {};
+  return [fn = std::move(fn)](int, std::uint32_t) { fn(); };
+}
+}  // namespace
+
+timer::timer(event_base& base, std::function<void()> fn)
+    : ev_(base, -1, ev_flag::timeout, wrap(std::move(fn))) {}
+
+ticker::ticker(event_base& base, std::function<void()> fn)
+    : ev_(base, -1, ev_flag::timeout | ev_flag::persist, wrap(std::move(fn))) {}
+
+std::error_code ticker::attach(std::chrono::nanoseconds period) {
+  if (period.count() <= 0) return errc::invalid_argument;
+  return ev_.attach(period);
+}
+
+}  // namespace evnet

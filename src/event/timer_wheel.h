@@ -1,0 +1,162 @@
+// evnet — detail: a hierarchical timing wheel over evnet::detail::timer_node.
+//
+// Internal header. Seven levels of 64 slots; level L slot s holds timers whose due tick agrees
+// with the wheel's current tick above digit L and has digit L equal to s (digits are 6 bits).
+// Insert and cancel are O(1) (intrusive list + one bit in a 64-bit occupancy mask per level);
+// expiry jumps straight to the next occupied slot with count-trailing-zeros, so an idle wheel
+// costs nothing per tick, and each timer is re-filed ("cascaded") at most once per level.
+//
+// Invariant (cur_ = last processed tick): every node at level L has due tick d with
+// (d >> 6(L+1)) == (cur_ >> 6(L+1)) and digit_L(d) > digit_L(cur_). Therefore the lowest
+// non-empty level holds the earliest timers, and when cur_ advances to a value no later than
+// the earliest due tick only the slot the new cur_ enters needs re-filing.
+#pragma once
+
+#include <bit>
+#include <cassert>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "evnet/detail/timer_node.h"
+
+namespace evnet::detail {
+
+class timer_wheel {
+ public:
+  static constexpr int kBits = 6;
+  static constexpr int kSlots = 1 << kBits;
+  static constexpr int kLevels = 7;  // 42 bits of ticks: 139 years at 1 ms
+  static constexpr std::uint64_t kMaxSpan = (std::uint64_t{1} << (kBits * kLevels)) - 1;
+  static constexpr std::uint32_t kDuePos = kLevels * kSlots;  // the "already due" list
+
+  /// `tick_ns` is the resolution; `now_ns` is the current time (ticks before it are "done").
+  explicit timer_wheel(std::int64_t tick_ns = 1'000'000, std::int64_t now_ns = 0) noexcept
+      : tick_ns_(tick_ns), cur_(static_cast<std::uint64_t>(now_ns / tick_ns)) {}
+  timer_wheel(const timer_wheel&) = delete;
+  timer_wheel& operator=(const timer_wheel&) = delete;
+
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  std::int64_t tick_ns() const noexcept { return tick_ns_; }
+
+  /// Links `n` (not queued) to fire once the clock reaches `deadline_ns`. O(1).
+  void add(timer_node* n, std::int64_t deadline_ns) noexcept {
+    assert(!n->queued());
+    n->deadline = deadline_ns;
+    place(n, due_tick(deadline_ns));
+    ++size_;
+  }
+
+  /// Unlinks a queued node. O(1).
+  void remove(timer_node* n) noexcept {
+    assert(n->queued());
+    unlink(n);
+    --size_;
+  }
+
+  /// A lower bound of the earliest deadline (exact when it lies within the next 64 ticks), or
+  /// nothing when the wheel is empty. Waiting until it and calling expire() is always correct.
+  std::optional<std::int64_t> next_deadline() const noexcept {
+    if (size_ == 0) return std::nullopt;
+    if (due_ != nullptr) return static_cast<std::int64_t>(cur_) * tick_ns_;
+    for (int level = 0; level < kLevels; ++level) {
+      if (occupied_[level] != 0) {
+        return static_cast<std::int64_t>(slot_start(level, std::countr_zero(occupied_[level]))) *
+               tick_ns_;
+      }
+    }
+    return std::nullopt;  // unreachable while size_ > 0
+  }
+
+  /// Unlinks every node whose deadline is <= now_ns and calls fire(node) for each (the node is
+  /// no longer queued when fire runs, so fire may re-add it or add/remove others).
+  template <class Fire>
+  std::size_t expire(std::int64_t now_ns, Fire&& fire) {
+    const auto now_tick = static_cast<std::uint64_t>(now_ns / tick_ns_);
+    std::size_t fired = 0;
+    for (;;) {
+      while (due_ != nullptr) {
+        timer_node* n = due_;
+        unlink(n);
+        --size_;
+        ++fired;
+        fire(n);
+      }
+      int level = 0;
+      while (level < kLevels && occupied_[level] == 0) ++level;
+      if (level == kLevels) break;
+      const int slot = std::countr_zero(occupied_[level]);
+      const std::uint64_t start = slot_start(level, slot);
+      if (start > now_tick) break;
+      cur_ = start;
+      timer_node* list = slots_[level][slot];
+      slots_[level][slot] = nullptr;
+      occupied_[level] &= ~(std::uint64_t{1} << slot);
+      // Re-file (level > 0) or mark due (level 0, or a clamped far timer) relative to cur_.
+      while (list != nullptr) {
+        timer_node* n = list;
+        list = n->next;
+        place(n, due_tick(n->deadline));
+      }
+    }
+    if (now_tick > cur_) cur_ = now_tick;
+    return fired;
+  }
+
+ private:
+  std::uint64_t due_tick(std::int64_t deadline_ns) const noexcept {
+    if (deadline_ns <= 0) return 0;
+    return static_cast<std::uint64_t>((deadline_ns + tick_ns_ - 1) / tick_ns_);
+  }
+
+  std::uint64_t slot_start(int level, int slot) const noexcept {
+    const int shift = kBits * (level + 1);
+    const std::uint64_t high = shift >= 64 ? 0 : (cur_ >> shift) << shift;
+    return high | (static_cast<std::uint64_t>(slot) << (kBits * level));
+  }
+
+  void place(timer_node* n, std::uint64_t due) noexcept {
+    timer_node** head;
+    if (due <= cur_) {
+      head = &due_;
+      n->pos = kDuePos;
+    } else {
+      // Farther than the wheel spans: park at the farthest reachable tick; expire() re-files
+      // it from there because its real deadline is still ahead.
+      if (due - cur_ > kMaxSpan) due = cur_ + kMaxSpan;
+      const std::uint64_t diff = due ^ cur_;
+      const int level = (63 - std::countl_zero(diff)) / kBits;
+      const int slot = static_cast<int>((due >> (kBits * level)) & (kSlots - 1));
+      head = &slots_[level][slot];
+      occupied_[level] |= std::uint64_t{1} << slot;
+      n->pos = static_cast<std::uint32_t>(level * kSlots + slot);
+    }
+    n->next = *head;
+    if (n->next != nullptr) n->next->pprev = &n->next;
+    n->pprev = head;
+    *head = n;
+  }
+
+  void unlink(timer_node* n) noexcept {
+    *n->pprev = n->next;
+    if (n->next != nullptr) n->next->pprev = n->pprev;
+    if (n->pos != kDuePos) {
+      const auto level = n->pos / kSlots;
+      const auto slot = n->pos % kSlots;
+      if (slots_[level][slot] == nullptr) occupied_[level] &= ~(std::uint64_t{1} << slot);
+    }
+    n->next = nullptr;
+    n->pprev = nullptr;
+    n->pos = timer_node::kNotQueued;
+  }
+
+  std::int64_t tick_ns_;
+  std::uint64_t cur_;
+  std::size_t size_ = 0;
+  timer_node* due_ = nullptr;
+  std::uint64_t occupied_[kLevels] = {};
+  timer_node* slots_[kLevels][kSlots] = {};
+};
+
+}  // namespace evnet::detail

@@ -1,0 +1,1 @@
+evnet_test(test_event LAYERS event)

@@ -1,0 +1,604 @@
+// Tests of evnet::event_base / evnet::event with real fds (socketpairs, pipes, TCP loopback).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "evnet/event.h"  // first: the header must be self-contained
+
+namespace {
+
+using namespace std::chrono_literals;
+using evnet::ev_flag::persist;
+using evnet::ev_flag::read;
+using evnet::ev_flag::signal;
+using evnet::ev_flag::timeout;
+using evnet::ev_flag::write;
+using clk = std::chrono::steady_clock;
+
+std::unique_ptr<evnet::event_base> make_base(evnet::event_base_options o = {}) {
+  auto b = evnet::event_base::create(o);
+  EXPECT_TRUE(b.has_value()) << b.error().message();
+  return std::move(*b);
+}
+
+struct sockpair {
+  int fd[2] = {-1, -1};
+  sockpair() {
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd), 0);
+  }
+  ~sockpair() {
+    for (int f : fd) {
+      if (f >= 0) ::close(f);
+    }
+  }
+  void send(const char* s = "x") const { ASSERT_GT(::write(fd[1], s, std::strlen(s)), 0); }
+  std::string drain() const {
+    char buf[256];
+    std::string out;
+    ssize_t n;
+    while ((n = ::read(fd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    return out;
+  }
+};
+
+// Runs rounds until `done` or the time budget is spent.
+template <class Pred>
+void run_until(evnet::event_base& b, Pred done, std::chrono::milliseconds budget = 2000ms) {
+  const auto end = clk::now() + budget;
+  while (!done() && clk::now() < end) ASSERT_FALSE(b.loop_once(false));
+}
+
+// Runs exactly one round with a bounded wait (a timer wakes it).
+void round_with_wake(evnet::event_base& b, std::chrono::milliseconds wake = 5ms) {
+  evnet::timer t(b, [] {});
+  ASSERT_FALSE(t.attach(wake));
+  ASSERT_FALSE(b.loop_once(false));
+}
+
+TEST(event, header_constants_are_distinct_bits) {
+  EXPECT_EQ(read | write | timeout | persist | signal, 31U);
+  EXPECT_LE(sizeof(evnet::detail::timer_node), 64U);
+}
+
+TEST(event, create_rejects_bad_options) {
+  evnet::event_base_options o;
+  o.priorities = 0;
+  auto b = evnet::event_base::create(o);
+  ASSERT_FALSE(b.has_value());
+  EXPECT_EQ(b.error(), evnet::errc::invalid_argument);
+}
+
+TEST(event, read_timeout_fires_timeout_without_data) {
+  auto b = make_base();
+  sockpair sp;
+  std::vector<std::uint32_t> fired;
+  evnet::event ev(*b, sp.fd[0], read | timeout, [&](int fd, std::uint32_t f) {
+    EXPECT_EQ(fd, sp.fd[0]);
+    fired.push_back(f);
+  });
+  const auto start = clk::now();
+  ASSERT_FALSE(ev.attach(50ms));
+  ASSERT_FALSE(b->dispatch());  // one-shot: dispatch returns once it fired
+  ASSERT_EQ(fired.size(), 1U);
+  EXPECT_EQ(fired[0], timeout);
+  EXPECT_GE(clk::now() - start, 50ms);
+  EXPECT_FALSE(ev.attached());
+}
+
+TEST(event, read_timeout_fires_read_when_data_arrives) {
+  auto b = make_base();
+  sockpair sp;
+  std::vector<std::uint32_t> fired;
+  evnet::event ev(*b, sp.fd[0], read | timeout, [&](int, std::uint32_t f) { fired.push_back(f); });
+  ASSERT_FALSE(ev.attach(5s));
+  evnet::timer writer(*b, [&] { sp.send("hello"); });
+  ASSERT_FALSE(writer.attach(20ms));
+  const auto start = clk::now();
+  ASSERT_FALSE(b->dispatch());
+  ASSERT_EQ(fired.size(), 1U);
+  EXPECT_EQ(fired[0], read);
+  EXPECT_LT(clk::now() - start, 2s);
+  EXPECT_EQ(sp.drain(), "hello");
+}
+
+TEST(event, persist_rearms_after_each_read) {
+  auto b = make_base();
+  sockpair sp;
+  int calls = 0;
+  evnet::event ev(*b, sp.fd[0], read | persist, [&](int, std::uint32_t f) {
+    EXPECT_EQ(f, read);
+    sp.drain();
+    if (++calls < 3) sp.send();
+  });
+  ASSERT_FALSE(ev.attach());
+  sp.send();
+  run_until(*b, [&] { return calls == 3; });
+  EXPECT_EQ(calls, 3);
+  EXPECT_TRUE(ev.attached());
+  // Nothing more arrives: the persistent event keeps the base alive but does not fire.
+  round_with_wake(*b, 20ms);
+  EXPECT_EQ(calls, 3);
+}
+
+TEST(event, one_shot_fires_once_while_data_stays_unread) {
+  auto b = make_base();
+  sockpair sp;
+  int calls = 0;
+  evnet::event ev(*b, sp.fd[0], read, [&](int, std::uint32_t) { ++calls; });
+  ASSERT_FALSE(ev.attach());
+  sp.send();  // never drained: level-triggered readiness persists
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(ev.attached());
+  for (int i = 0; i < 3; ++i) ASSERT_FALSE(b->loop_once(true));
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(event, one_shot_reattached_in_callback_fires_again) {
+  auto b = make_base();
+  sockpair sp;
+  int calls = 0;
+  evnet::event* self = nullptr;
+  evnet::event ev(*b, sp.fd[0], read, [&](int, std::uint32_t) {
+    sp.drain();
+    if (++calls < 5) {
+      EXPECT_FALSE(self->attach());
+      sp.send();
+    }
+  });
+  self = &ev;
+  ASSERT_FALSE(ev.attach());
+  sp.send();
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(calls, 5);
+}
+
+TEST(event, persist_read_timeout_is_an_inactivity_timeout) {
+  auto b = make_base();
+  sockpair sp;
+  std::vector<std::uint32_t> fired;
+  evnet::event* self = nullptr;
+  evnet::event ev(*b, sp.fd[0], read | timeout | persist, [&](int, std::uint32_t f) {
+    fired.push_back(f);
+    sp.drain();
+    if (f & timeout) self->detach();
+  });
+  self = &ev;
+  ASSERT_FALSE(ev.attach(100ms));
+  // Data every 30 ms for a while keeps pushing the timeout back.
+  int sent = 0;
+  evnet::ticker feeder(*b, [&] {
+    if (++sent <= 5) sp.send();
+  });
+  ASSERT_FALSE(feeder.attach(30ms));
+  run_until(
+      *b, [&] { return !ev.attached(); }, 3000ms);
+  ASSERT_FALSE(fired.empty());
+  EXPECT_EQ(fired.back(), timeout);
+  EXPECT_GE(std::count(fired.begin(), fired.end(), read), 4);
+  EXPECT_EQ(std::count(fired.begin(), fired.end(), timeout), 1);
+}
+
+TEST(event, priority_order_when_several_ready_in_one_round) {
+  evnet::event_base_options o;
+  o.priorities = 4;
+  auto b = make_base(o);
+  std::vector<sockpair> sps(8);
+  std::vector<int> order;
+  std::vector<std::unique_ptr<evnet::event>> evs;
+  const int prio[8] = {3, 1, 0, 2, 3, 0, 1, 2};
+  for (int i = 0; i < 8; ++i) {
+    evs.push_back(std::make_unique<evnet::event>(
+        *b, sps[i].fd[0], read, [&order, i](int, std::uint32_t) { order.push_back(i); }));
+    ASSERT_FALSE(evs.back()->set_priority(prio[i]));
+    ASSERT_FALSE(evs.back()->attach());
+  }
+  // All fds readable before the round: one poll returns them all.
+  for (auto& sp : sps) sp.send();
+  ASSERT_FALSE(b->loop_once(false));
+  ASSERT_EQ(order.size(), 8U);
+  for (std::size_t k = 1; k < order.size(); ++k) {
+    EXPECT_LE(prio[order[k - 1]], prio[order[k]]) << "position " << k;
+  }
+  EXPECT_EQ(evs[2]->priority(), 0);
+}
+
+TEST(event, set_priority_rejects_out_of_range) {
+  auto b = make_base();
+  evnet::event ev(*b, -1, timeout, [](int, std::uint32_t) {});
+  EXPECT_EQ(ev.priority(), 1);  // middle of three
+  EXPECT_EQ(ev.set_priority(3), evnet::errc::invalid_argument);
+  EXPECT_EQ(ev.set_priority(-1), evnet::errc::invalid_argument);
+  EXPECT_FALSE(ev.set_priority(0));
+}
+
+TEST(event, bounded_callbacks_per_round_keep_the_rest_queued) {
+  evnet::event_base_options o;
+  o.max_callbacks_per_round = 2;
+  auto b = make_base(o);
+  int calls = 0;
+  std::vector<std::unique_ptr<evnet::timer>> ts;
+  for (int i = 0; i < 5; ++i) {
+    ts.push_back(std::make_unique<evnet::timer>(*b, [&] { ++calls; }));
+    ASSERT_FALSE(ts.back()->attach(0ns));
+  }
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_EQ(calls, 2);
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_EQ(calls, 4);
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(calls, 5);
+}
+
+TEST(event, read_and_write_events_on_the_same_fd) {
+  auto b = make_base();
+  sockpair sp;
+  int reads = 0, writes = 0;
+  evnet::event r(*b, sp.fd[0], read | persist, [&](int, std::uint32_t f) {
+    EXPECT_EQ(f, read);
+    sp.drain();
+    ++reads;
+  });
+  evnet::event w(*b, sp.fd[0], write, [&](int, std::uint32_t f) {
+    EXPECT_EQ(f, write);
+    ++writes;
+  });
+  ASSERT_FALSE(r.attach());
+  ASSERT_FALSE(w.attach());  // shares the poller registration
+  run_until(*b, [&] { return writes == 1; });
+  EXPECT_EQ(writes, 1);
+  EXPECT_EQ(reads, 0);
+  sp.send();
+  run_until(*b, [&] { return reads == 1; });
+  EXPECT_EQ(reads, 1);
+  EXPECT_EQ(writes, 1);  // one-shot write did not fire again
+  ASSERT_FALSE(r.detach());
+  EXPECT_EQ(b->attached_events(), 0U);
+}
+
+TEST(event, detach_self_inside_callback) {
+  auto b = make_base();
+  sockpair sp;
+  int calls = 0;
+  evnet::event* self = nullptr;
+  evnet::event ev(*b, sp.fd[0], read | persist, [&](int, std::uint32_t) {
+    ++calls;
+    EXPECT_FALSE(self->detach());
+  });
+  self = &ev;
+  ASSERT_FALSE(ev.attach());
+  sp.send();
+  ASSERT_FALSE(b->dispatch());  // returns because nothing is attached any more
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(ev.attached());
+}
+
+TEST(event, destroy_self_inside_callback) {
+  auto b = make_base();
+  sockpair sp;
+  int calls = 0;
+  std::unique_ptr<evnet::event> ev;
+  auto big = std::make_shared<std::string>(1000, 'x');  // captured state must stay valid
+  ev = std::make_unique<evnet::event>(*b, sp.fd[0], read | persist, [&, big](int, std::uint32_t) {
+    ++calls;
+    ev.reset();
+    EXPECT_EQ(big->size(), 1000U);  // capture still alive
+  });
+  ASSERT_FALSE(ev->attach());
+  sp.send();
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(ev, nullptr);
+}
+
+TEST(event, destroy_other_ready_event_inside_callback) {
+  auto b = make_base();
+  sockpair a, c;
+  int a_calls = 0, c_calls = 0;
+  std::unique_ptr<evnet::event> other;
+  evnet::event first(*b, a.fd[0], read, [&](int, std::uint32_t) {
+    ++a_calls;
+    other.reset();  // `other` is ready in this same round: it must not run
+  });
+  other = std::make_unique<evnet::event>(*b, c.fd[0], read, [&](int, std::uint32_t) { ++c_calls; });
+  ASSERT_FALSE(first.set_priority(0));
+  ASSERT_FALSE(other->set_priority(2));
+  ASSERT_FALSE(first.attach());
+  ASSERT_FALSE(other->attach());
+  a.send();
+  c.send();
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(a_calls, 1);
+  EXPECT_EQ(c_calls, 0);
+}
+
+TEST(event, detach_other_ready_event_inside_callback) {
+  auto b = make_base();
+  sockpair a, c;
+  int c_calls = 0;
+  evnet::event other(*b, c.fd[0], read, [&](int, std::uint32_t) { ++c_calls; });
+  evnet::event first(*b, a.fd[0], read, [&](int, std::uint32_t) { other.detach(); });
+  ASSERT_FALSE(first.set_priority(0));
+  ASSERT_FALSE(other.set_priority(2));
+  ASSERT_FALSE(first.attach());
+  ASSERT_FALSE(other.attach());
+  a.send();
+  c.send();
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(c_calls, 0);
+  EXPECT_FALSE(other.attached());
+}
+
+TEST(event, reattach_with_new_timeout_inside_callback) {
+  auto b = make_base();
+  std::vector<clk::time_point> at;
+  evnet::event* self = nullptr;
+  evnet::event ev(*b, -1, timeout, [&](int, std::uint32_t f) {
+    EXPECT_EQ(f, timeout);
+    at.push_back(clk::now());
+    if (at.size() == 1) {
+      EXPECT_FALSE(self->attach(60ms));
+    }
+  });
+  self = &ev;
+  const auto start = clk::now();
+  ASSERT_FALSE(ev.attach(10ms));
+  ASSERT_FALSE(b->dispatch());
+  ASSERT_EQ(at.size(), 2U);
+  EXPECT_GE(at[0] - start, 10ms);
+  EXPECT_GE(at[1] - at[0], 55ms);  // relative to the round's cached time
+}
+
+TEST(event, create_new_events_inside_callback) {
+  auto b = make_base();
+  std::vector<std::unique_ptr<evnet::timer>> made;
+  int fired = 0;
+  evnet::timer root(*b, [&] {
+    for (int i = 0; i < 10; ++i) {
+      made.push_back(std::make_unique<evnet::timer>(*b, [&] { ++fired; }));
+      EXPECT_FALSE(made.back()->attach(std::chrono::milliseconds(i)));
+    }
+  });
+  ASSERT_FALSE(root.attach(1ms));
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(fired, 10);
+}
+
+TEST(event, exit_from_callback_stops_dispatch) {
+  auto b = make_base();
+  int ticks = 0;
+  evnet::ticker t(*b, [&] {
+    if (++ticks == 3 || ticks == 5) b->exit();
+  });
+  ASSERT_FALSE(t.attach(5ms));
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(ticks, 3);
+  EXPECT_TRUE(t.attached());    // still attached: dispatch returned because of exit()
+  ASSERT_FALSE(b->dispatch());  // a second dispatch runs again until the next exit()
+  EXPECT_EQ(ticks, 5);
+}
+
+TEST(event, exit_skips_remaining_ready_events_until_next_round) {
+  auto b = make_base();
+  int second = 0;
+  evnet::timer first(*b, [&] { b->exit(); });
+  evnet::timer other(*b, [&] { ++second; });
+  ASSERT_FALSE(first.set_priority(0));
+  ASSERT_FALSE(first.attach(0ns));
+  ASSERT_FALSE(other.attach(0ns));
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(second, 0);
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(second, 1);
+}
+
+TEST(event, loop_once_nonblocking_returns_without_events) {
+  auto b = make_base();
+  const auto start = clk::now();
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_LT(clk::now() - start, 500ms);
+}
+
+TEST(event, dispatch_returns_immediately_without_events) {
+  auto b = make_base();
+  EXPECT_FALSE(b->dispatch());
+}
+
+TEST(event, dispatch_from_callback_is_rejected) {
+  auto b = make_base();
+  std::error_code inner;
+  evnet::timer t(*b, [&] { inner = b->dispatch(); });
+  ASSERT_FALSE(t.attach(0ns));
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(inner, evnet::errc::invalid_argument);
+}
+
+TEST(event, attach_twice_is_already_registered) {
+  auto b = make_base();
+  sockpair sp;
+  evnet::event ev(*b, sp.fd[0], read, [](int, std::uint32_t) {});
+  ASSERT_FALSE(ev.attach());
+  EXPECT_EQ(ev.attach(), evnet::errc::already_registered);
+  evnet::timer t(*b, [] {});
+  ASSERT_FALSE(t.attach(1s));
+  EXPECT_EQ(t.attach(1s), evnet::errc::already_registered);
+}
+
+TEST(event, attach_closed_fd_fails) {
+  auto b = make_base();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  evnet::event ev(*b, fds[0], read, [](int, std::uint32_t) {});
+  EXPECT_EQ(ev.attach(), std::errc::bad_file_descriptor);
+  EXPECT_FALSE(ev.attached());
+  EXPECT_EQ(b->attached_events(), 0U);
+}
+
+TEST(event, attach_negative_fd_or_timeout_fails) {
+  auto b = make_base();
+  evnet::event ev(*b, -1, read, [](int, std::uint32_t) {});
+  EXPECT_EQ(ev.attach(), evnet::errc::invalid_argument);
+  evnet::timer t(*b, [] {});
+  EXPECT_EQ(t.attach(-1ms), evnet::errc::invalid_argument);
+  evnet::ticker tk(*b, [] {});
+  EXPECT_EQ(tk.attach(0ms), evnet::errc::invalid_argument);
+  evnet::event empty(*b, -1, timeout, {});
+  EXPECT_EQ(empty.attach(1ms), evnet::errc::invalid_argument);
+}
+
+TEST(event, detach_is_idempotent) {
+  auto b = make_base();
+  evnet::timer t(*b, [] {});
+  EXPECT_FALSE(t.detach());
+  ASSERT_FALSE(t.attach(1s));
+  EXPECT_FALSE(t.detach());
+  EXPECT_FALSE(t.detach());
+  EXPECT_EQ(b->attached_events(), 0U);
+}
+
+TEST(event, event_outliving_its_base_fails_with_closed) {
+  auto b = make_base();
+  sockpair sp;
+  evnet::event ev(*b, sp.fd[0], read | persist, [](int, std::uint32_t) {});
+  evnet::timer t(*b, [] {});
+  ASSERT_FALSE(ev.attach());
+  ASSERT_FALSE(t.attach(1s));
+  b.reset();  // misuse: the base must outlive its events
+  EXPECT_FALSE(ev.attached());
+  EXPECT_EQ(ev.attach(), evnet::errc::closed);
+  EXPECT_EQ(ev.detach(), evnet::errc::closed);
+  EXPECT_EQ(t.attach(1s), evnet::errc::closed);
+}  // the destructors of ev and t must not touch the freed base (ASan checks)
+
+TEST(event, closing_fd_in_callback_and_reusing_its_number) {
+  // A one-shot event's callback closes its fd and opens a new one that gets the same number;
+  // attaching an event to the new fd must register it with the kernel afresh.
+  auto b = make_base();
+  auto first = std::make_unique<sockpair>();
+  std::unique_ptr<sockpair> second;
+  int reused_fd = -1;
+  bool second_fired = false;
+  std::unique_ptr<evnet::event> ev2;
+  evnet::event ev1(*b, first->fd[0], read, [&](int fd, std::uint32_t) {
+    ::close(first->fd[0]);
+    first->fd[0] = -1;
+    second = std::make_unique<sockpair>();
+    reused_fd = second->fd[0];
+    EXPECT_EQ(reused_fd, fd) << "the kernel hands out the lowest free number";
+    ev2 = std::make_unique<evnet::event>(*b, second->fd[0], read,
+                                         [&](int, std::uint32_t) { second_fired = true; });
+    EXPECT_FALSE(ev2->attach());
+    second->send();
+  });
+  ASSERT_FALSE(ev1.attach());
+  first->send();
+  run_until(*b, [&] { return second_fired; });
+  EXPECT_TRUE(second_fired);
+}
+
+TEST(event, signal_event_fires_on_raise) {
+  auto b = make_base();
+  std::vector<std::uint32_t> fired;
+  evnet::event ev(*b, SIGUSR1, signal | persist, [&](int signo, std::uint32_t f) {
+    EXPECT_EQ(signo, SIGUSR1);
+    fired.push_back(f);
+  });
+  ASSERT_FALSE(ev.attach());
+  ASSERT_EQ(::raise(SIGUSR1), 0);  // blocked by attach(), so it waits for signalfd
+  run_until(*b, [&] { return !fired.empty(); });
+  ASSERT_EQ(fired.size(), 1U);
+  EXPECT_EQ(fired[0], signal);
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  run_until(*b, [&] { return fired.size() == 2; });
+  EXPECT_EQ(fired.size(), 2U);
+}
+
+TEST(event, signal_event_one_shot_with_timeout) {
+  auto b = make_base();
+  std::vector<std::uint32_t> fired;
+  evnet::event ev(*b, SIGUSR2, signal | timeout, [&](int, std::uint32_t f) { fired.push_back(f); });
+  ASSERT_FALSE(ev.attach(30ms));
+  ASSERT_FALSE(b->dispatch());  // no signal: the timeout fires and the one-shot ends
+  ASSERT_EQ(fired.size(), 1U);
+  EXPECT_EQ(fired[0], timeout);
+}
+
+TEST(event, signal_event_rejects_bad_signal_numbers) {
+  auto b = make_base();
+  evnet::event kill_ev(*b, SIGKILL, signal, [](int, std::uint32_t) {});
+  EXPECT_EQ(kill_ev.attach(), evnet::errc::invalid_argument);
+  evnet::event zero(*b, 0, signal, [](int, std::uint32_t) {});
+  EXPECT_EQ(zero.attach(), evnet::errc::invalid_argument);
+}
+
+TEST(event, activate_runs_a_detached_event) {
+  auto b = make_base();
+  std::uint32_t got = 0;
+  evnet::event ev(*b, -1, 0, [&](int, std::uint32_t f) { got = f; });
+  ASSERT_FALSE(ev.activate(read | write));
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(got, read | write);
+}
+
+TEST(event, tcp_accept_and_echo_over_loopback) {
+  auto b = make_base();
+  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(lfd, 16), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+
+  std::vector<std::unique_ptr<evnet::event>> conns;
+  std::vector<int> conn_fds;
+  evnet::event acceptor(*b, lfd, read | persist, [&](int fd, std::uint32_t) {
+    int c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (c < 0) return;
+    conn_fds.push_back(c);
+    conns.push_back(
+        std::make_unique<evnet::event>(*b, c, read | persist, [](int cfd, std::uint32_t) {
+          char buf[512];
+          ssize_t n = ::read(cfd, buf, sizeof buf);
+          if (n > 0) {
+            EXPECT_EQ(::write(cfd, buf, static_cast<size_t>(n)), n);
+          }
+        }));
+    EXPECT_FALSE(conns.back()->attach());
+  });
+  ASSERT_FALSE(acceptor.attach());
+
+  int cli = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(cli, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::write(cli, "ping", 4), 4);
+  ::fcntl(cli, F_SETFL, O_NONBLOCK);
+  std::string got;
+  run_until(*b, [&] {
+    char buf[16];
+    ssize_t n = ::read(cli, buf, sizeof buf);
+    if (n > 0) got.append(buf, static_cast<size_t>(n));
+    return got == "ping";
+  });
+  EXPECT_EQ(got, "ping");
+  conns.clear();
+  for (int c : conn_fds) ::close(c);
+  ::close(cli);
+  ::close(lfd);
+}
+
+}  // namespace
