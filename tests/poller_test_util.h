@@ -1,0 +1,173 @@
+// Helpers shared by the poller tests: real descriptors (socketpairs, pipes, eventfds, TCP on
+// 127.0.0.1) owned by small RAII wrappers, and a look into the poller's wake-up eventfd.
+#pragma once
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "evnet/poller.h"
+
+namespace evnet::test {
+
+/// Closes a descriptor on destruction.
+class fd_guard {
+ public:
+  fd_guard() = default;
+  explicit fd_guard(int fd) : fd_(fd) {}
+  fd_guard(fd_guard&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  fd_guard& operator=(fd_guard&& o) noexcept {
+    reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  ~fd_guard() { reset(); }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+inline void set_nonblocking(int fd) {
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+/// A connected AF_UNIX stream socketpair, both ends non-blocking.
+struct socket_pair {
+  fd_guard a;
+  fd_guard b;
+  socket_pair() {
+    int fds[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+    a.reset(fds[0]);
+    b.reset(fds[1]);
+  }
+};
+
+/// A non-blocking pipe.
+struct pipe_pair {
+  fd_guard r;
+  fd_guard w;
+  pipe_pair() {
+    int fds[2];
+    EXPECT_EQ(::pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+    r.reset(fds[0]);
+    w.reset(fds[1]);
+  }
+};
+
+/// A connected TCP pair over 127.0.0.1 (port 0, the kernel picks), both ends non-blocking.
+struct tcp_pair {
+  fd_guard client;
+  fd_guard server;
+  tcp_pair() {
+    fd_guard listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    EXPECT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(::listen(listener.get(), 4), 0);
+    socklen_t len = sizeof addr;
+    EXPECT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    client.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    EXPECT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    server.reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    EXPECT_GE(server.get(), 0);
+    set_nonblocking(client.get());
+    set_nonblocking(server.get());
+    const int one = 1;
+    ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ::setsockopt(server.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+};
+
+inline std::unique_ptr<poller> open_poller(poller_options options = {}) {
+  options.backend = backend_kind::epoll;
+  auto p = poller::open(options);
+  EXPECT_TRUE(p) << p.error().message();
+  return p ? std::move(*p) : nullptr;
+}
+
+inline void write_byte(int fd, char c = 'x') {
+  ASSERT_EQ(::write(fd, &c, 1), 1);
+}
+
+/// Reads and discards everything available on a non-blocking fd; returns the byte count.
+inline std::size_t drain(int fd) {
+  std::size_t total = 0;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    total += static_cast<std::size_t>(n);
+  }
+  return total;
+}
+
+/// The eventfds currently open in this process.
+inline std::set<int> open_eventfds() {
+  std::set<int> out;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return out;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    char target[256] = {};
+    std::string link = std::string("/proc/self/fd/") + e->d_name;
+    ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (n > 0 && std::string(target, static_cast<std::size_t>(n)) == "anon_inode:[eventfd]") {
+      out.insert(std::stoi(e->d_name));
+    }
+  }
+  ::closedir(d);
+  return out;
+}
+
+/// The counter of an eventfd, read from /proc/self/fdinfo without consuming it. The poller
+/// never reads its wake-up eventfd back (it is edge-triggered), so this counter is exactly the
+/// number of wake-up writes the poller has made.
+inline std::uint64_t eventfd_count(int fd) {
+  std::ifstream in("/proc/self/fdinfo/" + std::to_string(fd));
+  std::string key;
+  while (in >> key) {
+    if (key == "eventfd-count:") {
+      std::string hex;
+      in >> hex;
+      return std::stoull(hex, nullptr, 16);
+    }
+  }
+  ADD_FAILURE() << "no eventfd-count in fdinfo of fd " << fd;
+  return 0;
+}
+
+/// Opens a poller and finds its wake-up eventfd (the one eventfd that appeared).
+inline std::pair<std::unique_ptr<poller>, int> open_poller_with_wakefd() {
+  std::set<int> before = open_eventfds();
+  auto p = open_poller();
+  int wakefd = -1;
+  for (int fd : open_eventfds()) {
+    if (before.count(fd) == 0) wakefd = fd;
+  }
+  EXPECT_GE(wakefd, 0);
+  return {std::move(p), wakefd};
+}
+
+}  // namespace evnet::test

@@ -1,0 +1,288 @@
+// Every error path of the poller returns a clear std::error_code and leaves the poller usable:
+// bad descriptors, double registration, unregistered attachments, misuse after close, bad
+// options and backends, re-entrant and cross-thread misuse.
+#include <fcntl.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "poller_test_util.h"
+
+namespace evnet::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+poll_attachment make_attachment(int fd) {
+  poll_attachment a;
+  a.fd = fd;
+  a.callback = [](int, std::uint32_t) { return poll_action::proceed; };
+  return a;
+}
+
+TEST(PollerErrors, add_closed_fd_is_bad_file_descriptor) {
+  auto p = open_poller();
+  int fd = ::eventfd(0, EFD_CLOEXEC);
+  ::close(fd);
+  poll_attachment a = make_attachment(fd);
+  std::error_code ec = p->add(a, interest::read);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor) << ec.message();
+  EXPECT_EQ(ec.category(), std::system_category());
+  EXPECT_FALSE(a.registered());
+  EXPECT_EQ(p->registered_count(), 0U);
+}
+
+TEST(PollerErrors, add_negative_fd_is_invalid_argument) {
+  auto p = open_poller();
+  poll_attachment a = make_attachment(-1);
+  EXPECT_EQ(p->add(a, interest::read), errc::invalid_argument);
+  a.fd = -42;
+  EXPECT_EQ(p->add(a, interest::write, trigger_mode::edge), errc::invalid_argument);
+  EXPECT_FALSE(a.registered());
+}
+
+TEST(PollerErrors, add_without_callback_is_invalid_argument) {
+  auto p = open_poller();
+  socket_pair sp;
+  poll_attachment a;
+  a.fd = sp.a.get();
+  EXPECT_EQ(p->add(a, interest::read), errc::invalid_argument);
+  EXPECT_FALSE(a.registered());
+}
+
+TEST(PollerErrors, double_add_same_attachment_is_already_registered) {
+  auto p = open_poller();
+  socket_pair sp;
+  poll_attachment a = make_attachment(sp.a.get());
+  ASSERT_FALSE(p->add(a, interest::read));
+  EXPECT_EQ(p->add(a, interest::write), errc::already_registered);
+  // The first registration is untouched.
+  EXPECT_TRUE(a.registered());
+  EXPECT_EQ(a.current_interest(), interest::read);
+  EXPECT_EQ(p->registered_count(), 1U);
+  EXPECT_FALSE(p->remove(a));
+}
+
+TEST(PollerErrors, second_attachment_for_same_fd_is_already_registered) {
+  auto p = open_poller();
+  socket_pair sp;
+  poll_attachment a = make_attachment(sp.a.get());
+  poll_attachment b = make_attachment(sp.a.get());
+  ASSERT_FALSE(p->add(a, interest::read));
+  EXPECT_EQ(p->add(b, interest::read), errc::already_registered);  // the kernel's EEXIST
+  EXPECT_FALSE(b.registered());
+  EXPECT_EQ(p->registered_count(), 1U);
+  EXPECT_FALSE(p->remove(a));
+}
+
+TEST(PollerErrors, attachment_registered_with_another_poller_is_already_registered) {
+  auto p1 = open_poller();
+  auto p2 = open_poller();
+  socket_pair sp;
+  poll_attachment a = make_attachment(sp.a.get());
+  ASSERT_FALSE(p1->add(a, interest::read));
+  EXPECT_EQ(p2->add(a, interest::read), errc::already_registered);
+  EXPECT_EQ(p2->remove(a), errc::not_registered);
+  EXPECT_EQ(p2->modify(a, interest::write), errc::not_registered);
+  EXPECT_FALSE(p1->remove(a));
+}
+
+TEST(PollerErrors, remove_unregistered_is_not_registered) {
+  auto p = open_poller();
+  socket_pair sp;
+  poll_attachment a = make_attachment(sp.a.get());
+  EXPECT_EQ(p->remove(a), errc::not_registered);
+  ASSERT_FALSE(p->add(a, interest::read));
+  ASSERT_FALSE(p->remove(a));
+  EXPECT_EQ(p->remove(a), errc::not_registered);  // twice
+}
+
+TEST(PollerErrors, modify_unregistered_is_not_registered) {
+  auto p = open_poller();
+  socket_pair sp;
+  poll_attachment a = make_attachment(sp.a.get());
+  EXPECT_EQ(p->modify(a, interest::write), errc::not_registered);
+  EXPECT_EQ(p->modify(a, interest::read, trigger_mode::oneshot), errc::not_registered);
+}
+
+TEST(PollerErrors, add_regular_file_is_operation_not_permitted) {
+  auto p = open_poller();
+  const char* dir = std::getenv("EVNET_BINARY_DIR");
+  std::string path = std::string(dir != nullptr ? dir : "/tmp") + "/poller_errors_regular_file";
+  fd_guard f(::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
+  ASSERT_GE(f.get(), 0);
+  ::unlink(path.c_str());
+  poll_attachment a = make_attachment(f.get());
+  std::error_code ec = p->add(a, interest::read);
+  EXPECT_EQ(ec, std::errc::operation_not_permitted) << ec.message();  // epoll refuses files
+  EXPECT_FALSE(a.registered());
+}
+
+// The caller closed the fd before remove(): the kernel forgot it, remove() says so, and the
+// attachment is forgotten anyway so it can be freed.
+TEST(PollerErrors, remove_after_fd_closed_reports_ebadf_and_forgets_attachment) {
+  auto p = open_poller();
+  socket_pair sp;
+  poll_attachment a = make_attachment(sp.a.release());
+  ASSERT_FALSE(p->add(a, interest::read));
+  ::close(a.fd);
+  std::error_code ec = p->remove(a);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor) << ec.message();
+  EXPECT_FALSE(a.registered());
+  EXPECT_EQ(p->registered_count(), 0U);
+}
+
+TEST(PollerErrors, modify_after_fd_closed_reports_system_error) {
+  auto p = open_poller();
+  socket_pair sp;
+  poll_attachment a = make_attachment(sp.a.release());
+  ASSERT_FALSE(p->add(a, interest::read));
+  ::close(a.fd);
+  std::error_code ec = p->modify(a, interest::write);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor) << ec.message();
+  EXPECT_EQ(a.current_interest(), interest::read);  // unchanged on failure
+  (void)p->remove(a);
+}
+
+TEST(PollerErrors, everything_after_close_is_closed) {
+  auto p = open_poller();
+  socket_pair sp;
+  poll_attachment a = make_attachment(sp.a.get());
+  poll_attachment b = make_attachment(sp.b.get());
+  ASSERT_FALSE(p->add(a, interest::read));
+  EXPECT_EQ(p->close(), 0U);
+  EXPECT_EQ(p->add(b, interest::read), errc::closed);
+  EXPECT_EQ(p->modify(a, interest::write), errc::closed);
+  EXPECT_EQ(p->remove(a), errc::closed);
+  auto r = p->poll_once(0ms);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::closed);
+  EXPECT_FALSE(p->poll());  // returns at once
+  EXPECT_EQ(p->trigger(task_priority::high, [] {}), errc::closed);
+  EXPECT_EQ(p->trigger(task_priority::low, [] {}), errc::closed);
+  p->stop();  // harmless
+  EXPECT_EQ(p->close(), 0U);
+  EXPECT_FALSE(p->is_open());
+}
+
+TEST(PollerErrors, trigger_empty_function_is_invalid_argument) {
+  auto p = open_poller();
+  EXPECT_EQ(p->trigger(task_priority::high, task{}), errc::invalid_argument);
+  EXPECT_EQ(p->trigger(task_priority::low, nullptr), errc::invalid_argument);
+  EXPECT_EQ(p->pending_tasks(), 0U);
+}
+
+TEST(PollerErrors, io_uring_backend_is_unsupported) {
+  poller_options o;
+  o.backend = backend_kind::io_uring;
+  auto p = poller::open(o);
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error(), errc::unsupported);
+}
+
+TEST(PollerErrors, kqueue_backend_is_unsupported_on_linux) {
+  poller_options o;
+  o.backend = backend_kind::kqueue;
+  auto p = poller::open(o);
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error(), errc::unsupported);
+}
+
+TEST(PollerErrors, env_var_selects_backend_for_automatic) {
+  ::setenv("EVNET_POLLER", "epoll", 1);
+  auto e = poller::open();
+  ASSERT_TRUE(e);
+  EXPECT_EQ((*e)->backend_name(), "epoll");
+  ::setenv("EVNET_POLLER", "kqueue", 1);
+  auto k = poller::open();
+  ASSERT_FALSE(k);
+  EXPECT_EQ(k.error(), errc::unsupported);
+  ::setenv("EVNET_POLLER", "io_uring", 1);
+  auto u = poller::open();
+  ASSERT_FALSE(u);
+  EXPECT_EQ(u.error(), errc::unsupported);
+  ::setenv("EVNET_POLLER", "select", 1);
+  auto bad = poller::open();
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error(), errc::invalid_argument);
+  ::unsetenv("EVNET_POLLER");
+  auto def = poller::open();
+  ASSERT_TRUE(def);
+  EXPECT_EQ((*def)->backend_name(), "epoll");
+}
+
+TEST(PollerErrors, bad_event_array_options_are_invalid_argument) {
+  poller_options o;
+  o.initial_events = 0;
+  EXPECT_EQ(poller::open(o).error(), errc::invalid_argument);
+  o.initial_events = 256;
+  o.max_events = 128;
+  EXPECT_EQ(poller::open(o).error(), errc::invalid_argument);
+}
+
+TEST(PollerErrors, poll_once_inside_a_callback_is_refused) {
+  auto p = open_poller();
+  socket_pair sp;
+  std::error_code nested;
+  poll_attachment a;
+  a.fd = sp.a.get();
+  a.callback = [&](int, std::uint32_t) {
+    auto r = p->poll_once(0ms);
+    nested = r ? std::error_code{} : r.error();
+    return poll_action::proceed;
+  };
+  ASSERT_FALSE(p->add(a, interest::read));
+  write_byte(sp.b.get());
+  ASSERT_TRUE(p->poll_once(1s));
+  EXPECT_EQ(nested, errc::invalid_argument);
+  EXPECT_FALSE(p->remove(a));
+}
+
+// add/modify/remove from a foreign thread while the loop is inside poll are refused rather
+// than racing with dispatch; poll_once from a second thread is refused too.
+TEST(PollerErrors, registration_from_foreign_thread_while_polling_is_wrong_thread) {
+  auto p = open_poller();
+  socket_pair sp;
+  poll_attachment a = make_attachment(sp.a.get());
+  std::atomic<bool> in_task{false};
+  std::atomic<bool> checked{false};
+  // A task that holds the loop inside poll_once until the other thread has tried.
+  ASSERT_FALSE(p->trigger(task_priority::high, [&] {
+    in_task = true;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (!checked && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+  }));
+  std::error_code add_ec;
+  std::error_code poll_ec;
+  std::thread other([&] {
+    while (!in_task) std::this_thread::sleep_for(1ms);
+    add_ec = p->add(a, interest::read);
+    auto r = p->poll_once(0ms);
+    poll_ec = r ? std::error_code{} : r.error();
+    checked = true;
+  });
+  ASSERT_TRUE(p->poll_once(1s));
+  other.join();
+  EXPECT_EQ(add_ec, errc::wrong_thread);
+  EXPECT_EQ(poll_ec, errc::wrong_thread);
+  EXPECT_FALSE(a.registered());
+  // Outside polling, another thread may register (e.g. set-up before the loop starts).
+  std::thread setup([&] { EXPECT_FALSE(p->add(a, interest::read)); });
+  setup.join();
+  EXPECT_TRUE(a.registered());
+  EXPECT_FALSE(p->remove(a));
+}
+
+TEST(PollerErrors, errors_have_clear_messages) {
+  EXPECT_EQ(make_error_code(errc::already_registered).message(),
+            "descriptor is already registered");
+  EXPECT_EQ(make_error_code(errc::not_registered).message(), "descriptor is not registered");
+  EXPECT_EQ(make_error_code(errc::closed).message(), "the object is closed");
+}
+
+}  // namespace
+}  // namespace evnet::test
