@@ -6,3 +6,10 @@ evnet_test(test_address LAYERS common SOURCES ${EVNET_NETUTIL_SRC}/address.cc)
 evnet_test(test_socket LAYERS common
   SOURCES ${EVNET_NETUTIL_SRC}/address.cc ${EVNET_NETUTIL_SRC}/socket.cc)
 evnet_test(test_framing LAYERS common SOURCES ${EVNET_NETUTIL_SRC}/framing.cc)
+evnet_test(test_udp_batch LAYERS common
+  SOURCES ${EVNET_NETUTIL_SRC}/address.cc ${EVNET_NETUTIL_SRC}/socket.cc
+          ${EVNET_NETUTIL_SRC}/udp_batch.cc)
+evnet_test(test_udp_batch_fallback LAYERS common
+  SOURCES ${EVNET_NETUTIL_SRC}/address.cc ${EVNET_NETUTIL_SRC}/socket.cc
+          ${EVNET_NETUTIL_SRC}/udp_batch.cc)
+target_compile_definitions(test_udp_batch_fallback PRIVATE EVNET_HAVE_MMSG=0)
