@@ -27,8 +27,9 @@ class timer_wheel {
   static constexpr int kBits = 6;
   static constexpr int kSlots = 1 << kBits;
   static constexpr int kLevels = 7;  // 42 bits of ticks: 139 years at 1 ms
-  static constexpr std::uint64_t kMaxSpan = (std::uint64_t{1} << (kBits * kLevels)) - 1;
+  static constexpr int kSpanBits = kBits * kLevels;
   static constexpr std::uint32_t kDuePos = kLevels * kSlots;  // the "already due" list
+  static constexpr std::uint32_t kOverflowPos = kDuePos + 1;  // beyond this 2^42-tick epoch
 
   /// `tick_ns` is the resolution; `now_ns` is the current time (ticks before it are "done").
   explicit timer_wheel(std::int64_t tick_ns = 1'000'000, std::int64_t now_ns = 0) noexcept
@@ -66,7 +67,7 @@ class timer_wheel {
                tick_ns_;
       }
     }
-    return std::nullopt;  // unreachable while size_ > 0
+    return static_cast<std::int64_t>(next_epoch()) * tick_ns_;  // only overflow nodes remain
   }
 
   /// Unlinks every node whose deadline is <= now_ns and calls fire(node) for each (the node is
@@ -85,21 +86,35 @@ class timer_wheel {
       }
       int level = 0;
       while (level < kLevels && occupied_[level] == 0) ++level;
-      if (level == kLevels) break;
-      const int slot = std::countr_zero(occupied_[level]);
-      const std::uint64_t start = slot_start(level, slot);
-      if (start > now_tick) break;
-      cur_ = start;
-      timer_node* list = slots_[level][slot];
-      slots_[level][slot] = nullptr;
-      occupied_[level] &= ~(std::uint64_t{1} << slot);
-      // Re-file (level > 0) or mark due (level 0, or a clamped far timer) relative to cur_.
+      timer_node* list;
+      if (level < kLevels) {
+        const int slot = std::countr_zero(occupied_[level]);
+        const std::uint64_t start = slot_start(level, slot);
+        if (start > now_tick) break;
+        cur_ = start;
+        list = slots_[level][slot];
+        slots_[level][slot] = nullptr;
+        occupied_[level] &= ~(std::uint64_t{1} << slot);
+      } else if (overflow_ != nullptr) {
+        // Every level is empty: the next thing that can happen is entering the next epoch,
+        // where the overflow nodes may fit the wheel.
+        const std::uint64_t start = next_epoch();
+        if (start > now_tick) break;
+        cur_ = start;
+        list = overflow_;
+        overflow_ = nullptr;
+      } else {
+        break;
+      }
+      // Re-file relative to the new cur_: lower levels, the due list, or overflow again.
       while (list != nullptr) {
         timer_node* n = list;
         list = n->next;
         place(n, due_tick(n->deadline));
       }
     }
+    // Safe: nothing is due by now_tick, so no level below the highest digit that changes is
+    // occupied, and an occupied overflow list means now_tick is still inside this epoch.
     if (now_tick > cur_) cur_ = now_tick;
     return fired;
   }
@@ -109,6 +124,8 @@ class timer_wheel {
     if (deadline_ns <= 0) return 0;
     return static_cast<std::uint64_t>((deadline_ns + tick_ns_ - 1) / tick_ns_);
   }
+
+  std::uint64_t next_epoch() const noexcept { return ((cur_ >> kSpanBits) + 1) << kSpanBits; }
 
   std::uint64_t slot_start(int level, int slot) const noexcept {
     const int shift = kBits * (level + 1);
@@ -121,10 +138,11 @@ class timer_wheel {
     if (due <= cur_) {
       head = &due_;
       n->pos = kDuePos;
+    } else if (((due ^ cur_) >> kSpanBits) != 0) {
+      // Beyond this epoch (139 years at 1 ms ticks): parked until the wheel enters the next.
+      head = &overflow_;
+      n->pos = kOverflowPos;
     } else {
-      // Farther than the wheel spans: park at the farthest reachable tick; expire() re-files
-      // it from there because its real deadline is still ahead.
-      if (due - cur_ > kMaxSpan) due = cur_ + kMaxSpan;
       const std::uint64_t diff = due ^ cur_;
       const int level = (63 - std::countl_zero(diff)) / kBits;
       const int slot = static_cast<int>((due >> (kBits * level)) & (kSlots - 1));
@@ -141,7 +159,7 @@ class timer_wheel {
   void unlink(timer_node* n) noexcept {
     *n->pprev = n->next;
     if (n->next != nullptr) n->next->pprev = n->pprev;
-    if (n->pos != kDuePos) {
+    if (n->pos < kDuePos) {
       const auto level = n->pos / kSlots;
       const auto slot = n->pos % kSlots;
       if (slots_[level][slot] == nullptr) occupied_[level] &= ~(std::uint64_t{1} << slot);
@@ -155,6 +173,7 @@ class timer_wheel {
   std::uint64_t cur_;
   std::size_t size_ = 0;
   timer_node* due_ = nullptr;
+  timer_node* overflow_ = nullptr;
   std::uint64_t occupied_[kLevels] = {};
   timer_node* slots_[kLevels][kSlots] = {};
 };
