@@ -1,3 +1,4 @@
-#Tests of the event layer(owned by the event engineer).
-evnet_test(test_event LAYERS event) evnet_test(test_event_timers LAYERS event)
-    evnet_test(test_event_threads LAYERS event LABELS tsan)
+# Tests of the event layer (owned by the event engineer).
+evnet_test(test_event LAYERS event)
+evnet_test(test_event_timers LAYERS event)
+evnet_test(test_event_threads LAYERS event LABELS tsan)
