@@ -526,6 +526,18 @@ TEST(event, signal_event_fires_on_raise) {
   EXPECT_EQ(fired.size(), 2U);
 }
 
+TEST(event, signal_event_receives_a_signal_that_was_ignored) {
+  // Background jobs start with SIGINT ignored; an ignored signal is dropped even if blocked.
+  std::signal(SIGUSR2, SIG_IGN);
+  auto b = make_base();
+  int calls = 0;
+  evnet::event ev(*b, SIGUSR2, signal, [&](int, std::uint32_t) { ++calls; });
+  ASSERT_FALSE(ev.attach());
+  ASSERT_EQ(::raise(SIGUSR2), 0);
+  ASSERT_FALSE(b->dispatch());  // one-shot: returns after it fired
+  EXPECT_EQ(calls, 1);
+}
+
 TEST(event, signal_event_one_shot_with_timeout) {
   auto b = make_base();
   std::vector<std::uint32_t> fired;

@@ -46,7 +46,9 @@ inline constexpr std::uint32_t persist = 8;  ///< stay attached after firing (el
 /// The fd argument is a signal number (Linux: signalfd). Attaching the first event for a
 /// signal blocks it with pthread_sigmask in the calling thread, and it stays blocked after the
 /// last event detaches (unblocking could deliver a pending one with its default action).
-/// Block the signal in every thread (simplest: in main() before starting threads), otherwise
+/// If the signal's disposition is SIG_IGN (as SIGINT is in background jobs), it is reset to
+/// SIG_DFL, because an ignored signal is discarded even while blocked. Block the signal in
+/// every thread (simplest: in main() before starting threads), otherwise
 /// the kernel may deliver it to another thread and signalfd never sees it. Several deliveries
 /// in one round coalesce into one callback. Other platforms: attach fails with
 /// errc::unsupported (the kqueue backend does not expose EVFILT_SIGNAL yet).

@@ -317,6 +317,16 @@ class base_impl {
       if (int rc = pthread_sigmask(SIG_BLOCK, &one, nullptr); rc != 0) {
         return {rc, std::system_category()};
       }
+      // An ignored signal is discarded when generated, even while blocked, so signalfd would
+      // never see it (a background job inherits SIGINT ignored, for instance). Asking for the
+      // event means wanting it: restore the default action, which blocking keeps harmless.
+      struct sigaction old {};
+      if (::sigaction(signo, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) {
+        struct sigaction dfl {};
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        ::sigaction(signo, &dfl, nullptr);
+      }
       sigaddset(&sigmask_, signo);
       if (std::error_code ec = update_signalfd()) {
         sigdelset(&sigmask_, signo);
