@@ -4,3 +4,10 @@
 set(EVNET_HTTP_CODEC_SOURCES ${PROJECT_SOURCE_DIR}/src/http/parser.cc
     ${PROJECT_SOURCE_DIR}/src/http/response.cc)
 evnet_test(test_http_parser LAYERS common SOURCES ${EVNET_HTTP_CODEC_SOURCES})
+# In-process server tests (several threads: labelled tsan).
+evnet_test(test_http_server LAYERS http LABELS tsan TIMEOUT 120)
+# The http_server example (EVNET_BINARY_DIR/examples/http_server) driven by sockets and curl.
+evnet_test(test_http_example LAYERS http TIMEOUT 120)
+if(EVNET_BUILD_EXAMPLES)
+  add_dependencies(test_http_example http_server)
+endif()

@@ -1,0 +1,2 @@
+# HTTP / WebSocket examples (owner: protocols engineer). Contract: shared DESIGN.md.
+evnet_example(http_server LAYERS http)

@@ -1,0 +1,95 @@
+// http_server — the HTTP/1.1 example of the contract in shared DESIGN.md.
+//
+//   GET /plaintext → 200 "Hello, World!" (Content-Type: text/plain, Date); other paths → 404.
+//   Keep-alive and pipelining; request bodies (Content-Length or chunked) are read and discarded.
+//
+// Usage: http_server [--port P] [--loops N] [--help]
+//   --port P   TCP port on 127.0.0.1... (0.0.0.0; 0 = any free port), default 8080
+//   --loops N  reactor threads (0 = one per core), default 1
+// Prints "listening on <port>" (flushed) once bound; exits 0 on SIGINT/SIGTERM.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "evnet/engine.h"
+#include "evnet/http/server.h"
+
+namespace {
+
+evnet::http::server* g_server = nullptr;
+
+void on_signal(int) {
+  // engine::stop() is async-signal-safe (atomic stores and an eventfd write).
+  if (g_server) g_server->stop();
+}
+
+void usage(const char* argv0) {
+  std::printf(
+      "usage: %s [--port P] [--loops N] [--help]\n"
+      "  --port P   listen on 0.0.0.0:P (0 = any free port; default 8080)\n"
+      "  --loops N  reactor threads (0 = one per core; default 1)\n"
+      "Serves GET /plaintext -> 'Hello, World!'; prints 'listening on <port>' once bound.\n",
+      argv0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  long port = 8080;
+  long loops = 1;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      usage(argv[0]);
+      return 0;
+    }
+    if ((a == "--port" || a == "--loops") && i + 1 < argc) {
+      char* end = nullptr;
+      long v = std::strtol(argv[++i], &end, 10);
+      if (!end || *end != '\0' || v < 0 || (a == "--port" && v > 65535)) {
+        std::fprintf(stderr, "bad value for %s: %s\n", a.c_str(), argv[i]);
+        return 2;
+      }
+      (a == "--port" ? port : loops) = v;
+      continue;
+    }
+    std::fprintf(stderr, "unknown argument: %s\n", argv[i]);
+    usage(argv[0]);
+    return 2;
+  }
+
+  evnet::http::router r;
+  r.get("/plaintext", [](const evnet::http::request&, evnet::http::response& res) {
+    res.start(200).header("Content-Type", "text/plain").body("Hello, World!");
+  });
+
+  evnet::http::server_options opts;
+  opts.buffer_body = false;  // bodies are read and discarded
+  opts.on_boot = [](evnet::engine& e) {
+    auto addrs = e.listen_addresses();
+    std::printf("listening on %u\n", addrs.empty() ? 0u : unsigned{addrs[0].port()});
+    std::fflush(stdout);
+  };
+  evnet::http::server srv(std::move(r), opts);
+  g_server = &srv;
+
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  evnet::engine_options eo;
+  eo.loops = static_cast<std::size_t>(loops);
+  eo.accept = loops == 1 ? evnet::accept_model::acceptor : evnet::accept_model::reuse_port;
+  std::error_code ec = srv.run({"tcp://0.0.0.0:" + std::to_string(port)}, eo);
+  g_server = nullptr;
+  if (ec) {
+    std::fprintf(stderr, "http_server: %s\n", ec.message().c_str());
+    return 1;
+  }
+  return 0;
+}

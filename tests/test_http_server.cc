@@ -1,0 +1,291 @@
+// In-process HTTP server: limits, timeouts, pipelining and edge cases over real sockets.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <memory>
+#include <thread>
+
+#include "evnet/engine.h"
+#include "evnet/http/parser.h"
+#include "evnet/http/server.h"
+#include "http_test_util.h"
+
+namespace http = evnet::http;
+using namespace std::chrono_literals;
+using proto_test::child;
+using proto_test::client;
+using proto_test::read_replies;
+using proto_test::reply;
+
+namespace {
+
+// An in-process server on its own thread.
+class test_server {
+ public:
+  explicit test_server(http::router r, http::server_options o = {}, evnet::engine_options eo = {}) {
+    auto p = std::make_shared<std::promise<int>>();
+    auto f = p->get_future();
+    o.on_boot = [p](evnet::engine& e) { p->set_value(e.listen_addresses().at(0).port()); };
+    srv_ = std::make_unique<http::server>(std::move(r), o);
+    thread_ = std::thread([this, eo] { ec_ = srv_->run({"tcp://127.0.0.1:0"}, eo); });
+    if (f.wait_for(10s) == std::future_status::ready) port_ = f.get();
+  }
+  ~test_server() {
+    srv_->stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  std::error_code error() const { return ec_; }
+
+ private:
+  std::unique_ptr<http::server> srv_;
+  std::thread thread_;
+  std::error_code ec_;
+  int port_ = 0;
+};
+
+http::router basic_router() {
+  http::router r;
+  r.get("/plaintext", [](const http::request&, http::response& res) {
+    res.start(200).header("Content-Type", "text/plain").body("Hello, World!");
+  });
+  r.post("/echo", [](const http::request& req, http::response& res) {
+    res.start(200).header("Content-Type", "application/octet-stream").body(req.body);
+  });
+  r.get("/throw", [](const http::request&, http::response&) { throw std::runtime_error("x"); });
+  r.get("/chunked", [](const http::request&, http::response& res) {
+    res.start(200).begin_chunked();
+    res.chunk("part1,");
+    res.chunk("part2");
+    res.end_chunked();
+  });
+  return r;
+}
+
+const char kGet[] = "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
+
+// ---------------- in-process server: limits and edge cases ----------------
+
+TEST(http_server, header_timeout_sends_408_and_closes) {
+  http::server_options o;
+  o.header_timeout = 300ms;
+  test_server s(basic_router(), o);
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /plaintext HTTP/1.1\r\nHo"));
+  auto t0 = std::chrono::steady_clock::now();
+  bool eof = false;
+  auto r = read_replies(c, 1, &eof);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 408);
+  EXPECT_FALSE(r[0].keep_alive);
+  EXPECT_GE(waited, 250ms);
+  EXPECT_LT(waited, 3s);
+  std::string rest = c.recv_until_eof(&eof);
+  EXPECT_TRUE(eof) << "connection must be closed after 408";
+}
+
+TEST(http_server, target_too_long_414_then_close) {
+  http::server_options o;
+  o.limits.max_target_bytes = 256;
+  test_server s(basic_router(), o);
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /" + std::string(1000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+  bool eof = false;
+  auto r = read_replies(c, 1, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 414);
+  std::string rest = c.recv_until_eof(&eof);
+  EXPECT_TRUE(eof);
+}
+
+TEST(http_server, body_too_large_413_then_close) {
+  http::server_options o;
+  o.limits.max_body_bytes = 1000;
+  test_server s(basic_router(), o);
+  client c(s.port());
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" +
+                     std::string(5000, 'z')));
+  bool eof = false;
+  auto r = read_replies(c, 1, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 413);
+  std::string rest = c.recv_until_eof(&eof);
+  EXPECT_TRUE(eof);
+}
+
+TEST(http_server, malformed_request_400_then_close) {
+  test_server s(basic_router());
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nBad Header\r\n\r\n"));
+  bool eof = false;
+  auto r = read_replies(c, 1, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 400);
+  EXPECT_FALSE(r[0].keep_alive);
+  std::string rest = c.recv_until_eof(&eof);
+  EXPECT_TRUE(eof);
+}
+
+TEST(http_server, oversized_header_section_431) {
+  test_server s(basic_router());
+  client c(s.port());
+  ASSERT_TRUE(
+      c.send("GET /plaintext HTTP/1.1\r\nHost: x\r\nX: " + std::string(20000, 'h') + "\r\n\r\n"));
+  auto r = read_replies(c, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 431);
+}
+
+TEST(http_server, chunked_body_delivered_to_handler) {
+  test_server s(basic_router());
+  client c(s.port());
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "4\r\nabcd\r\n3\r\nefg\r\n0\r\nTrailer: t\r\n\r\n" +
+             std::string(kGet)));
+  auto r = read_replies(c, 2);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].body, "abcdefg");
+  EXPECT_EQ(r[1].body, "Hello, World!");
+}
+
+TEST(http_server, expect_100_continue) {
+  test_server s(basic_router());
+  client c(s.port());
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+             "Content-Length: 3\r\n\r\n"));
+  std::string got = c.recv_some();
+  EXPECT_EQ(got, "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_TRUE(c.send("xyz"));
+  auto r = read_replies(c, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].body, "xyz");
+}
+
+TEST(http_server, head_request_has_headers_only) {
+  test_server s(basic_router());
+  client c(s.port());
+  ASSERT_TRUE(c.send("HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto r1 = read_replies(c, 1, nullptr, true);
+  ASSERT_EQ(r1.size(), 1u);
+  EXPECT_EQ(r1[0].status, 200);
+  EXPECT_EQ(r1[0].header("content-length"), "13");
+  EXPECT_EQ(r1[0].body, "");
+  ASSERT_TRUE(c.send(kGet));
+  auto r2 = read_replies(c, 1);
+  ASSERT_EQ(r2.size(), 1u);
+  EXPECT_EQ(r2[0].body, "Hello, World!");
+}
+
+TEST(http_server, http10_closes_unless_keep_alive) {
+  test_server s(basic_router());
+  {
+    client c(s.port());
+    ASSERT_TRUE(c.send("GET /plaintext HTTP/1.0\r\n\r\n"));
+    bool eof = false;
+    std::string all = c.recv_until_eof(&eof);
+    EXPECT_TRUE(eof);
+    EXPECT_NE(all.find("Hello, World!"), std::string::npos);
+  }
+  {
+    client c(s.port());
+    ASSERT_TRUE(c.send("GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].header("connection"), "keep-alive");
+    ASSERT_TRUE(c.send("GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    EXPECT_EQ(read_replies(c, 1).size(), 1u);
+  }
+}
+
+TEST(http_server, connection_close_is_honoured_and_rest_ignored) {
+  test_server s(basic_router());
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" +
+                     std::string(kGet)));
+  bool eof = false;
+  auto r = read_replies(c, 2, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_FALSE(r[0].keep_alive);
+  EXPECT_TRUE(eof);
+}
+
+TEST(http_server, method_not_allowed_405_and_handler_exception_500) {
+  test_server s(basic_router());
+  client c(s.port());
+  ASSERT_TRUE(
+      c.send("DELETE /plaintext HTTP/1.1\r\nHost: x\r\n\r\nGET /throw HTTP/1.1\r\n"
+             "Host: x\r\n\r\n"));
+  bool eof = false;
+  auto r = read_replies(c, 2, &eof);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].status, 405);
+  EXPECT_EQ(r[1].status, 500);
+  EXPECT_TRUE(eof) << "after a 500 the connection closes";
+}
+
+TEST(http_server, chunked_response_streams) {
+  test_server s(basic_router());
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto r = read_replies(c, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].header("transfer-encoding"), "chunked");
+  EXPECT_EQ(r[0].body, "part1,part2");
+}
+
+TEST(http_server, request_split_byte_by_byte_over_the_wire) {
+  test_server s(basic_router());
+  client c(s.port());
+  std::string req = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+  for (char ch : req) {
+    ASSERT_TRUE(c.send(std::string(1, ch)));
+    std::this_thread::sleep_for(1ms);
+  }
+  auto r = read_replies(c, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].body, "hello");
+}
+
+TEST(http_server, idle_keep_alive_connection_closed) {
+  http::server_options o;
+  o.keep_alive_timeout = 300ms;
+  test_server s(basic_router(), o);
+  client c(s.port());
+  ASSERT_TRUE(c.send(kGet));
+  ASSERT_EQ(read_replies(c, 1).size(), 1u);
+  auto t0 = std::chrono::steady_clock::now();
+  bool eof = false;
+  std::string rest = c.recv_until_eof(&eof);
+  EXPECT_TRUE(eof);
+  EXPECT_TRUE(rest.empty()) << "idle close sends nothing";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+}
+
+TEST(http_server, many_connections_across_loops) {
+  evnet::engine_options eo;
+  eo.loops = 2;
+  test_server s(basic_router(), {}, eo);
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&] {
+      for (int i = 0; i < 20; ++i) {
+        client c(s.port());
+        std::string batch;
+        for (int k = 0; k < 5; ++k) batch += kGet;
+        if (!c.send(batch)) return;
+        auto r = read_replies(c, 5);
+        if (r.size() == 5 && r[4].body == "Hello, World!") ++ok;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(ok.load(), 80);
+}
+
+}  // namespace
