@@ -1,0 +1,257 @@
+// evnet — conn: one connection (TCP, Unix stream, or a UDP datagram's sender) served by a loop.
+//
+// This is a public header.
+//
+// State machine (state() may be read from any thread):
+//
+//   connecting ──(connect done)──► open ──(close(), action::close, EOF, error, limit)──► closing
+//        │                          │                                                     │
+//        └──(refused / timeout)─────┴──(immediate close when no output is pending)──► closed ◄┘
+//
+//   connecting  an outbound dial in progress (engine::dial); no callback has run yet. A dial that
+//               fails goes straight to closed and only its dial callback is told.
+//   open        on_open has run (or is running); input is read and on_traffic called.
+//   closing     a close was requested: reading stopped; pending output is being flushed
+//               (bounded by engine_options::close_linger). No more on_traffic.
+//   closed      the fd is closed, on_close has run (exactly once), queued cross-thread sends and
+//               unfinished send_async() completions were completed with errc::aborted.
+//
+// Lifetime: the loop owns every conn through a shared_ptr; a conn is never freed while one of
+// its callbacks runs (a closed conn is kept until the end of the loop round). Hold a
+// std::shared_ptr<conn> (shared_from_this()) to keep one across threads or rounds; a closed
+// conn stays a valid object whose send() returns errc::closed.
+//
+// Threading: methods marked "loop thread" must be called on the conn's loop thread (inside its
+// callbacks, or in a task posted to its loop); this is asserted in debug builds. Methods marked
+// "any thread" are safe from any thread at any time, even racing the close.
+#pragma once
+
+#include <any>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "evnet/address.h"
+#include "evnet/handler.h"
+#include "evnet/poller.h"
+#include "evnet/ring_buffer.h"
+
+namespace evnet {
+
+class loop;
+class engine;
+class timer;
+
+namespace detail {
+struct loop_internals;
+struct send_completion_list;
+}  // namespace detail
+
+/// A connection's lifecycle stage (see the file comment).
+enum class conn_state : std::uint8_t { connecting, open, closing, closed };
+
+/// Completion of send_async(): runs on the conn's loop thread once with {} when every byte of the
+/// send has been handed to the kernel, or errc::aborted / errc::closed / errc::queue_full if it
+/// never will be.
+using send_callback = std::function<void(std::error_code)>;
+
+/// One connection. Created by the engine; users get references in handler callbacks.
+class conn : public std::enable_shared_from_this<conn> {
+ public:
+  /// Internal: made by the engine's loops. Not for users (the loop pointer must be valid).
+  conn(loop& owner, int fd, transport kind, bool client) noexcept;
+  ~conn();
+  conn(const conn&) = delete;
+  conn& operator=(const conn&) = delete;
+
+  // ---- identity (see each for the thread) ----
+
+  /// The socket descriptor, for advanced use (setsockopt...); -1 once closed. Loop thread.
+  /// Do not close it or read/write it behind the conn's back.
+  int fd() const noexcept { return fd_; }
+  /// A number unique among the connections of one engine. Any thread.
+  std::uint64_t id() const noexcept { return id_; }
+  /// The current state (a snapshot). Any thread.
+  conn_state state() const noexcept { return state_.load(std::memory_order_acquire); }
+  /// True while state() is open. Any thread.
+  bool is_open() const noexcept { return state() == conn_state::open; }
+  /// tcp, unix_stream or udp. Any thread.
+  transport kind() const noexcept { return kind_; }
+  /// True for a connection made by engine::dial. Any thread.
+  bool is_client() const noexcept { return client_; }
+  /// The loop that serves this connection. Any thread.
+  evnet::loop& owner() const noexcept { return *loop_; }
+  /// Our address (getsockname on first use, then cached). Loop thread.
+  const socket_address& local_address() const noexcept;
+  /// The peer's address (from accept/connect; for UDP, the sender of the current datagram).
+  /// Loop thread.
+  const socket_address& peer_address() const noexcept { return peer_; }
+
+  // ---- input (loop thread) ----
+
+  /// Bytes received and not yet consumed. Loop thread.
+  std::size_t inbound_size() const noexcept { return in_.size() + scratch_.size(); }
+  /// The first min(n, inbound_size()) unconsumed bytes, without consuming them. The views are
+  /// valid until the input is next consumed or the current callback returns. Loop thread.
+  input_view peek(std::size_t n = static_cast<std::size_t>(-1)) const noexcept;
+  /// Like peek(n), then consumes those bytes. The views stay valid until the current callback
+  /// returns (consumed bytes are not overwritten before then). Loop thread.
+  input_view next(std::size_t n = static_cast<std::size_t>(-1)) noexcept;
+  /// Consumes min(n, inbound_size()) bytes; returns how many. Loop thread.
+  std::size_t discard(std::size_t n = static_cast<std::size_t>(-1)) noexcept;
+  /// Copies up to n bytes into dst and consumes them; returns the count. Loop thread.
+  std::size_t read(void* dst, std::size_t n) noexcept;
+  /// Consumes and returns every unconsumed byte as a string (allocates). Loop thread.
+  std::string read_all();
+
+  // ---- output (loop thread) ----
+
+  /// Writes n bytes: sends at once when nothing is buffered, buffers only what the kernel did
+  /// not take, flushes the rest when the socket becomes writable (writev). Returns {} when the
+  /// bytes were sent or buffered; errc::closed if the conn is closing/closed (nothing sent);
+  /// a system error (EPIPE, ECONNRESET) if the socket failed — the conn then closes with that
+  /// reason after the current callback. May call handler::on_high_water. Loop thread.
+  /// For UDP, sends one datagram to peer_address().
+  std::error_code write(const void* data, std::size_t n);
+  /// write(data.data(), data.size()). Loop thread.
+  std::error_code write(std::string_view data) { return write(data.data(), data.size()); }
+  /// write(data.data(), data.size()). Loop thread.
+  std::error_code write(std::span<const std::byte> data) { return write(data.data(), data.size()); }
+  /// Writes both pieces of a view (for example, input just taken with next()) as one stream:
+  /// one system call even when the view wraps. Loop thread.
+  std::error_code write(const input_view& data);
+  /// Writes several pieces as one stream (one writev when nothing is buffered). Same results as
+  /// write(). For UDP, the pieces form one datagram. Loop thread.
+  std::error_code writev(std::span<const std::string_view> parts);
+  /// Bytes buffered and not yet handed to the kernel. Loop thread.
+  std::size_t outbound_size() const noexcept { return out_.size(); }
+
+  // ---- cross-thread output (any thread) ----
+
+  /// Queues `data` to be written on the loop thread (immediately, in order, when called on the
+  /// loop thread). Any thread. Errors, with nothing queued: errc::closed (closing/closed),
+  /// errc::queue_full (queued cross-thread bytes plus buffered output would exceed
+  /// engine_options::send_queue_limit; with send_queue_policy::close the conn is also closed
+  /// with that reason). Bytes queued when the conn closes are dropped.
+  std::error_code send(std::string data);
+  /// Like send(), and `done` runs on the loop thread once the bytes have all been handed to the
+  /// kernel ({}), or with errc::aborted if the conn closed first. If send_async returns an
+  /// error, `done` is never called. Any thread.
+  std::error_code send_async(std::string data, send_callback done);
+
+  // ---- control ----
+
+  /// Requests a graceful close: stop reading, flush pending output (bounded by
+  /// engine_options::close_linger), close the fd, call on_close with an empty reason. Inside a
+  /// callback of this conn the close happens when the callback returns; from another thread it
+  /// is posted to the loop. Idempotent; a no-op once closing. Any thread.
+  void close() noexcept;
+  /// Like close() but discards pending output and reports `reason` to on_close. Any thread.
+  void abort(std::error_code reason) noexcept;
+  /// Shuts down our sending side (FIN) once pending output is flushed; reading continues.
+  /// Returns errc::closed when not open. Loop thread.
+  std::error_code shutdown_write() noexcept;
+  /// Stops reading from the socket (backpressure); the kernel buffers, then the peer stalls.
+  /// Loop thread.
+  void pause_read() noexcept;
+  /// Resumes reading; bytes that arrived meanwhile are read and delivered at once (in a task
+  /// on this loop, not inside this call). Loop thread.
+  void resume_read() noexcept;
+  /// True between pause_read() and resume_read(). Loop thread.
+  bool read_paused() const noexcept { return read_paused_; }
+
+  /// A slot for user data (a session object...). Loop thread (or synchronise yourself).
+  std::any& context() noexcept { return context_; }
+
+ private:
+  friend struct detail::loop_internals;
+  friend class loop;
+  friend class engine;
+
+  void handle_io(std::uint32_t events) noexcept;
+  void handle_read(bool until_eof) noexcept;
+  void handle_udp_read(int listen_fd) noexcept;
+  void handle_connect(std::uint32_t events) noexcept;
+  bool flush() noexcept;
+  void open_in_loop() noexcept;
+  void fail_connect(std::error_code ec) noexcept;
+  void apply(action a) noexcept;
+  void request_close(std::error_code reason, bool discard_output) noexcept;
+  void begin_close() noexcept;
+  void do_close() noexcept;
+  void after_traffic() noexcept;
+  void output_failed(int err) noexcept;
+  void buffered_output() noexcept;
+  void output_drained() noexcept;
+  void complete_sends(std::error_code ec) noexcept;
+  void arm_deadline() noexcept;
+  void on_deadline() noexcept;
+  std::int64_t next_deadline() const noexcept;
+  std::error_code write_udp(const iovec* iov, int iovcnt) noexcept;
+  std::error_code queue_send(std::string data, send_callback done);
+
+  loop* loop_;
+  int fd_;
+  transport kind_;
+  bool client_;
+  std::atomic<conn_state> state_{conn_state::open};
+  std::uint64_t id_ = 0;
+
+  // Input: bytes read this round that still sit in the loop's scratch buffer (never copied if
+  // the callback consumes them), after the bytes kept from earlier rounds in in_.
+  ring_buffer in_;
+  std::string_view scratch_;
+  ring_buffer out_;
+
+  poll_attachment attachment_;
+  mutable socket_address local_;
+  socket_address peer_;
+  std::any context_;
+
+  // Loop-thread flags.
+  int callback_depth_ = 0;
+  bool close_pending_ = false;   // a close was requested inside a callback
+  bool discard_output_ = false;  // abort(): drop output on close
+  bool opened_ = false;          // on_open was called (so on_close is owed)
+  bool read_paused_ = false;
+  bool read_eof_ = false;
+  bool shutdown_pending_ = false;  // shutdown_write() waiting for the flush
+  bool write_shutdown_ = false;
+  bool above_high_water_ = false;
+  bool want_drain_ = false;
+  std::error_code close_reason_;
+
+  // Deadlines, in the loop clock's nanoseconds. One timer per conn serves every deadline
+  // (idle, read, write, close linger, connect): it is armed for the earliest one and, when it
+  // fires, re-armed lazily for what remains, so recording activity costs one store.
+  std::int64_t last_read_ns_ = 0;
+  std::int64_t last_write_ns_ = 0;
+  std::int64_t closing_deadline_ns_ = 0;
+  std::int64_t connect_deadline_ns_ = 0;
+  std::int64_t armed_ns_ = 0;  // when deadline_timer_ fires; 0 = not armed
+  std::unique_ptr<evnet::timer> deadline_timer_;
+  std::function<void(conn*, std::error_code)> dial_result_;
+
+  // Intrusive list of the loop's live connections.
+  conn* live_prev_ = nullptr;
+  conn* live_next_ = nullptr;
+
+  // Output stream accounting for send_async completions.
+  std::uint64_t out_accepted_ = 0;  // bytes ever accepted by write()/send()
+  std::unique_ptr<detail::send_completion_list> completions_;
+
+  // Cross-thread accounting (any thread).
+  std::atomic<std::size_t> queued_bytes_{0};
+  std::atomic<std::size_t> out_bytes_{0};
+
+  std::shared_ptr<conn> self_;  // the loop's reference while not closed
+};
+
+}  // namespace evnet

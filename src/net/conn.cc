@@ -1,0 +1,796 @@
+// evnet — conn: the per-connection I/O paths (see include/evnet/conn.h).
+//
+// Hot path for a request/response exchange (what the echo benchmark measures):
+//   epoll_wait → poller calls attachment callback → handle_io → handle_read: one read() into the
+//   loop's 64 KiB scratch buffer (a short read means the socket is drained: no second read to
+//   see EAGAIN) → on_traffic sees the bytes in place (no copy) → write() with an empty output
+//   buffer sends at once (one send()). No allocation, lock, refcount change or epoll_ctl:
+//   the fd is registered once, edge-triggered for read and write.
+#include "evnet/conn.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <limits>
+
+#include "evnet/engine.h"
+#include "evnet/event.h"
+#include "net/internals.h"
+
+namespace evnet {
+
+using detail::loop_internals;
+
+namespace {
+
+// Empty buffers larger than this are freed at once; smaller ones are kept (a connection that
+// once buffered a partial message likely will again) and cost at most this much.
+constexpr std::size_t kKeepCapacity = 4096;
+constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+
+std::error_code sys_error(int err) noexcept {
+  return {err, std::system_category()};
+}
+
+// A cross-thread send on its way to the loop. If it is destroyed without running (the loop
+// stopped with it still queued), its completion learns that the bytes were aborted.
+struct pending_send {
+  std::shared_ptr<conn> target;
+  std::string data;
+  send_callback done;
+  ~pending_send() {
+    if (done) done(make_error_code(errc::aborted));
+  }
+};
+
+}  // namespace
+
+conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
+    : loop_(&owner), fd_(fd), kind_(kind), client_(client) {}
+
+conn::~conn() {
+  // do_close() ran for every connection (the loop closes them all before it stops), so the fd
+  // and the registration are gone; UDP conns borrow their listener's fd.
+  assert(!attachment_.registered());
+  if (fd_ >= 0 && kind_ != transport::udp) ::close(fd_);
+}
+
+const socket_address& conn::local_address() const noexcept {
+  if (local_.family() == AF_UNSPEC && fd_ >= 0) {
+    if (auto a = socket_address::local_of(fd_)) local_ = *a;
+  }
+  return local_;
+}
+
+// ---- input ----
+
+input_view conn::peek(std::size_t n) const noexcept {
+  if (in_.empty()) {
+    input_view v;
+    v.first = as_bytes(scratch_.substr(0, n));
+    return v;
+  }
+  return in_.peek(n);
+}
+
+input_view conn::next(std::size_t n) noexcept {
+  const input_view v = peek(n);
+  discard(v.size());
+  return v;
+}
+
+std::size_t conn::discard(std::size_t n) noexcept {
+  if (in_.empty()) {
+    const std::size_t len = n < scratch_.size() ? n : scratch_.size();
+    scratch_.remove_prefix(len);
+    return len;
+  }
+  return in_.discard(n);
+}
+
+std::size_t conn::read(void* dst, std::size_t n) noexcept {
+  const input_view v = peek(n);
+  if (v.empty()) return 0;
+  char* out = static_cast<char*>(dst);
+  std::memcpy(out, v.first.data(), v.first.size());
+  if (!v.second.empty()) std::memcpy(out + v.first.size(), v.second.data(), v.second.size());
+  return discard(v.size());
+}
+
+std::string conn::read_all() {
+  std::string s = to_string(peek());
+  discard(s.size());
+  return s;
+}
+
+// ---- output ----
+
+std::error_code conn::write(const void* data, std::size_t n) {
+  assert(loop_->in_loop_thread());
+  if (state_.load(std::memory_order_relaxed) != conn_state::open || shutdown_pending_ ||
+      write_shutdown_) {
+    return errc::closed;
+  }
+  if (kind_ == transport::udp) {
+    iovec iov{const_cast<void*>(data), n};
+    return write_udp(&iov, 1);
+  }
+  const char* p = static_cast<const char*>(data);
+  out_accepted_ += n;
+  if (out_.empty()) {
+    const ssize_t w = detail::send_nosignal(fd_, p, n);
+    if (w == static_cast<ssize_t>(n)) {
+      if (loop_->internals().track_activity) last_write_ns_ = loop_->internals().clock_ns();
+      return {};
+    }
+    std::size_t sent = 0;
+    if (w < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        const int err = errno;
+        output_failed(err);
+        return sys_error(err);
+      }
+    } else {
+      sent = static_cast<std::size_t>(w);
+    }
+    if (loop_->internals().track_activity) last_write_ns_ = loop_->internals().clock_ns();
+    out_.append(p + sent, n - sent);
+  } else {
+    out_.append(p, n);
+  }
+  buffered_output();
+  return {};
+}
+
+std::error_code conn::write(const input_view& data) {
+  if (data.second.empty()) return write(data.first.data(), data.first.size());
+  const std::string_view parts[2] = {as_chars(data.first), as_chars(data.second)};
+  return writev(parts);
+}
+
+std::error_code conn::writev(std::span<const std::string_view> parts) {
+  assert(loop_->in_loop_thread());
+  if (state_.load(std::memory_order_relaxed) != conn_state::open || shutdown_pending_ ||
+      write_shutdown_) {
+    return errc::closed;
+  }
+  constexpr std::size_t kMaxIov = 64;
+  if (parts.size() > kMaxIov) {
+    // Rare: write the pieces one by one (still one stream, in order).
+    for (std::string_view part : parts) {
+      if (auto ec = write(part.data(), part.size())) return ec;
+    }
+    return {};
+  }
+  iovec iov[kMaxIov];
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    iov[i].iov_base = const_cast<char*>(parts[i].data());
+    iov[i].iov_len = parts[i].size();
+    total += parts[i].size();
+  }
+  if (kind_ == transport::udp) return write_udp(iov, static_cast<int>(parts.size()));
+  out_accepted_ += total;
+  std::size_t sent = 0;
+  if (out_.empty()) {
+    const ssize_t w = detail::writev_nosignal(fd_, iov, static_cast<int>(parts.size()));
+    if (w < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        const int err = errno;
+        output_failed(err);
+        return sys_error(err);
+      }
+    } else {
+      sent = static_cast<std::size_t>(w);
+    }
+    if (loop_->internals().track_activity) last_write_ns_ = loop_->internals().clock_ns();
+    if (sent == total) return {};
+  }
+  for (std::string_view part : parts) {
+    if (sent >= part.size()) {
+      sent -= part.size();
+      continue;
+    }
+    out_.append(part.data() + sent, part.size() - sent);
+    sent = 0;
+  }
+  buffered_output();
+  return {};
+}
+
+std::error_code conn::write_udp(const iovec* iov, int iovcnt) noexcept {
+  msghdr msg{};
+  msg.msg_name = const_cast<sockaddr*>(peer_.data());
+  msg.msg_namelen = peer_.length();
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<std::size_t>(iovcnt);
+  ssize_t w;
+  do {
+    w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+  } while (w < 0 && errno == EINTR);
+  if (w < 0) return sys_error(errno);
+  return {};
+}
+
+void conn::buffered_output() noexcept {
+  loop_internals& L = loop_->internals();
+  want_drain_ = true;
+  out_bytes_.store(out_.size(), std::memory_order_relaxed);
+  if (L.opts->write_timeout.count() > 0) arm_deadline();
+  const std::size_t hwm = L.opts->high_water_mark;
+  if (!above_high_water_ && hwm != 0 && out_.size() > hwm) {
+    above_high_water_ = true;
+    L.enter();
+    L.h->on_high_water(*this);
+    L.leave();
+  }
+}
+
+void conn::output_failed(int err) noexcept {
+  // The peer is gone (EPIPE, ECONNRESET): nothing buffered can be delivered any more.
+  request_close(sys_error(err), true);
+}
+
+bool conn::flush() noexcept {
+  iovec iov[2];
+  const int cnt = out_.data_iov(iov);
+  if (cnt == 0) return true;
+  const ssize_t w = detail::writev_nosignal(fd_, iov, cnt);
+  if (w < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+    output_failed(errno);
+    return false;
+  }
+  out_.discard(static_cast<std::size_t>(w));
+  if (loop_->internals().track_activity) last_write_ns_ = loop_->internals().clock_ns();
+  if (completions_ && !completions_->items.empty()) {
+    const std::uint64_t flushed = out_accepted_ - out_.size();
+    while (!completions_->items.empty() && completions_->items.front().first <= flushed) {
+      send_callback cb = std::move(completions_->items.front().second);
+      completions_->items.pop_front();
+      loop_internals& L = loop_->internals();
+      L.enter();
+      cb({});
+      L.leave();
+    }
+  }
+  if (out_.empty()) {
+    output_drained();
+  } else {
+    out_bytes_.store(out_.size(), std::memory_order_relaxed);
+  }
+  return true;
+}
+
+void conn::output_drained() noexcept {
+  out_bytes_.store(0, std::memory_order_relaxed);
+  if (out_.capacity() > kKeepCapacity) out_.release();
+  above_high_water_ = false;
+  if (shutdown_pending_ && fd_ >= 0) {
+    shutdown_pending_ = false;
+    write_shutdown_ = true;
+    ::shutdown(fd_, SHUT_WR);
+  }
+  if (state_.load(std::memory_order_relaxed) == conn_state::closing) {
+    do_close();
+    return;
+  }
+  if (want_drain_) {
+    want_drain_ = false;
+    loop_internals& L = loop_->internals();
+    L.enter();
+    L.h->on_drain(*this);
+    L.leave();
+  }
+}
+
+// ---- I/O events ----
+
+void conn::handle_io(std::uint32_t events) noexcept {
+  const conn_state st = state_.load(std::memory_order_relaxed);
+  if (st == conn_state::connecting) {
+    handle_connect(events);
+    return;
+  }
+  if ((events & io_event::writable) != 0 && !out_.empty()) {
+    if (!flush()) return;
+  }
+  if ((events &
+       (io_event::readable | io_event::read_hangup | io_event::hangup | io_event::error)) != 0) {
+    // With a hang-up in the same event, a short read does not mean "nothing more": the EOF (or
+    // error) is still to be read, and no new edge will announce it.
+    handle_read((events & (io_event::read_hangup | io_event::hangup | io_event::error)) != 0);
+  }
+}
+
+void conn::handle_read(bool until_eof) noexcept {
+  loop_internals& L = loop_->internals();
+  for (;;) {
+    if (state_.load(std::memory_order_relaxed) != conn_state::open || read_eof_ || read_paused_) {
+      // A closing conn no longer reads; if the peer reset it, the next flush finds out.
+      return;
+    }
+    ssize_t n;
+    std::size_t asked;
+    char* const scratch = L.scratch.get();
+    if (in_.empty()) {
+      // Common case: nothing kept from before, so the bytes can be presented in place.
+      asked = loop_internals::kScratchSize;
+      n = ::read(fd_, scratch, asked);
+      if (n > 0) scratch_ = std::string_view(scratch, static_cast<std::size_t>(n));
+    } else {
+      // Part of a message is kept: read into the ring's free space, overflowing into the
+      // scratch buffer (muduo's readv trick), then append the overflow to the ring.
+      iovec iov[3];
+      int cnt = in_.free_space(iov);
+      std::size_t room = 0;
+      for (int i = 0; i < cnt; ++i) room += iov[i].iov_len;
+      iov[cnt].iov_base = scratch;
+      iov[cnt].iov_len = loop_internals::kScratchSize;
+      ++cnt;
+      asked = room + loop_internals::kScratchSize;
+      n = ::readv(fd_, iov, cnt);
+      if (n > 0) {
+        const std::size_t got = static_cast<std::size_t>(n);
+        const std::size_t into = got < room ? got : room;
+        in_.commit(into);
+        if (got > into) in_.append(scratch, got - into);
+      }
+    }
+    if (n > 0) {
+      if (L.track_activity) last_read_ns_ = L.clock_ns();
+      const std::size_t max_input = L.opts->max_input;
+      if (max_input != 0 && inbound_size() > max_input) {
+        scratch_ = {};
+        request_close(make_error_code(errc::input_too_large), true);
+        return;
+      }
+      L.enter();
+      const action a = L.h->on_traffic(*this);
+      L.leave();
+      after_traffic();
+      apply(a);
+      // A short read means the socket is drained: no second read() just to see EAGAIN.
+      if (static_cast<std::size_t>(n) < asked && !until_eof) return;
+      continue;
+    }
+    if (n == 0) {
+      read_eof_ = true;
+      L.enter();
+      const action a = L.h->on_read_eof(*this);
+      L.leave();
+      if (a == action::close) {
+        request_close(make_error_code(errc::peer_closed), false);
+      } else {
+        apply(a);
+      }
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    request_close(sys_error(errno), true);
+    return;
+  }
+}
+
+void conn::after_traffic() noexcept {
+  if (state_.load(std::memory_order_relaxed) == conn_state::closed) {
+    scratch_ = {};
+    return;
+  }
+  if (!scratch_.empty()) {
+    // The handler left part of this read unconsumed: keep it for the next call.
+    in_.append(scratch_);
+    scratch_ = {};
+  } else if (in_.empty() && in_.capacity() > kKeepCapacity) {
+    in_.release();
+  }
+}
+
+void conn::apply(action a) noexcept {
+  if (a == action::close) {
+    request_close({}, false);
+  } else if (a == action::shutdown) {
+    loop_->owner().stop();
+  }
+}
+
+void conn::handle_udp_read(int listen_fd) noexcept {
+  loop_internals& L = loop_->internals();
+  char* const scratch = L.scratch.get();
+  for (;;) {
+    socklen_t len = socket_address::capacity();
+    const ssize_t n =
+        ::recvfrom(listen_fd, scratch, loop_internals::kScratchSize, 0, peer_.data(), &len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // EAGAIN (drained) or a reported ICMP error: nothing to deliver
+    }
+    peer_.set_length(len);
+    scratch_ = std::string_view(scratch, static_cast<std::size_t>(n));
+    L.enter();
+    const action a = L.h->on_traffic(*this);
+    L.leave();
+    scratch_ = {};  // datagram semantics: what the handler did not consume is dropped
+    if (a == action::shutdown) loop_->owner().stop();
+  }
+}
+
+// ---- connect (client side) ----
+
+void conn::handle_connect(std::uint32_t events) noexcept {
+  if ((events & (io_event::writable | io_event::error | io_event::hangup)) == 0) return;
+  std::error_code ec = detail::socket_error(fd_);
+  if (!ec && (events & (io_event::error | io_event::hangup)) != 0 &&
+      (events & io_event::writable) == 0) {
+    ec = std::make_error_code(std::errc::connection_refused);
+  }
+  if (ec) {
+    fail_connect(ec);
+    return;
+  }
+  open_in_loop();
+  if ((events & (io_event::readable | io_event::read_hangup)) != 0) {
+    handle_read((events & io_event::read_hangup) != 0);
+  }
+}
+
+void conn::fail_connect(std::error_code ec) noexcept {
+  loop_internals& L = loop_->internals();
+  state_.store(conn_state::closed, std::memory_order_release);
+  if (attachment_.registered()) L.poll->remove(attachment_);
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (deadline_timer_) {
+    deadline_timer_->detach();
+    L.dead_timers.push_back(std::move(deadline_timer_));
+  }
+  L.conn_count.fetch_sub(1, std::memory_order_relaxed);
+  L.eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
+  L.unlink_live(this);
+  std::shared_ptr<conn> keep = std::move(self_);
+  if (auto cb = std::move(dial_result_)) {
+    L.enter();
+    cb(nullptr, ec);
+    L.leave();
+  }
+  L.retire(std::move(keep));
+}
+
+void conn::open_in_loop() noexcept {
+  loop_internals& L = loop_->internals();
+  state_.store(conn_state::open, std::memory_order_release);
+  opened_ = true;
+  if (L.track_activity) {
+    last_read_ns_ = last_write_ns_ = L.clock_ns();
+    arm_deadline();
+  } else if (deadline_timer_) {
+    deadline_timer_->detach();  // a connect timeout no longer applies
+    armed_ns_ = 0;
+  }
+  if (dial_result_) {
+    auto cb = std::move(dial_result_);
+    L.enter();
+    cb(this, {});
+    L.leave();
+    if (state_.load(std::memory_order_relaxed) != conn_state::open) return;
+  }
+  L.enter();
+  const action a = L.h->on_open(*this);
+  L.leave();
+  apply(a);
+}
+
+// ---- close ----
+
+void conn::request_close(std::error_code reason, bool discard_output) noexcept {
+  loop_internals& L = loop_->internals();
+  const conn_state st = state_.load(std::memory_order_relaxed);
+  if (st == conn_state::closed) return;
+  if (st == conn_state::connecting) {
+    fail_connect(reason ? reason : make_error_code(errc::aborted));
+    return;
+  }
+  if (st == conn_state::closing) {
+    // Already flushing; a failure (or abort) while flushing ends it now.
+    if (discard_output && L.depth == 0) {
+      discard_output_ = true;
+      do_close();
+    } else if (discard_output) {
+      discard_output_ = true;
+    }
+    return;
+  }
+  if (close_pending_) {
+    if (discard_output) discard_output_ = true;
+    return;
+  }
+  close_reason_ = reason;
+  discard_output_ = discard_output;
+  if (L.depth > 0) {
+    // Inside a callback: close when the outermost callback returns, so the handler never sees
+    // the conn change state (or its on_close run) underneath it.
+    close_pending_ = true;
+    L.pending_closes.push_back(shared_from_this());
+    return;
+  }
+  begin_close();
+}
+
+void conn::begin_close() noexcept {
+  close_pending_ = false;
+  const conn_state st = state_.load(std::memory_order_relaxed);
+  if (st == conn_state::closed || st == conn_state::closing) return;
+  state_.store(conn_state::closing, std::memory_order_release);
+  scratch_ = {};
+  if (!discard_output_ && !out_.empty() && fd_ >= 0) {
+    // Let the buffered output drain (EPOLLOUT is already armed, edge-triggered); give up after
+    // close_linger, or what is left of the stop grace period.
+    loop_internals& L = loop_->internals();
+    std::int64_t linger = std::chrono::nanoseconds(L.opts->close_linger).count();
+    const std::int64_t now = L.clock_ns();
+    if (L.stopping && L.stop_deadline_ns - now < linger) linger = L.stop_deadline_ns - now;
+    if (linger <= 0) {
+      do_close();
+      return;
+    }
+    closing_deadline_ns_ = now + linger;
+    arm_deadline();
+    return;
+  }
+  do_close();
+}
+
+void conn::do_close() noexcept {
+  loop_internals& L = loop_->internals();
+  if (state_.load(std::memory_order_relaxed) == conn_state::closed) return;
+  state_.store(conn_state::closed, std::memory_order_release);
+  close_pending_ = false;
+  if (attachment_.registered()) L.poll->remove(attachment_);
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (deadline_timer_) {
+    deadline_timer_->detach();
+    L.dead_timers.push_back(std::move(deadline_timer_));
+  }
+  armed_ns_ = 0;
+  scratch_ = {};
+  in_.release();
+  out_.release();
+  out_bytes_.store(0, std::memory_order_relaxed);
+  L.conn_count.fetch_sub(1, std::memory_order_relaxed);
+  L.eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
+  L.unlink_live(this);
+  std::shared_ptr<conn> keep = std::move(self_);
+  complete_sends(make_error_code(errc::aborted));
+  if (opened_) {
+    L.enter();
+    L.h->on_close(*this, close_reason_);
+    L.leave();
+  }
+  if (keep) L.retire(std::move(keep));
+}
+
+void conn::complete_sends(std::error_code ec) noexcept {
+  if (!completions_) return;
+  loop_internals& L = loop_->internals();
+  while (!completions_->items.empty()) {
+    send_callback cb = std::move(completions_->items.front().second);
+    completions_->items.pop_front();
+    L.enter();
+    cb(ec);
+    L.leave();
+  }
+}
+
+// ---- deadlines ----
+
+std::int64_t conn::next_deadline() const noexcept {
+  const loop_internals& L = loop_->internals();
+  const conn_state st = state_.load(std::memory_order_relaxed);
+  if (st == conn_state::connecting)
+    return connect_deadline_ns_ != 0 ? connect_deadline_ns_ : kNever;
+  if (st == conn_state::closing) return closing_deadline_ns_ != 0 ? closing_deadline_ns_ : kNever;
+  if (st != conn_state::open) return kNever;
+  std::int64_t d = kNever;
+  const engine_options& o = *L.opts;
+  if (o.idle_timeout.count() > 0) {
+    const std::int64_t last = last_read_ns_ > last_write_ns_ ? last_read_ns_ : last_write_ns_;
+    d = std::min(d, last + std::chrono::nanoseconds(o.idle_timeout).count());
+  }
+  if (o.read_timeout.count() > 0 && !read_paused_ && !read_eof_) {
+    d = std::min(d, last_read_ns_ + std::chrono::nanoseconds(o.read_timeout).count());
+  }
+  if (o.write_timeout.count() > 0 && !out_.empty()) {
+    d = std::min(d, last_write_ns_ + std::chrono::nanoseconds(o.write_timeout).count());
+  }
+  return d;
+}
+
+void conn::arm_deadline() noexcept {
+  const std::int64_t d = next_deadline();
+  if (d == kNever) return;  // a timer already armed fires harmlessly and is not re-armed
+  if (armed_ns_ != 0 && armed_ns_ <= d) return;  // fires earlier; re-armed lazily then
+  loop_internals& L = loop_->internals();
+  if (!deadline_timer_) {
+    deadline_timer_ = std::make_unique<evnet::timer>(*L.base, [this] { on_deadline(); });
+  }
+  // Relative to the base's cached round time, which is never ahead of the clock: the timer
+  // may fire late by the age of that cache (then re-armed lazily), never early.
+  const std::int64_t delay = d - L.now_ns();
+  deadline_timer_->rearm(std::chrono::nanoseconds(delay > 0 ? delay : 0));
+  armed_ns_ = d;
+}
+
+void conn::on_deadline() noexcept {
+  armed_ns_ = 0;
+  loop_internals& L = loop_->internals();
+  const std::int64_t now = L.clock_ns();
+  const conn_state st = state_.load(std::memory_order_relaxed);
+  if (st == conn_state::connecting) {
+    if (connect_deadline_ns_ != 0 && now >= connect_deadline_ns_) {
+      fail_connect(make_error_code(errc::connect_timeout));
+      return;
+    }
+  } else if (st == conn_state::closing) {
+    if (closing_deadline_ns_ != 0 && now >= closing_deadline_ns_) {
+      discard_output_ = true;
+      do_close();
+      return;
+    }
+  } else if (st == conn_state::open) {
+    const engine_options& o = *L.opts;
+    const auto ns = [](std::chrono::milliseconds d) { return std::chrono::nanoseconds(d).count(); };
+    if (o.write_timeout.count() > 0 && !out_.empty() &&
+        now >= last_write_ns_ + ns(o.write_timeout)) {
+      request_close(make_error_code(errc::write_timeout), true);
+      return;
+    }
+    if (o.read_timeout.count() > 0 && !read_paused_ && !read_eof_ &&
+        now >= last_read_ns_ + ns(o.read_timeout)) {
+      request_close(make_error_code(errc::read_timeout), false);
+      return;
+    }
+    const std::int64_t last = last_read_ns_ > last_write_ns_ ? last_read_ns_ : last_write_ns_;
+    if (o.idle_timeout.count() > 0 && now >= last + ns(o.idle_timeout)) {
+      request_close(make_error_code(errc::idle_timeout), false);
+      return;
+    }
+  } else {
+    return;
+  }
+  arm_deadline();
+}
+
+// ---- cross-thread API ----
+
+std::error_code conn::queue_send(std::string data, send_callback done) {
+  if (kind_ == transport::udp) return errc::unsupported;
+  if (state() != conn_state::open) return errc::closed;
+  loop_internals& L = loop_->internals();
+  const std::size_t n = data.size();
+  const std::size_t limit = L.opts->send_queue_limit;
+  const std::size_t queued = queued_bytes_.fetch_add(n, std::memory_order_relaxed) + n;
+  if (limit != 0 && queued + out_bytes_.load(std::memory_order_relaxed) > limit) {
+    queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
+    if (L.opts->queue_policy == send_queue_policy::close) {
+      abort(make_error_code(errc::queue_full));
+    }
+    return errc::queue_full;
+  }
+  auto job = std::make_shared<pending_send>();
+  job->target = shared_from_this();
+  job->data = std::move(data);
+  job->done = std::move(done);
+  std::error_code ec = loop_->post([job] {
+    conn& c = *job->target;
+    c.queued_bytes_.fetch_sub(job->data.size(), std::memory_order_relaxed);
+    send_callback cb = std::move(job->done);
+    job->done = nullptr;
+    loop_internals& L = c.loop_->internals();
+    if (c.state_.load(std::memory_order_relaxed) != conn_state::open) {
+      if (cb) {
+        L.enter();
+        cb(make_error_code(errc::aborted));
+        L.leave();
+      }
+      return;
+    }
+    const std::error_code wec = c.write(job->data);
+    if (!cb) return;
+    if (wec) {
+      L.enter();
+      cb(wec);
+      L.leave();
+    } else if (c.out_.empty()) {
+      L.enter();
+      cb({});
+      L.leave();
+    } else {
+      if (!c.completions_) c.completions_ = std::make_unique<detail::send_completion_list>();
+      c.completions_->items.emplace_back(c.out_accepted_, std::move(cb));
+    }
+  });
+  if (ec) {
+    // The task was destroyed unrun; it must not report anything (a failed start never
+    // invokes its callback).
+    job->done = nullptr;
+    queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
+    return errc::closed;
+  }
+  return {};
+}
+
+std::error_code conn::send(std::string data) {
+  if (loop_->in_loop_thread()) {
+    if (kind_ == transport::udp) return errc::unsupported;
+    return write(data);
+  }
+  return queue_send(std::move(data), nullptr);
+}
+
+std::error_code conn::send_async(std::string data, send_callback done) {
+  return queue_send(std::move(data), std::move(done));
+}
+
+void conn::close() noexcept {
+  if (loop_->in_loop_thread()) {
+    request_close({}, false);
+    return;
+  }
+  if (state() == conn_state::closed) return;
+  std::shared_ptr<conn> self = weak_from_this().lock();
+  if (!self) return;
+  (void)loop_->post([self] { self->request_close({}, false); });
+}
+
+void conn::abort(std::error_code reason) noexcept {
+  if (loop_->in_loop_thread()) {
+    request_close(reason, true);
+    return;
+  }
+  if (state() == conn_state::closed) return;
+  std::shared_ptr<conn> self = weak_from_this().lock();
+  if (!self) return;
+  (void)loop_->post([self, reason] { self->request_close(reason, true); });
+}
+
+std::error_code conn::shutdown_write() noexcept {
+  assert(loop_->in_loop_thread());
+  if (state_.load(std::memory_order_relaxed) != conn_state::open) return errc::closed;
+  if (kind_ == transport::udp) return errc::unsupported;
+  if (write_shutdown_ || shutdown_pending_) return {};
+  if (out_.empty()) {
+    write_shutdown_ = true;
+    if (::shutdown(fd_, SHUT_WR) != 0) return sys_error(errno);
+    return {};
+  }
+  shutdown_pending_ = true;
+  return {};
+}
+
+void conn::pause_read() noexcept {
+  assert(loop_->in_loop_thread());
+  read_paused_ = true;
+}
+
+void conn::resume_read() noexcept {
+  assert(loop_->in_loop_thread());
+  if (!read_paused_) return;
+  read_paused_ = false;
+  if (loop_->internals().track_activity) last_read_ns_ = loop_->internals().clock_ns();
+  // The socket is edge-triggered: bytes that arrived while paused produced their edge already,
+  // so read now (from a fresh stack, not inside the caller's callback).
+  std::shared_ptr<conn> self = shared_from_this();
+  (void)loop_->post([self] {
+    if (self->state() == conn_state::open && !self->read_paused_) self->handle_read(true);
+  });
+}
+
+}  // namespace evnet

@@ -1,0 +1,167 @@
+// evnet — net layer internals shared by conn.cc, loop.cc and engine.cc.
+//
+// This is an internal header (namespace evnet::detail); it is not installed.
+//
+// Threading: loop_internals is owned by one loop thread except the members marked atomic or
+// "any thread"; engine_internals is shared by every loop thread and only holds immutable-after-
+// boot data and atomics.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "evnet/address.h"
+#include "evnet/conn.h"
+#include "evnet/engine.h"
+#include "evnet/event.h"
+#include "evnet/handler.h"
+#include "evnet/loop.h"
+#include "net/socket.h"
+
+namespace evnet::detail {
+
+/// send_async completions waiting for their bytes to reach the kernel: (stream offset at which
+/// the send ends, callback), in stream order.
+struct send_completion_list {
+  std::deque<std::pair<std::uint64_t, send_callback>> items;
+};
+
+/// One bound address of a run.
+struct listen_spec {
+  endpoint ep;
+  socket_address bound;  // what the kernel gave us (port for port 0)
+};
+
+/// A listening (or bound UDP) socket served by one loop.
+struct listener {
+  listen_spec* spec = nullptr;
+  int fd = -1;
+  poll_attachment attachment;
+  std::shared_ptr<conn> udp;  // the per-datagram conn for UDP listeners
+};
+
+/// Per-loop state. Loop thread only unless marked.
+struct loop_internals {
+  loop_internals(loop& l, engine& e);
+  ~loop_internals();
+
+  loop& self;
+  engine& eng;
+  handler* h = nullptr;
+  const engine_options* opts = nullptr;
+  std::unique_ptr<event_base> base;
+  poller* poll = nullptr;           // base->poller(), cached (stop() uses it from any thread)
+  std::unique_ptr<char[]> scratch;  // kScratchSize bytes: reads land here first
+  static constexpr std::size_t kScratchSize = 64 * 1024;
+
+  std::thread::id thread_id;
+  std::atomic<std::size_t> conn_count{0};        // any thread (snapshot); includes conns in flight
+  conn* live_head = nullptr;                     // intrusive list of conns not yet closed
+  std::vector<std::shared_ptr<conn>> graveyard;  // closed this round, freed after it
+  std::vector<std::unique_ptr<listener>> listeners;
+  spare_fd spare;
+
+  struct timer_entry {
+    std::unique_ptr<evnet::timer> once;
+    std::unique_ptr<evnet::ticker> every;
+    std::function<void()> fn;
+    bool done = false;
+  };
+  std::unordered_map<timer_id, std::unique_ptr<timer_entry>> timers;
+  std::vector<timer_id> finished_timers;
+
+  // User callbacks running on this loop (nesting depth). Closes requested while one runs are
+  // queued in pending_closes and performed when the outermost callback returns.
+  int depth = 0;
+  std::vector<std::shared_ptr<conn>> pending_closes;
+  std::vector<std::unique_ptr<evnet::timer>> dead_timers;  // conn timers, freed after the round
+  bool track_activity = false;                             // some per-conn timeout is configured
+
+  /// Marks the start of a user callback. Loop thread.
+  void enter() noexcept { ++depth; }
+  /// Marks its end; the outermost one performs queued closes. Loop thread.
+  void leave() noexcept {
+    if (--depth == 0 && !pending_closes.empty()) drain_closes();
+  }
+  void drain_closes() noexcept;
+
+  bool stopping = false;
+  std::atomic<bool> closed{false};  // any thread: no more posts accepted
+  std::unique_ptr<evnet::timer> stop_timer;
+  std::int64_t stop_deadline_ns = 0;
+  std::unique_ptr<evnet::timer> tick_timer;
+
+  /// The base's cached round time (taken before the poll wait, so inside fd callbacks it can
+  /// be as old as the wait). Use for arming timers, which the base measures from it.
+  std::int64_t now_ns() const noexcept { return base->now().time_since_epoch().count(); }
+  /// The clock now (vDSO, no system call). Use for activity stamps and deadline checks.
+  static std::int64_t clock_ns() noexcept {
+    return std::chrono::steady_clock::now().time_since_epoch().count();
+  }
+  bool in_thread() const noexcept;
+
+  // Connections.
+  void adopt(int fd, const socket_address& peer, transport kind);
+  std::shared_ptr<conn> make_conn(int fd, transport kind, bool client);
+  void link_live(conn* c) noexcept;
+  void unlink_live(conn* c) noexcept;
+  void retire(std::shared_ptr<conn> c);
+
+  // Listeners.
+  std::error_code add_listener(listen_spec& spec, int fd);
+  void close_listeners() noexcept;
+  void on_accept(listener& l) noexcept;
+  void on_udp(listener& l) noexcept;
+
+  // Timers.
+  timer_id add_timer(timer_id id, std::chrono::nanoseconds delay, bool repeat,
+                     std::function<void()> fn);
+  void cancel_in_loop(timer_id id) noexcept;
+
+  // Client connections.
+  void start_dial(const socket_address& addr, transport kind, dial_options& options);
+
+  // Run.
+  std::error_code init();
+  void run();
+  void begin_stop();
+  void after_round() noexcept;
+  void start_ticker();
+};
+
+/// Shared state of one engine run.
+struct engine_internals {
+  handler* h = nullptr;
+  engine_options opts;
+  std::vector<std::unique_ptr<listen_spec>> specs;
+  std::vector<std::unique_ptr<loop>> loops;
+  std::atomic<bool> loops_published{false};
+  std::atomic<int> stoppers{0};  // stop() calls in progress (signal handlers included)
+  std::atomic<std::size_t> conn_count{0};
+  std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> next_conn_id{1};
+  std::atomic<std::uint64_t> next_timer{1};
+  std::atomic<std::size_t> round_robin{0};
+  std::atomic<bool> stop_flag{false};  // stop() was called (any thread, signal handlers)
+  socket_options sockopts;             // derived from opts
+
+  /// Picks the loop for a new connection per opts.balance. Any thread.
+  std::size_t pick_loop(const socket_address* peer) noexcept;
+  /// A new timer id naming loop `index`.
+  timer_id new_timer_id(std::size_t index) noexcept {
+    return (next_timer.fetch_add(1, std::memory_order_relaxed) << 8) | (index & 0xff);
+  }
+};
+
+/// The calling thread's loop, or nullptr.
+loop* current_loop() noexcept;
+
+}  // namespace evnet::detail

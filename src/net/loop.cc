@@ -1,0 +1,488 @@
+// evnet — loop: one reactor thread (see include/evnet/loop.h).
+//
+// A loop round is event_base::loop_once(): epoll_wait (bounded by the next timer), connection
+// and listener callbacks straight from the poller, timers, then queued tasks. After every round
+// the loop frees the connections closed during it (so no conn is freed while a callback that
+// refers to it is on the stack) and checks for a stop request.
+#include "evnet/loop.h"
+
+#include <unistd.h>
+
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+
+#include "evnet/conn.h"
+#include "evnet/engine.h"
+#include "evnet/event.h"
+#include "net/internals.h"
+
+namespace evnet {
+namespace detail {
+
+namespace {
+thread_local loop* t_current_loop = nullptr;
+
+// Closes an accepted descriptor unless a loop adopted it: a hand-off task destroyed without
+// running (its loop stopped) must not leak the fd or the connection count.
+struct fd_handoff {
+  int fd;
+  loop_internals* target;
+  fd_handoff(int f, loop_internals* t) : fd(f), target(t) {}
+  fd_handoff(const fd_handoff&) = delete;
+  fd_handoff& operator=(const fd_handoff&) = delete;
+  ~fd_handoff() {
+    if (fd >= 0) {
+      ::close(fd);
+      target->conn_count.fetch_sub(1, std::memory_order_relaxed);
+      target->eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+};
+
+bool is_errno(std::error_code ec, int e) noexcept {
+  return ec.category() == std::system_category() && ec.value() == e;
+}
+}  // namespace
+
+loop* current_loop() noexcept {
+  return t_current_loop;
+}
+
+loop_internals::loop_internals(loop& l, engine& e) : self(l), eng(e) {}
+
+loop_internals::~loop_internals() {
+  close_listeners();
+  timers.clear();
+  tick_timer.reset();
+  stop_timer.reset();
+  dead_timers.clear();
+  graveyard.clear();
+}
+
+std::error_code loop_internals::init() {
+  engine_internals& E = eng.internals();
+  h = E.h;
+  opts = &E.opts;
+  track_activity = opts->idle_timeout.count() > 0 || opts->read_timeout.count() > 0 ||
+                   opts->write_timeout.count() > 0;
+  event_base_options bo;
+  bo.priorities = 1;
+  auto b = event_base::create(bo);
+  if (!b) return b.error();
+  base = std::move(*b);
+  poll = &base->poller();
+  scratch = std::make_unique<char[]>(kScratchSize);
+  return {};
+}
+
+bool loop_internals::in_thread() const noexcept {
+  return t_current_loop == &self;
+}
+
+// ---- connections ----
+
+std::shared_ptr<conn> loop_internals::make_conn(int fd, transport kind, bool client) {
+  auto c = std::make_shared<conn>(self, fd, kind, client);
+  c->id_ = eng.internals().next_conn_id.fetch_add(1, std::memory_order_relaxed);
+  c->self_ = c;
+  link_live(c.get());
+  c->attachment_.fd = fd;
+  conn* raw = c.get();
+  c->attachment_.callback = [raw](int, std::uint32_t events) {
+    raw->handle_io(events);
+    return poll_action::proceed;
+  };
+  return c;
+}
+
+void loop_internals::link_live(conn* c) noexcept {
+  c->live_prev_ = nullptr;
+  c->live_next_ = live_head;
+  if (live_head != nullptr) live_head->live_prev_ = c;
+  live_head = c;
+}
+
+void loop_internals::unlink_live(conn* c) noexcept {
+  if (c->live_prev_ != nullptr) {
+    c->live_prev_->live_next_ = c->live_next_;
+  } else if (live_head == c) {
+    live_head = c->live_next_;
+  }
+  if (c->live_next_ != nullptr) c->live_next_->live_prev_ = c->live_prev_;
+  c->live_prev_ = c->live_next_ = nullptr;
+}
+
+void loop_internals::retire(std::shared_ptr<conn> c) {
+  graveyard.push_back(std::move(c));
+}
+
+void loop_internals::drain_closes() noexcept {
+  ++depth;  // closes requested by on_close handlers below join this batch
+  for (std::size_t i = 0; i < pending_closes.size(); ++i) {
+    std::shared_ptr<conn> c = pending_closes[i];
+    if (c->close_pending_) {
+      --depth;
+      c->begin_close();
+      ++depth;
+    }
+  }
+  pending_closes.clear();
+  --depth;
+}
+
+void loop_internals::adopt(int fd, const socket_address& peer, transport kind) {
+  engine_internals& E = eng.internals();
+  if (stopping) {
+    ::close(fd);
+    conn_count.fetch_sub(1, std::memory_order_relaxed);
+    E.conn_count.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  std::shared_ptr<conn> c = make_conn(fd, kind, false);
+  c->peer_ = peer;
+  if (std::error_code ec = poll->add(c->attachment_, interest::read_write, trigger_mode::edge)) {
+    c->discard_output_ = true;
+    c->do_close();  // not opened: no on_close
+    h->on_accept_error(ec);
+    return;
+  }
+  c->open_in_loop();
+}
+
+void loop_internals::start_dial(const socket_address& addr, transport kind, dial_options& options) {
+  engine_internals& E = eng.internals();
+  auto fail = [&](std::error_code ec) {
+    conn_count.fetch_sub(1, std::memory_order_relaxed);
+    E.conn_count.fetch_sub(1, std::memory_order_relaxed);
+    if (options.on_result) {
+      enter();
+      options.on_result(nullptr, ec);
+      leave();
+    }
+  };
+  if (stopping) {
+    fail(make_error_code(errc::engine_stopping));
+    return;
+  }
+  bool in_progress = false;
+  auto fd = start_connect(addr, kind, &in_progress);
+  if (!fd) {
+    fail(fd.error());
+    return;
+  }
+  (void)apply_socket_options(*fd, kind, E.sockopts);
+  std::shared_ptr<conn> c = make_conn(*fd, kind, true);
+  c->peer_ = addr;
+  c->context_ = std::move(options.context);
+  c->dial_result_ = std::move(options.on_result);
+  c->state_.store(in_progress ? conn_state::connecting : conn_state::open,
+                  std::memory_order_release);
+  if (std::error_code ec = poll->add(c->attachment_, interest::read_write, trigger_mode::edge)) {
+    c->state_.store(conn_state::connecting, std::memory_order_relaxed);
+    c->fail_connect(ec);
+    return;
+  }
+  if (!in_progress) {
+    c->open_in_loop();
+    return;
+  }
+  if (options.timeout.count() > 0) {
+    c->connect_deadline_ns_ = clock_ns() + std::chrono::nanoseconds(options.timeout).count();
+    c->arm_deadline();
+  }
+}
+
+// ---- listeners ----
+
+std::error_code loop_internals::add_listener(listen_spec& spec, int fd) {
+  auto l = std::make_unique<listener>();
+  l->spec = &spec;
+  l->fd = fd;
+  l->attachment.fd = fd;
+  listener* raw = l.get();
+  std::error_code ec;
+  if (spec.ep.proto == transport::udp) {
+    l->udp = std::make_shared<conn>(self, fd, transport::udp, false);
+    l->udp->id_ = eng.internals().next_conn_id.fetch_add(1, std::memory_order_relaxed);
+    l->udp->opened_ = false;
+    l->attachment.callback = [this, raw](int, std::uint32_t) {
+      on_udp(*raw);
+      return poll_action::proceed;
+    };
+    ec = poll->add(l->attachment, interest::read, trigger_mode::edge);
+  } else {
+    // Level-triggered: accept a bounded batch per round and let the poller report the rest.
+    l->attachment.callback = [this, raw](int, std::uint32_t) {
+      on_accept(*raw);
+      return poll_action::proceed;
+    };
+    ec = poll->add(l->attachment, interest::read, trigger_mode::level);
+  }
+  if (ec) {
+    close_listener(fd, spec.ep);
+    return ec;
+  }
+  listeners.push_back(std::move(l));
+  return {};
+}
+
+void loop_internals::close_listeners() noexcept {
+  for (auto& l : listeners) {
+    if (l->attachment.registered()) poll->remove(l->attachment);
+    if (l->fd >= 0) close_listener(l->fd, l->spec->ep);
+    l->fd = -1;
+    if (l->udp) {
+      l->udp->state_.store(conn_state::closed, std::memory_order_release);
+      l->udp->fd_ = -1;
+      l->udp.reset();
+    }
+  }
+  listeners.clear();
+}
+
+void loop_internals::on_accept(listener& l) noexcept {
+  engine_internals& E = eng.internals();
+  const transport kind = l.spec->ep.proto;
+  for (int i = 0; i < 128; ++i) {
+    socket_address peer;
+    auto r = accept_socket(l.fd, &peer);
+    if (!r) {
+      const std::error_code ec = r.error();
+      if (is_errno(ec, EAGAIN) || is_errno(ec, EWOULDBLOCK)) return;
+      if (is_errno(ec, ECONNABORTED) || is_errno(ec, EINTR)) continue;
+      if (is_errno(ec, EMFILE) || is_errno(ec, ENFILE)) {
+        // Out of descriptors: shed the waiting clients with the reserve fd so they see a close
+        // instead of hanging, and so this level-triggered listener does not spin.
+        while (!spare.shed_one(l.fd)) E.refused.fetch_add(1, std::memory_order_relaxed);
+      }
+      h->on_accept_error(ec);
+      return;
+    }
+    const int fd = *r;
+    const std::size_t max = opts->max_connections;
+    const std::size_t before = E.conn_count.fetch_add(1, std::memory_order_relaxed);
+    if (max != 0 && before >= max) {
+      E.conn_count.fetch_sub(1, std::memory_order_relaxed);
+      ::close(fd);
+      E.refused.fetch_add(1, std::memory_order_relaxed);
+      h->on_accept_error(make_error_code(errc::connection_limit));
+      continue;
+    }
+    if (kind == transport::tcp) (void)apply_socket_options(fd, kind, E.sockopts);
+    const std::size_t target =
+        opts->accept == accept_model::reuse_port ? self.index() : E.pick_loop(&peer);
+    loop_internals& T = E.loops[target]->internals();
+    T.conn_count.fetch_add(1, std::memory_order_relaxed);
+    if (&T == this) {
+      adopt(fd, peer, kind);
+      continue;
+    }
+    auto handoff = std::make_shared<fd_handoff>(fd, &T);
+    std::error_code pec = T.self.post([handoff, peer, kind] {
+      loop_internals& t = *handoff->target;
+      const int f = handoff->fd;
+      handoff->fd = -1;
+      t.adopt(f, peer, kind);
+    });
+    (void)pec;  // on failure the hand-off closed the fd and fixed the counts
+  }
+}
+
+void loop_internals::on_udp(listener& l) noexcept {
+  if (l.udp) l.udp->handle_udp_read(l.fd);
+}
+
+// ---- timers ----
+
+timer_id loop_internals::add_timer(timer_id id, std::chrono::nanoseconds delay, bool repeat,
+                                   std::function<void()> fn) {
+  auto e = std::make_unique<timer_entry>();
+  timer_entry* raw = e.get();
+  e->fn = std::move(fn);
+  if (repeat) {
+    e->every = std::make_unique<evnet::ticker>(*base, [this, raw] {
+      enter();
+      raw->fn();
+      leave();
+    });
+    if (e->every->attach(delay)) return 0;
+  } else {
+    e->once = std::make_unique<evnet::timer>(*base, [this, raw, id] {
+      raw->done = true;
+      finished_timers.push_back(id);
+      enter();
+      raw->fn();
+      leave();
+    });
+    if (e->once->attach(delay < std::chrono::nanoseconds::zero() ? std::chrono::nanoseconds(0)
+                                                                 : delay)) {
+      return 0;
+    }
+  }
+  timers.emplace(id, std::move(e));
+  return id;
+}
+
+void loop_internals::cancel_in_loop(timer_id id) noexcept {
+  auto it = timers.find(id);
+  if (it == timers.end() || it->second->done) return;
+  timer_entry& e = *it->second;
+  if (e.once) e.once->detach();
+  if (e.every) e.every->detach();
+  e.done = true;
+  // Freed after the round: the timer may be cancelling itself from its own callback.
+  finished_timers.push_back(id);
+}
+
+// ---- run ----
+
+void loop_internals::start_ticker() {
+  tick_timer = std::make_unique<evnet::timer>(*base, [this] {
+    enter();
+    const std::chrono::milliseconds next = h->on_tick();
+    leave();
+    if (next.count() > 0 && !stopping) (void)tick_timer->attach(next);
+  });
+  (void)tick_timer->attach(std::chrono::nanoseconds(0));
+}
+
+void loop_internals::after_round() noexcept {
+  graveyard.clear();
+  dead_timers.clear();
+  for (timer_id id : finished_timers) timers.erase(id);
+  finished_timers.clear();
+}
+
+void loop_internals::begin_stop() {
+  stopping = true;
+  stop_deadline_ns = clock_ns() + std::chrono::nanoseconds(opts->stop_grace).count();
+  close_listeners();
+  if (tick_timer) tick_timer->detach();
+  // Wake up when the grace period ends even if nothing else happens.
+  stop_timer = std::make_unique<evnet::timer>(*base, [] {});
+  (void)stop_timer->attach(opts->stop_grace);
+  std::vector<std::shared_ptr<conn>> all;
+  for (conn* c = live_head; c != nullptr; c = c->live_next_) all.push_back(c->shared_from_this());
+  for (auto& c : all) c->request_close(make_error_code(errc::engine_stopping), false);
+}
+
+void loop_internals::run() {
+  t_current_loop = &self;
+  thread_id = std::this_thread::get_id();
+  engine_internals& E = eng.internals();
+  if (self.index() == 0 && opts->ticker) start_ticker();
+  for (;;) {
+    if (!stopping && E.stop_flag.load(std::memory_order_acquire)) begin_stop();
+    if (stopping && (live_head == nullptr || clock_ns() >= stop_deadline_ns)) break;
+    const std::error_code ec = base->loop_once(false);
+    after_round();
+    if (ec && ec != std::error_code(errc::stopped) && !stopping) {
+      // The kernel facility failed (it should not): stop the whole engine rather than spin.
+      eng.stop();
+    }
+  }
+  // Whatever did not finish flushing within the grace period is closed now.
+  std::vector<std::shared_ptr<conn>> rest;
+  for (conn* c = live_head; c != nullptr; c = c->live_next_) rest.push_back(c->shared_from_this());
+  for (auto& c : rest) {
+    if (c->state() == conn_state::connecting) {
+      c->fail_connect(make_error_code(errc::engine_stopping));
+    } else {
+      if (!c->close_reason_) c->close_reason_ = make_error_code(errc::engine_stopping);
+      c->discard_output_ = true;
+      c->do_close();
+    }
+  }
+  rest.clear();
+  after_round();
+  // Refuse new tasks, then run the ones already queued (send completions learn of the abort).
+  closed.store(true, std::memory_order_release);
+  (void)base->loop_once(true);
+  (void)base->loop_once(true);
+  after_round();
+  for (auto& [id, e] : timers) {
+    if (e->once) e->once->detach();
+    if (e->every) e->every->detach();
+  }
+  timers.clear();
+  tick_timer.reset();
+  stop_timer.reset();
+  t_current_loop = nullptr;
+}
+
+}  // namespace detail
+
+// ---- loop (public facade) ----
+
+loop::loop(engine& owner, std::size_t index)
+    : engine_(&owner), index_(index), in_(std::make_unique<detail::loop_internals>(*this, owner)) {}
+
+loop::~loop() = default;
+
+bool loop::in_loop_thread() const noexcept {
+  return detail::t_current_loop == this;
+}
+
+std::error_code loop::post(std::function<void()> fn) {
+  if (!fn) return errc::invalid_argument;
+  if (in_->closed.load(std::memory_order_acquire)) return errc::closed;
+  return in_->poll->trigger(task_priority::high, std::move(fn));
+}
+
+std::error_code loop::dispatch(std::function<void()> fn) {
+  if (!fn) return errc::invalid_argument;
+  if (in_loop_thread()) {
+    fn();
+    return {};
+  }
+  return post(std::move(fn));
+}
+
+timer_id loop::run_after(std::chrono::nanoseconds delay, std::function<void()> fn) {
+  if (!fn) return 0;
+  const timer_id id = engine_->internals().new_timer_id(index_);
+  if (in_loop_thread()) return in_->add_timer(id, delay, false, std::move(fn));
+  if (post([this, id, delay, fn = std::move(fn)]() mutable {
+        in_->add_timer(id, delay, false, std::move(fn));
+      })) {
+    return 0;
+  }
+  return id;
+}
+
+timer_id loop::run_every(std::chrono::nanoseconds period, std::function<void()> fn) {
+  if (!fn || period.count() <= 0) return 0;
+  const timer_id id = engine_->internals().new_timer_id(index_);
+  if (in_loop_thread()) return in_->add_timer(id, period, true, std::move(fn));
+  if (post([this, id, period, fn = std::move(fn)]() mutable {
+        in_->add_timer(id, period, true, std::move(fn));
+      })) {
+    return 0;
+  }
+  return id;
+}
+
+void loop::cancel(timer_id id) noexcept {
+  if (id == 0) return;
+  if (in_loop_thread()) {
+    in_->cancel_in_loop(id);
+    return;
+  }
+  (void)post([this, id] { in_->cancel_in_loop(id); });
+}
+
+std::chrono::steady_clock::time_point loop::now() const noexcept {
+  return in_->base->now();
+}
+
+std::size_t loop::connection_count() const noexcept {
+  return in_->conn_count.load(std::memory_order_relaxed);
+}
+
+event_base& loop::base() noexcept {
+  return *in_->base;
+}
+
+}  // namespace evnet
