@@ -6,8 +6,19 @@
 // and it is usable alone (see examples/poll_echo.cc).
 //
 // Threading: a poller belongs to the thread that calls poll()/poll_once() (the *loop thread*).
-// add/modify/remove must be called on the loop thread, or before polling starts. trigger() and
-// stop() are safe from any thread. Callbacks and tasks always run on the loop thread.
+// add/modify/remove/close must be called on the loop thread, or while no thread is polling
+// (set-up before the loop starts, tear-down after it returned); a call from another thread while
+// one is polling is refused with errc::wrong_thread. trigger() and stop() are safe from any
+// thread, and stop() also from a signal handler. Callbacks and tasks always run on the loop
+// thread, and must not throw.
+//
+// One round of poll_once(): wait in the kernel (not at all if tasks are queued), dispatch every
+// fetched event to its attachment's callback, run all queued high-priority tasks, then at most
+// kLowTasksPerRound low-priority ones.
+//
+// Backends: epoll on Linux (tested). kqueue on BSD/macOS is compiled there but untested (this
+// project's CI is Linux-only); on kqueue a descriptor ready for read and write is reported in
+// two callbacks, and a second attachment for an already registered fd is not detected.
 #pragma once
 
 #include <chrono>
@@ -28,7 +39,8 @@ namespace detail {
 class poller_backend;
 }
 
-/// Which readiness the caller wants to hear about.
+/// Which readiness the caller wants to hear about. Hang-up and error conditions are reported
+/// whatever the interest (epoll always reports them; EPOLLRDHUP is always requested).
 enum class interest : std::uint8_t {
   read = 1,
   write = 2,
@@ -45,13 +57,19 @@ enum class trigger_mode : std::uint8_t {
   oneshot,
 };
 
-/// Bits passed to a poll callback. Several may be set at once.
+/// Bits passed to a poll callback. Several may be set at once: a reset TCP peer, for instance,
+/// shows as readable | writable | read_hangup | hangup | error.
 namespace io_event {
 inline constexpr std::uint32_t readable = 1U << 0;  ///< data (or EOF, or a pending accept) to read
 inline constexpr std::uint32_t writable = 1U << 1;  ///< room in the send buffer
-inline constexpr std::uint32_t read_hangup = 1U << 2;  ///< peer shut down its write side (EOF)
-inline constexpr std::uint32_t hangup = 1U << 3;       ///< both directions are gone (EPOLLHUP, RST)
-inline constexpr std::uint32_t error = 1U << 4;        ///< an error is pending on the fd (SO_ERROR)
+/// The peer shut down its write side: reads will reach EOF (EPOLLRDHUP; kqueue EV_EOF on read).
+inline constexpr std::uint32_t read_hangup = 1U << 2;
+/// Both directions are gone: peer closed after our shutdown, RST, pipe writer closed
+/// (EPOLLHUP; kqueue EV_EOF on write, or on read with a socket error).
+inline constexpr std::uint32_t hangup = 1U << 3;
+/// An error is pending on the fd; read it with getsockopt(SO_ERROR) (EPOLLERR; kqueue EV_ERROR
+/// or EV_EOF with an error in fflags).
+inline constexpr std::uint32_t error = 1U << 4;
 }  // namespace io_event
 
 /// What a callback tells the poll loop.
@@ -60,20 +78,29 @@ enum class poll_action : std::uint8_t {
   stop,     ///< finish this round, then make poll() return cleanly
 };
 
-/// Callback for a registered descriptor: (fd, io_event bits). Runs on the loop thread.
+/// Callback for a registered descriptor: (fd, io_event bits). Runs on the loop thread, inside
+/// poll()/poll_once(). It may call add/modify/remove on any attachment (including its own),
+/// trigger(), stop() and close() (deferred to the end of the round); it must not throw.
 using poll_callback = std::function<poll_action(int fd, std::uint32_t events)>;
 
 /// A descriptor registration. The kernel's user data (epoll_data.ptr / kevent udata) points at
 /// this object, so no lookup happens per event. The caller owns it and must keep it alive (and
-/// at a stable address) until remove() returns or the poller is destroyed. Removing it inside
-/// any callback is safe: events already fetched for it in the same round are discarded.
+/// at a stable address) until remove() returns, close() returns or the poller is destroyed.
+/// Removing it inside any callback is safe, and so is freeing it right after: events already
+/// fetched for it in the same round are discarded. A callback may even remove and free its own
+/// attachment, provided it touches nothing it captured afterwards. Fill `fd` and `callback`
+/// before add(); do not change `fd` while registered. Not copyable in a meaningful way while
+/// registered (a copy would share the bookkeeping), so copy or move it only when unregistered.
 struct poll_attachment {
   int fd = -1;
   poll_callback callback;
 
-  /// True between a successful add() and remove(). Loop thread only.
+  /// True between a successful add() and remove() (or close()/destruction of the poller).
+  /// Loop thread only.
   bool registered() const noexcept { return owner_ != nullptr; }
+  /// The interest of the last successful add()/modify(). Loop thread only.
   interest current_interest() const noexcept { return interest_; }
+  /// The trigger mode of the last successful add()/modify(). Loop thread only.
   trigger_mode current_mode() const noexcept { return mode_; }
 
   // Bookkeeping owned by the poller; do not touch. The poller links registered attachments
@@ -87,9 +114,12 @@ struct poll_attachment {
 
 /// Which kernel facility backs a poller.
 enum class backend_kind : std::uint8_t {
-  automatic,  ///< the best available here: EVNET_POLLER env var if set, else epoll / kqueue
-  epoll,
-  kqueue,
+  /// The best available here: the EVNET_POLLER environment variable if set ("epoll",
+  /// "kqueue" or "io_uring"; anything else makes open() fail with errc::invalid_argument),
+  /// else epoll on Linux and kqueue elsewhere.
+  automatic,
+  epoll,     ///< Linux epoll with an eventfd wake-up
+  kqueue,    ///< BSD/macOS kqueue with an EVFILT_USER wake-up (untested in this project's CI)
   io_uring,  ///< reserved: no io_uring backend yet; open() returns errc::unsupported
 };
 
@@ -99,15 +129,19 @@ enum class task_priority : std::uint8_t {
   low,   ///< at most kLowTasksPerRound run per round so I/O is never starved
 };
 
-/// A unit of work run on the loop thread.
+/// A unit of work run on the loop thread (from poll()/poll_once()); it must not throw. It may
+/// call any poller function, including trigger() (the new task runs in a later round).
 using task = std::function<void()>;
 
 /// Options for poller::open.
 struct poller_options {
+  /// The kernel facility; see backend_kind.
   backend_kind backend = backend_kind::automatic;
-  /// Initial size of the event array; it doubles (up to max_events) when a round fills it and
-  /// halves (down to this value) when rounds use less than a quarter of it.
+  /// Initial size of the event array (at least 1). It doubles (up to max_events) when a round
+  /// fills it, and halves (never below this value) after 16 consecutive rounds that each used
+  /// less than a quarter of it; the hysteresis keeps bursty traffic from reallocating.
   std::size_t initial_events = 128;
+  /// Largest size of the event array (at least initial_events, at most INT_MAX).
   std::size_t max_events = 1024;
 };
 
@@ -118,60 +152,84 @@ class poller {
   static constexpr std::size_t kLowTasksPerRound = 256;
 
   /// Opens a poller. Safe from any thread. Fails with errc::unsupported for a backend this
-  /// build or kernel lacks, or with the system error of epoll_create1/kqueue/eventfd.
+  /// build or kernel lacks (kqueue on Linux, io_uring for now), errc::invalid_argument for bad
+  /// options or a bad EVNET_POLLER value, or the system error of epoll_create1/kqueue/eventfd.
   static result<std::unique_ptr<poller>> open(const poller_options& options = {});
 
-  /// Closes the kernel objects; see close().
+  /// Closes the poller as close() does (pending tasks destroyed unrun, attachments marked
+  /// unregistered) and releases the kernel objects. Loop thread, while it is not polling.
   ~poller();
   poller(const poller&) = delete;
   poller& operator=(const poller&) = delete;
 
-  /// Registers `a.fd` with interest and trigger mode. Loop thread only.
-  /// Errors: errc::already_registered if `a` (or another attachment for the same fd) is
-  /// registered; std::errc::bad_file_descriptor for a closed fd; errc::invalid_argument for an
-  /// attachment without callback or with a negative fd; errc::closed after close().
+  /// Registers `a.fd` with interest and trigger mode; from then on `a.callback` runs on the
+  /// loop thread when the fd is ready. Loop thread only (or while nobody polls).
+  /// Errors (nothing is registered then): errc::closed after close(); errc::wrong_thread from
+  /// another thread while one polls; errc::invalid_argument for an attachment without
+  /// callback or with a negative fd; errc::already_registered if `a` is registered (here or
+  /// with another poller) or another attachment has the same fd (epoll's EEXIST); a system
+  /// error from the kernel, e.g. std::errc::bad_file_descriptor for a closed fd or
+  /// std::errc::operation_not_permitted for a regular file.
   std::error_code add(poll_attachment& a, interest what, trigger_mode mode = trigger_mode::level);
 
   /// Changes interest and/or trigger mode; also re-arms a one-shot registration. Loop thread
-  /// only. Errors: errc::not_registered if `a` is not registered with this poller.
+  /// only. On error `a` keeps its previous registration. Errors: errc::closed;
+  /// errc::wrong_thread; errc::not_registered if `a` is not registered with this poller (or the
+  /// kernel says ENOENT); a system error (e.g. EBADF if the fd was closed).
   std::error_code modify(poll_attachment& a, interest what, trigger_mode mode);
-  /// Same, keeping the current trigger mode.
+  /// Same, keeping the current trigger mode. Loop thread only.
   std::error_code modify(poll_attachment& a, interest what) { return modify(a, what, a.mode_); }
 
-  /// Unregisters `a`. Pending events for it in the current round are discarded. Loop thread
-  /// only. Does not close the fd. Errors: errc::not_registered.
+  /// Unregisters `a`; its callback is not called again, not even for events already fetched
+  /// in the current round, so `a` may be freed as soon as this returns. Does not close the fd:
+  /// remove before closing it. Loop thread only. Errors: errc::closed; errc::wrong_thread;
+  /// errc::not_registered if `a` is not registered with this poller. If the kernel refuses the
+  /// removal (e.g. EBADF because the fd was already closed) its error is returned, but `a` is
+  /// forgotten all the same.
   std::error_code remove(poll_attachment& a);
 
   /// Runs poll rounds until a callback returns poll_action::stop, stop() is called, or the
-  /// poller is closed. Blocks the calling thread, which becomes the loop thread. Returns an
-  /// empty error_code on a clean stop, or the kernel error that ended polling.
+  /// poller is closed (also from a callback). Blocks the calling thread, which becomes the loop
+  /// thread. Returns an empty error_code on a clean stop or close, errc::wrong_thread if another
+  /// thread is polling, or the kernel error that ended polling. Signals (EINTR) do not end it.
   std::error_code poll();
 
-  /// Runs one round: waits up to `timeout` (negative = forever, zero = just check) for events,
-  /// dispatches them, then runs queued tasks. Returns the number of descriptor callbacks run,
-  /// or errc::stopped once a stop was requested (the request is consumed), or a kernel error.
+  /// Runs one round on the calling thread: waits up to `timeout` (negative = forever, zero =
+  /// just check; no wait at all while tasks are queued) for events, dispatches them, then runs
+  /// queued tasks. Returns the number of descriptor callbacks run; or errc::stopped when a
+  /// stop was requested — by a callback or stop() during the round (which was completed), or
+  /// before it (then nothing waits or runs) — and the request is consumed; errc::closed when
+  /// the poller is closed (also by close() from inside this round); errc::invalid_argument when
+  /// called from inside a callback or task; errc::wrong_thread while another thread polls; or
+  /// the kernel's error. An interrupted wait (EINTR) is an empty round, not an error.
   result<std::size_t> poll_once(std::chrono::milliseconds timeout);
 
   /// Asks the loop to return from poll() after the current round (poll_once() then returns
-  /// errc::stopped). Safe from any thread, and async-signal-safe: it only stores an atomic
-  /// flag and writes the wake-up descriptor.
+  /// errc::stopped); if nobody is polling, the next round returns at once. Safe from any
+  /// thread, and async-signal-safe: it only stores an atomic flag and writes the wake-up
+  /// descriptor (errno is preserved). Harmless after close().
   void stop() noexcept;
 
-  /// Queues `fn` to run on the loop thread and wakes the loop if it is waiting. Safe from any
-  /// thread. Wake-ups are coalesced: while one is pending, further tasks cost no system call.
-  /// Errors: errc::closed after close() (the task is destroyed, never run);
+  /// Queues `fn` to run on the loop thread (in poll()/poll_once()) and wakes the loop if it is
+  /// waiting. Safe from any thread (not from a signal handler: it locks and allocates). Tasks
+  /// of one priority run in the order they were queued. Wake-ups are coalesced: while one is
+  /// pending, further tasks cost no system call, and a task queued by the loop thread itself
+  /// needs none. Errors (the task is then destroyed, never run): errc::closed after close();
   /// errc::invalid_argument for an empty function.
   std::error_code trigger(task_priority priority, task fn);
 
-  /// Closes the kernel facility. Tasks still queued are destroyed without running; their
-  /// number is returned. Registered attachments are forgotten (their fds stay open). Loop
-  /// thread only, and not from inside a callback. Idempotent.
+  /// Closes the kernel facility. Tasks still queued are destroyed without running (outside
+  /// the queue lock, so their destructors may call trigger(), which fails with errc::closed);
+  /// their number is returned. Registered attachments are marked unregistered (their fds stay
+  /// open). Loop thread only. From inside a callback or task the close is deferred to the end
+  /// of the current round (the rest of the round's tasks are then dropped) and the return value
+  /// is only the number queued at the time of the call. Idempotent: later calls return 0.
   std::size_t close();
 
   /// True until close(). Loop thread only.
   bool is_open() const noexcept;
 
-  /// The backend in use: "epoll" or "kqueue".
+  /// The backend in use: "epoll" or "kqueue". Safe from any thread.
   std::string_view backend_name() const noexcept;
 
   /// Current size of the event array (for tests and tuning). Loop thread only.

@@ -252,6 +252,7 @@ std::error_code poller::trigger(task_priority priority, task fn) {
 std::size_t poller::close() {
   detail::poller_backend& b = *backend_;
   if (!b.open_) return 0;
+  if (foreign_thread(b)) return 0;  // misuse: another thread is polling; refuse, do not race
   if (b.in_round_) {
     // Called from a callback or task: finishing the round first keeps the batch being
     // dispatched and the task vector being iterated intact. poll_once() closes on its way out.
