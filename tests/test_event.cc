@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -188,6 +189,38 @@ TEST(event, persist_read_timeout_is_an_inactivity_timeout) {
   EXPECT_EQ(fired.back(), timeout);
   EXPECT_GE(std::count(fired.begin(), fired.end(), read), 4);
   EXPECT_EQ(std::count(fired.begin(), fired.end(), timeout), 1);
+}
+
+TEST(event, deadline_from_poller_callback_after_long_wait_is_not_early) {
+  // The net layer registers fds on the poller directly; their callbacks run inside the poll,
+  // after a possibly long wait. Deadlines set there must not be measured from before it.
+  auto b = make_base();
+  int tfd = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  ASSERT_GE(tfd, 0);
+  itimerspec its{};
+  its.it_value.tv_nsec = 150'000'000;
+  ASSERT_EQ(::timerfd_settime(tfd, 0, &its, nullptr), 0);
+  evnet::timer t(*b, [] {});
+  bool ran = false;
+  evnet::poll_attachment att;
+  att.fd = tfd;
+  att.callback = [&](int fd, std::uint32_t) {
+    std::uint64_t n;
+    EXPECT_EQ(::read(fd, &n, sizeof n), 8);
+    const auto before = clk::now();
+    EXPECT_GE(b->now(), before - 1ms);  // not the pre-wait time, 150 ms ago
+    EXPECT_FALSE(t.attach(50ms));
+    EXPECT_GE(t.deadline(), before + 50ms - 1ms);
+    ran = true;
+    return evnet::poll_action::proceed;
+  };
+  ASSERT_FALSE(b->poller().add(att, evnet::interest::read));
+  const auto start = clk::now();
+  ASSERT_FALSE(b->loop_once(false));  // blocks in the kernel until the timerfd fires
+  ASSERT_TRUE(ran);
+  EXPECT_GE(clk::now() - start, 140ms);
+  ASSERT_FALSE(b->poller().remove(att));
+  ::close(tfd);
 }
 
 TEST(event, priority_order_when_several_ready_in_one_round) {

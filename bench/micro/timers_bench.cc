@@ -134,7 +134,8 @@ void raw_rearm(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kR * kRearms));
 }
 
-// ---- evnet public API ----------------------------------------------------------------------------
+// ---- evnet public API
+// ----------------------------------------------------------------------------
 
 std::unique_ptr<evnet::event_base> make_base(evnet::timer_structure which) {
   evnet::event_base_options o;
@@ -273,17 +274,24 @@ constexpr auto kHeap = evnet::timer_structure::heap;
 
 }  // namespace
 
-
 BENCHMARK(raw_add_cancel<timer_wheel>)->Name("add_cancel/raw_wheel")->Unit(benchmark::kMillisecond);
 BENCHMARK(raw_add_cancel<timer_heap>)->Name("add_cancel/raw_heap4")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(api_add_cancel, wheel, kWheel)->Name("add_cancel/api_wheel")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(api_add_cancel, heap, kHeap)->Name("add_cancel/api_heap4")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(api_add_cancel, wheel, kWheel)
+    ->Name("add_cancel/api_wheel")
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(api_add_cancel, heap, kHeap)
+    ->Name("add_cancel/api_heap4")
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(libevent_add_cancel)->Name("add_cancel/libevent")->Unit(benchmark::kMillisecond);
 
 BENCHMARK(raw_add_fire<timer_wheel>)->Name("add_fire/raw_wheel")->Unit(benchmark::kMillisecond);
 BENCHMARK(raw_add_fire<timer_heap>)->Name("add_fire/raw_heap4")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(api_add_fire, wheel, kWheel)->Name("add_fire/api_wheel")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(api_add_fire, heap, kHeap)->Name("add_fire/api_heap4")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(api_add_fire, wheel, kWheel)
+    ->Name("add_fire/api_wheel")
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(api_add_fire, heap, kHeap)
+    ->Name("add_fire/api_heap4")
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(libevent_add_fire)->Name("add_fire/libevent")->Unit(benchmark::kMillisecond);
 
 BENCHMARK(raw_rearm<timer_wheel>)->Name("rearm/raw_wheel")->Unit(benchmark::kMillisecond);

@@ -113,8 +113,10 @@ class event_base {
   /// and an fd registered there cannot also have an evnet::event.
   evnet::poller& poller() noexcept;
 
-  /// The time cached at the start of the current round (refreshed after every poll). Loop
-  /// thread only. Deadlines of attach() calls made inside callbacks are relative to it.
+  /// The loop's notion of now. Inside a round it is read once after the poller wakes (the
+  /// first use from a poller callback or task reads it, so it never predates the wait) and
+  /// then cached for every callback of the round; outside a round it is the current time.
+  /// Deadlines given to attach() are relative to it. Loop thread only.
   std::chrono::steady_clock::time_point now() const noexcept;
 
   /// Re-reads the clock into the cache. Loop thread only.
@@ -172,7 +174,9 @@ class event_base {
 /// applies) and is what the callback sees when the timeout fired.
 ///
 /// Several events may watch the same fd (for example one read and one write event): the base
-/// multiplexes them onto one poller registration.
+/// multiplexes them onto one poller registration. Detach (or destroy) every event of an fd
+/// before closing it; the kernel forgets a closed fd on its own, and a stale registration
+/// would then hide readiness of a new file that reuses the number.
 class event : private detail::timer_node {
  public:
   /// Creates a detached event. Loop thread only. `cb` runs on the loop thread.

@@ -1,6 +1,8 @@
 // evnet — event layer: event_base, event, timer, ticker.
 #include "evnet/event.h"
 
+#include <fcntl.h>
+
 #include <cassert>
 #include <cerrno>
 #include <cstdio>
@@ -157,9 +159,14 @@ class base_impl {
   }
 
   // The time deadlines are measured from: the round's cached time inside the loop (libevent's
-  // choice: one clock read per round), a fresh reading outside it.
-  std::int64_t attach_now() noexcept {
-    if (!in_round_) now_ns_ = clock_ns();
+  // choice: one clock read per round), a fresh reading outside it. While the poller waits and
+  // then runs its own callbacks and tasks (net-layer connections live there), the cache is
+  // invalid: the first use reads the clock, so nothing is measured from before the wait.
+  std::int64_t current_ns() noexcept {
+    if (!time_valid_) {
+      now_ns_ = clock_ns();
+      time_valid_ = in_round_;
+    }
     return now_ns_;
   }
 
@@ -251,6 +258,8 @@ class base_impl {
       }
     } else if (want != s->registered) {
       if (std::error_code ec = poller_->modify(s->att, to_interest(want))) return ec;
+    } else if (::fcntl(ev->fd_, F_GETFD) < 0) {
+      return last_system_error();  // joining a live registration: no syscall caught EBADF
     }
     s->registered = want;
     ev->watch_next_ = s->head;
@@ -418,7 +427,7 @@ class base_impl {
     ev->attached_ = true;
     ++attached_;
     if (timeout_ns > 0) {
-      add_timer(ev, attach_now() + timeout_ns);
+      add_timer(ev, current_ns() + timeout_ns);
     } else if (!sig && !io) {
       activate(ev, ev_flag::timeout);  // a zero-delay timer: ready now, runs this or next round
     }
@@ -456,7 +465,7 @@ class base_impl {
     ev->fired_ = 0;
     ev->timeout_ns_ = timeout_ns;
     if (timeout_ns > 0) {
-      add_timer(ev, attach_now() + timeout_ns);
+      add_timer(ev, current_ns() + timeout_ns);
     } else if (timer_only) {
       activate(ev, ev_flag::timeout);
     }
@@ -527,6 +536,7 @@ class base_impl {
 
     in_round_ = true;
     now_ns_ = clock_ns();
+    time_valid_ = false;  // until the poll returns: see current_ns()
     std::chrono::milliseconds wait{-1};
     if (nonblocking || ready_count_ != 0) {
       wait = std::chrono::milliseconds(0);
@@ -537,8 +547,10 @@ class base_impl {
     }
     result<std::size_t> r = poller_->poll_once(wait);
     now_ns_ = clock_ns();
+    time_valid_ = true;
     if (!r && r.error() != errc::stopped) {
       in_round_ = false;
+      time_valid_ = false;
       return r.error();
     }
     // errc::stopped without an exit() request is a stale wake-up of an earlier cross-thread
@@ -552,6 +564,7 @@ class base_impl {
       process(ev);
     }
     in_round_ = false;
+    time_valid_ = false;
     if (exit_requested_.exchange(false, std::memory_order_acq_rel)) return errc::stopped;
     return {};
   }
@@ -578,6 +591,7 @@ class base_impl {
   std::int64_t now_ns_;
   bool use_heap_;
   bool in_round_ = false;
+  bool time_valid_ = false;  // now_ns_ may be used without reading the clock
   timer_wheel wheel_;
   timer_heap heap_;
   std::vector<ready_queue> ready_;
@@ -618,11 +632,12 @@ evnet::poller& event_base::poller() noexcept {
 }
 
 std::chrono::steady_clock::time_point event_base::now() const noexcept {
-  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(impl_->now_ns_));
+  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(impl_->current_ns()));
 }
 
 void event_base::update_time() noexcept {
   impl_->now_ns_ = detail::clock_ns();
+  impl_->time_valid_ = impl_->in_round_;
 }
 std::error_code event_base::dispatch() {
   return impl_->dispatch();
