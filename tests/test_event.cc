@@ -300,6 +300,37 @@ TEST(event, read_and_write_events_on_the_same_fd) {
   EXPECT_EQ(b->attached_events(), 0U);
 }
 
+TEST(event, destroy_sibling_on_same_fd_inside_callback) {
+  // A read and a write event share one poller registration; the write callback destroys the
+  // read event, which is ready in the same round and must not run.
+  auto b = make_base();
+  sockpair sp;
+  sp.send();  // readable and writable at once
+  int reads = 0;
+  auto r = std::make_unique<evnet::event>(*b, sp.fd[0], read | persist,
+                                          [&](int, std::uint32_t) { ++reads; });
+  evnet::event w(*b, sp.fd[0], write, [&](int, std::uint32_t) { r.reset(); });
+  ASSERT_FALSE(w.set_priority(0));
+  ASSERT_FALSE(r->attach());
+  ASSERT_FALSE(w.attach());
+  ASSERT_FALSE(b->dispatch());
+  EXPECT_EQ(reads, 0);
+  EXPECT_EQ(b->attached_events(), 0U);
+}
+
+TEST(event, attach_to_shared_fd_after_close_fails) {
+  auto b = make_base();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  evnet::event first(*b, fds[0], read, [](int, std::uint32_t) {});
+  ASSERT_FALSE(first.attach());
+  ::close(fds[0]);  // misuse (close before detach), but the second attach must notice
+  evnet::event second(*b, fds[0], read, [](int, std::uint32_t) {});
+  EXPECT_EQ(second.attach(), std::errc::bad_file_descriptor);
+  ASSERT_FALSE(first.detach());
+  ::close(fds[1]);
+}
+
 TEST(event, detach_self_inside_callback) {
   auto b = make_base();
   sockpair sp;

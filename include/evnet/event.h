@@ -216,14 +216,20 @@ class event : private detail::timer_node {
   void set_callback(event_callback cb);
 
   /// True while attached (a one-shot event is detached just before its callback runs).
+  /// Loop thread only.
   bool attached() const noexcept { return attached_; }
-  /// True while queued for dispatch.
+  /// True while queued for dispatch in the current or next round. Loop thread only.
   bool ready() const noexcept { return ready_pprev_ != nullptr; }
+  /// The priority (0 = highest). Loop thread only.
   int priority() const noexcept { return priority_; }
+  /// The fd (or signal number, or -1 for a timer) given at construction. Any thread.
   int fd() const noexcept { return fd_; }
+  /// The ev_flag bits given at construction. Any thread.
   std::uint32_t flags() const noexcept { return flags_; }
-  /// The pending timeout deadline, if the timer part is armed.
+  /// True while the timeout part is armed. Loop thread only.
   bool has_deadline() const noexcept { return queued(); }
+  /// The armed (or last armed) timeout deadline; for a persistent event, already the next one
+  /// while its callback runs. Loop thread only.
   std::chrono::steady_clock::time_point deadline() const noexcept {
     return std::chrono::steady_clock::time_point(
         std::chrono::nanoseconds(static_cast<const detail::timer_node*>(this)->deadline));
@@ -256,14 +262,18 @@ class timer {
  public:
   /// Creates a detached timer. Loop thread only. `fn` runs on the loop thread.
   timer(event_base& base, std::function<void()> fn);
-  /// Arms it to fire once after `delay` (zero = next round). Same errors as event::attach.
+  /// Arms it to fire once after `delay` (zero = next round). Loop thread only. Same errors as
+  /// event::attach.
   std::error_code attach(std::chrono::nanoseconds delay) { return ev_.attach(delay); }
-  /// Cancels it; idempotent.
+  /// Cancels it; idempotent. Loop thread only.
   std::error_code detach() { return ev_.detach(); }
-  /// Cancels if armed and arms again: O(1), allocation free.
+  /// Cancels if armed and arms again: O(1), allocation free. Loop thread only.
   std::error_code rearm(std::chrono::nanoseconds delay) { return ev_.rearm(delay); }
+  /// See event::set_priority. Loop thread only.
   std::error_code set_priority(int p) { return ev_.set_priority(p); }
+  /// True while armed. Loop thread only.
   bool attached() const noexcept { return ev_.attached(); }
+  /// When it fires (valid while attached). Loop thread only.
   std::chrono::steady_clock::time_point deadline() const noexcept { return ev_.deadline(); }
 
  private:
@@ -277,14 +287,17 @@ class ticker {
  public:
   /// Creates a detached ticker. Loop thread only. `fn` runs on the loop thread.
   ticker(event_base& base, std::function<void()> fn);
-  /// Starts ticking every `period` (> 0), first tick one period from now. Errors as
-  /// event::attach, plus errc::invalid_argument for a zero period.
+  /// Starts ticking every `period` (> 0), first tick one period from now. Loop thread only.
+  /// Errors as event::attach, plus errc::invalid_argument for a zero period.
   std::error_code attach(std::chrono::nanoseconds period);
-  /// Stops ticking; idempotent.
+  /// Stops ticking; idempotent. Loop thread only.
   std::error_code detach() { return ev_.detach(); }
+  /// See event::set_priority. Loop thread only.
   std::error_code set_priority(int p) { return ev_.set_priority(p); }
+  /// True while armed. Loop thread only.
   bool attached() const noexcept { return ev_.attached(); }
-  /// The next tick's deadline.
+  /// The next tick's deadline (inside the callback: already the following one). Loop thread
+  /// only.
   std::chrono::steady_clock::time_point deadline() const noexcept { return ev_.deadline(); }
 
  private:
