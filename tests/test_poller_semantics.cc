@@ -35,7 +35,7 @@ std::size_t run_round(poller& p, std::chrono::milliseconds timeout = 0ms) {
 }
 
 TEST(PollerSemantics, backend_is_epoll_and_array_starts_at_128) {
-  auto p = open_poller();
+  auto p = open_epoll_poller();
   EXPECT_EQ(p->backend_name(), "epoll");
   EXPECT_EQ(p->event_capacity(), 128U);
   EXPECT_TRUE(p->is_open());

@@ -78,19 +78,20 @@ class poller_backend {
   /// quarter of it. Returns the new capacity. The hysteresis keeps a bursty server from
   /// reallocating on every burst. Loop thread.
   std::size_t next_capacity(std::size_t capacity, std::size_t used) noexcept {
-    if (used == capacity && capacity < max_events_) {
+    // Common case first: an array at its initial size that was not filled.
+    if (capacity == min_events_ && used != capacity) return capacity;
+    if (used == capacity) {
       sparse_rounds_ = 0;
+      if (capacity >= max_events_) return capacity;
       return capacity * 2 < max_events_ ? capacity * 2 : max_events_;
     }
-    if (used < capacity / 4 && capacity > min_events_) {
-      if (++sparse_rounds_ >= kShrinkAfterRounds) {
-        sparse_rounds_ = 0;
-        return capacity / 2 > min_events_ ? capacity / 2 : min_events_;
-      }
+    if (used >= capacity / 4) {
+      sparse_rounds_ = 0;
       return capacity;
     }
+    if (++sparse_rounds_ < kShrinkAfterRounds) return capacity;
     sparse_rounds_ = 0;
-    return capacity;
+    return capacity / 2 > min_events_ ? capacity / 2 : min_events_;
   }
 
   static constexpr unsigned kShrinkAfterRounds = 16;

@@ -158,7 +158,6 @@ class kqueue_backend final : public poller_backend {
     std::size_t ran = 0;
     batch_size_ = n;
     for (int i = 0; i < n; ++i) {
-      cursor_ = i;
       const struct kevent& k = events_[i];
       void* const p = from_udata(k.udata);
       if (p == &kq_) {
@@ -194,7 +193,7 @@ class kqueue_backend final : public poller_backend {
   }
 
   void invalidate(const poll_attachment& a) noexcept override {
-    for (int i = cursor_ + 1; i < batch_size_; ++i) {
+    for (int i = 0; i < batch_size_; ++i) {  // earlier entries are never read again
       if (from_udata(events_[i].udata) == &a) events_[i].udata = to_udata(nullptr);
     }
   }
@@ -269,7 +268,6 @@ class kqueue_backend final : public poller_backend {
   int pipe_[2] = {-1, -1};
 #endif
   std::vector<struct kevent> events_;
-  int cursor_ = 0;
   int batch_size_ = 0;
 };
 
