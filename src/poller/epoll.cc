@@ -51,7 +51,11 @@ std::error_code ctl_error(int err) noexcept {
 class epoll_backend final : public poller_backend {
  public:
   epoll_backend(const poller_options& options, int epfd, int wakefd)
-      : poller_backend(options), epfd_(epfd), wakefd_(wakefd), events_(options.initial_events) {}
+      : poller_backend(options),
+        epfd_(epfd),
+        wakefd_(wakefd),
+        events_(options.initial_events),
+        capacity_(static_cast<int>(options.initial_events)) {}
 
   ~epoll_backend() override {
     close_kernel();
@@ -83,7 +87,7 @@ class epoll_backend final : public poller_backend {
   }
 
   result<std::size_t> wait_and_dispatch(int timeout_ms) override {
-    const int n = ::epoll_wait(epfd_, events_.data(), static_cast<int>(events_.size()), timeout_ms);
+    const int n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
     if (n < 0) {
       if (errno == EINTR) return std::size_t{0};  // a signal: an empty round, not an error
       return std::error_code(errno, std::system_category());
@@ -106,10 +110,12 @@ class epoll_backend final : public poller_backend {
       }
     }
     batch_size_ = 0;
-    const std::size_t cap = next_capacity(events_.size(), static_cast<std::size_t>(n));
-    if (cap != events_.size()) {
+    const auto cap =
+        next_capacity(static_cast<std::size_t>(capacity_), static_cast<std::size_t>(n));
+    if (cap != static_cast<std::size_t>(capacity_)) {
       // A fresh vector, not resize(): shrinking must give the memory back.
       std::vector<epoll_event>(cap).swap(events_);
+      capacity_ = static_cast<int>(cap);
     }
     return ran;
   }
@@ -140,7 +146,9 @@ class epoll_backend final : public poller_backend {
     }
   }
 
-  std::size_t event_capacity() const noexcept override { return events_.size(); }
+  std::size_t event_capacity() const noexcept override {
+    return static_cast<std::size_t>(capacity_);
+  }
 
   // The wake-up registration's user data is the address of wakefd_, which no attachment can
   // have.
@@ -158,6 +166,7 @@ class epoll_backend final : public poller_backend {
   int epfd_;
   int wakefd_;
   std::vector<epoll_event> events_;
+  int capacity_;        // events_.size(), kept as the int epoll_wait takes (no division per round)
   int batch_size_ = 0;  // events fetched by the current epoll_wait (0 outside dispatch)
 };
 
