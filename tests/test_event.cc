@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "evnet/event.h"  // first: the header must be self-contained
@@ -477,6 +478,54 @@ TEST(event, loop_once_nonblocking_returns_without_events) {
 TEST(event, dispatch_returns_immediately_without_events) {
   auto b = make_base();
   EXPECT_FALSE(b->dispatch());
+}
+
+TEST(event, dispatch_ignores_direct_poller_registrations) {
+  // Documented: only events (and queued tasks) keep dispatch() running; code that registers
+  // fds on poller() directly drives the loop with loop_once().
+  auto b = make_base();
+  sockpair sp;
+  evnet::poll_attachment att;
+  att.fd = sp.fd[0];
+  att.callback = [](int, std::uint32_t) { return evnet::poll_action::proceed; };
+  ASSERT_FALSE(b->poller().add(att, evnet::interest::read));
+  const auto start = clk::now();
+  EXPECT_FALSE(b->dispatch());
+  EXPECT_LT(clk::now() - start, 1s);
+  ASSERT_FALSE(b->poller().remove(att));
+}
+
+TEST(event, dispatch_runs_queued_tasks_then_returns) {
+  auto b = make_base();
+  int ran = 0;
+  ASSERT_FALSE(b->run_in_loop([&] { ++ran; }));
+  EXPECT_FALSE(b->dispatch());
+  EXPECT_EQ(ran, 1);
+}
+
+TEST(event, loop_once_reports_stopped_after_exit) {
+  auto b = make_base();
+  evnet::timer t(*b, [&] { b->exit(); });
+  ASSERT_FALSE(t.attach(0ns));
+  EXPECT_EQ(b->loop_once(true), evnet::errc::stopped);
+  EXPECT_FALSE(b->loop_once(true));  // the request was consumed
+}
+
+TEST(event, now_is_cached_within_a_round) {
+  auto b = make_base();
+  std::vector<clk::time_point> seen;
+  std::vector<std::unique_ptr<evnet::timer>> ts;
+  for (int i = 0; i < 3; ++i) {
+    ts.push_back(std::make_unique<evnet::timer>(*b, [&] {
+      seen.push_back(b->now());
+      std::this_thread::sleep_for(2ms);
+    }));
+    ASSERT_FALSE(ts.back()->attach(0ns));
+  }
+  ASSERT_FALSE(b->loop_once(true));
+  ASSERT_EQ(seen.size(), 3U);
+  EXPECT_EQ(seen[0], seen[2]);  // one clock read per round, as libevent does
+  EXPECT_GE(clk::now() - seen[0], 6ms);
 }
 
 TEST(event, dispatch_from_callback_is_rejected) {
