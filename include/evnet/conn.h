@@ -26,6 +26,8 @@
 // "any thread" are safe from any thread at any time, even racing the close.
 #pragma once
 
+#include <sys/types.h>
+
 #include <any>
 #include <atomic>
 #include <chrono>
@@ -100,12 +102,31 @@ class conn : public std::enable_shared_from_this<conn> {
   std::size_t inbound_size() const noexcept { return in_.size() + scratch_.size(); }
   /// The first min(n, inbound_size()) unconsumed bytes, without consuming them. The views are
   /// valid until the input is next consumed or the current callback returns. Loop thread.
-  input_view peek(std::size_t n = static_cast<std::size_t>(-1)) const noexcept;
+  input_view peek(std::size_t n = static_cast<std::size_t>(-1)) const noexcept {
+    if (in_.empty()) {  // the common case: this round's bytes, still in the read buffer
+      input_view v;
+      v.first = {reinterpret_cast<const std::byte*>(scratch_.data()),
+                 n < scratch_.size() ? n : scratch_.size()};
+      return v;
+    }
+    return in_.peek(n);
+  }
   /// Like peek(n), then consumes those bytes. The views stay valid until the current callback
   /// returns (consumed bytes are not overwritten before then). Loop thread.
-  input_view next(std::size_t n = static_cast<std::size_t>(-1)) noexcept;
+  input_view next(std::size_t n = static_cast<std::size_t>(-1)) noexcept {
+    const input_view v = peek(n);
+    discard(v.size());
+    return v;
+  }
   /// Consumes min(n, inbound_size()) bytes; returns how many. Loop thread.
-  std::size_t discard(std::size_t n = static_cast<std::size_t>(-1)) noexcept;
+  std::size_t discard(std::size_t n = static_cast<std::size_t>(-1)) noexcept {
+    if (in_.empty()) {
+      const std::size_t len = n < scratch_.size() ? n : scratch_.size();
+      scratch_.remove_prefix(len);
+      return len;
+    }
+    return in_.discard(n);
+  }
   /// Copies up to n bytes into dst and consumes them; returns the count. Loop thread.
   std::size_t read(void* dst, std::size_t n) noexcept;
   /// Consumes and returns every unconsumed byte as a string (allocates). Loop thread.
@@ -126,7 +147,10 @@ class conn : public std::enable_shared_from_this<conn> {
   std::error_code write(std::span<const std::byte> data) { return write(data.data(), data.size()); }
   /// Writes both pieces of a view (for example, input just taken with next()) as one stream:
   /// one system call even when the view wraps. Loop thread.
-  std::error_code write(const input_view& data);
+  std::error_code write(const input_view& data) {
+    if (data.second.empty()) return write(data.first.data(), data.first.size());
+    return write_two(data);
+  }
   /// Writes several pieces as one stream (one writev when nothing is buffered). Same results as
   /// write(). For UDP, the pieces form one datagram. Loop thread.
   std::error_code writev(std::span<const std::string_view> parts);
@@ -176,6 +200,16 @@ class conn : public std::enable_shared_from_this<conn> {
   friend class engine;
 
   void handle_io(std::uint32_t events) noexcept;
+  void handle_io_slow(std::uint32_t events) noexcept;
+  ssize_t read_into_ring(std::size_t* asked) noexcept;
+  bool read_failed(ssize_t n) noexcept;
+  poll_callback io_callback() noexcept;
+  void set_state(conn_state s) noexcept;
+  void refresh_gates() noexcept;
+  std::error_code write_two(const input_view& data);
+  std::error_code write_gated(const void* data, std::size_t n);
+  std::error_code write_rest(const char* p, std::size_t n, ssize_t sent);
+  void after_traffic_slow() noexcept;
   void handle_read(bool until_eof) noexcept;
   void handle_udp_read(int listen_fd) noexcept;
   void handle_connect(std::uint32_t events) noexcept;
@@ -186,7 +220,6 @@ class conn : public std::enable_shared_from_this<conn> {
   void request_close(std::error_code reason, bool discard_output) noexcept;
   void begin_close() noexcept;
   void do_close() noexcept;
-  void after_traffic() noexcept;
   void output_failed(int err) noexcept;
   void buffered_output() noexcept;
   void output_drained() noexcept;
@@ -198,6 +231,7 @@ class conn : public std::enable_shared_from_this<conn> {
   std::error_code queue_send(std::string data, send_callback done);
 
   loop* loop_;
+  detail::loop_internals* li_;  // loop_->internals(), one load less on the hot path
   int fd_;
   transport kind_;
   bool client_;
@@ -215,8 +249,10 @@ class conn : public std::enable_shared_from_this<conn> {
   socket_address peer_;
   std::any context_;
 
-  // Loop-thread flags.
-  int callback_depth_ = 0;
+  // Loop-thread flags. read_gate_/write_gate_ summarise "must not read/write now" (state not
+  // open, EOF, paused, shut down, UDP) so the hot paths test one byte.
+  bool read_gate_ = false;
+  bool write_gate_ = false;
   bool close_pending_ = false;   // a close was requested inside a callback
   bool discard_output_ = false;  // abort(): drop output on close
   bool opened_ = false;          // on_open was called (so on_close is owed)

@@ -50,13 +50,19 @@ struct pending_send {
 }  // namespace
 
 conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
-    : loop_(&owner), fd_(fd), kind_(kind), client_(client) {}
+    : loop_(&owner), li_(&owner.internals()), fd_(fd), kind_(kind), client_(client) {
+  refresh_gates();
+}
 
-conn::~conn() {
-  // do_close() ran for every connection (the loop closes them all before it stops), so the fd
-  // and the registration are gone; UDP conns borrow their listener's fd.
-  assert(!attachment_.registered());
-  if (fd_ >= 0 && kind_ != transport::udp) ::close(fd_);
+void conn::refresh_gates() noexcept {
+  const bool open = state_.load(std::memory_order_relaxed) == conn_state::open;
+  read_gate_ = !open || read_eof_ || read_paused_;
+  write_gate_ = !open || shutdown_pending_ || write_shutdown_ || kind_ == transport::udp;
+}
+
+void conn::set_state(conn_state s) noexcept {
+  state_.store(s, std::memory_order_release);
+  refresh_gates();
 }
 
 const socket_address& conn::local_address() const noexcept {
@@ -67,30 +73,6 @@ const socket_address& conn::local_address() const noexcept {
 }
 
 // ---- input ----
-
-input_view conn::peek(std::size_t n) const noexcept {
-  if (in_.empty()) {
-    input_view v;
-    v.first = as_bytes(scratch_.substr(0, n));
-    return v;
-  }
-  return in_.peek(n);
-}
-
-input_view conn::next(std::size_t n) noexcept {
-  const input_view v = peek(n);
-  discard(v.size());
-  return v;
-}
-
-std::size_t conn::discard(std::size_t n) noexcept {
-  if (in_.empty()) {
-    const std::size_t len = n < scratch_.size() ? n : scratch_.size();
-    scratch_.remove_prefix(len);
-    return len;
-  }
-  return in_.discard(n);
-}
 
 std::size_t conn::read(void* dst, std::size_t n) noexcept {
   const input_view v = peek(n);
@@ -111,51 +93,63 @@ std::string conn::read_all() {
 
 std::error_code conn::write(const void* data, std::size_t n) {
   assert(loop_->in_loop_thread());
-  if (state_.load(std::memory_order_relaxed) != conn_state::open || shutdown_pending_ ||
-      write_shutdown_) {
+  if (write_gate_ || !out_.empty()) [[unlikely]]
+    return write_gated(data, n);
+  // Nothing buffered: hand the bytes to the kernel at once; usually it takes them all.
+  const ssize_t w = ::send(fd_, data, n, MSG_NOSIGNAL);
+  if (w != static_cast<ssize_t>(n)) [[unlikely]] {
+    return write_rest(static_cast<const char*>(data), n, w);
+  }
+  out_accepted_ += n;
+  if (li_->track_activity) last_write_ns_ = loop_internals::clock_ns();
+  return std::error_code(0, detail::g_system_category);
+}
+
+std::error_code conn::write_gated(const void* data, std::size_t n) {
+  if (write_gate_) {
+    if (kind_ == transport::udp && state_.load(std::memory_order_relaxed) == conn_state::open) {
+      iovec iov{const_cast<void*>(data), n};
+      return write_udp(&iov, 1);
+    }
     return errc::closed;
   }
-  if (kind_ == transport::udp) {
-    iovec iov{const_cast<void*>(data), n};
-    return write_udp(&iov, 1);
-  }
-  const char* p = static_cast<const char*>(data);
+  // Output is already waiting: keep the order, buffer behind it.
   out_accepted_ += n;
-  if (out_.empty()) {
-    const ssize_t w = detail::send_nosignal(fd_, p, n);
-    if (w == static_cast<ssize_t>(n)) {
-      if (loop_->internals().track_activity) last_write_ns_ = loop_->internals().clock_ns();
-      return {};
-    }
-    std::size_t sent = 0;
-    if (w < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        const int err = errno;
-        output_failed(err);
-        return sys_error(err);
-      }
-    } else {
-      sent = static_cast<std::size_t>(w);
-    }
-    if (loop_->internals().track_activity) last_write_ns_ = loop_->internals().clock_ns();
-    out_.append(p + sent, n - sent);
-  } else {
-    out_.append(p, n);
-  }
+  out_.append(data, n);
   buffered_output();
   return {};
 }
 
-std::error_code conn::write(const input_view& data) {
-  if (data.second.empty()) return write(data.first.data(), data.first.size());
+std::error_code conn::write_rest(const char* p, std::size_t n, ssize_t w) {
+  std::size_t sent = 0;
+  if (w < 0) {
+    const int err = errno;
+    if (err == EINTR) {
+      return write(p, n);
+    }
+    if (err != EAGAIN && err != EWOULDBLOCK) {
+      output_failed(err);
+      return sys_error(err);
+    }
+  } else {
+    sent = static_cast<std::size_t>(w);
+  }
+  out_accepted_ += n;
+  if (li_->track_activity) last_write_ns_ = loop_internals::clock_ns();
+  out_.append(p + sent, n - sent);
+  buffered_output();
+  return {};
+}
+
+std::error_code conn::write_two(const input_view& data) {
   const std::string_view parts[2] = {as_chars(data.first), as_chars(data.second)};
   return writev(parts);
 }
 
 std::error_code conn::writev(std::span<const std::string_view> parts) {
   assert(loop_->in_loop_thread());
-  if (state_.load(std::memory_order_relaxed) != conn_state::open || shutdown_pending_ ||
-      write_shutdown_) {
+  if (write_gate_ &&
+      (kind_ != transport::udp || state_.load(std::memory_order_relaxed) != conn_state::open)) {
     return errc::closed;
   }
   constexpr std::size_t kMaxIov = 64;
@@ -187,7 +181,7 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
     } else {
       sent = static_cast<std::size_t>(w);
     }
-    if (loop_->internals().track_activity) last_write_ns_ = loop_->internals().clock_ns();
+    if (loop_->internals().track_activity) last_write_ns_ = loop_internals::clock_ns();
     if (sent == total) return {};
   }
   for (std::string_view part : parts) {
@@ -246,7 +240,7 @@ bool conn::flush() noexcept {
     return false;
   }
   out_.discard(static_cast<std::size_t>(w));
-  if (loop_->internals().track_activity) last_write_ns_ = loop_->internals().clock_ns();
+  if (loop_->internals().track_activity) last_write_ns_ = loop_internals::clock_ns();
   if (completions_ && !completions_->items.empty()) {
     const std::uint64_t flushed = out_accepted_ - out_.size();
     while (!completions_->items.empty() && completions_->items.front().first <= flushed) {
@@ -273,6 +267,7 @@ void conn::output_drained() noexcept {
   if (shutdown_pending_ && fd_ >= 0) {
     shutdown_pending_ = false;
     write_shutdown_ = true;
+    refresh_gates();
     ::shutdown(fd_, SHUT_WR);
   }
   if (state_.load(std::memory_order_relaxed) == conn_state::closing) {
@@ -290,94 +285,134 @@ void conn::output_drained() noexcept {
 
 // ---- I/O events ----
 
-void conn::handle_io(std::uint32_t events) noexcept {
-  const conn_state st = state_.load(std::memory_order_relaxed);
-  if (st == conn_state::connecting) {
+namespace {
+constexpr std::uint32_t kReadBits =
+    io_event::readable | io_event::read_hangup | io_event::hangup | io_event::error;
+constexpr std::uint32_t kHangupBits = io_event::read_hangup | io_event::hangup | io_event::error;
+}  // namespace
+
+[[gnu::always_inline]] inline void conn::handle_io(std::uint32_t events) noexcept {
+  // Steady state of a request/response connection: open, nothing buffered, readable.
+  if (read_gate_ || !out_.empty()) [[unlikely]] {
+    handle_io_slow(events);
+    return;
+  }
+  // With a hang-up in the same event, a short read does not mean "nothing more": the EOF (or
+  // error) is still to be read, and no new edge will announce it.
+  if ((events & kReadBits) != 0) handle_read((events & kHangupBits) != 0);
+}
+
+void conn::handle_io_slow(std::uint32_t events) noexcept {
+  if (state_.load(std::memory_order_relaxed) == conn_state::connecting) {
     handle_connect(events);
     return;
   }
   if ((events & io_event::writable) != 0 && !out_.empty()) {
     if (!flush()) return;
   }
-  if ((events &
-       (io_event::readable | io_event::read_hangup | io_event::hangup | io_event::error)) != 0) {
-    // With a hang-up in the same event, a short read does not mean "nothing more": the EOF (or
-    // error) is still to be read, and no new edge will announce it.
-    handle_read((events & (io_event::read_hangup | io_event::hangup | io_event::error)) != 0);
-  }
+  if ((events & kReadBits) != 0) handle_read((events & kHangupBits) != 0);
 }
 
-void conn::handle_read(bool until_eof) noexcept {
-  loop_internals& L = loop_->internals();
-  for (;;) {
-    if (state_.load(std::memory_order_relaxed) != conn_state::open || read_eof_ || read_paused_) {
-      // A closing conn no longer reads; if the peer reset it, the next flush finds out.
-      return;
-    }
+[[gnu::always_inline]] inline void conn::handle_read(bool until_eof) noexcept {
+  loop_internals& L = *li_;
+  // A closing conn no longer reads (if the peer reset it, the next flush finds out); a paused
+  // one leaves the bytes in the kernel.
+  while (!read_gate_) {
     ssize_t n;
     std::size_t asked;
-    char* const scratch = L.scratch.get();
-    if (in_.empty()) {
-      // Common case: nothing kept from before, so the bytes can be presented in place.
+    if (in_.empty()) [[likely]] {
+      // Nothing kept from before, so the bytes can be presented in place.
+      char* const scratch = L.scratch.get();
       asked = loop_internals::kScratchSize;
       n = ::read(fd_, scratch, asked);
-      if (n > 0) scratch_ = std::string_view(scratch, static_cast<std::size_t>(n));
+      if (n > 0) [[likely]] {
+        scratch_ = std::string_view(scratch, static_cast<std::size_t>(n));
+      }
     } else {
-      // Part of a message is kept: read into the ring's free space, overflowing into the
-      // scratch buffer (muduo's readv trick), then append the overflow to the ring.
-      iovec iov[3];
-      int cnt = in_.free_space(iov);
-      std::size_t room = 0;
-      for (int i = 0; i < cnt; ++i) room += iov[i].iov_len;
-      iov[cnt].iov_base = scratch;
-      iov[cnt].iov_len = loop_internals::kScratchSize;
-      ++cnt;
-      asked = room + loop_internals::kScratchSize;
-      n = ::readv(fd_, iov, cnt);
-      if (n > 0) {
-        const std::size_t got = static_cast<std::size_t>(n);
-        const std::size_t into = got < room ? got : room;
-        in_.commit(into);
-        if (got > into) in_.append(scratch, got - into);
-      }
+      n = read_into_ring(&asked);
     }
-    if (n > 0) {
-      if (L.track_activity) last_read_ns_ = L.clock_ns();
-      const std::size_t max_input = L.opts->max_input;
-      if (max_input != 0 && inbound_size() > max_input) {
-        scratch_ = {};
-        request_close(make_error_code(errc::input_too_large), true);
-        return;
-      }
-      L.enter();
-      const action a = L.h->on_traffic(*this);
-      L.leave();
-      after_traffic();
-      apply(a);
-      // A short read means the socket is drained: no second read() just to see EAGAIN.
-      if (static_cast<std::size_t>(n) < asked && !until_eof) return;
-      continue;
-    }
-    if (n == 0) {
-      read_eof_ = true;
-      L.enter();
-      const action a = L.h->on_read_eof(*this);
-      L.leave();
-      if (a == action::close) {
-        request_close(make_error_code(errc::peer_closed), false);
-      } else {
-        apply(a);
-      }
+    if (n <= 0) [[unlikely]] {
+      if (read_failed(n)) continue;  // EINTR
       return;
     }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    request_close(sys_error(errno), true);
-    return;
+    if (L.track_activity) last_read_ns_ = loop_internals::clock_ns();
+    if (inbound_size() > L.max_input) [[unlikely]] {
+      scratch_ = {};
+      request_close(make_error_code(errc::input_too_large), true);
+      return;
+    }
+    ++L.depth;
+    const action a = L.h->on_traffic(*this);
+    L.leave();
+    if (!scratch_.empty() || in_.capacity() > kKeepCapacity) [[unlikely]]
+      after_traffic_slow();
+    if (a != action::none) [[unlikely]]
+      apply(a);
+    // A short read means the socket is drained: no second read() just to see EAGAIN.
+    if (static_cast<std::size_t>(n) < asked && !until_eof) return;
   }
 }
 
-void conn::after_traffic() noexcept {
+poll_callback conn::io_callback() noexcept {
+  // Defined here so handle_io and handle_read inline into the callback's invoker.
+  return [this](int, std::uint32_t events) {
+    handle_io(events);
+    return poll_action::proceed;
+  };
+}
+
+conn::~conn() {
+  // do_close() ran for every connection (the loop closes them all before it stops), so the fd
+  // and the registration are gone; UDP conns borrow their listener's fd.
+  assert(!attachment_.registered());
+  if (fd_ >= 0 && kind_ != transport::udp) ::close(fd_);
+}
+
+ssize_t conn::read_into_ring(std::size_t* asked) noexcept {
+  // Part of a message is kept: read into the ring's free space, overflowing into the scratch
+  // buffer (muduo's readv trick), then append the overflow to the ring.
+  char* const scratch = li_->scratch.get();
+  iovec iov[3];
+  int cnt = in_.free_space(iov);
+  std::size_t room = 0;
+  for (int i = 0; i < cnt; ++i) room += iov[i].iov_len;
+  iov[cnt].iov_base = scratch;
+  iov[cnt].iov_len = loop_internals::kScratchSize;
+  ++cnt;
+  *asked = room + loop_internals::kScratchSize;
+  const ssize_t n = ::readv(fd_, iov, cnt);
+  if (n > 0) {
+    const std::size_t got = static_cast<std::size_t>(n);
+    const std::size_t into = got < room ? got : room;
+    in_.commit(into);
+    if (got > into) in_.append(scratch, got - into);
+  }
+  return n;
+}
+
+bool conn::read_failed(ssize_t n) noexcept {
+  if (n == 0) {
+    loop_internals& L = *li_;
+    read_eof_ = true;
+    refresh_gates();
+    L.enter();
+    const action a = L.h->on_read_eof(*this);
+    L.leave();
+    if (a == action::close) {
+      request_close(make_error_code(errc::peer_closed), false);
+    } else {
+      apply(a);
+    }
+    return false;
+  }
+  const int err = errno;
+  if (err == EINTR) return true;
+  if (err == EAGAIN || err == EWOULDBLOCK) return false;
+  request_close(sys_error(err), true);
+  return false;
+}
+
+void conn::after_traffic_slow() noexcept {
   if (state_.load(std::memory_order_relaxed) == conn_state::closed) {
     scratch_ = {};
     return;
@@ -441,7 +476,7 @@ void conn::handle_connect(std::uint32_t events) noexcept {
 
 void conn::fail_connect(std::error_code ec) noexcept {
   loop_internals& L = loop_->internals();
-  state_.store(conn_state::closed, std::memory_order_release);
+  set_state(conn_state::closed);
   if (attachment_.registered()) L.poll->remove(attachment_);
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
@@ -463,10 +498,10 @@ void conn::fail_connect(std::error_code ec) noexcept {
 
 void conn::open_in_loop() noexcept {
   loop_internals& L = loop_->internals();
-  state_.store(conn_state::open, std::memory_order_release);
+  set_state(conn_state::open);
   opened_ = true;
   if (L.track_activity) {
-    last_read_ns_ = last_write_ns_ = L.clock_ns();
+    last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
     arm_deadline();
   } else if (deadline_timer_) {
     deadline_timer_->detach();  // a connect timeout no longer applies
@@ -525,14 +560,14 @@ void conn::begin_close() noexcept {
   close_pending_ = false;
   const conn_state st = state_.load(std::memory_order_relaxed);
   if (st == conn_state::closed || st == conn_state::closing) return;
-  state_.store(conn_state::closing, std::memory_order_release);
+  set_state(conn_state::closing);
   scratch_ = {};
   if (!discard_output_ && !out_.empty() && fd_ >= 0) {
     // Let the buffered output drain (EPOLLOUT is already armed, edge-triggered); give up after
     // close_linger, or what is left of the stop grace period.
     loop_internals& L = loop_->internals();
     std::int64_t linger = std::chrono::nanoseconds(L.opts->close_linger).count();
-    const std::int64_t now = L.clock_ns();
+    const std::int64_t now = loop_internals::clock_ns();
     if (L.stopping && L.stop_deadline_ns - now < linger) linger = L.stop_deadline_ns - now;
     if (linger <= 0) {
       do_close();
@@ -548,7 +583,7 @@ void conn::begin_close() noexcept {
 void conn::do_close() noexcept {
   loop_internals& L = loop_->internals();
   if (state_.load(std::memory_order_relaxed) == conn_state::closed) return;
-  state_.store(conn_state::closed, std::memory_order_release);
+  set_state(conn_state::closed);
   close_pending_ = false;
   if (attachment_.registered()) L.poll->remove(attachment_);
   if (fd_ >= 0) {
@@ -631,7 +666,7 @@ void conn::arm_deadline() noexcept {
 void conn::on_deadline() noexcept {
   armed_ns_ = 0;
   loop_internals& L = loop_->internals();
-  const std::int64_t now = L.clock_ns();
+  const std::int64_t now = loop_internals::clock_ns();
   const conn_state st = state_.load(std::memory_order_relaxed);
   if (st == conn_state::connecting) {
     if (connect_deadline_ns_ != 0 && now >= connect_deadline_ns_) {
@@ -768,23 +803,27 @@ std::error_code conn::shutdown_write() noexcept {
   if (write_shutdown_ || shutdown_pending_) return {};
   if (out_.empty()) {
     write_shutdown_ = true;
+    refresh_gates();
     if (::shutdown(fd_, SHUT_WR) != 0) return sys_error(errno);
     return {};
   }
   shutdown_pending_ = true;
+  refresh_gates();
   return {};
 }
 
 void conn::pause_read() noexcept {
   assert(loop_->in_loop_thread());
   read_paused_ = true;
+  refresh_gates();
 }
 
 void conn::resume_read() noexcept {
   assert(loop_->in_loop_thread());
   if (!read_paused_) return;
   read_paused_ = false;
-  if (loop_->internals().track_activity) last_read_ns_ = loop_->internals().clock_ns();
+  refresh_gates();
+  if (loop_->internals().track_activity) last_read_ns_ = loop_internals::clock_ns();
   // The socket is edge-triggered: bytes that arrived while paused produced their edge already,
   // so read now (from a fresh stack, not inside the caller's callback).
   std::shared_ptr<conn> self = shared_from_this();

@@ -50,6 +50,8 @@ loop* current_loop() noexcept {
   return t_current_loop;
 }
 
+const std::error_category& g_system_category = std::system_category();
+
 loop_internals::loop_internals(loop& l, engine& e) : self(l), eng(e) {}
 
 loop_internals::~loop_internals() {
@@ -65,6 +67,7 @@ std::error_code loop_internals::init() {
   engine_internals& E = eng.internals();
   h = E.h;
   opts = &E.opts;
+  max_input = opts->max_input != 0 ? opts->max_input : static_cast<std::size_t>(-1);
   track_activity = opts->idle_timeout.count() > 0 || opts->read_timeout.count() > 0 ||
                    opts->write_timeout.count() > 0;
   event_base_options bo;
@@ -89,11 +92,7 @@ std::shared_ptr<conn> loop_internals::make_conn(int fd, transport kind, bool cli
   c->self_ = c;
   link_live(c.get());
   c->attachment_.fd = fd;
-  conn* raw = c.get();
-  c->attachment_.callback = [raw](int, std::uint32_t events) {
-    raw->handle_io(events);
-    return poll_action::proceed;
-  };
+  c->attachment_.callback = c->io_callback();
   return c;
 }
 
@@ -177,10 +176,9 @@ void loop_internals::start_dial(const socket_address& addr, transport kind, dial
   c->peer_ = addr;
   c->context_ = std::move(options.context);
   c->dial_result_ = std::move(options.on_result);
-  c->state_.store(in_progress ? conn_state::connecting : conn_state::open,
-                  std::memory_order_release);
+  c->set_state(in_progress ? conn_state::connecting : conn_state::open);
   if (std::error_code ec = poll->add(c->attachment_, interest::read_write, trigger_mode::edge)) {
-    c->state_.store(conn_state::connecting, std::memory_order_relaxed);
+    c->set_state(conn_state::connecting);
     c->fail_connect(ec);
     return;
   }
@@ -234,7 +232,7 @@ void loop_internals::close_listeners() noexcept {
     if (l->fd >= 0) close_listener(l->fd, l->spec->ep);
     l->fd = -1;
     if (l->udp) {
-      l->udp->state_.store(conn_state::closed, std::memory_order_release);
+      l->udp->set_state(conn_state::closed);
       l->udp->fd_ = -1;
       l->udp.reset();
     }
