@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "poller/backend.h"
+#include "poller/io_uring.h"
 
 namespace evnet {
 namespace {
@@ -88,7 +89,9 @@ result<std::unique_ptr<poller>> poller::open(const poller_options& options) {
     case backend_kind::kqueue:
       backend = detail::make_kqueue_backend(options);
       break;
-    case backend_kind::io_uring:  // the seam exists; the backend does not yet
+    case backend_kind::io_uring:
+      backend = detail::make_io_uring_backend(options);
+      break;
     case backend_kind::automatic:
       return errc::unsupported;
   }
