@@ -409,12 +409,16 @@ def wrk_run(cfg, srv, case, count_syscalls=False):
             counter = SyscallCounter(cfg.syscall_tool, run.pid, cfg.tmp)
             counter.start(windowed=False)
         cpu0 = proc_cpu_ns(cfg.loadgen, run.pid)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.time()
         try:
             r = subprocess.run(pin(LOAD_CPU, cmd), capture_output=True, text=True,
                                timeout=dur + 30)
         except subprocess.TimeoutExpired:
             return None, "wrk timed out"
         cpu1 = proc_cpu_ns(cfg.loadgen, run.pid)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall = time.time() - t0
         out = r.stdout
         m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
         if r.returncode != 0 or not m:
@@ -425,11 +429,13 @@ def wrk_run(cfg, srv, case, count_syscalls=False):
         s["msgs"] = reqs
         s["msgs_per_s"] = reqs / secs if secs else 0.0
         s["cpu_ns_per_msg"] = (cpu1 - cpu0) / reqs if reqs else 0.0
+        s["client_cpu"] = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / wall
         for q, key in (("50", "p50_us"), ("99", "p99_us")):
             mq = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % q, out, re.M)
             if mq:
                 mult = {"us": 1.0, "ms": 1e3, "s": 1e6}[mq.group(2)]
-                s[key] = float(mq.group(1)) * mult
+                if float(mq.group(1)) > 0:  # wrk prints 0.00us when it kept no samples
+                    s[key] = float(mq.group(1)) * mult
         bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         if bad:
             return None, "%s non-2xx responses" % bad.group(1)
@@ -614,9 +620,9 @@ def case_table(cr, with_instr):
             lines.append("| %s | skipped: %s | | | | |" % (label, why))
         return "\n".join(lines)
     unit = cr.unit
-    hdr = ("| server | %s median (min–max) | × raw | × evnet | p99 µs | CPU µs/%s | CPU × raw "
-           "| CPU × evnet | syscalls/%s |" % (unit, cr.per, cr.per))
-    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    hdr = ("| server | %s median (min–max) | × raw | × evnet | p99 µs | load gen CPU | CPU µs/%s "
+           "| CPU × raw | CPU × evnet | syscalls/%s |" % (unit, cr.per, cr.per))
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     if with_instr:
         hdr += " instr/%s |" % cr.per
         sep += "---:|"
@@ -627,18 +633,20 @@ def case_table(cr, with_instr):
     ev_cpu = cr.stat("evnet", "cpu_ns_per_msg")
     for srv, samples, counting, err in cr.rows:
         if err:
-            cells = ["FAILED: " + err] + [""] * (7 + (1 if with_instr else 0))
+            cells = ["FAILED: " + err] + [""] * (8 + (1 if with_instr else 0))
             lines.append("| %s | %s |" % (srv.label, " | ".join(cells)))
             continue
         rate, lo, hi = summarize(samples, "msgs_per_s")
         p99, _, _ = summarize(samples, "p99_us")
         cpu, _, _ = summarize(samples, "cpu_ns_per_msg")
+        client, _, _ = summarize(samples, "client_cpu")
         sc = counting.get("syscalls_per_msg") if counting else None
         cells = [
             "%s (%s–%s)" % (fmt_num(rate), fmt_num(lo), fmt_num(hi)),
             fmt_ratio(rate / raw_rate if raw_rate and rate else None),
             fmt_ratio(rate / ev_rate if ev_rate and rate else None),
             fmt_num(p99),
+            "%.0f%%" % (client * 100) if client is not None else "–",
             fmt_num(cpu / 1000.0 if cpu else None, 2),
             fmt_ratio(cpu / raw_cpu if raw_cpu and cpu else None),
             fmt_ratio(cpu / ev_cpu if ev_cpu and cpu else None),
@@ -648,7 +656,7 @@ def case_table(cr, with_instr):
             cells.append(fmt_num(cr.instr.get(srv.key)))
         lines.append("| %s | %s |" % (srv.label, " | ".join(cells)))
     for label, why in cr.skipped:
-        lines.append("| %s | skipped: %s |%s" % (label, why, " |" * (7 + (1 if with_instr else 0))))
+        lines.append("| %s | skipped: %s |%s" % (label, why, " |" * (8 + (1 if with_instr else 0))))
     return "\n".join(lines)
 
 
