@@ -242,18 +242,21 @@ TEST_P(base_timers, ticker_over_one_second_fires_expected_count_without_drift) {
   evnet::timer stop(*b, [&] { b->exit(); });
   ASSERT_FALSE(stop.attach(1005ms));
   ASSERT_FALSE(b->dispatch());
-  // 100 periods fit in 1 s; allow a generous margin for a loaded 2-core machine (a tick whose
-  // period was entirely missed is skipped, not replayed).
-  EXPECT_GE(ticks.size(), 85U);
+  // 100 periods fit in 1 s. A ticker that drifted by its 2 ms of callback work would manage
+  // about 1 s / 12 ms = 83; allow for a loaded 2-core machine, where a tick whose whole period
+  // was missed is skipped (not replayed).
+  EXPECT_GE(ticks.size(), 88U);
   EXPECT_LE(ticks.size(), 101U);
   // No drift: every scheduled deadline is an exact multiple of the period from the first.
   for (const auto& d : deadlines) EXPECT_EQ((d - first_deadline) % 10ms, 0ns);
-  // And the last tick is still close to its slot in the 10 ms grid (drift would accumulate
-  // 2 ms of callback time per tick, i.e. ~200 ms by the end).
-  ASSERT_FALSE(ticks.empty());
-  const auto k = (ticks.back() - first_deadline) / 10ms;
-  const auto lag = ticks.back() - (first_deadline + k * 10ms);
-  EXPECT_LT(lag, 10ms);
+  // Each tick fires close to its own deadline (deadlines[i] is the next one, so subtract a
+  // period); the median is robust to a few scheduling hiccups.
+  std::vector<clk::duration> lags;
+  for (std::size_t i = 0; i < ticks.size(); ++i) lags.push_back(ticks[i] - (deadlines[i] - 10ms));
+  ASSERT_FALSE(lags.empty());
+  for (const auto& l : lags) EXPECT_GE(l, 0ns) << "a tick fired before its deadline";
+  std::nth_element(lags.begin(), lags.begin() + lags.size() / 2, lags.end());
+  EXPECT_LT(lags[lags.size() / 2], 5ms);
   EXPECT_GE(ticks.front() - start, 10ms);
 }
 
