@@ -19,6 +19,8 @@
 // --perf-ctl/--perf-ack fifos it enables and disables a `perf stat --control` session at the same
 // edges, so the server's system calls are counted over exactly the messages reported.
 //
+// `echo_loadgen --print-cpu PID` only prints `CPU_NS <n>`, the CPU time a process has used.
+//
 // Exit status: 0 on success, 1 if any echoed byte mismatched, 2 on any other error (refused or
 // reset connections, lost echoes, timeouts), 3 on bad usage.
 #include <arpa/inet.h>
@@ -871,6 +873,15 @@ int load_generator::run() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `--print-cpu PID`: print the process's CPU time (user+system, all threads) in nanoseconds and
+  // exit. scripts/bench uses it around wrk runs, where /proc's 10 ms ticks would be too coarse.
+  if (argc == 3 && std::string_view(argv[1]) == "--print-cpu") {
+    clockid_t clk;
+    const int pid = std::atoi(argv[2]);
+    if (pid <= 0 || clock_getcpuclockid(pid, &clk) != 0) return 2;
+    std::printf("CPU_NS %" PRIu64 "\n", cpu_clock_ns(clk));
+    return 0;
+  }
   const options o = parse(argc, argv);
   load_generator g(o);
   return g.run();
