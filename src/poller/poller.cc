@@ -17,7 +17,11 @@ namespace {
 // The poller whose round is running on this thread, if any. Lets trigger() skip the wake-up
 // system call when the loop queues a task for itself (the loop checks pending_ before it
 // blocks), and lets add/modify/remove detect calls from a foreign thread during polling.
-thread_local const detail::poller_backend* tls_polling = nullptr;
+// initial-exec: a single %fs-relative access even when evnet is a shared library (no
+// __tls_get_addr call per round); the variable is one pointer, well within the static TLS
+// reserve.
+thread_local const detail::poller_backend* tls_polling __attribute__((tls_model("initial-exec"))) =
+    nullptr;
 
 int to_timeout_ms(std::chrono::milliseconds timeout) noexcept {
   if (timeout.count() < 0) return -1;
@@ -158,21 +162,57 @@ std::error_code poller::poll() {
   }
 }
 
+// Runs the queued tasks of one round: every high-priority task queued before the swap, then a
+// bounded batch of low ones. Tasks queued while these run wait for the next round, so a task
+// that re-queues itself cannot starve I/O. If a task calls close(), the rest of the batch is
+// destroyed without running. Kept out of line: the I/O-only round stays small.
+[[gnu::noinline]] static void run_tasks(detail::poller_backend& b) {
+  std::size_t ran = 0;
+  {
+    std::lock_guard<std::mutex> lock(b.task_mutex_);
+    b.high_run_.swap(b.high_);
+    if (b.low_pos_ == b.low_run_.size()) {
+      b.low_run_.clear();
+      b.low_pos_ = 0;
+      b.low_run_.swap(b.low_);
+    }
+  }
+  for (task& t : b.high_run_) {
+    if (!b.close_deferred_) t();
+    ++ran;
+  }
+  b.high_run_.clear();
+  const std::size_t end = std::min(b.low_run_.size(), b.low_pos_ + poller::kLowTasksPerRound);
+  while (b.low_pos_ < end && !b.close_deferred_) {
+    task& t = b.low_run_[b.low_pos_++];
+    t();
+    t = nullptr;  // release what it captured now, not when the batch is recycled
+    ++ran;
+  }
+  b.pending_.fetch_sub(ran, std::memory_order_relaxed);
+}
+
 result<std::size_t> poller::poll_once(std::chrono::milliseconds timeout) {
+  // Every return below returns `out`, so it is constructed in the caller's slot (NRVO) and no
+  // error_code is made on the hot path.
+  result<std::size_t> out = std::size_t{0};
   detail::poller_backend& b = *backend_;
-  if (!b.open_) return errc::closed;
-  if (tls_polling == &b) return errc::invalid_argument;  // re-entered from a callback
   bool expected = false;
-  if (!b.polling_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
-    return errc::wrong_thread;  // another thread is polling
+  if (!b.open_ || !b.polling_.compare_exchange_strong(expected, true, std::memory_order_acquire))
+      [[unlikely]] {
+    // Closed; or polling already: re-entered from a callback on this thread, or another thread.
+    out = !b.open_ ? errc::closed : tls_polling == &b ? errc::invalid_argument : errc::wrong_thread;
+    return out;
   }
   tls_polling = &b;
   b.in_round_ = true;
 
-  // A stop requested before the round (or by a signal handler) ends polling without waiting.
-  result<std::size_t> out = std::size_t{0};
+  // The hot path is: one relaxed load of the stop flag and of the task count, the kernel wait
+  // and dispatch, the same two loads again. No lock and no system call besides the wait unless
+  // tasks are queued or a stop was requested.
   if (b.stop_requested_.load(std::memory_order_relaxed) &&
-      b.stop_requested_.exchange(false, std::memory_order_acq_rel)) {
+      b.stop_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
+    // A stop requested before the round (or by a signal handler) ends it without waiting.
     out = errc::stopped;
   } else {
     // Queued tasks (including a low-priority backlog) must not wait for I/O: just check.
@@ -180,51 +220,23 @@ result<std::size_t> poller::poll_once(std::chrono::milliseconds timeout) {
     int timeout_ms = to_timeout_ms(timeout);
     if (b.pending_.load(std::memory_order_relaxed) != 0) timeout_ms = 0;
     out = b.wait_and_dispatch(timeout_ms);
-
-    if (out && !b.close_deferred_ && b.pending_.load(std::memory_order_relaxed) != 0) {
-      std::size_t ran = 0;
-      {
-        std::lock_guard<std::mutex> lock(b.task_mutex_);
-        b.high_run_.swap(b.high_);
-        if (b.low_pos_ == b.low_run_.size()) {
-          b.low_run_.clear();
-          b.low_pos_ = 0;
-          b.low_run_.swap(b.low_);
-        }
+    if (out) [[likely]] {
+      if (b.pending_.load(std::memory_order_relaxed) != 0 && !b.close_deferred_) run_tasks(b);
+      if (b.stop_in_loop_ || b.stop_requested_.load(std::memory_order_relaxed)) [[unlikely]] {
+        b.stop_in_loop_ = false;
+        b.stop_requested_.store(false, std::memory_order_relaxed);
+        out = errc::stopped;
       }
-      // Every high-priority task queued before the swap, then a bounded batch of low ones.
-      // Tasks queued while these run wait for the next round, so a task that re-queues itself
-      // cannot starve I/O.
-      // If a task calls close(), the rest of the batch is destroyed without running.
-      for (task& t : b.high_run_) {
-        if (!b.close_deferred_) t();
-        ++ran;
-      }
-      b.high_run_.clear();
-      const std::size_t end = std::min(b.low_run_.size(), b.low_pos_ + kLowTasksPerRound);
-      while (b.low_pos_ < end && !b.close_deferred_) {
-        task& t = b.low_run_[b.low_pos_++];
-        t();
-        t = nullptr;  // release what it captured now, not when the batch is recycled
-        ++ran;
-      }
-      b.pending_.fetch_sub(ran, std::memory_order_relaxed);
-    }
-
-    if (out && (b.stop_in_loop_ || b.stop_requested_.load(std::memory_order_relaxed))) {
-      b.stop_in_loop_ = false;
-      b.stop_requested_.store(false, std::memory_order_relaxed);
-      out = errc::stopped;
     }
   }
 
   b.in_round_ = false;
   tls_polling = nullptr;
   b.polling_.store(false, std::memory_order_release);
-  if (b.close_deferred_) {
+  if (b.close_deferred_) [[unlikely]] {
     b.close_deferred_ = false;
     close();
-    return errc::closed;
+    out = errc::closed;
   }
   return out;
 }
