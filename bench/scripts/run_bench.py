@@ -883,9 +883,9 @@ def main():
     cfg.all_layers = args.all_layers
     cfg.build_dir = os.path.abspath(args.build_dir)
     cfg.rounds = args.rounds or (5 if args.full else 3)
-    cfg.window = 2.0 if args.full else 0.5
-    cfg.warmup = 0.5 if args.full else 0.2
-    cfg.count_window = 1.0 if args.full else 0.4
+    cfg.window = 2.0 if args.full else 0.4
+    cfg.warmup = 0.5 if args.full else 0.15
+    cfg.count_window = 1.0 if args.full else 0.3
     cfg.wrk_secs = 3 if args.full else 1
     cfg.count_wrk_secs = 2 if args.full else 1
     cfg.idle_conns = 10000
@@ -944,9 +944,14 @@ def main():
     if (os.cpu_count() or 1) < 2:
         log("bench: fewer than 2 CPUs: load and server share a core; figures will say so")
     raise_nofile()
-    cfg.syscall_tool = "perf" if perf_works() else ("strace" if shutil.which("strace") else None)
+    forced = os.environ.get("EVNET_BENCH_SYSCALLS", "")  # "strace" tests the fallback path
+    if forced == "strace" and shutil.which("strace"):
+        cfg.syscall_tool = "strace"
+    else:
+        cfg.syscall_tool = "perf" if perf_works() else (
+            "strace" if shutil.which("strace") else None)
     if cfg.syscall_tool != "perf":
-        cfg.notes.append("perf with raw_syscalls tracepoints is unavailable: system calls are "
+        cfg.notes.append("perf (raw_syscalls tracepoints) not used: system calls are "
                          "counted with %s over the whole load run (slower; includes connection "
                          "set-up)" % (cfg.syscall_tool or "nothing"))
     cfg.tmp = tempfile.mkdtemp(prefix="evnet-bench-")
@@ -1026,6 +1031,98 @@ def callgrind_case(cfg, cr, case):
             cr.instr[srv.key] = (b[0] - a[0]) / float(b[1] - a[1])
 
 
+def goal_lines(results):
+    """The goals of issues 3, 4, 5 and 6, checked against this run's medians ("met" means met in
+    this run; throughput goals on a shared machine can flip between runs, cost goals rarely)."""
+    out = []
+
+    def row(cr, family):
+        for srv, samples, counting, err in cr.rows:
+            if srv.family == family and not err and samples:
+                return srv, samples, counting
+        return None
+
+    def v(cr, family, key):
+        r = row(cr, family)
+        if not r:
+            return None
+        if key == "syscalls_per_msg":
+            return r[2].get(key) if r[2] else None
+        if key == "instr":
+            return cr.instr.get(r[0].key)
+        if key == "bytes_per_conn":
+            return r[1][0].get(key)
+        return summarize(r[1], key)[0]
+
+    def check(name, ok, detail):
+        if ok is None:
+            out.append("- %s: not measured (%s)" % (name, detail))
+        else:
+            out.append("- %s: **%s** (%s)" % (name, "met" if ok else "NOT met", detail))
+
+    def ratio_goal(name, a, b, op, limit, fmt="%.2f×"):
+        if a is None or b is None or not b:
+            check(name, None, "a row is missing")
+            return
+        r = a / b
+        check(name, r >= limit if op == ">=" else r <= limit, (fmt % r) + " " + op + " " +
+              (fmt % limit))
+
+    for cr in results:
+        if cr.kind == "echo" and row(cr, "evnet"):
+            t = cr.title
+            ratio_goal(t + ": throughput vs raw epoll", v(cr, "evnet", "msgs_per_s"),
+                       v(cr, "raw", "msgs_per_s"), ">=", 0.95)
+            lib = [r for r in cr.rows if r[0].key == "libevent" and not r[3]]
+            ratio_goal(t + ": throughput vs libevent", v(cr, "evnet", "msgs_per_s"),
+                       summarize(lib[0][1], "msgs_per_s")[0] if lib else None, ">=", 1.3)
+            ratio_goal(t + ": CPU/msg vs raw epoll", v(cr, "evnet", "cpu_ns_per_msg"),
+                       v(cr, "raw", "cpu_ns_per_msg"), "<=", 1.05)
+            libs = [summarize(r[1], "cpu_ns_per_msg")[0] for r in cr.rows
+                    if r[0].family == "lib" and not r[3] and r[1]]
+            ev = v(cr, "evnet", "cpu_ns_per_msg")
+            if ev is not None and libs:
+                check(t + ": CPU/msg lowest of libevent/libuv/Asio/libev", ev < min(libs),
+                      "evnet %.2f µs, best library %.2f µs" % (ev / 1e3, min(libs) / 1e3))
+            a, b = v(cr, "evnet", "syscalls_per_msg"), v(cr, "raw", "syscalls_per_msg")
+            if a is not None and b is not None:
+                # Counts are exact but runs differ by a few epoll_waits: allow 0.02.
+                check(t + ": syscalls/msg ≤ raw epoll's", a <= b + 0.02, "%.2f vs %.2f" % (a, b))
+        elif cr.kind == "http" and row(cr, "evnet"):
+            t = cr.title
+            if "pipelined" in t:
+                ratio_goal(t + ": req/s vs raw responder", v(cr, "evnet", "msgs_per_s"),
+                           v(cr, "raw", "msgs_per_s"), ">=", 0.95)
+            else:
+                ratio_goal(t + ": req/s vs nginx", v(cr, "evnet", "msgs_per_s"),
+                           v(cr, "nginx", "msgs_per_s"), ">=", 1.0)
+            ratio_goal(t + ": CPU/req vs nginx", v(cr, "evnet", "cpu_ns_per_msg"),
+                       v(cr, "nginx", "cpu_ns_per_msg"), "<=", 0.8)
+            ratio_goal(t + ": CPU/req vs raw responder", v(cr, "evnet", "cpu_ns_per_msg"),
+                       v(cr, "raw", "cpu_ns_per_msg"), "<=", 1.1)
+        elif cr.kind == "ws" and row(cr, "evnet"):
+            t = cr.title
+            ratio_goal(t + ": throughput vs raw TCP echo", v(cr, "evnet", "msgs_per_s"),
+                       v(cr, "raw", "msgs_per_s"), ">=", 0.9)
+            a = v(cr, "evnet", "syscalls_per_msg")
+            check(t + ": ≤ 2.1 syscalls/msg", None if a is None else a <= 2.1,
+                  "no count" if a is None else "%.2f" % a)
+            if "64 B" in t and cr.instr:
+                a = v(cr, "evnet", "instr")
+                check(t + ": ≤ 700 instructions/msg", None if a is None else a <= 700,
+                      "no count" if a is None else "%.0f" % a)
+        elif cr.kind == "idle" and row(cr, "evnet"):
+            ev = v(cr, "evnet", "bytes_per_conn")
+            others = [r[1][0]["bytes_per_conn"] for r in cr.rows
+                      if r[0].family != "evnet" and not r[3] and r[1]]
+            if ev is not None and others:
+                check("idle: lowest memory per connection of all peers", ev <= min(others),
+                      "evnet %.0f B, lowest peer %.0f B" % (ev, min(others)))
+            if ev is not None:
+                check("idle: ≤ 2 KiB user-space RSS per connection", ev <= 2048, "%.0f B" % ev)
+    return out
+
+
 def write_results(cfg, args, results, info, elapsed):
     os.makedirs(args.results_dir, exist_ok=True)
     host = socket.gethostname().split(".")[0]
@@ -1070,6 +1167,12 @@ def write_results(cfg, args, results, info, elapsed):
                              cr.instr.get(srv.key, "")])
         for label, why in cr.skipped:
             csv_rows.append([cr.key, label, "skipped: " + why] + [""] * 9)
+    goals = goal_lines(results)
+    if goals:
+        md.append("## Goals, checked against this run")
+        md.append("")
+        md += goals
+        md.append("")
     if cfg.notes:
         md.append("## Notes from this run")
         md.append("")
@@ -1118,6 +1221,12 @@ def write_latest(cfg, args, results, info, base, stamp, host, mode):
         if os.path.exists(png) and cr.key in ("echo-64-50", "http-pipe16", "idle"):
             out.append("![%s](bench/results/%s)" % (cr.title, os.path.basename(png)))
             out.append("")
+    goals = goal_lines(results)
+    if goals:
+        out.append("Goals (from the issues), checked against this run:")
+        out.append("")
+        out += goals
+        out.append("")
     with open(os.path.join(args.results_dir, "latest.md"), "w") as f:
         f.write("\n".join(out))
 
