@@ -16,9 +16,11 @@
 // fetched event to its attachment's callback, run all queued high-priority tasks, then at most
 // kLowTasksPerRound low-priority ones.
 //
-// Backends: epoll on Linux (tested). kqueue on BSD/macOS is compiled there but untested (this
-// project's CI is Linux-only); on kqueue a descriptor ready for read and write is reported in
-// two callbacks, and a second attachment for an already registered fd is not detected.
+// Backends: epoll on Linux (the default there, tested). io_uring on Linux when asked for
+// (readiness through IORING_OP_POLL_ADD; tested where the kernel allows io_uring). kqueue on
+// BSD/macOS is compiled there but untested (this project's CI is Linux-only); on kqueue a
+// descriptor ready for read and write is reported in two callbacks, and a second attachment for
+// an already registered fd is not detected.
 #pragma once
 
 #include <chrono>
@@ -118,9 +120,11 @@ enum class backend_kind : std::uint8_t {
   /// "kqueue" or "io_uring"; anything else makes open() fail with errc::invalid_argument),
   /// else epoll on Linux and kqueue elsewhere.
   automatic,
-  epoll,     ///< Linux epoll with an eventfd wake-up
-  kqueue,    ///< BSD/macOS kqueue with an EVFILT_USER wake-up (untested in this project's CI)
-  io_uring,  ///< reserved: no io_uring backend yet; open() returns errc::unsupported
+  epoll,   ///< Linux epoll with an eventfd wake-up
+  kqueue,  ///< BSD/macOS kqueue with an EVFILT_USER wake-up (untested in this project's CI)
+  /// Linux io_uring, readiness via IORING_OP_POLL_ADD; open() fails with errc::unsupported
+  /// where the build or the kernel lacks it (or it is disabled). Never chosen by automatic.
+  io_uring,
 };
 
 /// Priority of a task handed to the loop with trigger().
@@ -152,8 +156,9 @@ class poller {
   static constexpr std::size_t kLowTasksPerRound = 256;
 
   /// Opens a poller. Safe from any thread. Fails with errc::unsupported for a backend this
-  /// build or kernel lacks (kqueue on Linux, io_uring for now), errc::invalid_argument for bad
-  /// options or a bad EVNET_POLLER value, or the system error of epoll_create1/kqueue/eventfd.
+  /// build or kernel lacks (kqueue on Linux; io_uring on a kernel without it),
+  /// errc::invalid_argument for bad options or a bad EVNET_POLLER value, or the system error
+  /// of the kernel call that created the backend (epoll_create1, eventfd, kqueue, ...).
   static result<std::unique_ptr<poller>> open(const poller_options& options = {});
 
   /// Closes the poller as close() does (pending tasks destroyed unrun, attachments marked
