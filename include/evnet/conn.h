@@ -35,10 +35,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "evnet/address.h"
 #include "evnet/handler.h"
@@ -229,6 +231,7 @@ class conn : public std::enable_shared_from_this<conn> {
   std::int64_t next_deadline() const noexcept;
   std::error_code write_udp(const iovec* iov, int iovcnt) noexcept;
   std::error_code queue_send(std::string data, send_callback done);
+  void drain_sends() noexcept;
 
   loop* loop_;
   detail::loop_internals* li_;  // loop_->internals(), one load less on the hot path
@@ -285,6 +288,13 @@ class conn : public std::enable_shared_from_this<conn> {
 
   // Cross-thread accounting (any thread).
   std::atomic<std::size_t> queued_bytes_{0};
+  struct queued_send {
+    std::string data;
+    send_callback done;
+  };
+  std::mutex xq_mu_;
+  std::vector<queued_send> xq_;  // guarded by xq_mu_
+  bool xq_scheduled_ = false;    // guarded by xq_mu_: a drain task is queued
   std::atomic<std::size_t> out_bytes_{0};
 
   std::shared_ptr<conn> self_;  // the loop's reference while not closed

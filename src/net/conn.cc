@@ -36,17 +36,6 @@ std::error_code sys_error(int err) noexcept {
   return {err, std::system_category()};
 }
 
-// A cross-thread send on its way to the loop. If it is destroyed without running (the loop
-// stopped with it still queued), its completion learns that the bytes were aborted.
-struct pending_send {
-  std::shared_ptr<conn> target;
-  std::string data;
-  send_callback done;
-  ~pending_send() {
-    if (done) done(make_error_code(errc::aborted));
-  }
-};
-
 }  // namespace
 
 conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
@@ -362,6 +351,10 @@ poll_callback conn::io_callback() noexcept {
 }
 
 conn::~conn() {
+  // Sends still queued from other threads whose drain never ran (the loop stopped first).
+  for (queued_send& q : xq_) {
+    if (q.done) q.done(make_error_code(errc::aborted));
+  }
   // do_close() ran for every connection (the loop closes them all before it stops), so the fd
   // and the registration are gone; UDP conns borrow their listener's fd.
   assert(!attachment_.registered());
@@ -708,7 +701,7 @@ void conn::on_deadline() noexcept {
 std::error_code conn::queue_send(std::string data, send_callback done) {
   if (kind_ == transport::udp) return errc::unsupported;
   if (state() != conn_state::open) return errc::closed;
-  loop_internals& L = loop_->internals();
+  loop_internals& L = *li_;
   const std::size_t n = data.size();
   const std::size_t limit = L.opts->send_queue_limit;
   const std::size_t queued = queued_bytes_.fetch_add(n, std::memory_order_relaxed) + n;
@@ -719,47 +712,62 @@ std::error_code conn::queue_send(std::string data, send_callback done) {
     }
     return errc::queue_full;
   }
-  auto job = std::make_shared<pending_send>();
-  job->target = shared_from_this();
-  job->data = std::move(data);
-  job->done = std::move(done);
-  std::error_code ec = loop_->post([job] {
-    conn& c = *job->target;
-    c.queued_bytes_.fetch_sub(job->data.size(), std::memory_order_relaxed);
-    send_callback cb = std::move(job->done);
-    job->done = nullptr;
-    loop_internals& L = c.loop_->internals();
-    if (c.state_.load(std::memory_order_relaxed) != conn_state::open) {
+  // One task per burst, not per send: sends queue here and the first one of a burst schedules
+  // the drain, so a flood of small sends cannot bury other tasks (a close()) in the loop's queue.
+  bool schedule = false;
+  {
+    std::lock_guard<std::mutex> lock(xq_mu_);
+    xq_.push_back({std::move(data), std::move(done)});
+    if (!xq_scheduled_) xq_scheduled_ = schedule = true;
+  }
+  if (!schedule) return {};
+  std::shared_ptr<conn> self = shared_from_this();
+  if (loop_->post([self] { self->drain_sends(); })) {
+    // The loop has stopped: nothing was scheduled before us (the queue was idle), so ours is
+    // the only entry. Take it back; a failed start never invokes its callback.
+    std::lock_guard<std::mutex> lock(xq_mu_);
+    xq_.clear();
+    xq_scheduled_ = false;
+    queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
+    return errc::closed;
+  }
+  return {};
+}
+
+void conn::drain_sends() noexcept {
+  std::vector<queued_send> batch;
+  {
+    std::lock_guard<std::mutex> lock(xq_mu_);
+    batch.swap(xq_);
+    xq_scheduled_ = false;
+  }
+  loop_internals& L = *li_;
+  for (queued_send& q : batch) {
+    queued_bytes_.fetch_sub(q.data.size(), std::memory_order_relaxed);
+    send_callback cb = std::move(q.done);
+    if (state_.load(std::memory_order_relaxed) != conn_state::open) {
       if (cb) {
         L.enter();
         cb(make_error_code(errc::aborted));
         L.leave();
       }
-      return;
+      continue;
     }
-    const std::error_code wec = c.write(job->data);
-    if (!cb) return;
+    const std::error_code wec = write(q.data);
+    if (!cb) continue;
     if (wec) {
       L.enter();
       cb(wec);
       L.leave();
-    } else if (c.out_.empty()) {
+    } else if (out_.empty()) {
       L.enter();
       cb({});
       L.leave();
     } else {
-      if (!c.completions_) c.completions_ = std::make_unique<detail::send_completion_list>();
-      c.completions_->items.emplace_back(c.out_accepted_, std::move(cb));
+      if (!completions_) completions_ = std::make_unique<detail::send_completion_list>();
+      completions_->items.emplace_back(out_accepted_, std::move(cb));
     }
-  });
-  if (ec) {
-    // The task was destroyed unrun; it must not report anything (a failed start never
-    // invokes its callback).
-    job->done = nullptr;
-    queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
-    return errc::closed;
   }
-  return {};
 }
 
 std::error_code conn::send(std::string data) {

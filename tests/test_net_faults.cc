@@ -1,0 +1,405 @@
+// Faults the net layer must survive: resets, half-closes, descriptor exhaustion, SIGPIPE,
+// closing inside callbacks, sends racing the close, slow readers, stopping under load.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "evnet/conn.h"
+#include "evnet/engine.h"
+#include "net_test_util.h"
+
+namespace evnet {
+namespace {
+
+using namespace std::chrono_literals;
+using test::booted_handler;
+using test::connect_tcp;
+using test::echo_handler;
+using test::engine_runner;
+using test::recv_n;
+using test::send_all;
+using test::wait_for;
+
+const std::vector<std::string> kLocal = {"tcp://127.0.0.1:0"};
+
+// Closes a socket with RST instead of FIN.
+void reset_close(int fd) {
+  linger l{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  ::close(fd);
+}
+
+struct flood_handler : booted_handler {
+  // Writes `total` bytes in chunks whenever the output drains; records the close reason.
+  action on_open(conn& c) override {
+    produce(c);
+    return action::none;
+  }
+  void on_drain(conn& c) override { produce(c); }
+  void on_high_water(conn& c) override {
+    (void)c;
+    above = true;
+  }
+  void produce(conn& c) {
+    above = false;
+    while (!above && sent < total && c.is_open()) {
+      const std::size_t n = std::min(chunk.size(), total - sent);
+      if (c.write(std::string_view(chunk.data(), n))) break;
+      sent += n;
+      max_buffered = std::max(max_buffered.load(), c.outbound_size());
+    }
+  }
+  void on_close(conn& c, std::error_code ec) override {
+    (void)c;
+    std::lock_guard<std::mutex> lock(mu);
+    reason = ec;
+    closed = true;
+  }
+  std::string chunk = std::string(64 * 1024, 'f');
+  std::size_t total = 64u << 20;
+  std::size_t sent = 0;
+  bool above = false;
+  std::atomic<std::size_t> max_buffered{0};
+  std::mutex mu;
+  std::error_code reason;
+  std::atomic<bool> closed{false};
+};
+
+TEST(net_faults, peer_reset_mid_write) {
+  signal(SIGPIPE, SIG_DFL);  // a SIGPIPE would kill the test
+  flood_handler h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  EXPECT_EQ(recv_n(fd, 1000).size(), 1000u);  // the flood has started
+  reset_close(fd);
+  ASSERT_TRUE(wait_for([&] { return h.closed.load(); }));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_TRUE(h.reason == std::errc::connection_reset || h.reason == std::errc::broken_pipe)
+      << h.reason.message();
+}
+
+TEST(net_faults, sigpipe_never_kills_the_process) {
+  signal(SIGPIPE, SIG_DFL);
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      c.discard();
+      // The peer has reset: every write fails (EPIPE/ECONNRESET) instead of raising SIGPIPE.
+      for (int i = 0; i < 10; ++i) errors += c.write(std::string_view("after reset")) ? 1 : 0;
+      return action::none;
+    }
+    std::atomic<int> errors{0};
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(fd, "x"));
+  reset_close(fd);
+  // A second connection proves the process (and loop) survived.
+  std::this_thread::sleep_for(50ms);
+  const int fd2 = connect_tcp(r.port());
+  ASSERT_GE(fd2, 0);
+  ::close(fd2);
+  r.stop();
+  EXPECT_TRUE(r.result() == std::error_code());
+}
+
+TEST(net_faults, peer_half_close_we_can_still_write) {
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      got += c.read_all();
+      return action::none;
+    }
+    action on_read_eof(conn& c) override {
+      // The peer will send no more, but it still reads: answer, then close.
+      c.write("got " + std::to_string(got.size()) + " bytes");
+      return action::close;
+    }
+    std::string got;
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(fd, "half"));
+  ::shutdown(fd, SHUT_WR);
+  EXPECT_EQ(test::recv_until_eof(fd), "got 4 bytes");
+  ::close(fd);
+}
+
+TEST(net_faults, half_closed_conn_stays_open_when_handler_says_so) {
+  struct h_t : booted_handler {
+    action on_read_eof(conn& c) override {
+      eof_conn = c.shared_from_this();
+      return action::none;
+    }
+    std::shared_ptr<conn> eof_conn;
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  ::shutdown(fd, SHUT_WR);
+  ASSERT_TRUE(wait_for([&] { return r.get().connection_count() == 1 && h.eof_conn; }));
+  std::this_thread::sleep_for(20ms);
+  // Still open: a send from this (foreign) thread reaches the peer.
+  ASSERT_FALSE(h.eof_conn->send("later"));
+  EXPECT_EQ(recv_n(fd, 5), "later");
+  h.eof_conn->close();
+  EXPECT_TRUE(test::sees_close(fd));
+  ::close(fd);
+}
+
+TEST(net_faults, emfile_on_accept_sheds_clients_without_spinning) {
+  struct h_t : echo_handler {
+    void on_accept_error(std::error_code ec) override {
+      if (ec.value() == EMFILE) emfile.fetch_add(1);  // no category call: UBSan needs fds
+    }
+    std::atomic<int> emfile{0};
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  // Client sockets made before the exhaustion (connect() needs no new descriptor).
+  std::vector<int> clients;
+  for (int i = 0; i < 3; ++i) clients.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = 256;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> hogs;
+  for (;;) {
+    const int d = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (d < 0) break;
+    hogs.push_back(d);
+  }
+  ASSERT_EQ(errno, EMFILE);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(r.port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (int c : clients) {
+    ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    test::set_timeouts(c, 3s);
+  }
+  // Each client is accepted with the reserve descriptor and closed: it sees the close.
+  for (int c : clients) EXPECT_TRUE(test::sees_close(c));
+  EXPECT_GE(h.emfile.load(), 1);
+  EXPECT_GE(r.get().refused_count(), 3u);
+  // The listener does not spin: with no client waiting, no more accept errors come.
+  const int before = h.emfile.load();
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(h.emfile.load(), before);
+  EXPECT_EQ(h.opens.load(), 0);
+  for (int d : hogs) ::close(d);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  for (int c : clients) ::close(c);
+  // Descriptors are back: service resumes.
+  const int fd = connect_tcp(r.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "back"));
+  EXPECT_EQ(recv_n(fd, 4), "back");
+  ::close(fd);
+}
+
+TEST(net_faults, close_inside_on_traffic_with_more_input_pending) {
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      calls++;
+      c.discard(1);  // leave the rest unconsumed
+      c.close();
+      c.close();  // idempotent
+      return action::none;
+    }
+    void on_close(conn& c, std::error_code ec) override {
+      (void)c;
+      (void)ec;
+      closes++;
+    }
+    std::atomic<int> calls{0}, closes{0};
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(fd, std::string(100000, 'm')));
+  EXPECT_TRUE(test::sees_close(fd));
+  ASSERT_TRUE(wait_for([&] { return h.closes.load() == 1; }));
+  r.stop();
+  EXPECT_EQ(h.calls.load(), 1);  // no on_traffic after the close request
+  EXPECT_EQ(h.closes.load(), 1);
+  ::close(fd);
+}
+
+TEST(net_faults, send_racing_close_from_other_threads) {
+  struct h_t : booted_handler {
+    action on_open(conn& c) override {
+      std::lock_guard<std::mutex> lock(mu);
+      conns.push_back(c.shared_from_this());
+      return action::none;
+    }
+    void on_close(conn& c, std::error_code ec) override {
+      (void)c;
+      (void)ec;
+      closes++;
+    }
+    std::mutex mu;
+    std::vector<std::shared_ptr<conn>> conns;
+    std::atomic<int> closes{0};
+  } h;
+  engine_options o;
+  o.loops = 2;
+  o.close_linger = 100ms;  // the clients never read: a graceful close gives up after this
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal, o));
+  constexpr int kConns = 8;
+  std::vector<int> fds;
+  for (int i = 0; i < kConns; ++i) fds.push_back(connect_tcp(r.port()));
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard<std::mutex> lock(h.mu);
+    return h.conns.size() == kConns;
+  }));
+  // conns[i] is the server side of fds[i] (matched by port: on_open order is not connect order).
+  std::vector<std::shared_ptr<conn>> conns;
+  {
+    std::lock_guard<std::mutex> lock(h.mu);
+    for (int fd : fds) {
+      const std::uint16_t port = socket_address::local_of(fd)->port();
+      for (auto& c : h.conns) {
+        if (c->peer_address().port() == port) conns.push_back(c);
+      }
+    }
+  }
+  ASSERT_EQ(conns.size(), static_cast<std::size_t>(kConns));
+  std::atomic<bool> go{true};
+  std::atomic<long> ok{0}, closed_errors{0};
+  std::vector<std::thread> senders;
+  struct joiner {
+    std::atomic<bool>& go;
+    std::vector<std::thread>& threads;
+    ~joiner() {
+      go = false;
+      for (auto& t : threads) {
+        if (t.joinable()) t.join();
+      }
+    }
+  } join_senders{go, senders};
+  for (int t = 0; t < 2; ++t) {
+    senders.emplace_back([&] {
+      while (go.load()) {
+        for (auto& c : conns) {
+          const std::error_code ec = c->send("race");
+          if (!ec) {
+            ok++;
+          } else if (ec == make_error_code(errc::closed)) {
+            closed_errors++;
+          } else {
+            ADD_FAILURE() << ec.message();
+          }
+        }
+      }
+    });
+  }
+  std::thread closer([&] {
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+      std::this_thread::sleep_for(5ms);
+      if (i % 2 == 0) {
+        conns[i]->close();  // from this thread, racing the sends
+      } else {
+        reset_close(fds[i]);  // from the peer
+        fds[i] = -1;
+      }
+    }
+  });
+  closer.join();
+  const bool all_closed = wait_for([&] { return h.closes.load() == kConns; });
+  if (!all_closed) {
+    for (auto& c : conns) {
+      ADD_FAILURE() << "conn " << c->id() << " state " << static_cast<int>(c->state());
+    }
+  }
+  ASSERT_TRUE(all_closed) << h.closes.load();
+  std::this_thread::sleep_for(20ms);
+  go = false;
+  for (auto& t : senders) t.join();
+  EXPECT_GT(ok.load(), 0);
+  for (auto& c : conns) {
+    EXPECT_EQ(c->state(), conn_state::closed);
+    EXPECT_EQ(c->send("x"), make_error_code(errc::closed));
+  }
+  r.stop();
+  for (int fd : fds) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+TEST(net_faults, slow_reader_never_buffers_more_than_high_water_plus_a_chunk) {
+  flood_handler h;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  h.total = 128u << 20;  // sanitizer builds: 128 MiB keeps the test well under a minute
+#elif defined(NDEBUG)
+  h.total = 1u << 30;  // release: the full 1 GiB
+#else
+  h.total = 256u << 20;
+#endif
+  engine_options o;
+  o.high_water_mark = 1u << 20;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal, o));
+  const int fd = connect_tcp(r.port());
+  test::set_timeouts(fd, 10s);
+  std::vector<char> buf(16 * 1024);
+  std::size_t got = 0;
+  std::size_t reads = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (got < h.total) {
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    ASSERT_GT(n, 0) << "after " << got << " bytes";
+    got += static_cast<std::size_t>(n);
+    if (++reads % 256 == 0) std::this_thread::sleep_for(1ms);  // a slow reader
+  }
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(got, h.total);
+  EXPECT_LE(h.max_buffered.load(), o.high_water_mark + h.chunk.size());
+  EXPECT_GT(h.max_buffered.load(), 0u) << "the reader was slow enough to make us buffer";
+  EXPECT_LT(took, 60s);
+  ::close(fd);
+}
+
+TEST(net_faults, stop_with_1000_active_connections_returns_within_2s) {
+  rlimit lim{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+  if (lim.rlim_max < 2200) GTEST_SKIP() << "needs 2200 descriptors, hard limit " << lim.rlim_max;
+  lim.rlim_cur = std::max<rlim_t>(lim.rlim_cur, 2200);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
+  struct h_t : test::echo_handler {
+    action on_traffic(conn& c) override {
+      c.discard();
+      c.write(std::string(200 * 1024, 's'));  // clients never read: output stays pending
+      return action::none;
+    }
+  } h;
+  engine_options o;
+  o.loops = 2;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal, o));
+  std::vector<int> fds;
+  for (int i = 0; i < 1000; ++i) {
+    const int fd = connect_tcp(r.port());
+    ASSERT_GE(fd, 0) << i;
+    ASSERT_TRUE(send_all(fd, "x"));
+    fds.push_back(fd);
+  }
+  ASSERT_TRUE(wait_for([&] { return h.opens.load() == 1000; }, 10s));
+  std::this_thread::sleep_for(100ms);
+  const auto took = r.stop();
+  EXPECT_LT(took, 2000ms);
+  EXPECT_EQ(h.closes.load(), 1000);  // on_close for every connection
+  for (int fd : fds) ::close(fd);
+}
+
+}  // namespace
+}  // namespace evnet

@@ -1,0 +1,319 @@
+// Cross-thread use of connections and loops: send/send_async/close from other threads, bounded
+// send queue, posting tasks, backpressure (pause/resume, high-water, drain). Labelled tsan.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "evnet/conn.h"
+#include "evnet/engine.h"
+#include "evnet/loop.h"
+#include "net_test_util.h"
+
+namespace evnet {
+namespace {
+
+using namespace std::chrono_literals;
+using test::booted_handler;
+using test::connect_tcp;
+using test::engine_runner;
+using test::recv_n;
+using test::send_all;
+using test::wait_for;
+
+const std::vector<std::string> kLocal = {"tcp://127.0.0.1:0"};
+
+// Publishes every opened conn to the test thread.
+struct keeper : booted_handler {
+  action on_open(conn& c) override {
+    std::lock_guard<std::mutex> lock(mu);
+    conns.push_back(c.shared_from_this());
+    return action::none;
+  }
+  void on_close(conn& c, std::error_code ec) override {
+    (void)c;
+    std::lock_guard<std::mutex> lock(mu);
+    reasons.push_back(ec);
+  }
+  std::shared_ptr<conn> wait_conn(std::size_t i = 0) {
+    wait_for([&] {
+      std::lock_guard<std::mutex> lock(mu);
+      return conns.size() > i;
+    });
+    std::lock_guard<std::mutex> lock(mu);
+    return conns.size() > i ? conns[i] : nullptr;
+  }
+  std::size_t closed() {
+    std::lock_guard<std::mutex> lock(mu);
+    return reasons.size();
+  }
+  std::mutex mu;
+  std::vector<std::shared_ptr<conn>> conns;
+  std::vector<std::error_code> reasons;
+};
+
+TEST(net_threads, send_from_other_threads_arrives_in_order_per_thread) {
+  keeper h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  auto c = h.wait_conn();
+  ASSERT_TRUE(c);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 3; ++t) {
+    ts.emplace_back([c, t] {
+      for (int i = 0; i < 200; ++i) {
+        ASSERT_FALSE(
+            c->send(std::string(1, static_cast<char>('a' + t)) + static_cast<char>('0' + i % 10)));
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  const std::string got = recv_n(fd, 3 * 200 * 2);
+  ASSERT_EQ(got.size(), 1200u);
+  int next[3] = {0, 0, 0};
+  for (std::size_t i = 0; i < got.size(); i += 2) {
+    const int t = got[i] - 'a';
+    ASSERT_TRUE(t >= 0 && t < 3);
+    EXPECT_EQ(got[i + 1], static_cast<char>('0' + next[t]++ % 10));
+  }
+  ::close(fd);
+}
+
+TEST(net_threads, send_async_completes_after_the_bytes_reach_the_kernel) {
+  keeper h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  auto c = h.wait_conn();
+  std::promise<std::error_code> done;
+  std::atomic<bool> on_loop{false};
+  ASSERT_FALSE(c->send_async("payload", [&](std::error_code ec) {
+    on_loop = c->owner().in_loop_thread();
+    done.set_value(ec);
+  }));
+  auto f = done.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_FALSE(f.get());
+  EXPECT_TRUE(on_loop.load());
+  EXPECT_EQ(recv_n(fd, 7), "payload");
+  ::close(fd);
+}
+
+TEST(net_threads, send_async_still_buffered_at_close_completes_with_aborted) {
+  keeper h;
+  engine_options o;
+  o.close_linger = 50ms;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal, o));
+  const int fd = connect_tcp(r.port());
+  int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  auto c = h.wait_conn();
+  // 32 MiB the client never reads: most stays buffered; its completion must not be lost.
+  std::promise<std::error_code> done;
+  ASSERT_FALSE(
+      c->send_async(std::string(32u << 20, 'z'), [&](std::error_code ec) { done.set_value(ec); }));
+  std::this_thread::sleep_for(100ms);
+  c->close();
+  auto f = done.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(f.get(), make_error_code(errc::aborted));
+  ::close(fd);
+}
+
+TEST(net_threads, send_to_closed_conn_returns_error_and_never_calls_back) {
+  keeper h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  auto c = h.wait_conn();
+  ::close(fd);
+  ASSERT_TRUE(wait_for([&] { return h.closed() == 1; }));
+  EXPECT_EQ(c->state(), conn_state::closed);
+  EXPECT_EQ(c->send("late"), make_error_code(errc::closed));
+  bool called = false;
+  EXPECT_EQ(c->send_async("late", [&](std::error_code) { called = true; }),
+            make_error_code(errc::closed));
+  c->close();  // harmless
+  r.stop();
+  EXPECT_FALSE(called);
+  // Still safe after the engine has stopped.
+  EXPECT_EQ(c->send("after stop"), make_error_code(errc::closed));
+}
+
+TEST(net_threads, send_queue_limit_fails_with_queue_full) {
+  keeper h;
+  engine_options o;
+  o.send_queue_limit = 1u << 20;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal, o));
+  const int fd = connect_tcp(r.port());
+  int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  auto c = h.wait_conn();
+  std::error_code last;
+  for (int i = 0; i < 64 && !last; ++i) last = c->send(std::string(64 * 1024, 'q'));
+  EXPECT_EQ(last, make_error_code(errc::queue_full));
+  EXPECT_TRUE(c->is_open()) << "policy fail keeps the connection";
+  ::close(fd);
+}
+
+TEST(net_threads, send_queue_limit_with_close_policy_closes) {
+  keeper h;
+  engine_options o;
+  o.send_queue_limit = 1u << 20;
+  o.queue_policy = send_queue_policy::close;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal, o));
+  const int fd = connect_tcp(r.port());
+  int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  auto c = h.wait_conn();
+  std::error_code last;
+  for (int i = 0; i < 64 && !last; ++i) last = c->send(std::string(64 * 1024, 'q'));
+  EXPECT_EQ(last, make_error_code(errc::queue_full));
+  ASSERT_TRUE(wait_for([&] { return h.closed() == 1; }));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_EQ(h.reasons[0], make_error_code(errc::queue_full));
+  ::close(fd);
+}
+
+TEST(net_threads, close_from_another_thread) {
+  keeper h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  auto c = h.wait_conn();
+  ASSERT_FALSE(c->send("bye"));
+  c->close();
+  EXPECT_EQ(test::recv_until_eof(fd), "bye");
+  ASSERT_TRUE(wait_for([&] { return h.closed() == 1; }));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_FALSE(h.reasons[0]);
+  ::close(fd);
+}
+
+TEST(net_threads, abort_from_another_thread_reports_reason) {
+  keeper h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  auto c = h.wait_conn();
+  c->abort(make_error_code(errc::protocol_error));
+  EXPECT_TRUE(test::sees_close(fd));
+  ASSERT_TRUE(wait_for([&] { return h.closed() == 1; }));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_EQ(h.reasons[0], make_error_code(errc::protocol_error));
+  ::close(fd);
+}
+
+TEST(net_threads, post_and_dispatch_run_on_the_loop_thread) {
+  keeper h;
+  engine_options o;
+  o.loops = 3;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {}, o));
+  std::atomic<int> right{0};
+  for (std::size_t i = 0; i < 3; ++i) {
+    loop& l = r.get().get_loop(i);
+    ASSERT_FALSE(l.post([&] { right += l.in_loop_thread() ? 1 : 100; }));
+    ASSERT_FALSE(l.dispatch([&] { right += l.in_loop_thread() ? 1 : 100; }));
+    EXPECT_FALSE(l.in_loop_thread());
+  }
+  ASSERT_TRUE(wait_for([&] { return right.load() >= 6; }));
+  EXPECT_EQ(right.load(), 6);
+  EXPECT_EQ(r.get().get_loop(0).post(nullptr), make_error_code(errc::invalid_argument));
+}
+
+TEST(net_threads, pause_read_stops_delivery_until_resume) {
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      received += c.read_all().size();
+      if (!paused_once) {
+        paused_once = true;
+        c.pause_read();
+        self = c.shared_from_this();
+        c.owner().run_after(150ms, [this] { self->resume_read(); });
+      }
+      return action::none;
+    }
+    std::atomic<std::size_t> received{0};
+    bool paused_once = false;
+    std::shared_ptr<conn> self;
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(fd, "first"));
+  ASSERT_TRUE(wait_for([&] { return h.received.load() == 5; }));
+  ASSERT_TRUE(send_all(fd, "second"));
+  std::this_thread::sleep_for(60ms);
+  EXPECT_EQ(h.received.load(), 5u) << "paused: nothing delivered";
+  ASSERT_TRUE(wait_for([&] { return h.received.load() == 11; }));
+  ::close(fd);
+  r.stop();
+  h.self.reset();
+}
+
+TEST(net_threads, high_water_then_drain_callbacks) {
+  struct h_t : booted_handler {
+    action on_open(conn& c) override {
+      for (int i = 0; i < 8; ++i) c.write(std::string(512 * 1024, 'h'));
+      return action::none;
+    }
+    void on_high_water(conn& c) override {
+      high++;
+      buffered_at_high = c.outbound_size();
+    }
+    void on_drain(conn& c) override {
+      drained++;
+      EXPECT_EQ(c.outbound_size(), 0u);
+    }
+    std::atomic<int> high{0}, drained{0};
+    std::atomic<std::size_t> buffered_at_high{0};
+  } h;
+  engine_options o;
+  o.high_water_mark = 1u << 20;
+  o.send_buffer = 64 * 1024;  // small kernel buffers so most of the 4 MiB stays with us
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal, o));
+  const int fd = connect_tcp(r.port());
+  ASSERT_TRUE(wait_for([&] { return h.high.load() == 1; }));
+  EXPECT_GT(h.buffered_at_high.load(), o.high_water_mark);
+  EXPECT_EQ(recv_n(fd, 8 * 512 * 1024).size(), 8u * 512 * 1024);
+  ASSERT_TRUE(wait_for([&] { return h.drained.load() == 1; }));
+  EXPECT_EQ(h.high.load(), 1);
+  ::close(fd);
+}
+
+TEST(net_threads, engine_timers_from_many_threads) {
+  keeper h;
+  engine_options o;
+  o.loops = 2;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {}, o));
+  std::atomic<int> fired{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        const timer_id id = r.get().run_after(1ms, [&] { fired++; });
+        EXPECT_NE(id, 0u);
+        const timer_id never = r.get().get_loop(1).run_after(10s, [&] { fired += 1000; });
+        r.get().cancel(never);
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  ASSERT_TRUE(wait_for([&] { return fired.load() == 100; }));
+  r.stop();
+  EXPECT_EQ(fired.load(), 100);
+}
+
+}  // namespace
+}  // namespace evnet

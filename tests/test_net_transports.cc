@@ -1,0 +1,193 @@
+// Tests of the engine's other transports: UDP datagrams and Unix stream sockets.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <atomic>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "evnet/conn.h"
+#include "evnet/engine.h"
+#include "net_test_util.h"
+
+namespace evnet {
+namespace {
+
+using namespace std::chrono_literals;
+using test::booted_handler;
+using test::echo_handler;
+using test::engine_runner;
+using test::recv_n;
+using test::send_all;
+using test::wait_for;
+
+int udp_client() {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  test::set_timeouts(fd, 3s);
+  return fd;
+}
+
+void udp_send(int fd, std::uint16_t port, std::string_view msg) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::sendto(fd, msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a),
+            static_cast<ssize_t>(msg.size()));
+}
+
+std::string udp_recv(int fd) {
+  char buf[65536];
+  const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+  return n < 0 ? std::string("<timeout>") : std::string(buf, static_cast<std::size_t>(n));
+}
+
+struct udp_echo : booted_handler {
+  action on_traffic(conn& c) override {
+    EXPECT_EQ(c.kind(), transport::udp);
+    const std::string d = c.read_all();
+    c.write("[" + d + "]");
+    datagrams++;
+    return action::none;
+  }
+  std::atomic<int> datagrams{0};
+};
+
+TEST(net_transports, udp_keeps_datagram_boundaries_and_replies_to_sender) {
+  udp_echo h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"udp://127.0.0.1:0"}));
+  const int a = udp_client();
+  const int b = udp_client();
+  udp_send(a, r.port(), "one");
+  udp_send(a, r.port(), "two2");
+  udp_send(b, r.port(), std::string(1000, 'B'));
+  udp_send(a, r.port(), "");
+  EXPECT_EQ(udp_recv(a), "[one]");
+  EXPECT_EQ(udp_recv(a), "[two2]");
+  EXPECT_EQ(udp_recv(a), "[]");
+  EXPECT_EQ(udp_recv(b), "[" + std::string(1000, 'B') + "]");
+  EXPECT_EQ(h.datagrams.load(), 4);
+  ::close(a);
+  ::close(b);
+}
+
+TEST(net_transports, udp_burst_is_drained) {
+  udp_echo h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"udp://127.0.0.1:0"}));
+  const int a = udp_client();
+  int rcv = 1 << 20;
+  ::setsockopt(a, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+  for (int i = 0; i < 200; ++i) udp_send(a, r.port(), "m" + std::to_string(i));
+  std::set<std::string> got;
+  for (int i = 0; i < 200; ++i) got.insert(udp_recv(a));
+  EXPECT_EQ(got.size(), 200u);
+  EXPECT_EQ(got.count("[m199]"), 1u);
+  ::close(a);
+}
+
+TEST(net_transports, udp_with_reuse_port_on_two_loops) {
+  udp_echo h;
+  engine_options o;
+  o.loops = 2;
+  o.accept = accept_model::reuse_port;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"udp://127.0.0.1:0"}, o));
+  for (int i = 0; i < 10; ++i) {
+    const int a = udp_client();
+    udp_send(a, r.port(), "x");
+    EXPECT_EQ(udp_recv(a), "[x]");
+    ::close(a);
+  }
+}
+
+std::string temp_socket_path(const char* tag) {
+  return "/tmp/evnet_test_" + std::string(tag) + "_" + std::to_string(::getpid()) + ".sock";
+}
+
+TEST(net_transports, unix_stream_echo) {
+  echo_handler h;
+  const std::string path = temp_socket_path("echo");
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"unix://" + path}));
+  ASSERT_EQ(r.get().listen_addresses().at(0).family(), AF_UNIX);
+  const int fd = test::connect_unix(path);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "over unix"));
+  EXPECT_EQ(recv_n(fd, 9), "over unix");
+  ::close(fd);
+  ASSERT_TRUE(wait_for([&] { return h.closes.load() == 1; }));
+  r.stop();
+  EXPECT_NE(::access(path.c_str(), F_OK), 0) << "socket file removed at stop";
+}
+
+TEST(net_transports, unix_stale_socket_file_is_replaced) {
+  const std::string path = temp_socket_path("stale");
+  {
+    // A socket file left behind by a dead server: bound, never unlinked.
+    const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    ::unlink(path.c_str());
+    ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ::close(s);
+  }
+  echo_handler h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"unix://" + path}));
+  const int fd = test::connect_unix(path);
+  ASSERT_TRUE(send_all(fd, "fresh"));
+  EXPECT_EQ(recv_n(fd, 5), "fresh");
+  ::close(fd);
+}
+
+TEST(net_transports, tcp_unix_and_udp_in_one_engine) {
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      c.write(c.next());
+      return action::none;
+    }
+  } h;
+  const std::string path = temp_socket_path("mixed");
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"tcp://127.0.0.1:0", "unix://" + path, "udp://127.0.0.1:0"}));
+  const int t = test::connect_tcp(r.port(0));
+  ASSERT_TRUE(send_all(t, "tcp"));
+  EXPECT_EQ(recv_n(t, 3), "tcp");
+  const int u = test::connect_unix(path);
+  ASSERT_TRUE(send_all(u, "unix"));
+  EXPECT_EQ(recv_n(u, 4), "unix");
+  const int d = udp_client();
+  udp_send(d, r.port(2), "udp");
+  EXPECT_EQ(udp_recv(d), "udp");
+  ::close(t);
+  ::close(u);
+  ::close(d);
+}
+
+TEST(net_transports, tcp6_loopback) {
+  echo_handler h;
+  engine_runner r;
+  if (!r.start(h, {"tcp6://[::1]:0"})) GTEST_SKIP() << "no IPv6 loopback here";
+  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(r.port());
+  a.sin6_addr = in6addr_loopback;
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  test::set_timeouts(fd, 3s);
+  ASSERT_TRUE(send_all(fd, "six"));
+  EXPECT_EQ(recv_n(fd, 3), "six");
+  ::close(fd);
+}
+
+}  // namespace
+}  // namespace evnet
