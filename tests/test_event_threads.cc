@@ -59,6 +59,34 @@ TEST(event_threads, run_in_loop_from_another_thread_runs_on_the_loop_thread) {
   EXPECT_EQ(ran.load(), 100);
 }
 
+TEST(event_threads, calls_from_a_foreign_thread_during_a_round_are_wrong_thread) {
+  auto b = make_base();
+  evnet::timer victim(*b, [] { ADD_FAILURE() << "must not be armed"; });
+  std::error_code attach_ec, detach_ec, loop_ec, dispatch_ec;
+  evnet::timer t(*b, [&] {
+    // The loop thread is inside a round (this callback) while the other thread calls.
+    std::thread other([&] {
+      attach_ec = victim.attach(1ms);
+      detach_ec = victim.detach();
+      loop_ec = b->loop_once(true);
+      dispatch_ec = b->dispatch();
+    });
+    other.join();
+  });
+  ASSERT_FALSE(t.attach(0ns));
+  EXPECT_FALSE(b->dispatch());
+  EXPECT_EQ(attach_ec, evnet::errc::wrong_thread);
+  EXPECT_EQ(detach_ec, evnet::errc::wrong_thread);
+  EXPECT_EQ(loop_ec, evnet::errc::wrong_thread);
+  EXPECT_EQ(dispatch_ec, evnet::errc::wrong_thread);
+  EXPECT_FALSE(victim.attached());
+  // Between rounds another thread may use the base (set-up / tear-down hand-over).
+  std::thread setup([&] { EXPECT_FALSE(victim.attach(1h)); });
+  setup.join();
+  EXPECT_TRUE(victim.attached());
+  EXPECT_FALSE(victim.detach());
+}
+
 TEST(event_threads, exit_requested_before_dispatch_returns_at_once) {
   auto b = make_base();
   evnet::ticker keepalive(*b, [] { ADD_FAILURE(); });

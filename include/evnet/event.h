@@ -10,7 +10,10 @@
 // that calls dispatch()/loop_once(); before the first round, the thread that sets things up).
 // Every member function is loop-thread only unless its comment says otherwise; exit() and
 // run_in_loop() are safe from any thread. Every callback runs on the loop thread, from inside
-// dispatch()/loop_once(), never from inside attach()/detach().
+// dispatch()/loop_once(), never from inside attach()/detach(). While a round runs on one
+// thread, attach/detach/rearm/set_priority/activate and dispatch/loop_once called from another
+// thread fail with errc::wrong_thread instead of corrupting the base (destroying an event
+// there is asserted against in debug builds).
 //
 // Ownership: the caller owns its events, and the base must outlive them. Destroying a base
 // while events still exist is detected in every build: the remaining events are orphaned
@@ -127,13 +130,14 @@ class event_base {
   /// queued with run_in_loop(). Registrations made directly on poller() do not count: code
   /// that relies only on those must drive the loop with loop_once(). Loop thread only (the
   /// calling thread becomes the loop thread). Returns {} on a clean return, the kernel error
-  /// that stopped polling, or errc::invalid_argument when called from inside a callback.
+  /// that stopped polling, errc::invalid_argument when called from inside a callback, or
+  /// errc::wrong_thread while another thread runs a round.
   std::error_code dispatch();
 
   /// Runs one round; waits for something to happen unless `nonblocking` (then it only
   /// collects what is ready now). Returns {} , errc::stopped if exit() was requested (the
-  /// request is consumed), a kernel error, or errc::invalid_argument from inside a callback.
-  /// Loop thread only.
+  /// request is consumed), a kernel error, errc::invalid_argument from inside a callback, or
+  /// errc::wrong_thread while another thread runs a round. Loop thread only.
   std::error_code loop_once(bool nonblocking = false);
 
   /// Makes dispatch() return once the running callback (if any) returns; events still ready
@@ -192,8 +196,9 @@ class event : private detail::timer_node {
   /// drift), from now when it fired by readiness (an inactivity timeout). O(1) and allocation
   /// free for the wheel. Loop thread only. Errors: errc::already_registered (attached),
   /// errc::invalid_argument (negative timeout, negative fd, bad signal number),
-  /// std::errc::bad_file_descriptor (closed fd), errc::closed (the base is gone), or the
-  /// poller's / signalfd's error. A failed attach leaves the event detached.
+  /// std::errc::bad_file_descriptor (closed fd), errc::closed (the base is gone),
+  /// errc::wrong_thread (a round runs on another thread), or the poller's / signalfd's error.
+  /// A failed attach leaves the event detached.
   std::error_code attach(std::chrono::nanoseconds timeout = {});
 
   /// Detaches the event if attached and drops a pending dispatch; idempotent (detaching a

@@ -529,9 +529,33 @@ class base_impl {
     if (deferred != nullptr) reconcile(deferred);
   }
 
+  // True when another thread is running a round right now: a loop-thread-only call from here
+  // would race with it. (Between rounds any thread may use the base, e.g. to set up or tear
+  // down before/after the loop thread runs; ordering those hand-overs is the caller's job.)
+  bool foreign_thread() const noexcept {
+    const std::thread::id r = running_.load(std::memory_order_relaxed);
+    return r != std::thread::id() && r != std::this_thread::get_id();
+  }
+
+  // Why this thread may not start a round now, if it may not.
+  std::error_code cannot_run() const noexcept {
+    const std::thread::id r = running_.load(std::memory_order_acquire);
+    if (r == std::thread::id()) return {};
+    return r == std::this_thread::get_id() ? make_error_code(errc::invalid_argument)
+                                           : make_error_code(errc::wrong_thread);
+  }
+
   std::error_code loop_once(bool nonblocking) {
-    if (in_round_) return errc::invalid_argument;
-    loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    std::thread::id none;
+    if (!running_.compare_exchange_strong(none, std::this_thread::get_id(),
+                                          std::memory_order_acq_rel)) {
+      return none == std::this_thread::get_id() ? make_error_code(errc::invalid_argument)
+                                                : make_error_code(errc::wrong_thread);
+    }
+    struct release_guard {
+      std::atomic<std::thread::id>& r;
+      ~release_guard() { r.store(std::thread::id(), std::memory_order_release); }
+    } guard{running_};
     if (exit_requested_.exchange(false, std::memory_order_acq_rel)) return errc::stopped;
 
     in_round_ = true;
@@ -570,7 +594,7 @@ class base_impl {
   }
 
   std::error_code dispatch() {
-    if (in_round_) return errc::invalid_argument;
+    if (std::error_code ec = cannot_run()) return ec;
     for (;;) {
       if (attached_ == 0 && ready_count_ == 0 && poller_->pending_tasks() == 0) return {};
       std::error_code ec = loop_once(false);
@@ -581,8 +605,10 @@ class base_impl {
 
   void exit() noexcept {
     exit_requested_.store(true, std::memory_order_release);
-    if (loop_thread_.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
-      poller_->stop();  // wake a loop blocked in the kernel
+    // From a callback the flag suffices; otherwise wake a loop that may be blocked in the
+    // kernel (a stop that finds no loop running is ignored by the next round).
+    if (running_.load(std::memory_order_acquire) != std::this_thread::get_id()) {
+      poller_->stop();
     }
   }
 
@@ -600,7 +626,7 @@ class base_impl {
   std::vector<std::unique_ptr<fd_slot>> slots_;
   event* all_ = nullptr;
   std::atomic<bool> exit_requested_{false};
-  std::atomic<std::thread::id> loop_thread_{std::this_thread::get_id()};
+  std::atomic<std::thread::id> running_{};  // the thread inside loop_once(), if any
 #ifdef EVNET_HAVE_SIGNALFD
   int sigfd_ = -1;
   poll_attachment sig_att_;
@@ -673,16 +699,20 @@ event::event(event_base& base, int fd, std::uint32_t flags, event_callback cb)
 }
 
 event::~event() {
-  if (base_ != nullptr) base_->destroy(this);
+  if (base_ == nullptr) return;
+  assert(!base_->foreign_thread() && "an event was destroyed on a thread other than its loop's");
+  base_->destroy(this);
 }
 
 std::error_code event::attach(std::chrono::nanoseconds timeout) {
   if (base_ == nullptr) return errc::closed;
+  if (base_->foreign_thread()) return errc::wrong_thread;
   return base_->attach(this, timeout.count());
 }
 
 std::error_code event::detach() {
   if (base_ == nullptr) return errc::closed;
+  if (base_->foreign_thread()) return errc::wrong_thread;
   base_->detach(this, false);
   base_->unready(this);
   fired_ = 0;
@@ -691,16 +721,19 @@ std::error_code event::detach() {
 
 std::error_code event::rearm(std::chrono::nanoseconds timeout) {
   if (base_ == nullptr) return errc::closed;
+  if (base_->foreign_thread()) return errc::wrong_thread;
   return base_->rearm(this, timeout.count());
 }
 
 std::error_code event::set_priority(int priority) {
   if (base_ == nullptr) return errc::closed;
+  if (base_->foreign_thread()) return errc::wrong_thread;
   return base_->set_priority(this, priority);
 }
 
 std::error_code event::activate(std::uint32_t fired_flags) {
   if (base_ == nullptr) return errc::closed;
+  if (base_->foreign_thread()) return errc::wrong_thread;
   if (!cb_ && destroyed_ == nullptr) return errc::invalid_argument;
   base_->activate(this, fired_flags);
   return {};
