@@ -4,3 +4,17 @@
 evnet_test(test_poller_semantics LAYERS poller)
 evnet_test(test_poller_tasks LAYERS poller LABELS tsan TIMEOUT 300)
 evnet_test(test_poller_errors LAYERS poller LABELS tsan)
+
+# The kqueue backend cannot run here (Linux CI, and Debian 12 has no libkqueue), but it must
+# keep compiling as the backend interface changes: build it against a minimal stand-in for
+# <sys/event.h>, with and without EVFILT_USER (the self-pipe fallback). Compile only.
+foreach(variant IN ITEMS user nouser)
+  add_library(poller_kqueue_compile_check_${variant} OBJECT ${PROJECT_SOURCE_DIR}/src/poller/kqueue.cc)
+  target_include_directories(poller_kqueue_compile_check_${variant} PRIVATE
+    ${CMAKE_CURRENT_SOURCE_DIR}/kqueue_shim ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
+  target_compile_definitions(poller_kqueue_compile_check_${variant} PRIVATE EVNET_KQUEUE_SHIM)
+  if(variant STREQUAL "nouser")
+    target_compile_definitions(poller_kqueue_compile_check_${variant} PRIVATE
+      EVNET_KQUEUE_SHIM_NO_USER)
+  endif()
+endforeach()

@@ -10,8 +10,9 @@
 // one round, one with io_event::readable and one with io_event::writable.
 #include "poller/backend.h"
 
+// EVNET_KQUEUE_SHIM: compile-only check on Linux against tests/kqueue_shim (never linked).
 #if defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
-    defined(__DragonFly__)
+    defined(__DragonFly__) || defined(EVNET_KQUEUE_SHIM)
 
 #include <fcntl.h>
 #include <sys/event.h>
