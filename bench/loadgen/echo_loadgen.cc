@@ -297,6 +297,7 @@ bool load_generator::start_connect(conn& c) {
     fail(c, "socket", errno);
     return true;
   }
+  ++connecting_;  // from here on fail() undoes this
   int rc;
   if (is_unix) {
     sockaddr_un sa{};
@@ -314,13 +315,13 @@ bool load_generator::start_connect(conn& c) {
     // The Unix listener's backlog is full: try again on a later round.
     ::close(c.fd);
     c.fd = -1;
+    --connecting_;
     return false;
   }
   if (rc != 0 && errno != EINPROGRESS) {
     fail(c, "connect", errno);
     return true;
   }
-  ++connecting_;
   epoll_event ev{};
   ev.events = EPOLLOUT;
   ev.data.u32 = c.id;
@@ -354,6 +355,8 @@ void load_generator::fail(conn& c, const char* what, int err) {
 
 void load_generator::on_connected(conn& c) {
   --connecting_;
+  c.state = o_.ws ? conn_state::handshaking : conn_state::ready;
+  if (!o_.ws) ++ready_;
   if (o_.unix_path.empty()) {
     int one = 1;
     ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -362,7 +365,6 @@ void load_generator::on_connected(conn& c) {
   set_out(c, false);
   if (c.state == conn_state::closed) return;
   if (o_.ws) {
-    c.state = conn_state::handshaking;
     uint8_t raw[16];
     uint32_t x = 0x2545F491u ^ (c.id * 2654435761u);
     for (auto& b : raw) {
@@ -381,9 +383,6 @@ void load_generator::on_connected(conn& c) {
     c.tx.assign(req.begin(), req.end());
     c.tx_pos = 0;
     flush(c);
-  } else {
-    c.state = conn_state::ready;
-    ++ready_;
   }
 }
 
