@@ -1136,6 +1136,13 @@ def write_results(cfg, args, results, info, elapsed):
                   mode, cfg.rounds, SERVER_CPU, LOAD_CPU, cfg.window, cfg.warmup, cfg.wrk_secs,
                   elapsed))
     md.append("")
+    with open("/proc/loadavg") as f:
+        info["load average at end"] = " ".join(f.read().split()[:3])
+    md.append("The machine is shared (other builds run on the same cores; see the load averages "
+              "below), so absolute throughput drifts between rounds: compare servers through "
+              "the ratios of medians from this one interleaved run, and rank them by the costs "
+              "that do not drift — CPU time, system calls and instructions per message.")
+    md.append("")
     for k, v in info.items():
         md.append("- **%s**: %s" % (k, v))
     md.append("- **system calls counted with**: %s" % (cfg.syscall_tool or "nothing available"))
