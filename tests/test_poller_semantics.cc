@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -269,6 +270,76 @@ TEST(PollerSemantics, remove_many_inside_callback_none_of_them_called) {
       EXPECT_FALSE(p->remove(*a));
     }
   }
+}
+
+// A randomized version of the two tests above: every round, callbacks remove and free random
+// attachments (often ones whose events are later in the same batch), sometimes their own, and
+// register fresh ones — frequently at the address just freed — for the same descriptors. A
+// callback must only ever run for a live attachment; ASan reports any call through a freed one.
+TEST(PollerSemantics, random_remove_free_and_readd_inside_callbacks) {
+  auto p = open_poller();
+  constexpr int kSlots = 48;
+  std::vector<socket_pair> pairs(kSlots);
+  std::vector<std::unique_ptr<poll_attachment>> slots(kSlots);
+  std::uint64_t rng = 0x9E3779B97F4A7C15ULL;
+  auto next = [&rng] {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  };
+  long calls = 0;
+  long stale_calls = 0;
+  std::function<void(int)> make;
+  make = [&](int i) {
+    auto a = std::make_unique<poll_attachment>();
+    a->fd = pairs[i].a.get();
+    poll_attachment* self = a.get();
+    a->callback = [&, i, self](int fd, std::uint32_t) {
+      // Copies, since freeing our own attachment destroys this closure and its captures.
+      const int me = i;
+      auto& all = slots;
+      auto& rand = next;
+      auto& pl = *p;
+      ++calls;
+      if (all[me].get() != self || fd != pairs[me].a.get()) ++stale_calls;
+      for (int k = 0; k < 3; ++k) {
+        const int j = static_cast<int>(rand() % kSlots);
+        const auto dice = rand() % 4;
+        if (dice == 0 && all[j]) {
+          EXPECT_FALSE(pl.remove(*all[j]));
+          all[j].reset();                            // may be this very callback's attachment
+          if (j == me) return poll_action::proceed;  // nothing captured may be touched now
+        } else if (dice == 1 && !all[j]) {
+          make(j);  // a new attachment, often at the address just freed
+        }
+      }
+      return poll_action::proceed;
+    };
+    ASSERT_FALSE(p->add(*a, interest::read, trigger_mode::level));
+    slots[i] = std::move(a);
+  };
+  for (int i = 0; i < kSlots; ++i) {
+    make(i);
+    write_byte(pairs[i].b.get());  // level-triggered and never drained: ready every round
+  }
+  for (int round = 0; round < 2000; ++round) {
+    ASSERT_TRUE(p->poll_once(0ms));
+    for (int i = 0; i < kSlots; ++i) {
+      if (!slots[i] && next() % 2 == 0) make(i);
+    }
+  }
+  EXPECT_GT(calls, 10000);
+  EXPECT_EQ(stale_calls, 0);
+  std::size_t live = 0;
+  for (auto& a : slots) {
+    if (a) {
+      ++live;
+      EXPECT_FALSE(p->remove(*a));
+    }
+  }
+  EXPECT_EQ(p->registered_count(), 0U);
+  EXPECT_GT(live, 0U);
 }
 
 TEST(PollerSemantics, remove_self_inside_callback_then_free) {
