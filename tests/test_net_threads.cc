@@ -150,6 +150,7 @@ TEST(net_threads, send_queue_limit_fails_with_queue_full) {
   keeper h;
   engine_options o;
   o.send_queue_limit = 1u << 20;
+  o.send_buffer = 64 * 1024;  // small kernel buffers: the bytes pile up with us
   engine_runner r;
   ASSERT_TRUE(r.start(h, kLocal, o));
   const int fd = connect_tcp(r.port());
@@ -157,7 +158,7 @@ TEST(net_threads, send_queue_limit_fails_with_queue_full) {
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   auto c = h.wait_conn();
   std::error_code last;
-  for (int i = 0; i < 64 && !last; ++i) last = c->send(std::string(64 * 1024, 'q'));
+  for (int i = 0; i < 1024 && !last; ++i) last = c->send(std::string(64 * 1024, 'q'));
   EXPECT_EQ(last, make_error_code(errc::queue_full));
   EXPECT_TRUE(c->is_open()) << "policy fail keeps the connection";
   ::close(fd);
@@ -167,6 +168,7 @@ TEST(net_threads, send_queue_limit_with_close_policy_closes) {
   keeper h;
   engine_options o;
   o.send_queue_limit = 1u << 20;
+  o.send_buffer = 64 * 1024;
   o.queue_policy = send_queue_policy::close;
   engine_runner r;
   ASSERT_TRUE(r.start(h, kLocal, o));
@@ -175,7 +177,7 @@ TEST(net_threads, send_queue_limit_with_close_policy_closes) {
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   auto c = h.wait_conn();
   std::error_code last;
-  for (int i = 0; i < 64 && !last; ++i) last = c->send(std::string(64 * 1024, 'q'));
+  for (int i = 0; i < 1024 && !last; ++i) last = c->send(std::string(64 * 1024, 'q'));
   EXPECT_EQ(last, make_error_code(errc::queue_full));
   ASSERT_TRUE(wait_for([&] { return h.closed() == 1; }));
   std::lock_guard<std::mutex> lock(h.mu);
