@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -232,6 +233,34 @@ TEST(PollerTasks, trigger_from_another_thread_wakes_a_blocked_poll) {
     ASSERT_TRUE(p->poll_once(0ms));  // the task may be queued after the wake-up's round
   }
   EXPECT_TRUE(ran);
+}
+
+// Ping-pong between a producer and a loop that blocks without a timeout to speak of: the
+// producer queues one task, waits until it ran, queues the next. This hammers the window where
+// the loop clears the wake-up flag while a trigger() arrives; a lost wake-up would leave a round
+// blocked for its whole 5 s timeout.
+TEST(PollerTasks, ping_pong_triggers_never_lose_a_wakeup) {
+  auto p = open_poller();
+  constexpr int kRounds = 20000;
+  std::atomic<int> ran{0};
+  std::thread producer([&] {
+    for (int i = 0; i < kRounds; ++i) {
+      EXPECT_FALSE(p->trigger(i % 2 ? task_priority::high : task_priority::low,
+                              [&] { ran.fetch_add(1, std::memory_order_release); }));
+      while (ran.load(std::memory_order_acquire) <= i) std::this_thread::yield();
+    }
+  });
+  auto slowest = std::chrono::steady_clock::duration::zero();
+  const auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (ran.load(std::memory_order_acquire) < kRounds &&
+         std::chrono::steady_clock::now() < deadline) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(p->poll_once(5s));
+    slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
+  }
+  producer.join();
+  EXPECT_EQ(ran.load(), kRounds);
+  EXPECT_LT(slowest, 2s) << "a round waited for its timeout: a wake-up was lost";
 }
 
 TEST(PollerTasks, stop_from_inside_a_task_ends_poll) {
