@@ -2,7 +2,7 @@
 //
 // This is an internal header, not installed. poller.cc implements the facade (argument checks,
 // attachment bookkeeping, task queues, stop/wake-up protocol); one file per backend (epoll.cc,
-// kqueue.cc, later io_uring.cc) implements the kernel side by deriving from poller_backend.
+// kqueue.cc, io_uring.cc) implements the kernel side by deriving from poller_backend.
 //
 // Wake-up protocol (shared by every backend):
 //   producer: lock; push task; ++pending_; unlock; if (!wake_pending_.exchange(true)) wake();
@@ -11,7 +11,9 @@
 // A producer that finds wake_pending_ already set skips the system call: the loop has not yet
 // cleared the flag, so it will drain the queue after clearing it and will see that task. A
 // producer that pushes after the clear sees the flag false and wakes the loop again, so no
-// wake-up is lost.
+// wake-up is lost. Second line of defence: before it blocks, the loop looks at pending_ and
+// does not wait at all when tasks are queued. A producer on the loop thread itself (inside a
+// round) never writes: that check covers it.
 #pragma once
 
 #include <atomic>
