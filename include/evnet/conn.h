@@ -56,6 +56,7 @@ class timer;
 namespace detail {
 struct loop_internals;
 struct send_completion_list;
+class udp_batch;
 }  // namespace detail
 
 /// A connection's lifecycle stage (see the file comment).
@@ -213,7 +214,7 @@ class conn : public std::enable_shared_from_this<conn> {
   std::error_code write_rest(const char* p, std::size_t n, ssize_t sent);
   void after_traffic_slow() noexcept;
   void handle_read(bool until_eof) noexcept;
-  void handle_udp_read(int listen_fd) noexcept;
+  void handle_udp_read(int listen_fd, std::uint32_t events) noexcept;
   void handle_connect(std::uint32_t events) noexcept;
   bool flush() noexcept;
   void open_in_loop() noexcept;
@@ -297,7 +298,8 @@ class conn : public std::enable_shared_from_this<conn> {
   bool xq_scheduled_ = false;    // guarded by xq_mu_: a drain task is queued
   std::atomic<std::size_t> out_bytes_{0};
 
-  std::shared_ptr<conn> self_;  // the loop's reference while not closed
+  std::shared_ptr<conn> self_;              // the loop's reference while not closed
+  detail::udp_batch* udp_batch_ = nullptr;  // UDP: the listener's batch (replies queue there)
 };
 
 }  // namespace evnet

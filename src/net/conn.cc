@@ -20,6 +20,7 @@
 #include "evnet/engine.h"
 #include "evnet/event.h"
 #include "net/internals.h"
+#include "net/udp_batch.h"
 
 namespace evnet {
 
@@ -186,16 +187,16 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
 }
 
 std::error_code conn::write_udp(const iovec* iov, int iovcnt) noexcept {
-  msghdr msg{};
-  msg.msg_name = const_cast<sockaddr*>(peer_.data());
-  msg.msg_namelen = peer_.length();
-  msg.msg_iov = const_cast<iovec*>(iov);
-  msg.msg_iovlen = static_cast<std::size_t>(iovcnt);
-  ssize_t w;
-  do {
-    w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-  } while (w < 0 && errno == EINTR);
-  if (w < 0) return sys_error(errno);
+  if (udp_batch_ == nullptr) return errc::closed;
+  if (iovcnt == 1) {
+    udp_batch_->queue(peer_, {static_cast<const std::byte*>(iov[0].iov_base), iov[0].iov_len});
+    return {};
+  }
+  std::string joined;  // rare: a multi-piece datagram
+  for (int i = 0; i < iovcnt; ++i) {
+    joined.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+  }
+  udp_batch_->queue(peer_, as_bytes(joined));
   return {};
 }
 
@@ -427,25 +428,30 @@ void conn::apply(action a) noexcept {
   }
 }
 
-void conn::handle_udp_read(int listen_fd) noexcept {
-  loop_internals& L = loop_->internals();
-  char* const scratch = L.scratch.get();
+void conn::handle_udp_read(int listen_fd, std::uint32_t events) noexcept {
+  // Datagrams arrive in batches (one recvmmsg for up to batch_size()); replies written in
+  // on_traffic are queued in the batch and sent together (one sendmmsg) after the batch.
+  loop_internals& L = *li_;
+  detail::udp_batch& batch = *udp_batch_;
+  if ((events & io_event::writable) != 0 && batch.queued() != 0) (void)batch.flush(listen_fd);
+  if ((events & io_event::readable) == 0) return;
   for (;;) {
-    socklen_t len = socket_address::capacity();
-    const ssize_t n =
-        ::recvfrom(listen_fd, scratch, loop_internals::kScratchSize, 0, peer_.data(), &len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;  // EAGAIN (drained) or a reported ICMP error: nothing to deliver
+    auto got = batch.receive(listen_fd);
+    if (!got || got->empty()) break;  // drained (or an ICMP error report: nothing to deliver)
+    for (const detail::udp_datagram& d : *got) {
+      peer_ = d.peer;
+      scratch_ = as_chars(d.data);
+      L.enter();
+      const action a = L.h->on_traffic(*this);
+      L.leave();
+      scratch_ = {};  // datagram semantics: what the handler did not consume is dropped
+      if (a == action::shutdown) loop_->owner().stop();
     }
-    peer_.set_length(len);
-    scratch_ = std::string_view(scratch, static_cast<std::size_t>(n));
-    L.enter();
-    const action a = L.h->on_traffic(*this);
-    L.leave();
-    scratch_ = {};  // datagram semantics: what the handler did not consume is dropped
-    if (a == action::shutdown) loop_->owner().stop();
+    if (batch.queued() != 0) (void)batch.flush(listen_fd);
+    if (got->size() < batch.batch_size()) break;  // fewer than asked: the socket is drained
   }
+  // Whatever the kernel would not take now waits for writability (the socket is registered
+  // edge-triggered for both directions).
 }
 
 // ---- connect (client side) ----

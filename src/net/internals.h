@@ -25,6 +25,7 @@
 #include "evnet/handler.h"
 #include "evnet/loop.h"
 #include "net/socket.h"
+#include "net/udp_batch.h"
 
 namespace evnet::detail {
 
@@ -45,7 +46,8 @@ struct listener {
   listen_spec* spec = nullptr;
   int fd = -1;
   poll_attachment attachment;
-  std::shared_ptr<conn> udp;  // the per-datagram conn for UDP listeners
+  std::shared_ptr<conn> udp;         // the per-datagram conn for UDP listeners
+  std::unique_ptr<udp_batch> batch;  // UDP: recvmmsg/sendmmsg buffers
 };
 
 /// Per-loop state. Loop thread only unless marked.
@@ -120,7 +122,7 @@ struct loop_internals {
   std::error_code add_listener(listen_spec& spec, int fd);
   void close_listeners() noexcept;
   void on_accept(listener& l) noexcept;
-  void on_udp(listener& l) noexcept;
+  void on_udp(listener& l, std::uint32_t events) noexcept;
 
   // Timers.
   timer_id add_timer(timer_id id, std::chrono::nanoseconds delay, bool repeat,

@@ -207,11 +207,13 @@ std::error_code loop_internals::add_listener(listen_spec& spec, int fd) {
     l->udp = std::make_shared<conn>(self, fd, transport::udp, false);
     l->udp->id_ = eng.internals().next_conn_id.fetch_add(1, std::memory_order_relaxed);
     l->udp->opened_ = false;
-    l->attachment.callback = [this, raw](int, std::uint32_t) {
-      on_udp(*raw);
+    l->batch = std::make_unique<udp_batch>(16, 65535);
+    l->udp->udp_batch_ = l->batch.get();
+    l->attachment.callback = [this, raw](int, std::uint32_t events) {
+      on_udp(*raw, events);
       return poll_action::proceed;
     };
-    ec = poll->add(l->attachment, interest::read, trigger_mode::edge);
+    ec = poll->add(l->attachment, interest::read_write, trigger_mode::edge);
   } else {
     // Level-triggered: accept a bounded batch per round and let the poller report the rest.
     l->attachment.callback = [this, raw](int, std::uint32_t) {
@@ -236,6 +238,7 @@ void loop_internals::close_listeners() noexcept {
     if (l->udp) {
       l->udp->set_state(conn_state::closed);
       l->udp->fd_ = -1;
+      l->udp->udp_batch_ = nullptr;
       l->udp.reset();
     }
   }
@@ -290,8 +293,8 @@ void loop_internals::on_accept(listener& l) noexcept {
   }
 }
 
-void loop_internals::on_udp(listener& l) noexcept {
-  if (l.udp) l.udp->handle_udp_read(l.fd);
+void loop_internals::on_udp(listener& l, std::uint32_t events) noexcept {
+  if (l.udp) l.udp->handle_udp_read(l.fd, events);
 }
 
 // ---- timers ----
