@@ -18,3 +18,12 @@ foreach(variant IN ITEMS user nouser)
       EVNET_KQUEUE_SHIM_NO_USER)
   endif()
 endforeach()
+
+# examples/poll_echo end to end (its contract and real echo traffic). The path is compiled in;
+# without examples (tsan preset) the cases skip.
+evnet_test(test_poll_echo LAYERS poller TIMEOUT 180)
+if(TARGET test_poll_echo AND EVNET_BUILD_EXAMPLES)
+  target_compile_definitions(test_poll_echo PRIVATE
+    "EVNET_POLL_ECHO_PATH=\"$<TARGET_FILE:poll_echo>\"")
+  add_dependencies(test_poll_echo poll_echo)
+endif()
