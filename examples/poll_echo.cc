@@ -55,6 +55,7 @@ struct connection {
   server* owner = nullptr;
   std::vector<char> out;    // bytes not yet written back
   std::size_t out_pos = 0;  // first unsent byte in `out`
+  bool queued = false;      // `out` holds unsent bytes (new data must queue behind them)
   bool want_write = false;  // write interest currently enabled
   bool paused = false;      // stopped reading because `out` passed kHighWater
   bool eof = false;         // the peer finished sending; close once `out` is written
@@ -62,7 +63,7 @@ struct connection {
 
 class server {
  public:
-  explicit server(poller& p) : poller_(p), buf_(kReadBuffer) {}
+  explicit server(poller& p) : poller_(p) {}
 
   ~server() {
     for (auto& c : conns_) {
@@ -161,49 +162,59 @@ class server {
   }
 
   // Reads until the socket is drained, echoing each chunk. Returns false if `c` was closed.
+  // The common case — read a message, write it straight back in full — stays in this loop;
+  // everything else is out of line.
   bool read_all(connection* c) {
+    const int fd = c->att.fd;
     for (;;) {
-      const ssize_t n = ::read(c->att.fd, buf_.data(), buf_.size());
-      if (n > 0) {
-        if (!echo(c, buf_.data(), static_cast<std::size_t>(n))) return false;
-        if (c->paused) return true;
-        // A short read drained the socket; a later arrival raises a new edge.
-        if (static_cast<std::size_t>(n) < buf_.size()) return true;
-        continue;
+      const ssize_t n = ::read(fd, buf_, sizeof buf_);
+      if (n <= 0) [[unlikely]] {
+        if (n < 0 && errno == EINTR) continue;
+        return read_ended(c, n);
       }
-      if (n == 0) {  // EOF: the peer will not send more; finish when our output is gone
-        if (c->out_pos == c->out.size()) {
-          close_conn(c);
-          return false;
-        }
-        c->eof = true;
-        c->paused = true;
-        return true;
+      if (!c->queued) [[likely]] {
+        const ssize_t w = ::write(fd, buf_, static_cast<std::size_t>(n));
+        if (w != n && !queue_rest(c, static_cast<std::size_t>(n), w)) return false;
+      } else if (!queue(c, buf_, static_cast<std::size_t>(n))) {
+        return false;
       }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-      close_conn(c);
-      return false;
+      if (c->paused) return true;
+      // A short read drained the socket; a later arrival raises a new edge.
+      if (static_cast<std::size_t>(n) < sizeof buf_) return true;
     }
   }
 
-  bool echo(connection* c, const char* data, std::size_t len) {
-    if (c->out_pos == c->out.size()) {  // nothing queued: write straight back
-      const ssize_t w = ::write(c->att.fd, data, len);
-      if (w == static_cast<ssize_t>(len)) return true;
-      if (w < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-          close_conn(c);
-          return false;
-        }
-      } else {
-        data += w;
-        len -= static_cast<std::size_t>(w);
-      }
+  // read() returned 0 (EOF) or -1. Returns false if `c` was closed.
+  [[gnu::noinline]] bool read_ended(connection* c, ssize_t n) {
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n == 0 && c->queued) {
+      // EOF: the peer will not send more; finish when our output is gone.
+      c->eof = true;
+      c->paused = true;
+      return true;
     }
-    if (c->out_pos == c->out.size()) {
+    close_conn(c);
+    return false;
+  }
+
+  // A direct write of buf_[0, len) wrote `w` bytes (or failed): queue the rest.
+  [[gnu::noinline]] bool queue_rest(connection* c, std::size_t len, ssize_t w) {
+    if (w < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        close_conn(c);
+        return false;
+      }
+      w = 0;
+    }
+    return queue(c, buf_ + w, len - static_cast<std::size_t>(w));
+  }
+
+  // Appends to the connection's output and enables write interest until it drains.
+  [[gnu::noinline]] bool queue(connection* c, const char* data, std::size_t len) {
+    if (!c->queued) {
       c->out.clear();
       c->out_pos = 0;
+      c->queued = true;
     }
     c->out.insert(c->out.end(), data, data + len);
     if (c->out.size() - c->out_pos > kHighWater) c->paused = true;
@@ -229,6 +240,7 @@ class server {
     }
     c->out.clear();
     c->out_pos = 0;
+    c->queued = false;
     if (c->want_write) {
       c->want_write = false;
       (void)poller_.modify(c->att, interest::read, trigger_mode::edge);
@@ -253,7 +265,7 @@ class server {
   }
 
   poller& poller_;
-  std::vector<char> buf_;
+  alignas(64) char buf_[kReadBuffer];  // one read buffer for every connection
   poll_attachment listener_;
   int spare_fd_ = -1;
   std::vector<std::unique_ptr<connection>> conns_;  // indexed by fd
