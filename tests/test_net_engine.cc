@@ -1,7 +1,9 @@
 // Tests of the net layer's engine and conn over real sockets on 127.0.0.1 (port 0).
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "evnet/conn.h"
+#include "evnet/event.h"
 #include "evnet/engine.h"  // Test that the header is self-contained.
 #include "evnet/loop.h"
 #include "net_test_util.h"
@@ -691,6 +694,69 @@ TEST(net_engine, stop_flushes_pending_output_and_closes_all) {
   ASSERT_EQ(h.get().size(), 1u);
   EXPECT_EQ(h.get()[0], make_error_code(errc::engine_stopping));
   ::close(fd);
+}
+
+engine* g_signal_engine = nullptr;
+void stop_from_signal(int) {
+  g_signal_engine->stop();
+}
+
+TEST(net_engine, stop_from_a_signal_handler) {
+  echo_handler h;
+  engine_options o;
+  o.loops = 2;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal, o));
+  const int fd = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(fd, "s"));
+  EXPECT_EQ(recv_n(fd, 1), "s");
+  g_signal_engine = &r.get();
+  struct sigaction sa {};
+  sa.sa_handler = stop_from_signal;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+  ASSERT_EQ(::raise(SIGUSR1), 0);  // runs the handler on this (non-loop) thread
+  ASSERT_TRUE(wait_for([&] { return r.done(); }));
+  EXPECT_FALSE(r.result());
+  EXPECT_EQ(h.closes.load(), 1);  // the open connection was closed by the stop
+  EXPECT_TRUE(test::sees_close(fd));
+  ::close(fd);
+  signal(SIGUSR1, SIG_DFL);
+}
+
+TEST(net_engine, loop_clock_and_base_are_usable_on_the_loop_thread) {
+  booted_handler h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {}));
+  loop& l = r.get().get_loop(0);
+  std::promise<bool> ok;
+  ASSERT_FALSE(l.post([&] {
+    const auto t = l.now();
+    const bool clock_ok = t <= std::chrono::steady_clock::now();
+    const bool base_ok = l.base().priorities() >= 1;
+    ok.set_value(clock_ok && base_ok && l.index() == 0 && &l.owner() == &r.get());
+  }));
+  auto f = ok.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(f.get());
+}
+
+TEST(net_engine, engine_can_run_again_after_run_returns) {
+  echo_handler h1;
+  engine e;
+  std::thread t([&] { EXPECT_FALSE(e.run(h1, kLocal)); });
+  h1.booted().wait();
+  e.stop();
+  t.join();
+  echo_handler h2;
+  std::thread t2([&] { EXPECT_FALSE(e.run(h2, kLocal)); });
+  h2.booted().wait();
+  const int fd = connect_tcp(e.listen_addresses().at(0).port());
+  ASSERT_TRUE(send_all(fd, "again"));
+  EXPECT_EQ(recv_n(fd, 5), "again");
+  ::close(fd);
+  e.stop();
+  t2.join();
 }
 
 }  // namespace
