@@ -44,9 +44,9 @@ class poller_backend;
 /// Which readiness the caller wants to hear about. Hang-up and error conditions are reported
 /// whatever the interest (epoll always reports them; EPOLLRDHUP is always requested).
 enum class interest : std::uint8_t {
-  read = 1,
-  write = 2,
-  read_write = 3,
+  read = 1,        ///< readable (data, EOF, or a pending accept)
+  write = 2,       ///< writable (room in the send buffer, or a connect completed)
+  read_write = 3,  ///< both
 };
 
 /// How readiness is reported.
@@ -94,7 +94,10 @@ using poll_callback = std::function<poll_action(int fd, std::uint32_t events)>;
 /// before add(); do not change `fd` while registered. Not copyable in a meaningful way while
 /// registered (a copy would share the bookkeeping), so copy or move it only when unregistered.
 struct poll_attachment {
+  /// The descriptor to watch; the caller owns it (the poller never closes it). Set before
+  /// add(), unchanged while registered.
   int fd = -1;
+  /// Called on the loop thread with this fd and the io_event bits that fired.
   poll_callback callback;
 
   /// True between a successful add() and remove() (or close()/destruction of the poller).
