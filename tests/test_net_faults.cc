@@ -350,9 +350,12 @@ TEST(net_faults, slow_reader_never_buffers_more_than_high_water_plus_a_chunk) {
   h.total = 1u << 30;
   engine_options o;
   o.high_water_mark = 1u << 20;
+  o.send_buffer = 128 * 1024;  // small kernel buffers: a pause of the reader shows up with us
   engine_runner r;
   ASSERT_TRUE(r.start(h, kLocal, o));
   const int fd = connect_tcp(r.port());
+  int rcv = 64 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
   test::set_timeouts(fd, 10s);
   std::vector<char> buf(16 * 1024);
   std::size_t got = 0;
@@ -362,7 +365,7 @@ TEST(net_faults, slow_reader_never_buffers_more_than_high_water_plus_a_chunk) {
     const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
     ASSERT_GT(n, 0) << "after " << got << " bytes";
     got += static_cast<std::size_t>(n);
-    if (++reads % 256 == 0) std::this_thread::sleep_for(1ms);  // a slow reader
+    if (++reads % 128 == 0) std::this_thread::sleep_for(1ms);  // a slow reader
   }
   const auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_EQ(got, h.total);
