@@ -1,2 +1,3 @@
 # HTTP / WebSocket examples (owner: protocols engineer). Contract: shared DESIGN.md.
 evnet_example(http_server LAYERS http)
+evnet_example(ws_echo_server LAYERS ws)

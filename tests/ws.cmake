@@ -4,3 +4,9 @@ set(EVNET_WS_CODEC_SOURCES ${PROJECT_SOURCE_DIR}/src/http/parser.cc
     ${PROJECT_SOURCE_DIR}/src/ws/deflate.cc ${PROJECT_SOURCE_DIR}/src/ws/frame.cc
     ${PROJECT_SOURCE_DIR}/src/ws/handshake.cc ${PROJECT_SOURCE_DIR}/src/ws/utf8.cc)
 evnet_test(test_ws_codec LAYERS common LIBS OpenSSL::Crypto ZLIB::ZLIB SOURCES ${EVNET_WS_CODEC_SOURCES})
+# ws_echo_server (EVNET_BINARY_DIR/examples/ws_echo_server) against Python's websockets client
+# (tests/ws_python_client.py) and headless Chromium.
+evnet_test(test_ws_example LAYERS http TIMEOUT 180 LABELS slow)
+if(EVNET_BUILD_EXAMPLES)
+  add_dependencies(test_ws_example ws_echo_server)
+endif()

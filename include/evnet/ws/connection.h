@@ -1,0 +1,143 @@
+// evnet — a WebSocket connection handle and the callbacks of a WebSocket server or client
+// (gev's WebSocket API idea: on_open, on_message that may reply, on_close).
+//
+// This is a public header.
+//
+// Threading: every callback of ws::handler runs on the loop thread that serves the connection,
+// never concurrently for one connection (callbacks for connections on different loops may run
+// concurrently). connection's send_text/send_binary/send/ping/close are safe from any thread:
+// on the loop thread they write at once (inside a callback, replies are batched into one write at
+// the end of the current input batch); from other threads they are posted to the loop, in order.
+#pragma once
+
+#include <any>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "evnet/ws/deflate.h"
+#include "evnet/ws/frame.h"
+#include "evnet/ws/handshake.h"
+
+namespace evnet {
+class conn;
+}
+
+namespace evnet::ws {
+
+namespace detail {
+class session;
+}
+
+/// One WebSocket connection. Owned through connection_ptr; stays a valid object after it
+/// closes (sends then return errc::closed). Must not be used after the engine/server/client
+/// that served it has finished running.
+class connection : public std::enable_shared_from_this<connection> {
+ public:
+  /// Sends a text message (must be valid UTF-8; not checked). Any thread. errc::closed once a
+  /// close was sent or the connection is gone.
+  std::error_code send_text(std::string_view text) { return send(opcode::text, text); }
+  /// Sends a binary message. Any thread.
+  std::error_code send_binary(std::string_view data) { return send(opcode::binary, data); }
+  /// Sends a message with opcode text or binary (others: errc::invalid_argument). Any thread.
+  std::error_code send(opcode type, std::string_view data);
+  /// Sends a ping (payload ≤ 125 bytes, else errc::invalid_argument). Any thread.
+  std::error_code ping(std::string_view payload = {});
+  /// Starts the close handshake: sends a close frame with `code` and `reason` (≤ 123 bytes),
+  /// then waits for the peer's close frame (bounded by the close timeout) and closes the TCP
+  /// connection. on_close follows. Any thread; a no-op if already closing.
+  std::error_code close(std::uint16_t code = close_code::normal, std::string_view reason = {});
+
+  /// True until a close frame was sent or received or the TCP connection closed. Any thread.
+  bool is_open() const noexcept { return state_.load(std::memory_order_acquire) == kOpen; }
+  /// The negotiated subprotocol ("" if none). Any thread (set before on_open).
+  const std::string& subprotocol() const noexcept { return subprotocol_; }
+  /// The negotiated Sec-WebSocket-Extensions value ("" if none). Any thread.
+  const std::string& extensions() const noexcept { return extensions_; }
+  /// The request target of the opening handshake (e.g. "/chat?room=1"). Any thread.
+  const std::string& target() const noexcept { return target_; }
+  /// A slot for user data. Loop thread (or synchronise yourself).
+  std::any& context() noexcept { return context_; }
+  /// The underlying TCP connection. Loop thread for its loop-only methods.
+  evnet::conn& raw() const noexcept { return *conn_; }
+
+  /// Internal: created by the server/client on the loop thread.
+  connection(std::shared_ptr<evnet::conn> c, std::string subprotocol, std::string extensions,
+             std::string target);
+  ~connection();
+
+ private:
+  friend class detail::session;
+  static constexpr int kOpen = 0, kClosing = 1, kClosed = 2;
+  std::error_code send_in_loop(opcode type, std::string_view data);
+  std::error_code close_in_loop(std::uint16_t code, std::string_view reason);
+
+  std::shared_ptr<evnet::conn> conn_;
+  std::atomic<int> state_{kOpen};
+  detail::session* session_ = nullptr;  // loop thread only; null once closed
+  std::string subprotocol_;
+  std::string extensions_;
+  std::string target_;
+  std::any context_;
+};
+
+/// Shared handle to a connection.
+using connection_ptr = std::shared_ptr<connection>;
+
+/// Callbacks of a WebSocket server or client. Override what you need. All run on the
+/// connection's loop thread; none may throw (an exception is caught and the connection is
+/// closed with 1011).
+class handler {
+ public:
+  virtual ~handler() = default;
+  /// The handshake completed. May send.
+  virtual void on_open(const connection_ptr& c) { (void)c; }
+  /// A complete message (text is valid UTF-8). `data` is valid during the call only. May reply
+  /// with c->send_*(): replies made here are written together after the input batch.
+  virtual void on_message(const connection_ptr& c, opcode type, std::string_view data) {
+    (void)c, (void)type, (void)data;
+  }
+  /// A ping arrived (the pong was already queued automatically).
+  virtual void on_ping(const connection_ptr& c, std::string_view payload) {
+    (void)c, (void)payload;
+  }
+  /// A pong arrived.
+  virtual void on_pong(const connection_ptr& c, std::string_view payload) {
+    (void)c, (void)payload;
+  }
+  /// The connection closed, exactly once per on_open: `code`/`reason` from the peer's close
+  /// frame (1005 if it had no code), or the code we failed the connection with (1002, 1007,
+  /// 1009...), or 1006 when the TCP connection ended without a close frame.
+  virtual void on_close(const connection_ptr& c, std::uint16_t code, std::string_view reason) {
+    (void)c, (void)code, (void)reason;
+  }
+  /// Client only: a connect() failed before on_open (refused, handshake rejected...). `url` is
+  /// the URL given to connect(). Runs on a loop thread of the client.
+  virtual void on_connect_failed(std::string_view url, std::string_view what) {
+    (void)url, (void)what;
+  }
+};
+
+/// Settings shared by servers and clients.
+struct options {
+  /// Largest frame and message accepted (after inflate); larger → close 1009.
+  std::uint64_t max_frame_bytes = 16u << 20;
+  std::uint64_t max_message_bytes = 16u << 20;
+  /// Offer (client) / accept (server) permessage-deflate.
+  bool permessage_deflate = true;
+  /// Our permessage-deflate preferences (see negotiate_deflate).
+  deflate_params deflate;
+  /// Messages shorter than this are sent uncompressed even when deflate is on (RSV1 is per
+  /// message), because compressing tiny payloads costs more than it saves.
+  std::size_t deflate_min_bytes = 64;
+  /// Server: picks the subprotocol (see subprotocol_selector); empty = none.
+  subprotocol_selector select_protocol;
+  /// After we send a close frame, how long to wait for the peer's before closing TCP.
+  std::chrono::milliseconds close_timeout{5000};
+};
+
+}  // namespace evnet::ws

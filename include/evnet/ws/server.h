@@ -1,0 +1,54 @@
+// evnet — WebSocket server: upgrades go through evnet's HTTP server (same parser, same router),
+// then frames are parsed in place from the connection's input.
+//
+// This is a public header. See ws/connection.h for the thread contract of the callbacks and of
+// connection's methods.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "evnet/engine.h"
+#include "evnet/http/server.h"
+#include "evnet/ws/connection.h"
+
+namespace evnet::ws {
+
+/// Adds a WebSocket endpoint at `path` to an HTTP router: upgrade requests for `path` are
+/// validated (400/426 on a bad handshake), a subprotocol and permessage-deflate are negotiated,
+/// and the connection is handed to `h`. `h` must outlive the server. Call before the server
+/// runs; owner thread.
+void add_endpoint(http::router& r, std::string path, handler& h, const options& o = {});
+
+/// A ready-made server: an HTTP server whose router serves WebSocket at `path` (plus any HTTP
+/// routes you add with routes() before run()).
+class server {
+ public:
+  /// `h` must outlive the server. Owner thread.
+  explicit server(handler& h, options o = {}, std::string path = "/");
+  ~server();
+
+  /// The router, to add plain HTTP routes (e.g. a page) before run(). Owner thread.
+  http::router& routes() noexcept { return router_; }
+  /// HTTP settings (limits, timeouts, on_boot) before run(). Owner thread.
+  http::server_options& http_options() noexcept { return http_opts_; }
+
+  /// Serves `addresses` until stop(); blocks the calling thread. See engine::run.
+  std::error_code run(const std::vector<std::string>& addresses, const engine_options& eo = {});
+  /// Stops run(). Any thread; async-signal-safe once run() has started.
+  void stop() noexcept;
+
+ private:
+  http::router router_;
+  http::server_options http_opts_;
+  handler& handler_;
+  options opts_;
+  std::string path_;
+  std::atomic<http::server*> running_{nullptr};
+  std::atomic<bool> stop_requested_{false};
+};
+
+}  // namespace evnet::ws

@@ -1,0 +1,66 @@
+#include "evnet/ws/server.h"
+
+#include "ws/session.h"
+
+namespace evnet::ws {
+
+namespace {
+
+// Everything an endpoint needs, kept alive by the router's upgrade handler.
+struct endpoint {
+  handler* h;
+  options opts;
+};
+
+}  // namespace
+
+void add_endpoint(http::router& r, std::string path, handler& h, const options& o) {
+  auto ep = std::make_shared<endpoint>(endpoint{&h, o});
+  r.upgrade(std::move(path),
+            [ep](evnet::conn& c, const http::message& req,
+                 std::string& out) -> std::unique_ptr<http::upgraded_protocol> {
+              upgrade_check chk = check_upgrade(req);
+              if (chk.status != 0) {
+                write_upgrade_refusal(out, chk.status, chk.reason);
+                return nullptr;
+              }
+              std::string protocol;
+              bool has_protocols = false;
+              std::string_view offered = req.header("sec-websocket-protocol", &has_protocols);
+              if (has_protocols && ep->opts.select_protocol)
+                protocol = ep->opts.select_protocol(offered);
+              std::string ext;
+              std::optional<deflate_params> deflate;
+              bool has_ext = false;
+              std::string_view ext_offer = req.header("sec-websocket-extensions", &has_ext);
+              if (has_ext && ep->opts.permessage_deflate)
+                deflate = negotiate_deflate(ext_offer, ext, ep->opts.deflate);
+              write_upgrade_response(out, chk.key, protocol, ext);
+              return std::make_unique<detail::session>(
+                  c, *ep->h, ep->opts, role::server, std::move(protocol), std::move(ext),
+                  std::string(req.target), deflate ? &*deflate : nullptr);
+            });
+}
+
+server::server(handler& h, options o, std::string path)
+    : handler_(h), opts_(std::move(o)), path_(std::move(path)) {}
+
+server::~server() = default;
+
+std::error_code server::run(const std::vector<std::string>& addresses, const engine_options& eo) {
+  http::router r = router_;
+  add_endpoint(r, path_, handler_, opts_);
+  http::server srv(std::move(r), http_opts_);
+  running_.store(&srv, std::memory_order_release);
+  if (stop_requested_.load(std::memory_order_acquire)) srv.stop();
+  std::error_code ec = srv.run(addresses, eo);
+  running_.store(nullptr, std::memory_order_release);
+  return ec;
+}
+
+void server::stop() noexcept {
+  stop_requested_.store(true, std::memory_order_release);
+  if (http::server* s = running_.load(std::memory_order_acquire)) s->stop();
+}
+
+}  // namespace evnet::ws

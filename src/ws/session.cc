@@ -1,0 +1,256 @@
+#include "ws/session.h"
+
+#include "evnet/ring_buffer.h"
+
+namespace evnet::ws {
+
+// ---- connection ----
+
+connection::connection(std::shared_ptr<evnet::conn> c, std::string subprotocol,
+                       std::string extensions, std::string target)
+    : conn_(std::move(c)),
+      subprotocol_(std::move(subprotocol)),
+      extensions_(std::move(extensions)),
+      target_(std::move(target)) {}
+
+connection::~connection() = default;
+
+std::error_code connection::send(opcode type, std::string_view data) {
+  if (type != opcode::text && type != opcode::binary) return errc::invalid_argument;
+  if (!is_open()) return errc::closed;
+  if (conn_->owner().in_loop_thread()) return send_in_loop(type, data);
+  return conn_->owner().post([self = shared_from_this(), type, d = std::string(data)] {
+    (void)self->send_in_loop(type, d);
+  });
+}
+
+std::error_code connection::ping(std::string_view payload) {
+  if (payload.size() > 125) return errc::invalid_argument;
+  if (!is_open()) return errc::closed;
+  if (conn_->owner().in_loop_thread()) return send_in_loop(opcode::ping, payload);
+  return conn_->owner().post([self = shared_from_this(), d = std::string(payload)] {
+    (void)self->send_in_loop(opcode::ping, d);
+  });
+}
+
+std::error_code connection::close(std::uint16_t code, std::string_view reason) {
+  if (!is_open()) return {};
+  if (conn_->owner().in_loop_thread()) return close_in_loop(code, reason);
+  return conn_->owner().post([self = shared_from_this(), code, r = std::string(reason)] {
+    (void)self->close_in_loop(code, r);
+  });
+}
+
+std::error_code connection::send_in_loop(opcode type, std::string_view data) {
+  if (!session_ || state_.load(std::memory_order_relaxed) != kOpen) return errc::closed;
+  return session_->write_message(type, data);
+}
+
+std::error_code connection::close_in_loop(std::uint16_t code, std::string_view reason) {
+  if (!session_ || state_.load(std::memory_order_relaxed) != kOpen) return {};
+  session_->start_close(code, reason);
+  return {};
+}
+
+namespace detail {
+
+// ---- session ----
+
+session::session(evnet::conn& c, handler& h, const options& o, role r, std::string subprotocol,
+                 std::string extensions, std::string target, const deflate_params* deflate)
+    : tcp_(c), handler_(h), opts_(o), role_(r) {
+  reader_config rc;
+  rc.role = r;
+  rc.max_frame_bytes = o.max_frame_bytes;
+  rc.max_message_bytes = o.max_message_bytes;
+  reader_ = reader(rc);
+  if (deflate) {
+    bool server = r == role::server;
+    // We inflate what the peer compressed with its parameters, and deflate with ours.
+    inflater_ = std::make_unique<inflater>(
+        server ? deflate->client_max_window_bits : deflate->server_max_window_bits,
+        server ? deflate->client_no_context_takeover : deflate->server_no_context_takeover);
+    deflater_ = std::make_unique<deflater>(
+        server ? deflate->server_max_window_bits : deflate->client_max_window_bits,
+        server ? deflate->server_no_context_takeover : deflate->client_no_context_takeover);
+    reader_.set_inflater(inflater_.get());
+  }
+  conn_ = std::make_shared<connection>(c.shared_from_this(), std::move(subprotocol),
+                                       std::move(extensions), std::move(target));
+  conn_->session_ = this;
+  out_.reserve(4096);
+}
+
+session::~session() {
+  if (conn_) conn_->session_ = nullptr;
+}
+
+void session::write_frame(opcode op, std::string_view payload, bool rsv1) {
+  char hdr[kMaxFrameHeader];
+  std::array<std::uint8_t, 4> key{};
+  bool mask = role_ == role::client;
+  if (mask) key = random_mask_key();
+  std::size_t n =
+      write_frame_header(hdr, op, payload.size(), true, rsv1, mask ? key.data() : nullptr);
+  if (batching_ || mask) {
+    // Header and payload go into one staging buffer: a client must mask a copy anyway, and
+    // inside a callback batch everything is written together at the end.
+    std::size_t start = out_.size();
+    out_.append(hdr, n);
+    out_.append(payload);
+    if (mask) apply_mask(out_.data() + start + n, payload.size(), key.data());
+    if (!batching_) flush();
+    return;
+  }
+  std::string_view parts[2] = {std::string_view(hdr, n), payload};
+  (void)tcp_.writev(parts);
+}
+
+void session::flush() {
+  if (out_.empty()) return;
+  (void)tcp_.write(out_);
+  out_.clear();
+}
+
+std::error_code session::write_message(opcode op, std::string_view payload) {
+  if (close_sent_) return errc::closed;
+  bool is_data = op == opcode::text || op == opcode::binary;
+  if (is_data && deflater_ && payload.size() >= opts_.deflate_min_bytes) {
+    scratch_.clear();
+    if (!deflater_->deflate_message(payload, scratch_)) return errc::protocol_error;
+    write_frame(op, scratch_, true);
+    return {};
+  }
+  write_frame(op, payload, false);
+  return {};
+}
+
+void session::start_close(std::uint16_t code, std::string_view reason) {
+  if (close_sent_) return;
+  close_sent_ = true;
+  conn_->state_.store(connection::kClosing, std::memory_order_release);
+  std::string frame;
+  append_close(frame, code, reason, role_ == role::client);
+  if (batching_) {
+    out_.append(frame);
+  } else {
+    (void)tcp_.write(frame);
+  }
+  if (close_received_) return;
+  // Wait for the peer's close frame, but not forever.
+  std::weak_ptr<evnet::conn> weak = tcp_.shared_from_this();
+  close_timer_ = tcp_.owner().run_after(opts_.close_timeout, [weak] {
+    if (auto c = weak.lock()) c->close();
+  });
+}
+
+void session::fail(std::uint16_t code, std::string_view reason) {
+  close_code_ = code;
+  close_reason_.assign(reason);
+  start_close(code, reason);
+  done_ = true;
+}
+
+bool session::process(char* data, std::size_t len, std::size_t& consumed) {
+  std::span<char> in(data, len);
+  while (!done_) {
+    read_step s = reader_.next(in);
+    in = in.subspan(s.consumed);
+    consumed += s.consumed;
+    switch (s.event) {
+      case read_event::need_more:
+        return true;
+      case read_event::message:
+        if (close_sent_) break;  // after our close, data is read and dropped (RFC 6455 §5.5.1)
+        try {
+          handler_.on_message(conn_, s.type, s.data);
+        } catch (...) {
+          fail(close_code::internal_error, "handler threw");
+        }
+        break;
+      case read_event::ping:
+        if (!close_sent_) write_frame(opcode::pong, s.data, false);
+        try {
+          handler_.on_ping(conn_, s.data);
+        } catch (...) {
+          fail(close_code::internal_error, "handler threw");
+        }
+        break;
+      case read_event::pong:
+        try {
+          handler_.on_pong(conn_, s.data);
+        } catch (...) {
+          fail(close_code::internal_error, "handler threw");
+        }
+        break;
+      case read_event::close:
+        close_received_ = true;
+        close_code_ = s.code;
+        close_reason_.assign(s.reason);
+        // Echo the peer's code (an empty close is answered with an empty close).
+        if (!close_sent_) start_close(s.code, s.reason);
+        if (close_timer_) tcp_.owner().cancel(close_timer_), close_timer_ = 0;
+        done_ = true;
+        break;
+      case read_event::error:
+        fail(s.code, s.reason);
+        break;
+    }
+  }
+  return false;
+}
+
+action session::on_traffic(evnet::conn& c) {
+  if (done_) {
+    c.discard();
+    return action::none;
+  }
+  input_view v = c.peek();
+  batching_ = true;
+  std::size_t consumed = 0;
+  // The input bytes belong to this connection until consumed, so frames are unmasked in place
+  // (the views are const only because most users must not write them).
+  auto* a = const_cast<char*>(as_chars(v.first).data());
+  bool go = process(a, v.first.size(), consumed);
+  if (go && !v.second.empty()) {
+    auto* b = const_cast<char*>(as_chars(v.second).data());
+    process(b, v.second.size(), consumed);
+  }
+  batching_ = false;
+  if (done_)
+    c.discard();
+  else
+    c.discard(consumed);
+  flush();
+  // After a close frame was received (or the peer broke the protocol) the server closes the
+  // TCP connection once the close reply is flushed (RFC 6455 §7.1.1).
+  return done_ ? action::close : action::none;
+}
+
+void session::on_upgraded(evnet::conn&, std::string& out) {
+  batching_ = true;
+  try {
+    handler_.on_open(conn_);
+  } catch (...) {
+    fail(close_code::internal_error, "handler threw");
+  }
+  batching_ = false;
+  out.append(out_);
+  out_.clear();
+}
+
+void session::on_close(evnet::conn& c, std::error_code) {
+  if (close_timer_) c.owner().cancel(close_timer_), close_timer_ = 0;
+  conn_->state_.store(connection::kClosed, std::memory_order_release);
+  conn_->session_ = nullptr;
+  // RFC 6455 §7.1.5: the code of the peer's close frame, 1006 if none arrived; when we failed
+  // the connection ourselves, the code we sent (more useful to the application).
+  std::uint16_t code = close_code_;
+  try {
+    handler_.on_close(conn_, code, close_reason_);
+  } catch (...) {
+  }
+}
+
+}  // namespace detail
+}  // namespace evnet::ws
