@@ -72,6 +72,9 @@ class conn : public std::enable_shared_from_this<conn> {
  public:
   /// Internal: made by the engine's loops. Not for users (the loop pointer must be valid).
   conn(loop& owner, int fd, transport kind, bool client) noexcept;
+  /// Runs wherever the last shared_ptr is released (any thread); by then the loop has closed
+  /// the fd and completed every pending send callback (or the destructor does, with
+  /// errc::aborted, for sends whose drain never ran because the loop stopped).
   ~conn();
   conn(const conn&) = delete;
   conn& operator=(const conn&) = delete;

@@ -36,6 +36,7 @@ class loop {
  public:
   /// Internal: created by engine::run().
   loop(engine& owner, std::size_t index);
+  /// Destroyed by engine::run() after the loop's thread has finished.
   ~loop();
   loop(const loop&) = delete;
   loop& operator=(const loop&) = delete;

@@ -57,8 +57,11 @@ class ring_buffer {
 
   /// An empty ring that owns no memory.
   ring_buffer() noexcept = default;
+  /// Frees the memory.
   ~ring_buffer();
+  /// Takes other's bytes and memory; other is left empty, owning nothing.
   ring_buffer(ring_buffer&& other) noexcept;
+  /// Frees ours, then takes other's bytes and memory; other is left empty.
   ring_buffer& operator=(ring_buffer&& other) noexcept;
   ring_buffer(const ring_buffer&) = delete;
   ring_buffer& operator=(const ring_buffer&) = delete;
