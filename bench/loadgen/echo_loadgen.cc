@@ -12,7 +12,9 @@
 // Sec-WebSocket-Accept, masked binary frames, unmasked replies parsed and verified). With --idle
 // it opens the connections, echoes one message on each (so the server has certainly accepted and
 // served every one), prints `READY conns=N` and holds them until stdin closes, SIGTERM/SIGINT, or
-// --duration passes: the tool for the memory-per-idle-connection case.
+// --duration passes: the tool for the memory-per-idle-connection case. It prints
+// `CONNECTED conns=N` before the echoes; with --idle-wait-ping it sends them only once a line
+// arrives on stdin, so the caller can measure the server with never-used connections first.
 //
 // The measured window starts after --warmup. When given --server-pid it reads the server's CPU
 // clock (user+system, all threads, nanoseconds) exactly at the window's edges; when given
@@ -91,6 +93,7 @@ struct options {
   bool ws = false;
   std::string ws_path = "/";
   bool idle = false;
+  bool idle_wait_ping = false;
   int server_pid = 0;
   std::string perf_ctl, perf_ack;
   double connect_timeout = 10.0;
@@ -101,14 +104,15 @@ struct options {
 };
 
 [[noreturn]] void usage(const char* msg) {
-  std::fprintf(stderr,
-               "echo_loadgen: %s\n"
-               "usage: echo_loadgen (--port P [--host 127.0.0.1] | --unix PATH)\n"
-               "  [--conns N=50] [--size BYTES=64] [--depth D=1] [--duration S=2]\n"
-               "  [--warmup S=0.2] [--messages M] [--ws [--ws-path /]] [--idle]\n"
-               "  [--server-pid PID] [--perf-ctl FIFO --perf-ack FIFO]\n"
-               "  [--connect-timeout S=10] [--drain-timeout S=2] [--max-time S=300] [--quiet]\n",
-               msg);
+  std::fprintf(
+      stderr,
+      "echo_loadgen: %s\n"
+      "usage: echo_loadgen (--port P [--host 127.0.0.1] | --unix PATH)\n"
+      "  [--conns N=50] [--size BYTES=64] [--depth D=1] [--duration S=2]\n"
+      "  [--warmup S=0.2] [--messages M] [--ws [--ws-path /]] [--idle [--idle-wait-ping]]\n"
+      "  [--server-pid PID] [--perf-ctl FIFO --perf-ack FIFO]\n"
+      "  [--connect-timeout S=10] [--drain-timeout S=2] [--max-time S=300] [--quiet]\n",
+      msg);
   std::exit(3);
 }
 
@@ -144,6 +148,8 @@ options parse(int argc, char** argv) {
       o.ws_path = val();
     else if (a == "--idle")
       o.idle = true;
+    else if (a == "--idle-wait-ping")
+      o.idle = o.idle_wait_ping = true;
     else if (a == "--server-pid")
       o.server_pid = std::atoi(val());
     else if (a == "--perf-ctl")
@@ -237,7 +243,7 @@ class load_generator {
   clockid_t server_clk_{};
   bool have_server_clk_ = false;
 
-  enum class phase { connecting, warmup, measure, drain, idle_ping, idle_hold, done };
+  enum class phase { connecting, warmup, measure, drain, idle_wait, idle_ping, idle_hold, done };
   phase phase_ = phase::connecting;
   int connecting_ = 0;  // connects in flight
   int next_to_connect_ = 0;
@@ -713,6 +719,8 @@ int load_generator::run() {
   const uint64_t connect_deadline = t0 + static_cast<uint64_t>(o_.connect_timeout * 1e9);
   uint64_t phase_deadline = connect_deadline;
   bool timed_out = false;
+  bool ping_requested = false;
+  bool stdin_eof = false;
   std::vector<epoll_event> evs(1024);
 
   while (phase_ != phase::done) {
@@ -743,14 +751,17 @@ int load_generator::run() {
         if (r <= 0) {
           epoll_ctl(ep_, EPOLL_CTL_DEL, 0, nullptr);
           stdin_watched = false;
-          if (phase_ == phase::idle_hold) phase_ = phase::done;
+          stdin_eof = true;
+        } else {
+          ping_requested = true;  // a line may arrive before the connections are up
         }
         continue;
       }
       on_event(conns_[id], evs[static_cast<size_t>(i)].events);
     }
     now_ = now_ns();
-    if (now_ > hard_deadline && phase_ != phase::idle_hold) {
+    const bool holding = phase_ == phase::idle_hold || phase_ == phase::idle_wait;
+    if (now_ > hard_deadline && !holding) {
       std::fprintf(stderr, "echo_loadgen: --max-time reached\n");
       timed_out = true;
       if (phase_ == phase::measure) end_window();
@@ -758,7 +769,7 @@ int load_generator::run() {
     }
     if (g_stop) {
       if (phase_ == phase::measure) end_window();
-      if (phase_ != phase::idle_hold && phase_ != phase::drain) timed_out = true;
+      if (!holding && phase_ != phase::drain) timed_out = true;
       break;
     }
     switch (phase_) {
@@ -769,12 +780,9 @@ int load_generator::run() {
             break;
           }
           if (o_.idle) {
-            phase_ = phase::idle_ping;
-            for (auto& c : conns_) {
-              issue(c, 1);
-              flush(c);
-            }
-            phase_deadline = now_ + static_cast<uint64_t>(o_.connect_timeout * 1e9);
+            std::printf("CONNECTED conns=%d\n", ready_);
+            std::fflush(stdout);
+            phase_ = phase::idle_wait;
             break;
           }
           phase_ = phase::warmup;
@@ -816,6 +824,18 @@ int load_generator::run() {
           phase_ = phase::done;
         }
         break;
+      case phase::idle_wait:
+        if (stdin_eof && !ping_requested && o_.idle_wait_ping) {
+          phase_ = phase::done;  // the caller went away without asking for the echoes
+        } else if (ping_requested || !o_.idle_wait_ping) {
+          phase_ = phase::idle_ping;
+          for (auto& c : conns_) {
+            issue(c, 1);
+            flush(c);
+          }
+          phase_deadline = now_ + static_cast<uint64_t>(o_.connect_timeout * 1e9);
+        }
+        break;
       case phase::idle_ping:
         if (all_drained()) {
           std::printf("READY conns=%d\n", ready_);
@@ -830,7 +850,7 @@ int load_generator::run() {
         }
         break;
       case phase::idle_hold:
-        if (now_ >= phase_deadline) phase_ = phase::done;
+        if (now_ >= phase_deadline || stdin_eof) phase_ = phase::done;
         break;
       case phase::done:
         break;

@@ -171,6 +171,15 @@ def main():
            "20", "--duration", "0")
     expect("idle mode", 0, p, "--idle", "--conns", "50", "--size", "16", "--duration", "0.2",
            must="READY conns=50")
+    rc = subprocess.run([loadgen, "--port", str(p), "--idle-wait-ping", "--conns", "20",
+                         "--size", "16", "--duration", "0.2"], input="ping\n",
+                        capture_output=True, text=True, timeout=60)
+    ok = rc.returncode == 0 and "CONNECTED conns=20" in rc.stdout and "READY conns=20" in rc.stdout
+    print("%-40s rc=%d (want 0) %s" % ("idle mode, pings on request", rc.returncode,
+                                      "ok" if ok else "FAIL"))
+    if not ok:
+        print(rc.stdout + rc.stderr)
+        failures.append("idle mode, pings on request")
     _, p = serve(corrupt_after(64 * 500 + 17))
     expect("one corrupted byte is caught", 1, p, "--conns", "4", "--size", "64", "--messages",
            "2000", "--duration", "0", must="MISMATCH")

@@ -474,7 +474,17 @@ def check_http(port):
     return None
 
 
+def fd_count(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return 0
+
+
 def idle_run(cfg, srv, conns):
+    """User-space RSS growth per idle connection, measured twice on one server: with `conns`
+    connections that never sent a byte (once the server holds them all: its fd count says so),
+    then after one 16-byte echo on each (buffers a server allocates on first use show here)."""
     try:
         run = start_server(srv, logdir=cfg.tmp)
     except RuntimeError as e:
@@ -489,30 +499,54 @@ def idle_run(cfg, srv, conns):
             return None, "warm-up: " + err
         time.sleep(0.1)
         base = rss_kib(run.pid)
-        hold = spawn(pin(LOAD_CPU, [cfg.loadgen, "--idle", "--port", str(run.port), "--conns",
-                                    str(conns), "--size", "16", "--duration", "120",
+        base_fds = fd_count(run.pid)
+        hold = spawn(pin(LOAD_CPU, [cfg.loadgen, "--idle-wait-ping", "--port", str(run.port),
+                                    "--conns", str(conns), "--size", "16", "--duration", "120",
                                     "--connect-timeout", "60"]),
                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                      preexec_fn=raise_nofile)
-        deadline = time.time() + 90
-        line = b""
-        while time.time() < deadline and b"\n" not in line:
-            r, _, _ = select.select([hold.stdout], [], [], 0.2)
-            if r:
-                chunk = os.read(hold.stdout.fileno(), 256)
-                if not chunk:
-                    break
-                line += chunk
-        if not line.startswith(b"READY"):
-            err = hold.stderr.read1(500).decode(errors="replace") if hold.poll() is not None else ""
-            return None, "idle connections not established " + err.strip()
+        fd = hold.stdout.fileno()
+        buf = b""
+
+        def wait_line(prefix, timeout):
+            nonlocal buf
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                for line in buf.split(b"\n")[:-1]:
+                    if line.startswith(prefix):
+                        return line.decode()
+                r, _, _ = select.select([fd], [], [], 0.2)
+                if r:
+                    chunk = os.read(fd, 4096)
+                    if not chunk:
+                        return None
+                    buf += chunk
+            return None
+
+        line = wait_line(b"CONNECTED", 90)
+        if line is None:
+            return None, "idle connections not established"
+        n = int(parse_kv(line).get("conns", conns))
+        deadline = time.time() + 30
+        while fd_count(run.pid) < base_fds + n and time.time() < deadline:
+            time.sleep(0.05)
+        if fd_count(run.pid) < base_fds + n:
+            return None, "server holds only %d of %d connections" % (
+                fd_count(run.pid) - base_fds, n)
+        time.sleep(0.3)
+        connected = rss_kib(run.pid)
+        hold.stdin.write(b"ping\n")
+        hold.stdin.flush()
+        if wait_line(b"READY", 60) is None:
+            return None, "idle echoes unanswered"
         time.sleep(0.3)  # let the server finish any per-connection work after the echo
         full = rss_kib(run.pid)
-        n = int(parse_kv(line.decode()).get("conns", conns))
         s = Sample()
         s["rss_base_kib"] = base
+        s["rss_connected_kib"] = connected
         s["rss_full_kib"] = full
         s["conns"] = n
+        s["bytes_per_conn_unused"] = (connected - base) * 1024.0 / n if n else 0.0
         s["bytes_per_conn"] = (full - base) * 1024.0 / n if n else 0.0
         return s, None
     finally:
@@ -602,22 +636,24 @@ def case_table(cr, with_instr):
     """Markdown table for one case."""
     lines = []
     if cr.kind == "idle":
-        lines.append("| server | RSS before | RSS with %s idle conns | bytes per connection | "
-                     "× raw epoll | × evnet |" % fmt_num(cr.conns))
-        lines.append("|---|---:|---:|---:|---:|---:|")
+        lines.append("| server | RSS before | RSS with %s never-used conns | bytes/conn never used | "
+                     "RSS after one echo each | bytes/conn after one echo | × raw epoll | "
+                     "× evnet |" % fmt_num(cr.conns))
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         raw = cr.ref_value("raw")
         ev = cr.ref_value("evnet")
         for srv, samples, _, err in cr.rows:
             if err:
-                lines.append("| %s | FAILED: %s | | | | |" % (srv.label, err))
+                lines.append("| %s | FAILED: %s | | | | | | |" % (srv.label, err))
                 continue
             s = samples[0]
             b = s["bytes_per_conn"]
-            lines.append("| %s | %s KiB | %s KiB | %s | %s | %s |" % (
-                srv.label, fmt_num(s["rss_base_kib"]), fmt_num(s["rss_full_kib"]), fmt_num(b),
+            lines.append("| %s | %s KiB | %s KiB | %s | %s KiB | %s | %s | %s |" % (
+                srv.label, fmt_num(s["rss_base_kib"]), fmt_num(s["rss_connected_kib"]),
+                fmt_num(s["bytes_per_conn_unused"]), fmt_num(s["rss_full_kib"]), fmt_num(b),
                 fmt_ratio(b / raw if raw else None), fmt_ratio(b / ev if ev else None)))
         for label, why in cr.skipped:
-            lines.append("| %s | skipped: %s | | | | |" % (label, why))
+            lines.append("| %s | skipped: %s | | | | | | |" % (label, why))
         return "\n".join(lines)
     unit = cr.unit
     hdr = ("| server | %s median (min–max) | × raw | × evnet | p99 µs | load gen CPU | CPU µs/%s "
@@ -689,7 +725,8 @@ def plot_case(cfg, cr, png):
             continue
         label = srv.label.replace(" ", "_").replace('"', "")
         if cr.kind == "idle":
-            rows.append("%s %f" % (label, samples[0]["bytes_per_conn"]))
+            rows.append("%s %f %f" % (label, samples[0]["bytes_per_conn_unused"],
+                                      samples[0]["bytes_per_conn"]))
         else:
             r, lo, hi = summarize(samples, "msgs_per_s")
             c, clo, chi = summarize(samples, "cpu_ns_per_msg")
@@ -706,12 +743,14 @@ set terminal pngcairo size 900,420 noenhanced font ",10"
 set output "{png}"
 set title "{title}: user-space RSS per idle connection (bytes, lower is better)"
 set style data histograms
+set style histogram clustered gap 1
 set style fill solid 0.8 border -1
-set boxwidth 0.7
 set yrange [0:*]
 set grid ytics
 set xtics rotate by -20
-plot "{dat}" using 2:xtic(1) notitle lc rgb "#4477aa"
+set key top left
+plot "{dat}" using 2:xtic(1) title "never used" lc rgb "#4477aa", \\
+     "" using 3 title "after one echo" lc rgb "#cc6677"
 """.format(png=png, title=title, dat=dat)
     else:
         script = """
@@ -1112,14 +1151,19 @@ def goal_lines(results):
                 check(t + ": ≤ 700 instructions/msg", None if a is None else a <= 700,
                       "no count" if a is None else "%.0f" % a)
         elif cr.kind == "idle" and row(cr, "evnet"):
-            ev = v(cr, "evnet", "bytes_per_conn")
-            others = [r[1][0]["bytes_per_conn"] for r in cr.rows
-                      if r[0].family != "evnet" and not r[3] and r[1]]
-            if ev is not None and others:
-                check("idle: lowest memory per connection of all peers", ev <= min(others),
-                      "evnet %.0f B, lowest peer %.0f B" % (ev, min(others)))
-            if ev is not None:
-                check("idle: ≤ 2 KiB user-space RSS per connection", ev <= 2048, "%.0f B" % ev)
+            for key, what in (("bytes_per_conn_unused", "never used"),
+                              ("bytes_per_conn", "after one echo")):
+                r = row(cr, "evnet")
+                ev = r[1][0].get(key) if r else None
+                others = [x[1][0][key] for x in cr.rows
+                          if x[0].family not in ("evnet", "evnet-layer") and not x[3] and x[1]]
+                if ev is not None and others:
+                    check("idle (%s): lowest memory per connection of all peers" % what,
+                          ev <= min(others), "evnet %.0f B, lowest peer %.0f B" % (ev,
+                                                                                  min(others)))
+                if ev is not None:
+                    check("idle (%s): ≤ 2 KiB user-space RSS per connection" % what, ev <= 2048,
+                          "%.0f B" % ev)
     return out
 
 
@@ -1162,7 +1206,9 @@ def write_results(cfg, args, results, info, elapsed):
             if cr.kind == "idle":
                 s = samples[0] if samples else {}
                 csv_rows.append([cr.key, srv.label, "FAILED: " + err if err else "ok",
-                                 "", "", "", "", "", "", "", "", s.get("bytes_per_conn", "")])
+                                 "", "", "", "", "", "", "", "",
+                                 "%s/%s" % (s.get("bytes_per_conn_unused", ""),
+                                            s.get("bytes_per_conn", ""))])
                 continue
             rate, lo, hi = summarize(samples, "msgs_per_s")
             cpu, _, _ = summarize(samples, "cpu_ns_per_msg")
@@ -1194,7 +1240,7 @@ def write_results(cfg, args, results, info, elapsed):
         w.writerow(["# " + "; ".join("%s=%s" % kv for kv in info.items())])
         w.writerow(["case", "server", "status", "rounds", "rate_median", "rate_min", "rate_max",
                     "p50_us", "p99_us", "server_cpu_ns_per_msg", "syscalls_per_msg",
-                    "instructions_per_msg_or_idle_bytes_per_conn"])
+                    "instructions_per_msg_or_idle_bytes_per_conn_unused/after_echo"])
         w.writerows(csv_rows)
     write_latest(cfg, args, results, info, base, stamp, host, mode)
     print(text)
