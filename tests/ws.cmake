@@ -10,3 +10,5 @@ evnet_test(test_ws_example LAYERS http TIMEOUT 180 LABELS slow)
 if(EVNET_BUILD_EXAMPLES)
   add_dependencies(test_ws_example ws_echo_server)
 endif()
+# In-process ws::server with a raw-socket client and evnet's own ws::client (several threads).
+evnet_test(test_ws_server LAYERS ws LABELS tsan TIMEOUT 120)

@@ -1,0 +1,55 @@
+// evnet — WebSocket client on the net layer's dialer (engine::dial): opening handshake,
+// masking of every frame with a fresh random key, permessage-deflate offer, close handshake.
+//
+// This is a public header. See ws/connection.h for the thread contract of the callbacks and of
+// connection's methods.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "evnet/engine.h"
+#include "evnet/ws/connection.h"
+
+namespace evnet::ws {
+
+/// Client settings.
+struct client_options : options {
+  /// Sec-WebSocket-Protocol offer (comma-separated), empty for none.
+  std::string protocols;
+  /// The connection is failed if the handshake has not completed within this time.
+  std::chrono::milliseconds handshake_timeout{10000};
+  /// Engine settings of the client's own engine (loops, buffers...).
+  engine_options engine;
+};
+
+/// A WebSocket client with its own engine running on a background thread.
+class client {
+ public:
+  /// `h` must outlive the client. Owner thread.
+  explicit client(handler& h, client_options o = {});
+  /// Stops the engine (closing every connection: on_close runs with 1006 for connections whose
+  /// close handshake had not finished) and joins its thread.
+  ~client();
+  client(const client&) = delete;
+  client& operator=(const client&) = delete;
+
+  /// Starts the engine thread; returns once it is ready to dial. Owner thread, once.
+  std::error_code start();
+  /// Opens "ws://host:port/path" (host a numeric address or "localhost"). On success the
+  /// handler's on_open runs on a loop thread; on failure on_connect_failed does. Returns an
+  /// error (and calls nothing) if the URL is malformed or the client is not running.
+  /// Any thread after start().
+  std::error_code connect(std::string_view url);
+  /// Stops the engine and joins its thread (as the destructor). Owner thread.
+  void stop();
+
+ private:
+  class impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace evnet::ws

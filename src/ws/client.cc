@@ -1,0 +1,209 @@
+#include "evnet/ws/client.h"
+
+#include <future>
+#include <thread>
+
+#include "evnet/ring_buffer.h"
+#include "ws/session.h"
+
+namespace evnet::ws {
+namespace {
+
+struct parsed_url {
+  std::string host_port;  // "127.0.0.1:8080"
+  std::string target;     // "/path?q"
+};
+
+bool parse_ws_url(std::string_view url, parsed_url& out) {
+  if (url.substr(0, 5) != "ws://") return false;
+  url.remove_prefix(5);
+  std::size_t slash = url.find('/');
+  std::string_view hp = url.substr(0, slash);
+  if (hp.empty()) return false;
+  out.host_port = std::string(hp);
+  if (hp.find(':') == std::string_view::npos && hp.front() != '[') out.host_port += ":80";
+  out.target = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
+  return true;
+}
+
+// Per-connection client state, kept in the conn's context slot.
+struct client_conn {
+  std::string url;
+  parsed_url where;
+  std::string key;
+  http::response_parser parser;
+  std::unique_ptr<detail::session> session;
+  bool failed = false;
+  timer_id timer = 0;
+};
+
+}  // namespace
+
+class client::impl final : public evnet::handler {
+ public:
+  impl(ws::handler& h, client_options o) : h_(h), opts_(std::move(o)) {}
+
+  void on_boot(evnet::engine&) override { booted_.set_value(); }
+
+  action on_open(evnet::conn& c) override {
+    auto* st = state(c);
+    if (!st) return action::close;
+    st->key = generate_key();
+    std::string req;
+    write_client_request(req, st->where.host_port, st->where.target, st->key, opts_.protocols,
+                         opts_.permessage_deflate ? deflate_offer(opts_.deflate) : std::string());
+    (void)c.write(req);
+    if (opts_.handshake_timeout.count() > 0) {
+      std::weak_ptr<evnet::conn> weak = c.shared_from_this();
+      st->timer = c.owner().run_after(opts_.handshake_timeout, [this, weak] {
+        auto sp = weak.lock();
+        if (!sp) return;
+        auto* s = state(*sp);
+        if (!s || s->session || s->failed) return;
+        s->timer = 0;
+        fail(*sp, *s, "handshake timed out");
+        sp->close();
+      });
+    }
+    return action::none;
+  }
+
+  action on_traffic(evnet::conn& c) override {
+    auto* st = state(c);
+    if (!st || st->failed) {
+      c.discard();
+      return action::close;
+    }
+    if (st->session) return st->session->on_traffic(c);
+    input_view v = c.peek();
+    std::size_t consumed = 0;
+    for (std::string_view piece : {as_chars(v.first), as_chars(v.second)}) {
+      for (;;) {
+        http::parse_step s = st->parser.parse(piece);
+        piece.remove_prefix(s.consumed);
+        consumed += s.consumed;
+        if (s.event == http::parse_event::need_more) break;
+        if (s.event == http::parse_event::error) {
+          fail(c, *st, "malformed handshake response");
+          return action::close;
+        }
+        if (s.event == http::parse_event::head) {
+          c.discard(consumed);
+          return upgrade(c, *st);
+        }
+      }
+    }
+    c.discard(consumed);
+    return action::none;
+  }
+
+  void on_close(evnet::conn& c, std::error_code reason) override {
+    auto* st = state(c);
+    if (!st) return;
+    if (st->timer) c.owner().cancel(st->timer), st->timer = 0;
+    if (st->session)
+      st->session->on_close(c, reason);
+    else if (!st->failed)
+      fail(c, *st, "connection closed during the handshake");
+    st->session.reset();
+    c.context().reset();
+  }
+
+  std::error_code connect(std::string_view url) {
+    auto st = std::make_shared<client_conn>();
+    st->url = std::string(url);
+    if (!parse_ws_url(url, st->where)) return errc::bad_address;
+    evnet::dial_options d;
+    d.context = st;
+    d.on_result = [this, st](evnet::conn* c, std::error_code ec) {
+      if (!c || ec) h_.on_connect_failed(st->url, ec ? ec.message() : "connect failed");
+    };
+    return engine_.dial("tcp://" + st->where.host_port, std::move(d));
+  }
+
+  std::error_code start() {
+    auto ready = booted_.get_future();
+    std::promise<std::error_code> result;
+    auto run_result = result.get_future();
+    thread_ = std::thread([this, p = std::move(result)]() mutable {
+      p.set_value(engine_.run(*this, {}, opts_.engine));
+    });
+    // Either the engine boots, or run() fails before boot.
+    for (;;) {
+      if (ready.wait_for(std::chrono::milliseconds(5)) == std::future_status::ready) return {};
+      if (run_result.wait_for(std::chrono::milliseconds(0)) == std::future_status::ready) {
+        thread_.join();
+        std::error_code ec = run_result.get();
+        return ec ? ec : make_error_code(errc::stopped);
+      }
+    }
+  }
+
+  void stop() {
+    engine_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  static client_conn* state(evnet::conn& c) {
+    auto* p = std::any_cast<std::shared_ptr<client_conn>>(&c.context());
+    return p ? p->get() : nullptr;
+  }
+
+  void fail(evnet::conn&, client_conn& st, std::string_view what) {
+    if (st.failed) return;
+    st.failed = true;
+    h_.on_connect_failed(st.url, what);
+  }
+
+  action upgrade(evnet::conn& c, client_conn& st) {
+    const http::message& m = st.parser.message();
+    std::string_view problem = check_server_response(m, st.key);
+    if (!problem.empty()) {
+      fail(c, st, problem);
+      return action::close;
+    }
+    std::optional<deflate_params> deflate;
+    bool has_ext = false;
+    std::string_view ext = m.header("sec-websocket-extensions", &has_ext);
+    if (has_ext) {
+      if (opts_.permessage_deflate) deflate = parse_deflate_response(ext);
+      if (!deflate) {
+        fail(c, st, "server accepted an extension we did not offer");
+        return action::close;
+      }
+    }
+    std::string protocol(m.header("sec-websocket-protocol"));
+    if (st.timer) c.owner().cancel(st.timer), st.timer = 0;
+    st.session =
+        std::make_unique<detail::session>(c, h_, opts_, role::client, protocol, std::string(ext),
+                                          st.where.target, deflate ? &*deflate : nullptr);
+    std::string out;
+    st.session->on_upgraded(c, out);
+    if (!out.empty()) (void)c.write(out);
+    if (c.inbound_size() > 0) return st.session->on_traffic(c);
+    return action::none;
+  }
+
+  ws::handler& h_;
+  client_options opts_;
+  evnet::engine engine_;
+  std::promise<void> booted_;
+  std::thread thread_;
+};
+
+client::client(handler& h, client_options o) : impl_(std::make_unique<impl>(h, std::move(o))) {}
+client::~client() {
+  impl_->stop();
+}
+std::error_code client::start() {
+  return impl_->start();
+}
+std::error_code client::connect(std::string_view url) {
+  return impl_->connect(url);
+}
+void client::stop() {
+  impl_->stop();
+}
+
+}  // namespace evnet::ws

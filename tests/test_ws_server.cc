@@ -1,0 +1,437 @@
+// WebSocket server in-process: protocol violations and close codes with a raw-socket client that
+// crafts frames, then evnet's own ws::client against ws::server (echo, close codes, limits,
+// permessage-deflate, cross-thread sends). Real sockets on 127.0.0.1.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "evnet/engine.h"
+#include "evnet/ws/client.h"
+#include "evnet/ws/frame.h"
+#include "evnet/ws/handshake.h"
+#include "evnet/ws/server.h"
+#include "proto_test_util.h"
+
+namespace ws = evnet::ws;
+namespace http = evnet::http;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Echoes messages; "close:<code>" makes the server close with that code.
+class recording_handler : public ws::handler {
+ public:
+  void on_open(const ws::connection_ptr& c) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    last_ = c;
+    ++opened_;
+    cv_.notify_all();
+  }
+  void on_message(const ws::connection_ptr& c, ws::opcode type, std::string_view data) override {
+    if (data.substr(0, 6) == "close:") {
+      (void)c->close(static_cast<std::uint16_t>(std::stoi(std::string(data.substr(6)))), "asked");
+      return;
+    }
+    (void)c->send(type, data);
+  }
+  void on_close(const ws::connection_ptr&, std::uint16_t code, std::string_view reason) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    closes_.emplace_back(code, std::string(reason));
+    cv_.notify_all();
+  }
+  void on_connect_failed(std::string_view, std::string_view what) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    failures_.emplace_back(what);
+    cv_.notify_all();
+  }
+  // Waits for the n-th close and returns it.
+  std::pair<std::uint16_t, std::string> wait_close(std::size_t n = 1) {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_for(lk, 10s, [&] { return closes_.size() >= n; });
+    return closes_.size() >= n ? closes_[n - 1] : std::make_pair<std::uint16_t, std::string>(0, "");
+  }
+  ws::connection_ptr wait_open() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_for(lk, 10s, [&] { return opened_ > 0; });
+    return last_;
+  }
+  std::string wait_failure() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_for(lk, 10s, [&] { return !failures_.empty(); });
+    return failures_.empty() ? "" : failures_[0];
+  }
+
+ protected:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<std::uint16_t, std::string>> closes_;
+  std::vector<std::string> failures_;
+  ws::connection_ptr last_;
+  int opened_ = 0;
+};
+
+class test_ws_server {
+ public:
+  explicit test_ws_server(ws::handler& h, ws::options o = {}) : srv_(h, o, "/") {
+    auto p = std::make_shared<std::promise<int>>();
+    auto f = p->get_future();
+    srv_.http_options().on_boot = [p](evnet::engine& e) {
+      p->set_value(e.listen_addresses().at(0).port());
+    };
+    thread_ = std::thread([this] { (void)srv_.run({"tcp://127.0.0.1:0"}); });
+    if (f.wait_for(10s) == std::future_status::ready) port_ = f.get();
+  }
+  ~test_ws_server() {
+    srv_.stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  std::string url() const { return "ws://127.0.0.1:" + std::to_string(port_) + "/"; }
+
+ private:
+  ws::server srv_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+// A raw client: does the handshake by hand, sends crafted frames, reads frames.
+struct raw_ws {
+  proto_test::client tcp;
+  ws::reader reader{[] {
+    ws::reader_config c;
+    c.role = ws::role::client;
+    return c;
+  }()};
+  std::vector<char> pending;
+
+  explicit raw_ws(int port, std::string_view first_frames = {}) : tcp(port) {
+    std::string key = ws::generate_key();
+    std::string req;
+    ws::write_client_request(req, "127.0.0.1", "/", key);
+    req.append(first_frames);
+    EXPECT_TRUE(tcp.send(req));
+    std::string resp;
+    while (resp.find("\r\n\r\n") == std::string::npos) {
+      std::string s = tcp.recv_some();
+      if (s.empty()) break;
+      resp += s;
+    }
+    EXPECT_EQ(resp.rfind("HTTP/1.1 101", 0), 0u) << resp;
+    auto end = resp.find("\r\n\r\n");
+    if (end != std::string::npos) pending.assign(resp.begin() + end + 4, resp.end());
+  }
+
+  bool send_frame(ws::opcode op, std::string_view payload, bool fin = true) {
+    std::string f;
+    ws::append_frame(f, op, payload, true, fin);
+    return tcp.send(f);
+  }
+
+  // Next event from the server; `event` is need_more on EOF/timeout.
+  ws::read_step next(std::string& data) {
+    for (;;) {
+      if (!pending.empty()) {
+        ws::read_step s = reader.next(pending);
+        if (s.event != ws::read_event::need_more) {
+          data.assign(s.data.empty() ? std::string_view(s.reason) : s.data);
+          pending.erase(pending.begin(), pending.begin() + static_cast<long>(s.consumed));
+          return s;
+        }
+        pending.clear();
+      }
+      std::string more = tcp.recv_some();
+      if (more.empty()) return {};
+      pending.assign(more.begin(), more.end());
+    }
+  }
+
+  bool eof_follows() {
+    bool eof = false;
+    std::string rest = tcp.recv_until_eof(&eof);
+    return eof;
+  }
+};
+
+void expect_close(raw_ws& c, std::uint16_t code) {
+  std::string data;
+  ws::read_step s = c.next(data);
+  ASSERT_EQ(s.event, ws::read_event::close) << "got event " << int(s.event);
+  EXPECT_EQ(s.code, code) << data;
+  EXPECT_TRUE(c.eof_follows()) << "server must close TCP after a failing close";
+}
+
+TEST(ws_server, handshake_with_first_frame_in_same_packet) {
+  recording_handler h;
+  test_ws_server s(h);
+  std::string f;
+  ws::append_frame(f, ws::opcode::text, "early", true);
+  raw_ws c(s.port(), f);
+  std::string data;
+  auto st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::message);
+  EXPECT_EQ(st.type, ws::opcode::text);
+  EXPECT_EQ(data, "early");
+}
+
+TEST(ws_server, echoes_with_same_opcode_and_fragments) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  ASSERT_TRUE(c.send_frame(ws::opcode::binary, std::string("\0\1\2", 3)));
+  std::string data;
+  auto st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::message);
+  EXPECT_EQ(st.type, ws::opcode::binary);
+  EXPECT_EQ(data, std::string("\0\1\2", 3));
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "frag", false));
+  ASSERT_TRUE(c.send_frame(ws::opcode::ping, "mid"));
+  ASSERT_TRUE(c.send_frame(ws::opcode::continuation, "mented", true));
+  st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::pong);
+  EXPECT_EQ(data, "mid");
+  st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::message);
+  EXPECT_EQ(data, "fragmented");
+}
+
+TEST(ws_server, unmasked_client_frame_is_1002) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  std::string f;
+  ws::append_frame(f, ws::opcode::text, "no mask", false);
+  ASSERT_TRUE(c.tcp.send(f));
+  expect_close(c, 1002);
+  EXPECT_EQ(h.wait_close().first, 1002);
+}
+
+TEST(ws_server, reserved_opcode_is_1002) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  ASSERT_TRUE(c.send_frame(static_cast<ws::opcode>(0x3), "x"));
+  expect_close(c, 1002);
+}
+
+TEST(ws_server, invalid_utf8_is_1007) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "ok\xC3", false));
+  ASSERT_TRUE(c.send_frame(ws::opcode::continuation, "(", true));
+  expect_close(c, 1007);
+  EXPECT_EQ(h.wait_close().first, 1007);
+}
+
+TEST(ws_server, message_over_limit_is_1009) {
+  recording_handler h;
+  ws::options o;
+  o.max_message_bytes = 1000;
+  test_ws_server s(h, o);
+  raw_ws c(s.port());
+  ASSERT_TRUE(c.send_frame(ws::opcode::binary, std::string(600, 'a'), false));
+  ASSERT_TRUE(c.send_frame(ws::opcode::continuation, std::string(600, 'a'), true));
+  expect_close(c, 1009);
+}
+
+TEST(ws_server, client_close_code_is_echoed) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  std::string payload = "\x0F\xA1reason";  // 4001
+  ASSERT_TRUE(c.send_frame(ws::opcode::close, payload));
+  std::string data;
+  auto st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::close);
+  EXPECT_EQ(st.code, 4001);
+  EXPECT_TRUE(c.eof_follows());
+  auto cl = h.wait_close();
+  EXPECT_EQ(cl.first, 4001);
+  EXPECT_EQ(cl.second, "reason");
+}
+
+TEST(ws_server, server_initiated_close_waits_for_reply) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "close:4002"));
+  std::string data;
+  auto st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::close);
+  EXPECT_EQ(st.code, 4002);
+  EXPECT_EQ(data, "asked");
+  // Messages after the server's close are dropped, then our close reply completes it.
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "late"));
+  ASSERT_TRUE(c.send_frame(ws::opcode::close, "\x0F\xA2"));
+  EXPECT_TRUE(c.eof_follows());
+  EXPECT_EQ(h.wait_close().first, 4002);
+}
+
+TEST(ws_server, close_times_out_without_reply) {
+  recording_handler h;
+  ws::options o;
+  o.close_timeout = 200ms;
+  test_ws_server s(h, o);
+  raw_ws c(s.port());
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "close:1000"));
+  std::string data;
+  ASSERT_EQ(c.next(data).event, ws::read_event::close);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.eof_follows());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  EXPECT_EQ(h.wait_close().first, 1006) << "no close frame was received";
+}
+
+TEST(ws_server, tcp_drop_reports_1006) {
+  recording_handler h;
+  test_ws_server s(h);
+  {
+    raw_ws c(s.port());
+    ASSERT_TRUE(c.send_frame(ws::opcode::text, "hi"));
+    std::string data;
+    ASSERT_EQ(c.next(data).event, ws::read_event::message);
+  }
+  EXPECT_EQ(h.wait_close().first, 1006);
+}
+
+TEST(ws_server, cross_thread_send_and_close) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  ws::connection_ptr conn = h.wait_open();
+  ASSERT_TRUE(conn);
+  std::thread t([&] {
+    for (int i = 0; i < 100; ++i) EXPECT_FALSE(conn->send_text("m" + std::to_string(i)));
+    EXPECT_FALSE(conn->close(4100, "from another thread"));
+  });
+  t.join();
+  std::string data;
+  for (int i = 0; i < 100; ++i) {
+    auto st = c.next(data);
+    ASSERT_EQ(st.event, ws::read_event::message);
+    EXPECT_EQ(data, "m" + std::to_string(i));
+  }
+  auto st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::close);
+  EXPECT_EQ(st.code, 4100);
+  EXPECT_EQ(conn->send_text("too late"), evnet::errc::closed);
+}
+
+// ---------------- evnet's ws::client against ws::server ----------------
+
+class client_handler : public recording_handler {
+ public:
+  void on_message(const ws::connection_ptr&, ws::opcode type, std::string_view data) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    messages_.emplace_back(type, std::string(data));
+    cv_.notify_all();
+  }
+  std::vector<std::pair<ws::opcode, std::string>> wait_messages(std::size_t n) {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_for(lk, 10s, [&] { return messages_.size() >= n; });
+    return messages_;
+  }
+
+ private:
+  std::vector<std::pair<ws::opcode, std::string>> messages_;
+};
+
+TEST(ws_client, echo_and_close_codes_both_sides) {
+  recording_handler server_h;
+  test_ws_server s(server_h);
+  client_handler h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(s.url()));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(c->send_text("hello"));
+  EXPECT_FALSE(c->send_binary(std::string(70000, '\x7f')));
+  auto msgs = h.wait_messages(2);
+  ASSERT_EQ(msgs.size(), 2u);
+  EXPECT_EQ(msgs[0].first, ws::opcode::text);
+  EXPECT_EQ(msgs[0].second, "hello");
+  EXPECT_EQ(msgs[1].first, ws::opcode::binary);
+  EXPECT_EQ(msgs[1].second.size(), 70000u);
+  EXPECT_FALSE(c->close(4003, "client done"));
+  EXPECT_EQ(h.wait_close().first, 4003);
+  auto sc = server_h.wait_close();
+  EXPECT_EQ(sc.first, 4003);
+  EXPECT_EQ(sc.second, "client done");
+}
+
+TEST(ws_client, server_limit_reported_as_1009) {
+  recording_handler server_h;
+  ws::options o;
+  o.max_message_bytes = 1000;
+  test_ws_server s(server_h, o);
+  client_handler h;
+  ws::client_options co;
+  co.permessage_deflate = false;
+  ws::client cl(h, co);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(s.url()));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(c->send_binary(std::string(2000, 'x')));
+  EXPECT_EQ(h.wait_close().first, 1009);
+  EXPECT_EQ(server_h.wait_close().first, 1009);
+}
+
+TEST(ws_client, permessage_deflate_negotiated_and_used) {
+  recording_handler server_h;
+  test_ws_server s(server_h);
+  client_handler h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(s.url()));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  EXPECT_NE(c->extensions().find("permessage-deflate"), std::string::npos);
+  std::string big;
+  for (int i = 0; i < 5000; ++i) big += "compressible text " + std::to_string(i % 10);
+  EXPECT_FALSE(c->send_text(big));
+  EXPECT_FALSE(c->send_text("short"));
+  auto msgs = h.wait_messages(2);
+  ASSERT_EQ(msgs.size(), 2u);
+  EXPECT_EQ(msgs[0].second, big);
+  EXPECT_EQ(msgs[1].second, "short");
+}
+
+TEST(ws_client, connection_refused_reports_failure) {
+  int port;
+  {
+    // Find a port nobody listens on: bind, read it, close.
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+    ::close(fd);
+  }
+  client_handler h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect("ws://127.0.0.1:" + std::to_string(port) + "/"));
+  EXPECT_FALSE(h.wait_failure().empty());
+  EXPECT_EQ(cl.connect("http://not-ws"), evnet::errc::bad_address);
+}
+
+TEST(ws_client, handshake_refused_by_plain_http_server) {
+  // ws::server routes only "/", so another path is a plain 404 and the client must fail.
+  recording_handler server_h;
+  test_ws_server s(server_h);
+  client_handler h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect("ws://127.0.0.1:" + std::to_string(s.port()) + "/elsewhere"));
+  EXPECT_EQ(h.wait_failure(), "server did not switch protocols");
+}
+
+}  // namespace
