@@ -39,6 +39,7 @@
 
 #include <bit>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <ctime>
@@ -308,11 +309,14 @@ class io_uring_backend final : public poller_backend {
     if (!rearm_.empty()) {
       std::vector<std::uint64_t> batch;
       batch.swap(rearm_);
-      for (std::uint64_t tag : batch) {
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        const std::uint64_t tag = batch[i];
         const auto index = static_cast<std::uint32_t>(tag);
         if (index < slots_.size() && slots_[index].gen == static_cast<std::uint32_t>(tag >> 32) &&
-            slots_[index].att != nullptr && !slots_[index].armed) {
-          if (std::error_code ec = arm(index)) return ec;
+            slots_[index].att != nullptr && !slots_[index].armed && arm(index)) {
+          // The SQ is full and the kernel will not take more now: the rest waits a round.
+          rearm_.insert(rearm_.end(), batch.begin() + static_cast<std::ptrdiff_t>(i), batch.end());
+          break;
         }
       }
       batch.clear();
@@ -320,6 +324,42 @@ class io_uring_backend final : public poller_backend {
     }
     if (!wake_armed_) arm_wake();
 
+    // A CQE wakes the wait even when it turns out stale (the -ECANCELED of a removed
+    // registration, a failed POLL_REMOVE). epoll_wait would have kept waiting, so a wait that
+    // produced nothing but such CQEs is resumed for the rest of the timeout.
+    std::chrono::steady_clock::time_point deadline;
+    if (timeout_ms > 0) {
+      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    }
+    for (;;) {
+      if (std::error_code ec = enter(timeout_ms)) return ec;
+      bool woke = false;
+      const bool reaped_any = reap(woke);
+      if (!batch_.empty() || woke || !reaped_any || timeout_ms == 0) break;
+      if (timeout_ms > 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        timeout_ms = static_cast<int>(left.count());
+      }
+    }
+
+    std::size_t ran = 0;
+    for (const ready& r : batch_) {
+      // A callback earlier in the batch may have removed (and freed) or modified this one;
+      // its generation moved on then. Looked up afresh: slots_ may have grown.
+      const slot& s = slots_[r.index];
+      if (s.gen != r.gen || s.att == nullptr) continue;
+      ++ran;
+      if (dispatch_attachment(s.att, r.bits)) stop_in_loop_ = true;
+    }
+    capacity_ = next_capacity(capacity_, batch_.size());
+    return ran;
+  }
+
+  // Submits every queued SQE and waits up to timeout_ms (-1: forever, 0: not at all) for a
+  // completion, in one io_uring_enter.
+  std::error_code enter(int timeout_ms) noexcept {
     const unsigned to_submit = sq_tail_ - load_acquire(sq_khead_);
     store_release(sq_ktail_, sq_tail_);
     unsigned flags = IORING_ENTER_GETEVENTS;
@@ -339,16 +379,20 @@ class io_uring_backend final : public poller_backend {
     // Nothing to wait for when completions are already queued (a round that hit the event
     // array's limit leaves the rest in the CQ).
     if (load_acquire(cq_ktail_) != *cq_khead_) min_complete = 0;
-    const int r = sys_io_uring_enter(ring_fd_, to_submit, min_complete, flags, argp, argsz);
-    if (r < 0) {
+    if (sys_io_uring_enter(ring_fd_, to_submit, min_complete, flags, argp, argsz) < 0) {
       const int err = errno;
       // EINTR: a signal; ETIME: the timeout passed; EBUSY/EAGAIN: the kernel holds overflowed
-      // CQEs or is short of memory for a moment. All are empty rounds; the CQ is read anyway.
+      // CQEs or is short of memory for a moment. All are empty waits; the CQ is read anyway.
       if (err != EINTR && err != ETIME && err != EBUSY && err != EAGAIN) {
-        return std::error_code(err, std::system_category());
+        return {err, std::system_category()};
       }
     }
+    return {};
+  }
 
+  // Moves this round's CQEs into batch_. Returns whether any CQE was consumed; sets `woke` when
+  // one was the wake-up eventfd's.
+  bool reap(bool& woke) noexcept {
     // Reap first, dispatch second, as epoll_wait fills its array before any callback runs.
     // Several CQEs of one registration in one round (a multishot posts one per wake-up, e.g. a
     // peer draining our send buffer in many reads) are merged into one entry with the bits
@@ -357,7 +401,8 @@ class io_uring_backend final : public poller_backend {
     // in the CQ for the next round. Wake-up, ignored and stale CQEs take no room.
     ++round_;
     batch_.clear();
-    unsigned head = *cq_khead_;
+    const unsigned start = *cq_khead_;
+    unsigned head = start;
     while (batch_.size() < capacity_) {
       if (head == load_acquire(cq_ktail_)) break;
       const io_uring_cqe cqe = cqes_[head & cq_mask_];
@@ -365,6 +410,7 @@ class io_uring_backend final : public poller_backend {
       if (cqe.user_data == kWakeTag) {
         if ((cqe.flags & IORING_CQE_F_MORE) == 0) wake_armed_ = false;
         on_wake();
+        woke = true;
         continue;
       }
       if (cqe.user_data == kIgnoreTag) continue;
@@ -395,18 +441,7 @@ class io_uring_backend final : public poller_backend {
     // Hand the entries back before any callback runs: a callback's flush (SQ full) may need
     // the room.
     store_release(cq_khead_, head);
-
-    std::size_t ran = 0;
-    for (const ready& r : batch_) {
-      // A callback earlier in the batch may have removed (and freed) or modified this one;
-      // its generation moved on then. Looked up afresh: slots_ may have grown.
-      const slot& s = slots_[r.index];
-      if (s.gen != r.gen || s.att == nullptr) continue;
-      ++ran;
-      if (dispatch_attachment(s.att, r.bits)) stop_in_loop_ = true;
-    }
-    capacity_ = next_capacity(capacity_, batch_.size());
-    return ran;
+    return head != start;
   }
 
   // Entries of the batch are checked against their slot's generation right before their
