@@ -106,15 +106,17 @@ std::uint32_t poll_mask(interest what) noexcept {
   return ev;
 }
 
-// The same mapping as epoll.cc's: the poll bits io_uring returns are the EPOLL* values.
+// The same mapping as epoll.cc's, by shifts: the poll bits io_uring returns are the kernel's
+// EPOLL*/POLL* ABI values, fixed forever (checked below).
+static_assert(POLLIN == 0x1 && POLLOUT == 0x4 && POLLERR == 0x8 && POLLHUP == 0x10 &&
+              POLLRDHUP == 0x2000);
+static_assert(io_event::readable == 1 && io_event::writable == 2 && io_event::read_hangup == 4 &&
+              io_event::hangup == 8 && io_event::error == 16);
 inline std::uint32_t io_bits(std::uint32_t ev) noexcept {
-  std::uint32_t bits = 0;
-  if ((ev & POLLIN) != 0) bits |= io_event::readable;
-  if ((ev & POLLOUT) != 0) bits |= io_event::writable;
-  if ((ev & POLLRDHUP) != 0) bits |= io_event::read_hangup;
-  if ((ev & POLLHUP) != 0) bits |= io_event::hangup;
-  if ((ev & POLLERR) != 0) bits |= io_event::error;
-  return bits;
+  return (ev & 0x1U)           // POLLIN    0x1    → readable    0x1
+         | ((ev >> 1) & 0xAU)  // POLLOUT   0x4    → writable    0x2;  POLLHUP 0x10 → hangup 0x8
+         | ((ev >> 11) & 0x4U)   // POLLRDHUP 0x2000 → read_hangup 0x4
+         | ((ev << 1) & 0x10U);  // POLLERR   0x8    → error       0x10
 }
 
 // The kernel reads poll32_events with its 16-bit halves swapped on big-endian hosts (it keeps
@@ -146,7 +148,10 @@ struct ready {
 class io_uring_backend final : public poller_backend {
  public:
   io_uring_backend(const poller_options& options, int wakefd)
-      : poller_backend(options), wakefd_(wakefd), capacity_(options.initial_events) {}
+      : poller_backend(options),
+        wakefd_(wakefd),
+        capacity_(options.initial_events),
+        batch_(options.max_events) {}
 
   ~io_uring_backend() override {
     close_kernel();
@@ -335,7 +340,7 @@ class io_uring_backend final : public poller_backend {
       if (std::error_code ec = enter(timeout_ms)) return ec;
       bool woke = false;
       const bool reaped_any = reap(woke);
-      if (!batch_.empty() || woke || !reaped_any || timeout_ms == 0) break;
+      if (batch_size_ != 0 || woke || !reaped_any || timeout_ms == 0) break;
       if (timeout_ms > 0) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
@@ -345,7 +350,8 @@ class io_uring_backend final : public poller_backend {
     }
 
     std::size_t ran = 0;
-    for (const ready& r : batch_) {
+    for (std::size_t i = 0; i < batch_size_; ++i) {
+      const ready& r = batch_[i];
       // A callback earlier in the batch may have removed (and freed) or modified this one;
       // its generation moved on then. Looked up afresh: slots_ may have grown.
       const slot& s = slots_[r.index];
@@ -353,7 +359,7 @@ class io_uring_backend final : public poller_backend {
       ++ran;
       if (dispatch_attachment(s.att, r.bits)) stop_in_loop_ = true;
     }
-    capacity_ = next_capacity(capacity_, batch_.size());
+    capacity_ = next_capacity(capacity_, batch_size_);
     return ran;
   }
 
@@ -400,10 +406,12 @@ class io_uring_backend final : public poller_backend {
     // most capacity_ registrations are gathered, like epoll's maxevents; the rest stay queued
     // in the CQ for the next round. Wake-up, ignored and stale CQEs take no room.
     ++round_;
-    batch_.clear();
+    batch_size_ = 0;
     const unsigned start = *cq_khead_;
     unsigned head = start;
-    while (batch_.size() < capacity_) {
+    const std::size_t nslots = slots_.size();
+    std::size_t gathered = 0;
+    while (gathered < capacity_) {
       if (head == load_acquire(cq_ktail_)) break;
       const io_uring_cqe cqe = cqes_[head & cq_mask_];
       ++head;
@@ -416,7 +424,7 @@ class io_uring_backend final : public poller_backend {
       if (cqe.user_data == kIgnoreTag) continue;
       const auto index = static_cast<std::uint32_t>(cqe.user_data);
       const auto gen = static_cast<std::uint32_t>(cqe.user_data >> 32);
-      if (index >= slots_.size()) continue;
+      if (index >= nslots) continue;
       slot& s = slots_[index];
       if (s.gen != gen || s.att == nullptr) continue;  // stale: removed or modified since
       std::uint32_t bits;
@@ -434,12 +442,13 @@ class io_uring_backend final : public poller_backend {
         batch_[s.batch_pos].bits |= bits;
       } else {
         s.batch_round = round_;
-        s.batch_pos = static_cast<std::uint32_t>(batch_.size());
-        batch_.push_back(ready{index, gen, bits});
+        s.batch_pos = static_cast<std::uint32_t>(gathered);
+        batch_[gathered++] = ready{index, gen, bits};
       }
     }
     // Hand the entries back before any callback runs: a callback's flush (SQ full) may need
     // the room.
+    batch_size_ = gathered;
     store_release(cq_khead_, head);
     return head != start;
   }
@@ -470,7 +479,7 @@ class io_uring_backend final : public poller_backend {
     slots_.clear();
     by_fd_.clear();
     rearm_.clear();
-    batch_.clear();
+    batch_size_ = 0;
     free_ = kNoSlot;
   }
 
@@ -633,7 +642,10 @@ class io_uring_backend final : public poller_backend {
   std::uint32_t free_ = kNoSlot;
   std::vector<fd_entry> by_fd_;       // fd → its current slot (epoll's one-registration-per-fd)
   std::vector<std::uint64_t> rearm_;  // tags to arm again at the next round
-  std::vector<ready> batch_;          // this round's ready registrations
+  // This round's ready registrations: batch_[0, batch_size_). Sized for max_events_ once, so
+  // gathering never reallocates.
+  std::vector<ready> batch_;
+  std::size_t batch_size_ = 0;
   std::uint64_t round_ = 0;
 };
 
