@@ -367,6 +367,45 @@ TEST(PollerIoUring, modify_discards_queued_cqe_of_old_request) {
   EXPECT_FALSE(p->remove(changer));
 }
 
+// Only a stale CQE (the -ECANCELED of a removed registration) arrives during a wait: epoll
+// would have kept waiting, so poll_once must not return early with zero callbacks.
+TEST(PollerIoUring, stale_cqe_does_not_end_a_timed_wait_early) {
+  auto p = open_uring();
+  ASSERT_TRUE(p);
+  socket_pair sp;
+  recorder r(sp.a.get());
+  ASSERT_FALSE(p->add(r.att, interest::read, trigger_mode::edge));
+  EXPECT_EQ(run_round(*p), 0U);  // the multishot is live in the kernel
+  // Inside a task (i.e. inside a round) the cancel is only queued; it goes out with the next
+  // round's io_uring_enter, whose wait then sees the -ECANCELED CQE first.
+  ASSERT_FALSE(p->trigger(task_priority::high, [&] { EXPECT_FALSE(p->remove(r.att)); }));
+  ASSERT_TRUE(p->poll_once(1000ms));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(run_round(*p, 200ms), 0U);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 150ms);
+}
+
+// A multishot posts one CQE per wake-up: the peer draining our full send buffer in many reads
+// produces several before the loop polls. epoll reports the fd once per round; so must we.
+TEST(PollerIoUring, several_cqes_of_one_registration_make_one_callback) {
+  auto p = open_uring();
+  ASSERT_TRUE(p);
+  socket_pair sp;
+  std::vector<char> chunk(65536, 'z');
+  while (::write(sp.a.get(), chunk.data(), chunk.size()) > 0) {
+  }
+  recorder r(sp.a.get());
+  ASSERT_FALSE(p->add(r.att, interest::read_write, trigger_mode::edge));
+  EXPECT_EQ(run_round(*p), 0U);
+  EXPECT_GT(drain(sp.b.get()), 4096U);  // many reads, many wake-ups of a's writers
+  write_byte(sp.b.get());               // and a readable edge too
+  EXPECT_EQ(run_round(*p, 1000ms), 1U);
+  ASSERT_EQ(r.calls.size(), 1U);
+  EXPECT_EQ(r.calls[0] & (io_event::readable | io_event::writable),
+            io_event::readable | io_event::writable);
+  EXPECT_FALSE(p->remove(r.att));
+}
+
 // More registrations than the submission queue holds (256) but fewer than the completion queue
 // (4096): add() flushes as it goes, every descriptor is reported exactly once per arrival, and
 // removing them all leaves nothing behind.
