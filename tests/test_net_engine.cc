@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "evnet/conn.h"
-#include "evnet/event.h"
 #include "evnet/engine.h"  // Test that the header is self-contained.
+#include "evnet/event.h"
 #include "evnet/loop.h"
 #include "net_test_util.h"
 
@@ -517,6 +517,32 @@ TEST(net_engine, write_timeout_closes_with_its_reason) {
   ASSERT_TRUE(wait_for([&] { return h.get().size() == 1; }, 5s));
   EXPECT_EQ(h.get()[0], make_error_code(errc::write_timeout));
   ::close(fd);
+}
+
+TEST(net_engine, per_conn_timeouts_override_engine_options) {
+  struct h_t : reason_handler {
+    action on_open(conn& c) override {
+      c.set_timeouts(100ms, 0ms, 0ms);  // the engine has none configured
+      return action::none;
+    }
+    action on_traffic(conn& c) override {
+      c.discard();
+      c.set_timeouts(0ms, 0ms, 0ms);  // after the first bytes: no timeout at all
+      return action::none;
+    }
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int quiet = connect_tcp(r.port());
+  const int talker = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(talker, "hi"));
+  EXPECT_TRUE(test::sees_close(quiet));
+  ASSERT_TRUE(wait_for([&] { return h.get().size() == 1; }));
+  EXPECT_EQ(h.get()[0], make_error_code(errc::idle_timeout));
+  std::this_thread::sleep_for(250ms);
+  EXPECT_EQ(h.get().size(), 1u) << "the talker's timeout was lifted";
+  ::close(quiet);
+  ::close(talker);
 }
 
 TEST(net_engine, max_input_closes_with_its_reason) {

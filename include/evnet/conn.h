@@ -197,6 +197,14 @@ class conn : public std::enable_shared_from_this<conn> {
   /// True between pause_read() and resume_read(). Loop thread.
   bool read_paused() const noexcept { return read_paused_; }
 
+  /// Overrides engine_options::idle_timeout / read_timeout / write_timeout for this connection
+  /// (zero disables one); they count from the last activity, and closing with errc::idle_timeout
+  /// / read_timeout / write_timeout works as for the engine-wide settings. Pushing a deadline
+  /// back costs nothing per message (the timer is re-armed lazily when it fires). Useful for
+  /// protocol phases (a short header timeout, then a long keep-alive). Loop thread.
+  void set_timeouts(std::chrono::milliseconds idle, std::chrono::milliseconds read,
+                    std::chrono::milliseconds write) noexcept;
+
   /// A slot for user data (a session object...). Loop thread (or synchronise yourself).
   std::any& context() noexcept { return context_; }
 
@@ -274,6 +282,9 @@ class conn : public std::enable_shared_from_this<conn> {
   // Deadlines, in the loop clock's nanoseconds. One timer per conn serves every deadline
   // (idle, read, write, close linger, connect): it is armed for the earliest one and, when it
   // fires, re-armed lazily for what remains, so recording activity costs one store.
+  std::int64_t idle_ns_ = 0;  // per-conn timeouts (engine_options' by default)
+  std::int64_t read_ns_ = 0;
+  std::int64_t write_ns_ = 0;
   std::int64_t last_read_ns_ = 0;
   std::int64_t last_write_ns_ = 0;
   std::int64_t closing_deadline_ns_ = 0;

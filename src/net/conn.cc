@@ -42,6 +42,26 @@ std::error_code sys_error(int err) noexcept {
 conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
     : loop_(&owner), li_(&owner.internals()), fd_(fd), kind_(kind), client_(client) {
   refresh_gates();
+  if (const engine_options* o = li_->opts) {
+    idle_ns_ = std::chrono::nanoseconds(o->idle_timeout).count();
+    read_ns_ = std::chrono::nanoseconds(o->read_timeout).count();
+    write_ns_ = std::chrono::nanoseconds(o->write_timeout).count();
+  }
+}
+
+void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::milliseconds read,
+                        std::chrono::milliseconds write) noexcept {
+  assert(loop_->in_loop_thread());
+  idle_ns_ = std::chrono::nanoseconds(idle).count();
+  read_ns_ = std::chrono::nanoseconds(read).count();
+  write_ns_ = std::chrono::nanoseconds(write).count();
+  if (idle_ns_ <= 0 && read_ns_ <= 0 && write_ns_ <= 0) return;
+  if (!li_->track_activity) {
+    // Activity was not being recorded on this loop: start now, from this moment.
+    li_->track_activity = true;
+    last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
+  }
+  arm_deadline();
 }
 
 void conn::refresh_gates() noexcept {
@@ -204,7 +224,7 @@ void conn::buffered_output() noexcept {
   loop_internals& L = loop_->internals();
   want_drain_ = true;
   out_bytes_.store(out_.size(), std::memory_order_relaxed);
-  if (L.opts->write_timeout.count() > 0) arm_deadline();
+  if (write_ns_ > 0) arm_deadline();
   const std::size_t hwm = L.opts->high_water_mark;
   if (!above_high_water_ && hwm != 0 && out_.size() > hwm) {
     above_high_water_ = true;
@@ -626,24 +646,18 @@ void conn::complete_sends(std::error_code ec) noexcept {
 // ---- deadlines ----
 
 std::int64_t conn::next_deadline() const noexcept {
-  const loop_internals& L = loop_->internals();
   const conn_state st = state_.load(std::memory_order_relaxed);
   if (st == conn_state::connecting)
     return connect_deadline_ns_ != 0 ? connect_deadline_ns_ : kNever;
   if (st == conn_state::closing) return closing_deadline_ns_ != 0 ? closing_deadline_ns_ : kNever;
   if (st != conn_state::open) return kNever;
   std::int64_t d = kNever;
-  const engine_options& o = *L.opts;
-  if (o.idle_timeout.count() > 0) {
+  if (idle_ns_ > 0) {
     const std::int64_t last = last_read_ns_ > last_write_ns_ ? last_read_ns_ : last_write_ns_;
-    d = std::min(d, last + std::chrono::nanoseconds(o.idle_timeout).count());
+    d = std::min(d, last + idle_ns_);
   }
-  if (o.read_timeout.count() > 0 && !read_paused_ && !read_eof_) {
-    d = std::min(d, last_read_ns_ + std::chrono::nanoseconds(o.read_timeout).count());
-  }
-  if (o.write_timeout.count() > 0 && !out_.empty()) {
-    d = std::min(d, last_write_ns_ + std::chrono::nanoseconds(o.write_timeout).count());
-  }
+  if (read_ns_ > 0 && !read_paused_ && !read_eof_) d = std::min(d, last_read_ns_ + read_ns_);
+  if (write_ns_ > 0 && !out_.empty()) d = std::min(d, last_write_ns_ + write_ns_);
   return d;
 }
 
@@ -664,7 +678,6 @@ void conn::arm_deadline() noexcept {
 
 void conn::on_deadline() noexcept {
   armed_ns_ = 0;
-  loop_internals& L = loop_->internals();
   const std::int64_t now = loop_internals::clock_ns();
   const conn_state st = state_.load(std::memory_order_relaxed);
   if (st == conn_state::connecting) {
@@ -679,20 +692,16 @@ void conn::on_deadline() noexcept {
       return;
     }
   } else if (st == conn_state::open) {
-    const engine_options& o = *L.opts;
-    const auto ns = [](std::chrono::milliseconds d) { return std::chrono::nanoseconds(d).count(); };
-    if (o.write_timeout.count() > 0 && !out_.empty() &&
-        now >= last_write_ns_ + ns(o.write_timeout)) {
+    if (write_ns_ > 0 && !out_.empty() && now >= last_write_ns_ + write_ns_) {
       request_close(make_error_code(errc::write_timeout), true);
       return;
     }
-    if (o.read_timeout.count() > 0 && !read_paused_ && !read_eof_ &&
-        now >= last_read_ns_ + ns(o.read_timeout)) {
+    if (read_ns_ > 0 && !read_paused_ && !read_eof_ && now >= last_read_ns_ + read_ns_) {
       request_close(make_error_code(errc::read_timeout), false);
       return;
     }
     const std::int64_t last = last_read_ns_ > last_write_ns_ ? last_read_ns_ : last_write_ns_;
-    if (o.idle_timeout.count() > 0 && now >= last + ns(o.idle_timeout)) {
+    if (idle_ns_ > 0 && now >= last + idle_ns_) {
       request_close(make_error_code(errc::idle_timeout), false);
       return;
     }
