@@ -319,6 +319,11 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
         return fail(414, "request target too long");
       return {parse_event::need_more, consumed, {}};
     }
+    // The same bound as the early check above, so the answer does not depend on how the
+    // input was split.
+    if (!trailers && line_start_ == 0 && kind_ == kind::request &&
+        head_len_ - 1 > limits_.max_target_bytes + 32)
+      return fail(414, "request target too long");
     std::string_view line(head_buf_.get() + line_start_, head_len_ - 1 - line_start_);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     bool first = !trailers && line_start_ == 0;
