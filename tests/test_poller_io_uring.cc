@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <fstream>
 #include <memory>
 #include <set>
 #include <string>
@@ -26,6 +27,39 @@ namespace evnet::test {
 namespace {
 
 using namespace std::chrono_literals;
+
+// Why io_uring may legitimately be missing here: disabled by sysctl, or a seccomp filter (the
+// default profile of container runtimes refuses io_uring_setup). Empty when neither applies.
+std::string io_uring_blocked_reason() {
+  std::ifstream disabled("/proc/sys/kernel/io_uring_disabled");
+  int value = 0;
+  if (disabled >> value && value != 0) return "kernel.io_uring_disabled=" + std::to_string(value);
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Seccomp:", 0) == 0 && line.find('2') != std::string::npos) {
+      return "a seccomp filter is active";
+    }
+  }
+  return {};
+}
+
+// Every case is skipped where io_uring is unavailable for a known reason; anywhere else an
+// io_uring poller that fails to open is a failure, not a skip.
+class PollerIoUring : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    poller_options o;
+    o.backend = backend_kind::io_uring;
+    auto p = poller::open(o);
+    if (p) return;
+    const std::string reason = io_uring_blocked_reason();
+    if (p.error() == errc::unsupported && !reason.empty()) {
+      GTEST_SKIP() << "io_uring unavailable: " << reason;
+    }
+    FAIL() << "io_uring poller failed to open: " << p.error().message();
+  }
+};
 
 std::unique_ptr<poller> open_uring(poller_options o = {}) {
   o.backend = backend_kind::io_uring;
@@ -60,7 +94,7 @@ struct recorder {
   }
 };
 
-TEST(PollerIoUring, opens_by_kind_and_by_environment) {
+TEST_F(PollerIoUring, opens_by_kind_and_by_environment) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   EXPECT_EQ(p->backend_name(), "io_uring");
@@ -85,7 +119,7 @@ poll_attachment quiet_attachment(int fd) {
 
 // POLL_ADD would only fail later, in a CQE; add() checks the descriptor itself so that it
 // returns epoll's errors synchronously (the poller suites check these on epoll only).
-TEST(PollerIoUring, add_reports_epolls_errors_synchronously) {
+TEST_F(PollerIoUring, add_reports_epolls_errors_synchronously) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   int closed = ::eventfd(0, EFD_CLOEXEC);
@@ -118,7 +152,7 @@ TEST(PollerIoUring, add_reports_epolls_errors_synchronously) {
   EXPECT_FALSE(p->remove(third));
 }
 
-TEST(PollerIoUring, modify_and_remove_after_fd_closed_report_ebadf) {
+TEST_F(PollerIoUring, modify_and_remove_after_fd_closed_report_ebadf) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   socket_pair sp;
@@ -136,7 +170,7 @@ TEST(PollerIoUring, modify_and_remove_after_fd_closed_report_ebadf) {
 
 // The wake-up eventfd is polled by a multishot request and never read back, so its counter is
 // the number of wake-up writes: coalesced to one per round, none from the loop itself.
-TEST(PollerIoUring, wakeups_are_coalesced_and_loop_triggers_need_no_write) {
+TEST_F(PollerIoUring, wakeups_are_coalesced_and_loop_triggers_need_no_write) {
   const std::set<int> before = open_eventfds();
   auto p = open_uring();
   ASSERT_TRUE(p);
@@ -198,7 +232,7 @@ std::vector<std::vector<std::uint32_t>> scenario(backend_kind kind, trigger_mode
   return rounds;
 }
 
-TEST(PollerIoUring, level_edge_oneshot_sequences_match_epoll) {
+TEST_F(PollerIoUring, level_edge_oneshot_sequences_match_epoll) {
   for (trigger_mode mode : {trigger_mode::level, trigger_mode::edge, trigger_mode::oneshot}) {
     const auto epoll = scenario(backend_kind::epoll, mode);
     const auto uring = scenario(backend_kind::io_uring, mode);
@@ -221,7 +255,7 @@ TEST(PollerIoUring, level_edge_oneshot_sequences_match_epoll) {
 }
 
 // The peer's shutdown reaches a write-only registration as read_hangup, as with EPOLLRDHUP.
-TEST(PollerIoUring, hangup_bits_match_epoll_for_rst) {
+TEST_F(PollerIoUring, hangup_bits_match_epoll_for_rst) {
   std::vector<std::uint32_t> seen;
   for (backend_kind kind : {backend_kind::epoll, backend_kind::io_uring}) {
     auto p = open_kind(kind);
@@ -245,7 +279,7 @@ TEST(PollerIoUring, hangup_bits_match_epoll_for_rst) {
 // The first callback of a round removes and frees every other attachment while their CQEs are
 // already in the completion queue (the event array holds one CQE per round, so the rest wait
 // there). None of them may be called: ASan would report the use after free.
-TEST(PollerIoUring, remove_and_free_with_cqes_in_flight) {
+TEST_F(PollerIoUring, remove_and_free_with_cqes_in_flight) {
   poller_options o;
   o.initial_events = 1;
   o.max_events = 1;
@@ -290,7 +324,7 @@ TEST(PollerIoUring, remove_and_free_with_cqes_in_flight) {
 
 // remove() then immediate free, before the add was even submitted, and with the kernel's
 // -ECANCELED completion still to come.
-TEST(PollerIoUring, remove_before_first_round_then_free) {
+TEST_F(PollerIoUring, remove_before_first_round_then_free) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   socket_pair sp;
@@ -304,7 +338,7 @@ TEST(PollerIoUring, remove_before_first_round_then_free) {
 
 // A slot freed by remove() is reused by the next add(); the old request's CQEs carry the old
 // generation and must not reach the new attachment.
-TEST(PollerIoUring, reused_slot_ignores_previous_registrations_cqes) {
+TEST_F(PollerIoUring, reused_slot_ignores_previous_registrations_cqes) {
   poller_options o;
   o.initial_events = 1;
   o.max_events = 1;
@@ -340,7 +374,7 @@ TEST(PollerIoUring, reused_slot_ignores_previous_registrations_cqes) {
 }
 
 // modify() while a CQE of the old request is queued: only the new interest is reported.
-TEST(PollerIoUring, modify_discards_queued_cqe_of_old_request) {
+TEST_F(PollerIoUring, modify_discards_queued_cqe_of_old_request) {
   poller_options o;
   o.initial_events = 1;
   o.max_events = 1;
@@ -369,7 +403,7 @@ TEST(PollerIoUring, modify_discards_queued_cqe_of_old_request) {
 
 // Only a stale CQE (the -ECANCELED of a removed registration) arrives during a wait: epoll
 // would have kept waiting, so poll_once must not return early with zero callbacks.
-TEST(PollerIoUring, stale_cqe_does_not_end_a_timed_wait_early) {
+TEST_F(PollerIoUring, stale_cqe_does_not_end_a_timed_wait_early) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   socket_pair sp;
@@ -387,7 +421,7 @@ TEST(PollerIoUring, stale_cqe_does_not_end_a_timed_wait_early) {
 
 // A multishot posts one CQE per wake-up: the peer draining our full send buffer in many reads
 // produces several before the loop polls. epoll reports the fd once per round; so must we.
-TEST(PollerIoUring, several_cqes_of_one_registration_make_one_callback) {
+TEST_F(PollerIoUring, several_cqes_of_one_registration_make_one_callback) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   socket_pair sp;
@@ -409,7 +443,7 @@ TEST(PollerIoUring, several_cqes_of_one_registration_make_one_callback) {
 // More registrations than the submission queue holds (256) but fewer than the completion queue
 // (4096): add() flushes as it goes, every descriptor is reported exactly once per arrival, and
 // removing them all leaves nothing behind.
-TEST(PollerIoUring, many_registrations_each_fire_once) {
+TEST_F(PollerIoUring, many_registrations_each_fire_once) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   constexpr int kN = 3000;
@@ -438,7 +472,7 @@ TEST(PollerIoUring, many_registrations_each_fire_once) {
 // More edge registrations fire at once than the completion queue holds (4096 entries for
 // max_events 128): the kernel keeps the overflow and ends the multishot polls it could not
 // post to. The backend must re-arm them, so the next arrival is still reported everywhere.
-TEST(PollerIoUring, edge_registrations_survive_cq_overflow) {
+TEST_F(PollerIoUring, edge_registrations_survive_cq_overflow) {
   poller_options o;
   o.initial_events = 128;
   o.max_events = 128;
@@ -479,7 +513,7 @@ TEST(PollerIoUring, edge_registrations_survive_cq_overflow) {
 
 // A poll request holds a reference to the file. remove() outside a round sends the cancel at
 // once, so closing the fd right after really closes the socket and the peer sees EOF.
-TEST(PollerIoUring, remove_releases_the_file_so_close_reaches_the_peer) {
+TEST_F(PollerIoUring, remove_releases_the_file_so_close_reaches_the_peer) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   socket_pair sp;
@@ -499,7 +533,7 @@ TEST(PollerIoUring, remove_releases_the_file_so_close_reaches_the_peer) {
 
 // Inside a round the cancel rides with the next io_uring_enter: after one more round the peer
 // sees EOF.
-TEST(PollerIoUring, remove_inside_callback_then_close_reaches_peer_next_round) {
+TEST_F(PollerIoUring, remove_inside_callback_then_close_reaches_peer_next_round) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   socket_pair sp;
@@ -526,7 +560,7 @@ TEST(PollerIoUring, remove_inside_callback_then_close_reaches_peer_next_round) {
 
 // The fd number of a registration the caller closed without remove() is reused by a new
 // socket: epoll would have forgotten the old one, so the new add must succeed.
-TEST(PollerIoUring, fd_number_reused_after_close_without_remove) {
+TEST_F(PollerIoUring, fd_number_reused_after_close_without_remove) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   socket_pair old_pair;
@@ -549,7 +583,7 @@ TEST(PollerIoUring, fd_number_reused_after_close_without_remove) {
 
 // Producers on four threads trigger tasks and stop() while the loop is blocked in
 // io_uring_enter; every task runs once (run under TSan too).
-TEST(PollerIoUring, cross_thread_triggers_wake_the_ring) {
+TEST_F(PollerIoUring, cross_thread_triggers_wake_the_ring) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   std::atomic<int> ran{0};
@@ -591,7 +625,7 @@ bool deny_io_uring_setup_on_this_thread() {
   return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
 }
 
-TEST(PollerIoUring, refused_setup_is_unsupported_and_automatic_keeps_epoll) {
+TEST_F(PollerIoUring, refused_setup_is_unsupported_and_automatic_keeps_epoll) {
   std::thread t([] {
     ASSERT_TRUE(deny_io_uring_setup_on_this_thread());
     const std::set<int> before = open_eventfds();
