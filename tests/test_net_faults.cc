@@ -85,6 +85,33 @@ TEST(net_faults, peer_reset_mid_write) {
       << h.reason.message();
 }
 
+TEST(net_faults, peer_reset_while_reading_is_paused) {
+  struct h_t : booted_handler {
+    action on_open(conn& c) override {
+      c.pause_read();  // nothing will read: the failure must still be noticed
+      return action::none;
+    }
+    void on_close(conn& c, std::error_code ec) override {
+      (void)c;
+      std::lock_guard<std::mutex> lock(mu);
+      reason = ec;
+      closed = true;
+    }
+    std::mutex mu;
+    std::error_code reason;
+    std::atomic<bool> closed{false};
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, kLocal));
+  const int fd = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(fd, "unread"));
+  std::this_thread::sleep_for(20ms);
+  reset_close(fd);
+  ASSERT_TRUE(wait_for([&] { return h.closed.load(); }, 2s));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_EQ(h.reason, std::errc::connection_reset) << h.reason.message();
+}
+
 TEST(net_faults, sigpipe_never_kills_the_process) {
   signal(SIGPIPE, SIG_DFL);
   struct h_t : booted_handler {

@@ -261,6 +261,8 @@ bool conn::flush() noexcept {
       cb({});
       L.leave();
     }
+    // A completion may have closed the conn (or aborted it).
+    if (state_.load(std::memory_order_relaxed) == conn_state::closed) return false;
   }
   if (out_.empty()) {
     output_drained();
@@ -284,7 +286,7 @@ void conn::output_drained() noexcept {
     do_close();
     return;
   }
-  if (want_drain_) {
+  if (want_drain_ && state_.load(std::memory_order_relaxed) == conn_state::open) {
     want_drain_ = false;
     loop_internals& L = loop_->internals();
     L.enter();
@@ -319,6 +321,15 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
   }
   if ((events & io_event::writable) != 0 && !out_.empty()) {
     if (!flush()) return;
+  }
+  if ((events & io_event::error) != 0 && read_gate_ &&
+      state_.load(std::memory_order_relaxed) != conn_state::closed) {
+    // Not reading (paused, or after EOF) and nothing to flush, so no system call would notice
+    // that the socket failed; ask it directly rather than wait for a timeout.
+    if (std::error_code ec = detail::socket_error(fd_)) {
+      request_close(ec, true);
+      return;
+    }
   }
   if ((events & kReadBits) != 0) handle_read((events & kHangupBits) != 0);
 }
