@@ -2,6 +2,7 @@
 
 #include <sys/random.h>
 
+#include <bit>
 #include <cstring>
 #include <ctime>
 
@@ -67,19 +68,28 @@ std::size_t write_frame_header(char* out, opcode op, std::uint64_t len, bool fin
 
 std::size_t apply_mask(char* data, std::size_t len, const std::uint8_t key[4],
                        std::size_t offset) noexcept {
-  unsigned char k[8];
-  for (int i = 0; i < 8; ++i) k[i] = key[(offset + static_cast<std::size_t>(i)) & 3];
-  std::uint64_t k8;
-  std::memcpy(&k8, k, 8);
+  // The key repeats every four bytes; rotate it to `offset` once and XOR eight bytes per step
+  // (little and big endian both work: a rotation by whole bytes of the loaded word).
+  std::uint32_t k;
+  std::memcpy(&k, key, 4);
+  unsigned shift = static_cast<unsigned>(offset & 3) * 8;
+  if (shift) {
+    if constexpr (std::endian::native == std::endian::little)
+      k = (k >> shift) | (k << (32 - shift));
+    else
+      k = (k << shift) | (k >> (32 - shift));
+  }
+  std::uint64_t k8 = (std::uint64_t{k} << 32) | k;
   std::size_t i = 0;
-  // Eight bytes per step: the key pattern repeats every four bytes, so it lines up.
   for (; i + 8 <= len; i += 8) {
     std::uint64_t w;
     std::memcpy(&w, data + i, 8);
     w ^= k8;
     std::memcpy(data + i, &w, 8);
   }
-  for (; i < len; ++i) data[i] = static_cast<char>(data[i] ^ k[i & 3]);
+  unsigned char kb[4];
+  std::memcpy(kb, &k, 4);
+  for (; i < len; ++i) data[i] = static_cast<char>(data[i] ^ kb[i & 3]);
   return (offset + len) & 3;
 }
 
@@ -270,9 +280,42 @@ read_step reader::next(std::span<char> in) {
     s.reason = fail_reason_;
     return s;
   }
-  std::size_t consumed = 0;
   const std::size_t size = in.size();
   auto* bytes = reinterpret_cast<unsigned char*>(in.data());
+  // Fast path for the common frame: a whole, final, unextended text/binary frame with a 7- or
+  // 16-bit length and the masking our role expects, entirely in the input. Everything it skips
+  // (fragments, control frames, RSV bits, limits) falls through to the general parser below.
+  if (state_ == state::header && hdr_len_ == 0 && !in_message_ && size >= 2) {
+    unsigned b0 = bytes[0], b1 = bytes[1];
+    unsigned want_mask = cfg_.role == role::server ? 0x80 : 0;
+    if ((b0 == 0x81 || b0 == 0x82) && (b1 & 0x80) == want_mask) {
+      std::size_t len = b1 & 0x7F;
+      std::size_t h = 2;
+      bool simple = len < 126;
+      if (len == 126 && size >= 4) {
+        len = (std::size_t{bytes[2]} << 8) | bytes[3];
+        h = 4;
+        simple = true;
+      }
+      std::size_t mh = want_mask ? 4 : 0;
+      if (simple) {
+        if (size >= h + mh + len && len <= cfg_.max_frame_bytes && len <= cfg_.max_message_bytes) {
+          char* p = in.data() + h + mh;
+          if (mh) apply_mask(p, len, bytes + h);
+          opcode op = b0 == 0x81 ? opcode::text : opcode::binary;
+          if (op == opcode::text && cfg_.validate_utf8 && !is_valid_utf8({p, len}))
+            return fail(close_code::invalid_payload, "text message is not valid UTF-8");
+          read_step s;
+          s.event = read_event::message;
+          s.consumed = h + mh + len;
+          s.type = op;
+          s.data = std::string_view(p, len);
+          return s;
+        }
+      }
+    }
+  }
+  std::size_t consumed = 0;
   for (;;) {
     if (state_ == state::header) {
       const unsigned char* h;

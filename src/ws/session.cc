@@ -58,12 +58,11 @@ namespace detail {
 
 session::session(evnet::conn& c, handler& h, const options& o, role r, std::string subprotocol,
                  std::string extensions, std::string target, const deflate_params* deflate)
-    : tcp_(c), handler_(h), opts_(o), role_(r) {
-  reader_config rc;
-  rc.role = r;
-  rc.max_frame_bytes = o.max_frame_bytes;
-  rc.max_message_bytes = o.max_message_bytes;
-  reader_ = reader(rc);
+    : tcp_(c),
+      handler_(h),
+      opts_(o),
+      role_(r),
+      reader_(reader_config{r, o.max_frame_bytes, o.max_message_bytes, true}) {
   if (deflate) {
     bool server = r == role::server;
     // We inflate what the peer compressed with its parameters, and deflate with ours.
@@ -78,7 +77,6 @@ session::session(evnet::conn& c, handler& h, const options& o, role r, std::stri
   conn_ = std::make_shared<connection>(c.shared_from_this(), std::move(subprotocol),
                                        std::move(extensions), std::move(target));
   conn_->session_ = this;
-  out_.reserve(4096);
 }
 
 session::~session() {
@@ -86,36 +84,41 @@ session::~session() {
 }
 
 void session::write_frame(opcode op, std::string_view payload, bool rsv1) {
-  char hdr[kMaxFrameHeader];
-  std::array<std::uint8_t, 4> key{};
-  bool mask = role_ == role::client;
-  if (mask) key = random_mask_key();
-  std::size_t n =
-      write_frame_header(hdr, op, payload.size(), true, rsv1, mask ? key.data() : nullptr);
-  if (batching_ || mask) {
-    // Header and payload go into one staging buffer: a client must mask a copy anyway, and
-    // inside a callback batch everything is written together at the end.
-    std::size_t start = out_.size();
-    out_.append(hdr, n);
-    out_.append(payload);
-    if (mask) apply_mask(out_.data() + start + n, payload.size(), key.data());
-    if (!batching_) flush();
+  if (role_ == role::server) {
+    if (batching_) {
+      // Header and payload straight into the staging buffer: one write after the batch.
+      char* p = out_.reserve(kMaxFrameHeader + payload.size());
+      std::size_t n = write_frame_header(p, op, payload.size(), true, rsv1);
+      std::memcpy(p + n, payload.data(), payload.size());
+      out_.commit(n + payload.size());
+      return;
+    }
+    char hdr[kMaxFrameHeader];
+    std::size_t n = write_frame_header(hdr, op, payload.size(), true, rsv1);
+    std::string_view parts[2] = {std::string_view(hdr, n), payload};
+    (void)tcp_.writev(parts);
     return;
   }
-  std::string_view parts[2] = {std::string_view(hdr, n), payload};
-  (void)tcp_.writev(parts);
+  // A client masks a copy of the payload with a fresh key (RFC 6455 §5.3).
+  auto key = random_mask_key();
+  char* p = out_.reserve(kMaxFrameHeader + payload.size());
+  std::size_t n = write_frame_header(p, op, payload.size(), true, rsv1, key.data());
+  std::memcpy(p + n, payload.data(), payload.size());
+  apply_mask(p + n, payload.size(), key.data());
+  out_.commit(n + payload.size());
+  if (!batching_) flush();
 }
 
 void session::flush() {
   if (out_.empty()) return;
-  (void)tcp_.write(out_);
+  (void)tcp_.write(out_.view());
   out_.clear();
 }
 
 std::error_code session::write_message(opcode op, std::string_view payload) {
   if (close_sent_) return errc::closed;
-  bool is_data = op == opcode::text || op == opcode::binary;
-  if (is_data && deflater_ && payload.size() >= opts_.deflate_min_bytes) {
+  if (deflater_ && payload.size() >= opts_.deflate_min_bytes &&
+      (op == opcode::text || op == opcode::binary)) {
     scratch_.clear();
     if (!deflater_->deflate_message(payload, scratch_)) return errc::protocol_error;
     write_frame(op, scratch_, true);
@@ -133,6 +136,9 @@ void session::start_close(std::uint16_t code, std::string_view reason) {
   append_close(frame, code, reason, role_ == role::client);
   if (batching_) {
     out_.append(frame);
+  } else if (!out_.empty()) {
+    out_.append(frame);
+    flush();
   } else {
     (void)tcp_.write(frame);
   }
@@ -154,6 +160,8 @@ void session::fail(std::uint16_t code, std::string_view reason) {
 bool session::process(char* data, std::size_t len, std::size_t& consumed) {
   std::span<char> in(data, len);
   while (!done_) {
+    // The reader keeps no state that an empty call would advance, so stop at the end.
+    if (in.empty()) return true;
     read_step s = reader_.next(in);
     in = in.subspan(s.consumed);
     consumed += s.consumed;
@@ -235,7 +243,7 @@ void session::on_upgraded(evnet::conn&, std::string& out) {
     fail(close_code::internal_error, "handler threw");
   }
   batching_ = false;
-  out.append(out_);
+  out.append(out_.view());
   out_.clear();
 }
 
