@@ -120,8 +120,15 @@ class conn : public std::enable_shared_from_this<conn> {
   /// Like peek(n), then consumes those bytes. The views stay valid until the current callback
   /// returns (consumed bytes are not overwritten before then). Loop thread.
   input_view next(std::size_t n = static_cast<std::size_t>(-1)) noexcept {
-    const input_view v = peek(n);
-    discard(v.size());
+    input_view v;
+    if (in_.empty()) {
+      const std::size_t len = n < scratch_.size() ? n : scratch_.size();
+      v.first = {reinterpret_cast<const std::byte*>(scratch_.data()), len};
+      scratch_.remove_prefix(len);
+      return v;
+    }
+    v = in_.peek(n);
+    in_.discard(v.size());
     return v;
   }
   /// Consumes min(n, inbound_size()) bytes; returns how many. Loop thread.

@@ -8,6 +8,12 @@
 //   the fd is registered once, edge-triggered for read and write.
 #include "evnet/conn.h"
 
+// GCC guesses that on_traffic() is the base class's no-op and tests for it before every call
+// (a compare and a branch per message, never right for a real handler).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-devirtualize-speculatively")
+#endif
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -357,7 +363,8 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
       return;
     }
     if (L.track_activity) last_read_ns_ = loop_internals::clock_ns();
-    if (inbound_size() > L.max_input) [[unlikely]] {
+    if (static_cast<std::size_t>(n) > L.max_input || (!in_.empty() && in_.size() > L.max_input))
+        [[unlikely]] {
       scratch_ = {};
       request_close(make_error_code(errc::input_too_large), true);
       return;
