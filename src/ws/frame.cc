@@ -2,6 +2,10 @@
 
 #include <sys/random.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <bit>
 #include <cstring>
 #include <ctime>
@@ -81,6 +85,16 @@ std::size_t apply_mask(char* data, std::size_t len, const std::uint8_t key[4],
   }
   std::uint64_t k8 = (std::uint64_t{k} << 32) | k;
   std::size_t i = 0;
+#if defined(__SSE2__)
+  // Sixteen bytes per step where SSE2 exists (every x86-64).
+  const __m128i k16 = _mm_set1_epi64x(static_cast<long long>(k8));
+  for (; i + 32 <= len; i += 32) {
+    __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i + 16));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(data + i), _mm_xor_si128(a, k16));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(data + i + 16), _mm_xor_si128(b, k16));
+  }
+#endif
   for (; i + 8 <= len; i += 8) {
     std::uint64_t w;
     std::memcpy(&w, data + i, 8);
