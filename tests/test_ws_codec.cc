@@ -376,6 +376,23 @@ TEST(ws_writer, header_sizes_and_mask_round_trip) {
   EXPECT_EQ(copy, data);
 }
 
+TEST(ws_writer, apply_mask_matches_bytewise_reference) {
+  const std::uint8_t key[4] = {0xA1, 0x02, 0xF3, 0x74};
+  for (std::size_t offset = 0; offset < 4; ++offset) {
+    for (std::size_t len = 0; len < 150; ++len) {
+      std::string data(len + 3, '\0');
+      for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + len);
+      std::string expect = data;
+      // Unaligned start (+3) so the vector loop sees unaligned addresses too.
+      for (std::size_t i = 0; i < len; ++i)
+        expect[3 + i] = static_cast<char>(expect[3 + i] ^ key[(offset + i) & 3]);
+      std::size_t next = ws::apply_mask(data.data() + 3, len, key, offset);
+      ASSERT_EQ(data, expect) << "offset " << offset << " len " << len;
+      EXPECT_EQ(next, (offset + len) & 3);
+    }
+  }
+}
+
 TEST(ws_writer, append_close_truncates_reason) {
   std::string out;
   ws::append_close(out, 1001, std::string(200, 'r'), false);
