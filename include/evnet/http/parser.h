@@ -110,8 +110,12 @@ class parser {
 
   /// Creates a parser; allocates nothing until the first byte arrives. Any thread.
   explicit parser(kind k, parser_limits limits = {});
+  /// Frees the head buffer. Owner thread.
   ~parser();
+  /// Moves the state and the head buffer (views from the source follow the buffer). Owner
+  /// thread.
   parser(parser&&) noexcept;
+  /// Move assignment, as the move constructor. Owner thread.
   parser& operator=(parser&&) noexcept;
 
   /// Parses as much of `input` as forms the next event. Calling thread: the owner.

@@ -81,6 +81,7 @@ using route_handler = std::function<void(const request& req, response& res)>;
 /// Its methods run on the connection's loop thread.
 class upgraded_protocol {
  public:
+  /// Destroyed on the loop thread after on_close.
   virtual ~upgraded_protocol() = default;
   /// Bytes arrived (including any that followed the upgrade request in the same read).
   /// Same contract as evnet::handler::on_traffic.
@@ -162,6 +163,7 @@ class server : public evnet::handler {
  public:
   /// Takes the router and options. Any thread, before run().
   explicit server(router r, server_options opts = {});
+  /// Must not be destroyed while run() is executing. Owner thread.
   ~server() override;
 
   /// Runs an engine serving `addresses` until stop(); see engine::run. Blocks the calling
@@ -172,11 +174,16 @@ class server : public evnet::handler {
   /// The engine of run(). Any thread (see engine's own contracts).
   evnet::engine& get_engine() noexcept { return engine_; }
 
-  // evnet::handler (called by the engine on loop threads; see handler.h).
+  /// evnet::handler: calls server_options::on_boot. Thread that called engine::run().
   void on_boot(evnet::engine& e) override;
+  /// evnet::handler: creates the connection's session and header timer. Loop thread of `c`.
   action on_open(evnet::conn& c) override;
+  /// evnet::handler: parses, routes and answers a batch of requests with one write (or hands
+  /// the bytes to the upgraded protocol). Loop thread of `c`.
   action on_traffic(evnet::conn& c) override;
+  /// evnet::handler: the peer finished sending; closes once output is flushed. Loop thread.
   action on_read_eof(evnet::conn& c) override;
+  /// evnet::handler: tears the session down (and the upgraded protocol's). Loop thread of `c`.
   void on_close(evnet::conn& c, std::error_code reason) override;
 
  private:
