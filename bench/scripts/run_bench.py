@@ -246,11 +246,15 @@ def rss_kib(pid):
 # --------------------------------------------------------------------------------------------
 # Syscall counting: perf stat -e raw_syscalls:sys_enter, else strace -c -f.
 
+PERF_EVENTS = ["raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait",
+               "syscalls:sys_enter_epoll_pwait", "syscalls:sys_enter_epoll_pwait2",
+               "syscalls:sys_enter_epoll_ctl", "syscalls:sys_enter_io_uring_enter"]
+
 
 def perf_works():
     if not shutil.which("perf"):
         return False
-    r = subprocess.run(["perf", "stat", "-e", "raw_syscalls:sys_enter", "-x,", "true"],
+    r = subprocess.run(["perf", "stat", "-e", ",".join(PERF_EVENTS), "-x,", "true"],
                        capture_output=True, text=True)
     return r.returncode == 0 and "raw_syscalls:sys_enter" in r.stderr
 
@@ -269,7 +273,7 @@ class SyscallCounter:
 
     def start(self, windowed):
         if self.tool == "perf":
-            cmd = ["perf", "stat", "-e", "raw_syscalls:sys_enter", "-x,", "-o", self.out,
+            cmd = ["perf", "stat", "-e", ",".join(PERF_EVENTS), "-x,", "-o", self.out,
                    "-p", str(self.pid)]
             if windowed:
                 for f in (self.ctl, self.ack):
@@ -290,23 +294,39 @@ class SyscallCounter:
         return ["--perf-ctl", self.ctl, "--perf-ack", self.ack] if self.tool == "perf" else []
 
     def finish(self):
+        """Returns {"total": n, "wait": n, "ctl": n} or None: all system calls, the waits
+        (epoll_wait/epoll_pwait/epoll_pwait2/io_uring_enter) and epoll_ctl calls."""
         stop(self.proc, signal.SIGINT, wait=10)
         try:
             with open(self.out) as f:
                 text = f.read()
         except OSError:
             return None
+        counts = {}
         if self.tool == "perf":
             for line in text.splitlines():
                 parts = line.split(",")
-                if len(parts) > 2 and "raw_syscalls:sys_enter" in parts[2]:
+                if len(parts) > 2 and parts[2] in PERF_EVENTS:
                     try:
-                        return int(parts[0])
+                        counts[parts[2].split(":")[1].replace("sys_enter_", "")] = int(parts[0])
                     except ValueError:
-                        return None
-            return None
-        m = re.search(r"^\S+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?total", text, re.M)
-        return int(m.group(1)) if m else None
+                        pass
+            if "sys_enter" not in counts:
+                return None
+            total = counts.pop("sys_enter")
+        else:
+            m = re.search(r"^\S+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?total", text, re.M)
+            if not m:
+                return None
+            total = int(m.group(1))
+            for name in ("epoll_wait", "epoll_pwait", "epoll_pwait2", "epoll_ctl",
+                         "io_uring_enter"):
+                mm = re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?%s\s*$" %
+                               name, text, re.M)
+                counts[name] = int(mm.group(1)) if mm else 0
+        return {"total": total, "ctl": counts.get("epoll_ctl", 0),
+                "wait": sum(counts.get(n, 0) for n in ("epoll_wait", "epoll_pwait",
+                                                        "epoll_pwait2", "io_uring_enter"))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +396,9 @@ def echo_run(cfg, srv, case, count_syscalls=False, cpus=SERVER_CPU, extra=()):
             if n is not None and res:
                 denom = int(res["msgs"]) if cfg.syscall_tool == "perf" else int(res["total_msgs"])
                 if denom:
-                    s["syscalls_per_msg"] = n / denom
+                    s["syscalls_per_msg"] = n["total"] / denom
+                    s["waits_per_msg"] = n["wait"] / denom
+                    s["ctl_per_msg"] = n["ctl"] / denom
         if err:
             return None, err
         return s, None
@@ -450,7 +472,9 @@ def wrk_run(cfg, srv, case, count_syscalls=False):
             n = counter.finish()
             counter = None
             if n is not None and reqs:
-                s["syscalls_per_msg"] = n / reqs
+                s["syscalls_per_msg"] = n["total"] / reqs
+                s["waits_per_msg"] = n["wait"] / reqs
+                s["ctl_per_msg"] = n["ctl"] / reqs
         return s, None
     finally:
         if counter:
@@ -660,8 +684,9 @@ def case_table(cr, with_instr):
         return "\n".join(lines)
     unit = cr.unit
     hdr = ("| server | %s median (min–max) | × raw | × evnet | p99 µs | load gen CPU | CPU µs/%s "
-           "| CPU × raw | CPU × evnet | syscalls/%s |" % (unit, cr.per, cr.per))
-    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+           "| CPU × raw | CPU × evnet | syscalls/%s | of which waits | of which epoll_ctl |" % (
+               unit, cr.per, cr.per))
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     if with_instr:
         hdr += " instr/%s |" % cr.per
         sep += "---:|"
@@ -672,7 +697,7 @@ def case_table(cr, with_instr):
     ev_cpu = cr.stat("evnet", "cpu_ns_per_msg")
     for srv, samples, counting, err in cr.rows:
         if err:
-            cells = ["FAILED: " + err] + [""] * (8 + (1 if with_instr else 0))
+            cells = ["FAILED: " + err] + [""] * (10 + (1 if with_instr else 0))
             lines.append("| %s | %s |" % (srv.label, " | ".join(cells)))
             continue
         rate, lo, hi = summarize(samples, "msgs_per_s")
@@ -680,6 +705,8 @@ def case_table(cr, with_instr):
         cpu, _, _ = summarize(samples, "cpu_ns_per_msg")
         client, _, _ = summarize(samples, "client_cpu")
         sc = counting.get("syscalls_per_msg") if counting else None
+        waits = counting.get("waits_per_msg") if counting else None
+        ctl = counting.get("ctl_per_msg") if counting else None
         cells = [
             "%s (%s–%s)" % (fmt_num(rate), fmt_num(lo), fmt_num(hi)),
             fmt_ratio(rate / raw_rate if raw_rate and rate else None),
@@ -690,12 +717,15 @@ def case_table(cr, with_instr):
             fmt_ratio(cpu / raw_cpu if raw_cpu and cpu else None),
             fmt_ratio(cpu / ev_cpu if ev_cpu and cpu else None),
             fmt_num(sc, 2),
+            fmt_num(waits, 3),
+            fmt_num(ctl, 3),
         ]
         if with_instr:
             cells.append(fmt_num(cr.instr.get(srv.key)))
         lines.append("| %s | %s |" % (srv.label, " | ".join(cells)))
     for label, why in cr.skipped:
-        lines.append("| %s | skipped: %s |%s" % (label, why, " |" * (8 + (1 if with_instr else 0))))
+        lines.append("| %s | skipped: %s |%s" % (label, why,
+                                                  " |" * (10 + (1 if with_instr else 0))))
     return "\n".join(lines)
 
 
