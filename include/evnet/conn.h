@@ -284,6 +284,7 @@ class conn : public std::enable_shared_from_this<conn> {
   bool write_shutdown_ = false;
   bool above_high_water_ = false;
   bool want_drain_ = false;
+  bool in_idle_ = false;  // in_ was empty (holding memory) at the last buffer sweep
   std::error_code close_reason_;
 
   // Deadlines, in the loop clock's nanoseconds. One timer per conn serves every deadline

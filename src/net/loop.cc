@@ -57,6 +57,7 @@ const std::error_category& g_system_category = std::system_category();
 loop_internals::loop_internals(loop& l, engine& e) : self(l), eng(e) {}
 
 loop_internals::~loop_internals() {
+  sweep_timer.reset();
   close_listeners();
   timers.clear();
   tick_timer.reset();
@@ -351,6 +352,22 @@ void loop_internals::start_ticker() {
   (void)tick_timer->attach(std::chrono::nanoseconds(0));
 }
 
+void loop_internals::release_idle_buffers() noexcept {
+  // Runs outside every callback, so no input view handed to a handler can point into a buffer.
+  for (conn* c = live_head; c != nullptr; c = c->live_next_) {
+    if (c->in_.empty() && c->in_.capacity() != 0) {
+      if (c->in_idle_) {
+        c->in_.release();
+      } else {
+        c->in_idle_ = true;  // empty at this sweep: freed at the next one if still empty
+      }
+    } else {
+      c->in_idle_ = false;
+    }
+    if (c->out_.empty() && c->out_.capacity() != 0) c->out_.release();
+  }
+}
+
 void loop_internals::after_round() noexcept {
   graveyard.clear();
   dead_timers.clear();
@@ -376,6 +393,11 @@ void loop_internals::run() {
   thread_id = std::this_thread::get_id();
   engine_internals& E = eng.internals();
   if (self.index() == 0 && opts->ticker) start_ticker();
+  // Buffers above 4 KiB are freed as soon as they empty; smaller ones are kept while a
+  // connection is busy (it will likely need them again) and freed by this sweep once they have
+  // stayed empty, so an idle connection holds no buffer memory.
+  sweep_timer = std::make_unique<evnet::ticker>(*base, [this] { release_idle_buffers(); });
+  (void)sweep_timer->attach(kSweepPeriod);
   for (;;) {
     if (!stopping && E.stop_flag.load(std::memory_order_acquire)) begin_stop();
     if (stopping && (live_head == nullptr || clock_ns() >= stop_deadline_ns)) break;
@@ -412,6 +434,7 @@ void loop_internals::run() {
   timers.clear();
   tick_timer.reset();
   stop_timer.reset();
+  sweep_timer.reset();
   t_current_loop = nullptr;
 }
 
