@@ -100,6 +100,29 @@ TEST(ws_example, exits_zero_on_sigint) {
   EXPECT_EQ(ex.proc.wait_exit(10s), 0);
 }
 
+TEST(ws_example, ws_client_example_verifies_every_echo) {
+  example ex;
+  ASSERT_GT(ex.port, 0);
+  std::string bin = proto_test::binary_dir() + "/examples/ws_client";
+  ASSERT_TRUE(proto_test::executable(bin));
+  std::string url = "ws://127.0.0.1:" + std::to_string(ex.port) + "/";
+  std::string out;
+  EXPECT_EQ(proto_test::run({bin, "--url", url, "--connections", "4", "--count", "200", "--size",
+                             "1000", "--window", "4"},
+                            out, 60s),
+            0)
+      << out;
+  EXPECT_NE(out.find("messages 800 verified, errors 0"), std::string::npos) << out;
+  EXPECT_EQ(
+      proto_test::run({bin, "--url", url, "--count", "50", "--size", "70000", "--text"}, out, 60s),
+      0)
+      << out;
+  // A refused connection makes it fail.
+  ex.proc.signal(SIGTERM);
+  ASSERT_EQ(ex.proc.wait_exit(10s), 0);
+  EXPECT_NE(proto_test::run({bin, "--url", url, "--count", "1"}, out, 60s), 0) << out;
+}
+
 TEST(ws_example, bad_handshakes_are_refused) {
   example ex;
   ASSERT_GT(ex.port, 0);

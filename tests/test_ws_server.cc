@@ -401,6 +401,39 @@ TEST(ws_client, permessage_deflate_negotiated_and_used) {
   EXPECT_EQ(msgs[1].second, "short");
 }
 
+TEST(ws_client, subprotocol_selected_and_context_takeover_negotiated) {
+  recording_handler server_h;
+  ws::options so;
+  so.select_protocol = [](std::string_view offered) -> std::string_view {
+    return offered.find("chat") != std::string_view::npos ? "chat" : "";
+  };
+  test_ws_server s(server_h, so);
+  client_handler h;
+  ws::client_options co;
+  co.protocols = "superchat.v2, chat";
+  co.deflate.server_no_context_takeover = true;
+  co.deflate.client_no_context_takeover = true;
+  co.deflate_min_bytes = 0;
+  ws::client cl(h, co);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(s.url()));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->subprotocol(), "chat");
+  EXPECT_NE(c->extensions().find("server_no_context_takeover"), std::string::npos);
+  EXPECT_NE(c->extensions().find("client_no_context_takeover"), std::string::npos);
+  auto sc = server_h.wait_open();
+  ASSERT_TRUE(sc);
+  EXPECT_EQ(sc->subprotocol(), "chat");
+  // Without context takeover every message is compressed on its own; all must round-trip.
+  for (int i = 0; i < 5; ++i)
+    EXPECT_FALSE(c->send_text("repeat repeat repeat " + std::to_string(i)));
+  auto msgs = h.wait_messages(5);
+  ASSERT_EQ(msgs.size(), 5u);
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(msgs[i].second, "repeat repeat repeat " + std::to_string(i));
+}
+
 TEST(ws_client, connection_refused_reports_failure) {
   int port;
   {

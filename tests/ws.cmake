@@ -8,7 +8,7 @@ evnet_test(test_ws_codec LAYERS common LIBS OpenSSL::Crypto ZLIB::ZLIB SOURCES $
 # (tests/ws_python_client.py) and headless Chromium.
 evnet_test(test_ws_example LAYERS http TIMEOUT 180 LABELS slow)
 if(EVNET_BUILD_EXAMPLES)
-  add_dependencies(test_ws_example ws_echo_server)
+  add_dependencies(test_ws_example ws_echo_server ws_client)
 endif()
 # In-process ws::server with a raw-socket client and evnet's own ws::client (several threads).
 evnet_test(test_ws_server LAYERS ws LABELS tsan TIMEOUT 120)
