@@ -416,56 +416,73 @@ parse_step parser::on_head_complete() {
   bool has_te = false;
   bool te_chunked = false;
   bool conn_close = false, conn_keep_alive = false, conn_upgrade = false, has_upgrade = false;
+  bool host = false;
+  // Dispatch on the name's length first: most fields are none of these, and the length check
+  // is one comparison instead of a case-insensitive compare per candidate.
   for (const auto& h : msg_.headers) {
     const std::string_view n = h.name;
-    if (iequals(n, "content-length")) {
-      std::uint64_t v = 0;
-      if (h.value.empty()) return fail(400, "bad Content-Length");
-      for (char c : h.value) {
-        if (c < '0' || c > '9') return fail(400, "bad Content-Length");
-        if (v > (UINT64_MAX - 9) / 10) return fail(400, "Content-Length overflow");
-        v = v * 10 + static_cast<unsigned>(c - '0');
-      }
-      if (msg_.has_content_length && v != msg_.content_length)
-        return fail(400, "conflicting Content-Length");
-      msg_.has_content_length = true;
-      msg_.content_length = v;
-    } else if (iequals(n, "transfer-encoding")) {
-      has_te = true;
-      // Only "chunked" alone is decodable here; it must be the final coding (RFC 9112 §6.3).
-      int count = 0;
-      bool last_chunked = false;
-      for_each_token(h.value, [&](std::string_view t) {
-        ++count;
-        last_chunked = iequals(t, "chunked");
-        return false;
-      });
-      te_chunked = last_chunked && count == 1 && !te_chunked;
-    } else if (iequals(n, "connection")) {
-      for_each_token(h.value, [&](std::string_view t) {
-        if (iequals(t, "close"))
-          conn_close = true;
-        else if (iequals(t, "keep-alive"))
-          conn_keep_alive = true;
-        else if (iequals(t, "upgrade"))
-          conn_upgrade = true;
-        return false;
-      });
-    } else if (iequals(n, "upgrade")) {
-      has_upgrade = true;
-    } else if (request && iequals(n, "expect")) {
-      if (iequals(h.value, "100-continue")) msg_.expect_continue = true;
+    switch (n.size()) {
+      case 4:
+        if (iequals(n, "host")) host = true;
+        break;
+      case 6:
+        if (request && iequals(n, "expect") && iequals(h.value, "100-continue"))
+          msg_.expect_continue = true;
+        break;
+      case 7:
+        if (iequals(n, "upgrade")) has_upgrade = true;
+        break;
+      case 10:
+        if (iequals(n, "connection")) {
+          for_each_token(h.value, [&](std::string_view t) {
+            if (iequals(t, "close"))
+              conn_close = true;
+            else if (iequals(t, "keep-alive"))
+              conn_keep_alive = true;
+            else if (iequals(t, "upgrade"))
+              conn_upgrade = true;
+            return false;
+          });
+        }
+        break;
+      case 14:
+        if (iequals(n, "content-length")) {
+          std::uint64_t v = 0;
+          if (h.value.empty()) return fail(400, "bad Content-Length");
+          for (char c : h.value) {
+            if (c < '0' || c > '9') return fail(400, "bad Content-Length");
+            if (v > (UINT64_MAX - 9) / 10) return fail(400, "Content-Length overflow");
+            v = v * 10 + static_cast<unsigned>(c - '0');
+          }
+          if (msg_.has_content_length && v != msg_.content_length)
+            return fail(400, "conflicting Content-Length");
+          msg_.has_content_length = true;
+          msg_.content_length = v;
+        }
+        break;
+      case 17:
+        if (iequals(n, "transfer-encoding")) {
+          has_te = true;
+          // Only "chunked" alone is decodable here; it must be the final coding (RFC 9112 §6.3).
+          int count = 0;
+          bool last_chunked = false;
+          for_each_token(h.value, [&](std::string_view t) {
+            ++count;
+            last_chunked = iequals(t, "chunked");
+            return false;
+          });
+          te_chunked = last_chunked && count == 1 && !te_chunked;
+        }
+        break;
+      default:
+        break;
     }
   }
   msg_.keep_alive = msg_.version_minor >= 1 ? !conn_close : (conn_keep_alive && !conn_close);
   msg_.upgrade = conn_upgrade && has_upgrade;
 
   if (request) {
-    if (msg_.version_minor >= 1) {
-      bool host = false;
-      (void)msg_.header("host", &host);
-      if (!host) return fail(400, "missing Host header");
-    }
+    if (msg_.version_minor >= 1 && !host) return fail(400, "missing Host header");
     if (has_te) {
       // A request carrying both framings is a smuggling vector; refuse it (RFC 9112 §6.1).
       if (msg_.has_content_length) return fail(400, "both Content-Length and Transfer-Encoding");

@@ -4,6 +4,8 @@
 
 #include <charconv>
 #include <cstdio>
+#include <cstring>
+#include <initializer_list>
 
 namespace evnet::http {
 
@@ -64,36 +66,73 @@ std::string_view reason_phrase(int status) noexcept {
   }
 }
 
-std::string_view http_date() noexcept {
+namespace {
+
+// "Date: <IMF-fixdate>\r\n", rebuilt at most once per second per thread. http_date() returns
+// the middle of it.
+struct date_cache {
+  time_t sec = -1;
+  char line[48];
+  std::size_t len = 0;
+};
+
+const date_cache& current_date() noexcept {
   // The coarse clock is read through the vDSO and costs a few nanoseconds; the string is
   // rebuilt only when the second changes.
-  thread_local time_t cached_sec = -1;
-  thread_local char buf[32];
-  thread_local std::size_t len = 0;
+  thread_local date_cache c;
   timespec ts{};
   clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-  if (ts.tv_sec != cached_sec) {
-    cached_sec = ts.tv_sec;
+  if (ts.tv_sec != c.sec) {
+    c.sec = ts.tv_sec;
     tm t{};
     gmtime_r(&ts.tv_sec, &t);
     static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
     static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                               "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    int n = std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[t.tm_wday],
-                          t.tm_mday, kMonths[t.tm_mon], t.tm_year + 1900, t.tm_hour, t.tm_min,
-                          t.tm_sec);
-    len = n > 0 ? static_cast<std::size_t>(n) : 0;
+    int n = std::snprintf(c.line, sizeof c.line, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
+                          kDays[t.tm_wday], t.tm_mday, kMonths[t.tm_mon], t.tm_year + 1900,
+                          t.tm_hour, t.tm_min, t.tm_sec);
+    c.len = n > 0 ? static_cast<std::size_t>(n) : 0;
   }
-  return {buf, len};
+  return c;
+}
+
+}  // namespace
+
+std::string_view http_date() noexcept {
+  const date_cache& c = current_date();
+  // Strip "Date: " and "\r\n".
+  return c.len > 8 ? std::string_view(c.line + 6, c.len - 8) : std::string_view();
 }
 
 response_writer& response_writer::status(int status, std::string_view reason) {
-  if (reason.empty()) reason = reason_phrase(status);
-  char code[4] = {static_cast<char>('0' + status / 100 % 10),
-                  static_cast<char>('0' + status / 10 % 10), static_cast<char>('0' + status % 10),
-                  ' '};
-  out_.append("HTTP/1.1 ", 9);
-  out_.append(code, 4);
+  // The common status lines are literals: one append instead of four.
+  if (reason.empty()) {
+    switch (status) {
+      case 200:
+        out_.append("HTTP/1.1 200 OK\r\n", 17);
+        return *this;
+      case 404:
+        out_.append("HTTP/1.1 404 Not Found\r\n", 24);
+        return *this;
+      default:
+        reason = reason_phrase(status);
+    }
+  }
+  char code[14] = {'H',
+                   'T',
+                   'T',
+                   'P',
+                   '/',
+                   '1',
+                   '.',
+                   '1',
+                   ' ',
+                   static_cast<char>('0' + status / 100 % 10),
+                   static_cast<char>('0' + status / 10 % 10),
+                   static_cast<char>('0' + status % 10),
+                   ' '};
+  out_.append(code, 13);
   out_.append(reason);
   out_.append("\r\n", 2);
   return *this;
@@ -108,15 +147,17 @@ response_writer& response_writer::header(std::string_view name, std::string_view
 }
 
 response_writer& response_writer::add_date() {
-  return header("Date", http_date());
+  const date_cache& c = current_date();
+  out_.append(c.line, c.len);
+  return *this;
 }
 
 void response_writer::end_headers(std::uint64_t content_length) {
-  char num[24];
-  auto r = std::to_chars(num, num + sizeof num, content_length);
-  out_.append("Content-Length: ", 16);
-  out_.append(num, static_cast<std::size_t>(r.ptr - num));
-  out_.append("\r\n\r\n", 4);
+  // "Content-Length: " and the number composed in place, then the blank line: one append.
+  char buf[48] = "Content-Length: ";
+  auto r = std::to_chars(buf + 16, buf + 40, content_length);
+  std::memcpy(r.ptr, "\r\n\r\n", 4);
+  out_.append(buf, static_cast<std::size_t>(r.ptr + 4 - buf));
 }
 
 void response_writer::body(std::string_view body) {
