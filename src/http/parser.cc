@@ -347,31 +347,40 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
 
 bool parser::parse_start_line(std::string_view line) {
   if (kind_ == kind::request) {
-    std::size_t sp1 = line.find(' ');
-    if (sp1 == std::string_view::npos || sp1 == 0)
-      return fail(400, "malformed request line"), false;
-    std::string_view m = line.substr(0, sp1);
-    for (char c : m)
-      if (!kTchar[static_cast<unsigned char>(c)]) return fail(400, "bad method"), false;
-    std::size_t sp2 = line.rfind(' ');
-    if (sp2 == sp1) return fail(400, "malformed request line"), false;
-    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    if (target.empty()) return fail(400, "empty request target"), false;
-    if (target.size() > limits_.max_target_bytes)
-      return fail(414, "request target too long"), false;
-    for (char c : target) {
-      auto u = static_cast<unsigned char>(c);
-      if (u <= 0x20 || u == 0x7f) return fail(400, "bad character in request target"), false;
+    // One pass: method (tchars) SP target (no CTL/SP) SP version.
+    const char* b = line.data();
+    const char* e = b + line.size();
+    const char* p = b;
+    while (p < e && kTchar[static_cast<unsigned char>(*p)]) ++p;
+    if (p == b || p == e) return fail(400, "malformed request line"), false;
+    if (*p != ' ') return fail(400, "bad method"), false;
+    std::string_view m(b, static_cast<std::size_t>(p - b));
+    const char* t = ++p;
+    const char* question = nullptr;
+    for (; p < e; ++p) {
+      auto u = static_cast<unsigned char>(*p);
+      if (u <= 0x20 || u == 0x7f) break;
+      if (u == '?' && !question) question = p;
     }
-    int minor = parse_version(line.substr(sp2 + 1));
+    std::size_t tlen = static_cast<std::size_t>(p - t);
+    if (tlen > limits_.max_target_bytes) return fail(414, "request target too long"), false;
+    if (tlen == 0) return fail(400, "empty request target"), false;
+    if (p == e || *p != ' ') return fail(400, "malformed request line"), false;
+    int minor = parse_version(std::string_view(p + 1, static_cast<std::size_t>(e - p - 1)));
     if (minor == -2) return fail(505, "HTTP version not supported"), false;
     if (minor < 0) return fail(400, "malformed HTTP version"), false;
+    std::string_view target(t, tlen);
     msg_.method_text = m;
     msg_.method = method_from(m);
     msg_.target = target;
-    std::size_t q = target.find('?');
-    msg_.path = target.substr(0, q);
-    msg_.query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
+    if (question) {
+      auto q = static_cast<std::size_t>(question - t);
+      msg_.path = target.substr(0, q);
+      msg_.query = target.substr(q + 1);
+    } else {
+      msg_.path = target;
+      msg_.query = {};
+    }
     msg_.version_minor = minor;
     return true;
   }
