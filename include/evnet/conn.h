@@ -26,6 +26,7 @@
 // "any thread" are safe from any thread at any time, even racing the close.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <any>
@@ -57,6 +58,8 @@ namespace detail {
 struct loop_internals;
 struct send_completion_list;
 class udp_batch;
+/// std::system_category(), fetched once (`std::error_code{}` calls it out of line each time).
+extern const std::error_category& g_system_category;
 }  // namespace detail
 
 /// A connection's lifecycle stage (see the file comment).
@@ -153,7 +156,19 @@ class conn : public std::enable_shared_from_this<conn> {
   /// a system error (EPIPE, ECONNRESET) if the socket failed — the conn then closes with that
   /// reason after the current callback. May call handler::on_high_water. Loop thread.
   /// For UDP, sends one datagram to peer_address().
-  std::error_code write(const void* data, std::size_t n);
+  std::error_code write(const void* data, std::size_t n) {
+    // Inline fast path (the common case of a request/response server): open, nothing buffered,
+    // no deadline bookkeeping, and the kernel takes every byte.
+    if (!write_gate_ && !stamp_ && out_.empty()) [[likely]] {
+      const ssize_t w = ::send(fd_, data, n, MSG_NOSIGNAL);
+      if (w == static_cast<ssize_t>(n)) [[likely]] {
+        out_accepted_ += n;
+        return std::error_code(0, detail::g_system_category);
+      }
+      return write_rest(static_cast<const char*>(data), n, w);
+    }
+    return write_slow(data, n);
+  }
   /// write(data.data(), data.size()). Loop thread.
   std::error_code write(std::string_view data) { return write(data.data(), data.size()); }
   /// write(data.data(), data.size()). Loop thread.
@@ -229,6 +244,7 @@ class conn : public std::enable_shared_from_this<conn> {
   void refresh_gates() noexcept;
   std::error_code write_two(const input_view& data);
   std::error_code write_gated(const void* data, std::size_t n);
+  std::error_code write_slow(const void* data, std::size_t n);
   std::error_code write_rest(const char* p, std::size_t n, ssize_t sent);
   void after_traffic_slow() noexcept;
   void handle_read(bool until_eof) noexcept;
@@ -284,7 +300,9 @@ class conn : public std::enable_shared_from_this<conn> {
   bool write_shutdown_ = false;
   bool above_high_water_ = false;
   bool want_drain_ = false;
-  bool in_idle_ = false;  // in_ was empty (holding memory) at the last buffer sweep
+  bool in_idle_ = false;
+  bool stamp_ = false;  // record activity times: some deadline applies to this conn  // in_ was
+                        // empty (holding memory) at the last buffer sweep
   std::error_code close_reason_;
 
   // Deadlines, in the loop clock's nanoseconds. One timer per conn serves every deadline

@@ -53,6 +53,7 @@ conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
     read_ns_ = std::chrono::nanoseconds(o->read_timeout).count();
     write_ns_ = std::chrono::nanoseconds(o->write_timeout).count();
   }
+  stamp_ = idle_ns_ > 0 || read_ns_ > 0 || write_ns_ > 0;
 }
 
 void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::milliseconds read,
@@ -61,12 +62,10 @@ void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::millisecond
   idle_ns_ = std::chrono::nanoseconds(idle).count();
   read_ns_ = std::chrono::nanoseconds(read).count();
   write_ns_ = std::chrono::nanoseconds(write).count();
-  if (idle_ns_ <= 0 && read_ns_ <= 0 && write_ns_ <= 0) return;
-  if (!li_->track_activity) {
-    // Activity was not being recorded on this loop: start now, from this moment.
-    li_->track_activity = true;
-    last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
-  }
+  const bool had = stamp_;
+  stamp_ = idle_ns_ > 0 || read_ns_ > 0 || write_ns_ > 0;
+  if (!stamp_) return;
+  if (!had) last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
   arm_deadline();
 }
 
@@ -107,17 +106,14 @@ std::string conn::read_all() {
 
 // ---- output ----
 
-std::error_code conn::write(const void* data, std::size_t n) {
+std::error_code conn::write_slow(const void* data, std::size_t n) {
   assert(loop_->in_loop_thread());
-  if (write_gate_ || !out_.empty()) [[unlikely]]
-    return write_gated(data, n);
+  if (write_gate_ || !out_.empty()) return write_gated(data, n);
   // Nothing buffered: hand the bytes to the kernel at once; usually it takes them all.
   const ssize_t w = ::send(fd_, data, n, MSG_NOSIGNAL);
-  if (w != static_cast<ssize_t>(n)) [[unlikely]] {
-    return write_rest(static_cast<const char*>(data), n, w);
-  }
+  if (w != static_cast<ssize_t>(n)) return write_rest(static_cast<const char*>(data), n, w);
   out_accepted_ += n;
-  if (li_->track_activity) last_write_ns_ = loop_internals::clock_ns();
+  if (stamp_) last_write_ns_ = loop_internals::clock_ns();
   return std::error_code(0, detail::g_system_category);
 }
 
@@ -151,7 +147,7 @@ std::error_code conn::write_rest(const char* p, std::size_t n, ssize_t w) {
     sent = static_cast<std::size_t>(w);
   }
   out_accepted_ += n;
-  if (li_->track_activity) last_write_ns_ = loop_internals::clock_ns();
+  if (stamp_) last_write_ns_ = loop_internals::clock_ns();
   out_.append(p + sent, n - sent);
   buffered_output();
   return {};
@@ -197,7 +193,7 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
     } else {
       sent = static_cast<std::size_t>(w);
     }
-    if (loop_->internals().track_activity) last_write_ns_ = loop_internals::clock_ns();
+    if (stamp_) last_write_ns_ = loop_internals::clock_ns();
     if (sent == total) return {};
   }
   for (std::string_view part : parts) {
@@ -256,7 +252,7 @@ bool conn::flush() noexcept {
     return false;
   }
   out_.discard(static_cast<std::size_t>(w));
-  if (loop_->internals().track_activity) last_write_ns_ = loop_internals::clock_ns();
+  if (stamp_) last_write_ns_ = loop_internals::clock_ns();
   if (completions_ && !completions_->items.empty()) {
     const std::uint64_t flushed = out_accepted_ - out_.size();
     while (!completions_->items.empty() && completions_->items.front().first <= flushed) {
@@ -362,7 +358,7 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
       if (read_failed(n)) continue;  // EINTR
       return;
     }
-    if (L.track_activity) last_read_ns_ = loop_internals::clock_ns();
+    if (stamp_) last_read_ns_ = loop_internals::clock_ns();
     if (static_cast<std::size_t>(n) > L.max_input || (!in_.empty() && in_.size() > L.max_input))
         [[unlikely]] {
       scratch_ = {};
@@ -537,7 +533,7 @@ void conn::open_in_loop() noexcept {
   loop_internals& L = loop_->internals();
   set_state(conn_state::open);
   opened_ = true;
-  if (L.track_activity) {
+  if (stamp_) {
     last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
     arm_deadline();
   } else if (deadline_timer_) {
@@ -864,7 +860,7 @@ void conn::resume_read() noexcept {
   if (!read_paused_) return;
   read_paused_ = false;
   refresh_gates();
-  if (loop_->internals().track_activity) last_read_ns_ = loop_internals::clock_ns();
+  if (stamp_) last_read_ns_ = loop_internals::clock_ns();
   // The socket is edge-triggered: bytes that arrived while paused produced their edge already,
   // so read now (from a fresh stack, not inside the caller's callback).
   std::shared_ptr<conn> self = shared_from_this();

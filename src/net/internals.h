@@ -85,7 +85,6 @@ struct loop_internals {
   int depth = 0;
   std::vector<std::shared_ptr<conn>> pending_closes;
   std::vector<std::unique_ptr<evnet::timer>> dead_timers;  // conn timers, freed after the round
-  bool track_activity = false;                             // some per-conn timeout is configured
   std::size_t max_input = 0;  // opts->max_input, or SIZE_MAX for "unlimited"
 
   /// Marks the start of a user callback. Loop thread.
@@ -166,10 +165,6 @@ struct engine_internals {
     return (next_timer.fetch_add(1, std::memory_order_relaxed) << 8) | (index & 0xff);
   }
 };
-
-/// std::system_category(), fetched once: `std::error_code{}` calls the out-of-line
-/// std::system_category() every time, which shows on the per-message path.
-extern const std::error_category& g_system_category;
 
 /// An empty error_code without the out-of-line std::system_category() call that
 /// `std::error_code{}` makes (it matters on the per-message path).

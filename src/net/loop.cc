@@ -71,8 +71,6 @@ std::error_code loop_internals::init() {
   h = E.h;
   opts = &E.opts;
   max_input = opts->max_input != 0 ? opts->max_input : static_cast<std::size_t>(-1);
-  track_activity = opts->idle_timeout.count() > 0 || opts->read_timeout.count() > 0 ||
-                   opts->write_timeout.count() > 0;
   event_base_options bo;
   bo.priorities = 1;
   auto b = event_base::create(bo);
