@@ -289,6 +289,29 @@ TEST(http_parser, malformed_inputs_give_400_family) {
   }
 }
 
+TEST(http_parser, control_bytes_in_long_values_at_every_position) {
+  // Values longer than eight bytes take the word-at-a-time check; every position must still be
+  // examined exactly.
+  for (std::size_t pos = 0; pos < 21; ++pos) {
+    for (int bad : {0x00, 0x01, 0x0a, 0x0d, 0x1f, 0x7f}) {
+      std::string value(21, 'v');
+      value[pos] = static_cast<char>(bad);
+      if ((bad == 0x0a || bad == 0x0d) && (pos == 0 || pos == 20)) continue;  // line ends
+      http::request_parser p;
+      auto s = p.parse("GET / HTTP/1.1\r\nHost: a\r\nX: " + value + "\r\n\r\n");
+      EXPECT_EQ(s.event, http::parse_event::error) << "pos " << pos << " byte " << int(bad);
+      EXPECT_EQ(p.error_status(), 400);
+    }
+    for (int ok : {0x09, 0x20, 0x80, 0xff, 0x7e}) {
+      std::string value(21, 'v');
+      value[pos] = static_cast<char>(ok);
+      http::request_parser p;
+      auto s = p.parse("GET / HTTP/1.1\r\nHost: a\r\nX: " + value + "\r\n\r\n");
+      EXPECT_EQ(s.event, http::parse_event::head) << "pos " << pos << " byte " << int(ok);
+    }
+  }
+}
+
 TEST(http_parser, header_section_too_large_431) {
   std::string in = "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(9000, 'x') + "\r\n\r\n";
   EXPECT_EQ(req(in).error_status, 431);
