@@ -1,4 +1,5 @@
-// evnet — poller: a portable readiness facility over epoll (Linux) and kqueue (BSD/macOS).
+// evnet — poller: a portable readiness facility over epoll or io_uring (Linux) and kqueue
+// (BSD/macOS).
 //
 // This is a public header. It is the lowest layer of evnet: register a file descriptor with a
 // callback, choose read/write interest and level/edge/one-shot triggering, run a blocking poll
@@ -20,7 +21,9 @@
 // (readiness through IORING_OP_POLL_ADD; tested where the kernel allows io_uring). kqueue on
 // BSD/macOS is compiled there but untested (this project's CI is Linux-only); on kqueue a
 // descriptor ready for read and write is reported in two callbacks, and a second attachment for
-// an already registered fd is not detected.
+// an already registered fd is not detected. On io_uring a poll request holds a reference to the
+// file, so a descriptor closed without remove() stays open in the kernel until remove() or
+// close() (the other differences are listed at the top of src/poller/io_uring.cc).
 #pragma once
 
 #include <chrono>
@@ -61,6 +64,8 @@ enum class trigger_mode : std::uint8_t {
 
 /// Bits passed to a poll callback. Several may be set at once: a reset TCP peer, for instance,
 /// shows as readable | writable | read_hangup | hangup | error.
+// Named like enumerators (io_event::readable), not kName constants, as ev_flag in event.h.
+// NOLINTBEGIN(readability-identifier-naming)
 namespace io_event {
 inline constexpr std::uint32_t readable = 1U << 0;  ///< data (or EOF, or a pending accept) to read
 inline constexpr std::uint32_t writable = 1U << 1;  ///< room in the send buffer
@@ -73,6 +78,7 @@ inline constexpr std::uint32_t hangup = 1U << 3;
 /// or EV_EOF with an error in fflags).
 inline constexpr std::uint32_t error = 1U << 4;
 }  // namespace io_event
+// NOLINTEND(readability-identifier-naming)
 
 /// What a callback tells the poll loop.
 enum class poll_action : std::uint8_t {
@@ -85,14 +91,15 @@ enum class poll_action : std::uint8_t {
 /// trigger(), stop() and close() (deferred to the end of the round); it must not throw.
 using poll_callback = std::function<poll_action(int fd, std::uint32_t events)>;
 
-/// A descriptor registration. The kernel's user data (epoll_data.ptr / kevent udata) points at
-/// this object, so no lookup happens per event. The caller owns it and must keep it alive (and
-/// at a stable address) until remove() returns, close() returns or the poller is destroyed.
-/// Removing it inside any callback is safe, and so is freeing it right after: events already
-/// fetched for it in the same round are discarded. A callback may even remove and free its own
-/// attachment, provided it touches nothing it captured afterwards. Fill `fd` and `callback`
-/// before add(); do not change `fd` while registered. Not copyable in a meaningful way while
-/// registered (a copy would share the bookkeeping), so copy or move it only when unregistered.
+/// A descriptor registration. The kernel's user data points at this object (epoll_data.ptr,
+/// kevent udata) or names its slot (io_uring), so no search happens per event. The caller owns it
+/// and must keep it alive (and at a stable address) until remove() returns, close() returns or the
+/// poller is destroyed. Removing it inside any callback is safe, and so is freeing it right after:
+/// events already fetched for it in the same round are discarded. A callback may even remove and
+/// free its own attachment, provided it touches nothing it captured afterwards. Fill `fd` and
+/// `callback` before add(); do not change `fd` while registered. Not copyable in a meaningful way
+/// while registered (a copy would share the bookkeeping), so copy or move it only when
+/// unregistered.
 struct poll_attachment {
   /// The descriptor to watch; the caller owns it (the poller never closes it). Set before
   /// add(), unchanged while registered.
@@ -159,9 +166,11 @@ class poller {
   static constexpr std::size_t kLowTasksPerRound = 256;
 
   /// Opens a poller. Safe from any thread. Fails with errc::unsupported for a backend this
-  /// build or kernel lacks (kqueue on Linux; io_uring on a kernel without it),
+  /// build or kernel lacks (kqueue on Linux; io_uring on a kernel without it or older than
+  /// 5.11, or where it is disabled by sysctl, seccomp or io_uring_group),
   /// errc::invalid_argument for bad options or a bad EVNET_POLLER value, or the system error
-  /// of the kernel call that created the backend (epoll_create1, eventfd, kqueue, ...).
+  /// of the kernel call that created the backend (epoll_create1, eventfd, kqueue, io_uring_setup,
+  /// mmap, ...).
   static result<std::unique_ptr<poller>> open(const poller_options& options = {});
 
   /// Closes the poller as close() does (pending tasks destroyed unrun, attachments marked
@@ -237,7 +246,7 @@ class poller {
   /// True until close(). Loop thread only.
   bool is_open() const noexcept;
 
-  /// The backend in use: "epoll" or "kqueue". Safe from any thread.
+  /// The backend in use: "epoll", "io_uring" or "kqueue". Safe from any thread.
   std::string_view backend_name() const noexcept;
 
   /// Current size of the event array (for tests and tuning). Loop thread only.

@@ -17,16 +17,25 @@ namespace evnet {
 template <class T>
 class [[nodiscard]] result {
  public:
-  result(T value) : value_(std::move(value)) {}                // NOLINT(google-explicit-constructor)
-  result(std::error_code ec) : error_(ec) { assert(ec); }     // NOLINT(google-explicit-constructor)
-  result(errc e) : error_(make_error_code(e)) {}              // NOLINT(google-explicit-constructor)
+  result(T value) : value_(std::move(value)) {}            // NOLINT(google-explicit-constructor)
+  result(std::error_code ec) : error_(ec) { assert(ec); }  // NOLINT(google-explicit-constructor)
+  result(errc e) : error_(make_error_code(e)) {}           // NOLINT(google-explicit-constructor)
 
   bool has_value() const noexcept { return value_.has_value(); }
   explicit operator bool() const noexcept { return has_value(); }
 
-  T& value() & { assert(has_value()); return *value_; }
-  const T& value() const& { assert(has_value()); return *value_; }
-  T&& value() && { assert(has_value()); return std::move(*value_); }
+  T& value() & {
+    assert(has_value());
+    return *value_;
+  }
+  const T& value() const& {
+    assert(has_value());
+    return *value_;
+  }
+  T&& value() && {
+    assert(has_value());
+    return std::move(*value_);
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*value_); }

@@ -31,6 +31,8 @@ std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), error_category()};
 }
 
-std::error_code last_system_error() noexcept { return {errno, std::system_category()}; }
+std::error_code last_system_error() noexcept {
+  return {errno, std::system_category()};
+}
 
 }  // namespace evnet

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,7 @@
 #include <system_error>
 #include <vector>
 
+#include "evnet/error.h"
 #include "evnet/poller.h"
 #include "evnet/result.h"
 
@@ -81,17 +83,23 @@ class poller_backend {
   /// reallocating on every burst. Loop thread.
   std::size_t next_capacity(std::size_t capacity, std::size_t used) noexcept {
     // Common case first: an array at its initial size that was not filled.
-    if (capacity == min_events_ && used != capacity) return capacity;
+    if (capacity == min_events_ && used != capacity) {
+      return capacity;
+    }
     if (used == capacity) {
       sparse_rounds_ = 0;
-      if (capacity >= max_events_) return capacity;
+      if (capacity >= max_events_) {
+        return capacity;
+      }
       return capacity * 2 < max_events_ ? capacity * 2 : max_events_;
     }
     if (used >= capacity / 4) {
       sparse_rounds_ = 0;
       return capacity;
     }
-    if (++sparse_rounds_ < kShrinkAfterRounds) return capacity;
+    if (++sparse_rounds_ < kShrinkAfterRounds) {
+      return capacity;
+    }
     sparse_rounds_ = 0;
     return capacity / 2 > min_events_ ? capacity / 2 : min_events_;
   }
@@ -137,8 +145,22 @@ class poller_backend {
 result<std::unique_ptr<poller_backend>> make_epoll_backend(const poller_options& options);
 result<std::unique_ptr<poller_backend>> make_kqueue_backend(const poller_options& options);
 
-/// Maps readiness bits of a backend into io_event bits is backend-specific; this helper gives
-/// the poll_callback invocation in one place. Loop thread.
+/// What add(), modify() and remove() report for an errno from the kernel's registration call
+/// (epoll_ctl, a kevent change): EEXIST → errc::already_registered, ENOENT →
+/// errc::not_registered, anything else as a system error. Pure; any thread.
+inline std::error_code registration_error(int err) noexcept {
+  switch (err) {
+    case EEXIST:
+      return errc::already_registered;
+    case ENOENT:
+      return errc::not_registered;
+    default:
+      return {err, std::system_category()};
+  }
+}
+
+/// Each backend maps its readiness bits to io_event bits itself (epoll and io_uring share
+/// poll_bits.h); this helper keeps the poll_callback invocation in one place. Loop thread.
 inline bool dispatch_attachment(poll_attachment* a, std::uint32_t bits) {
   return a->callback(a->fd, bits) == poll_action::stop;
 }

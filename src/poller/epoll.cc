@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstdint>
 
+#include "poller/poll_bits.h"
+
 namespace evnet::detail {
 namespace {
 
@@ -17,35 +19,19 @@ std::uint32_t epoll_bits(interest what, trigger_mode mode) noexcept {
   // EPOLLRDHUP is always requested so a half-close is reported as read_hangup even to a
   // write-only registration.
   std::uint32_t ev = EPOLLRDHUP;
-  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::read)) != 0) ev |= EPOLLIN;
-  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::write)) != 0) ev |= EPOLLOUT;
-  if (mode == trigger_mode::edge) ev |= EPOLLET;
-  if (mode == trigger_mode::oneshot) ev |= EPOLLONESHOT;
-  return ev;
-}
-
-// The kernel ABI fixes the EPOLL* values, so the mapping is a few shifts and masks instead of
-// five tests per event (it runs once per event on the hot path).
-static_assert(EPOLLIN == 0x1 && EPOLLOUT == 0x4 && EPOLLERR == 0x8 && EPOLLHUP == 0x10 &&
-              EPOLLRDHUP == 0x2000);
-static_assert(io_event::readable == 1 && io_event::writable == 2 && io_event::read_hangup == 4 &&
-              io_event::hangup == 8 && io_event::error == 16);
-inline std::uint32_t io_bits(std::uint32_t ev) noexcept {
-  return (ev & 0x1U)           // EPOLLIN    0x1    → readable    0x1
-         | ((ev >> 1) & 0xAU)  // EPOLLOUT   0x4    → writable    0x2;  EPOLLHUP 0x10 → hangup 0x8
-         | ((ev >> 11) & 0x4U)   // EPOLLRDHUP 0x2000 → read_hangup 0x4
-         | ((ev << 1) & 0x10U);  // EPOLLERR   0x8    → error       0x10
-}
-
-std::error_code ctl_error(int err) noexcept {
-  switch (err) {
-    case EEXIST:
-      return errc::already_registered;
-    case ENOENT:
-      return errc::not_registered;
-    default:
-      return {err, std::system_category()};
+  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::read)) != 0) {
+    ev |= EPOLLIN;
   }
+  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::write)) != 0) {
+    ev |= EPOLLOUT;
+  }
+  if (mode == trigger_mode::edge) {
+    ev |= EPOLLET;
+  }
+  if (mode == trigger_mode::oneshot) {
+    ev |= EPOLLONESHOT;
+  }
+  return ev;
 }
 
 class epoll_backend final : public poller_backend {
@@ -68,7 +54,9 @@ class epoll_backend final : public poller_backend {
     epoll_event ev{};
     ev.events = epoll_bits(what, mode);
     ev.data.ptr = &a;
-    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, a.fd, &ev) != 0) return ctl_error(errno);
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, a.fd, &ev) != 0) {
+      return registration_error(errno);
+    }
     return {};
   }
 
@@ -76,20 +64,26 @@ class epoll_backend final : public poller_backend {
     epoll_event ev{};
     ev.events = epoll_bits(what, mode);
     ev.data.ptr = &a;
-    if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, a.fd, &ev) != 0) return ctl_error(errno);
+    if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, a.fd, &ev) != 0) {
+      return registration_error(errno);
+    }
     return {};
   }
 
   std::error_code remove(poll_attachment& a) noexcept override {
     epoll_event ev{};  // kernels before 2.6.9 require a non-null pointer
-    if (::epoll_ctl(epfd_, EPOLL_CTL_DEL, a.fd, &ev) != 0) return ctl_error(errno);
+    if (::epoll_ctl(epfd_, EPOLL_CTL_DEL, a.fd, &ev) != 0) {
+      return registration_error(errno);
+    }
     return {};
   }
 
   result<std::size_t> wait_and_dispatch(int timeout_ms) override {
     const int n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
     if (n < 0) {
-      if (errno == EINTR) return std::size_t{0};  // a signal: an empty round, not an error
+      if (errno == EINTR) {
+        return std::size_t{0};  // a signal: an empty round, not an error
+      }
       return std::error_code(errno, std::system_category());
     }
     std::size_t ran = 0;
@@ -99,7 +93,9 @@ class epoll_backend final : public poller_backend {
     batch_size_ = n;
     for (int i = 0; i < n; ++i) {
       void* const p = evs[i].data.ptr;
-      if (p == nullptr) continue;  // its attachment was removed earlier in this batch
+      if (p == nullptr) {
+        continue;  // its attachment was removed earlier in this batch
+      }
       if (p == &wakefd_) {
         on_wake();
         continue;
@@ -125,7 +121,9 @@ class epoll_backend final : public poller_backend {
     // since earlier entries are never looked at again, and spares the dispatch loop from
     // tracking its position.
     for (int i = 0; i < batch_size_; ++i) {
-      if (events_[i].data.ptr == &a) events_[i].data.ptr = nullptr;
+      if (events_[i].data.ptr == &a) {
+        events_[i].data.ptr = nullptr;
+      }
     }
   }
 
@@ -174,7 +172,9 @@ class epoll_backend final : public poller_backend {
 
 result<std::unique_ptr<poller_backend>> make_epoll_backend(const poller_options& options) {
   const int epfd = ::epoll_create1(EPOLL_CLOEXEC);
-  if (epfd < 0) return std::error_code(errno, std::system_category());
+  if (epfd < 0) {
+    return std::error_code(errno, std::system_category());
+  }
   const int wakefd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakefd < 0) {
     std::error_code ec(errno, std::system_category());
@@ -182,7 +182,9 @@ result<std::unique_ptr<poller_backend>> make_epoll_backend(const poller_options&
     return ec;
   }
   auto backend = std::make_unique<epoll_backend>(options, epfd, wakefd);
-  if (std::error_code ec = backend->register_wake()) return ec;
+  if (std::error_code ec = backend->register_wake()) {
+    return ec;
+  }
   return std::unique_ptr<poller_backend>(std::move(backend));
 }
 

@@ -58,6 +58,8 @@
 #include <ctime>
 #include <vector>
 
+#include "poller/poll_bits.h"
+
 namespace evnet::detail {
 namespace {
 
@@ -114,28 +116,21 @@ std::uint32_t poll_mask(interest what) noexcept {
   // POLLRDHUP is always requested so a half-close is reported as read_hangup even to a
   // write-only registration (epoll.cc does the same with EPOLLRDHUP).
   std::uint32_t ev = POLLRDHUP;
-  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::read)) != 0) ev |= POLLIN;
-  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::write)) != 0) ev |= POLLOUT;
+  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::read)) != 0) {
+    ev |= POLLIN;
+  }
+  if ((static_cast<unsigned>(what) & static_cast<unsigned>(interest::write)) != 0) {
+    ev |= POLLOUT;
+  }
   return ev;
-}
-
-// The same mapping as epoll.cc's, by shifts: the poll bits io_uring returns are the kernel's
-// EPOLL*/POLL* ABI values, fixed forever (checked below).
-static_assert(POLLIN == 0x1 && POLLOUT == 0x4 && POLLERR == 0x8 && POLLHUP == 0x10 &&
-              POLLRDHUP == 0x2000);
-static_assert(io_event::readable == 1 && io_event::writable == 2 && io_event::read_hangup == 4 &&
-              io_event::hangup == 8 && io_event::error == 16);
-inline std::uint32_t io_bits(std::uint32_t ev) noexcept {
-  return (ev & 0x1U)           // POLLIN    0x1    → readable    0x1
-         | ((ev >> 1) & 0xAU)  // POLLOUT   0x4    → writable    0x2;  POLLHUP 0x10 → hangup 0x8
-         | ((ev >> 11) & 0x4U)   // POLLRDHUP 0x2000 → read_hangup 0x4
-         | ((ev << 1) & 0x10U);  // POLLERR   0x8    → error       0x10
 }
 
 // The kernel reads poll32_events with its 16-bit halves swapped on big-endian hosts (it keeps
 // the layout of the old 16-bit field), so the mask is stored swapped there.
 inline std::uint32_t poll_events(std::uint32_t mask) noexcept {
-  if constexpr (std::endian::native == std::endian::big) return (mask << 16) | (mask >> 16);
+  if constexpr (std::endian::native == std::endian::big) {
+    return (mask << 16) | (mask >> 16);
+  }
   return mask;
 }
 
@@ -181,7 +176,9 @@ class io_uring_backend final : public poller_backend {
     // are re-armed and then report their current readiness once more. 4096 entries (64 KiB)
     // or 4 × max_events make that rare.
     unsigned cq = 4096;
-    while (cq < 4 * max_events_ && cq < 65536) cq *= 2;
+    while (cq < 4 * max_events_ && cq < 65536) {
+      cq *= 2;
+    }
     p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL |
               IORING_SETUP_COOP_TASKRUN;
     p.cq_entries = cq;
@@ -213,7 +210,9 @@ class io_uring_backend final : public poller_backend {
     cq_ring_size_ = p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe);
     single_mmap_ = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
     if (single_mmap_) {
-      if (cq_ring_size_ > sq_ring_size_) sq_ring_size_ = cq_ring_size_;
+      if (cq_ring_size_ > sq_ring_size_) {
+        sq_ring_size_ = cq_ring_size_;
+      }
       cq_ring_size_ = sq_ring_size_;
     }
     sq_ring_ = ::mmap(nullptr, sq_ring_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
@@ -235,7 +234,9 @@ class io_uring_backend final : public poller_backend {
     sqes_size_ = p.sq_entries * sizeof(io_uring_sqe);
     void* sqes = ::mmap(nullptr, sqes_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
                         ring_fd_, IORING_OFF_SQES);
-    if (sqes == MAP_FAILED) return {errno, std::system_category()};
+    if (sqes == MAP_FAILED) {
+      return {errno, std::system_category()};
+    }
     sqes_ = static_cast<io_uring_sqe*>(sqes);
 
     char* sq = static_cast<char*>(sq_ring_);
@@ -246,7 +247,9 @@ class io_uring_backend final : public poller_backend {
     sq_entries_ = p.sq_entries;
     auto* array = reinterpret_cast<unsigned*>(sq + p.sq_off.array);
     // The indirection array maps ring positions to SQE indexes; identity, set once.
-    for (unsigned i = 0; i < p.sq_entries; ++i) array[i] = i;
+    for (unsigned i = 0; i < p.sq_entries; ++i) {
+      array[i] = i;
+    }
     cq_khead_ = reinterpret_cast<unsigned*>(cqr + p.cq_off.head);
     cq_ktail_ = reinterpret_cast<unsigned*>(cqr + p.cq_off.tail);
     cq_mask_ = *reinterpret_cast<unsigned*>(cqr + p.cq_off.ring_mask);
@@ -255,7 +258,9 @@ class io_uring_backend final : public poller_backend {
 
     arm_wake();
     // Submit the wake-up poll now, so a trigger() before the first round is not lost.
-    if (std::error_code ec = flush()) return ec;
+    if (std::error_code ec = flush()) {
+      return ec;
+    }
     return {};
   }
 
@@ -267,7 +272,9 @@ class io_uring_backend final : public poller_backend {
     // polled (regular files and directories; epoll refuses any file without ->poll, which
     // io_uring would instead report as always ready).
     struct stat st {};
-    if (::fstat(a.fd, &st) != 0) return {errno, std::system_category()};
+    if (::fstat(a.fd, &st) != 0) {
+      return {errno, std::system_category()};
+    }
     if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
       return std::make_error_code(std::errc::operation_not_permitted);
     }
@@ -278,14 +285,18 @@ class io_uring_backend final : public poller_backend {
       // EEXIST. A different file means the caller closed the old fd without remove() and the
       // number was reused; epoll forgets such a registration, so the new one is allowed (the
       // old slot lives on until its attachment is removed).
-      if (e.dev == st.st_dev && e.ino == st.st_ino) return errc::already_registered;
+      if (e.dev == st.st_dev && e.ino == st.st_ino) {
+        return errc::already_registered;
+      }
     }
     const std::uint32_t index = allocate();
     slot& s = slots_[index];
     s.att = &a;
     s.mask = poll_mask(what);
     s.mode = mode;
-    if (fd >= by_fd_.size()) by_fd_.resize(fd + 1);
+    if (fd >= by_fd_.size()) {
+      by_fd_.resize(fd + 1);
+    }
     by_fd_[fd] = fd_entry{index, st.st_dev, st.st_ino};
     if (std::error_code ec = arm(index)) {
       release(index, a.fd);
@@ -296,10 +307,16 @@ class io_uring_backend final : public poller_backend {
 
   std::error_code modify(poll_attachment& a, interest what, trigger_mode mode) noexcept override {
     // As epoll_ctl(MOD) would, refuse a descriptor the caller already closed.
-    if (::fcntl(a.fd, F_GETFD) < 0) return {errno, std::system_category()};
+    if (::fcntl(a.fd, F_GETFD) < 0) {
+      return {errno, std::system_category()};
+    }
     const std::uint32_t index = find(a);
-    if (index == kNoSlot) return errc::not_registered;
-    if (std::error_code ec = disarm(index)) return ec;
+    if (index == kNoSlot) {
+      return errc::not_registered;
+    }
+    if (std::error_code ec = disarm(index)) {
+      return ec;
+    }
     slot& s = slots_[index];
     s.mask = poll_mask(what);
     s.mode = mode;
@@ -308,16 +325,22 @@ class io_uring_backend final : public poller_backend {
 
   std::error_code remove(poll_attachment& a) noexcept override {
     const std::uint32_t index = find(a);
-    if (index == kNoSlot) return errc::not_registered;
+    if (index == kNoSlot) {
+      return errc::not_registered;
+    }
     std::error_code ec = disarm(index);
     release(index, a.fd);
     // The poll request holds a reference to the file: until the cancel reaches the kernel, a
     // close() of the fd would not really close the socket. Inside a round the cancel goes out
     // with the round's io_uring_enter a moment later; outside one, send it now.
-    if (!ec && !in_round_) ec = flush();
+    if (!ec && !in_round_) {
+      ec = flush();
+    }
     // Report a descriptor closed before remove() as epoll does (EBADF); the registration is
     // gone either way.
-    if (!ec && ::fcntl(a.fd, F_GETFD) < 0) ec = {errno, std::system_category()};
+    if (!ec && ::fcntl(a.fd, F_GETFD) < 0) {
+      ec = {errno, std::system_category()};
+    }
     return ec;
   }
 
@@ -338,9 +361,13 @@ class io_uring_backend final : public poller_backend {
         }
       }
       batch.clear();
-      if (rearm_.empty()) rearm_.swap(batch);  // keep the capacity
+      if (rearm_.empty()) {
+        rearm_.swap(batch);  // keep the capacity
+      }
     }
-    if (!wake_armed_) arm_wake();
+    if (!wake_armed_) {
+      arm_wake();
+    }
 
     // A CQE wakes the wait even when it turns out stale (the -ECANCELED of a removed
     // registration, a failed POLL_REMOVE). epoll_wait would have kept waiting, so a wait that
@@ -350,14 +377,20 @@ class io_uring_backend final : public poller_backend {
       deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     }
     for (;;) {
-      if (std::error_code ec = enter(timeout_ms)) return ec;
+      if (std::error_code ec = enter(timeout_ms)) {
+        return ec;
+      }
       bool woke = false;
       const bool reaped_any = reap(woke);
-      if (batch_size_ != 0 || woke || !reaped_any || timeout_ms == 0) break;
+      if (batch_size_ != 0 || woke || !reaped_any || timeout_ms == 0) {
+        break;
+      }
       if (timeout_ms > 0) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) break;
+        if (left.count() <= 0) {
+          break;
+        }
         timeout_ms = static_cast<int>(left.count());
       }
     }
@@ -368,9 +401,13 @@ class io_uring_backend final : public poller_backend {
       // A callback earlier in the batch may have removed (and freed) or modified this one;
       // its generation moved on then. Looked up afresh: slots_ may have grown.
       const slot& s = slots_[r.index];
-      if (s.gen != r.gen || s.att == nullptr) continue;
+      if (s.gen != r.gen || s.att == nullptr) {
+        continue;
+      }
       ++ran;
-      if (dispatch_attachment(s.att, r.bits)) stop_in_loop_ = true;
+      if (dispatch_attachment(s.att, r.bits)) {
+        stop_in_loop_ = true;
+      }
     }
     capacity_ = next_capacity(capacity_, batch_size_);
     return ran;
@@ -397,7 +434,9 @@ class io_uring_backend final : public poller_backend {
     }
     // Nothing to wait for when completions are already queued (a round that hit the event
     // array's limit leaves the rest in the CQ).
-    if (load_acquire(cq_ktail_) != *cq_khead_) min_complete = 0;
+    if (load_acquire(cq_ktail_) != *cq_khead_) {
+      min_complete = 0;
+    }
     if (sys_io_uring_enter(ring_fd_, to_submit, min_complete, flags, argp, argsz) < 0) {
       const int err = errno;
       // EINTR: a signal; ETIME: the timeout passed; EBUSY/EAGAIN: the kernel holds overflowed
@@ -425,21 +464,31 @@ class io_uring_backend final : public poller_backend {
     const std::size_t nslots = slots_.size();
     std::size_t gathered = 0;
     while (gathered < capacity_) {
-      if (head == load_acquire(cq_ktail_)) break;
+      if (head == load_acquire(cq_ktail_)) {
+        break;
+      }
       const io_uring_cqe cqe = cqes_[head & cq_mask_];
       ++head;
       if (cqe.user_data == kWakeTag) {
-        if ((cqe.flags & IORING_CQE_F_MORE) == 0) wake_armed_ = false;
+        if ((cqe.flags & IORING_CQE_F_MORE) == 0) {
+          wake_armed_ = false;
+        }
         on_wake();
         woke = true;
         continue;
       }
-      if (cqe.user_data == kIgnoreTag) continue;
+      if (cqe.user_data == kIgnoreTag) {
+        continue;
+      }
       const auto index = static_cast<std::uint32_t>(cqe.user_data);
       const auto gen = static_cast<std::uint32_t>(cqe.user_data >> 32);
-      if (index >= nslots) continue;
+      if (index >= nslots) {
+        continue;
+      }
       slot& s = slots_[index];
-      if (s.gen != gen || s.att == nullptr) continue;  // stale: removed or modified since
+      if (s.gen != gen || s.att == nullptr) {
+        continue;  // stale: removed or modified since
+      }
       std::uint32_t bits;
       if (cqe.res < 0) {
         // The kernel could not poll the file (or cancelled the request on its own). The
@@ -449,7 +498,9 @@ class io_uring_backend final : public poller_backend {
       } else {
         s.armed = (cqe.flags & IORING_CQE_F_MORE) != 0;
         bits = io_bits(static_cast<std::uint32_t>(cqe.res));
-        if (!s.armed && s.mode != trigger_mode::oneshot) rearm_.push_back(cqe.user_data);
+        if (!s.armed && s.mode != trigger_mode::oneshot) {
+          rearm_.push_back(cqe.user_data);
+        }
       }
       if (s.batch_round == round_) {
         batch_[s.batch_pos].bits |= bits;
@@ -482,12 +533,20 @@ class io_uring_backend final : public poller_backend {
 
   void close_kernel() noexcept override {
     // Closing the ring cancels every request and drops the file references they hold.
-    if (sqes_ != nullptr) ::munmap(sqes_, sqes_size_);
-    if (cq_ring_ != nullptr && cq_ring_ != sq_ring_) ::munmap(cq_ring_, cq_ring_size_);
-    if (sq_ring_ != nullptr) ::munmap(sq_ring_, sq_ring_size_);
+    if (sqes_ != nullptr) {
+      ::munmap(sqes_, sqes_size_);
+    }
+    if (cq_ring_ != nullptr && cq_ring_ != sq_ring_) {
+      ::munmap(cq_ring_, cq_ring_size_);
+    }
+    if (sq_ring_ != nullptr) {
+      ::munmap(sq_ring_, sq_ring_size_);
+    }
     sqes_ = nullptr;
     cq_ring_ = sq_ring_ = nullptr;
-    if (ring_fd_ >= 0) ::close(ring_fd_);
+    if (ring_fd_ >= 0) {
+      ::close(ring_fd_);
+    }
     ring_fd_ = -1;
     slots_.clear();
     by_fd_.clear();
@@ -533,18 +592,24 @@ class io_uring_backend final : public poller_backend {
     s.next_free = free_;
     free_ = index;
     const auto f = static_cast<std::size_t>(fd);
-    if (fd >= 0 && f < by_fd_.size() && by_fd_[f].index == index) by_fd_[f] = fd_entry{};
+    if (fd >= 0 && f < by_fd_.size() && by_fd_[f].index == index) {
+      by_fd_[f] = fd_entry{};
+    }
   }
 
   std::uint32_t find(const poll_attachment& a) const noexcept {
     const auto f = static_cast<std::size_t>(a.fd);
     if (a.fd >= 0 && f < by_fd_.size()) {
       const std::uint32_t index = by_fd_[f].index;
-      if (index != kNoSlot && slots_[index].att == &a) return index;
+      if (index != kNoSlot && slots_[index].att == &a) {
+        return index;
+      }
     }
     // The fd number was reused by a newer registration (see add()): look the slow way.
     for (std::uint32_t i = 0; i < slots_.size(); ++i) {
-      if (slots_[i].att == &a) return i;
+      if (slots_[i].att == &a) {
+        return i;
+      }
     }
     return kNoSlot;
   }
@@ -553,7 +618,9 @@ class io_uring_backend final : public poller_backend {
   std::error_code arm(std::uint32_t index) noexcept {
     std::error_code ec;
     io_uring_sqe* sqe = next_sqe(ec);
-    if (sqe == nullptr) return ec;
+    if (sqe == nullptr) {
+      return ec;
+    }
     slot& s = slots_[index];
     ++s.gen;
     sqe->opcode = IORING_OP_POLL_ADD;
@@ -571,13 +638,17 @@ class io_uring_backend final : public poller_backend {
     if (s.armed) {
       std::error_code ec;
       io_uring_sqe* sqe = next_sqe(ec);
-      if (sqe == nullptr) return ec;
+      if (sqe == nullptr) {
+        return ec;
+      }
       sqe->opcode = IORING_OP_POLL_REMOVE;
       sqe->fd = -1;
       sqe->addr = make_tag(index, s.gen);
       sqe->user_data = kIgnoreTag;
       // Success needs no CQE; a failure (ENOENT: a single-shot that already fired) is ignored.
-      if (cqe_skip_) sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
+      if (cqe_skip_) {
+        sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
+      }
       s.armed = false;
     }
     ++s.gen;
@@ -587,7 +658,9 @@ class io_uring_backend final : public poller_backend {
   void arm_wake() noexcept {
     std::error_code ec;
     io_uring_sqe* sqe = next_sqe(ec);
-    if (sqe == nullptr) return;  // tried again next round
+    if (sqe == nullptr) {
+      return;  // tried again next round
+    }
     sqe->opcode = IORING_OP_POLL_ADD;
     sqe->fd = wakefd_;
     sqe->poll32_events = poll_events(POLLIN);
@@ -601,7 +674,9 @@ class io_uring_backend final : public poller_backend {
   io_uring_sqe* next_sqe(std::error_code& ec) noexcept {
     if (sq_tail_ - load_acquire(sq_khead_) >= sq_entries_) {
       ec = flush();
-      if (ec) return nullptr;
+      if (ec) {
+        return nullptr;
+      }
       if (sq_tail_ - load_acquire(sq_khead_) >= sq_entries_) {
         ec = std::make_error_code(std::errc::resource_unavailable_try_again);
         return nullptr;  // the kernel would not take them (CQ backlog); try next round
@@ -617,12 +692,18 @@ class io_uring_backend final : public poller_backend {
   std::error_code flush() noexcept {
     for (;;) {
       const unsigned pending = sq_tail_ - load_acquire(sq_khead_);
-      if (pending == 0) return {};
+      if (pending == 0) {
+        return {};
+      }
       store_release(sq_ktail_, sq_tail_);
       if (sys_io_uring_enter(ring_fd_, pending, 0, 0, nullptr, 0) < 0) {
-        if (errno == EINTR) continue;
+        if (errno == EINTR) {
+          continue;
+        }
         // EBUSY/EAGAIN: the CQ backlog is full; the SQEs stay queued for the next round.
-        if (errno == EBUSY || errno == EAGAIN) return {};
+        if (errno == EBUSY || errno == EAGAIN) {
+          return {};
+        }
         return {errno, std::system_category()};
       }
     }
@@ -666,9 +747,13 @@ class io_uring_backend final : public poller_backend {
 
 result<std::unique_ptr<poller_backend>> make_io_uring_backend(const poller_options& options) {
   const int wakefd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wakefd < 0) return std::error_code(errno, std::system_category());
+  if (wakefd < 0) {
+    return std::error_code(errno, std::system_category());
+  }
   auto backend = std::make_unique<io_uring_backend>(options, wakefd);
-  if (std::error_code ec = backend->setup()) return ec;
+  if (std::error_code ec = backend->setup()) {
+    return ec;
+  }
   return std::unique_ptr<poller_backend>(std::move(backend));
 }
 

@@ -63,27 +63,22 @@ unsigned short mode_flags(trigger_mode mode) noexcept {
   return 0;
 }
 
-std::error_code change_error(int err) noexcept {
-  switch (err) {
-    case EEXIST:
-      return errc::already_registered;
-    case ENOENT:
-      return errc::not_registered;
-    default:
-      return {err, std::system_category()};
-  }
-}
-
 class kqueue_backend final : public poller_backend {
  public:
   kqueue_backend(const poller_options& options, int kq)
       : poller_backend(options), kq_(kq), events_(options.initial_events) {}
 
   ~kqueue_backend() override {
-    if (kq_ >= 0) ::close(kq_);
+    if (kq_ >= 0) {
+      ::close(kq_);
+    }
 #if !defined(EVFILT_USER)
-    if (pipe_[0] >= 0) ::close(pipe_[0]);
-    if (pipe_[1] >= 0) ::close(pipe_[1]);
+    if (pipe_[0] >= 0) {
+      ::close(pipe_[0]);
+    }
+    if (pipe_[1] >= 0) {
+      ::close(pipe_[1]);
+    }
 #endif
   }
 
@@ -95,8 +90,12 @@ class kqueue_backend final : public poller_backend {
     struct kevent changes[2];
     int n = 0;
     const unsigned short flags = EV_ADD | EV_ENABLE | EV_RECEIPT | mode_flags(mode);
-    if (wants(what, interest::read)) set_kev(changes[n++], a.fd, EVFILT_READ, flags, &a);
-    if (wants(what, interest::write)) set_kev(changes[n++], a.fd, EVFILT_WRITE, flags, &a);
+    if (wants(what, interest::read)) {
+      set_kev(changes[n++], a.fd, EVFILT_READ, flags, &a);
+    }
+    if (wants(what, interest::write)) {
+      set_kev(changes[n++], a.fd, EVFILT_WRITE, flags, &a);
+    }
     std::error_code ec = apply(changes, n);
     if (ec) {
       // Do not leave half a registration behind (read added, write refused).
@@ -125,7 +124,9 @@ class kqueue_backend final : public poller_backend {
       if (had && (!want || mode_changed)) {
         set_kev(changes[n++], a.fd, filter, EV_DELETE | EV_RECEIPT, nullptr);
       }
-      if (want) set_kev(changes[n++], a.fd, filter, flags, &a);
+      if (want) {
+        set_kev(changes[n++], a.fd, filter, flags, &a);
+      }
     }
     return apply(changes, n);
   }
@@ -153,7 +154,9 @@ class kqueue_backend final : public poller_backend {
     }
     const int n = ::kevent(kq_, nullptr, 0, events_.data(), static_cast<int>(events_.size()), tsp);
     if (n < 0) {
-      if (errno == EINTR) return std::size_t{0};
+      if (errno == EINTR) {
+        return std::size_t{0};
+      }
       return std::error_code(errno, std::system_category());
     }
     std::size_t ran = 0;
@@ -166,7 +169,9 @@ class kqueue_backend final : public poller_backend {
         drain_wake();
         continue;
       }
-      if (p == nullptr) continue;  // removed earlier in this batch
+      if (p == nullptr) {
+        continue;  // removed earlier in this batch
+      }
       std::uint32_t bits = 0;
       if ((k.flags & EV_ERROR) != 0) {
         bits |= io_event::error;
@@ -175,27 +180,37 @@ class kqueue_backend final : public poller_backend {
         if ((k.flags & EV_EOF) != 0) {
           bits |= io_event::read_hangup;
           // fflags carries the socket error (e.g. ECONNRESET) when the peer reset.
-          if (k.fflags != 0) bits |= io_event::hangup | io_event::error;
+          if (k.fflags != 0) {
+            bits |= io_event::hangup | io_event::error;
+          }
         }
       } else if (k.filter == EVFILT_WRITE) {
         bits |= io_event::writable;
         if ((k.flags & EV_EOF) != 0) {
           bits |= io_event::hangup;
-          if (k.fflags != 0) bits |= io_event::error;
+          if (k.fflags != 0) {
+            bits |= io_event::error;
+          }
         }
       }
       ++ran;
-      if (dispatch_attachment(static_cast<poll_attachment*>(p), bits)) stop_in_loop_ = true;
+      if (dispatch_attachment(static_cast<poll_attachment*>(p), bits)) {
+        stop_in_loop_ = true;
+      }
     }
     batch_size_ = 0;
     const std::size_t cap = next_capacity(events_.size(), static_cast<std::size_t>(n));
-    if (cap != events_.size()) std::vector<struct kevent>(cap).swap(events_);
+    if (cap != events_.size()) {
+      std::vector<struct kevent>(cap).swap(events_);
+    }
     return ran;
   }
 
   void invalidate(const poll_attachment& a) noexcept override {
     for (int i = 0; i < batch_size_; ++i) {  // earlier entries are never read again
-      if (from_udata(events_[i].udata) == &a) events_[i].udata = to_udata(nullptr);
+      if (from_udata(events_[i].udata) == &a) {
+        events_[i].udata = to_udata(nullptr);
+      }
     }
   }
 
@@ -228,7 +243,9 @@ class kqueue_backend final : public poller_backend {
     set_kev(k, 0, EVFILT_USER, EV_ADD | EV_CLEAR | EV_RECEIPT, &kq_);
     return apply(&k, 1);
 #else
-    if (::pipe(pipe_) != 0) return {errno, std::system_category()};
+    if (::pipe(pipe_) != 0) {
+      return {errno, std::system_category()};
+    }
     for (int fd : pipe_) {
       ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
       ::fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -244,13 +261,17 @@ class kqueue_backend final : public poller_backend {
   // Applies a change list with EV_RECEIPT, so each change reports its own status instead of
   // the first failure aborting the rest silently.
   std::error_code apply(struct kevent* changes, int n) noexcept {
-    if (n == 0) return {};
+    if (n == 0) {
+      return {};
+    }
     struct kevent out[4];
     const int r = ::kevent(kq_, changes, n, out, n, nullptr);
-    if (r < 0) return {errno, std::system_category()};
+    if (r < 0) {
+      return {errno, std::system_category()};
+    }
     for (int i = 0; i < r; ++i) {
       if ((out[i].flags & EV_ERROR) != 0 && out[i].data != 0) {
-        return change_error(static_cast<int>(out[i].data));
+        return registration_error(static_cast<int>(out[i].data));
       }
     }
     return {};
@@ -276,10 +297,14 @@ class kqueue_backend final : public poller_backend {
 
 result<std::unique_ptr<poller_backend>> make_kqueue_backend(const poller_options& options) {
   const int kq = ::kqueue();
-  if (kq < 0) return std::error_code(errno, std::system_category());
+  if (kq < 0) {
+    return std::error_code(errno, std::system_category());
+  }
   ::fcntl(kq, F_SETFD, FD_CLOEXEC);
   auto backend = std::make_unique<kqueue_backend>(options, kq);
-  if (std::error_code ec = backend->register_wake()) return ec;
+  if (std::error_code ec = backend->register_wake()) {
+    return ec;
+  }
   return std::unique_ptr<poller_backend>(std::move(backend));
 }
 

@@ -24,15 +24,21 @@ thread_local const detail::poller_backend* tls_polling __attribute__((tls_model(
     nullptr;
 
 int to_timeout_ms(std::chrono::milliseconds timeout) noexcept {
-  if (timeout.count() < 0) return -1;
-  if (timeout.count() > INT_MAX) return INT_MAX;
+  if (timeout.count() < 0) {
+    return -1;
+  }
+  if (timeout.count() > INT_MAX) {
+    return INT_MAX;
+  }
   return static_cast<int>(timeout.count());
 }
 
 void link(detail::poller_backend& b, poll_attachment& a) noexcept {
   a.prev_ = nullptr;
   a.next_ = b.head_;
-  if (b.head_ != nullptr) b.head_->prev_ = &a;
+  if (b.head_ != nullptr) {
+    b.head_->prev_ = &a;
+  }
   b.head_ = &a;
   ++b.registered_;
 }
@@ -43,7 +49,9 @@ void unlink(detail::poller_backend& b, poll_attachment& a) noexcept {
   } else {
     b.head_ = a.next_;
   }
-  if (a.next_ != nullptr) a.next_->prev_ = a.prev_;
+  if (a.next_ != nullptr) {
+    a.next_->prev_ = a.prev_;
+  }
   a.prev_ = a.next_ = nullptr;
   a.owner_ = nullptr;
   --b.registered_;
@@ -53,6 +61,21 @@ void unlink(detail::poller_backend& b, poll_attachment& a) noexcept {
 // another thread would race with dispatch, so it is refused instead of corrupting state.
 bool foreign_thread(const detail::poller_backend& b) noexcept {
   return tls_polling != &b && b.polling_.load(std::memory_order_relaxed);
+}
+
+// The checks modify() and remove() share, in the order their documentation lists the errors.
+std::error_code check_registered(const detail::poller_backend& b, const poll_attachment& a,
+                                 const poller* self) noexcept {
+  if (!b.open_) {
+    return errc::closed;
+  }
+  if (foreign_thread(b)) {
+    return errc::wrong_thread;
+  }
+  if (a.owner_ != self) {
+    return errc::not_registered;
+  }
+  return {};
 }
 
 }  // namespace
@@ -99,7 +122,9 @@ result<std::unique_ptr<poller>> poller::open(const poller_options& options) {
     case backend_kind::automatic:
       return errc::unsupported;
   }
-  if (!backend) return backend.error();
+  if (!backend) {
+    return backend.error();
+  }
   std::unique_ptr<poller> p(new poller(std::move(*backend)));
   p->backend_->facade_ = p.get();
   return p;
@@ -115,11 +140,21 @@ poller::~poller() {
 
 std::error_code poller::add(poll_attachment& a, interest what, trigger_mode mode) {
   detail::poller_backend& b = *backend_;
-  if (!b.open_) return errc::closed;
-  if (foreign_thread(b)) return errc::wrong_thread;
-  if (a.fd < 0 || !a.callback) return errc::invalid_argument;
-  if (a.owner_ != nullptr) return errc::already_registered;
-  if (std::error_code ec = b.add(a, what, mode)) return ec;
+  if (!b.open_) {
+    return errc::closed;
+  }
+  if (foreign_thread(b)) {
+    return errc::wrong_thread;
+  }
+  if (a.fd < 0 || !a.callback) {
+    return errc::invalid_argument;
+  }
+  if (a.owner_ != nullptr) {
+    return errc::already_registered;
+  }
+  if (std::error_code ec = b.add(a, what, mode)) {
+    return ec;
+  }
   a.owner_ = this;
   a.interest_ = what;
   a.mode_ = mode;
@@ -129,10 +164,12 @@ std::error_code poller::add(poll_attachment& a, interest what, trigger_mode mode
 
 std::error_code poller::modify(poll_attachment& a, interest what, trigger_mode mode) {
   detail::poller_backend& b = *backend_;
-  if (!b.open_) return errc::closed;
-  if (foreign_thread(b)) return errc::wrong_thread;
-  if (a.owner_ != this) return errc::not_registered;
-  if (std::error_code ec = b.modify(a, what, mode)) return ec;
+  if (std::error_code ec = check_registered(b, a, this)) {
+    return ec;
+  }
+  if (std::error_code ec = b.modify(a, what, mode)) {
+    return ec;
+  }
   a.interest_ = what;
   a.mode_ = mode;
   return {};
@@ -140,9 +177,9 @@ std::error_code poller::modify(poll_attachment& a, interest what, trigger_mode m
 
 std::error_code poller::remove(poll_attachment& a) {
   detail::poller_backend& b = *backend_;
-  if (!b.open_) return errc::closed;
-  if (foreign_thread(b)) return errc::wrong_thread;
-  if (a.owner_ != this) return errc::not_registered;
+  if (std::error_code ec = check_registered(b, a, this)) {
+    return ec;
+  }
   // Forget the attachment whatever the kernel says (e.g. EBADF when the caller closed the fd
   // first): the caller is about to free it, so no event may reach it any more.
   std::error_code ec = b.remove(a);
@@ -156,7 +193,9 @@ std::error_code poller::poll() {
     result<std::size_t> r = poll_once(std::chrono::milliseconds(-1));
     if (!r) {
       std::error_code ec = r.error();
-      if (ec == errc::stopped || ec == errc::closed) return {};
+      if (ec == errc::stopped || ec == errc::closed) {
+        return {};
+      }
       return ec;
     }
   }
@@ -178,7 +217,9 @@ std::error_code poller::poll() {
     }
   }
   for (task& t : b.high_run_) {
-    if (!b.close_deferred_) t();
+    if (!b.close_deferred_) {
+      t();
+    }
     ++ran;
   }
   b.high_run_.clear();
@@ -218,10 +259,14 @@ result<std::size_t> poller::poll_once(std::chrono::milliseconds timeout) {
     // Queued tasks (including a low-priority backlog) must not wait for I/O: just check.
     // Relaxed is enough: a task queued concurrently also wakes the kernel wait.
     int timeout_ms = to_timeout_ms(timeout);
-    if (b.pending_.load(std::memory_order_relaxed) != 0) timeout_ms = 0;
+    if (b.pending_.load(std::memory_order_relaxed) != 0) {
+      timeout_ms = 0;
+    }
     out = b.wait_and_dispatch(timeout_ms);
     if (out) [[likely]] {
-      if (b.pending_.load(std::memory_order_relaxed) != 0 && !b.close_deferred_) run_tasks(b);
+      if (b.pending_.load(std::memory_order_relaxed) != 0 && !b.close_deferred_) {
+        run_tasks(b);
+      }
       if (b.stop_in_loop_ || b.stop_requested_.load(std::memory_order_relaxed)) [[unlikely]] {
         b.stop_in_loop_ = false;
         b.stop_requested_.store(false, std::memory_order_relaxed);
@@ -250,24 +295,36 @@ void poller::stop() noexcept {
 }
 
 std::error_code poller::trigger(task_priority priority, task fn) {
-  if (!fn) return errc::invalid_argument;
+  if (!fn) {
+    return errc::invalid_argument;
+  }
   detail::poller_backend& b = *backend_;
   {
     std::lock_guard<std::mutex> lock(b.task_mutex_);
-    if (b.tasks_closed_) return errc::closed;  // fn is destroyed on return, never run
+    if (b.tasks_closed_) {
+      return errc::closed;  // fn is destroyed on return, never run
+    }
     (priority == task_priority::high ? b.high_ : b.low_).push_back(std::move(fn));
     b.pending_.fetch_add(1, std::memory_order_relaxed);
   }
   // The loop queueing for itself needs no wake-up: it looks at pending_ before blocking.
-  if (tls_polling == &b) return {};
-  if (!b.wake_pending_.exchange(true, std::memory_order_acq_rel)) b.wake();
+  if (tls_polling == &b) {
+    return {};
+  }
+  if (!b.wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+    b.wake();
+  }
   return {};
 }
 
 std::size_t poller::close() {
   detail::poller_backend& b = *backend_;
-  if (!b.open_) return 0;
-  if (foreign_thread(b)) return 0;  // misuse: another thread is polling; refuse, do not race
+  if (!b.open_) {
+    return 0;
+  }
+  if (foreign_thread(b)) {
+    return 0;  // misuse: another thread is polling; refuse, do not race
+  }
   if (b.in_round_) {
     // Called from a callback or task: finishing the round first keeps the batch being
     // dispatched and the task vector being iterated intact. poll_once() closes on its way out.
@@ -295,7 +352,9 @@ std::size_t poller::close() {
   b.high_run_.clear();
   b.low_run_.clear();
   b.low_pos_ = 0;
-  while (b.head_ != nullptr) unlink(b, *b.head_);
+  while (b.head_ != nullptr) {
+    unlink(b, *b.head_);
+  }
   b.close_kernel();
   return dropped;
 }
