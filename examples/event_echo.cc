@@ -15,11 +15,11 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <unordered_map>
 
+#include "evnet/error.h"
 #include "evnet/event.h"
 
 namespace {
@@ -41,12 +41,16 @@ class server {
 
   ~server() {
     conns_.clear();  // events before their fds, and all before the base
-    if (listen_fd_ >= 0) ::close(listen_fd_);
+    if (listen_fd_ >= 0) {
+      ::close(listen_fd_);
+    }
   }
 
   bool listen(int port) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (listen_fd_ < 0) return fail("socket");
+    if (listen_fd_ < 0) {
+      return fail("socket");
+    }
     int one = 1;
     ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in addr{};
@@ -56,7 +60,9 @@ class server {
     if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
       return fail("bind");
     }
-    if (::listen(listen_fd_, SOMAXCONN) < 0) return fail("listen");
+    if (::listen(listen_fd_, SOMAXCONN) < 0) {
+      return fail("listen");
+    }
     socklen_t len = sizeof addr;
     ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
     acceptor_ = std::make_unique<evnet::event>(base_, listen_fd_, read | persist,
@@ -84,21 +90,26 @@ class server {
   };
 
   static bool fail(const char* what) {
-    std::fprintf(stderr, "%s: %s\n", what, std::strerror(errno));
+    // Not strerror(): the standard does not require it to be thread-safe.
+    std::fprintf(stderr, "%s: %s\n", what, evnet::last_system_error().message().c_str());
     return false;
   }
 
   void accept(int lfd) {
     for (;;) {
       const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) return;  // EAGAIN (drained), or EMFILE etc.: try again next readiness
+      if (fd < 0) {
+        return;  // EAGAIN (drained), or EMFILE etc.: try again next readiness
+      }
       auto c = std::make_unique<conn>();
       c->fd = fd;
       c->reader = std::make_unique<evnet::event>(base_, fd, read | persist,
                                                  [this](int f, std::uint32_t) { on_read(f); });
       c->writer = std::make_unique<evnet::event>(base_, fd, write,
                                                  [this](int f, std::uint32_t) { on_write(f); });
-      if (c->reader->attach()) continue;  // ~conn closes it
+      if (c->reader->attach()) {
+        continue;  // ~conn closes it
+      }
       conns_[fd] = std::move(c);
     }
   }
@@ -111,7 +122,9 @@ class server {
       conns_.erase(fd);  // destroys this event inside its own callback: supported
       return;
     }
-    if (n < 0) return;
+    if (n < 0) {
+      return;
+    }
     send(c, buf, static_cast<std::size_t>(n));
   }
 
@@ -122,7 +135,9 @@ class server {
       return;
     }
     const std::size_t done = w < 0 ? 0 : static_cast<std::size_t>(w);
-    if (done == len) return;
+    if (done == len) {
+      return;
+    }
     // Backpressure: stop reading until the peer drains what we owe it.
     c.backlog.append(data + done, len - done);
     (void)c.reader->detach();
@@ -135,7 +150,9 @@ class server {
     pending.swap(c.backlog);
     send(c, pending.data(), pending.size());
     auto it = conns_.find(fd);
-    if (it != conns_.end() && it->second->backlog.empty()) (void)it->second->reader->attach();
+    if (it != conns_.end() && it->second->backlog.empty()) {
+      (void)it->second->reader->attach();
+    }
   }
 
   evnet::event_base& base_;
@@ -161,7 +178,9 @@ int main(int argc, char** argv) {
         usage(stderr);
         return 2;
       }
-      if (a == "--port") port = static_cast<int>(v);
+      if (a == "--port") {
+        port = static_cast<int>(v);
+      }
       continue;
     }
     usage(stderr);
@@ -186,7 +205,9 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   {
     server s(base);
-    if (!s.listen(port)) return 1;
+    if (!s.listen(port)) {
+      return 1;
+    }
     if (std::error_code ec = base.dispatch()) {
       std::fprintf(stderr, "dispatch: %s\n", ec.message().c_str());
       return 1;

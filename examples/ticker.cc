@@ -53,7 +53,9 @@ int main(int argc, char** argv) {
                       [&](int, std::uint32_t) { base.exit(); });
   evnet::event on_term(base, SIGTERM, evnet::ev_flag::signal,
                        [&](int, std::uint32_t) { base.exit(); });
-  if (on_int.attach() || on_term.attach()) return 1;
+  if (on_int.attach() || on_term.attach()) {
+    return 1;
+  }
 
   using clk = std::chrono::steady_clock;
   const auto start = clk::now();
@@ -67,7 +69,9 @@ int main(int argc, char** argv) {
     std::printf("tick %ld at %.3f ms (lag %.3f ms)\n", ++n, at_ms, lag_ms);
     std::fflush(stdout);
     due = self->deadline();  // already advanced by one period
-    if (count != 0 && n >= count) base.exit();
+    if (count != 0 && n >= count) {
+      base.exit();
+    }
   });
   self = &t;
   if (std::error_code ec = t.attach(std::chrono::milliseconds(period_ms))) {

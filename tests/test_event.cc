@@ -44,7 +44,9 @@ struct sockpair {
   }
   ~sockpair() {
     for (int f : fd) {
-      if (f >= 0) ::close(f);
+      if (f >= 0) {
+        ::close(f);
+      }
     }
   }
   void send(const char* s = "x") const { ASSERT_GT(::write(fd[1], s, std::strlen(s)), 0); }
@@ -52,7 +54,9 @@ struct sockpair {
     char buf[256];
     std::string out;
     ssize_t n;
-    while ((n = ::read(fd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    while ((n = ::read(fd[0], buf, sizeof buf)) > 0) {
+      out.append(buf, static_cast<size_t>(n));
+    }
     return out;
   }
 };
@@ -61,7 +65,9 @@ struct sockpair {
 template <class Pred>
 void run_until(evnet::event_base& b, Pred done, std::chrono::milliseconds budget = 2000ms) {
   const auto end = clk::now() + budget;
-  while (!done() && clk::now() < end) ASSERT_FALSE(b.loop_once(false));
+  while (!done() && clk::now() < end) {
+    ASSERT_FALSE(b.loop_once(false));
+  }
 }
 
 // Runs exactly one round with a bounded wait (a timer wakes it).
@@ -124,7 +130,9 @@ TEST(event, persist_rearms_after_each_read) {
   evnet::event ev(*b, sp.fd[0], read | persist, [&](int, std::uint32_t f) {
     EXPECT_EQ(f, read);
     sp.drain();
-    if (++calls < 3) sp.send();
+    if (++calls < 3) {
+      sp.send();
+    }
   });
   ASSERT_FALSE(ev.attach());
   sp.send();
@@ -146,7 +154,9 @@ TEST(event, one_shot_fires_once_while_data_stays_unread) {
   ASSERT_FALSE(b->dispatch());
   EXPECT_EQ(calls, 1);
   EXPECT_FALSE(ev.attached());
-  for (int i = 0; i < 3; ++i) ASSERT_FALSE(b->loop_once(true));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_FALSE(b->loop_once(true));
+  }
   EXPECT_EQ(calls, 1);
 }
 
@@ -177,14 +187,18 @@ TEST(event, persist_read_timeout_is_an_inactivity_timeout) {
   evnet::event ev(*b, sp.fd[0], read | timeout | persist, [&](int, std::uint32_t f) {
     fired.push_back(f);
     sp.drain();
-    if (f & timeout) self->detach();
+    if (f & timeout) {
+      self->detach();
+    }
   });
   self = &ev;
   ASSERT_FALSE(ev.attach(100ms));
   // Data every 30 ms for a while keeps pushing the timeout back.
   int sent = 0;
   evnet::ticker feeder(*b, [&] {
-    if (++sent <= 5) sp.send();
+    if (++sent <= 5) {
+      sp.send();
+    }
   });
   ASSERT_FALSE(feeder.attach(30ms));
   run_until(
@@ -242,7 +256,9 @@ TEST(event, priority_order_when_several_ready_in_one_round) {
     ASSERT_FALSE(evs.back()->attach());
   }
   // All fds readable before the round: one poll returns them all.
-  for (auto& sp : sps) sp.send();
+  for (auto& sp : sps) {
+    sp.send();
+  }
   ASSERT_FALSE(b->loop_once(false));
   ASSERT_EQ(order.size(), 8U);
   for (std::size_t k = 1; k < order.size(); ++k) {
@@ -447,7 +463,9 @@ TEST(event, exit_from_callback_stops_dispatch) {
   auto b = make_base();
   int ticks = 0;
   evnet::ticker t(*b, [&] {
-    if (++ticks == 3 || ticks == 5) b->exit();
+    if (++ticks == 3 || ticks == 5) {
+      b->exit();
+    }
   });
   ASSERT_FALSE(t.attach(5ms));
   ASSERT_FALSE(b->dispatch());
@@ -694,7 +712,9 @@ void random_reentrant_operations(evnet::timer_structure which) {
   const char* seed_env = std::getenv("EVNET_TEST_SEED");
   std::mt19937 rng(seed_env != nullptr ? static_cast<unsigned>(std::atol(seed_env)) : 99U);
   std::vector<sockpair> sps(8);
-  for (auto& sp : sps) sp.send("data");  // always readable and writable
+  for (auto& sp : sps) {
+    sp.send("data");  // always readable and writable
+  }
   constexpr std::size_t kEvents = 64;
   std::vector<std::unique_ptr<evnet::event>> evs(kEvents);
   std::size_t fired = 0;
@@ -703,28 +723,38 @@ void random_reentrant_operations(evnet::timer_structure which) {
                                    write,   read | timeout,    read | write | persist};
     const std::uint32_t f = kinds[rng() % 6];
     const int fd = (f & (read | write)) != 0 ? sps[rng() % sps.size()].fd[0] : -1;
-    evs[i] = std::make_unique<evnet::event>(*b, fd, f, [&, i](int, std::uint32_t) {
+    evs[i] = std::make_unique<evnet::event>(*b, fd, f, [&](int, std::uint32_t) {
       ++fired;
       for (int k = 0; k < 3; ++k) {
         const std::size_t j = rng() % kEvents;
         switch (rng() % 7) {
           case 0:
-            if (evs[j]) (void)evs[j]->detach();
+            if (evs[j]) {
+              (void)evs[j]->detach();
+            }
             break;
           case 1:
             make(j);  // destroys the old one (possibly the running event itself)
             break;
           case 2:
-            if (evs[j]) (void)evs[j]->attach(std::chrono::microseconds(1 + rng() % 3000));
+            if (evs[j]) {
+              (void)evs[j]->attach(std::chrono::microseconds(1 + rng() % 3000));
+            }
             break;
           case 3:
-            if (evs[j]) (void)evs[j]->set_priority(static_cast<int>(rng() % 4));
+            if (evs[j]) {
+              (void)evs[j]->set_priority(static_cast<int>(rng() % 4));
+            }
             break;
           case 4:
-            if (evs[j]) (void)evs[j]->activate(timeout);
+            if (evs[j]) {
+              (void)evs[j]->activate(timeout);
+            }
             break;
           case 5:
-            if (evs[j]) (void)evs[j]->rearm(std::chrono::microseconds(rng() % 2000));
+            if (evs[j]) {
+              (void)evs[j]->rearm(std::chrono::microseconds(rng() % 2000));
+            }
             break;
           default:
             break;
@@ -733,12 +763,16 @@ void random_reentrant_operations(evnet::timer_structure which) {
     });
     (void)evs[i]->attach(std::chrono::microseconds(rng() % 3000));
   };
-  for (std::size_t i = 0; i < kEvents; ++i) make(i);
+  for (std::size_t i = 0; i < kEvents; ++i) {
+    make(i);
+  }
   const auto end = clk::now() + 300ms;
   while (clk::now() < end) {
     ASSERT_FALSE(b->loop_once(false));
     std::size_t attached = 0;
-    for (auto& e : evs) attached += e && e->attached() ? 1 : 0;
+    for (auto& e : evs) {
+      attached += e && e->attached() ? 1 : 0;
+    }
     ASSERT_EQ(attached, b->attached_events());
   }
   EXPECT_GT(fired, 100U);
@@ -770,7 +804,9 @@ TEST(event, tcp_accept_and_echo_over_loopback) {
   std::vector<int> conn_fds;
   evnet::event acceptor(*b, lfd, read | persist, [&](int fd, std::uint32_t) {
     int c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (c < 0) return;
+    if (c < 0) {
+      return;
+    }
     conn_fds.push_back(c);
     conns.push_back(
         std::make_unique<evnet::event>(*b, c, read | persist, [](int cfd, std::uint32_t) {
@@ -792,12 +828,16 @@ TEST(event, tcp_accept_and_echo_over_loopback) {
   run_until(*b, [&] {
     char buf[16];
     ssize_t n = ::read(cli, buf, sizeof buf);
-    if (n > 0) got.append(buf, static_cast<size_t>(n));
+    if (n > 0) {
+      got.append(buf, static_cast<size_t>(n));
+    }
     return got == "ping";
   });
   EXPECT_EQ(got, "ping");
   conns.clear();
-  for (int c : conn_fds) ::close(c);
+  for (int c : conn_fds) {
+    ::close(c);
+  }
   ::close(cli);
   ::close(lfd);
 }

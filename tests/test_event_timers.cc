@@ -44,7 +44,7 @@ void check_against_model(S& s, std::int64_t tick, bool exact) {
       }
     }
     // Advance by a random amount, sometimes small, sometimes across many levels.
-    const std::int64_t adv = static_cast<std::int64_t>(rng() % spans[rng() % 4]);
+    const auto adv = static_cast<std::int64_t>(rng() % spans[rng() % 4]);
     now += adv;
     s.expire(now, [&](timer_node* n) {
       const auto i = static_cast<std::size_t>(n - nodes.data());
@@ -53,21 +53,25 @@ void check_against_model(S& s, std::int64_t tick, bool exact) {
       fired[i] = true;
     });
     std::size_t queued = 0;
-    for (std::size_t i = 0; i < nodes.size(); ++i) {
-      if (!nodes[i].queued()) continue;
+    for (auto& node : nodes) {
+      if (!node.queued()) {
+        continue;
+      }
       ++queued;
       if (exact) {
-        ASSERT_GT(nodes[i].deadline, now) << "missed at step " << step;
+        ASSERT_GT(node.deadline, now) << "missed at step " << step;
       } else {
         // The wheel fires at tick granularity: a pending node must be due after this tick.
-        ASSERT_GT((nodes[i].deadline + tick - 1) / tick, now / tick) << "missed " << step;
+        ASSERT_GT((node.deadline + tick - 1) / tick, now / tick) << "missed " << step;
       }
     }
     ASSERT_EQ(queued, s.size());
     if (auto next = s.next_deadline()) {
       std::int64_t min_deadline = INT64_MAX;
       for (auto& n : nodes) {
-        if (n.queued()) min_deadline = std::min(min_deadline, n.deadline);
+        if (n.queued()) {
+          min_deadline = std::min(min_deadline, n.deadline);
+        }
       }
       EXPECT_LE(*next, (min_deadline + tick - 1) / tick * tick) << "next_deadline too late";
     }
@@ -145,10 +149,10 @@ TEST_P(base_timers, timers_never_fire_before_their_deadline) {
   };
   std::vector<rec> recs(300);
   std::vector<std::unique_ptr<evnet::timer>> ts;
-  for (std::size_t i = 0; i < recs.size(); ++i) {
+  for (auto& r : recs) {
     const auto delay = std::chrono::microseconds(rng() % 150'000);
-    ts.push_back(std::make_unique<evnet::timer>(*b, [&recs, i] { recs[i].fired = clk::now(); }));
-    recs[i].earliest = clk::now() + delay;
+    ts.push_back(std::make_unique<evnet::timer>(*b, [&r] { r.fired = clk::now(); }));
+    r.earliest = clk::now() + delay;
     ASSERT_FALSE(ts.back()->attach(delay));
   }
   ASSERT_FALSE(b->dispatch());
@@ -220,7 +224,9 @@ TEST_P(base_timers, rearm_pushes_the_deadline_back) {
     }
   });
   ASSERT_FALSE(pusher.attach(10ms));
-  while (fired == clk::time_point{} && clk::now() - start < 2s) ASSERT_FALSE(b->loop_once());
+  while (fired == clk::time_point{} && clk::now() - start < 2s) {
+    ASSERT_FALSE(b->loop_once());
+  }
   ASSERT_NE(fired, clk::time_point{});
   EXPECT_GE(fired - start, 130ms);
 }
@@ -248,13 +254,19 @@ TEST_P(base_timers, ticker_over_one_second_fires_expected_count_without_drift) {
   EXPECT_GE(ticks.size(), 88U);
   EXPECT_LE(ticks.size(), 101U);
   // No drift: every scheduled deadline is an exact multiple of the period from the first.
-  for (const auto& d : deadlines) EXPECT_EQ((d - first_deadline) % 10ms, 0ns);
+  for (const auto& d : deadlines) {
+    EXPECT_EQ((d - first_deadline) % 10ms, 0ns);
+  }
   // Each tick fires close to its own deadline (deadlines[i] is the next one, so subtract a
   // period); the median is robust to a few scheduling hiccups.
   std::vector<clk::duration> lags;
-  for (std::size_t i = 0; i < ticks.size(); ++i) lags.push_back(ticks[i] - (deadlines[i] - 10ms));
+  for (std::size_t i = 0; i < ticks.size(); ++i) {
+    lags.push_back(ticks[i] - (deadlines[i] - 10ms));
+  }
   ASSERT_FALSE(lags.empty());
-  for (const auto& l : lags) EXPECT_GE(l, 0ns) << "a tick fired before its deadline";
+  for (const auto& l : lags) {
+    EXPECT_GE(l, 0ns) << "a tick fired before its deadline";
+  }
   std::nth_element(lags.begin(), lags.begin() + lags.size() / 2, lags.end());
   EXPECT_LT(lags[lags.size() / 2], 5ms);
   EXPECT_GE(ticks.front() - start, 10ms);

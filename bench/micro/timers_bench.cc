@@ -42,7 +42,9 @@ std::int64_t now_ns() {
 std::vector<std::int64_t> offsets(std::size_t n, std::int64_t lo, std::int64_t span) {
   std::mt19937_64 rng(42);
   std::vector<std::int64_t> v(n);
-  for (auto& x : v) x = lo + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span));
+  for (auto& x : v) {
+    x = lo + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span));
+  }
   return v;
 }
 
@@ -84,8 +86,12 @@ template <class S>
 [[gnu::noinline]] std::size_t work_add_cancel_raw(S& s, std::vector<timer_node>& nodes,
                                                   const std::vector<std::int64_t>& off,
                                                   std::int64_t now) {
-  for (std::size_t i = 0; i < kN; ++i) s.add(&nodes[i], now + off[i]);
-  for (std::size_t i = 0; i < kN; ++i) s.remove(&nodes[i]);
+  for (std::size_t i = 0; i < kN; ++i) {
+    s.add(&nodes[i], now + off[i]);
+  }
+  for (std::size_t i = 0; i < kN; ++i) {
+    s.remove(&nodes[i]);
+  }
   return s.size();
 }
 
@@ -110,7 +116,9 @@ void raw_add_fire(benchmark::State& state) {
   for (auto _ : state) {
     const std::int64_t now = now_ns();
     auto s = make_structure<S>(now);
-    for (std::size_t i = 0; i < kN; ++i) s->add(&nodes[i], now + off[i]);
+    for (std::size_t i = 0; i < kN; ++i) {
+      s->add(&nodes[i], now + off[i]);
+    }
     // Time moves forward in 1 ms-ish steps (as loop rounds would) until all have fired.
     for (std::int64_t t = now; !s->empty(); t += 250'000) {
       fired += s->expire(t, [](timer_node*) {});
@@ -128,17 +136,21 @@ void raw_rearm(benchmark::State& state) {
     state.PauseTiming();
     const std::int64_t now = now_ns();
     auto s = make_structure<S>(now);
-    for (std::size_t i = 0; i < kR; ++i) s->add(&nodes[i], now + off[i]);
+    for (std::size_t i = 0; i < kR; ++i) {
+      s->add(&nodes[i], now + off[i]);
+    }
     state.ResumeTiming();
     for (int r = 0; r < kRearms; ++r) {
-      const std::int64_t t = now + r * 1'000'000;  // each pass happens a little later
+      const std::int64_t t = now + std::int64_t{r} * 1'000'000;  // each pass happens a little later
       for (std::size_t i = 0; i < kR; ++i) {
         s->remove(&nodes[i]);
         s->add(&nodes[i], t + off[static_cast<std::size_t>(r) * kR + i]);
       }
     }
     state.PauseTiming();
-    for (std::size_t i = 0; i < kR; ++i) s->remove(&nodes[i]);
+    for (std::size_t i = 0; i < kR; ++i) {
+      s->remove(&nodes[i]);
+    }
     state.ResumeTiming();
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kR * kRearms));
@@ -166,8 +178,12 @@ std::vector<std::unique_ptr<evnet::timer>> make_timers(evnet::event_base& b, std
 
 [[gnu::noinline]] void work_add_cancel_api(std::vector<std::unique_ptr<evnet::timer>>& ts,
                                            const std::vector<std::int64_t>& off) {
-  for (std::size_t i = 0; i < kN; ++i) (void)ts[i]->attach(std::chrono::nanoseconds(off[i]));
-  for (std::size_t i = 0; i < kN; ++i) (void)ts[i]->detach();
+  for (std::size_t i = 0; i < kN; ++i) {
+    (void)ts[i]->attach(std::chrono::nanoseconds(off[i]));
+  }
+  for (std::size_t i = 0; i < kN; ++i) {
+    (void)ts[i]->detach();
+  }
 }
 
 void api_add_cancel(benchmark::State& state, evnet::timer_structure which) {
@@ -175,7 +191,9 @@ void api_add_cancel(benchmark::State& state, evnet::timer_structure which) {
   auto b = make_base(which);
   std::size_t fired = 0;
   auto ts = make_timers(*b, kN, &fired);
-  for (auto _ : state) work_add_cancel_api(ts, off);
+  for (auto _ : state) {
+    work_add_cancel_api(ts, off);
+  }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kN));
   state.counters["bytes_per_timer"] = sizeof(evnet::timer);
 }
@@ -187,8 +205,12 @@ void api_add_fire(benchmark::State& state, evnet::timer_structure which) {
   auto ts = make_timers(*b, kN, &fired);
   for (auto _ : state) {
     fired = 0;
-    for (std::size_t i = 0; i < kN; ++i) (void)ts[i]->attach(std::chrono::nanoseconds(off[i]));
-    while (fired < kN) (void)b->loop_once(false);
+    for (std::size_t i = 0; i < kN; ++i) {
+      (void)ts[i]->attach(std::chrono::nanoseconds(off[i]));
+    }
+    while (fired < kN) {
+      (void)b->loop_once(false);
+    }
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kN));
 }
@@ -200,7 +222,9 @@ void api_rearm(benchmark::State& state, evnet::timer_structure which) {
   auto ts = make_timers(*b, kR, &fired);
   for (auto _ : state) {
     state.PauseTiming();
-    for (std::size_t i = 0; i < kR; ++i) (void)ts[i]->attach(std::chrono::nanoseconds(off[i]));
+    for (std::size_t i = 0; i < kR; ++i) {
+      (void)ts[i]->attach(std::chrono::nanoseconds(off[i]));
+    }
     state.ResumeTiming();
     for (int r = 0; r < kRearms; ++r) {
       for (std::size_t i = 0; i < kR; ++i) {
@@ -208,7 +232,9 @@ void api_rearm(benchmark::State& state, evnet::timer_structure which) {
       }
     }
     state.PauseTiming();
-    for (std::size_t i = 0; i < kR; ++i) (void)ts[i]->detach();
+    for (std::size_t i = 0; i < kR; ++i) {
+      (void)ts[i]->detach();
+    }
     state.ResumeTiming();
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kR * kRearms));
@@ -236,13 +262,17 @@ struct libevent_fixture {
     const timeval tv = to_tv(off[i]);
     evtimer_add(&evs[i], &tv);
   }
-  for (std::size_t i = 0; i < kN; ++i) evtimer_del(&evs[i]);
+  for (std::size_t i = 0; i < kN; ++i) {
+    evtimer_del(&evs[i]);
+  }
 }
 
 void libevent_add_cancel(benchmark::State& state) {
   const auto& off = cancel_offsets();
   libevent_fixture f(kN);
-  for (auto _ : state) work_add_cancel_libevent(f.evs, off);
+  for (auto _ : state) {
+    work_add_cancel_libevent(f.evs, off);
+  }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kN));
   state.counters["bytes_per_timer"] = sizeof(event);
 }
@@ -256,7 +286,9 @@ void libevent_add_fire(benchmark::State& state) {
       const timeval tv = to_tv(off[i]);
       evtimer_add(&f.evs[i], &tv);
     }
-    while (f.fired < kN) event_base_loop(f.base, EVLOOP_ONCE);
+    while (f.fired < kN) {
+      event_base_loop(f.base, EVLOOP_ONCE);
+    }
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kN));
 }
@@ -279,7 +311,9 @@ void libevent_rearm(benchmark::State& state) {
       }
     }
     state.PauseTiming();
-    for (std::size_t i = 0; i < kR; ++i) evtimer_del(&f.evs[i]);
+    for (std::size_t i = 0; i < kR; ++i) {
+      evtimer_del(&f.evs[i]);
+    }
     state.ResumeTiming();
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kR * kRearms));

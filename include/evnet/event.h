@@ -41,6 +41,9 @@
 namespace evnet {
 
 /// Event flags: what an event watches (constructor) and what fired (callback argument).
+// The flags are named like enumerators (ev_flag::read, as std::ios_base::in), not kName
+// constants: they are the values of one flag set, always written with the namespace.
+// NOLINTBEGIN(readability-identifier-naming)
 namespace ev_flag {
 inline constexpr std::uint32_t read = 1;     ///< fd is readable (or at EOF / in error)
 inline constexpr std::uint32_t write = 2;    ///< fd is writable (or in error)
@@ -57,6 +60,7 @@ inline constexpr std::uint32_t persist = 8;  ///< stay attached after firing (el
 /// errc::unsupported (the kqueue backend does not expose EVFILT_SIGNAL yet).
 inline constexpr std::uint32_t signal = 16;
 }  // namespace ev_flag
+// NOLINTEND(readability-identifier-naming)
 
 /// Which structure keeps the pending timers. Both are measured in bench/README.md.
 enum class timer_structure : std::uint8_t {
@@ -180,7 +184,8 @@ class event_base {
 /// Several events may watch the same fd (for example one read and one write event): the base
 /// multiplexes them onto one poller registration. Detach (or destroy) every event of an fd
 /// before closing it; the kernel forgets a closed fd on its own, and a stale registration
-/// would then hide readiness of a new file that reuses the number.
+/// would then hide readiness of a new file that reuses the number. (With the io_uring poller
+/// backend the kernel even keeps the closed file open until the registration is removed.)
 class event : private detail::timer_node {
  public:
   /// Creates a detached event. Loop thread only. `cb` runs on the loop thread.
@@ -202,19 +207,22 @@ class event : private detail::timer_node {
   std::error_code attach(std::chrono::nanoseconds timeout = {});
 
   /// Detaches the event if attached and drops a pending dispatch; idempotent (detaching a
-  /// detached event returns {}). Loop thread only. Errors: errc::closed (the base is gone).
+  /// detached event returns {}). Loop thread only. Errors: errc::closed (the base is gone),
+  /// errc::wrong_thread (a round runs on another thread).
   std::error_code detach();
 
   /// detach() then attach(timeout): the cheap way to push a deadline back. Loop thread only.
   std::error_code rearm(std::chrono::nanoseconds timeout);
 
   /// Sets the priority (0 = highest, < base.priorities()); takes effect at once, also for a
-  /// ready event. Loop thread only. Errors: errc::invalid_argument, errc::closed.
+  /// ready event. Loop thread only. Errors: errc::invalid_argument (out of range),
+  /// errc::closed, errc::wrong_thread.
   std::error_code set_priority(int priority);
 
   /// Makes the event ready as if `fired_flags` had happened (libevent's event_active); it is
   /// dispatched in the current or next round. Works on detached events too. Loop thread only.
-  /// Errors: errc::closed.
+  /// Errors: errc::closed, errc::wrong_thread, errc::invalid_argument (the event has no
+  /// callback).
   std::error_code activate(std::uint32_t fired_flags);
 
   /// Replaces the callback. Loop thread only (also from inside the callback itself).
@@ -293,7 +301,7 @@ class ticker {
   /// Creates a detached ticker. Loop thread only. `fn` runs on the loop thread.
   ticker(event_base& base, std::function<void()> fn);
   /// Starts ticking every `period` (> 0), first tick one period from now. Loop thread only.
-  /// Errors as event::attach, plus errc::invalid_argument for a zero period.
+  /// Errors as event::attach, plus errc::invalid_argument for a zero or negative period.
   std::error_code attach(std::chrono::nanoseconds period);
   /// Stops ticking; idempotent. Loop thread only.
   std::error_code detach() { return ev_.detach(); }

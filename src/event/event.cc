@@ -68,7 +68,9 @@ class base_impl {
         use_heap_(options.timers == timer_structure::heap),
         wheel_(options.wheel_tick.count(), now_ns_),
         ready_(static_cast<std::size_t>(options.priorities)) {
-    for (ready_queue& q : ready_) q.tail = &q.head;
+    for (ready_queue& q : ready_) {
+      q.tail = &q.head;
+    }
 #ifdef EVNET_HAVE_SIGNALFD
     sigemptyset(&sigmask_);
 #endif
@@ -103,7 +105,9 @@ class base_impl {
 #endif
     poller_->close();
 #ifdef EVNET_HAVE_SIGNALFD
-    if (sigfd_ >= 0) ::close(sigfd_);
+    if (sigfd_ >= 0) {
+      ::close(sigfd_);
+    }
 #endif
   }
 
@@ -114,14 +118,18 @@ class base_impl {
 
   void link_all(event* ev) noexcept {
     ev->all_next_ = all_;
-    if (all_ != nullptr) all_->all_pprev_ = &ev->all_next_;
+    if (all_ != nullptr) {
+      all_->all_pprev_ = &ev->all_next_;
+    }
     ev->all_pprev_ = &all_;
     all_ = ev;
   }
 
   void unlink_all(event* ev) noexcept {
     *ev->all_pprev_ = ev->all_next_;
-    if (ev->all_next_ != nullptr) ev->all_next_->all_pprev_ = ev->all_pprev_;
+    if (ev->all_next_ != nullptr) {
+      ev->all_next_->all_pprev_ = ev->all_pprev_;
+    }
     ev->all_next_ = nullptr;
     ev->all_pprev_ = nullptr;
   }
@@ -137,7 +145,9 @@ class base_impl {
   }
 
   void cancel_timer(event* ev) noexcept {
-    if (!ev->queued()) return;
+    if (!ev->queued()) {
+      return;
+    }
     if (use_heap_) {
       heap_.remove(ev);
     } else {
@@ -179,7 +189,9 @@ class base_impl {
 
   void activate(event* ev, std::uint32_t bits) noexcept {
     ev->fired_ |= bits;
-    if (ev->ready_pprev_ != nullptr) return;
+    if (ev->ready_pprev_ != nullptr) {
+      return;
+    }
     ready_queue& q = ready_[ev->priority_];
     ev->ready_next_ = nullptr;
     ev->ready_pprev_ = q.tail;
@@ -189,7 +201,9 @@ class base_impl {
   }
 
   void unready(event* ev) noexcept {
-    if (ev->ready_pprev_ == nullptr) return;
+    if (ev->ready_pprev_ == nullptr) {
+      return;
+    }
     ready_queue& q = ready_[ev->priority_];
     *ev->ready_pprev_ = ev->ready_next_;
     if (ev->ready_next_ != nullptr) {
@@ -217,7 +231,9 @@ class base_impl {
 
   fd_slot* slot_for(int fd) {
     const auto i = static_cast<std::size_t>(fd);
-    if (i >= slots_.size()) slots_.resize(i + 1 > 2 * slots_.size() ? i + 1 : 2 * slots_.size());
+    if (i >= slots_.size()) {
+      slots_.resize(i + 1 > 2 * slots_.size() ? i + 1 : 2 * slots_.size());
+    }
     std::unique_ptr<fd_slot>& s = slots_[i];
     if (!s) {
       s = std::make_unique<fd_slot>();
@@ -238,7 +254,9 @@ class base_impl {
 
   static std::uint32_t wanted(const fd_slot* s) noexcept {
     std::uint32_t w = 0;
-    for (const event* e = s->head; e != nullptr; e = e->watch_next_) w |= e->flags_ & kIoFlags;
+    for (const event* e = s->head; e != nullptr; e = e->watch_next_) {
+      w |= e->flags_ & kIoFlags;
+    }
     return w;
   }
 
@@ -246,7 +264,9 @@ class base_impl {
     fd_slot* s = slot_for(ev->fd_);
     const std::uint32_t want = wanted(s) | (ev->flags_ & kIoFlags);
     if (!s->att.registered()) {
-      if (std::error_code ec = poller_->add(s->att, to_interest(want))) return ec;
+      if (std::error_code ec = poller_->add(s->att, to_interest(want))) {
+        return ec;
+      }
     } else if (s->head == nullptr) {
       // Registered but unwatched: a one-shot event was detached for its callback, which may
       // have closed the fd and opened another with the same number. MOD verifies the kernel
@@ -254,34 +274,48 @@ class base_impl {
       if (poller_->modify(s->att, to_interest(want))) {
         (void)poller_->remove(s->att);
         s->registered = 0;
-        if (std::error_code ec = poller_->add(s->att, to_interest(want))) return ec;
+        if (std::error_code ec = poller_->add(s->att, to_interest(want))) {
+          return ec;
+        }
       }
     } else if (want != s->registered) {
-      if (std::error_code ec = poller_->modify(s->att, to_interest(want))) return ec;
+      if (std::error_code ec = poller_->modify(s->att, to_interest(want))) {
+        return ec;
+      }
     } else if (::fcntl(ev->fd_, F_GETFD) < 0) {
       return last_system_error();  // joining a live registration: no syscall caught EBADF
     }
     s->registered = want;
     ev->watch_next_ = s->head;
-    if (s->head != nullptr) s->head->watch_pprev_ = &ev->watch_next_;
+    if (s->head != nullptr) {
+      s->head->watch_pprev_ = &ev->watch_next_;
+    }
     ev->watch_pprev_ = &s->head;
     s->head = ev;
     return {};
   }
 
   static void unlink_watch(event* ev) noexcept {
-    if (ev->watch_pprev_ == nullptr) return;
+    if (ev->watch_pprev_ == nullptr) {
+      return;
+    }
     *ev->watch_pprev_ = ev->watch_next_;
-    if (ev->watch_next_ != nullptr) ev->watch_next_->watch_pprev_ = ev->watch_pprev_;
+    if (ev->watch_next_ != nullptr) {
+      ev->watch_next_->watch_pprev_ = ev->watch_pprev_;
+    }
     ev->watch_next_ = nullptr;
     ev->watch_pprev_ = nullptr;
   }
 
   // Brings the poller registration in line with the events still watching the fd.
   void reconcile(fd_slot* s) noexcept {
-    if (!s->att.registered()) return;
+    if (!s->att.registered()) {
+      return;
+    }
     const std::uint32_t want = wanted(s);
-    if (want == s->registered) return;
+    if (want == s->registered) {
+      return;
+    }
     if (want == 0) {
       (void)poller_->remove(s->att);  // EBADF after a close is fine: it is forgotten anyway
     } else if (poller_->modify(s->att, to_interest(want))) {
@@ -305,7 +339,9 @@ class base_impl {
     }
     for (event* e = s->head; e != nullptr; e = e->watch_next_) {
       const std::uint32_t f = e->flags_ & fired;
-      if (f != 0) activate(e, f);
+      if (f != 0) {
+        activate(e, f);
+      }
     }
   }
 
@@ -343,7 +379,9 @@ class base_impl {
       }
     }
     ev->watch_next_ = sig_heads_[signo];
-    if (sig_heads_[signo] != nullptr) sig_heads_[signo]->watch_pprev_ = &ev->watch_next_;
+    if (sig_heads_[signo] != nullptr) {
+      sig_heads_[signo]->watch_pprev_ = &ev->watch_next_;
+    }
     ev->watch_pprev_ = &sig_heads_[signo];
     sig_heads_[signo] = ev;
     return {};
@@ -371,11 +409,15 @@ class base_impl {
 #ifdef EVNET_HAVE_SIGNALFD
   std::error_code update_signalfd() {
     if (sigfd_ >= 0) {
-      if (::signalfd(sigfd_, &sigmask_, 0) < 0) return last_system_error();
+      if (::signalfd(sigfd_, &sigmask_, 0) < 0) {
+        return last_system_error();
+      }
       return {};
     }
     sigfd_ = ::signalfd(-1, &sigmask_, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (sigfd_ < 0) return last_system_error();
+    if (sigfd_ < 0) {
+      return last_system_error();
+    }
     sig_att_.fd = sigfd_;
     sig_att_.callback = [this](int, std::uint32_t) {
       on_signal();
@@ -393,16 +435,22 @@ class base_impl {
     signalfd_siginfo info[16];
     for (;;) {
       const ssize_t n = ::read(sigfd_, info, sizeof info);
-      if (n <= 0) break;  // EAGAIN: drained
+      if (n <= 0) {
+        break;  // EAGAIN: drained
+      }
       const auto count = static_cast<std::size_t>(n) / sizeof(signalfd_siginfo);
       for (std::size_t i = 0; i < count; ++i) {
         const auto signo = static_cast<int>(info[i].ssi_signo);
-        if (signo <= 0 || signo >= kMaxSignal) continue;
+        if (signo <= 0 || signo >= kMaxSignal) {
+          continue;
+        }
         for (event* e = sig_heads_[signo]; e != nullptr; e = e->watch_next_) {
           activate(e, ev_flag::signal);
         }
       }
-      if (count < 16) break;
+      if (count < 16) {
+        break;
+      }
     }
   }
 #endif
@@ -410,16 +458,26 @@ class base_impl {
   // ---- attach / detach / dispatch --------------------------------------------------------------
 
   std::error_code attach(event* ev, std::int64_t timeout_ns) {
-    if (ev->attached_) return errc::already_registered;
+    if (ev->attached_) {
+      return errc::already_registered;
+    }
     // While its callback runs, the callback lives in the dispatcher's local (destroyed_ set).
-    if (timeout_ns < 0 || (!ev->cb_ && ev->destroyed_ == nullptr)) return errc::invalid_argument;
+    if (timeout_ns < 0 || (!ev->cb_ && ev->destroyed_ == nullptr)) {
+      return errc::invalid_argument;
+    }
     const bool sig = (ev->flags_ & ev_flag::signal) != 0;
     const bool io = !sig && (ev->flags_ & kIoFlags) != 0;
     if (sig) {
-      if (std::error_code ec = watch_signal(ev)) return ec;
+      if (std::error_code ec = watch_signal(ev)) {
+        return ec;
+      }
     } else if (io) {
-      if (ev->fd_ < 0) return errc::invalid_argument;
-      if (std::error_code ec = watch_fd(ev)) return ec;
+      if (ev->fd_ < 0) {
+        return errc::invalid_argument;
+      }
+      if (std::error_code ec = watch_fd(ev)) {
+        return ec;
+      }
     } else if (timeout_ns == 0 && (ev->flags_ & ev_flag::persist) != 0) {
       return errc::invalid_argument;  // a persistent zero-period timer would spin
     }
@@ -445,7 +503,9 @@ class base_impl {
         unwatch_signal(ev);
       } else if (ev->watch_pprev_ != nullptr) {
         unlink_watch(ev);
-        if (!defer) reconcile(existing_slot(ev->fd_));
+        if (!defer) {
+          reconcile(existing_slot(ev->fd_));
+        }
       }
     }
   }
@@ -476,11 +536,15 @@ class base_impl {
     detach(ev, false);
     unready(ev);
     unlink_all(ev);
-    if (ev->destroyed_ != nullptr) *ev->destroyed_ = true;
+    if (ev->destroyed_ != nullptr) {
+      *ev->destroyed_ = true;
+    }
   }
 
   std::error_code set_priority(event* ev, int p) noexcept {
-    if (p < 0 || p >= options_.priorities) return errc::invalid_argument;
+    if (p < 0 || p >= options_.priorities) {
+      return errc::invalid_argument;
+    }
     if (ev->ready_pprev_ != nullptr) {
       unready(ev);
       ev->priority_ = static_cast<std::uint8_t>(p);
@@ -508,7 +572,9 @@ class base_impl {
       if ((fired & ev_flag::timeout) != 0 && !ev->queued()) {
         // From the previous deadline, so a ticker does not drift; skip whole missed periods.
         next = static_cast<timer_node*>(ev)->deadline + period;
-        if (next <= now_ns_) next += ((now_ns_ - next) / period + 1) * period;
+        if (next <= now_ns_) {
+          next += ((now_ns_ - next) / period + 1) * period;
+        }
       } else {
         next = now_ns_ + period;  // readiness (or activate()) restarts the inactivity timeout
       }
@@ -524,9 +590,13 @@ class base_impl {
     cb(ev->fd_, fired);
     if (!destroyed) {
       ev->destroyed_ = nullptr;
-      if (!ev->cb_) ev->cb_ = std::move(cb);
+      if (!ev->cb_) {
+        ev->cb_ = std::move(cb);
+      }
     }
-    if (deferred != nullptr) reconcile(deferred);
+    if (deferred != nullptr) {
+      reconcile(deferred);
+    }
   }
 
   // True when another thread is running a round right now: a loop-thread-only call from here
@@ -540,7 +610,9 @@ class base_impl {
   // Why this thread may not start a round now, if it may not.
   std::error_code cannot_run() const noexcept {
     const std::thread::id r = running_.load(std::memory_order_acquire);
-    if (r == std::thread::id()) return {};
+    if (r == std::thread::id()) {
+      return {};
+    }
     return r == std::this_thread::get_id() ? make_error_code(errc::invalid_argument)
                                            : make_error_code(errc::wrong_thread);
   }
@@ -556,7 +628,9 @@ class base_impl {
       std::atomic<std::thread::id>& r;
       ~release_guard() { r.store(std::thread::id(), std::memory_order_release); }
     } guard{running_};
-    if (exit_requested_.exchange(false, std::memory_order_acq_rel)) return errc::stopped;
+    if (exit_requested_.exchange(false, std::memory_order_acq_rel)) {
+      return errc::stopped;
+    }
 
     in_round_ = true;
     now_ns_ = clock_ns();
@@ -584,22 +658,34 @@ class base_impl {
     std::size_t budget = options_.max_callbacks_per_round;
     while (budget-- != 0 && !exit_requested_.load(std::memory_order_relaxed)) {
       event* ev = pop_ready();
-      if (ev == nullptr) break;
+      if (ev == nullptr) {
+        break;
+      }
       process(ev);
     }
     in_round_ = false;
     time_valid_ = false;
-    if (exit_requested_.exchange(false, std::memory_order_acq_rel)) return errc::stopped;
+    if (exit_requested_.exchange(false, std::memory_order_acq_rel)) {
+      return errc::stopped;
+    }
     return {};
   }
 
   std::error_code dispatch() {
-    if (std::error_code ec = cannot_run()) return ec;
+    if (std::error_code ec = cannot_run()) {
+      return ec;
+    }
     for (;;) {
-      if (attached_ == 0 && ready_count_ == 0 && poller_->pending_tasks() == 0) return {};
+      if (attached_ == 0 && ready_count_ == 0 && poller_->pending_tasks() == 0) {
+        return {};
+      }
       std::error_code ec = loop_once(false);
-      if (ec == errc::stopped) return {};
-      if (ec) return ec;
+      if (ec == errc::stopped) {
+        return {};
+      }
+      if (ec) {
+        return ec;
+      }
     }
   }
 
@@ -645,7 +731,9 @@ result<std::unique_ptr<event_base>> event_base::create(const event_base_options&
     return errc::invalid_argument;
   }
   result<std::unique_ptr<evnet::poller>> p = evnet::poller::open(options.poller);
-  if (!p) return p.error();
+  if (!p) {
+    return p.error();
+  }
   auto impl = std::make_unique<detail::base_impl>(options, std::move(*p));
   return std::unique_ptr<event_base>(new event_base(std::move(impl)));
 }
@@ -699,20 +787,30 @@ event::event(event_base& base, int fd, std::uint32_t flags, event_callback cb)
 }
 
 event::~event() {
-  if (base_ == nullptr) return;
+  if (base_ == nullptr) {
+    return;
+  }
   assert(!base_->foreign_thread() && "an event was destroyed on a thread other than its loop's");
   base_->destroy(this);
 }
 
 std::error_code event::attach(std::chrono::nanoseconds timeout) {
-  if (base_ == nullptr) return errc::closed;
-  if (base_->foreign_thread()) return errc::wrong_thread;
+  if (base_ == nullptr) {
+    return errc::closed;
+  }
+  if (base_->foreign_thread()) {
+    return errc::wrong_thread;
+  }
   return base_->attach(this, timeout.count());
 }
 
 std::error_code event::detach() {
-  if (base_ == nullptr) return errc::closed;
-  if (base_->foreign_thread()) return errc::wrong_thread;
+  if (base_ == nullptr) {
+    return errc::closed;
+  }
+  if (base_->foreign_thread()) {
+    return errc::wrong_thread;
+  }
   base_->detach(this, false);
   base_->unready(this);
   fired_ = 0;
@@ -720,21 +818,35 @@ std::error_code event::detach() {
 }
 
 std::error_code event::rearm(std::chrono::nanoseconds timeout) {
-  if (base_ == nullptr) return errc::closed;
-  if (base_->foreign_thread()) return errc::wrong_thread;
+  if (base_ == nullptr) {
+    return errc::closed;
+  }
+  if (base_->foreign_thread()) {
+    return errc::wrong_thread;
+  }
   return base_->rearm(this, timeout.count());
 }
 
 std::error_code event::set_priority(int priority) {
-  if (base_ == nullptr) return errc::closed;
-  if (base_->foreign_thread()) return errc::wrong_thread;
+  if (base_ == nullptr) {
+    return errc::closed;
+  }
+  if (base_->foreign_thread()) {
+    return errc::wrong_thread;
+  }
   return base_->set_priority(this, priority);
 }
 
 std::error_code event::activate(std::uint32_t fired_flags) {
-  if (base_ == nullptr) return errc::closed;
-  if (base_->foreign_thread()) return errc::wrong_thread;
-  if (!cb_ && destroyed_ == nullptr) return errc::invalid_argument;
+  if (base_ == nullptr) {
+    return errc::closed;
+  }
+  if (base_->foreign_thread()) {
+    return errc::wrong_thread;
+  }
+  if (!cb_ && destroyed_ == nullptr) {
+    return errc::invalid_argument;
+  }
   base_->activate(this, fired_flags);
   return {};
 }
@@ -749,7 +861,9 @@ namespace {
 // One allocation per timer object (the user function does not fit the small buffer), none
 // per arm/fire.
 event_callback wrap(std::function<void()> fn) {
-  if (!fn) return {};
+  if (!fn) {
+    return {};
+  }
   return [fn = std::move(fn)](int, std::uint32_t) { fn(); };
 }
 }  // namespace
@@ -761,7 +875,9 @@ ticker::ticker(event_base& base, std::function<void()> fn)
     : ev_(base, -1, ev_flag::timeout | ev_flag::persist, wrap(std::move(fn))) {}
 
 std::error_code ticker::attach(std::chrono::nanoseconds period) {
-  if (period.count() <= 0) return errc::invalid_argument;
+  if (period.count() <= 0) {
+    return errc::invalid_argument;
+  }
   return ev_.attach(period);
 }
 

@@ -40,7 +40,9 @@ class timer_heap {
     n->pos = timer_node::kNotQueued;
     const entry last = heap_.back();
     heap_.pop_back();
-    if (i == heap_.size()) return;
+    if (i == heap_.size()) {
+      return;
+    }
     heap_[i] = last;
     last.node->pos = static_cast<std::uint32_t>(i);
     if (i > 0 && last.deadline < heap_[(i - 1) / 4].deadline) {
@@ -52,7 +54,9 @@ class timer_heap {
 
   /// The earliest deadline, exactly.
   std::optional<std::int64_t> next_deadline() const noexcept {
-    if (heap_.empty()) return std::nullopt;
+    if (heap_.empty()) {
+      return std::nullopt;
+    }
     return heap_.front().deadline;
   }
 
@@ -79,7 +83,9 @@ class timer_heap {
     const entry e = heap_[i];
     while (i > 0) {
       const std::size_t parent = (i - 1) / 4;
-      if (heap_[parent].deadline <= e.deadline) break;
+      if (heap_[parent].deadline <= e.deadline) {
+        break;
+      }
       heap_[i] = heap_[parent];
       heap_[i].node->pos = static_cast<std::uint32_t>(i);
       i = parent;
@@ -93,13 +99,19 @@ class timer_heap {
     const std::size_t n = heap_.size();
     for (;;) {
       const std::size_t first = 4 * i + 1;
-      if (first >= n) break;
+      if (first >= n) {
+        break;
+      }
       std::size_t best = first;
       const std::size_t end = first + 4 < n ? first + 4 : n;
       for (std::size_t c = first + 1; c < end; ++c) {
-        if (heap_[c].deadline < heap_[best].deadline) best = c;
+        if (heap_[c].deadline < heap_[best].deadline) {
+          best = c;
+        }
       }
-      if (heap_[best].deadline >= e.deadline) break;
+      if (heap_[best].deadline >= e.deadline) {
+        break;
+      }
       heap_[i] = heap_[best];
       heap_[i].node->pos = static_cast<std::uint32_t>(i);
       i = best;

@@ -59,8 +59,12 @@ class timer_wheel {
   /// A lower bound of the earliest deadline (exact when it lies within the next 64 ticks), or
   /// nothing when the wheel is empty. Waiting until it and calling expire() is always correct.
   std::optional<std::int64_t> next_deadline() const noexcept {
-    if (size_ == 0) return std::nullopt;
-    if (due_ != nullptr) return static_cast<std::int64_t>(cur_) * tick_ns_;
+    if (size_ == 0) {
+      return std::nullopt;
+    }
+    if (due_ != nullptr) {
+      return static_cast<std::int64_t>(cur_) * tick_ns_;
+    }
     for (int level = 0; level < kLevels; ++level) {
       if (occupied_[level] != 0) {
         return static_cast<std::int64_t>(slot_start(level, std::countr_zero(occupied_[level]))) *
@@ -85,12 +89,16 @@ class timer_wheel {
         fire(n);
       }
       int level = 0;
-      while (level < kLevels && occupied_[level] == 0) ++level;
+      while (level < kLevels && occupied_[level] == 0) {
+        ++level;
+      }
       timer_node* list;
       if (level < kLevels) {
         const int slot = std::countr_zero(occupied_[level]);
         const std::uint64_t start = slot_start(level, slot);
-        if (start > now_tick) break;
+        if (start > now_tick) {
+          break;
+        }
         cur_ = start;
         list = slots_[level][slot];
         slots_[level][slot] = nullptr;
@@ -99,7 +107,9 @@ class timer_wheel {
         // Every level is empty: the next thing that can happen is entering the next epoch,
         // where the overflow nodes may fit the wheel.
         const std::uint64_t start = next_epoch();
-        if (start > now_tick) break;
+        if (start > now_tick) {
+          break;
+        }
         cur_ = start;
         list = overflow_;
         overflow_ = nullptr;
@@ -115,13 +125,17 @@ class timer_wheel {
     }
     // Safe: nothing is due by now_tick, so no level below the highest digit that changes is
     // occupied, and an occupied overflow list means now_tick is still inside this epoch.
-    if (now_tick > cur_) cur_ = now_tick;
+    if (now_tick > cur_) {
+      cur_ = now_tick;
+    }
     return fired;
   }
 
  private:
   std::uint64_t due_tick(std::int64_t deadline_ns) const noexcept {
-    if (deadline_ns <= 0) return 0;
+    if (deadline_ns <= 0) {
+      return 0;
+    }
     return static_cast<std::uint64_t>((deadline_ns + tick_ns_ - 1) / tick_ns_);
   }
 
@@ -151,18 +165,24 @@ class timer_wheel {
       n->pos = static_cast<std::uint32_t>(level * kSlots + slot);
     }
     n->next = *head;
-    if (n->next != nullptr) n->next->pprev = &n->next;
+    if (n->next != nullptr) {
+      n->next->pprev = &n->next;
+    }
     n->pprev = head;
     *head = n;
   }
 
   void unlink(timer_node* n) noexcept {
     *n->pprev = n->next;
-    if (n->next != nullptr) n->next->pprev = n->pprev;
+    if (n->next != nullptr) {
+      n->next->pprev = n->pprev;
+    }
     if (n->pos < kDuePos) {
       const auto level = n->pos / kSlots;
       const auto slot = n->pos % kSlots;
-      if (slots_[level][slot] == nullptr) occupied_[level] &= ~(std::uint64_t{1} << slot);
+      if (slots_[level][slot] == nullptr) {
+        occupied_[level] &= ~(std::uint64_t{1} << slot);
+      }
     }
     n->next = nullptr;
     n->pprev = nullptr;
