@@ -44,7 +44,9 @@ feed_result feed(Decoder& decoder, const std::string& stream, const feed_plan& p
   std::size_t pos = 0;
   while (pos < stream.size()) {
     std::size_t n = stream.size() - pos;
-    if (plan.chunking == feed_plan::chunks::byte_by_byte) n = 1;
+    if (plan.chunking == feed_plan::chunks::byte_by_byte) {
+      n = 1;
+    }
     if (plan.chunking == feed_plan::chunks::random) {
       n = std::min<std::size_t>(n, 1 + rng() % 64);
     }
@@ -55,8 +57,12 @@ feed_result feed(Decoder& decoder, const std::string& stream, const feed_plan& p
                                      : std::min<std::size_t>(plan.split, buffered.size());
       // Separate allocations for the two halves (never empty vectors' null data for memcpy).
       std::vector<std::byte> a(k), b(buffered.size() - k);
-      if (k) std::memcpy(a.data(), buffered.data(), k);
-      if (!b.empty()) std::memcpy(b.data(), buffered.data() + k, b.size());
+      if (k) {
+        std::memcpy(a.data(), buffered.data(), k);
+      }
+      if (!b.empty()) {
+        std::memcpy(b.data(), buffered.data() + k, b.size());
+      }
       input_view view{std::span<const std::byte>(a), std::span<const std::byte>(b)};
       auto r = decoder.decode(view);
       if (!r) {
@@ -64,7 +70,9 @@ feed_result feed(Decoder& decoder, const std::string& stream, const feed_plan& p
         out.left_over = buffered.size();
         return out;
       }
-      if (!*r) break;
+      if (!*r) {
+        break;
+      }
       const frame& f = **r;
       EXPECT_LE(f.consumed, buffered.size());
       EXPECT_GT(f.consumed, 0u);
@@ -104,7 +112,7 @@ void for_every_feeding(const std::string& stream, MakeDecoder make,
   }
 }
 
-void expect_frames(const std::string& stream, std::function<line_decoder()> make,
+void expect_frames(const std::string& stream, const std::function<line_decoder()>& make,
                    const std::vector<std::string>& want, std::size_t left_over = 0) {
   for_every_feeding(stream, make, [&](const feed_result& r, const std::string& how) {
     EXPECT_FALSE(r.error) << how << ": " << r.error.message();
@@ -113,7 +121,7 @@ void expect_frames(const std::string& stream, std::function<line_decoder()> make
   });
 }
 
-line_decoder lines(line_delimiter d, std::size_t max = 64 * 1024, bool strip = true) {
+line_decoder lines(line_delimiter d, std::size_t max = std::size_t{64} * 1024, bool strip = true) {
   return line_decoder(line_options{d, max, strip});
 }
 
@@ -234,7 +242,7 @@ TEST(framing, line_too_long_detected_without_delimiter) {
   auto c = lines(line_delimiter::crlf, 4);
   auto r5 = c.decode(input_view::of("abcd\r"));
   ASSERT_TRUE(r5);
-  EXPECT_FALSE(*r5) << "\"abcd\\r\" may still become a valid 4-byte line";
+  EXPECT_FALSE(*r5) << R"("abcd\r" may still become a valid 4-byte line)";
   EXPECT_EQ(c.decode(input_view::of("abcdef")).error(), errc::frame_too_large);
 }
 
@@ -425,7 +433,9 @@ TEST(framing, encode_line_checks_content) {
 
 std::string random_bytes(std::mt19937& rng, std::size_t n, std::string_view alphabet) {
   std::string s(n, '\0');
-  for (auto& c : s) c = alphabet[rng() % alphabet.size()];
+  for (auto& c : s) {
+    c = alphabet[rng() % alphabet.size()];
+  }
   return s;
 }
 
@@ -440,7 +450,9 @@ TEST(framing, randomized_length_field_round_trip) {
     o.length_adjustment = -static_cast<std::int64_t>(rng() % 2 ? o.header_size() : 0);
     const std::size_t max_body = o.length_field_size == 1 ? 200 : 600;
     std::vector<std::string> bodies(1 + rng() % 20);
-    for (auto& b : bodies) b = random_bytes(rng, rng() % max_body, alphabet);
+    for (auto& b : bodies) {
+      b = random_bytes(rng, rng() % max_body, alphabet);
+    }
     const std::string stream = encode_all(o, bodies);
     length_field_decoder d(o);
     auto r = feed(d, stream, {feed_plan::chunks::random, -1, seed});

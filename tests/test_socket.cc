@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <csignal>
-#include <cstring>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "net/socket.h"
@@ -33,7 +33,9 @@ int get_int_option(int fd, int level, int name) {
 
 bool ipv6_available() {
   const int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    return false;
+  }
   auto lo = *socket_address::from_ip("::1", 0);
   const bool ok = ::bind(fd, lo.data(), lo.length()) == 0;
   ::close(fd);
@@ -50,7 +52,8 @@ int blocking_client(int listener) {
   EXPECT_TRUE(addr);
   const int fd = ::socket(addr->family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   EXPECT_GE(fd, 0);
-  EXPECT_EQ(::connect(fd, addr->data(), addr->length()), 0) << std::strerror(errno);
+  EXPECT_EQ(::connect(fd, addr->data(), addr->length()), 0)
+      << std::system_category().message(errno);
   return fd;
 }
 
@@ -94,7 +97,9 @@ TEST(socket, accept_returns_nonblocking_fd_and_peer) {
 }
 
 TEST(socket, tcp6_listener_is_v6only) {
-  if (!ipv6_available()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  if (!ipv6_available()) {
+    GTEST_SKIP() << "no IPv6 loopback on this machine";
+  }
   auto fd = open_listener(ep_of("tcp6://[::1]:0"), {});
   ASSERT_TRUE(fd) << fd.error().message();
   EXPECT_EQ(get_int_option(*fd, IPPROTO_IPV6, IPV6_V6ONLY), 1);
@@ -109,7 +114,9 @@ TEST(socket, tcp6_listener_is_v6only) {
 }
 
 TEST(socket, tcp_with_ipv6_wildcard_is_dual_stack) {
-  if (!ipv6_available()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  if (!ipv6_available()) {
+    GTEST_SKIP() << "no IPv6 loopback on this machine";
+  }
   auto fd = open_listener(ep_of("tcp://[::]:0"), {});
   ASSERT_TRUE(fd) << fd.error().message();
   EXPECT_EQ(get_int_option(*fd, IPPROTO_IPV6, IPV6_V6ONLY), 0);
@@ -168,7 +175,10 @@ TEST(socket, reuseport_lets_two_listeners_share_a_port) {
   // Connections are spread by the kernel; with enough of them both listeners get some, and each
   // one is accepted by exactly one listener.
   std::vector<int> clients;
-  for (int i = 0; i < 64; ++i) clients.push_back(blocking_client(*a));
+  clients.reserve(64);
+  for (int i = 0; i < 64; ++i) {
+    clients.push_back(blocking_client(*a));
+  }
   int on_a = 0;
   int on_b = 0;
   for (int i = 0; i < 64; ++i) {
@@ -189,7 +199,9 @@ TEST(socket, reuseport_lets_two_listeners_share_a_port) {
   EXPECT_EQ(on_a + on_b, 64);
   EXPECT_GT(on_a, 0);
   EXPECT_GT(on_b, 0);
-  for (int c : clients) ::close(c);
+  for (int c : clients) {
+    ::close(c);
+  }
   ::close(*a);
   ::close(*b);
 }
@@ -424,7 +436,7 @@ TEST(socket, send_nosignal_to_reset_tcp_peer_survives) {
   for (int i = 0; i < 100 && failures == 0; ++i) {
     if (send_nosignal(*conn, chunk.data(), chunk.size()) < 0) {
       ++failures;
-      EXPECT_TRUE(errno == EPIPE || errno == ECONNRESET) << std::strerror(errno);
+      EXPECT_TRUE(errno == EPIPE || errno == ECONNRESET) << std::system_category().message(errno);
     }
     ::usleep(1000);
   }
@@ -455,7 +467,7 @@ class fd_exhaustion {
     // so that filling the table takes a few dozen opens rather than thousands.
     const int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     rlimit low = saved_;
-    low.rlim_cur = static_cast<rlim_t>(probe + 32);
+    low.rlim_cur = static_cast<rlim_t>(probe) + 32;
     ::close(probe);
     ok_ = ::setrlimit(RLIMIT_NOFILE, &low) == 0;
     for (;;) {
@@ -468,7 +480,9 @@ class fd_exhaustion {
     }
   }
   ~fd_exhaustion() {
-    for (int fd : fillers_) ::close(fd);
+    for (int fd : fillers_) {
+      ::close(fd);
+    }
     ::setrlimit(RLIMIT_NOFILE, &saved_);
   }
   bool ok() const { return ok_; }

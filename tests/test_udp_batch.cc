@@ -61,17 +61,25 @@ std::vector<received> receive_n(udp_batch& batch, int fd, std::size_t want) {
   std::vector<received> out;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   while (out.size() < want && std::chrono::steady_clock::now() < deadline) {
-    if (!wait_readable(fd, 100)) continue;
+    if (!wait_readable(fd, 100)) {
+      continue;
+    }
     auto r = batch.receive(fd);
     EXPECT_TRUE(r) << r.error().message();
-    if (!r) break;
-    for (const auto& d : *r) out.push_back({text_of(d.data), d.peer, d.truncated});
+    if (!r) {
+      break;
+    }
+    for (const auto& d : *r) {
+      out.push_back({text_of(d.data), d.peer, d.truncated});
+    }
   }
   return out;
 }
 
 std::string recv_one(int fd) {
-  if (!wait_readable(fd, 2000)) return "<timeout>";
+  if (!wait_readable(fd, 2000)) {
+    return "<timeout>";
+  }
   char buf[70000];
   const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
   return n < 0 ? "<error>" : std::string(buf, static_cast<std::size_t>(n));
@@ -81,8 +89,9 @@ TEST(UDP_BATCH_SUITE, datagram_boundaries_kept) {
   const int server = udp_server();
   const int client = udp_client(server);
   const std::vector<std::string> sent = {"a", "bb", "", std::string(1000, 'c'), "dd\nee"};
-  for (const auto& s : sent)
+  for (const auto& s : sent) {
     ASSERT_EQ(send_nosignal(client, s.data(), s.size()), ssize_t(s.size()));
+  }
   udp_batch batch(8, 2048);
   auto got = receive_n(batch, server, sent.size());
   ASSERT_EQ(got.size(), sent.size());
@@ -110,12 +119,18 @@ TEST(UDP_BATCH_SUITE, one_receive_takes_a_whole_batch) {
   for (;;) {
     auto r = batch.receive(server);
     ASSERT_TRUE(r);
-    if (r->empty()) break;
+    if (r->empty()) {
+      break;
+    }
     sizes.push_back(r->size());
-    for (const auto& d : *r) all.push_back(text_of(d.data));
+    for (const auto& d : *r) {
+      all.push_back(text_of(d.data));
+    }
   }
   ASSERT_EQ(all.size(), 10u);
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(all[i], "m" + std::to_string(i));
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(all[i], "m" + std::to_string(i));
+  }
   if (udp_batch::uses_mmsg()) {
     EXPECT_EQ(sizes, (std::vector<std::size_t>{4, 4, 2})) << "recvmmsg should fill whole batches";
   }
@@ -201,11 +216,15 @@ TEST(UDP_BATCH_SUITE, flush_in_capped_batches_keeps_order) {
   const auto to = *socket_address::local_of(client);
   udp_batch batch(8, 64);
   batch.set_send_cap_for_test(2);
-  for (int i = 0; i < 5; ++i) batch.queue(to, bytes_of("r" + std::to_string(i)));
+  for (int i = 0; i < 5; ++i) {
+    batch.queue(to, bytes_of("r" + std::to_string(i)));
+  }
   auto sent = batch.flush(server);
   ASSERT_TRUE(sent);
   EXPECT_EQ(*sent, 5u);
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(recv_one(client), "r" + std::to_string(i));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(recv_one(client), "r" + std::to_string(i));
+  }
   ::close(client);
   ::close(server);
 }
@@ -283,7 +302,9 @@ TEST(UDP_BATCH_SUITE, partial_sendmmsg_on_would_block_keeps_the_tail_queued) {
 
 TEST(UDP_BATCH_SUITE, ipv6_round_trip) {
   auto server = open_listener(*parse_endpoint("udp6://[::1]:0"), {});
-  if (!server) GTEST_SKIP() << "no IPv6 loopback: " << server.error().message();
+  if (!server) {
+    GTEST_SKIP() << "no IPv6 loopback: " << server.error().message();
+  }
   const int client = udp_client(*server);
   ASSERT_EQ(send_nosignal(client, "six", 3), 3);
   udp_batch batch(2, 16);

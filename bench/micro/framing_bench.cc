@@ -12,7 +12,7 @@
 
 namespace {
 
-constexpr std::size_t kBuffer = 64 * 1024;
+constexpr std::size_t kBuffer = std::size_t{64} * 1024;
 
 std::string make_lines(std::size_t line_size) {
   std::string s;
@@ -43,7 +43,9 @@ void run(benchmark::State& state, Decoder& d, const std::string& data, bool spli
     evnet::input_view in{all.first(cut), all.subspan(cut)};
     for (;;) {
       auto r = d.decode(in);
-      if (!r || !*r) break;
+      if (!r || !*r) {
+        break;
+      }
       auto text = (*r)->text(scratch);
       benchmark::DoNotOptimize(text.data());
       const std::size_t used = (*r)->consumed;

@@ -93,7 +93,7 @@ struct line_options {
   /// The longest accepted line, delimiter excluded. A longer line fails with errc::frame_too_large
   /// as soon as max_line_length + delimiter bytes are buffered without a delimiter, so an endless
   /// line never grows the input buffer without bound.
-  std::size_t max_line_length = 64 * 1024;
+  std::size_t max_line_length = std::size_t{64} * 1024;
   /// Whether the payload excludes the delimiter (true) or includes it (false).
   bool strip_delimiter = true;
 };
@@ -153,7 +153,7 @@ struct length_field_options {
   bool strip_header = true;
   /// The largest accepted frame in bytes, header included. A larger announced frame fails with
   /// errc::frame_too_large as soon as its header is buffered (before its body arrives).
-  std::size_t max_frame_size = 16 * 1024 * 1024;
+  std::size_t max_frame_size = std::size_t{16} * 1024 * 1024;
 
   /// Bytes of header before the body: length_field_offset + length_field_size.
   std::size_t header_size() const noexcept { return length_field_offset + length_field_size; }

@@ -13,7 +13,9 @@ namespace evnet {
 namespace {
 
 std::error_code fail(std::string* reason, std::string text) {
-  if (reason) *reason = std::move(text);
+  if (reason) {
+    *reason = std::move(text);
+  }
   return make_error_code(errc::bad_address);
 }
 
@@ -30,17 +32,23 @@ bool is_ipv6_literal(const std::string& s) {
 // A DNS-style name: labels of letters, digits, '-' and '_' separated by dots. We are strict here
 // so that typos such as "tcp://local host:80" fail at parse time rather than at resolve time.
 bool is_host_name(std::string_view s) {
-  if (s.empty() || s.size() > 253) return false;
+  if (s.empty() || s.size() > 253) {
+    return false;
+  }
   std::size_t label = 0;
   for (char c : s) {
     if (c == '.') {
-      if (label == 0) return false;
+      if (label == 0) {
+        return false;
+      }
       label = 0;
       continue;
     }
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '-' || c == '_';
-    if (!ok || ++label > 63) return false;
+    if (!ok || ++label > 63) {
+      return false;
+    }
   }
   return true;
 }
@@ -64,7 +72,9 @@ const char* scheme_of(const endpoint& ep) {
 std::string endpoint::to_string() const {
   std::string out = scheme_of(*this);
   out += "://";
-  if (proto == transport::unix_stream) return out + path;
+  if (proto == transport::unix_stream) {
+    return out + path;
+  }
   if (host.find(':') != std::string::npos) {
     out += '[';
     out += host;
@@ -109,15 +119,21 @@ result<endpoint> parse_endpoint(std::string_view url, std::string* reason) {
     return fail(reason, "unknown scheme \"" + std::string(scheme) +
                             "\" (expected tcp, tcp4, tcp6, udp, udp4, udp6 or unix)");
   }
-  if (scheme.back() == '4') ep.family = AF_INET;
-  if (scheme.back() == '6') ep.family = AF_INET6;
+  if (scheme.back() == '4') {
+    ep.family = AF_INET;
+  }
+  if (scheme.back() == '6') {
+    ep.family = AF_INET6;
+  }
 
   // Split host and port. An IPv6 literal must be bracketed because it contains colons itself.
   std::string_view host;
   std::string_view port_text;
   if (!rest.empty() && rest.front() == '[') {
     const std::size_t close = rest.find(']');
-    if (close == std::string_view::npos) return fail(reason, "missing ']' after IPv6 address");
+    if (close == std::string_view::npos) {
+      return fail(reason, "missing ']' after IPv6 address");
+    }
     host = rest.substr(1, close - 1);
     std::string_view after = rest.substr(close + 1);
     if (after.empty() || after.front() != ':') {
@@ -141,7 +157,9 @@ result<endpoint> parse_endpoint(std::string_view url, std::string* reason) {
       return fail(reason, "\"" + std::string(host) + "\" is not a valid host name or address");
     }
   }
-  if (port_text.empty()) return fail(reason, "empty port");
+  if (port_text.empty()) {
+    return fail(reason, "empty port");
+  }
   for (char c : port_text) {
     if (c < '0' || c > '9') {
       return fail(reason, "port \"" + std::string(port_text) + "\" is not a decimal number");
@@ -151,7 +169,9 @@ result<endpoint> parse_endpoint(std::string_view url, std::string* reason) {
     return fail(reason, "port " + std::string(port_text) + " is out of range (0..65535)");
   }
   unsigned long port = 0;
-  for (char c : port_text) port = port * 10 + static_cast<unsigned>(c - '0');
+  for (char c : port_text) {
+    port = port * 10 + static_cast<unsigned>(c - '0');
+  }
   if (port > 65535) {
     return fail(reason, "port " + std::to_string(port) + " is out of range (0..65535)");
   }
@@ -173,8 +193,12 @@ socket_address::socket_address() noexcept {
 }
 
 socket_address::socket_address(const sockaddr* sa, socklen_t len) noexcept : socket_address() {
-  if (len > capacity()) len = capacity();
-  if (sa && len > 0) std::memcpy(&storage_, sa, len);
+  if (len > capacity()) {
+    len = capacity();
+  }
+  if (sa && len > 0) {
+    std::memcpy(&storage_, sa, len);
+  }
   length_ = sa ? len : 0;
 }
 
@@ -200,11 +224,13 @@ result<socket_address> socket_address::from_ip(std::string_view ip, std::uint16_
 }
 
 result<socket_address> socket_address::from_unix_path(std::string_view path) {
-  if (path.empty() || path.size() >= kSunPathMax) return errc::bad_address;
+  if (path.empty() || path.size() >= kSunPathMax) {
+    return errc::bad_address;
+  }
   sockaddr_un un{};
   un.sun_family = AF_UNIX;
   std::memcpy(un.sun_path, path.data(), path.size());
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
   if (path.front() == '@') {
     // Abstract namespace: the name starts with a NUL byte and its length is exact (no NUL end).
     un.sun_path[0] = '\0';
@@ -217,7 +243,9 @@ result<socket_address> socket_address::from_unix_path(std::string_view path) {
 result<socket_address> socket_address::local_of(int fd) {
   socket_address out;
   socklen_t len = capacity();
-  if (::getsockname(fd, out.data(), &len) != 0) return last_system_error();
+  if (::getsockname(fd, out.data(), &len) != 0) {
+    return last_system_error();
+  }
   out.set_length(len);
   return out;
 }
@@ -225,21 +253,33 @@ result<socket_address> socket_address::local_of(int fd) {
 result<socket_address> socket_address::peer_of(int fd) {
   socket_address out;
   socklen_t len = capacity();
-  if (::getpeername(fd, out.data(), &len) != 0) return last_system_error();
+  if (::getpeername(fd, out.data(), &len) != 0) {
+    return last_system_error();
+  }
   out.set_length(len);
   return out;
 }
 
 result<socket_address> socket_address::resolve(const endpoint& ep) {
-  if (ep.proto == transport::unix_stream) return from_unix_path(ep.path);
-  if (ep.host.empty()) return from_ip(ep.family == AF_INET6 ? "::" : "0.0.0.0", ep.port);
-  if (ep.host == "localhost") return from_ip(ep.family == AF_INET6 ? "::1" : "127.0.0.1", ep.port);
+  if (ep.proto == transport::unix_stream) {
+    return from_unix_path(ep.path);
+  }
+  if (ep.host.empty()) {
+    return from_ip(ep.family == AF_INET6 ? "::" : "0.0.0.0", ep.port);
+  }
+  if (ep.host == "localhost") {
+    return from_ip(ep.family == AF_INET6 ? "::1" : "127.0.0.1", ep.port);
+  }
   if (is_ipv4_literal(ep.host)) {
-    if (ep.family == AF_INET6) return errc::bad_address;
+    if (ep.family == AF_INET6) {
+      return errc::bad_address;
+    }
     return from_ip(ep.host, ep.port);
   }
   if (is_ipv6_literal(ep.host)) {
-    if (ep.family == AF_INET) return errc::bad_address;
+    if (ep.family == AF_INET) {
+      return errc::bad_address;
+    }
     return from_ip(ep.host, ep.port);
   }
   addrinfo hints{};
@@ -272,15 +312,21 @@ std::string socket_address::to_string() const {
   switch (family()) {
     case AF_INET: {
       const auto* v4 = reinterpret_cast<const sockaddr_in*>(&storage_);
-      if (!inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof buf)) return "?";
+      if (!inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof buf)) {
+        return "?";
+      }
       return std::string(buf) + ":" + std::to_string(ntohs(v4->sin_port));
     }
     case AF_INET6: {
       const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&storage_);
-      if (!inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof buf)) return "?";
+      if (!inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof buf)) {
+        return "?";
+      }
       std::string out = "[";
       out += buf;
-      if (v6->sin6_scope_id != 0) out += "%" + std::to_string(v6->sin6_scope_id);
+      if (v6->sin6_scope_id != 0) {
+        out += "%" + std::to_string(v6->sin6_scope_id);
+      }
       out += "]:";
       out += std::to_string(ntohs(v6->sin6_port));
       return out;
@@ -288,9 +334,13 @@ std::string socket_address::to_string() const {
     case AF_UNIX: {
       const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
       const std::size_t base = offsetof(sockaddr_un, sun_path);
-      if (length_ <= base) return "(unnamed)";
+      if (length_ <= base) {
+        return "(unnamed)";
+      }
       std::size_t n = length_ - base;
-      if (un->sun_path[0] == '\0') return "@" + std::string(un->sun_path + 1, n - 1);
+      if (un->sun_path[0] == '\0') {
+        return "@" + std::string(un->sun_path + 1, n - 1);
+      }
       return std::string(un->sun_path, strnlen(un->sun_path, n));
     }
     default:
@@ -299,7 +349,9 @@ std::string socket_address::to_string() const {
 }
 
 bool socket_address::operator==(const socket_address& other) const noexcept {
-  if (family() != other.family()) return false;
+  if (family() != other.family()) {
+    return false;
+  }
   switch (family()) {
     case AF_INET: {
       const auto* a = reinterpret_cast<const sockaddr_in*>(&storage_);

@@ -6,9 +6,9 @@
 namespace evnet {
 namespace {
 
-constexpr std::size_t npos = static_cast<std::size_t>(-1);
+constexpr std::size_t kNotFound = static_cast<std::size_t>(-1);
 
-// The position of the first `b` in stream positions [from, to) of `in`, or npos.
+// The position of the first `b` in stream positions [from, to) of `in`, or kNotFound.
 std::size_t find_byte(const input_view& in, std::size_t from, std::size_t to, std::byte b) {
   const std::size_t n1 = in.first.size();
   if (from < n1) {
@@ -24,7 +24,7 @@ std::size_t find_byte(const input_view& in, std::size_t from, std::size_t to, st
       return n1 + static_cast<std::size_t>(static_cast<const std::byte*>(p) - in.second.data());
     }
   }
-  return npos;
+  return kNotFound;
 }
 
 std::optional<frame> make_frame(const input_view& in, std::size_t payload_offset,
@@ -42,7 +42,9 @@ input_view input_view::subview(std::size_t offset, std::size_t count) const noex
   if (offset < n1) {
     const std::size_t take = count < n1 - offset ? count : n1 - offset;
     out.first = first.subspan(offset, take);
-    if (count > take) out.second = second.subspan(0, count - take);
+    if (count > take) {
+      out.second = second.subspan(0, count - take);
+    }
   } else {
     // Entirely in the second piece: present it as the first so callers see one contiguous span.
     out.first = second.subspan(offset - n1, count);
@@ -52,7 +54,9 @@ input_view input_view::subview(std::size_t offset, std::size_t count) const noex
 
 void input_view::copy_to(std::size_t offset, std::span<std::byte> out) const noexcept {
   const input_view v = subview(offset, out.size());
-  if (!v.first.empty()) std::memcpy(out.data(), v.first.data(), v.first.size());
+  if (!v.first.empty()) {
+    std::memcpy(out.data(), v.first.data(), v.first.size());
+  }
   if (!v.second.empty()) {
     std::memcpy(out.data() + v.first.size(), v.second.data(), v.second.size());
   }
@@ -63,7 +67,9 @@ input_view input_view::of(std::string_view s) noexcept {
 }
 
 std::span<const std::byte> frame::bytes(std::vector<std::byte>& scratch) const {
-  if (contiguous()) return payload.first;
+  if (contiguous()) {
+    return payload.first;
+  }
   scratch.resize(payload.size());
   payload.copy_to(0, scratch);
   return scratch;
@@ -88,9 +94,11 @@ result<std::optional<frame>> line_decoder::decode(input_view in) noexcept {
   std::size_t pos = scanned_ <= n ? scanned_ : 0;
   for (;;) {
     const std::size_t idx = find_byte(in, pos, n, std::byte{'\n'});
-    if (idx == npos) {
+    if (idx == kNotFound) {
       scanned_ = n;
-      if (in.size() >= limit) return errc::frame_too_large;
+      if (in.size() >= limit) {
+        return errc::frame_too_large;
+      }
       return std::optional<frame>{};
     }
     const bool cr_before = idx > 0 && in[idx - 1] == std::byte{'\r'};
@@ -105,7 +113,9 @@ result<std::optional<frame>> line_decoder::decode(input_view in) noexcept {
       delim_len = 2;
     }
     const std::size_t content = idx + 1 - delim_len;
-    if (content > opts_.max_line_length) return errc::frame_too_large;
+    if (content > opts_.max_line_length) {
+      return errc::frame_too_large;
+    }
     scanned_ = 0;
     return make_frame(in, 0, opts_.strip_delimiter ? content : idx + 1, idx + 1);
   }
@@ -126,9 +136,13 @@ std::error_code length_field_options::validate() const noexcept {
 }
 
 result<std::optional<frame>> length_field_decoder::decode(input_view in) const noexcept {
-  if (auto ec = opts_.validate()) return ec;
+  if (auto ec = opts_.validate()) {
+    return ec;
+  }
   const std::size_t hs = opts_.header_size();
-  if (in.size() < hs) return std::optional<frame>{};
+  if (in.size() < hs) {
+    return std::optional<frame>{};
+  }
   std::byte raw[8];
   in.copy_to(opts_.length_field_offset, std::span<std::byte>(raw, opts_.length_field_size));
   std::uint64_t value = 0;
@@ -144,14 +158,20 @@ result<std::optional<frame>> length_field_decoder::decode(input_view in) const n
   if (__builtin_add_overflow(static_cast<std::int64_t>(value), opts_.length_adjustment, &body)) {
     return errc::frame_too_large;
   }
-  if (body < 0) return errc::protocol_error;
+  if (body < 0) {
+    return errc::protocol_error;
+  }
   const auto ubody = static_cast<std::uint64_t>(body);
   if (ubody > opts_.max_frame_size || hs + ubody > opts_.max_frame_size) {
     return errc::frame_too_large;
   }
   const std::size_t total = hs + static_cast<std::size_t>(ubody);
-  if (in.size() < total) return std::optional<frame>{};
-  if (opts_.strip_header) return make_frame(in, hs, total - hs, total);
+  if (in.size() < total) {
+    return std::optional<frame>{};
+  }
+  if (opts_.strip_header) {
+    return make_frame(in, hs, total - hs, total);
+  }
   return make_frame(in, 0, total, total);
 }
 
@@ -159,9 +179,13 @@ result<std::optional<frame>> length_field_decoder::decode(input_view in) const n
 
 std::error_code encode_length_header(const length_field_options& opts, std::size_t body_size,
                                      std::span<std::byte> header) noexcept {
-  if (auto ec = opts.validate()) return ec;
+  if (auto ec = opts.validate()) {
+    return ec;
+  }
   const std::size_t hs = opts.header_size();
-  if (header.size() < hs) return make_error_code(errc::invalid_argument);
+  if (header.size() < hs) {
+    return make_error_code(errc::invalid_argument);
+  }
   if (body_size > opts.max_frame_size || hs + body_size > opts.max_frame_size) {
     return make_error_code(errc::frame_too_large);
   }
@@ -194,12 +218,16 @@ std::error_code append_length_prefixed(const length_field_options& opts,
   if (opts.header_size() > sizeof header) {
     // A long prefix before the field is legal; build it in a temporary instead.
     std::vector<std::byte> big(opts.header_size());
-    if (auto ec = encode_length_header(opts, body.size(), big)) return ec;
+    if (auto ec = encode_length_header(opts, body.size(), big)) {
+      return ec;
+    }
     const auto* h = reinterpret_cast<const typename Container::value_type*>(big.data());
     out.insert(out.end(), h, h + big.size());
   } else {
     std::memset(header, 0, sizeof header);
-    if (auto ec = encode_length_header(opts, body.size(), header)) return ec;
+    if (auto ec = encode_length_header(opts, body.size(), header)) {
+      return ec;
+    }
     const auto* h = reinterpret_cast<const typename Container::value_type*>(header);
     out.insert(out.end(), h, h + opts.header_size());
   }
@@ -224,7 +252,9 @@ std::error_code encode_length_prefixed(const length_field_options& opts,
 std::error_code encode_line(std::string_view line, line_delimiter delimiter, std::string& out) {
   switch (delimiter) {
     case line_delimiter::lf:
-      if (line.find('\n') != std::string_view::npos) return make_error_code(errc::invalid_argument);
+      if (line.find('\n') != std::string_view::npos) {
+        return make_error_code(errc::invalid_argument);
+      }
       break;
     case line_delimiter::lf_or_crlf:
       if (line.find('\n') != std::string_view::npos || (!line.empty() && line.back() == '\r')) {

@@ -13,7 +13,9 @@ namespace evnet::detail {
 namespace {
 
 std::error_code set_int_option(int fd, int level, int name, int value) {
-  if (::setsockopt(fd, level, name, &value, sizeof value) != 0) return last_system_error();
+  if (::setsockopt(fd, level, name, &value, sizeof value) != 0) {
+    return last_system_error();
+  }
   return {};
 }
 
@@ -25,11 +27,15 @@ std::error_code clear_stale_unix_path(const std::string& path, const socket_addr
     return errno == ENOENT ? std::error_code{} : last_system_error();
   }
   // Never delete something that is not a socket: it is somebody's file, not our leftover.
-  if (!S_ISSOCK(st.st_mode)) return std::make_error_code(std::errc::address_in_use);
+  if (!S_ISSOCK(st.st_mode)) {
+    return std::make_error_code(std::errc::address_in_use);
+  }
   // A non-blocking probe: a live listener answers (or has a full backlog: EAGAIN) without ever
   // blocking us; a socket file whose server died refuses with ECONNREFUSED.
   const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (probe < 0) return last_system_error();
+  if (probe < 0) {
+    return last_system_error();
+  }
   int rc;
   do {
     rc = ::connect(probe, addr.data(), addr.length());
@@ -37,10 +43,14 @@ std::error_code clear_stale_unix_path(const std::string& path, const socket_addr
   const int err = rc == 0 ? 0 : errno;
   ::close(probe);
   if (err == ECONNREFUSED) {
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return last_system_error();
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return last_system_error();
+    }
     return {};
   }
-  if (err == ENOENT) return {};  // Removed by someone else between lstat and connect.
+  if (err == ENOENT) {
+    return {};  // Removed by someone else between lstat and connect.
+  }
   return std::make_error_code(std::errc::address_in_use);
 }
 
@@ -48,52 +58,78 @@ std::error_code clear_stale_unix_path(const std::string& path, const socket_addr
 
 result<int> open_listener(const endpoint& ep, const listen_options& opts) {
   auto addr = socket_address::resolve(ep);
-  if (!addr) return addr.error();
+  if (!addr) {
+    return addr.error();
+  }
   if (ep.proto == transport::unix_stream) {
-    if (auto ec = clear_stale_unix_path(ep.path, *addr)) return ec;
+    if (auto ec = clear_stale_unix_path(ep.path, *addr)) {
+      return ec;
+    }
   }
   const int type = ep.proto == transport::udp ? SOCK_DGRAM : SOCK_STREAM;
   const int fd = ::socket(addr->family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return last_system_error();
+  if (fd < 0) {
+    return last_system_error();
+  }
   auto fail = [fd](std::error_code ec) -> result<int> {
     ::close(fd);
     return ec;
   };
   if (ep.proto != transport::unix_stream) {
-    if (auto ec = set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1)) return fail(ec);
+    if (auto ec = set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1)) {
+      return fail(ec);
+    }
     if (opts.reuse_port) {
-      if (auto ec = set_int_option(fd, SOL_SOCKET, SO_REUSEPORT, 1)) return fail(ec);
+      if (auto ec = set_int_option(fd, SOL_SOCKET, SO_REUSEPORT, 1)) {
+        return fail(ec);
+      }
     }
     if (addr->family() == AF_INET6) {
       // tcp6:// means IPv6 only; tcp:// with an IPv6 host (e.g. "::") is dual-stack, whatever
       // the net.ipv6.bindv6only sysctl says.
       const int v6only = ep.family == AF_INET6 ? 1 : 0;
-      if (auto ec = set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only)) return fail(ec);
+      if (auto ec = set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only)) {
+        return fail(ec);
+      }
     }
   }
   if (opts.recv_buffer > 0) {
-    if (auto ec = set_int_option(fd, SOL_SOCKET, SO_RCVBUF, opts.recv_buffer)) return fail(ec);
+    if (auto ec = set_int_option(fd, SOL_SOCKET, SO_RCVBUF, opts.recv_buffer)) {
+      return fail(ec);
+    }
   }
   if (opts.send_buffer > 0) {
-    if (auto ec = set_int_option(fd, SOL_SOCKET, SO_SNDBUF, opts.send_buffer)) return fail(ec);
+    if (auto ec = set_int_option(fd, SOL_SOCKET, SO_SNDBUF, opts.send_buffer)) {
+      return fail(ec);
+    }
   }
-  if (::bind(fd, addr->data(), addr->length()) != 0) return fail(last_system_error());
-  if (type == SOCK_STREAM && ::listen(fd, opts.backlog) != 0) return fail(last_system_error());
+  if (::bind(fd, addr->data(), addr->length()) != 0) {
+    return fail(last_system_error());
+  }
+  if (type == SOCK_STREAM && ::listen(fd, opts.backlog) != 0) {
+    return fail(last_system_error());
+  }
   return fd;
 }
 
 void close_listener(int fd, const endpoint& ep) noexcept {
   if (ep.proto == transport::unix_stream && !ep.path.empty()) {
     struct stat st;
-    if (::lstat(ep.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(ep.path.c_str());
+    if (::lstat(ep.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      ::unlink(ep.path.c_str());
+    }
   }
-  if (fd >= 0) ::close(fd);
+  if (fd >= 0) {
+    ::close(fd);
+  }
 }
 
 std::error_code apply_socket_options(int fd, transport proto, const socket_options& opts) {
   std::error_code first;
   auto note = [&first](std::error_code ec) {
-    if (ec && !first) first = ec;
+    if (ec && !first) {
+      first = ec;
+    }
   };
   if (proto == transport::tcp) {
     note(set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, opts.no_delay ? 1 : 0));
@@ -104,8 +140,12 @@ std::error_code apply_socket_options(int fd, transport proto, const socket_optio
       note(set_int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL, secs));
     }
   }
-  if (opts.recv_buffer > 0) note(set_int_option(fd, SOL_SOCKET, SO_RCVBUF, opts.recv_buffer));
-  if (opts.send_buffer > 0) note(set_int_option(fd, SOL_SOCKET, SO_SNDBUF, opts.send_buffer));
+  if (opts.recv_buffer > 0) {
+    note(set_int_option(fd, SOL_SOCKET, SO_RCVBUF, opts.recv_buffer));
+  }
+  if (opts.send_buffer > 0) {
+    note(set_int_option(fd, SOL_SOCKET, SO_SNDBUF, opts.send_buffer));
+  }
   return first;
 }
 
@@ -115,26 +155,38 @@ result<int> accept_socket(int listen_fd, socket_address* peer) {
     if (peer) {
       socklen_t len = socket_address::capacity();
       fd = ::accept4(listen_fd, peer->data(), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd >= 0) peer->set_length(len);
+      if (fd >= 0) {
+        peer->set_length(len);
+      }
     } else {
       fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     }
-    if (fd >= 0) return fd;
-    if (errno != EINTR) return last_system_error();
+    if (fd >= 0) {
+      return fd;
+    }
+    if (errno != EINTR) {
+      return last_system_error();
+    }
   }
 }
 
 result<int> start_connect(const socket_address& addr, transport proto, bool* in_progress) {
   const int type = proto == transport::udp ? SOCK_DGRAM : SOCK_STREAM;
   const int fd = ::socket(addr.family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return last_system_error();
+  if (fd < 0) {
+    return last_system_error();
+  }
   if (::connect(fd, addr.data(), addr.length()) == 0) {
-    if (in_progress) *in_progress = false;
+    if (in_progress) {
+      *in_progress = false;
+    }
     return fd;
   }
   // EINTR: the connect goes on asynchronously, exactly like EINPROGRESS (POSIX connect(2)).
   if (errno == EINPROGRESS || errno == EINTR) {
-    if (in_progress) *in_progress = true;
+    if (in_progress) {
+      *in_progress = true;
+    }
     return fd;
   }
   const std::error_code ec = last_system_error();
@@ -145,7 +197,9 @@ result<int> start_connect(const socket_address& addr, transport proto, bool* in_
 std::error_code socket_error(int fd) noexcept {
   int err = 0;
   socklen_t len = sizeof err;
-  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return last_system_error();
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+    return last_system_error();
+  }
   return err == 0 ? std::error_code{} : std::error_code(err, std::system_category());
 }
 
@@ -156,11 +210,15 @@ spare_fd::spare_fd() noexcept {
 }
 
 spare_fd::~spare_fd() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
 }
 
 void spare_fd::reopen() noexcept {
-  if (fd_ < 0) fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) {
+    fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
 }
 
 std::error_code spare_fd::shed_one(int listen_fd) noexcept {

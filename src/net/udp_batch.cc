@@ -49,7 +49,9 @@ result<std::span<const udp_datagram>> udp_batch::receive(int fd) {
     n = ::recvmmsg(fd, in_msgs_.data(), static_cast<unsigned>(slots_), MSG_DONTWAIT, nullptr);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
-    if (would_block(errno)) return std::span<const udp_datagram>{};
+    if (would_block(errno)) {
+      return std::span<const udp_datagram>{};
+    }
     return last_system_error();
   }
   got = static_cast<std::size_t>(n);
@@ -76,8 +78,12 @@ result<std::span<const udp_datagram>> udp_batch::receive(int fd) {
       n = ::recvmsg(fd, &h, MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
-      if (would_block(errno)) break;
-      if (got == 0) return last_system_error();
+      if (would_block(errno)) {
+        break;
+      }
+      if (got == 0) {
+        return last_system_error();
+      }
       break;  // Report what we have; the error will come back on the next call.
     }
     d.peer.set_length(h.msg_namelen);
@@ -97,7 +103,9 @@ void udp_batch::queue(const socket_address& peer, std::span<const std::byte> dat
 }
 
 void udp_batch::compact_out() noexcept {
-  if (out_head_ == 0) return;
+  if (out_head_ == 0) {
+    return;
+  }
   if (out_head_ >= out_.size()) {
     out_.clear();
     out_bytes_.clear();
@@ -108,7 +116,9 @@ void udp_batch::compact_out() noexcept {
   const std::size_t shift = out_[out_head_].offset;
   out_bytes_.erase(out_bytes_.begin(), out_bytes_.begin() + static_cast<std::ptrdiff_t>(shift));
   out_.erase(out_.begin(), out_.begin() + static_cast<std::ptrdiff_t>(out_head_));
-  for (auto& o : out_) o.offset -= shift;
+  for (auto& o : out_) {
+    o.offset -= shift;
+  }
   out_head_ = 0;
 }
 
@@ -150,10 +160,14 @@ result<std::size_t> udp_batch::flush(int fd) {
     }
 #endif
     if (n < 0) {
-      if (would_block(errno)) break;  // Partial flush: the rest stays queued, in order.
+      if (would_block(errno)) {
+        break;  // Partial flush: the rest stays queued, in order.
+      }
       // sendmmsg reports an error only for the first message of a call (later failures end the
       // call early and show up on the next one), so exactly the head datagram failed: drop it.
-      if (!first_error) first_error = last_system_error();
+      if (!first_error) {
+        first_error = last_system_error();
+      }
       ++out_head_;
       continue;
     }
@@ -161,7 +175,9 @@ result<std::size_t> udp_batch::flush(int fd) {
     sent += static_cast<std::size_t>(n);
   }
   compact_out();
-  if (sent == 0 && first_error) return first_error;
+  if (sent == 0 && first_error) {
+    return first_error;
+  }
   return sent;
 }
 
