@@ -11,7 +11,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <signal.h>
+// sigaction() is POSIX, declared by <signal.h>; <csignal> only promises std::signal().
+#include <signal.h>  // NOLINT(modernize-deprecated-headers)
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,11 +20,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "evnet/error.h"
 #include "evnet/poller.h"
 
 namespace {
@@ -35,17 +36,19 @@ using evnet::poll_attachment;
 using evnet::poller;
 using evnet::trigger_mode;
 
-constexpr std::size_t kReadBuffer = 64 * 1024;
+constexpr std::size_t kReadBuffer = std::size_t{64} * 1024;
 // Past this much unsent data a connection stops reading until the peer catches up, so a peer
 // that sends without reading cannot grow our memory without bound.
-constexpr std::size_t kHighWater = 4 * 1024 * 1024;
+constexpr std::size_t kHighWater = std::size_t{4} * 1024 * 1024;
 
 // Read by the signal handler: a lock-free atomic, as async-signal-safety requires.
 std::atomic<poller*> g_poller{nullptr};
 
 extern "C" void on_signal(int) {
   // poller::stop() is async-signal-safe: an atomic store and a write to the wake-up eventfd.
-  if (poller* p = g_poller.load()) p->stop();
+  if (poller* p = g_poller.load()) {
+    p->stop();
+  }
 }
 
 class server;
@@ -67,19 +70,25 @@ class server {
 
   ~server() {
     for (auto& c : conns_) {
-      if (c) close_conn(c.get());
+      if (c) {
+        close_conn(c.get());
+      }
     }
     if (listener_.fd >= 0) {
       (void)poller_.remove(listener_);
       ::close(listener_.fd);
     }
-    if (spare_fd_ >= 0) ::close(spare_fd_);
+    if (spare_fd_ >= 0) {
+      ::close(spare_fd_);
+    }
   }
 
   // Binds and listens; returns the bound port or -1.
   int listen_on(const char* host, int port) {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return fail("socket");
+    if (fd < 0) {
+      return fail("socket");
+    }
     const int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in addr{};
@@ -114,7 +123,8 @@ class server {
 
  private:
   static int fail(const char* what) {
-    std::fprintf(stderr, "poll_echo: %s: %s\n", what, std::strerror(errno));
+    // Not strerror(): the standard does not require it to be thread-safe.
+    std::fprintf(stderr, "poll_echo: %s: %s\n", what, evnet::last_system_error().message().c_str());
     return -1;
   }
 
@@ -122,11 +132,15 @@ class server {
     for (;;) {
       int fd = ::accept4(listener_.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EINTR || errno == ECONNABORTED) {
+          continue;
+        }
         if ((errno == EMFILE || errno == ENFILE) && spare_fd_ >= 0) {
           ::close(spare_fd_);
           int victim = ::accept(listener_.fd, nullptr, nullptr);
-          if (victim >= 0) ::close(victim);
+          if (victim >= 0) {
+            ::close(victim);
+          }
           spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
           continue;
         }
@@ -146,7 +160,9 @@ class server {
         ::close(fd);
         continue;
       }
-      if (static_cast<std::size_t>(fd) >= conns_.size()) conns_.resize(fd + 1);
+      if (static_cast<std::size_t>(fd) >= conns_.size()) {
+        conns_.resize(fd + 1);
+      }
       conns_[fd] = std::move(c);
     }
   }
@@ -157,8 +173,12 @@ class server {
       close_conn(c);
       return;
     }
-    if ((events & io_event::writable) != 0 && !flush(c)) return;
-    if ((events & io_event::readable) != 0 && !c->paused) read_all(c);
+    if ((events & io_event::writable) != 0 && !flush(c)) {
+      return;
+    }
+    if ((events & io_event::readable) != 0 && !c->paused) {
+      read_all(c);
+    }
   }
 
   // Reads until the socket is drained, echoing each chunk. Returns false if `c` was closed.
@@ -169,24 +189,34 @@ class server {
     for (;;) {
       const ssize_t n = ::read(fd, buf_, sizeof buf_);
       if (n <= 0) [[unlikely]] {
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EINTR) {
+          continue;
+        }
         return read_ended(c, n);
       }
       if (!c->queued) [[likely]] {
         const ssize_t w = ::write(fd, buf_, static_cast<std::size_t>(n));
-        if (w != n && !queue_rest(c, static_cast<std::size_t>(n), w)) return false;
+        if (w != n && !queue_rest(c, static_cast<std::size_t>(n), w)) {
+          return false;
+        }
       } else if (!queue(c, buf_, static_cast<std::size_t>(n))) {
         return false;
       }
-      if (c->paused) return true;
+      if (c->paused) {
+        return true;
+      }
       // A short read drained the socket; a later arrival raises a new edge.
-      if (static_cast<std::size_t>(n) < sizeof buf_) return true;
+      if (static_cast<std::size_t>(n) < sizeof buf_) {
+        return true;
+      }
     }
   }
 
   // read() returned 0 (EOF) or -1. Returns false if `c` was closed.
   [[gnu::noinline]] bool read_ended(connection* c, ssize_t n) {
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return true;
+    }
     if (n == 0 && c->queued) {
       // EOF: the peer will not send more; finish when our output is gone.
       c->eof = true;
@@ -217,7 +247,9 @@ class server {
       c->queued = true;
     }
     c->out.insert(c->out.end(), data, data + len);
-    if (c->out.size() - c->out_pos > kHighWater) c->paused = true;
+    if (c->out.size() - c->out_pos > kHighWater) {
+      c->paused = true;
+    }
     if (!c->want_write) {
       c->want_write = true;
       (void)poller_.modify(c->att, interest::read_write, trigger_mode::edge);
@@ -233,8 +265,12 @@ class server {
         c->out_pos += static_cast<std::size_t>(w);
         continue;
       }
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      if (w < 0 && errno == EINTR) {
+        continue;
+      }
+      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return true;
+      }
       close_conn(c);
       return false;
     }
@@ -322,7 +358,9 @@ int main(int argc, char** argv) {
   {
     server s(*p);
     const int bound = s.listen_on(host, port);
-    if (bound < 0) return 1;
+    if (bound < 0) {
+      return 1;
+    }
 
     g_poller = p.get();
     struct sigaction sa {};

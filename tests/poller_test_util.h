@@ -10,15 +10,19 @@
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+// setenv() is POSIX, declared by <stdlib.h>; <cstdlib> only promises the C library's part.
+#include <stdlib.h>  // NOLINT(modernize-deprecated-headers)
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <memory>
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "evnet/poller.h"
 
@@ -38,13 +42,56 @@ class fd_guard {
   int get() const { return fd_; }
   int release() { return std::exchange(fd_, -1); }
   void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
     fd_ = fd;
   }
 
  private:
   int fd_ = -1;
 };
+
+/// Records every callback invocation: the io_event bits, in order.
+struct recorder {
+  poll_attachment att;
+  std::vector<std::uint32_t> calls;
+  explicit recorder(int fd) {
+    att.fd = fd;
+    att.callback = [this](int, std::uint32_t ev) {
+      calls.push_back(ev);
+      return poll_action::proceed;
+    };
+  }
+};
+
+/// An attachment for `fd` whose callback does nothing, for cases about registration itself.
+inline poll_attachment quiet_attachment(int fd) {
+  poll_attachment a;
+  a.fd = fd;
+  a.callback = [](int, std::uint32_t) { return poll_action::proceed; };
+  return a;
+}
+
+/// Runs one poll round and returns how many callbacks it ran; a failed round is a test failure
+/// and counts as 0.
+inline std::size_t run_round(poller& p,
+                             std::chrono::milliseconds timeout = std::chrono::milliseconds{0}) {
+  auto r = p.poll_once(timeout);
+  EXPECT_TRUE(r) << r.error().message();
+  return r ? *r : 0;
+}
+
+/// Sets the environment variable `name` to `value`, or removes it if `value` is null. setenv()
+/// must not race with getenv() on another thread; the cases that call this run no other thread
+/// at that point, which is why the check is silenced here and nowhere else.
+inline void set_env(const char* name, const char* value) {
+  if (value != nullptr) {
+    ::setenv(name, value, 1);  // NOLINT(concurrency-mt-unsafe)
+  } else {
+    ::unsetenv(name);  // NOLINT(concurrency-mt-unsafe)
+  }
+}
 
 inline void set_nonblocking(int fd) {
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -126,7 +173,9 @@ inline std::size_t drain(int fd) {
   char buf[4096];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
+    if (n <= 0) {
+      break;
+    }
     total += static_cast<std::size_t>(n);
   }
   return total;
@@ -136,9 +185,13 @@ inline std::size_t drain(int fd) {
 inline std::set<int> open_eventfds() {
   std::set<int> out;
   DIR* d = ::opendir("/proc/self/fd");
-  if (d == nullptr) return out;
+  if (d == nullptr) {
+    return out;
+  }
   while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
+    if (e->d_name[0] == '.') {
+      continue;
+    }
     char target[256] = {};
     std::string link = std::string("/proc/self/fd/") + e->d_name;
     ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
@@ -167,13 +220,17 @@ inline std::uint64_t eventfd_count(int fd) {
   return 0;
 }
 
-/// Opens a poller and finds its wake-up eventfd (the one eventfd that appeared).
+/// Opens a poller and finds its wake-up eventfd (the one eventfd that appeared). Callers that
+/// use the poller inside a lambda name it through a plain pointer, not a structured binding:
+/// clang before 16 (our fuzz preset's compiler) cannot capture a structured binding.
 inline std::pair<std::unique_ptr<poller>, int> open_poller_with_wakefd() {
   std::set<int> before = open_eventfds();
   auto p = open_epoll_poller();
   int wakefd = -1;
   for (int fd : open_eventfds()) {
-    if (before.count(fd) == 0) wakefd = fd;
+    if (before.count(fd) == 0) {
+      wakefd = fd;
+    }
   }
   EXPECT_GE(wakefd, 0);
   return {std::move(p), wakefd};

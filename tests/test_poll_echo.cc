@@ -3,7 +3,8 @@
 // more than it reads (the server's output buffering and read pausing), a half-close (the reply
 // must be complete before the server closes) and a reset peer.
 #include <poll.h>
-#include <signal.h>
+// kill() is POSIX, declared by <signal.h>; <csignal> only promises std::signal().
+#include <signal.h>  // NOLINT(modernize-deprecated-headers)
 #include <sys/wait.h>
 
 #include <chrono>
@@ -37,14 +38,18 @@ struct server_process {
 
   explicit server_process(std::vector<std::string> args) {
     int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return;
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      return;
+    }
     const std::string path = example_path();
     pid = ::fork();
     if (pid == 0) {
       ::dup2(fds[1], STDOUT_FILENO);
       std::vector<char*> argv;
       argv.push_back(const_cast<char*>(path.c_str()));
-      for (auto& a : args) argv.push_back(a.data());
+      for (auto& a : args) {
+        argv.push_back(a.data());
+      }
       argv.push_back(nullptr);
       ::execv(path.c_str(), argv.data());
       ::_exit(127);
@@ -59,10 +64,14 @@ struct server_process {
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (std::chrono::steady_clock::now() < deadline) {
       pollfd pfd{out.get(), POLLIN, 0};
-      if (::poll(&pfd, 1, 100) <= 0) continue;
+      if (::poll(&pfd, 1, 100) <= 0) {
+        continue;
+      }
       char buf[256];
       ssize_t n = ::read(out.get(), buf, sizeof buf);
-      if (n <= 0) return false;
+      if (n <= 0) {
+        return false;
+      }
       text.append(buf, static_cast<std::size_t>(n));
       auto pos = text.find("listening on ");
       if (pos != std::string::npos && text.find('\n', pos) != std::string::npos) {
@@ -109,7 +118,9 @@ fd_guard connect_to(int port) {
 std::string random_bytes(std::size_t n, unsigned seed) {
   std::mt19937 gen(seed);
   std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(gen());
+  for (auto& c : s) {
+    c = static_cast<char>(gen());
+  }
   return s;
 }
 
@@ -119,7 +130,9 @@ std::string echo_round_trip(int fd, const std::string& data, std::chrono::millis
     std::size_t off = 0;
     while (off < data.size()) {
       ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) break;
+      if (n <= 0) {
+        break;
+      }
       off += static_cast<std::size_t>(n);
     }
   });
@@ -128,7 +141,9 @@ std::string echo_round_trip(int fd, const std::string& data, std::chrono::millis
   std::vector<char> buf(1 << 16);
   while (got.size() < data.size()) {
     ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-    if (n <= 0) break;
+    if (n <= 0) {
+      break;
+    }
     got.append(buf.data(), static_cast<std::size_t>(n));
   }
   writer.join();
@@ -163,17 +178,22 @@ TEST_F(PollEcho, echoes_many_connections_then_exits_zero_on_sigterm) {
   ASSERT_TRUE(s.wait_listening());
   std::vector<std::thread> clients;
   std::atomic<int> ok{0};
+  clients.reserve(20);
   for (int c = 0; c < 20; ++c) {
     clients.emplace_back([&, c] {
       fd_guard fd = connect_to(s.port);
       for (int m = 0; m < 50; ++m) {
         std::string msg = random_bytes(1 + (m * 37 + c) % 3000, c * 1000 + m);
-        if (echo_round_trip(fd.get(), msg, 0ms) != msg) return;
+        if (echo_round_trip(fd.get(), msg, 0ms) != msg) {
+          return;
+        }
       }
       ok.fetch_add(1);
     });
   }
-  for (auto& t : clients) t.join();
+  for (auto& t : clients) {
+    t.join();
+  }
   EXPECT_EQ(ok.load(), 20);
   ASSERT_EQ(::kill(s.pid, SIGTERM), 0);
   int status = s.wait_exit();
@@ -205,7 +225,9 @@ TEST_F(PollEcho, half_close_gets_complete_echo_then_eof) {
     std::size_t off = 0;
     while (off < data.size()) {
       ssize_t n = ::send(fd.get(), data.data() + off, data.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) break;
+      if (n <= 0) {
+        break;
+      }
       off += static_cast<std::size_t>(n);
     }
     ::shutdown(fd.get(), SHUT_WR);
@@ -214,7 +236,9 @@ TEST_F(PollEcho, half_close_gets_complete_echo_then_eof) {
   std::vector<char> buf(1 << 16);
   for (;;) {
     ssize_t n = ::recv(fd.get(), buf.data(), buf.size(), 0);
-    if (n <= 0) break;
+    if (n <= 0) {
+      break;
+    }
     got.append(buf.data(), static_cast<std::size_t>(n));
   }
   writer.join();

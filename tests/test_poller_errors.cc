@@ -2,10 +2,10 @@
 // bad descriptors, double registration, unregistered attachments, misuse after close, bad
 // options and backends, re-entrant and cross-thread misuse.
 #include <fcntl.h>
-#include <stdlib.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "poller_test_util.h"
@@ -15,18 +15,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-poll_attachment make_attachment(int fd) {
-  poll_attachment a;
-  a.fd = fd;
-  a.callback = [](int, std::uint32_t) { return poll_action::proceed; };
-  return a;
-}
-
 TEST(PollerErrors, add_closed_fd_is_bad_file_descriptor) {
   auto p = open_epoll_poller();
   int fd = ::eventfd(0, EFD_CLOEXEC);
   ::close(fd);
-  poll_attachment a = make_attachment(fd);
+  poll_attachment a = quiet_attachment(fd);
   std::error_code ec = p->add(a, interest::read);
   EXPECT_EQ(ec, std::errc::bad_file_descriptor) << ec.message();
   EXPECT_EQ(ec.category(), std::system_category());
@@ -36,7 +29,7 @@ TEST(PollerErrors, add_closed_fd_is_bad_file_descriptor) {
 
 TEST(PollerErrors, add_negative_fd_is_invalid_argument) {
   auto p = open_poller();
-  poll_attachment a = make_attachment(-1);
+  poll_attachment a = quiet_attachment(-1);
   EXPECT_EQ(p->add(a, interest::read), errc::invalid_argument);
   a.fd = -42;
   EXPECT_EQ(p->add(a, interest::write, trigger_mode::edge), errc::invalid_argument);
@@ -55,7 +48,7 @@ TEST(PollerErrors, add_without_callback_is_invalid_argument) {
 TEST(PollerErrors, double_add_same_attachment_is_already_registered) {
   auto p = open_poller();
   socket_pair sp;
-  poll_attachment a = make_attachment(sp.a.get());
+  poll_attachment a = quiet_attachment(sp.a.get());
   ASSERT_FALSE(p->add(a, interest::read));
   EXPECT_EQ(p->add(a, interest::write), errc::already_registered);
   // The first registration is untouched.
@@ -68,8 +61,8 @@ TEST(PollerErrors, double_add_same_attachment_is_already_registered) {
 TEST(PollerErrors, second_attachment_for_same_fd_is_already_registered) {
   auto p = open_epoll_poller();
   socket_pair sp;
-  poll_attachment a = make_attachment(sp.a.get());
-  poll_attachment b = make_attachment(sp.a.get());
+  poll_attachment a = quiet_attachment(sp.a.get());
+  poll_attachment b = quiet_attachment(sp.a.get());
   ASSERT_FALSE(p->add(a, interest::read));
   EXPECT_EQ(p->add(b, interest::read), errc::already_registered);  // the kernel's EEXIST
   EXPECT_FALSE(b.registered());
@@ -81,7 +74,7 @@ TEST(PollerErrors, attachment_registered_with_another_poller_is_already_register
   auto p1 = open_poller();
   auto p2 = open_poller();
   socket_pair sp;
-  poll_attachment a = make_attachment(sp.a.get());
+  poll_attachment a = quiet_attachment(sp.a.get());
   ASSERT_FALSE(p1->add(a, interest::read));
   EXPECT_EQ(p2->add(a, interest::read), errc::already_registered);
   EXPECT_EQ(p2->remove(a), errc::not_registered);
@@ -92,7 +85,7 @@ TEST(PollerErrors, attachment_registered_with_another_poller_is_already_register
 TEST(PollerErrors, remove_unregistered_is_not_registered) {
   auto p = open_poller();
   socket_pair sp;
-  poll_attachment a = make_attachment(sp.a.get());
+  poll_attachment a = quiet_attachment(sp.a.get());
   EXPECT_EQ(p->remove(a), errc::not_registered);
   ASSERT_FALSE(p->add(a, interest::read));
   ASSERT_FALSE(p->remove(a));
@@ -102,7 +95,7 @@ TEST(PollerErrors, remove_unregistered_is_not_registered) {
 TEST(PollerErrors, modify_unregistered_is_not_registered) {
   auto p = open_poller();
   socket_pair sp;
-  poll_attachment a = make_attachment(sp.a.get());
+  poll_attachment a = quiet_attachment(sp.a.get());
   EXPECT_EQ(p->modify(a, interest::write), errc::not_registered);
   EXPECT_EQ(p->modify(a, interest::read, trigger_mode::oneshot), errc::not_registered);
 }
@@ -114,7 +107,7 @@ TEST(PollerErrors, add_regular_file_is_operation_not_permitted) {
   fd_guard f(::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
   ASSERT_GE(f.get(), 0);
   ::unlink(path.c_str());
-  poll_attachment a = make_attachment(f.get());
+  poll_attachment a = quiet_attachment(f.get());
   std::error_code ec = p->add(a, interest::read);
   EXPECT_EQ(ec, std::errc::operation_not_permitted) << ec.message();  // epoll refuses files
   EXPECT_FALSE(a.registered());
@@ -125,7 +118,7 @@ TEST(PollerErrors, add_regular_file_is_operation_not_permitted) {
 TEST(PollerErrors, remove_after_fd_closed_reports_ebadf_and_forgets_attachment) {
   auto p = open_epoll_poller();
   socket_pair sp;
-  poll_attachment a = make_attachment(sp.a.release());
+  poll_attachment a = quiet_attachment(sp.a.release());
   ASSERT_FALSE(p->add(a, interest::read));
   ::close(a.fd);
   std::error_code ec = p->remove(a);
@@ -137,7 +130,7 @@ TEST(PollerErrors, remove_after_fd_closed_reports_ebadf_and_forgets_attachment) 
 TEST(PollerErrors, modify_after_fd_closed_reports_system_error) {
   auto p = open_epoll_poller();
   socket_pair sp;
-  poll_attachment a = make_attachment(sp.a.release());
+  poll_attachment a = quiet_attachment(sp.a.release());
   ASSERT_FALSE(p->add(a, interest::read));
   ::close(a.fd);
   std::error_code ec = p->modify(a, interest::write);
@@ -149,8 +142,8 @@ TEST(PollerErrors, modify_after_fd_closed_reports_system_error) {
 TEST(PollerErrors, everything_after_close_is_closed) {
   auto p = open_poller();
   socket_pair sp;
-  poll_attachment a = make_attachment(sp.a.get());
-  poll_attachment b = make_attachment(sp.b.get());
+  poll_attachment a = quiet_attachment(sp.a.get());
+  poll_attachment b = quiet_attachment(sp.b.get());
   ASSERT_FALSE(p->add(a, interest::read));
   EXPECT_EQ(p->close(), 0U);
   EXPECT_EQ(p->add(b, interest::read), errc::closed);
@@ -196,26 +189,26 @@ TEST(PollerErrors, kqueue_backend_is_unsupported_on_linux) {
 }
 
 TEST(PollerErrors, env_var_selects_backend_for_automatic) {
-  ::setenv("EVNET_POLLER", "epoll", 1);
+  set_env("EVNET_POLLER", "epoll");
   auto e = poller::open();
   ASSERT_TRUE(e);
   EXPECT_EQ((*e)->backend_name(), "epoll");
-  ::setenv("EVNET_POLLER", "kqueue", 1);
+  set_env("EVNET_POLLER", "kqueue");
   auto k = poller::open();
   ASSERT_FALSE(k);
   EXPECT_EQ(k.error(), errc::unsupported);
-  ::setenv("EVNET_POLLER", "io_uring", 1);
+  set_env("EVNET_POLLER", "io_uring");
   auto u = poller::open();
   if (u) {
     EXPECT_EQ((*u)->backend_name(), "io_uring");
   } else {
     EXPECT_EQ(u.error(), errc::unsupported);
   }
-  ::setenv("EVNET_POLLER", "select", 1);
+  set_env("EVNET_POLLER", "select");
   auto bad = poller::open();
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error(), errc::invalid_argument);
-  ::unsetenv("EVNET_POLLER");
+  set_env("EVNET_POLLER", nullptr);
   auto def = poller::open();
   ASSERT_TRUE(def);
   EXPECT_EQ((*def)->backend_name(), "epoll");
@@ -253,7 +246,7 @@ TEST(PollerErrors, poll_once_inside_a_callback_is_refused) {
 TEST(PollerErrors, registration_from_foreign_thread_while_polling_is_wrong_thread) {
   auto p = open_poller();
   socket_pair sp;
-  poll_attachment a = make_attachment(sp.a.get());
+  poll_attachment a = quiet_attachment(sp.a.get());
   std::atomic<bool> in_task{false};
   std::atomic<bool> checked{false};
   // A task that holds the loop inside poll_once until the other thread has tried.
@@ -267,7 +260,9 @@ TEST(PollerErrors, registration_from_foreign_thread_while_polling_is_wrong_threa
   std::error_code add_ec;
   std::error_code poll_ec;
   std::thread other([&] {
-    while (!in_task) std::this_thread::sleep_for(1ms);
+    while (!in_task) {
+      std::this_thread::sleep_for(1ms);
+    }
     add_ec = p->add(a, interest::read);
     auto r = p->poll_once(0ms);
     poll_ec = r ? std::error_code{} : r.error();

@@ -7,13 +7,13 @@
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
-#include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -33,7 +33,9 @@ using namespace std::chrono_literals;
 std::string io_uring_blocked_reason() {
   std::ifstream disabled("/proc/sys/kernel/io_uring_disabled");
   int value = 0;
-  if (disabled >> value && value != 0) return "kernel.io_uring_disabled=" + std::to_string(value);
+  if (disabled >> value && value != 0) {
+    return "kernel.io_uring_disabled=" + std::to_string(value);
+  }
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
@@ -52,7 +54,9 @@ class PollerIoUring : public ::testing::Test {
     poller_options o;
     o.backend = backend_kind::io_uring;
     auto p = poller::open(o);
-    if (p) return;
+    if (p) {
+      return;
+    }
     const std::string reason = io_uring_blocked_reason();
     if (p.error() == errc::unsupported && !reason.empty()) {
       GTEST_SKIP() << "io_uring unavailable: " << reason;
@@ -76,45 +80,20 @@ std::unique_ptr<poller> open_kind(backend_kind kind) {
   return p ? std::move(*p) : nullptr;
 }
 
-std::size_t run_round(poller& p, std::chrono::milliseconds timeout = 0ms) {
-  auto r = p.poll_once(timeout);
-  EXPECT_TRUE(r) << r.error().message();
-  return r ? *r : 0;
-}
-
-struct recorder {
-  poll_attachment att;
-  std::vector<std::uint32_t> calls;
-  explicit recorder(int fd) {
-    att.fd = fd;
-    att.callback = [this](int, std::uint32_t ev) {
-      calls.push_back(ev);
-      return poll_action::proceed;
-    };
-  }
-};
-
 TEST_F(PollerIoUring, opens_by_kind_and_by_environment) {
   auto p = open_uring();
   ASSERT_TRUE(p);
   EXPECT_EQ(p->backend_name(), "io_uring");
   EXPECT_EQ(p->event_capacity(), 128U);
-  ::setenv("EVNET_POLLER", "io_uring", 1);
+  set_env("EVNET_POLLER", "io_uring");
   auto e = poller::open();
-  ::unsetenv("EVNET_POLLER");
+  set_env("EVNET_POLLER", nullptr);
   ASSERT_TRUE(e) << e.error().message();
   EXPECT_EQ((*e)->backend_name(), "io_uring");
   // Without the variable, automatic stays on epoll (see the measurements in the report).
   auto d = poller::open();
   ASSERT_TRUE(d);
   EXPECT_EQ((*d)->backend_name(), "epoll");
-}
-
-poll_attachment quiet_attachment(int fd) {
-  poll_attachment a;
-  a.fd = fd;
-  a.callback = [](int, std::uint32_t) { return poll_action::proceed; };
-  return a;
 }
 
 // POLL_ADD would only fail later, in a CQE; add() checks the descriptor itself so that it
@@ -176,14 +155,20 @@ TEST_F(PollerIoUring, wakeups_are_coalesced_and_loop_triggers_need_no_write) {
   ASSERT_TRUE(p);
   int wakefd = -1;
   for (int fd : open_eventfds()) {
-    if (before.count(fd) == 0) wakefd = fd;
+    if (before.count(fd) == 0) {
+      wakefd = fd;
+    }
   }
   ASSERT_GE(wakefd, 0);
   EXPECT_EQ(eventfd_count(wakefd), 0U);
   int ran = 0;
-  for (int i = 0; i < 1000; ++i) ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++ran; }));
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++ran; }));
+  }
   EXPECT_EQ(eventfd_count(wakefd), 1U);
-  while (ran < 1000) ASSERT_TRUE(p->poll_once(1000ms));
+  while (ran < 1000) {
+    ASSERT_TRUE(p->poll_once(1000ms));
+  }
   EXPECT_EQ(eventfd_count(wakefd), 1U);
   ASSERT_FALSE(p->trigger(task_priority::high, [&] {
     ++ran;
@@ -203,7 +188,9 @@ TEST_F(PollerIoUring, wakeups_are_coalesced_and_loop_triggers_need_no_write) {
 std::vector<std::vector<std::uint32_t>> scenario(backend_kind kind, trigger_mode mode) {
   auto p = open_kind(kind);
   std::vector<std::vector<std::uint32_t>> rounds;
-  if (!p) return rounds;
+  if (!p) {
+    return rounds;
+  }
   socket_pair sp;
   recorder r(sp.a.get());
   EXPECT_FALSE(p->add(r.att, interest::read, mode));
@@ -242,8 +229,10 @@ TEST_F(PollerIoUring, level_edge_oneshot_sequences_match_epoll) {
   const auto level = scenario(backend_kind::io_uring, trigger_mode::level);
   ASSERT_EQ(level.size(), 11U);
   EXPECT_TRUE(level[0].empty());
-  for (int i = 1; i <= 6; ++i) EXPECT_EQ(level[i].size(), 1U) << i;  // every round while readable
-  EXPECT_TRUE(level[7].empty());                                     // drained
+  for (int i = 1; i <= 6; ++i) {
+    EXPECT_EQ(level[i].size(), 1U) << i;  // every round while readable
+  }
+  EXPECT_TRUE(level[7].empty());  // drained
   const auto edge = scenario(backend_kind::io_uring, trigger_mode::edge);
   EXPECT_EQ(edge[1].size(), 1U);
   EXPECT_TRUE(edge[2].empty());
@@ -296,10 +285,10 @@ TEST_F(PollerIoUring, remove_and_free_with_cqes_in_flight) {
     a->callback = [&, fd = a->fd](int, std::uint32_t) {
       ++calls;
       // Remove and free every other attachment; their CQEs are queued behind this one.
-      for (std::size_t j = 0; j < atts.size(); ++j) {
-        if (atts[j] && atts[j]->registered() && atts[j]->fd != fd) {
-          EXPECT_FALSE(p->remove(*atts[j]));
-          atts[j].reset();
+      for (auto& att : atts) {
+        if (att && att->registered() && att->fd != fd) {
+          EXPECT_FALSE(p->remove(*att));
+          att.reset();
         }
       }
       return poll_action::proceed;
@@ -307,13 +296,21 @@ TEST_F(PollerIoUring, remove_and_free_with_cqes_in_flight) {
     ASSERT_FALSE(p->add(*a, interest::read, trigger_mode::edge));
     atts.push_back(std::move(a));
   }
-  for (auto& sp : pairs) write_byte(sp->b.get());
-  for (int i = 0; i < 10; ++i) run_round(*p, 50ms);
+  for (auto& sp : pairs) {
+    write_byte(sp->b.get());
+  }
+  for (int i = 0; i < 10; ++i) {
+    run_round(*p, 50ms);
+  }
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(p->registered_count(), 1U);
   // New data on the removed descriptors reaches nobody.
-  for (auto& sp : pairs) write_byte(sp->b.get());
-  for (int i = 0; i < 5; ++i) run_round(*p, 10ms);
+  for (auto& sp : pairs) {
+    write_byte(sp->b.get());
+  }
+  for (int i = 0; i < 5; ++i) {
+    run_round(*p, 10ms);
+  }
   EXPECT_EQ(calls, 2);  // only the survivor's new arrival
   for (auto& a : atts) {
     if (a) {
@@ -333,7 +330,9 @@ TEST_F(PollerIoUring, remove_before_first_round_then_free) {
   ASSERT_FALSE(p->add(a->att, interest::read, trigger_mode::level));
   ASSERT_FALSE(p->remove(a->att));
   a.reset();
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(run_round(*p, 10ms), 0U);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(run_round(*p, 10ms), 0U);
+  }
 }
 
 // A slot freed by remove() is reused by the next add(); the old request's CQEs carry the old
@@ -363,7 +362,9 @@ TEST_F(PollerIoUring, reused_slot_ignores_previous_registrations_cqes) {
   ASSERT_FALSE(p->add(swapper, interest::read, trigger_mode::oneshot));
   ASSERT_FALSE(p->add(old_rec->att, interest::read, trigger_mode::edge));
   write_byte(first.b.get());
-  for (int i = 0; i < 6; ++i) run_round(*p, 20ms);
+  for (int i = 0; i < 6; ++i) {
+    run_round(*p, 20ms);
+  }
   EXPECT_EQ(old_rec, nullptr);
   EXPECT_TRUE(fresh.calls.empty());  // quiet was never readable
   write_byte(quiet.b.get());
@@ -393,7 +394,9 @@ TEST_F(PollerIoUring, modify_discards_queued_cqe_of_old_request) {
   ASSERT_FALSE(p->add(changer, interest::read, trigger_mode::oneshot));
   ASSERT_FALSE(p->add(r.att, interest::read, trigger_mode::edge));
   write_byte(first.b.get());
-  for (int i = 0; i < 5; ++i) run_round(*p, 20ms);
+  for (int i = 0; i < 5; ++i) {
+    run_round(*p, 20ms);
+  }
   // The read CQE queued before the modify was dropped; the write one-shot fired once.
   ASSERT_EQ(r.calls.size(), 1U);
   EXPECT_EQ(r.calls[0] & (io_event::readable | io_event::writable), io_event::writable);
@@ -457,16 +460,28 @@ TEST_F(PollerIoUring, many_registrations_each_fire_once) {
   }
   EXPECT_EQ(run_round(*p), 0U);
   const std::uint64_t one = 1;
-  for (auto& f : fds) ASSERT_EQ(::write(f.get(), &one, sizeof one), 8);
+  for (auto& f : fds) {
+    ASSERT_EQ(::write(f.get(), &one, sizeof one), 8);
+  }
   std::size_t total = 0;
   const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (total < kN && std::chrono::steady_clock::now() < deadline) total += run_round(*p, 100ms);
+  while (total < kN && std::chrono::steady_clock::now() < deadline) {
+    total += run_round(*p, 100ms);
+  }
   EXPECT_EQ(total, static_cast<std::size_t>(kN));
-  for (auto& r : recs) EXPECT_EQ(r->calls.size(), 1U);
-  for (auto& r : recs) ASSERT_FALSE(p->remove(r->att));
+  for (auto& r : recs) {
+    EXPECT_EQ(r->calls.size(), 1U);
+  }
+  for (auto& r : recs) {
+    ASSERT_FALSE(p->remove(r->att));
+  }
   EXPECT_EQ(p->registered_count(), 0U);
-  for (auto& f : fds) ASSERT_EQ(::write(f.get(), &one, sizeof one), 8);
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(run_round(*p, 10ms), 0U);
+  for (auto& f : fds) {
+    ASSERT_EQ(::write(f.get(), &one, sizeof one), 8);
+  }
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(run_round(*p, 10ms), 0U);
+  }
 }
 
 // More edge registrations fire at once than the completion queue holds (4096 entries for
@@ -489,26 +504,42 @@ TEST_F(PollerIoUring, edge_registrations_survive_cq_overflow) {
   EXPECT_EQ(run_round(*p), 0U);
   const std::uint64_t one = 1;
   for (int wave = 1; wave <= 2; ++wave) {
-    for (auto& f : fds) ASSERT_EQ(::write(f.get(), &one, sizeof one), 8);
+    for (auto& f : fds) {
+      ASSERT_EQ(::write(f.get(), &one, sizeof one), 8);
+    }
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     for (;;) {
       std::size_t done = 0;
-      for (auto& r : recs) done += r->calls.size() >= static_cast<std::size_t>(wave) ? 1 : 0;
-      if (done == kN || std::chrono::steady_clock::now() > deadline) break;
+      for (auto& r : recs) {
+        done += r->calls.size() >= static_cast<std::size_t>(wave) ? 1 : 0;
+      }
+      if (done == kN || std::chrono::steady_clock::now() > deadline) {
+        break;
+      }
       run_round(*p, 10ms);
     }
-    for (int i = 0; i < 5; ++i) run_round(*p, 0ms);
+    for (int i = 0; i < 5; ++i) {
+      run_round(*p, 0ms);
+    }
     std::size_t exact = 0;
-    for (auto& r : recs) exact += r->calls.size() == static_cast<std::size_t>(wave) ? 1 : 0;
+    for (auto& r : recs) {
+      exact += r->calls.size() == static_cast<std::size_t>(wave) ? 1 : 0;
+    }
     // A re-armed multishot reports the (still readable) eventfd once on re-arm, so a few may
     // see an extra report; none may be silent.
     std::size_t silent = 0;
-    for (auto& r : recs) silent += r->calls.size() < static_cast<std::size_t>(wave) ? 1 : 0;
+    for (auto& r : recs) {
+      silent += r->calls.size() < static_cast<std::size_t>(wave) ? 1 : 0;
+    }
     EXPECT_EQ(silent, 0U) << "wave " << wave;
     EXPECT_GT(exact, 0U);
-    for (auto& r : recs) r->calls.resize(static_cast<std::size_t>(wave));
+    for (auto& r : recs) {
+      r->calls.resize(static_cast<std::size_t>(wave));
+    }
   }
-  for (auto& r : recs) ASSERT_FALSE(p->remove(r->att));
+  for (auto& r : recs) {
+    ASSERT_FALSE(p->remove(r->att));
+  }
 }
 
 // A poll request holds a reference to the file. remove() outside a round sends the cancel at
@@ -525,7 +556,9 @@ TEST_F(PollerIoUring, remove_releases_the_file_so_close_reaches_the_peer) {
   char c;
   for (int i = 0; i < 100; ++i) {  // the cancel completes asynchronously in the kernel
     ssize_t n = ::read(sp.b.get(), &c, 1);
-    if (n == 0) break;
+    if (n == 0) {
+      break;
+    }
     std::this_thread::sleep_for(1ms);
   }
   EXPECT_EQ(::read(sp.b.get(), &c, 1), 0);
@@ -553,7 +586,9 @@ TEST_F(PollerIoUring, remove_inside_callback_then_close_reaches_peer_next_round)
   bool eof = false;
   for (int i = 0; i < 100 && !eof; ++i) {
     eof = ::read(sp.b.get(), &c, 1) == 0;
-    if (!eof) std::this_thread::sleep_for(1ms);
+    if (!eof) {
+      std::this_thread::sleep_for(1ms);
+    }
   }
   EXPECT_TRUE(eof);
 }
@@ -588,12 +623,15 @@ TEST_F(PollerIoUring, cross_thread_triggers_wake_the_ring) {
   ASSERT_TRUE(p);
   std::atomic<int> ran{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 20000; ++i) {
         EXPECT_FALSE(p->trigger(i % 2 ? task_priority::high : task_priority::low,
                                 [&] { ran.fetch_add(1, std::memory_order_relaxed); }));
-        if (i % 1000 == 0) std::this_thread::yield();
+        if (i % 1000 == 0) {
+          std::this_thread::yield();
+        }
       }
     });
   }
@@ -601,7 +639,9 @@ TEST_F(PollerIoUring, cross_thread_triggers_wake_the_ring) {
   while (ran.load() < 80000 && std::chrono::steady_clock::now() < deadline) {
     ASSERT_TRUE(p->poll_once(1000ms));
   }
-  for (auto& th : threads) th.join();
+  for (auto& th : threads) {
+    th.join();
+  }
   EXPECT_EQ(ran.load(), 80000);
   std::thread stopper([&] {
     std::this_thread::sleep_for(20ms);
@@ -621,7 +661,9 @@ bool deny_io_uring_setup_on_this_thread() {
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
   sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    return false;
+  }
   return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
 }
 

@@ -19,25 +19,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Records every callback invocation.
-struct recorder {
-  poll_attachment att;
-  std::vector<std::uint32_t> calls;
-  explicit recorder(int fd) {
-    att.fd = fd;
-    att.callback = [this](int, std::uint32_t ev) {
-      calls.push_back(ev);
-      return poll_action::proceed;
-    };
-  }
-};
-
-std::size_t run_round(poller& p, std::chrono::milliseconds timeout = 0ms) {
-  auto r = p.poll_once(timeout);
-  EXPECT_TRUE(r) << r.error().message();
-  return r ? *r : 0;
-}
-
 TEST(PollerSemantics, backend_is_epoll_and_array_starts_at_128) {
   auto p = open_epoll_poller();
   EXPECT_EQ(p->backend_name(), "epoll");
@@ -52,9 +33,13 @@ TEST(PollerSemantics, level_fires_every_round_while_readable) {
   ASSERT_FALSE(p->add(r.att, interest::read, trigger_mode::level));
   EXPECT_EQ(run_round(*p), 0U);  // nothing to read yet
   write_byte(sp.b.get());
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(run_round(*p), 1U);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(run_round(*p), 1U);
+  }
   ASSERT_EQ(r.calls.size(), 3U);
-  for (auto ev : r.calls) EXPECT_EQ(ev, io_event::readable);
+  for (auto ev : r.calls) {
+    EXPECT_EQ(ev, io_event::readable);
+  }
   drain(sp.a.get());
   EXPECT_EQ(run_round(*p), 0U);  // drained: level stops reporting
   EXPECT_FALSE(p->remove(r.att));
@@ -302,14 +287,18 @@ TEST(PollerSemantics, random_remove_free_and_readd_inside_callbacks) {
       auto& rand = next;
       auto& pl = *p;
       ++calls;
-      if (all[me].get() != self || fd != pairs[me].a.get()) ++stale_calls;
+      if (all[me].get() != self || fd != pairs[me].a.get()) {
+        ++stale_calls;
+      }
       for (int k = 0; k < 3; ++k) {
         const int j = static_cast<int>(rand() % kSlots);
         const auto dice = rand() % 4;
         if (dice == 0 && all[j]) {
           EXPECT_FALSE(pl.remove(*all[j]));
-          all[j].reset();                            // may be this very callback's attachment
-          if (j == me) return poll_action::proceed;  // nothing captured may be touched now
+          all[j].reset();  // may be this very callback's attachment
+          if (j == me) {
+            return poll_action::proceed;  // nothing captured may be touched now
+          }
         } else if (dice == 1 && !all[j]) {
           make(j);  // a new attachment, often at the address just freed
         }
@@ -326,7 +315,9 @@ TEST(PollerSemantics, random_remove_free_and_readd_inside_callbacks) {
   for (int round = 0; round < 2000; ++round) {
     ASSERT_TRUE(p->poll_once(0ms));
     for (int i = 0; i < kSlots; ++i) {
-      if (!slots[i] && next() % 2 == 0) make(i);
+      if (!slots[i] && next() % 2 == 0) {
+        make(i);
+      }
     }
   }
   EXPECT_GT(calls, 10000);
@@ -543,9 +534,13 @@ TEST(PollerSemantics, event_array_grows_to_1024_and_shrinks_back_to_128) {
   EXPECT_EQ(run_round(*p), 1024U);
   EXPECT_EQ(p->event_capacity(), 1024U);  // capped at max_events
   // Level mode rotates the ready list, so every descriptor was reported at least once.
-  for (auto& r : recs) EXPECT_FALSE(r->calls.empty());
+  for (auto& r : recs) {
+    EXPECT_FALSE(r->calls.empty());
+  }
 
-  for (auto& r : recs) ASSERT_FALSE(p->remove(r->att));
+  for (auto& r : recs) {
+    ASSERT_FALSE(p->remove(r->att));
+  }
   const unsigned k = 16;  // detail::poller_backend::kShrinkAfterRounds
   std::size_t expected = 1024;
   while (expected > 128) {
@@ -557,7 +552,9 @@ TEST(PollerSemantics, event_array_grows_to_1024_and_shrinks_back_to_128) {
     expected /= 2;
     EXPECT_EQ(p->event_capacity(), expected);
   }
-  for (unsigned i = 0; i < 2 * k; ++i) EXPECT_EQ(run_round(*p), 0U);
+  for (unsigned i = 0; i < 2 * k; ++i) {
+    EXPECT_EQ(run_round(*p), 0U);
+  }
   EXPECT_EQ(p->event_capacity(), 128U);  // never below the initial size
 }
 
@@ -578,7 +575,9 @@ TEST(PollerSemantics, custom_event_array_bounds_are_honoured) {
   EXPECT_EQ(run_round(*p), 4U);
   EXPECT_EQ(run_round(*p), 6U);  // 8 would exceed max_events
   EXPECT_EQ(p->event_capacity(), 6U);
-  for (auto& r : recs) ASSERT_FALSE(p->remove(r->att));
+  for (auto& r : recs) {
+    ASSERT_FALSE(p->remove(r->att));
+  }
 }
 
 // Read-like and write-like system calls made by this thread so far (/proc/thread-self/io).
@@ -589,8 +588,12 @@ std::pair<long, long> thread_rw_syscalls() {
   long r = -1;
   long w = -1;
   while (in >> key >> value) {
-    if (key == "syscr:") r = value;
-    if (key == "syscw:") w = value;
+    if (key == "syscr:") {
+      r = value;
+    }
+    if (key == "syscw:") {
+      w = value;
+    }
   }
   EXPECT_GE(r, 0) << "no task I/O accounting in /proc/thread-self/io";
   return {r, w};
@@ -620,7 +623,9 @@ TEST(PollerSemantics, rounds_without_foreign_tasks_make_no_read_or_write_syscall
   const auto m1 = thread_rw_syscalls();
   const long self_reads = m1.first - m0.first;
   const auto before = thread_rw_syscalls();
-  for (int i = 0; i < 1000; ++i) ASSERT_EQ(run_round(*p), 1U);
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_EQ(run_round(*p), 1U);
+  }
   const auto after = thread_rw_syscalls();
   EXPECT_EQ(after.first - before.first, self_reads);
   EXPECT_EQ(after.second - before.second, 0);

@@ -1,7 +1,8 @@
 // Cross-thread tasks, wake-up coalescing, priorities, the low-priority cap, stop() and close()
 // with tasks pending.
 #include <pthread.h>
-#include <signal.h>
+// sigaction() is POSIX, declared by <signal.h>; <csignal> only promises std::signal().
+#include <signal.h>  // NOLINT(modernize-deprecated-headers)
 #include <sys/time.h>
 
 #include <algorithm>
@@ -23,10 +24,14 @@ template <class Done>
 bool poll_until(poller& p, Done done, std::chrono::seconds limit = 60s) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
+    if (std::chrono::steady_clock::now() > deadline) {
+      return false;
+    }
     auto r = p.poll_once(100ms);
     EXPECT_TRUE(r) << r.error().message();
-    if (!r) return false;
+    if (!r) {
+      return false;
+    }
   }
   return true;
 }
@@ -36,13 +41,14 @@ TEST(PollerTasks, eight_threads_100k_tasks_each_run_exactly_once) {
   constexpr int kThreads = 8;
   constexpr int kPerThread = 100000;
   // Touched only by tasks, i.e. on the loop thread.
-  std::vector<int> hits(kThreads * kPerThread, 0);
+  std::vector<int> hits(std::size_t{kThreads} * kPerThread, 0);
   std::vector<int> last_high(kThreads, -1);
   std::vector<int> last_low(kThreads, -1);
   int out_of_order = 0;
   int total = 0;
   std::atomic<int> failures{0};
   std::vector<std::thread> producers;
+  producers.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     producers.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
@@ -53,21 +59,29 @@ TEST(PollerTasks, eight_threads_100k_tasks_each_run_exactly_once) {
               ++total;
               // Each priority queue is FIFO per producer.
               int& last = high ? last_high[t] : last_low[t];
-              if (i <= last) ++out_of_order;
+              if (i <= last) {
+                ++out_of_order;
+              }
               last = i;
             });
-        if (ec) failures.fetch_add(1);
+        if (ec) {
+          failures.fetch_add(1);
+        }
       }
     });
   }
   const bool done = poll_until(
       *p, [&] { return total == kThreads * kPerThread; }, 240s);
-  for (auto& th : producers) th.join();
+  for (auto& th : producers) {
+    th.join();
+  }
   EXPECT_TRUE(done) << "only " << total << " tasks ran";
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(out_of_order, 0);
   int wrong = 0;
-  for (int h : hits) wrong += h != 1;
+  for (int h : hits) {
+    wrong += h != 1;
+  }
   EXPECT_EQ(wrong, 0);
   // Nothing left over, and nothing runs twice in later rounds.
   EXPECT_EQ(p->pending_tasks(), 0U);
@@ -87,11 +101,19 @@ TEST(PollerTasks, high_runs_before_low_within_a_round) {
   EXPECT_EQ(p->pending_tasks(), 20U);
   ASSERT_TRUE(p->poll_once(0ms));
   ASSERT_EQ(order.size(), 20U);
-  for (int k = 0; k < 10; ++k) EXPECT_EQ(order[k] % 2, 1) << "position " << k;
-  for (int k = 10; k < 20; ++k) EXPECT_EQ(order[k] % 2, 0) << "position " << k;
+  for (int k = 0; k < 10; ++k) {
+    EXPECT_EQ(order[k] % 2, 1) << "position " << k;
+  }
+  for (int k = 10; k < 20; ++k) {
+    EXPECT_EQ(order[k] % 2, 0) << "position " << k;
+  }
   // FIFO within a priority.
-  for (int k = 1; k < 10; ++k) EXPECT_LT(order[k - 1], order[k]);
-  for (int k = 11; k < 20; ++k) EXPECT_LT(order[k - 1], order[k]);
+  for (int k = 1; k < 10; ++k) {
+    EXPECT_LT(order[k - 1], order[k]);
+  }
+  for (int k = 11; k < 20; ++k) {
+    EXPECT_LT(order[k - 1], order[k]);
+  }
   EXPECT_EQ(p->pending_tasks(), 0U);
 }
 
@@ -99,8 +121,12 @@ TEST(PollerTasks, low_tasks_capped_at_256_per_round_high_uncapped) {
   auto p = open_poller();
   int low = 0;
   int high = 0;
-  for (int i = 0; i < 1000; ++i) ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++low; }));
-  for (int i = 0; i < 1000; ++i) ASSERT_FALSE(p->trigger(task_priority::high, [&] { ++high; }));
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++low; }));
+  }
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_FALSE(p->trigger(task_priority::high, [&] { ++high; }));
+  }
   ASSERT_TRUE(p->poll_once(0ms));
   EXPECT_EQ(high, 1000);
   EXPECT_EQ(low, 256);
@@ -117,7 +143,9 @@ TEST(PollerTasks, low_tasks_capped_at_256_per_round_high_uncapped) {
 TEST(PollerTasks, low_backlog_makes_next_round_not_block) {
   auto p = open_poller();
   int low = 0;
-  for (int i = 0; i < 600; ++i) ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++low; }));
+  for (int i = 0; i < 600; ++i) {
+    ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++low; }));
+  }
   const auto t0 = std::chrono::steady_clock::now();
   // Timeouts of 10 s: each round must return at once because tasks are still queued.
   ASSERT_TRUE(p->poll_once(10s));
@@ -140,8 +168,12 @@ TEST(PollerTasks, io_is_dispatched_every_round_while_low_tasks_are_capped) {
   };
   ASSERT_FALSE(p->add(a, interest::read));  // level: readable every round
   write_byte(sp.b.get());
-  for (int i = 0; i < 1000; ++i) ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++low; }));
-  for (int r = 0; r < 4; ++r) ASSERT_TRUE(p->poll_once(1s));
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++low; }));
+  }
+  for (int r = 0; r < 4; ++r) {
+    ASSERT_TRUE(p->poll_once(1s));
+  }
   // I/O ran in every round, interleaved with batches of at most 256 tasks.
   EXPECT_EQ(tasks_seen_by_io, (std::vector<int>{0, 256, 512, 768}));
   EXPECT_EQ(low, 1000);
@@ -166,27 +198,36 @@ TEST(PollerTasks, task_queued_by_a_task_runs_in_the_next_round) {
 // edge-triggered wake-up eventfd back, so the counter shown in /proc/self/fdinfo is exactly
 // the number of wake-up writes.
 TEST(PollerTasks, wakeups_are_coalesced_many_triggers_one_write) {
-  auto [p, wakefd] = open_poller_with_wakefd();
+  auto [owner, wakefd] = open_poller_with_wakefd();
+  poller* p = owner.get();
   ASSERT_GE(wakefd, 0);
   EXPECT_EQ(eventfd_count(wakefd), 0U);
   int ran = 0;
-  for (int i = 0; i < 1000; ++i) ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++ran; }));
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++ran; }));
+  }
   EXPECT_EQ(eventfd_count(wakefd), 1U);
-  for (int i = 0; i < 1000; ++i) ASSERT_FALSE(p->trigger(task_priority::high, [&] { ++ran; }));
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_FALSE(p->trigger(task_priority::high, [&] { ++ran; }));
+  }
   EXPECT_EQ(eventfd_count(wakefd), 1U);
   ASSERT_TRUE(poll_until(*p, [&] { return ran == 2000; }));
   EXPECT_EQ(eventfd_count(wakefd), 1U);
   // The wake-up was consumed: the next trigger writes again, once.
-  for (int i = 0; i < 10; ++i) ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++ran; }));
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++ran; }));
+  }
   EXPECT_EQ(eventfd_count(wakefd), 2U);
   ASSERT_TRUE(poll_until(*p, [&] { return ran == 2010; }));
 }
 
 TEST(PollerTasks, wakeups_coalesced_across_four_producer_threads) {
-  auto [p, wakefd] = open_poller_with_wakefd();
+  auto [owner, wakefd] = open_poller_with_wakefd();
+  poller* p = owner.get();
   ASSERT_GE(wakefd, 0);
   std::atomic<int> ran{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 10000; ++i) {
@@ -194,14 +235,17 @@ TEST(PollerTasks, wakeups_coalesced_across_four_producer_threads) {
       }
     });
   }
-  for (auto& th : threads) th.join();
+  for (auto& th : threads) {
+    th.join();
+  }
   // Nobody polled in between, so the whole burst needed a single write.
   EXPECT_EQ(eventfd_count(wakefd), 1U);
   ASSERT_TRUE(poll_until(*p, [&] { return ran.load() == 40000; }));
 }
 
 TEST(PollerTasks, trigger_from_the_loop_needs_no_wakeup_write) {
-  auto [p, wakefd] = open_poller_with_wakefd();
+  auto [owner, wakefd] = open_poller_with_wakefd();
+  poller* p = owner.get();
   ASSERT_GE(wakefd, 0);
   int ran = 0;
   ASSERT_FALSE(p->trigger(task_priority::high, [&] {
@@ -247,7 +291,9 @@ TEST(PollerTasks, ping_pong_triggers_never_lose_a_wakeup) {
     for (int i = 0; i < kRounds; ++i) {
       EXPECT_FALSE(p->trigger(i % 2 ? task_priority::high : task_priority::low,
                               [&] { ran.fetch_add(1, std::memory_order_release); }));
-      while (ran.load(std::memory_order_acquire) <= i) std::this_thread::yield();
+      while (ran.load(std::memory_order_acquire) <= i) {
+        std::this_thread::yield();
+      }
     }
   });
   auto slowest = std::chrono::steady_clock::duration::zero();
@@ -347,7 +393,9 @@ TEST(PollerTasks, close_with_tasks_pending_destroys_them_without_running) {
 TEST(PollerTasks, close_counts_the_unrun_low_backlog) {
   auto p = open_poller();
   int ran = 0;
-  for (int i = 0; i < 1000; ++i) ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++ran; }));
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_FALSE(p->trigger(task_priority::low, [&] { ++ran; }));
+  }
   ASSERT_TRUE(p->poll_once(0ms));
   EXPECT_EQ(ran, 256);
   ASSERT_FALSE(p->trigger(task_priority::high, [&] { ++ran; }));
@@ -380,7 +428,9 @@ TEST(PollerTasks, task_destructor_triggering_during_close_gets_closed) {
     on_destroy(on_destroy&& o) noexcept : p(o.p), seen(o.seen) { o.armed = false; }
     on_destroy(const on_destroy& o) : p(o.p), seen(o.seen) {}
     ~on_destroy() {
-      if (armed) *seen = p->trigger(task_priority::low, [] {});
+      if (armed) {
+        *seen = p->trigger(task_priority::low, [] {});
+      }
     }
   };
   ASSERT_FALSE(p->trigger(task_priority::low, [d = on_destroy(p.get(), &seen)] { (void)d; }));
@@ -416,6 +466,7 @@ TEST(PollerTasks, producers_racing_close_every_task_accounted_once) {
   std::atomic<int> refused{0};
   std::atomic<int> other_errors{0};
   std::vector<std::thread> producers;
+  producers.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     producers.emplace_back([&] {
       for (int i = 0; i < kPerThread; ++i) {
@@ -432,7 +483,9 @@ TEST(PollerTasks, producers_racing_close_every_task_accounted_once) {
   // Run until some tasks ran, then close mid-stream.
   ASSERT_TRUE(poll_until(*p, [&] { return ran >= 1000; }));
   const std::size_t dropped = p->close();
-  for (auto& th : producers) th.join();
+  for (auto& th : producers) {
+    th.join();
+  }
   EXPECT_EQ(other_errors.load(), 0);
   EXPECT_EQ(static_cast<std::size_t>(ran) + dropped + static_cast<std::size_t>(refused.load()),
             static_cast<std::size_t>(kThreads * kPerThread));

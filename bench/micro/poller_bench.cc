@@ -51,7 +51,9 @@ loop_thread* g_loop = nullptr;  // created by thread 0 before the timing loop's 
 constexpr int kBatch = 1000;
 
 void BM_trigger_roundtrip(benchmark::State& state) {
-  if (state.thread_index() == 0) g_loop = new loop_thread;
+  if (state.thread_index() == 0) {
+    g_loop = new loop_thread;
+  }
   // Each producer counts the completion of its own tasks.
   auto done = std::make_unique<std::atomic<long>>(0);
   long sent = 0;
@@ -61,7 +63,9 @@ void BM_trigger_roundtrip(benchmark::State& state) {
                                [d = done.get()] { d->fetch_add(1, std::memory_order_relaxed); });
     }
     sent += kBatch;
-    while (done->load(std::memory_order_acquire) != sent) std::this_thread::yield();
+    while (done->load(std::memory_order_acquire) != sent) {
+      std::this_thread::yield();
+    }
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
   state.counters["ns_per_task"] =
@@ -78,7 +82,9 @@ BENCHMARK(BM_trigger_roundtrip)->Threads(4)->UseRealTime();
 std::atomic<long> g_enqueued_done{0};
 
 void BM_trigger_enqueue(benchmark::State& state) {
-  if (state.thread_index() == 0) g_loop = new loop_thread;
+  if (state.thread_index() == 0) {
+    g_loop = new loop_thread;
+  }
   for (auto _ : state) {
     (void)g_loop->p->trigger(evnet::task_priority::high,
                              [] { g_enqueued_done.fetch_add(1, std::memory_order_relaxed); });
@@ -99,12 +105,16 @@ void BM_trigger_in_loop(benchmark::State& state) {
   // A task queues the batch from the loop thread, so none of them needs a wake-up write.
   for (auto _ : state) {
     (void)p->trigger(evnet::task_priority::high, [&] {
-      for (int i = 0; i < kBatch; ++i) (void)p->trigger(evnet::task_priority::high, [&] { ++ran; });
+      for (int i = 0; i < kBatch; ++i) {
+        (void)p->trigger(evnet::task_priority::high, [&] { ++ran; });
+      }
     });
     (void)p->poll_once(0ms);  // runs the queuing task
     (void)p->poll_once(0ms);  // runs the batch
   }
-  if (ran != state.iterations() * kBatch) state.SkipWithError("tasks lost");
+  if (ran != state.iterations() * kBatch) {
+    state.SkipWithError("tasks lost");
+  }
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
 BENCHMARK(BM_trigger_in_loop);
@@ -112,10 +122,14 @@ BENCHMARK(BM_trigger_in_loop);
 struct ready_fds {
   std::vector<int> fds;
   explicit ready_fds(int n) {
-    for (int i = 0; i < n; ++i) fds.push_back(::eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC));
+    for (int i = 0; i < n; ++i) {
+      fds.push_back(::eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC));
+    }
   }
   ~ready_fds() {
-    for (int fd : fds) ::close(fd);
+    for (int fd : fds) {
+      ::close(fd);
+    }
   }
 };
 
@@ -139,12 +153,16 @@ void BM_poll_round(benchmark::State& state) {
     auto r = p->poll_once(0ms);
     benchmark::DoNotOptimize(r);
   }
-  if (calls != state.iterations() * n) state.SkipWithError("not every fd was dispatched");
+  if (calls != state.iterations() * n) {
+    state.SkipWithError("not every fd was dispatched");
+  }
   state.SetItemsProcessed(state.iterations() * n);
   state.counters["ns_per_event"] =
       benchmark::Counter(static_cast<double>(state.iterations() * n),
                          benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
-  for (auto& a : atts) (void)p->remove(a);
+  for (auto& a : atts) {
+    (void)p->remove(a);
+  }
 }
 BENCHMARK(BM_poll_round)->Arg(1)->Arg(64)->Arg(1024);
 
@@ -162,7 +180,9 @@ void BM_raw_epoll_round(benchmark::State& state) {
   long calls = 0;
   for (auto _ : state) {
     const int got = ::epoll_wait(ep, events.data(), 1024, 0);
-    for (int i = 0; i < got; ++i) calls += events[i].data.fd >= 0;
+    for (int i = 0; i < got; ++i) {
+      calls += events[i].data.fd >= 0;
+    }
     benchmark::DoNotOptimize(calls);
   }
   ::close(ep);
