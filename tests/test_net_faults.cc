@@ -197,7 +197,11 @@ TEST(net_faults, emfile_on_accept_sheds_clients_without_spinning) {
     std::atomic<int> emfile{0};
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  // One loop: a loop thread that is still starting when the descriptor table fills up trips
+  // UBSan's vptr check (it needs a pipe() to inspect memory), a false report of the sanitizer.
+  engine_options one_loop;
+  one_loop.loops = 1;
+  ASSERT_TRUE(r.start(h, kLocal, one_loop));
   // Client sockets made before the exhaustion (connect() needs no new descriptor).
   std::vector<int> clients;
   for (int i = 0; i < 3; ++i) clients.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));

@@ -71,8 +71,9 @@ enum class send_queue_policy : std::uint8_t {
 
 /// Settings of an engine run. Zero durations and sizes mean "off" unless said otherwise.
 struct engine_options {
-  /// Number of loops (threads); 0 = std::thread::hardware_concurrency().
-  std::size_t loops = 1;
+  /// Number of loops (threads); 0, the default, = one per core
+  /// (std::thread::hardware_concurrency()).
+  std::size_t loops = 0;
   /// Accept model (see accept_model).
   accept_model accept = accept_model::acceptor;
   /// Loop choice for accept_model::acceptor.
