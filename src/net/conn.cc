@@ -343,6 +343,7 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
   while (!read_gate_) {
     ssize_t n;
     std::size_t asked;
+    bool over;  // more unconsumed input than engine_options::max_input allows
     if (in_.empty()) [[likely]] {
       // Nothing kept from before, so the bytes can be presented in place.
       char* const scratch = L.scratch.get();
@@ -351,16 +352,19 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
       if (n > 0) [[likely]] {
         scratch_ = std::string_view(scratch, static_cast<std::size_t>(n));
       }
+      // The whole input is this read: its size alone decides the max_input check.
+      over = static_cast<std::size_t>(n) > L.max_input;
     } else {
       n = read_into_ring(&asked);
+      // The ring now holds everything unconsumed, this read included.
+      over = in_.size() > L.max_input;
     }
     if (n <= 0) [[unlikely]] {
       if (read_failed(n)) continue;  // EINTR
       return;
     }
     if (stamp_) last_read_ns_ = loop_internals::clock_ns();
-    if (static_cast<std::size_t>(n) > L.max_input || (!in_.empty() && in_.size() > L.max_input))
-        [[unlikely]] {
+    if (over) [[unlikely]] {
       scratch_ = {};
       request_close(make_error_code(errc::input_too_large), true);
       return;

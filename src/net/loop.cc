@@ -366,7 +366,7 @@ void loop_internals::release_idle_buffers() noexcept {
   }
 }
 
-void loop_internals::after_round() noexcept {
+void loop_internals::free_retired() noexcept {
   graveyard.clear();
   dead_timers.clear();
   for (timer_id id : finished_timers) timers.erase(id);
