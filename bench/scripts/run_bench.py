@@ -1307,17 +1307,17 @@ def write_latest(cfg, args, results, info, base, stamp, host, mode):
            os.path.basename(base), ""]
     out.append("Measured by `scripts/bench %s` on %s (%s cores, %s, kernel %s), %s, evnet %s. "
                "Servers take turns within each case (%d interleaved rounds, medians, spread "
-               "min–max); each server runs on CPU %s with the load generator on CPU %s. The "
-               "machine was shared with other builds during the run (load average %s at the "
-               "start, %s at the end), so absolute rates drift from round to round: read the "
-               "ratios, and rank servers by **CPU time**, **system calls** and **instructions "
+               "min–max); each server runs on CPU %s with the load generator on CPU %s. %s "
+               "(load average %s at the start, %s at the end); on this kind of shared machine "
+               "absolute rates drift from round to round anyway: read the ratios, and rank servers by **CPU time**, **system calls** and **instructions "
                "per message**, which do not drift. (On an idle two-core machine the one-thread "
                "load generator saturates its core at about a raw-epoll server's speed, which "
                "hides the differences between good servers in throughput alone.) Reproduce with "
                "`scripts/bench` (about 3 minutes) or `scripts/bench --full`. Full tables, every "
                "round's figures and the goals: [`bench/results/%s.md`](bench/results/%s.md)." % (
                    mode, host, info["cores"], info["cpu"], info["kernel"], stamp, info["evnet"],
-                   cfg.rounds, SERVER_CPU, LOAD_CPU, info.get("load average at start", "?"),
+                   cfg.rounds, SERVER_CPU, LOAD_CPU, busy_note(info),
+                   info.get("load average at start", "?"),
                    info.get("load average at end", "?"), os.path.basename(base),
                    os.path.basename(base)))
     out.append("")
@@ -1340,6 +1340,43 @@ def write_latest(cfg, args, results, info, base, stamp, host, mode):
         out.append("")
     with open(os.path.join(args.results_dir, "latest.md"), "w") as f:
         f.write("\n".join(out))
+    update_readme("\n".join(out), args)
+
+
+def busy_note(info):
+    """Whether other work shared the machine, judged from the 1-minute load average."""
+    try:
+        load = float(str(info.get("load average at start", "")).split()[0])
+    except (ValueError, IndexError):
+        return "The machine's load during the run is unknown"
+    if load > 1.5:
+        return "Other work shared the machine during the run"
+    return "The machine had no other significant work during the run"
+
+
+README_BEGIN = "<!-- PERFORMANCE:BEGIN (scripts/bench writes this section) -->"
+README_END = "<!-- PERFORMANCE:END -->"
+
+
+def update_readme(snippet, args):
+    """Replaces the README's Performance section with this run's snippet, for runs that write
+    to the repository's own results directory (not scratch runs)."""
+    readme = os.path.join(ROOT, "README.md")
+    if os.path.realpath(args.results_dir) != os.path.realpath(os.path.join(ROOT, "bench",
+                                                                           "results")):
+        return
+    try:
+        with open(readme) as f:
+            text = f.read()
+    except OSError:
+        return
+    b, e = text.find(README_BEGIN), text.find(README_END)
+    if b < 0 or e < b:
+        return
+    text = text[:b + len(README_BEGIN)] + "\n" + snippet + "\n" + text[e:]
+    with open(readme, "w") as f:
+        f.write(text)
+    log("bench: README.md Performance section updated")
 
 
 if __name__ == "__main__":
