@@ -32,7 +32,9 @@ class client final : public evnet::handler {
  public:
   explicit client(const settings& s) : s_(s) {
     message_.resize(s.size);
-    for (std::size_t i = 0; i < s.size; ++i) message_[i] = static_cast<char>('A' + i % 26);
+    for (std::size_t i = 0; i < s.size; ++i) {
+      message_[i] = static_cast<char>('A' + i % 26);
+    }
   }
 
   evnet::action on_open(evnet::conn& c) override {
@@ -42,10 +44,12 @@ class client final : public evnet::handler {
   }
 
   evnet::action on_traffic(evnet::conn& c) override {
-    session& st = std::any_cast<session&>(c.context());
+    auto& st = std::any_cast<session&>(c.context());
     for (;;) {
       const evnet::input_view v = c.peek(s_.size - st.matched);
-      if (v.empty()) break;
+      if (v.empty()) {
+        break;
+      }
       for (std::size_t i = 0; i < v.size(); ++i) {
         if (static_cast<char>(v[i]) != message_[st.matched + i]) {
           mismatches_.fetch_add(1);
@@ -55,10 +59,14 @@ class client final : public evnet::handler {
       st.matched += v.size();
       bytes_.fetch_add(v.size(), std::memory_order_relaxed);
       c.discard(v.size());
-      if (st.matched < s_.size) break;
+      if (st.matched < s_.size) {
+        break;
+      }
       st.matched = 0;
       messages_.fetch_add(1, std::memory_order_relaxed);
-      if (st.sent == s_.count) return evnet::action::close;  // all echoed
+      if (st.sent == s_.count) {
+        return evnet::action::close;  // all echoed
+      }
       send_next(c);
     }
     return evnet::action::none;
@@ -87,12 +95,14 @@ class client final : public evnet::handler {
 
  private:
   void send_next(evnet::conn& c) {
-    session& st = std::any_cast<session&>(c.context());
+    auto& st = std::any_cast<session&>(c.context());
     ++st.sent;
     c.write(message_);
   }
   void finish_one(evnet::engine& e) {
-    if (done_.fetch_add(1) + 1 == s_.conns) e.stop();
+    if (done_.fetch_add(1) + 1 == s_.conns) {
+      e.stop();
+    }
   }
 
   settings s_;
@@ -156,7 +166,9 @@ int main(int argc, char** argv) {
         evnet::dial_options d;
         d.timeout = timeout;
         d.on_result = [this, &e](evnet::conn* conn, std::error_code ec) {
-          if (conn == nullptr) c.dial_failed(e, ec);
+          if (conn == nullptr) {
+            c.dial_failed(e, ec);
+          }
         };
         if (std::error_code ec = e.dial(url, std::move(d))) {
           std::fprintf(stderr, "echo_client: %s: %s\n", url.c_str(), ec.message().c_str());

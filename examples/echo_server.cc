@@ -14,23 +14,19 @@
 
 #include "evnet/conn.h"
 #include "evnet/engine.h"
+#include "example_args.h"
 
 namespace {
-
-evnet::engine* g_engine = nullptr;
-
-void on_signal(int) {
-  g_engine->stop();
-}  // async-signal-safe
 
 class echo final : public evnet::handler {
  public:
   explicit echo(std::string what) : what_(std::move(what)) {}
   void on_boot(evnet::engine& e) override {
     std::string shown = what_;
-    if (shown.empty()) shown = std::to_string(e.listen_addresses().at(0).port());
-    std::printf("listening on %s\n", shown.c_str());
-    std::fflush(stdout);
+    if (shown.empty()) {
+      shown = std::to_string(e.listen_addresses().at(0).port());
+    }
+    example::announce(shown);
   }
   evnet::action on_traffic(evnet::conn& c) override {
     c.write(c.next());
@@ -64,13 +60,7 @@ int main(int argc, char** argv) {
   opts.loops = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto value = [&] { return example::value_of(argc, argv, i); };
     if (a == "--help" || a == "-h") {
       usage(argv[0]);
       return 0;
@@ -101,12 +91,7 @@ int main(int argc, char** argv) {
   }
 
   evnet::engine engine;
-  g_engine = &engine;
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  example::stop_on_signals(engine);
 
   echo handler(unix_path);
   const std::error_code ec = engine.run(handler, {url}, opts);

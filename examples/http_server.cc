@@ -15,15 +15,9 @@
 
 #include "evnet/engine.h"
 #include "evnet/http/server.h"
+#include "example_args.h"
 
 namespace {
-
-evnet::http::server* g_server = nullptr;
-
-void on_signal(int) {
-  // engine::stop() is async-signal-safe (atomic stores and an eventfd write).
-  if (g_server) g_server->stop();
-}
 
 void usage(const char* argv0) {
   std::printf(
@@ -39,25 +33,8 @@ void usage(const char* argv0) {
 int main(int argc, char** argv) {
   long port = 8080;
   long loops = 1;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      usage(argv[0]);
-      return 0;
-    }
-    if ((a == "--port" || a == "--loops") && i + 1 < argc) {
-      char* end = nullptr;
-      long v = std::strtol(argv[++i], &end, 10);
-      if (!end || *end != '\0' || v < 0 || (a == "--port" && v > 65535)) {
-        std::fprintf(stderr, "bad value for %s: %s\n", a.c_str(), argv[i]);
-        return 2;
-      }
-      (a == "--port" ? port : loops) = v;
-      continue;
-    }
-    std::fprintf(stderr, "unknown argument: %s\n", argv[i]);
-    usage(argv[0]);
-    return 2;
+  if (const int status = example::parse_port_loops(argc, argv, port, loops, usage); status >= 0) {
+    return status;
   }
 
   evnet::http::router r;
@@ -69,24 +46,17 @@ int main(int argc, char** argv) {
   opts.buffer_body = false;  // bodies are read and discarded
   opts.on_boot = [](evnet::engine& e) {
     auto addrs = e.listen_addresses();
-    std::printf("listening on %u\n", addrs.empty() ? 0u : unsigned{addrs[0].port()});
-    std::fflush(stdout);
+    example::announce(std::to_string(addrs.empty() ? 0u : unsigned{addrs[0].port()}));
   };
   evnet::http::server srv(std::move(r), opts);
-  g_server = &srv;
-
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  example::stop_on_signals(srv);
   std::signal(SIGPIPE, SIG_IGN);
 
   evnet::engine_options eo;
   eo.loops = static_cast<std::size_t>(loops);
   eo.accept = loops == 1 ? evnet::accept_model::acceptor : evnet::accept_model::reuse_port;
   std::error_code ec = srv.run({"tcp://0.0.0.0:" + std::to_string(port)}, eo);
-  g_server = nullptr;
+  example::clear_stop_target<evnet::http::server>();
   if (ec) {
     std::fprintf(stderr, "http_server: %s\n", ec.message().c_str());
     return 1;

@@ -23,7 +23,9 @@ class limited_echo final : public evnet::handler {
     return evnet::action::none;
   }
   void on_accept_error(std::error_code ec) override {
-    if (ec == evnet::errc::connection_limit) refused_.fetch_add(1, std::memory_order_relaxed);
+    if (ec == evnet::errc::connection_limit) {
+      refused_.fetch_add(1, std::memory_order_relaxed);
+    }
   }
   void on_shutdown(evnet::engine& e) override {
     std::fprintf(stderr, "max_conn_server: refused %llu connections over the limit\n",

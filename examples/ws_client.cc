@@ -31,7 +31,7 @@ struct settings {
 void fill(std::string& buf, long seq, long size, bool text) {
   buf.resize(static_cast<std::size_t>(size));
   for (long i = 0; i < size; ++i) {
-    unsigned v = static_cast<unsigned>(seq * 31 + i);
+    auto v = static_cast<unsigned>(seq * 31 + i);
     buf[static_cast<std::size_t>(i)] =
         text ? static_cast<char>('a' + v % 26) : static_cast<char>(v);
   }
@@ -50,7 +50,9 @@ class load final : public evnet::ws::handler {
   void on_open(const evnet::ws::connection_ptr& c) override {
     c->context() = per_conn{};
     auto& st = std::any_cast<per_conn&>(c->context());
-    while (st.sent < s_.count && st.sent < s_.window) send_next(c, st);
+    while (st.sent < s_.count && st.sent < s_.window) {
+      send_next(c, st);
+    }
   }
 
   void on_message(const evnet::ws::connection_ptr& c, evnet::ws::opcode type,
@@ -65,8 +67,12 @@ class load final : public evnet::ws::handler {
     }
     ++st.received;
     total_.fetch_add(1, std::memory_order_relaxed);
-    if (st.sent < s_.count) send_next(c, st);
-    if (st.received == s_.count) (void)c->close(evnet::ws::close_code::normal, "done");
+    if (st.sent < s_.count) {
+      send_next(c, st);
+    }
+    if (st.received == s_.count) {
+      (void)c->close(evnet::ws::close_code::normal, "done");
+    }
   }
 
   void on_close(const evnet::ws::connection_ptr& c, std::uint16_t code,
@@ -130,7 +136,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto num = [&](long& out) {
-      if (i + 1 >= argc) return false;
+      if (i + 1 >= argc) {
+        return false;
+      }
       char* end = nullptr;
       out = std::strtol(argv[++i], &end, 10);
       return end && *end == '\0' && out >= 0;
@@ -149,7 +157,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (s.window < 1) s.window = 1;
+  if (s.window < 1) {
+    s.window = 1;
+  }
 
   load h(s);
   evnet::ws::client_options o;

@@ -12,14 +12,9 @@
 #include <string>
 
 #include "evnet/ws/server.h"
+#include "example_args.h"
 
 namespace {
-
-evnet::ws::server* g_server = nullptr;
-
-void on_signal(int) {
-  if (g_server) g_server->stop();  // async-signal-safe
-}
 
 struct echo final : evnet::ws::handler {
   void on_message(const evnet::ws::connection_ptr& c, evnet::ws::opcode type,
@@ -81,25 +76,8 @@ void usage(const char* argv0) {
 int main(int argc, char** argv) {
   long port = 8081;
   long loops = 1;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      usage(argv[0]);
-      return 0;
-    }
-    if ((a == "--port" || a == "--loops") && i + 1 < argc) {
-      char* end = nullptr;
-      long v = std::strtol(argv[++i], &end, 10);
-      if (!end || *end != '\0' || v < 0 || (a == "--port" && v > 65535)) {
-        std::fprintf(stderr, "bad value for %s: %s\n", a.c_str(), argv[i]);
-        return 2;
-      }
-      (a == "--port" ? port : loops) = v;
-      continue;
-    }
-    std::fprintf(stderr, "unknown argument: %s\n", argv[i]);
-    usage(argv[0]);
-    return 2;
+  if (const int status = example::parse_port_loops(argc, argv, port, loops, usage); status >= 0) {
+    return status;
   }
 
   echo h;
@@ -113,16 +91,9 @@ int main(int argc, char** argv) {
   });
   srv.http_options().on_boot = [](evnet::engine& e) {
     auto addrs = e.listen_addresses();
-    std::printf("listening on %u\n", addrs.empty() ? 0u : unsigned{addrs[0].port()});
-    std::fflush(stdout);
+    example::announce(std::to_string(addrs.empty() ? 0u : unsigned{addrs[0].port()}));
   };
-  g_server = &srv;
-
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  example::stop_on_signals(srv);
   std::signal(SIGPIPE, SIG_IGN);
 
   evnet::engine_options eo;
@@ -130,7 +101,7 @@ int main(int argc, char** argv) {
   eo.accept = loops == 1 ? evnet::accept_model::acceptor : evnet::accept_model::reuse_port;
   eo.max_input = 64u << 20;  // room for a 16 MiB message plus framing
   std::error_code ec = srv.run({"tcp://0.0.0.0:" + std::to_string(port)}, eo);
-  g_server = nullptr;
+  example::clear_stop_target<evnet::ws::server>();
   if (ec) {
     std::fprintf(stderr, "ws_echo_server: %s\n", ec.message().c_str());
     return 1;
