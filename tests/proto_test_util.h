@@ -7,7 +7,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <signal.h>
+// kill() is POSIX, declared by <signal.h>; <csignal> only promises std::signal().
+#include <signal.h>  // NOLINT(modernize-deprecated-headers)
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,11 +24,15 @@ namespace proto_test {
 
 inline std::string binary_dir() {
   const char* d = std::getenv("EVNET_BINARY_DIR");
-  if (d && *d) return d;
+  if (d && *d) {
+    return d;
+  }
   // Fallback: test binaries live in <binary dir>/tests/.
   char buf[4096];
   ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
+  if (n <= 0) {
+    return ".";
+  }
   std::string exe(buf, static_cast<std::size_t>(n));
   exe = exe.substr(0, exe.rfind('/'));
   return exe.substr(0, exe.rfind('/'));
@@ -54,15 +59,24 @@ struct child {
   /// Starts argv[0] with stdout (and stderr when merge_stderr) on a pipe.
   bool start(const std::vector<std::string>& argv, bool merge_stderr = true) {
     int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return false;
+    if (::pipe2(p, O_CLOEXEC) != 0) {
+      return false;
+    }
     pid = ::fork();
-    if (pid < 0) return false;
+    if (pid < 0) {
+      return false;
+    }
     if (pid == 0) {
       ::dup2(p[1], 1);
-      if (merge_stderr) ::dup2(p[1], 2);
+      if (merge_stderr) {
+        ::dup2(p[1], 2);
+      }
       ::setpgid(0, 0);
       std::vector<char*> args;
-      for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.reserve(argv.size() + 1);
+      for (auto& a : argv) {
+        args.push_back(const_cast<char*>(a.c_str()));
+      }
       args.push_back(nullptr);
       ::execvp(args[0], args.data());
       ::_exit(127);
@@ -78,18 +92,25 @@ struct child {
     while (captured.find(needle) == std::string::npos) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return false;
-      if (!read_some(static_cast<int>(left.count())))
+      if (left.count() <= 0) {
+        return false;
+      }
+      if (!read_some(static_cast<int>(left.count()))) {
         return captured.find(needle) != std::string::npos;
+      }
     }
     return true;
   }
 
   /// Reads whatever is available within `ms`; false on EOF/timeout with nothing read.
   bool read_some(int ms) {
-    if (out < 0) return false;
+    if (out < 0) {
+      return false;
+    }
     pollfd pfd{out, POLLIN, 0};
-    if (::poll(&pfd, 1, ms) <= 0) return false;
+    if (::poll(&pfd, 1, ms) <= 0) {
+      return false;
+    }
     char buf[4096];
     ssize_t n = ::read(out, buf, sizeof buf);
     if (n <= 0) {
@@ -103,9 +124,13 @@ struct child {
 
   /// "listening on <port>" → port, or 0 on timeout.
   int wait_listening(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
-    if (!wait_for("\n", timeout)) return 0;
+    if (!wait_for("\n", timeout)) {
+      return 0;
+    }
     auto pos = captured.find("listening on ");
-    if (pos == std::string::npos) return 0;
+    if (pos == std::string::npos) {
+      return 0;
+    }
     return std::atoi(captured.c_str() + pos + 13);
   }
 
@@ -121,8 +146,12 @@ struct child {
         pid = -1;
         while (read_some(50)) {
         }
-        if (WIFEXITED(st)) return WEXITSTATUS(st);
-        if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+        if (WIFEXITED(st)) {
+          return WEXITSTATUS(st);
+        }
+        if (WIFSIGNALED(st)) {
+          return 128 + WTERMSIG(st);
+        }
         return -1;
       }
       if (std::chrono::steady_clock::now() > deadline) {
@@ -135,7 +164,9 @@ struct child {
 
   /// Sends `sig` to the child.
   void signal(int sig) {
-    if (pid > 0) ::kill(pid, sig);
+    if (pid > 0) {
+      ::kill(pid, sig);
+    }
   }
 
   void kill_and_wait() {
@@ -158,7 +189,9 @@ struct child {
 inline int run(const std::vector<std::string>& argv, std::string& output,
                std::chrono::milliseconds timeout) {
   child c;
-  if (!c.start(argv)) return -1;
+  if (!c.start(argv)) {
+    return -1;
+  }
   int st = c.wait_exit(timeout);
   output = c.captured;
   return st;
@@ -178,13 +211,15 @@ struct client {
       fd = -1;
       return;
     }
-    timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    timeval tv{timeout_ms / 1000, static_cast<suseconds_t>(timeout_ms % 1000) * 1000};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   ~client() {
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0) {
+      ::close(fd);
+    }
   }
   client(const client&) = delete;
   client& operator=(const client&) = delete;
@@ -192,7 +227,9 @@ struct client {
   bool send(std::string_view s) {
     while (!s.empty()) {
       ssize_t n = ::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
+      if (n <= 0) {
+        return false;
+      }
       s.remove_prefix(static_cast<std::size_t>(n));
     }
     return true;
@@ -201,7 +238,9 @@ struct client {
   std::string recv_some(bool* eof = nullptr) {
     char buf[65536];
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (eof) *eof = n == 0;
+    if (eof) {
+      *eof = n == 0;
+    }
     return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
   }
   /// Receives until EOF or timeout; returns everything and sets `eof`.

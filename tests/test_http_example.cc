@@ -11,12 +11,11 @@
 #include "evnet/http/server.h"
 #include "http_test_util.h"
 
-namespace http = evnet::http;
 using namespace std::chrono_literals;
 using proto_test::child;
 using proto_test::client;
+using proto_test::kGet;
 using proto_test::read_replies;
-using proto_test::reply;
 
 namespace {
 
@@ -24,15 +23,17 @@ namespace {
 struct example {
   child proc;
   int port = 0;
-  explicit example(std::vector<std::string> extra = {}) {
+  explicit example(const std::vector<std::string>& extra = {}) {
     std::string bin = proto_test::binary_dir() + "/examples/http_server";
     std::vector<std::string> argv{bin, "--port", "0", "--loops", "1"};
-    for (auto& e : extra) argv.push_back(e);
-    if (proto_test::executable(bin) && proc.start(argv, false)) port = proc.wait_listening();
+    for (auto& e : extra) {
+      argv.push_back(e);
+    }
+    if (proto_test::executable(bin) && proc.start(argv, false)) {
+      port = proc.wait_listening();
+    }
   }
 };
-
-const char kGet[] = "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
 
 // ---------------- the example binary ----------------
 
@@ -59,12 +60,15 @@ TEST(http_example, pipelined_responses_in_request_order) {
   ASSERT_GT(ex.port, 0);
   client c(ex.port);
   std::string batch;
-  for (int i = 0; i < 16; ++i)
+  for (int i = 0; i < 16; ++i) {
     batch += (i % 4 == 3) ? "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n" : std::string(kGet);
+  }
   ASSERT_TRUE(c.send(batch));
   auto r = read_replies(c, 16);
   ASSERT_EQ(r.size(), 16u);
-  for (int i = 0; i < 16; ++i) EXPECT_EQ(r[i].status, (i % 4 == 3) ? 404 : 200) << i;
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_EQ(r[i].status, (i % 4 == 3) ? 404 : 200) << i;
+  }
 }
 
 TEST(http_example, exits_zero_on_sigint) {
@@ -99,7 +103,9 @@ bool have_curl() {
 }
 
 TEST(http_curl, keep_alive_reuses_one_connection) {
-  if (!have_curl()) GTEST_SKIP() << "curl is not installed (scripts/deps test installs it)";
+  if (!have_curl()) {
+    GTEST_SKIP() << "curl is not installed (scripts/deps test installs it)";
+  }
   example ex;
   ASSERT_GT(ex.port, 0);
   std::string url = "http://127.0.0.1:" + std::to_string(ex.port) + "/plaintext";
@@ -107,14 +113,18 @@ TEST(http_curl, keep_alive_reuses_one_connection) {
   int st = proto_test::run({"/usr/bin/curl", "-sv", "--max-time", "10", url, url, url}, out, 20s);
   ASSERT_EQ(st, 0) << out;
   std::size_t count = 0;
-  for (std::size_t p = 0; (p = out.find("Hello, World!", p)) != std::string::npos; ++p) ++count;
+  for (std::size_t p = 0; (p = out.find("Hello, World!", p)) != std::string::npos; ++p) {
+    ++count;
+  }
   EXPECT_EQ(count, 3u) << out;
   EXPECT_NE(out.find("Re-using existing connection"), std::string::npos) << out;
   EXPECT_EQ(out.find("Connection #1"), std::string::npos) << "a second connection was opened";
 }
 
 TEST(http_curl, chunked_upload_is_consumed_and_connection_reused) {
-  if (!have_curl()) GTEST_SKIP() << "curl is not installed (scripts/deps test installs it)";
+  if (!have_curl()) {
+    GTEST_SKIP() << "curl is not installed (scripts/deps test installs it)";
+  }
   example ex;
   ASSERT_GT(ex.port, 0);
   std::string base = "http://127.0.0.1:" + std::to_string(ex.port);
@@ -139,7 +149,9 @@ TEST(http_curl, chunked_upload_is_consumed_and_connection_reused) {
 }
 
 TEST(http_curl, unknown_path_is_404) {
-  if (!have_curl()) GTEST_SKIP() << "curl is not installed (scripts/deps test installs it)";
+  if (!have_curl()) {
+    GTEST_SKIP() << "curl is not installed (scripts/deps test installs it)";
+  }
   example ex;
   ASSERT_GT(ex.port, 0);
   std::string out;
@@ -152,7 +164,9 @@ TEST(http_curl, unknown_path_is_404) {
 }
 
 TEST(http_curl, oversized_headers_get_431) {
-  if (!have_curl()) GTEST_SKIP() << "curl is not installed (scripts/deps test installs it)";
+  if (!have_curl()) {
+    GTEST_SKIP() << "curl is not installed (scripts/deps test installs it)";
+  }
   example ex;
   ASSERT_GT(ex.port, 0);
   std::string out;

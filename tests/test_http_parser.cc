@@ -61,7 +61,9 @@ outcome run(http::parser& p, const std::vector<std::string>& chunks, bool eof = 
           cur.query = m.query;
           cur.status = m.status;
           cur.minor = m.version_minor;
-          for (auto& h : m.headers) cur.headers.emplace_back(h.name, h.value);
+          for (auto& h : m.headers) {
+            cur.headers.emplace_back(h.name, h.value);
+          }
           cur.keep_alive = m.keep_alive;
           cur.chunked = m.chunked;
           cur.upgrade = m.upgrade;
@@ -75,7 +77,9 @@ outcome run(http::parser& p, const std::vector<std::string>& chunks, bool eof = 
           break;
         case http::parse_event::done:
           EXPECT_TRUE(in_msg);
-          for (auto& h : p.message().trailers) cur.trailers.emplace_back(h.name, h.value);
+          for (auto& h : p.message().trailers) {
+            cur.trailers.emplace_back(h.name, h.value);
+          }
           out.messages.push_back(cur);
           in_msg = false;
           break;
@@ -91,9 +95,13 @@ outcome run(http::parser& p, const std::vector<std::string>& chunks, bool eof = 
     // by ASan.
     auto owned = std::make_unique<char[]>(c.size() + 1);
     std::memcpy(owned.get(), c.data(), c.size());
-    if (!handle(std::string_view(owned.get(), c.size()))) return out;
+    if (!handle(std::string_view(owned.get(), c.size()))) {
+      return out;
+    }
   }
-  if (eof && p.finish_on_eof()) handle({});
+  if (eof && p.finish_on_eof()) {
+    handle({});
+  }
   out.partial = in_msg;
   return out;
 }
@@ -102,7 +110,9 @@ std::vector<std::vector<std::string>> splits_of(const std::string& s, unsigned s
   std::vector<std::vector<std::string>> all;
   all.push_back({s});
   std::vector<std::string> bytes;
-  for (char c : s) bytes.emplace_back(1, c);
+  for (char c : s) {
+    bytes.emplace_back(1, c);
+  }
   all.push_back(bytes);
   std::mt19937 rng(seed);
   for (int r = 0; r < 20; ++r) {
@@ -116,7 +126,9 @@ std::vector<std::vector<std::string>> splits_of(const std::string& s, unsigned s
     all.push_back(parts);
   }
   // Every two-way split.
-  for (std::size_t i = 1; i < s.size(); ++i) all.push_back({s.substr(0, i), s.substr(i)});
+  for (std::size_t i = 1; i < s.size(); ++i) {
+    all.push_back({s.substr(0, i), s.substr(i)});
+  }
   return all;
 }
 
@@ -130,7 +142,9 @@ outcome run_all_splits(http::parser::kind kind, const std::string& input,
     http::parser p(kind, limits);
     outcome got = run(p, parts, eof);
     EXPECT_TRUE(got == expect) << "split into " << parts.size() << " parts differs";
-    if (!(got == expect)) break;
+    if (!(got == expect)) {
+      break;
+    }
   }
   return expect;
 }
@@ -201,12 +215,16 @@ TEST(http_parser, chunked_body_with_extensions_and_trailers) {
 
 TEST(http_parser, pipelined_requests_in_order) {
   std::string in;
-  for (int i = 0; i < 5; ++i) in += "GET /r" + std::to_string(i) + " HTTP/1.1\r\nHost: a\r\n\r\n";
+  for (int i = 0; i < 5; ++i) {
+    in += "GET /r" + std::to_string(i) + " HTTP/1.1\r\nHost: a\r\n\r\n";
+  }
   in += "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
   in += "GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
   auto o = req(in);
   ASSERT_EQ(o.messages.size(), 7u);
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(o.messages[i].target, "/r" + std::to_string(i));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(o.messages[i].target, "/r" + std::to_string(i));
+  }
   EXPECT_EQ(o.messages[5].body, "abc");
   EXPECT_EQ(o.messages[6].target, "/last");
   EXPECT_FALSE(o.messages[6].keep_alive);
@@ -296,7 +314,9 @@ TEST(http_parser, control_bytes_in_long_values_at_every_position) {
     for (int bad : {0x00, 0x01, 0x0a, 0x0d, 0x1f, 0x7f}) {
       std::string value(21, 'v');
       value[pos] = static_cast<char>(bad);
-      if ((bad == 0x0a || bad == 0x0d) && (pos == 0 || pos == 20)) continue;  // line ends
+      if ((bad == 0x0a || bad == 0x0d) && (pos == 0 || pos == 20)) {
+        continue;  // line ends
+      }
       http::request_parser p;
       auto s = p.parse("GET / HTTP/1.1\r\nHost: a\r\nX: " + value + "\r\n\r\n");
       EXPECT_EQ(s.event, http::parse_event::error) << "pos " << pos << " byte " << int(bad);
@@ -321,7 +341,9 @@ TEST(http_parser, too_many_headers_431) {
   http::parser_limits l;
   l.max_headers = 4;
   std::string in = "GET / HTTP/1.1\r\nHost: a\r\n";
-  for (int i = 0; i < 5; ++i) in += "X" + std::to_string(i) + ": v\r\n";
+  for (int i = 0; i < 5; ++i) {
+    in += "X" + std::to_string(i) + ": v\r\n";
+  }
   in += "\r\n";
   EXPECT_EQ(req(in, l).error_status, 431);
 }

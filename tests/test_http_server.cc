@@ -13,10 +13,9 @@
 
 namespace http = evnet::http;
 using namespace std::chrono_literals;
-using proto_test::child;
 using proto_test::client;
+using proto_test::kGet;
 using proto_test::read_replies;
-using proto_test::reply;
 
 namespace {
 
@@ -29,7 +28,9 @@ class test_server {
     o.on_boot = [p](evnet::engine& e) { p->set_value(e.listen_addresses().at(0).port()); };
     srv_ = std::make_unique<http::server>(std::move(r), o);
     thread_ = std::thread([this, eo] { ec_ = srv_->run({"tcp://127.0.0.1:0"}, eo); });
-    if (f.wait_for(10s) == std::future_status::ready) port_ = f.get();
+    if (f.wait_for(10s) == std::future_status::ready) {
+      port_ = f.get();
+    }
   }
   ~test_server() {
     srv_->stop();
@@ -62,8 +63,6 @@ http::router basic_router() {
   });
   return r;
 }
-
-const char kGet[] = "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
 
 // ---------------- in-process server: limits and edge cases ----------------
 
@@ -271,20 +270,29 @@ TEST(http_server, many_connections_across_loops) {
   eo.loops = 2;
   test_server s(basic_router(), {}, eo);
   std::vector<std::thread> ts;
+  ts.reserve(4);
   std::atomic<int> ok{0};
   for (int t = 0; t < 4; ++t) {
     ts.emplace_back([&] {
       for (int i = 0; i < 20; ++i) {
         client c(s.port());
         std::string batch;
-        for (int k = 0; k < 5; ++k) batch += kGet;
-        if (!c.send(batch)) return;
+        for (int k = 0; k < 5; ++k) {
+          batch += kGet;
+        }
+        if (!c.send(batch)) {
+          return;
+        }
         auto r = read_replies(c, 5);
-        if (r.size() == 5 && r[4].body == "Hello, World!") ++ok;
+        if (r.size() == 5 && r[4].body == "Hello, World!") {
+          ++ok;
+        }
       }
     });
   }
-  for (auto& t : ts) t.join();
+  for (auto& t : ts) {
+    t.join();
+  }
   EXPECT_EQ(ok.load(), 80);
 }
 

@@ -9,10 +9,18 @@ namespace {
 // RFC 9110 tchar: the characters allowed in methods and field names.
 constexpr std::array<bool, 256> make_tchar_table() {
   std::array<bool, 256> t{};
-  for (int c = '0'; c <= '9'; ++c) t[c] = true;
-  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
-  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  for (int c = '0'; c <= '9'; ++c) {
+    t[c] = true;
+  }
+  for (int c = 'a'; c <= 'z'; ++c) {
+    t[c] = true;
+  }
+  for (int c = 'A'; c <= 'Z'; ++c) {
+    t[c] = true;
+  }
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) {
+    t[static_cast<unsigned char>(c)] = true;
+  }
   return t;
 }
 constexpr auto kTchar = make_tchar_table();
@@ -22,8 +30,12 @@ constexpr unsigned char lower(unsigned char c) noexcept {
 }
 
 std::string_view trim(std::string_view v) noexcept {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) {
+    v.remove_prefix(1);
+  }
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) {
+    v.remove_suffix(1);
+  }
   return v;
 }
 
@@ -45,42 +57,72 @@ bool field_value_ok(std::string_view v) noexcept {
     std::uint64_t y = x ^ (0x7F * kOnes);
     std::uint64_t is_del = (y - kOnes) & ~y & kHigh;
     if (below_space | is_del) {
-      for (std::size_t k = 0; k < 8; ++k)
-        if (!byte_ok(static_cast<unsigned char>(p[i + k]))) return false;
+      for (std::size_t k = 0; k < 8; ++k) {
+        if (!byte_ok(static_cast<unsigned char>(p[i + k]))) {
+          return false;
+        }
+      }
     }
   }
-  for (; i < n; ++i)
-    if (!byte_ok(static_cast<unsigned char>(p[i]))) return false;
+  for (; i < n; ++i) {
+    if (!byte_ok(static_cast<unsigned char>(p[i]))) {
+      return false;
+    }
+  }
   return true;
 }
 
 int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  if (c >= 'A' && c <= 'F') {
+    return c - 'A' + 10;
+  }
   return -1;
 }
 
 method method_from(std::string_view m) noexcept {
   switch (m.size()) {
     case 3:
-      if (m == "GET") return method::get;
-      if (m == "PUT") return method::put;
+      if (m == "GET") {
+        return method::get;
+      }
+      if (m == "PUT") {
+        return method::put;
+      }
       break;
     case 4:
-      if (m == "POST") return method::post;
-      if (m == "HEAD") return method::head;
+      if (m == "POST") {
+        return method::post;
+      }
+      if (m == "HEAD") {
+        return method::head;
+      }
       break;
     case 5:
-      if (m == "PATCH") return method::patch;
-      if (m == "TRACE") return method::trace;
+      if (m == "PATCH") {
+        return method::patch;
+      }
+      if (m == "TRACE") {
+        return method::trace;
+      }
       break;
     case 6:
-      if (m == "DELETE") return method::del;
+      if (m == "DELETE") {
+        return method::del;
+      }
       break;
     case 7:
-      if (m == "OPTIONS") return method::options;
-      if (m == "CONNECT") return method::connect;
+      if (m == "OPTIONS") {
+        return method::options;
+      }
+      if (m == "CONNECT") {
+        return method::connect;
+      }
       break;
     default:
       break;
@@ -90,9 +132,15 @@ method method_from(std::string_view m) noexcept {
 
 // Parses "HTTP/1.x"; returns the minor version, -1 when malformed, -2 when not HTTP/1.
 int parse_version(std::string_view v) noexcept {
-  if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || v[6] != '.') return -1;
-  if (v[5] < '0' || v[5] > '9' || v[7] < '0' || v[7] > '9') return -1;
-  if (v[5] != '1') return -2;
+  if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || v[6] != '.') {
+    return -1;
+  }
+  if (v[5] < '0' || v[5] > '9' || v[7] < '0' || v[7] > '9') {
+    return -1;
+  }
+  if (v[5] != '1') {
+    return -2;
+  }
   return v[7] == '0' ? 0 : 1;
 }
 
@@ -102,8 +150,12 @@ bool for_each_token(std::string_view v, F&& f) {
   while (!v.empty()) {
     std::size_t comma = v.find(',');
     std::string_view tok = trim(v.substr(0, comma));
-    if (!tok.empty() && f(tok)) return true;
-    if (comma == std::string_view::npos) break;
+    if (!tok.empty() && f(tok)) {
+      return true;
+    }
+    if (comma == std::string_view::npos) {
+      break;
+    }
     v.remove_prefix(comma + 1);
   }
   return false;
@@ -112,10 +164,13 @@ bool for_each_token(std::string_view v, F&& f) {
 }  // namespace
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
+  if (a.size() != b.size()) {
+    return false;
+  }
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i])))
+    if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i]))) {
       return false;
+    }
   }
   return true;
 }
@@ -123,25 +178,35 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
 std::string_view message::header(std::string_view name, bool* found) const noexcept {
   for (const auto& h : headers) {
     if (iequals(h.name, name)) {
-      if (found) *found = true;
+      if (found) {
+        *found = true;
+      }
       return h.value;
     }
   }
-  if (found) *found = false;
+  if (found) {
+    *found = false;
+  }
   return {};
 }
 
 bool message::header_has_token(std::string_view name, std::string_view token) const noexcept {
   for (const auto& h : headers) {
-    if (!iequals(h.name, name)) continue;
-    if (for_each_token(h.value, [&](std::string_view t) { return iequals(t, token); })) return true;
+    if (!iequals(h.name, name)) {
+      continue;
+    }
+    if (for_each_token(h.value, [&](std::string_view t) { return iequals(t, token); })) {
+      return true;
+    }
   }
   return false;
 }
 
 parser::parser(kind k, parser_limits limits) : kind_(k), limits_(limits) {
   // A head always needs room for at least a minimal start line.
-  if (limits_.max_head_bytes < 64) limits_.max_head_bytes = 64;
+  if (limits_.max_head_bytes < 64) {
+    limits_.max_head_bytes = 64;
+  }
 }
 parser::~parser() = default;
 parser::parser(parser&&) noexcept = default;
@@ -185,7 +250,9 @@ parse_step parser::finish_message(std::size_t consumed) {
 }
 
 bool parser::finish_on_eof() noexcept {
-  if (state_ != state::body_eof) return false;
+  if (state_ != state::body_eof) {
+    return false;
+  }
   state_ = state::done_pending;
   return true;
 }
@@ -201,9 +268,15 @@ parse_step parser::parse(std::string_view in) {
     case state::start: {
       // RFC 9112 §2.2: a server should ignore at least one empty line before a request line.
       std::size_t skip = 0;
-      while (skip < in.size() && (in[skip] == '\r' || in[skip] == '\n')) ++skip;
-      if (skip == in.size()) return {parse_event::need_more, skip, {}};
-      if (!head_buf_) head_buf_ = std::make_unique<char[]>(limits_.max_head_bytes);
+      while (skip < in.size() && (in[skip] == '\r' || in[skip] == '\n')) {
+        ++skip;
+      }
+      if (skip == in.size()) {
+        return {parse_event::need_more, skip, {}};
+      }
+      if (!head_buf_) {
+        head_buf_ = std::make_unique<char[]>(limits_.max_head_bytes);
+      }
       // Start a fresh message; clear() keeps the vectors' capacity, so no allocation.
       msg_.headers.clear();
       msg_.trailers.clear();
@@ -231,11 +304,15 @@ parse_step parser::parse(std::string_view in) {
     case state::body_length:
     case state::chunk_data: {
       if (remaining_ == 0) {
-        if (state_ == state::body_length) return finish_message(0);
+        if (state_ == state::body_length) {
+          return finish_message(0);
+        }
         state_ = state::chunk_crlf;
         return parse(in);
       }
-      if (in.empty()) return {parse_event::need_more, 0, {}};
+      if (in.empty()) {
+        return {parse_event::need_more, 0, {}};
+      }
       std::size_t n = in.size() < remaining_ ? in.size() : static_cast<std::size_t>(remaining_);
       remaining_ -= n;
       if (remaining_ == 0 && state_ == state::chunk_data) {
@@ -246,9 +323,13 @@ parse_step parser::parse(std::string_view in) {
     }
 
     case state::body_eof: {
-      if (in.empty()) return {parse_event::need_more, 0, {}};
+      if (in.empty()) {
+        return {parse_event::need_more, 0, {}};
+      }
       body_total_ += in.size();
-      if (body_total_ > limits_.max_body_bytes) return fail(413, "body too large");
+      if (body_total_ > limits_.max_body_bytes) {
+        return fail(413, "body too large");
+      }
       return {parse_event::body, in.size(), in};
     }
 
@@ -277,7 +358,9 @@ parse_step parser::parse(std::string_view in) {
       for (std::size_t i = 0; i < in.size(); ++i) {
         char c = in[i];
         if (c == '\n') {
-          if (chunk_digits_ == 0) return fail(400, "missing chunk size");
+          if (chunk_digits_ == 0) {
+            return fail(400, "missing chunk size");
+          }
           std::size_t used = i + 1;
           if (remaining_ == 0) {
             state_ = state::trailers;
@@ -287,27 +370,36 @@ parse_step parser::parse(std::string_view in) {
             return s;
           }
           body_total_ += remaining_;
-          if (body_total_ > limits_.max_body_bytes) return fail(413, "body too large");
+          if (body_total_ > limits_.max_body_bytes) {
+            return fail(413, "body too large");
+          }
           state_ = state::chunk_data;
           parse_step s = parse(in.substr(used));
           s.consumed += used;
           return s;
         }
-        if (chunk_cr_) return fail(400, "bare CR in chunk size line");
+        if (chunk_cr_) {
+          return fail(400, "bare CR in chunk size line");
+        }
         if (c == '\r') {
           chunk_cr_ = true;
           continue;
         }
         if (chunk_ext_) {
           // Extensions are ignored, but bounded so a peer cannot stream them forever.
-          if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)
+          if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) {
             return fail(400, "control character in chunk extension");
-          if (++chunk_digits_ > 4096) return fail(400, "chunk extension too long");
+          }
+          if (++chunk_digits_ > 4096) {
+            return fail(400, "chunk extension too long");
+          }
           continue;
         }
         int h = hex_value(c);
         if (h >= 0 && !chunk_cr_) {
-          if (remaining_ >> 60) return fail(400, "chunk size overflow");
+          if (remaining_ >> 60) {
+            return fail(400, "chunk size overflow");
+          }
           remaining_ = (remaining_ << 4) | static_cast<unsigned>(h);
           ++chunk_digits_;
           continue;
@@ -332,8 +424,9 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
     const void* nl = std::memchr(p, '\n', avail);
     std::size_t take = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - p) + 1 : avail;
     if (head_len_ + take > limits_.max_head_bytes) {
-      if (!trailers && line_start_ == 0 && kind_ == kind::request)
+      if (!trailers && line_start_ == 0 && kind_ == kind::request) {
         return fail(414, "request line too long");
+      }
       return fail(431, trailers ? "trailer section too large" : "header section too large");
     }
     std::memcpy(head_buf_.get() + head_len_, p, take);
@@ -342,31 +435,42 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
     if (!nl) {
       // A request line that has no end yet but is already longer than any allowed target.
       if (!trailers && line_start_ == 0 && kind_ == kind::request &&
-          head_len_ > limits_.max_target_bytes + 32)
+          head_len_ > limits_.max_target_bytes + 32) {
         return fail(414, "request target too long");
+      }
       return {parse_event::need_more, consumed, {}};
     }
     // The same bound as the early check above, so the answer does not depend on how the
     // input was split.
     if (!trailers && line_start_ == 0 && kind_ == kind::request &&
-        head_len_ - 1 > limits_.max_target_bytes + 32)
+        head_len_ - 1 > limits_.max_target_bytes + 32) {
       return fail(414, "request target too long");
+    }
     std::string_view line(head_buf_.get() + line_start_, head_len_ - 1 - line_start_);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (!line.empty() && line.back() == '\r') {
+      line.remove_suffix(1);
+    }
     bool first = !trailers && line_start_ == 0;
     line_start_ = head_len_;
     if (line.empty()) {
-      if (first) return fail(400, "empty start line");
-      if (trailers) return finish_message(consumed);
+      if (first) {
+        return fail(400, "empty start line");
+      }
+      if (trailers) {
+        return finish_message(consumed);
+      }
       parse_step s = on_head_complete();
       s.consumed = consumed;
       return s;
     }
     if (first) {
-      if (!parse_start_line(line)) return {parse_event::error, 0, {}};
-    } else {
-      if (!parse_field_line(line, trailers ? msg_.trailers : msg_.headers))
+      if (!parse_start_line(line)) {
         return {parse_event::error, 0, {}};
+      }
+    } else {
+      if (!parse_field_line(line, trailers ? msg_.trailers : msg_.headers)) {
+        return {parse_event::error, 0, {}};
+      }
     }
   }
   return {parse_event::need_more, consumed, {}};
@@ -378,24 +482,44 @@ bool parser::parse_start_line(std::string_view line) {
     const char* b = line.data();
     const char* e = b + line.size();
     const char* p = b;
-    while (p < e && kTchar[static_cast<unsigned char>(*p)]) ++p;
-    if (p == b || p == e) return fail(400, "malformed request line"), false;
-    if (*p != ' ') return fail(400, "bad method"), false;
+    while (p < e && kTchar[static_cast<unsigned char>(*p)]) {
+      ++p;
+    }
+    if (p == b || p == e) {
+      return fail(400, "malformed request line"), false;
+    }
+    if (*p != ' ') {
+      return fail(400, "bad method"), false;
+    }
     std::string_view m(b, static_cast<std::size_t>(p - b));
     const char* t = ++p;
     const char* question = nullptr;
     for (; p < e; ++p) {
       auto u = static_cast<unsigned char>(*p);
-      if (u <= 0x20 || u == 0x7f) break;
-      if (u == '?' && !question) question = p;
+      if (u <= 0x20 || u == 0x7f) {
+        break;
+      }
+      if (u == '?' && !question) {
+        question = p;
+      }
     }
-    std::size_t tlen = static_cast<std::size_t>(p - t);
-    if (tlen > limits_.max_target_bytes) return fail(414, "request target too long"), false;
-    if (tlen == 0) return fail(400, "empty request target"), false;
-    if (p == e || *p != ' ') return fail(400, "malformed request line"), false;
+    auto tlen = static_cast<std::size_t>(p - t);
+    if (tlen > limits_.max_target_bytes) {
+      return fail(414, "request target too long"), false;
+    }
+    if (tlen == 0) {
+      return fail(400, "empty request target"), false;
+    }
+    if (p == e || *p != ' ') {
+      return fail(400, "malformed request line"), false;
+    }
     int minor = parse_version(std::string_view(p + 1, static_cast<std::size_t>(e - p - 1)));
-    if (minor == -2) return fail(505, "HTTP version not supported"), false;
-    if (minor < 0) return fail(400, "malformed HTTP version"), false;
+    if (minor == -2) {
+      return fail(505, "HTTP version not supported"), false;
+    }
+    if (minor < 0) {
+      return fail(400, "malformed HTTP version"), false;
+    }
     std::string_view target(t, tlen);
     msg_.method_text = m;
     msg_.method = method_from(m);
@@ -412,17 +536,29 @@ bool parser::parse_start_line(std::string_view line) {
     return true;
   }
   // status-line = HTTP-version SP status-code SP [ reason-phrase ]
-  if (line.size() < 12 || line[8] != ' ') return fail(400, "malformed status line"), false;
+  if (line.size() < 12 || line[8] != ' ') {
+    return fail(400, "malformed status line"), false;
+  }
   int minor = parse_version(line.substr(0, 8));
-  if (minor == -2) return fail(505, "HTTP version not supported"), false;
-  if (minor < 0) return fail(400, "malformed HTTP version"), false;
+  if (minor == -2) {
+    return fail(505, "HTTP version not supported"), false;
+  }
+  if (minor < 0) {
+    return fail(400, "malformed HTTP version"), false;
+  }
   int status = 0;
   for (std::size_t i = 9; i < 12; ++i) {
-    if (line[i] < '0' || line[i] > '9') return fail(400, "malformed status code"), false;
+    if (line[i] < '0' || line[i] > '9') {
+      return fail(400, "malformed status code"), false;
+    }
     status = status * 10 + (line[i] - '0');
   }
-  if (status < 100) return fail(400, "malformed status code"), false;
-  if (line.size() > 12 && line[12] != ' ') return fail(400, "malformed status line"), false;
+  if (status < 100) {
+    return fail(400, "malformed status code"), false;
+  }
+  if (line.size() > 12 && line[12] != ' ') {
+    return fail(400, "malformed status line"), false;
+  }
   msg_.version_minor = minor;
   msg_.status = status;
   msg_.reason = line.size() > 13 ? line.substr(13) : std::string_view{};
@@ -430,15 +566,23 @@ bool parser::parse_start_line(std::string_view line) {
 }
 
 bool parser::parse_field_line(std::string_view line, std::vector<header_field>& into) {
-  if (line.front() == ' ' || line.front() == '\t') return fail(400, "obsolete line folding"), false;
+  if (line.front() == ' ' || line.front() == '\t') {
+    return fail(400, "obsolete line folding"), false;
+  }
   std::size_t colon = 0;
-  while (colon < line.size() && kTchar[static_cast<unsigned char>(line[colon])]) ++colon;
-  if (colon == 0 || colon == line.size() || line[colon] != ':')
+  while (colon < line.size() && kTchar[static_cast<unsigned char>(line[colon])]) {
+    ++colon;
+  }
+  if (colon == 0 || colon == line.size() || line[colon] != ':') {
     return fail(400, "malformed header field"), false;
+  }
   std::string_view value = trim(line.substr(colon + 1));
-  if (!field_value_ok(value)) return fail(400, "control character in header value"), false;
-  if (msg_.headers.size() + msg_.trailers.size() >= limits_.max_headers)
+  if (!field_value_ok(value)) {
+    return fail(400, "control character in header value"), false;
+  }
+  if (msg_.headers.size() + msg_.trailers.size() >= limits_.max_headers) {
     return fail(431, "too many header fields"), false;
+  }
   into.push_back({line.substr(0, colon), value});
   return true;
 }
@@ -455,24 +599,30 @@ parse_step parser::on_head_complete() {
     const std::string_view n = h.name;
     switch (n.size()) {
       case 4:
-        if (iequals(n, "host")) host = true;
+        if (iequals(n, "host")) {
+          host = true;
+        }
         break;
       case 6:
-        if (request && iequals(n, "expect") && iequals(h.value, "100-continue"))
+        if (request && iequals(n, "expect") && iequals(h.value, "100-continue")) {
           msg_.expect_continue = true;
+        }
         break;
       case 7:
-        if (iequals(n, "upgrade")) has_upgrade = true;
+        if (iequals(n, "upgrade")) {
+          has_upgrade = true;
+        }
         break;
       case 10:
         if (iequals(n, "connection")) {
           for_each_token(h.value, [&](std::string_view t) {
-            if (iequals(t, "close"))
+            if (iequals(t, "close")) {
               conn_close = true;
-            else if (iequals(t, "keep-alive"))
+            } else if (iequals(t, "keep-alive")) {
               conn_keep_alive = true;
-            else if (iequals(t, "upgrade"))
+            } else if (iequals(t, "upgrade")) {
               conn_upgrade = true;
+            }
             return false;
           });
         }
@@ -480,14 +630,21 @@ parse_step parser::on_head_complete() {
       case 14:
         if (iequals(n, "content-length")) {
           std::uint64_t v = 0;
-          if (h.value.empty()) return fail(400, "bad Content-Length");
+          if (h.value.empty()) {
+            return fail(400, "bad Content-Length");
+          }
           for (char c : h.value) {
-            if (c < '0' || c > '9') return fail(400, "bad Content-Length");
-            if (v > (UINT64_MAX - 9) / 10) return fail(400, "Content-Length overflow");
+            if (c < '0' || c > '9') {
+              return fail(400, "bad Content-Length");
+            }
+            if (v > (UINT64_MAX - 9) / 10) {
+              return fail(400, "Content-Length overflow");
+            }
             v = v * 10 + static_cast<unsigned>(c - '0');
           }
-          if (msg_.has_content_length && v != msg_.content_length)
+          if (msg_.has_content_length && v != msg_.content_length) {
             return fail(400, "conflicting Content-Length");
+          }
           msg_.has_content_length = true;
           msg_.content_length = v;
         }
@@ -514,18 +671,26 @@ parse_step parser::on_head_complete() {
   msg_.upgrade = conn_upgrade && has_upgrade;
 
   if (request) {
-    if (msg_.version_minor >= 1 && !host) return fail(400, "missing Host header");
+    if (msg_.version_minor >= 1 && !host) {
+      return fail(400, "missing Host header");
+    }
     if (has_te) {
       // A request carrying both framings is a smuggling vector; refuse it (RFC 9112 §6.1).
-      if (msg_.has_content_length) return fail(400, "both Content-Length and Transfer-Encoding");
-      if (!te_chunked) return fail(501, "unsupported Transfer-Encoding");
+      if (msg_.has_content_length) {
+        return fail(400, "both Content-Length and Transfer-Encoding");
+      }
+      if (!te_chunked) {
+        return fail(501, "unsupported Transfer-Encoding");
+      }
       msg_.chunked = true;
       remaining_ = 0;
       chunk_digits_ = 0;
       chunk_ext_ = chunk_cr_ = false;
       state_ = state::chunk_size;
     } else if (msg_.has_content_length && msg_.content_length > 0) {
-      if (msg_.content_length > limits_.max_body_bytes) return fail(413, "body too large");
+      if (msg_.content_length > limits_.max_body_bytes) {
+        return fail(413, "body too large");
+      }
       remaining_ = msg_.content_length;
       state_ = state::body_length;
     } else {
@@ -545,7 +710,9 @@ parse_step parser::on_head_complete() {
     chunk_ext_ = chunk_cr_ = false;
     state_ = state::chunk_size;
   } else if (!has_te && msg_.has_content_length) {
-    if (msg_.content_length > limits_.max_body_bytes) return fail(413, "body too large");
+    if (msg_.content_length > limits_.max_body_bytes) {
+      return fail(413, "body too large");
+    }
     remaining_ = msg_.content_length;
     state_ = remaining_ ? state::body_length : state::done_pending;
   } else {

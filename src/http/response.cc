@@ -1,6 +1,8 @@
 #include "evnet/http/response.h"
 
-#include <time.h>
+// clock_gettime() and gmtime_r() are POSIX, declared by <time.h>; <ctime> only promises the
+// ISO C functions.
+#include <time.h>  // NOLINT(modernize-deprecated-headers)
 
 #include <charconv>
 #include <cstdio>
@@ -170,7 +172,9 @@ void response_writer::begin_chunked() {
 }
 
 void response_writer::chunk(std::string_view data) {
-  if (data.empty()) return;
+  if (data.empty()) {
+    return;
+  }
   char num[20];
   auto r = std::to_chars(num, num + sizeof num, data.size(), 16);
   out_.append(num, static_cast<std::size_t>(r.ptr - num));

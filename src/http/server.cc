@@ -13,10 +13,11 @@ namespace evnet::http {
 response& response::start(int status, std::string_view reason) {
   started_ = true;
   writer_.status(status, reason).add_date();
-  if (last_)
+  if (last_) {
     writer_.close_connection();
-  else if (keep_alive_10_)
+  } else if (keep_alive_10_) {
     writer_.header("Connection", "keep-alive");
+  }
   return *this;
 }
 
@@ -26,10 +27,11 @@ response& response::header(std::string_view name, std::string_view value) {
 }
 
 void response::body(std::string_view body) {
-  if (head_request_)
+  if (head_request_) {
     writer_.end_headers(body.size());
-  else
+  } else {
     writer_.body(body);
+  }
   finished_ = true;
 }
 
@@ -38,11 +40,15 @@ void response::begin_chunked() {
 }
 
 void response::chunk(std::string_view data) {
-  if (!head_request_) writer_.chunk(data);
+  if (!head_request_) {
+    writer_.chunk(data);
+  }
 }
 
 void response::end_chunked() {
-  if (!head_request_) writer_.end_chunked();
+  if (!head_request_) {
+    writer_.end_chunked();
+  }
   finished_ = true;
 }
 
@@ -62,16 +68,23 @@ const route_handler* router::find(http::method m, std::string_view path,
                                   int& status) const noexcept {
   status = 404;
   for (const auto& r : routes_) {
-    if (r.path != path) continue;
-    if (r.method == m && m != method::other) return &r.handler;
+    if (r.path != path) {
+      continue;
+    }
+    if (r.method == m && m != method::other) {
+      return &r.handler;
+    }
     status = 405;
   }
   return nullptr;
 }
 
 const upgrade_handler* router::find_upgrade(std::string_view path) const noexcept {
-  for (const auto& u : upgrades_)
-    if (u.first == path) return &u.second;
+  for (const auto& u : upgrades_) {
+    if (u.first == path) {
+      return &u.second;
+    }
+  }
   return nullptr;
 }
 
@@ -103,7 +116,9 @@ std::error_code server::run(const std::vector<std::string>& addresses, const eng
 }
 
 void server::on_boot(evnet::engine& e) {
-  if (opts_.on_boot) opts_.on_boot(e);
+  if (opts_.on_boot) {
+    opts_.on_boot(e);
+  }
 }
 
 action server::on_open(evnet::conn& c) {
@@ -113,9 +128,12 @@ action server::on_open(evnet::conn& c) {
   s->last_activity = s->head_start = c.owner().now();
   auto first = opts_.header_timeout;
   if (opts_.keep_alive_timeout.count() > 0 &&
-      (first.count() == 0 || opts_.keep_alive_timeout < first))
+      (first.count() == 0 || opts_.keep_alive_timeout < first)) {
     first = opts_.keep_alive_timeout;
-  if (first.count() > 0) arm_timer(c, *s, first);
+  }
+  if (first.count() > 0) {
+    arm_timer(c, *s, first);
+  }
   return action::none;
 }
 
@@ -123,9 +141,13 @@ void server::arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds aft
   std::weak_ptr<evnet::conn> weak = c.shared_from_this();
   s.timer = c.owner().run_after(after, [this, weak] {
     auto sp = weak.lock();
-    if (!sp) return;
+    if (!sp) {
+      return;
+    }
     session* s2 = session_of(*sp);
-    if (!s2) return;
+    if (!s2) {
+      return;
+    }
     s2->timer = 0;
     on_timer(*sp, *s2);
   });
@@ -133,7 +155,9 @@ void server::arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds aft
 
 void server::on_timer(evnet::conn& c, session& s) {
   using namespace std::chrono;
-  if (s.upgraded || c.state() != conn_state::open) return;
+  if (s.upgraded || c.state() != conn_state::open) {
+    return;
+  }
   if (s.lingering || s.closing) {
     c.close();
     return;
@@ -163,7 +187,9 @@ void server::on_timer(evnet::conn& c, session& s) {
       deadline == steady_clock::time_point::max()
           ? (opts_.header_timeout.count() > 0 ? opts_.header_timeout : opts_.keep_alive_timeout)
           : duration_cast<milliseconds>(deadline - now) + milliseconds(1);
-  if (wait.count() <= 0) wait = milliseconds(1);
+  if (wait.count() <= 0) {
+    wait = milliseconds(1);
+  }
   arm_timer(c, s, wait);
 }
 
@@ -182,7 +208,9 @@ void server::dispatch(evnet::conn& c, session& s) {
   response res(s.out, m.method == method::head, last, !last && m.version_minor == 0);
   int status = 404;
   const route_handler* h = router_.find(m.method, m.path, status);
-  if (!h && m.method == method::head) h = router_.find(method::get, m.path, status);
+  if (!h && m.method == method::head) {
+    h = router_.find(method::get, m.path, status);
+  }
   if (!h) {
     res.start(status).header("Content-Type", "text/plain");
     res.body(status == 405 ? "Method Not Allowed\n" : "Not Found\n");
@@ -206,7 +234,9 @@ void server::dispatch(evnet::conn& c, session& s) {
       last = true;
     }
   }
-  if (last) s.closing = true;
+  if (last) {
+    s.closing = true;
+  }
 }
 
 action server::handle_input(evnet::conn& c, session& s) {
@@ -215,7 +245,9 @@ action server::handle_input(evnet::conn& c, session& s) {
   bool stop = false;
   auto now = c.owner().now();
   s.last_activity = now;
-  if (s.parser.idle()) s.head_start = now;
+  if (s.parser.idle()) {
+    s.head_start = now;
+  }
   for (std::string_view piece : {as_chars(v.first), as_chars(v.second)}) {
     while (!stop) {
       parse_step st = s.parser.parse(piece);
@@ -229,23 +261,32 @@ action server::handle_input(evnet::conn& c, session& s) {
           if (m.upgrade) {
             if (const upgrade_handler* up = router_.find_upgrade(m.path)) {
               s.upgraded = (*up)(c, m, s.out);
-              if (!s.upgraded) s.closing = true;
+              if (!s.upgraded) {
+                s.closing = true;
+              }
               stop = true;
               break;
             }
           }
           s.body.clear();
-          if (m.expect_continue && s.parser.in_body())
+          if (m.expect_continue && s.parser.in_body()) {
             s.out.append("HTTP/1.1 100 Continue\r\n\r\n");
+          }
           continue;
         }
         case parse_event::body:
-          if (opts_.buffer_body) s.body.append(st.body);
+          if (opts_.buffer_body) {
+            s.body.append(st.body);
+          }
           continue;
         case parse_event::done:
           dispatch(c, s);
-          if (s.closing) stop = true;
-          if (s.parser.idle()) s.head_start = now;
+          if (s.closing) {
+            stop = true;
+          }
+          if (s.parser.idle()) {
+            s.head_start = now;
+          }
           continue;
         case parse_event::error:
           answer_error(c, s, s.parser.error_status(), s.parser.error_reason());
@@ -256,40 +297,53 @@ action server::handle_input(evnet::conn& c, session& s) {
     }
   }
   // Lingering or closing: nothing more will be parsed, so drop all input.
-  if (s.lingering || s.closing)
+  if (s.lingering || s.closing) {
     c.discard();
-  else
+  } else {
     c.discard(total);
+  }
   if (!s.out.empty()) {
     (void)c.write(s.out);
     s.out.clear();
   }
   if (s.upgraded) {
-    if (s.timer) c.owner().cancel(s.timer), s.timer = 0;
+    if (s.timer) {
+      c.owner().cancel(s.timer), s.timer = 0;
+    }
     s.upgraded->on_upgraded(c, s.out);
     if (!s.out.empty()) {
       (void)c.write(s.out);
       s.out.clear();
     }
-    if (c.inbound_size() > 0) return s.upgraded->on_traffic(c);
+    if (c.inbound_size() > 0) {
+      return s.upgraded->on_traffic(c);
+    }
     return action::none;
   }
   if (s.lingering) {
     // Stop sending but keep reading for a while, so the client reads our answer rather than
     // a reset caused by unread data in our receive buffer.
     (void)c.shutdown_write();
-    if (s.timer) c.owner().cancel(s.timer);
+    if (s.timer) {
+      c.owner().cancel(s.timer);
+    }
     arm_timer(c, s, opts_.linger);
     return action::none;
   }
-  if (s.closing) return action::close;
+  if (s.closing) {
+    return action::close;
+  }
   return action::none;
 }
 
 action server::on_traffic(evnet::conn& c) {
   session* s = session_of(c);
-  if (!s) return action::close;
-  if (s->upgraded) return s->upgraded->on_traffic(c);
+  if (!s) {
+    return action::close;
+  }
+  if (s->upgraded) {
+    return s->upgraded->on_traffic(c);
+  }
   if (s->lingering) {
     c.discard();
     return action::none;
@@ -304,9 +358,15 @@ action server::on_read_eof(evnet::conn& c) {
 
 void server::on_close(evnet::conn& c, std::error_code reason) {
   session* s = session_of(c);
-  if (!s) return;
-  if (s->upgraded) s->upgraded->on_close(c, reason);
-  if (s->timer) c.owner().cancel(s->timer);
+  if (!s) {
+    return;
+  }
+  if (s->upgraded) {
+    s->upgraded->on_close(c, reason);
+  }
+  if (s->timer) {
+    c.owner().cancel(s->timer);
+  }
   c.context().reset();
   delete s;
 }

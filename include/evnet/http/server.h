@@ -88,8 +88,8 @@ class upgraded_protocol {
   virtual action on_traffic(evnet::conn& c) = 0;
   /// The connection closed; called exactly once.
   virtual void on_close(evnet::conn& c, std::error_code reason) = 0;
-  /// Called right after the switch (the 101 response is already staged in `out` and is
-  /// written together with anything appended here).
+  /// Called right after the switch, once the 101 response has been handed to the connection.
+  /// `out` is empty on entry; whatever is appended to it (e.g. a greeting) is written next.
   virtual void on_upgraded(evnet::conn& c, std::string& out) {
     (void)c;
     (void)out;
