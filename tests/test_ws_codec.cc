@@ -32,10 +32,14 @@ std::string raw_frame(unsigned char b0, unsigned char b1_len, std::string_view p
   out.push_back(static_cast<char>(b0));
   out.push_back(static_cast<char>((mask ? 0x80 : 0) | b1_len));
   const std::uint8_t key[4] = {1, 2, 3, 4};
-  if (mask) out.append(reinterpret_cast<const char*>(key), 4);
+  if (mask) {
+    out.append(reinterpret_cast<const char*>(key), 4);
+  }
   std::size_t start = out.size();
   out.append(payload);
-  if (mask) ws::apply_mask(out.data() + start, payload.size(), key);
+  if (mask) {
+    ws::apply_mask(out.data() + start, payload.size(), key);
+  }
   return out;
 }
 
@@ -87,7 +91,9 @@ std::vector<std::vector<std::string>> splits_of(const std::string& s) {
   std::vector<std::vector<std::string>> all;
   all.push_back({s});
   std::vector<std::string> bytes;
-  for (char c : s) bytes.emplace_back(1, c);
+  for (char c : s) {
+    bytes.emplace_back(1, c);
+  }
   all.push_back(bytes);
   std::mt19937 rng(7);
   for (int r = 0; r < 20; ++r) {
@@ -99,8 +105,11 @@ std::vector<std::vector<std::string>> splits_of(const std::string& s) {
     }
     all.push_back(parts);
   }
-  if (s.size() < 4096)
-    for (std::size_t i = 1; i < s.size(); ++i) all.push_back({s.substr(0, i), s.substr(i)});
+  if (s.size() < 4096) {
+    for (std::size_t i = 1; i < s.size(); ++i) {
+      all.push_back({s.substr(0, i), s.substr(i)});
+    }
+  }
   return all;
 }
 
@@ -111,14 +120,18 @@ std::vector<std::string> read_all(const std::string& input, ws::reader_config cf
   for (const auto& parts : splits_of(input)) {
     ws::inflater inf(15, false);
     ws::reader r(cfg);
-    if (with_inflater) r.set_inflater(&inf);
+    if (with_inflater) {
+      r.set_inflater(&inf);
+    }
     auto got = run(r, parts);
     if (first) {
       expect = got;
       first = false;
     } else {
       EXPECT_EQ(got, expect) << "split into " << parts.size() << " parts differs";
-      if (got != expect) break;
+      if (got != expect) {
+        break;
+      }
     }
   }
   return expect;
@@ -176,10 +189,11 @@ TEST(ws_handshake, check_upgrade_table) {
     ASSERT_EQ(p.parse(c.request).event, http::parse_event::head);
     auto r = ws::check_upgrade(p.message());
     EXPECT_EQ(r.status, c.status);
-    if (c.status == 0)
+    if (c.status == 0) {
       EXPECT_EQ(r.key, "dGhlIHNhbXBsZSBub25jZQ==");
-    else
+    } else {
       EXPECT_FALSE(r.reason.empty());
+    }
   }
 }
 
@@ -381,11 +395,14 @@ TEST(ws_writer, apply_mask_matches_bytewise_reference) {
   for (std::size_t offset = 0; offset < 4; ++offset) {
     for (std::size_t len = 0; len < 150; ++len) {
       std::string data(len + 3, '\0');
-      for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + len);
+      for (std::size_t i = 0; i < data.size(); ++i) {
+        data[i] = static_cast<char>(i * 7 + len);
+      }
       std::string expect = data;
       // Unaligned start (+3) so the vector loop sees unaligned addresses too.
-      for (std::size_t i = 0; i < len; ++i)
+      for (std::size_t i = 0; i < len; ++i) {
         expect[3 + i] = static_cast<char>(expect[3 + i] ^ key[(offset + i) & 3]);
+      }
       std::size_t next = ws::apply_mask(data.data() + 3, len, key, offset);
       ASSERT_EQ(data, expect) << "offset " << offset << " len " << len;
       EXPECT_EQ(next, (offset + len) & 3);
@@ -450,7 +467,9 @@ TEST(ws_deflate, round_trip_with_and_without_context_takeover) {
     for (std::size_t k = 0; k < msgs.size(); ++k) {
       std::string c, back;
       ASSERT_TRUE(d.deflate_message(msgs[k], c));
-      if (k == 3) second_size = c.size();
+      if (k == 3) {
+        second_size = c.size();
+      }
       ASSERT_EQ(i.inflate_message(c, back, 1 << 20), ws::inflate_result::ok);
       EXPECT_EQ(back, msgs[k]);
     }

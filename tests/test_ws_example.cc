@@ -21,7 +21,9 @@ namespace {
 
 // "r=a%20b" → "a b" (only what encodeURIComponent produces).
 std::string percent_decode(std::string_view q) {
-  if (q.substr(0, 2) == "r=") q.remove_prefix(2);
+  if (q.substr(0, 2) == "r=") {
+    q.remove_prefix(2);
+  }
   std::string out;
   for (std::size_t i = 0; i < q.size(); ++i) {
     if (q[i] == '%' && i + 2 < q.size()) {
@@ -39,23 +41,27 @@ struct example {
   int port = 0;
   example() {
     std::string bin = proto_test::binary_dir() + "/examples/ws_echo_server";
-    if (proto_test::executable(bin) && proc.start({bin, "--port", "0", "--loops", "1"}, false))
+    if (proto_test::executable(bin) && proc.start({bin, "--port", "0", "--loops", "1"}, false)) {
       port = proc.wait_listening();
+    }
   }
 };
 
 constexpr const char* kPython = "/usr/bin/python3";
 
 bool python_websockets_available() {
-  if (!proto_test::executable(kPython)) return false;
+  if (!proto_test::executable(kPython)) {
+    return false;
+  }
   std::string out;
   return proto_test::run({kPython, "-c", "import websockets"}, out, 30s) == 0;
 }
 
 void run_python(const char* scenario) {
-  if (!python_websockets_available())
+  if (!python_websockets_available()) {
     GTEST_SKIP() << "/usr/bin/python3 with the websockets module (Debian python3-websockets) is "
                     "not installed";
+  }
   example ex;
   ASSERT_GT(ex.port, 0) << "ws_echo_server did not start: " << ex.proc.captured;
   std::string script = proto_test::source_dir() + "/tests/ws_python_client.py";
@@ -149,8 +155,11 @@ TEST(ws_example, bad_handshakes_are_refused) {
 }
 
 std::string find_chromium() {
-  for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser"})
-    if (proto_test::executable(p)) return p;
+  for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser"}) {
+    if (proto_test::executable(p)) {
+      return p;
+    }
+  }
   return {};
 }
 
@@ -189,7 +198,9 @@ ws.onclose = (ev) => {
 
 TEST(ws_chromium, page_exchanges_messages_with_echo_server) {
   std::string chromium = find_chromium();
-  if (chromium.empty()) GTEST_SKIP() << "chromium is not installed (scripts/deps test installs it)";
+  if (chromium.empty()) {
+    GTEST_SKIP() << "chromium is not installed (scripts/deps test installs it)";
+  }
   example ex;
   ASSERT_GT(ex.port, 0);
 

@@ -16,7 +16,6 @@
 #include "proto_test_util.h"
 
 namespace ws = evnet::ws;
-namespace http = evnet::http;
 using namespace std::chrono_literals;
 
 namespace {
@@ -75,14 +74,16 @@ class recording_handler : public ws::handler {
 
 class test_ws_server {
  public:
-  explicit test_ws_server(ws::handler& h, ws::options o = {}) : srv_(h, o, "/") {
+  explicit test_ws_server(ws::handler& h, ws::options o = {}) : srv_(h, std::move(o), "/") {
     auto p = std::make_shared<std::promise<int>>();
     auto f = p->get_future();
     srv_.http_options().on_boot = [p](evnet::engine& e) {
       p->set_value(e.listen_addresses().at(0).port());
     };
     thread_ = std::thread([this] { (void)srv_.run({"tcp://127.0.0.1:0"}); });
-    if (f.wait_for(10s) == std::future_status::ready) port_ = f.get();
+    if (f.wait_for(10s) == std::future_status::ready) {
+      port_ = f.get();
+    }
   }
   ~test_ws_server() {
     srv_.stop();
@@ -116,12 +117,16 @@ struct raw_ws {
     std::string resp;
     while (resp.find("\r\n\r\n") == std::string::npos) {
       std::string s = tcp.recv_some();
-      if (s.empty()) break;
+      if (s.empty()) {
+        break;
+      }
       resp += s;
     }
     EXPECT_EQ(resp.rfind("HTTP/1.1 101", 0), 0u) << resp;
     auto end = resp.find("\r\n\r\n");
-    if (end != std::string::npos) pending.assign(resp.begin() + end + 4, resp.end());
+    if (end != std::string::npos) {
+      pending.assign(resp.begin() + end + 4, resp.end());
+    }
   }
 
   bool send_frame(ws::opcode op, std::string_view payload, bool fin = true) {
@@ -143,7 +148,9 @@ struct raw_ws {
         pending.clear();
       }
       std::string more = tcp.recv_some();
-      if (more.empty()) return {};
+      if (more.empty()) {
+        return {};
+      }
       pending.assign(more.begin(), more.end());
     }
   }
@@ -304,7 +311,9 @@ TEST(ws_server, cross_thread_send_and_close) {
   ws::connection_ptr conn = h.wait_open();
   ASSERT_TRUE(conn);
   std::thread t([&] {
-    for (int i = 0; i < 100; ++i) EXPECT_FALSE(conn->send_text("m" + std::to_string(i)));
+    for (int i = 0; i < 100; ++i) {
+      EXPECT_FALSE(conn->send_text("m" + std::to_string(i)));
+    }
     EXPECT_FALSE(conn->close(4100, "from another thread"));
   });
   t.join();
@@ -392,7 +401,9 @@ TEST(ws_client, permessage_deflate_negotiated_and_used) {
   ASSERT_TRUE(c);
   EXPECT_NE(c->extensions().find("permessage-deflate"), std::string::npos);
   std::string big;
-  for (int i = 0; i < 5000; ++i) big += "compressible text " + std::to_string(i % 10);
+  for (int i = 0; i < 5000; ++i) {
+    big += "compressible text " + std::to_string(i % 10);
+  }
   EXPECT_FALSE(c->send_text(big));
   EXPECT_FALSE(c->send_text("short"));
   auto msgs = h.wait_messages(2);
@@ -426,12 +437,14 @@ TEST(ws_client, subprotocol_selected_and_context_takeover_negotiated) {
   ASSERT_TRUE(sc);
   EXPECT_EQ(sc->subprotocol(), "chat");
   // Without context takeover every message is compressed on its own; all must round-trip.
-  for (int i = 0; i < 5; ++i)
+  for (int i = 0; i < 5; ++i) {
     EXPECT_FALSE(c->send_text("repeat repeat repeat " + std::to_string(i)));
+  }
   auto msgs = h.wait_messages(5);
   ASSERT_EQ(msgs.size(), 5u);
-  for (int i = 0; i < 5; ++i)
+  for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(msgs[i].second, "repeat repeat repeat " + std::to_string(i));
+  }
 }
 
 TEST(ws_client, connection_refused_reports_failure) {

@@ -15,13 +15,19 @@ struct parsed_url {
 };
 
 bool parse_ws_url(std::string_view url, parsed_url& out) {
-  if (url.substr(0, 5) != "ws://") return false;
+  if (url.substr(0, 5) != "ws://") {
+    return false;
+  }
   url.remove_prefix(5);
   std::size_t slash = url.find('/');
   std::string_view hp = url.substr(0, slash);
-  if (hp.empty()) return false;
+  if (hp.empty()) {
+    return false;
+  }
   out.host_port = std::string(hp);
-  if (hp.find(':') == std::string_view::npos && hp.front() != '[') out.host_port += ":80";
+  if (hp.find(':') == std::string_view::npos && hp.front() != '[') {
+    out.host_port += ":80";
+  }
   out.target = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
   return true;
 }
@@ -47,7 +53,9 @@ class client::impl final : public evnet::handler {
 
   action on_open(evnet::conn& c) override {
     auto* st = state(c);
-    if (!st) return action::close;
+    if (!st) {
+      return action::close;
+    }
     st->key = generate_key();
     std::string req;
     write_client_request(req, st->where.host_port, st->where.target, st->key, opts_.protocols,
@@ -57,9 +65,13 @@ class client::impl final : public evnet::handler {
       std::weak_ptr<evnet::conn> weak = c.shared_from_this();
       st->timer = c.owner().run_after(opts_.handshake_timeout, [this, weak] {
         auto sp = weak.lock();
-        if (!sp) return;
+        if (!sp) {
+          return;
+        }
         auto* s = state(*sp);
-        if (!s || s->session || s->failed) return;
+        if (!s || s->session || s->failed) {
+          return;
+        }
         s->timer = 0;
         fail(*sp, *s, "handshake timed out");
         sp->close();
@@ -74,7 +86,9 @@ class client::impl final : public evnet::handler {
       c.discard();
       return action::close;
     }
-    if (st->session) return st->session->on_traffic(c);
+    if (st->session) {
+      return st->session->on_traffic(c);
+    }
     input_view v = c.peek();
     std::size_t consumed = 0;
     for (std::string_view piece : {as_chars(v.first), as_chars(v.second)}) {
@@ -82,7 +96,9 @@ class client::impl final : public evnet::handler {
         http::parse_step s = st->parser.parse(piece);
         piece.remove_prefix(s.consumed);
         consumed += s.consumed;
-        if (s.event == http::parse_event::need_more) break;
+        if (s.event == http::parse_event::need_more) {
+          break;
+        }
         if (s.event == http::parse_event::error) {
           fail(c, *st, "malformed handshake response");
           return action::close;
@@ -99,12 +115,17 @@ class client::impl final : public evnet::handler {
 
   void on_close(evnet::conn& c, std::error_code reason) override {
     auto* st = state(c);
-    if (!st) return;
-    if (st->timer) c.owner().cancel(st->timer), st->timer = 0;
-    if (st->session)
+    if (!st) {
+      return;
+    }
+    if (st->timer) {
+      c.owner().cancel(st->timer), st->timer = 0;
+    }
+    if (st->session) {
       st->session->on_close(c, reason);
-    else if (!st->failed)
+    } else if (!st->failed) {
       fail(c, *st, "connection closed during the handshake");
+    }
     st->session.reset();
     c.context().reset();
   }
@@ -112,11 +133,15 @@ class client::impl final : public evnet::handler {
   std::error_code connect(std::string_view url) {
     auto st = std::make_shared<client_conn>();
     st->url = std::string(url);
-    if (!parse_ws_url(url, st->where)) return errc::bad_address;
+    if (!parse_ws_url(url, st->where)) {
+      return errc::bad_address;
+    }
     evnet::dial_options d;
     d.context = st;
     d.on_result = [this, st](evnet::conn* c, std::error_code ec) {
-      if (!c || ec) h_.on_connect_failed(st->url, ec ? ec.message() : "connect failed");
+      if (!c || ec) {
+        h_.on_connect_failed(st->url, ec ? ec.message() : "connect failed");
+      }
     };
     return engine_.dial("tcp://" + st->where.host_port, std::move(d));
   }
@@ -130,7 +155,9 @@ class client::impl final : public evnet::handler {
     });
     // Either the engine boots, or run() fails before boot.
     for (;;) {
-      if (ready.wait_for(std::chrono::milliseconds(5)) == std::future_status::ready) return {};
+      if (ready.wait_for(std::chrono::milliseconds(5)) == std::future_status::ready) {
+        return {};
+      }
       if (run_result.wait_for(std::chrono::milliseconds(0)) == std::future_status::ready) {
         thread_.join();
         std::error_code ec = run_result.get();
@@ -141,7 +168,9 @@ class client::impl final : public evnet::handler {
 
   void stop() {
     engine_.stop();
-    if (thread_.joinable()) thread_.join();
+    if (thread_.joinable()) {
+      thread_.join();
+    }
   }
 
  private:
@@ -151,7 +180,9 @@ class client::impl final : public evnet::handler {
   }
 
   void fail(evnet::conn&, client_conn& st, std::string_view what) {
-    if (st.failed) return;
+    if (st.failed) {
+      return;
+    }
     st.failed = true;
     h_.on_connect_failed(st.url, what);
   }
@@ -167,21 +198,29 @@ class client::impl final : public evnet::handler {
     bool has_ext = false;
     std::string_view ext = m.header("sec-websocket-extensions", &has_ext);
     if (has_ext) {
-      if (opts_.permessage_deflate) deflate = parse_deflate_response(ext);
+      if (opts_.permessage_deflate) {
+        deflate = parse_deflate_response(ext);
+      }
       if (!deflate) {
         fail(c, st, "server accepted an extension we did not offer");
         return action::close;
       }
     }
     std::string protocol(m.header("sec-websocket-protocol"));
-    if (st.timer) c.owner().cancel(st.timer), st.timer = 0;
+    if (st.timer) {
+      c.owner().cancel(st.timer), st.timer = 0;
+    }
     st.session =
         std::make_unique<detail::session>(c, h_, opts_, role::client, protocol, std::string(ext),
                                           st.where.target, deflate ? &*deflate : nullptr);
     std::string out;
     st.session->on_upgraded(c, out);
-    if (!out.empty()) (void)c.write(out);
-    if (c.inbound_size() > 0) return st.session->on_traffic(c);
+    if (!out.empty()) {
+      (void)c.write(out);
+    }
+    if (c.inbound_size() > 0) {
+      return st.session->on_traffic(c);
+    }
     return action::none;
   }
 

@@ -10,8 +10,12 @@ namespace evnet::ws {
 namespace {
 
 std::string_view trim(std::string_view v) noexcept {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) {
+    v.remove_prefix(1);
+  }
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) {
+    v.remove_suffix(1);
+  }
   return v;
 }
 
@@ -25,9 +29,15 @@ std::string_view take(std::string_view& s, char sep) {
 
 // Window bits parameter value: 8..15, optionally quoted. -1 when invalid.
 int window_bits(std::string_view v) {
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  if (v.size() == 1 && v[0] >= '8' && v[0] <= '9') return v[0] - '0';
-  if (v.size() == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5') return 10 + (v[1] - '0');
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') {
+    v = v.substr(1, v.size() - 2);
+  }
+  if (v.size() == 1 && v[0] >= '8' && v[0] <= '9') {
+    return v[0] - '0';
+  }
+  if (v.size() == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5') {
+    return 10 + (v[1] - '0');
+  }
   return -1;
 }
 
@@ -47,20 +57,28 @@ offer parse_params(std::string_view params, bool response) {
     std::string_view value = trim(p);
     bool has_value = !value.empty();
     if (http::iequals(name, "server_no_context_takeover")) {
-      if (o.server_nct || has_value) o.ok = false;
+      if (o.server_nct || has_value) {
+        o.ok = false;
+      }
       o.server_nct = true;
     } else if (http::iequals(name, "client_no_context_takeover")) {
-      if (o.client_nct || has_value) o.ok = false;
+      if (o.client_nct || has_value) {
+        o.ok = false;
+      }
       o.client_nct = true;
     } else if (http::iequals(name, "server_max_window_bits")) {
       int b = window_bits(value);
-      if (o.has_server_bits || b < 0) o.ok = false;
+      if (o.has_server_bits || b < 0) {
+        o.ok = false;
+      }
       o.has_server_bits = true;
       o.server_bits = b;
     } else if (http::iequals(name, "client_max_window_bits")) {
       // In an offer the value is optional ("I can limit my window if you ask").
       int b = has_value ? window_bits(value) : 15;
-      if (o.has_client_bits || b < 0 || (response && !has_value)) o.ok = false;
+      if (o.has_client_bits || b < 0 || (response && !has_value)) {
+        o.ok = false;
+      }
       o.has_client_bits = true;
       o.client_bits = b;
     } else {
@@ -77,17 +95,24 @@ std::optional<deflate_params> negotiate_deflate(std::string_view offers, std::st
   while (!offers.empty()) {
     std::string_view ext = take(offers, ',');
     std::string_view name = take(ext, ';');
-    if (!http::iequals(name, "permessage-deflate")) continue;
+    if (!http::iequals(name, "permessage-deflate")) {
+      continue;
+    }
     offer o = parse_params(ext, false);
-    if (!o.ok) continue;
+    if (!o.ok) {
+      continue;
+    }
     // zlib cannot produce raw deflate with a 256-byte window, so decline such an offer.
-    if (o.has_server_bits && o.server_bits < 9) continue;
+    if (o.has_server_bits && o.server_bits < 9) {
+      continue;
+    }
     deflate_params p;
     p.server_no_context_takeover = o.server_nct || want.server_no_context_takeover;
     p.client_no_context_takeover = o.client_nct || want.client_no_context_takeover;
     p.server_max_window_bits = o.has_server_bits ? o.server_bits : 15;
-    if (want.server_max_window_bits < p.server_max_window_bits)
+    if (want.server_max_window_bits < p.server_max_window_bits) {
       p.server_max_window_bits = want.server_max_window_bits < 9 ? 9 : want.server_max_window_bits;
+    }
     // We may only name client_max_window_bits if the client offered it.
     p.client_max_window_bits = o.has_client_bits ? o.client_bits : 15;
     bool send_client_bits = false;
@@ -98,12 +123,18 @@ std::optional<deflate_params> negotiate_deflate(std::string_view offers, std::st
       send_client_bits = true;
     }
     response = "permessage-deflate";
-    if (p.server_no_context_takeover) response += "; server_no_context_takeover";
-    if (p.client_no_context_takeover) response += "; client_no_context_takeover";
-    if (o.has_server_bits || p.server_max_window_bits < 15)
+    if (p.server_no_context_takeover) {
+      response += "; server_no_context_takeover";
+    }
+    if (p.client_no_context_takeover) {
+      response += "; client_no_context_takeover";
+    }
+    if (o.has_server_bits || p.server_max_window_bits < 15) {
       response += "; server_max_window_bits=" + std::to_string(p.server_max_window_bits);
-    if (send_client_bits)
+    }
+    if (send_client_bits) {
       response += "; client_max_window_bits=" + std::to_string(p.client_max_window_bits);
+    }
     return p;
   }
   return std::nullopt;
@@ -111,10 +142,15 @@ std::optional<deflate_params> negotiate_deflate(std::string_view offers, std::st
 
 std::string deflate_offer(const deflate_params& want) {
   std::string s = "permessage-deflate";
-  if (want.server_no_context_takeover) s += "; server_no_context_takeover";
-  if (want.client_no_context_takeover) s += "; client_no_context_takeover";
-  if (want.server_max_window_bits < 15)
+  if (want.server_no_context_takeover) {
+    s += "; server_no_context_takeover";
+  }
+  if (want.client_no_context_takeover) {
+    s += "; client_no_context_takeover";
+  }
+  if (want.server_max_window_bits < 15) {
     s += "; server_max_window_bits=" + std::to_string(want.server_max_window_bits);
+  }
   s += "; client_max_window_bits";
   return s;
 }
@@ -122,11 +158,17 @@ std::string deflate_offer(const deflate_params& want) {
 std::optional<deflate_params> parse_deflate_response(std::string_view value) {
   std::string_view ext = value;
   std::string_view first = take(ext, ',');
-  if (!ext.empty()) return std::nullopt;  // we offered one extension; more is invalid
+  if (!ext.empty()) {
+    return std::nullopt;  // we offered one extension; more is invalid
+  }
   std::string_view name = take(first, ';');
-  if (!http::iequals(name, "permessage-deflate")) return std::nullopt;
+  if (!http::iequals(name, "permessage-deflate")) {
+    return std::nullopt;
+  }
   offer o = parse_params(first, true);
-  if (!o.ok) return std::nullopt;
+  if (!o.ok) {
+    return std::nullopt;
+  }
   deflate_params p;
   p.server_no_context_takeover = o.server_nct;
   p.client_no_context_takeover = o.client_nct;
@@ -150,13 +192,17 @@ inflater::inflater(int window_bits, bool no_context_takeover) : impl_(std::make_
 }
 
 inflater::~inflater() {
-  if (impl_->ok) inflateEnd(&impl_->z);
+  if (impl_->ok) {
+    inflateEnd(&impl_->z);
+  }
 }
 
 inflate_result inflater::inflate_message(std::string_view compressed, std::string& out,
                                          std::uint64_t max_bytes) {
-  if (!impl_->ok) return inflate_result::corrupt;
-  static const unsigned char kTail[4] = {0x00, 0x00, 0xFF, 0xFF};
+  if (!impl_->ok) {
+    return inflate_result::corrupt;
+  }
+  static constexpr unsigned char kTail[4] = {0x00, 0x00, 0xFF, 0xFF};
   z_stream& z = impl_->z;
   const std::size_t start = out.size();
   inflate_result result = inflate_result::ok;
@@ -169,8 +215,12 @@ inflate_result inflater::inflate_message(std::string_view compressed, std::strin
       // Never grow the output more than one byte past the limit.
       std::uint64_t room = max_bytes + 1 - produced;
       std::uint64_t want = z.avail_in * 4ull + 1024;
-      if (want > 256 * 1024) want = 256 * 1024;
-      if (want > room) want = room;
+      if (want > std::uint64_t{256} * 1024) {
+        want = std::uint64_t{256} * 1024;
+      }
+      if (want > room) {
+        want = room;
+      }
       std::size_t old = out.size();
       out.resize(old + want);
       z.next_out = reinterpret_cast<Bytef*>(out.data() + old);
@@ -184,12 +234,18 @@ inflate_result inflater::inflate_message(std::string_view compressed, std::strin
       if (rc == Z_STREAM_END) {
         // The peer ended the deflate stream (BFINAL); the next message starts a new one.
         inflateReset(&z);
-        if (z.avail_in == 0) break;
+        if (z.avail_in == 0) {
+          break;
+        }
         continue;
       }
       if (rc == Z_BUF_ERROR) {
-        if (z.avail_in == 0) break;  // no progress possible: all input used
-        if (z.avail_out == 0) continue;
+        if (z.avail_in == 0) {
+          break;  // no progress possible: all input used
+        }
+        if (z.avail_out == 0) {
+          continue;
+        }
         result = inflate_result::corrupt;
         break;
       }
@@ -197,10 +253,14 @@ inflate_result inflater::inflate_message(std::string_view compressed, std::strin
         result = inflate_result::corrupt;
         break;
       }
-      if (z.avail_in == 0 && z.avail_out > 0) break;
+      if (z.avail_in == 0 && z.avail_out > 0) {
+        break;
+      }
     }
   }
-  if (result != inflate_result::ok || impl_->reset_each) inflateReset(&z);
+  if (result != inflate_result::ok || impl_->reset_each) {
+    inflateReset(&z);
+  }
   return result;
 }
 
@@ -212,19 +272,27 @@ struct deflater::impl {
 
 deflater::deflater(int window_bits, bool no_context_takeover, int level)
     : impl_(std::make_unique<impl>()) {
-  if (window_bits < 9) window_bits = 9;
-  if (window_bits > 15) window_bits = 15;
+  if (window_bits < 9) {
+    window_bits = 9;
+  }
+  if (window_bits > 15) {
+    window_bits = 15;
+  }
   impl_->ok =
       deflateInit2(&impl_->z, level, Z_DEFLATED, -window_bits, 8, Z_DEFAULT_STRATEGY) == Z_OK;
   impl_->reset_each = no_context_takeover;
 }
 
 deflater::~deflater() {
-  if (impl_->ok) deflateEnd(&impl_->z);
+  if (impl_->ok) {
+    deflateEnd(&impl_->z);
+  }
 }
 
 bool deflater::deflate_message(std::string_view message, std::string& out) {
-  if (!impl_->ok) return false;
+  if (!impl_->ok) {
+    return false;
+  }
   z_stream& z = impl_->z;
   const std::size_t start = out.size();
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(message.data()));
@@ -237,15 +305,24 @@ bool deflater::deflate_message(std::string_view message, std::string& out) {
     z.avail_out = static_cast<uInt>(want);
     int rc = ::deflate(&z, Z_SYNC_FLUSH);
     out.resize(old + (want - z.avail_out));
-    if (rc != Z_OK && rc != Z_BUF_ERROR) return false;
-    if (z.avail_in == 0 && z.avail_out > 0) break;
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      return false;
+    }
+    if (z.avail_in == 0 && z.avail_out > 0) {
+      break;
+    }
   }
   // A sync flush ends with an empty stored block, 00 00 FF FF, which the receiver re-adds.
   if (out.size() - start >= 4 &&
-      std::memcmp(out.data() + out.size() - 4, "\x00\x00\xff\xff", 4) == 0)
+      std::memcmp(out.data() + out.size() - 4, "\x00\x00\xff\xff", 4) == 0) {
     out.resize(out.size() - 4);
-  if (out.size() == start) out.push_back('\0');
-  if (impl_->reset_each) deflateReset(&z);
+  }
+  if (out.size() == start) {
+    out.push_back('\0');
+  }
+  if (impl_->reset_each) {
+    deflateReset(&z);
+  }
   return true;
 }
 

@@ -28,11 +28,14 @@ constexpr bool is_control(opcode op) noexcept {
 std::size_t header_size(unsigned char b1) noexcept {
   std::size_t n = 2;
   unsigned len7 = b1 & 0x7F;
-  if (len7 == 126)
+  if (len7 == 126) {
     n += 2;
-  else if (len7 == 127)
+  } else if (len7 == 127) {
     n += 8;
-  if (b1 & 0x80) n += 4;
+  }
+  if (b1 & 0x80) {
+    n += 4;
+  }
   return n;
 }
 
@@ -60,7 +63,9 @@ std::size_t write_frame_header(char* out, opcode op, std::uint64_t len, bool fin
     n = 4;
   } else {
     o[1] = mask_bit | 127;
-    for (int i = 0; i < 8; ++i) o[2 + i] = static_cast<unsigned char>(len >> (56 - 8 * i));
+    for (int i = 0; i < 8; ++i) {
+      o[2 + i] = static_cast<unsigned char>(len >> (56 - 8 * i));
+    }
     n = 10;
   }
   if (mask_key) {
@@ -78,10 +83,11 @@ std::size_t apply_mask(char* data, std::size_t len, const std::uint8_t key[4],
   std::memcpy(&k, key, 4);
   unsigned shift = static_cast<unsigned>(offset & 3) * 8;
   if (shift) {
-    if constexpr (std::endian::native == std::endian::little)
+    if constexpr (std::endian::native == std::endian::little) {
       k = (k >> shift) | (k << (32 - shift));
-    else
+    } else {
       k = (k << shift) | (k >> (32 - shift));
+    }
   }
   std::uint64_t k8 = (std::uint64_t{k} << 32) | k;
   std::size_t i = 0;
@@ -103,7 +109,9 @@ std::size_t apply_mask(char* data, std::size_t len, const std::uint8_t key[4],
   }
   unsigned char kb[4];
   std::memcpy(kb, &k, 4);
-  for (; i < len; ++i) data[i] = static_cast<char>(data[i] ^ kb[i & 3]);
+  for (; i < len; ++i) {
+    data[i] = static_cast<char>(data[i] ^ kb[i & 3]);
+  }
   return (offset + len) & 3;
 }
 
@@ -112,8 +120,9 @@ std::array<std::uint8_t, 4> random_mask_key() noexcept {
   // RFC 6455 §10.3 worries about, and cheap per frame.
   thread_local std::uint64_t state = [] {
     std::uint64_t s = 0;
-    if (getrandom(&s, sizeof s, 0) != static_cast<ssize_t>(sizeof s) || s == 0)
+    if (getrandom(&s, sizeof s, 0) != static_cast<ssize_t>(sizeof s) || s == 0) {
       s = static_cast<std::uint64_t>(std::time(nullptr)) * 0x9E3779B97F4A7C15ull | 1;
+    }
     return s;
   }();
   state ^= state >> 12;
@@ -128,13 +137,17 @@ void append_frame(std::string& out, opcode op, std::string_view payload, bool ma
                   bool rsv1) {
   char hdr[kMaxFrameHeader];
   std::array<std::uint8_t, 4> key{};
-  if (mask) key = random_mask_key();
+  if (mask) {
+    key = random_mask_key();
+  }
   std::size_t n =
       write_frame_header(hdr, op, payload.size(), fin, rsv1, mask ? key.data() : nullptr);
   std::size_t start = out.size();
   out.append(hdr, n);
   out.append(payload);
-  if (mask) apply_mask(out.data() + start + n, payload.size(), key.data());
+  if (mask) {
+    apply_mask(out.data() + start + n, payload.size(), key.data());
+  }
 }
 
 void append_close(std::string& out, std::uint16_t code, std::string_view reason, bool mask) {
@@ -167,9 +180,12 @@ bool reader::begin_frame(const unsigned char* h) {
   bool rsv1 = (b0 & 0x40) != 0;
   unsigned opv = b0 & 0x0F;
   masked_ = (b1 & 0x80) != 0;
-  if (b0 & 0x30) return fail(close_code::protocol_error, "reserved bits set"), false;
-  if (opv > 2 && (opv < 8 || opv > 10))
+  if (b0 & 0x30) {
+    return fail(close_code::protocol_error, "reserved bits set"), false;
+  }
+  if (opv > 2 && (opv < 8 || opv > 10)) {
     return fail(close_code::protocol_error, "reserved opcode"), false;
+  }
   op_ = static_cast<opcode>(opv);
   std::uint64_t len = b1 & 0x7F;
   std::size_t pos = 2;
@@ -178,34 +194,53 @@ bool reader::begin_frame(const unsigned char* h) {
     pos = 4;
   } else if (len == 127) {
     len = 0;
-    for (int i = 0; i < 8; ++i) len = (len << 8) | h[2 + i];
+    for (int i = 0; i < 8; ++i) {
+      len = (len << 8) | h[2 + i];
+    }
     pos = 10;
-    if (len >> 63)
+    if (len >> 63) {
       return fail(close_code::protocol_error, "frame length has the high bit set"), false;
+    }
   }
-  if (cfg_.role == role::server && !masked_)
+  if (cfg_.role == role::server && !masked_) {
     return fail(close_code::protocol_error, "client frame is not masked"), false;
-  if (cfg_.role == role::client && masked_)
+  }
+  if (cfg_.role == role::client && masked_) {
     return fail(close_code::protocol_error, "server frame is masked"), false;
-  if (masked_) std::memcpy(mask_, h + pos, 4);
+  }
+  if (masked_) {
+    std::memcpy(mask_, h + pos, 4);
+  }
   mask_pos_ = 0;
   if (is_control(op_)) {
-    if (!fin_) return fail(close_code::protocol_error, "fragmented control frame"), false;
-    if (len > 125) return fail(close_code::protocol_error, "control frame longer than 125"), false;
-    if (rsv1) return fail(close_code::protocol_error, "RSV1 on a control frame"), false;
+    if (!fin_) {
+      return fail(close_code::protocol_error, "fragmented control frame"), false;
+    }
+    if (len > 125) {
+      return fail(close_code::protocol_error, "control frame longer than 125"), false;
+    }
+    if (rsv1) {
+      return fail(close_code::protocol_error, "RSV1 on a control frame"), false;
+    }
     ctrl_len_ = 0;
   } else {
-    if (len > cfg_.max_frame_bytes)
+    if (len > cfg_.max_frame_bytes) {
       return fail(close_code::message_too_big, "frame too large"), false;
+    }
     if (op_ == opcode::continuation) {
-      if (!in_message_)
+      if (!in_message_) {
         return fail(close_code::protocol_error, "continuation without a message"), false;
-      if (rsv1) return fail(close_code::protocol_error, "RSV1 on a continuation frame"), false;
+      }
+      if (rsv1) {
+        return fail(close_code::protocol_error, "RSV1 on a continuation frame"), false;
+      }
     } else {
-      if (in_message_)
+      if (in_message_) {
         return fail(close_code::protocol_error, "new message inside a fragmented message"), false;
-      if (rsv1 && !inflater_)
+      }
+      if (rsv1 && !inflater_) {
         return fail(close_code::protocol_error, "RSV1 set without a negotiated extension"), false;
+      }
       in_message_ = true;
       compressed_ = rsv1;
       msg_type_ = op_;
@@ -216,7 +251,9 @@ bool reader::begin_frame(const unsigned char* h) {
     msg_len_ += len;
     // A compressed message may be slightly larger than its inflated form, hence the slack.
     std::uint64_t limit = cfg_.max_message_bytes + (compressed_ ? 1024 : 0);
-    if (msg_len_ > limit) return fail(close_code::message_too_big, "message too large"), false;
+    if (msg_len_ > limit) {
+      return fail(close_code::message_too_big, "message too large"), false;
+    }
   }
   remaining_ = frame_len_ = len;
   return true;
@@ -235,8 +272,9 @@ read_step reader::deliver_message(std::size_t consumed, std::string_view data) {
         return fail(close_code::invalid_payload, "corrupt compressed data");
     }
     data = inflated_;
-    if (msg_type_ == opcode::text && cfg_.validate_utf8 && !is_valid_utf8(data))
+    if (msg_type_ == opcode::text && cfg_.validate_utf8 && !is_valid_utf8(data)) {
       return fail(close_code::invalid_payload, "text message is not valid UTF-8");
+    }
   } else if (msg_type_ == opcode::text && cfg_.validate_utf8 && !utf8_.complete()) {
     return fail(close_code::invalid_payload, "text message is not valid UTF-8");
   }
@@ -265,13 +303,18 @@ read_step reader::finish_frame(std::size_t consumed, bool& emit) {
         s.code = close_code::no_status;
         return s;
       }
-      if (ctrl_len_ == 1) return fail(close_code::protocol_error, "close payload of one byte");
-      std::uint16_t code = static_cast<std::uint16_t>((static_cast<unsigned char>(ctrl_[0]) << 8) |
-                                                      static_cast<unsigned char>(ctrl_[1]));
-      if (!is_valid_close_code(code)) return fail(close_code::protocol_error, "invalid close code");
+      if (ctrl_len_ == 1) {
+        return fail(close_code::protocol_error, "close payload of one byte");
+      }
+      auto code = static_cast<std::uint16_t>((static_cast<unsigned char>(ctrl_[0]) << 8) |
+                                             static_cast<unsigned char>(ctrl_[1]));
+      if (!is_valid_close_code(code)) {
+        return fail(close_code::protocol_error, "invalid close code");
+      }
       std::string_view reason(ctrl_ + 2, ctrl_len_ - 2);
-      if (cfg_.validate_utf8 && !is_valid_utf8(reason))
+      if (cfg_.validate_utf8 && !is_valid_utf8(reason)) {
         return fail(close_code::invalid_payload, "close reason is not valid UTF-8");
+      }
       s.code = code;
       s.reason = reason;
       return s;
@@ -315,10 +358,13 @@ read_step reader::next(std::span<char> in) {
       if (simple) {
         if (size >= h + mh + len && len <= cfg_.max_frame_bytes && len <= cfg_.max_message_bytes) {
           char* p = in.data() + h + mh;
-          if (mh) apply_mask(p, len, bytes + h);
+          if (mh) {
+            apply_mask(p, len, bytes + h);
+          }
           opcode op = b0 == 0x81 ? opcode::text : opcode::binary;
-          if (op == opcode::text && cfg_.validate_utf8 && !is_valid_utf8({p, len}))
+          if (op == opcode::text && cfg_.validate_utf8 && !is_valid_utf8({p, len})) {
             return fail(close_code::invalid_payload, "text message is not valid UTF-8");
+          }
           read_step s;
           s.event = read_event::message;
           s.consumed = h + mh + len;
@@ -339,32 +385,45 @@ read_step reader::next(std::span<char> in) {
         h = bytes + consumed;
         consumed += header_size(bytes[consumed + 1]);
       } else {
-        while (hdr_len_ < 2 && consumed < size) hdr_[hdr_len_++] = bytes[consumed++];
-        if (hdr_len_ < 2) return need_more(consumed);
+        while (hdr_len_ < 2 && consumed < size) {
+          hdr_[hdr_len_++] = bytes[consumed++];
+        }
+        if (hdr_len_ < 2) {
+          return need_more(consumed);
+        }
         std::size_t need = header_size(hdr_[1]);
         std::size_t take = need - hdr_len_;
-        if (take > size - consumed) take = size - consumed;
+        if (take > size - consumed) {
+          take = size - consumed;
+        }
         std::memcpy(hdr_ + hdr_len_, bytes + consumed, take);
         hdr_len_ += take;
         consumed += take;
-        if (hdr_len_ < need) return need_more(consumed);
+        if (hdr_len_ < need) {
+          return need_more(consumed);
+        }
         h = hdr_;
         hdr_len_ = 0;
       }
-      if (!begin_frame(h)) return next(in);  // reports the sticky error
+      if (!begin_frame(h)) {
+        return next(in);  // reports the sticky error
+      }
       state_ = state::payload;
       // Zero-copy path: a whole unfragmented, uncompressed data frame is in the input.
       if (fin_ && !compressed_ && (op_ == opcode::text || op_ == opcode::binary) &&
           remaining_ <= size - consumed) {
         auto n = static_cast<std::size_t>(remaining_);
         char* p = in.data() + consumed;
-        if (masked_) apply_mask(p, n, mask_);
+        if (masked_) {
+          apply_mask(p, n, mask_);
+        }
         consumed += n;
         remaining_ = 0;
         state_ = state::header;
         in_message_ = false;
-        if (op_ == opcode::text && cfg_.validate_utf8 && !is_valid_utf8({p, n}))
+        if (op_ == opcode::text && cfg_.validate_utf8 && !is_valid_utf8({p, n})) {
           return fail(close_code::invalid_payload, "text message is not valid UTF-8");
+        }
         read_step s;
         s.event = read_event::message;
         s.consumed = consumed;
@@ -375,21 +434,28 @@ read_step reader::next(std::span<char> in) {
       if (remaining_ == 0) {
         bool emit;
         read_step s = finish_frame(consumed, emit);
-        if (emit || state_ == state::failed) return s;
+        if (emit || state_ == state::failed) {
+          return s;
+        }
         continue;
       }
     }
     std::size_t avail = size - consumed;
-    if (avail == 0) return need_more(consumed);
+    if (avail == 0) {
+      return need_more(consumed);
+    }
     std::size_t n = avail < remaining_ ? avail : static_cast<std::size_t>(remaining_);
     char* p = in.data() + consumed;
-    if (masked_) mask_pos_ = apply_mask(p, n, mask_, mask_pos_);
+    if (masked_) {
+      mask_pos_ = apply_mask(p, n, mask_, mask_pos_);
+    }
     if (is_control(op_)) {
       std::memcpy(ctrl_ + ctrl_len_, p, n);
       ctrl_len_ += n;
     } else {
-      if (!compressed_ && msg_type_ == opcode::text && cfg_.validate_utf8 && !utf8_.feed(p, n))
+      if (!compressed_ && msg_type_ == opcode::text && cfg_.validate_utf8 && !utf8_.feed(p, n)) {
         return fail(close_code::invalid_payload, "text message is not valid UTF-8");
+      }
       msg_buf_.append(p, n);
     }
     consumed += n;
@@ -397,7 +463,9 @@ read_step reader::next(std::span<char> in) {
     if (remaining_ == 0) {
       bool emit;
       read_step s = finish_frame(consumed, emit);
-      if (emit || state_ == state::failed) return s;
+      if (emit || state_ == state::failed) {
+        return s;
+      }
     }
   }
 }

@@ -11,12 +11,34 @@ namespace {
 
 constexpr std::string_view kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+// Appends "<name>: <value>\r\n", or nothing for an empty value (the handshake's optional
+// Sec-WebSocket-Protocol and Sec-WebSocket-Extensions headers, on both sides).
+void append_optional_header(std::string& out, std::string_view name, std::string_view value) {
+  if (value.empty()) {
+    return;
+  }
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
 int b64_value(char c) noexcept {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
+  if (c >= 'A' && c <= 'Z') {
+    return c - 'A';
+  }
+  if (c >= 'a' && c <= 'z') {
+    return c - 'a' + 26;
+  }
+  if (c >= '0' && c <= '9') {
+    return c - '0' + 52;
+  }
+  if (c == '+') {
+    return 62;
+  }
+  if (c == '/') {
+    return 63;
+  }
   return -1;
 }
 
@@ -40,9 +62,14 @@ std::array<char, 28> accept_key(std::string_view key) noexcept {
 bool is_valid_key(std::string_view key) noexcept {
   // 16 bytes encode to 22 significant characters and "==". The last significant character
   // carries 2 data bits, so its low 4 bits must be zero.
-  if (key.size() != 24 || key[22] != '=' || key[23] != '=') return false;
-  for (std::size_t i = 0; i < 22; ++i)
-    if (b64_value(key[i]) < 0) return false;
+  if (key.size() != 24 || key[22] != '=' || key[23] != '=') {
+    return false;
+  }
+  for (std::size_t i = 0; i < 22; ++i) {
+    if (b64_value(key[i]) < 0) {
+      return false;
+    }
+  }
   return (b64_value(key[21]) & 0x0F) == 0;
 }
 
@@ -50,7 +77,9 @@ std::string generate_key() {
   unsigned char raw[16];
   if (getrandom(raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) {
     // getrandom cannot fail for 16 bytes once the pool is initialised; fall back regardless.
-    for (auto& b : raw) b = static_cast<unsigned char>(std::rand());
+    for (auto& b : raw) {
+      b = static_cast<unsigned char>(std::rand());
+    }
   }
   unsigned char b64[32];
   EVP_EncodeBlock(b64, raw, 16);
@@ -59,16 +88,27 @@ std::string generate_key() {
 
 upgrade_check check_upgrade(const http::message& req) noexcept {
   upgrade_check r;
-  if (req.method != http::method::get) return {400, "WebSocket upgrade must use GET", {}};
-  if (req.version_minor < 1) return {400, "WebSocket upgrade requires HTTP/1.1", {}};
-  if (!req.header_has_token("upgrade", "websocket")) return {400, "missing Upgrade: websocket", {}};
-  if (!req.header_has_token("connection", "upgrade"))
+  if (req.method != http::method::get) {
+    return {400, "WebSocket upgrade must use GET", {}};
+  }
+  if (req.version_minor < 1) {
+    return {400, "WebSocket upgrade requires HTTP/1.1", {}};
+  }
+  if (!req.header_has_token("upgrade", "websocket")) {
+    return {400, "missing Upgrade: websocket", {}};
+  }
+  if (!req.header_has_token("connection", "upgrade")) {
     return {400, "Connection header lacks the upgrade token", {}};
+  }
   bool found = false;
   std::string_view version = req.header("sec-websocket-version", &found);
-  if (!found || version != "13") return {426, "unsupported Sec-WebSocket-Version", {}};
+  if (!found || version != "13") {
+    return {426, "unsupported Sec-WebSocket-Version", {}};
+  }
   std::string_view key = req.header("sec-websocket-key", &found);
-  if (!found || !is_valid_key(key)) return {400, "missing or malformed Sec-WebSocket-Key", {}};
+  if (!found || !is_valid_key(key)) {
+    return {400, "missing or malformed Sec-WebSocket-Key", {}};
+  }
   r.key = key;
   return r;
 }
@@ -81,16 +121,8 @@ void write_upgrade_response(std::string& out, std::string_view key, std::string_
       "Sec-WebSocket-Accept: ");
   out.append(accept.data(), accept.size());
   out.append("\r\n");
-  if (!protocol.empty()) {
-    out.append("Sec-WebSocket-Protocol: ");
-    out.append(protocol);
-    out.append("\r\n");
-  }
-  if (!extensions.empty()) {
-    out.append("Sec-WebSocket-Extensions: ");
-    out.append(extensions);
-    out.append("\r\n");
-  }
+  append_optional_header(out, "Sec-WebSocket-Protocol", protocol);
+  append_optional_header(out, "Sec-WebSocket-Extensions", extensions);
   out.append("\r\n");
 }
 
@@ -117,26 +149,25 @@ void write_client_request(std::string& out, std::string_view host, std::string_v
   out.append("Sec-WebSocket-Key: ");
   out.append(key);
   out.append("\r\n");
-  if (!protocols.empty()) {
-    out.append("Sec-WebSocket-Protocol: ");
-    out.append(protocols);
-    out.append("\r\n");
-  }
-  if (!extensions.empty()) {
-    out.append("Sec-WebSocket-Extensions: ");
-    out.append(extensions);
-    out.append("\r\n");
-  }
+  append_optional_header(out, "Sec-WebSocket-Protocol", protocols);
+  append_optional_header(out, "Sec-WebSocket-Extensions", extensions);
   out.append("\r\n");
 }
 
 std::string_view check_server_response(const http::message& resp, std::string_view key) noexcept {
-  if (resp.status != 101) return "server did not switch protocols";
-  if (!resp.header_has_token("upgrade", "websocket")) return "missing Upgrade: websocket";
-  if (!resp.header_has_token("connection", "upgrade")) return "missing Connection: upgrade";
+  if (resp.status != 101) {
+    return "server did not switch protocols";
+  }
+  if (!resp.header_has_token("upgrade", "websocket")) {
+    return "missing Upgrade: websocket";
+  }
+  if (!resp.header_has_token("connection", "upgrade")) {
+    return "missing Connection: upgrade";
+  }
   auto expect = accept_key(key);
-  if (resp.header("sec-websocket-accept") != std::string_view(expect.data(), expect.size()))
+  if (resp.header("sec-websocket-accept") != std::string_view(expect.data(), expect.size())) {
     return "wrong Sec-WebSocket-Accept";
+  }
   return {};
 }
 

@@ -27,14 +27,16 @@ void add_endpoint(http::router& r, std::string path, handler& h, const options& 
               std::string protocol;
               bool has_protocols = false;
               std::string_view offered = req.header("sec-websocket-protocol", &has_protocols);
-              if (has_protocols && ep->opts.select_protocol)
+              if (has_protocols && ep->opts.select_protocol) {
                 protocol = ep->opts.select_protocol(offered);
+              }
               std::string ext;
               std::optional<deflate_params> deflate;
               bool has_ext = false;
               std::string_view ext_offer = req.header("sec-websocket-extensions", &has_ext);
-              if (has_ext && ep->opts.permessage_deflate)
+              if (has_ext && ep->opts.permessage_deflate) {
                 deflate = negotiate_deflate(ext_offer, ext, ep->opts.deflate);
+              }
               write_upgrade_response(out, chk.key, protocol, ext);
               return std::make_unique<detail::session>(
                   c, *ep->h, ep->opts, role::server, std::move(protocol), std::move(ext),
@@ -52,7 +54,9 @@ std::error_code server::run(const std::vector<std::string>& addresses, const eng
   add_endpoint(r, path_, handler_, opts_);
   http::server srv(std::move(r), http_opts_);
   running_.store(&srv, std::memory_order_release);
-  if (stop_requested_.load(std::memory_order_acquire)) srv.stop();
+  if (stop_requested_.load(std::memory_order_acquire)) {
+    srv.stop();
+  }
   std::error_code ec = srv.run(addresses, eo);
   running_.store(nullptr, std::memory_order_release);
   return ec;
@@ -60,7 +64,9 @@ std::error_code server::run(const std::vector<std::string>& addresses, const eng
 
 void server::stop() noexcept {
   stop_requested_.store(true, std::memory_order_release);
-  if (http::server* s = running_.load(std::memory_order_acquire)) s->stop();
+  if (http::server* s = running_.load(std::memory_order_acquire)) {
+    s->stop();
+  }
 }
 
 }  // namespace evnet::ws

@@ -16,38 +16,58 @@ connection::connection(std::shared_ptr<evnet::conn> c, std::string subprotocol,
 connection::~connection() = default;
 
 std::error_code connection::send(opcode type, std::string_view data) {
-  if (type != opcode::text && type != opcode::binary) return errc::invalid_argument;
-  if (!is_open()) return errc::closed;
-  if (conn_->owner().in_loop_thread()) return send_in_loop(type, data);
+  if (type != opcode::text && type != opcode::binary) {
+    return errc::invalid_argument;
+  }
+  if (!is_open()) {
+    return errc::closed;
+  }
+  if (conn_->owner().in_loop_thread()) {
+    return send_in_loop(type, data);
+  }
   return conn_->owner().post([self = shared_from_this(), type, d = std::string(data)] {
     (void)self->send_in_loop(type, d);
   });
 }
 
 std::error_code connection::ping(std::string_view payload) {
-  if (payload.size() > 125) return errc::invalid_argument;
-  if (!is_open()) return errc::closed;
-  if (conn_->owner().in_loop_thread()) return send_in_loop(opcode::ping, payload);
+  if (payload.size() > 125) {
+    return errc::invalid_argument;
+  }
+  if (!is_open()) {
+    return errc::closed;
+  }
+  if (conn_->owner().in_loop_thread()) {
+    return send_in_loop(opcode::ping, payload);
+  }
   return conn_->owner().post([self = shared_from_this(), d = std::string(payload)] {
     (void)self->send_in_loop(opcode::ping, d);
   });
 }
 
 std::error_code connection::close(std::uint16_t code, std::string_view reason) {
-  if (!is_open()) return {};
-  if (conn_->owner().in_loop_thread()) return close_in_loop(code, reason);
+  if (!is_open()) {
+    return {};
+  }
+  if (conn_->owner().in_loop_thread()) {
+    return close_in_loop(code, reason);
+  }
   return conn_->owner().post([self = shared_from_this(), code, r = std::string(reason)] {
     (void)self->close_in_loop(code, r);
   });
 }
 
 std::error_code connection::send_in_loop(opcode type, std::string_view data) {
-  if (!session_ || state_.load(std::memory_order_relaxed) != kOpen) return errc::closed;
+  if (!session_ || state_.load(std::memory_order_relaxed) != kOpen) {
+    return errc::closed;
+  }
   return session_->write_message(type, data);
 }
 
 std::error_code connection::close_in_loop(std::uint16_t code, std::string_view reason) {
-  if (!session_ || state_.load(std::memory_order_relaxed) != kOpen) return {};
+  if (!session_ || state_.load(std::memory_order_relaxed) != kOpen) {
+    return {};
+  }
   session_->start_close(code, reason);
   return {};
 }
@@ -80,7 +100,9 @@ session::session(evnet::conn& c, handler& h, const options& o, role r, std::stri
 }
 
 session::~session() {
-  if (conn_) conn_->session_ = nullptr;
+  if (conn_) {
+    conn_->session_ = nullptr;
+  }
 }
 
 void session::write_frame(opcode op, std::string_view payload, bool rsv1) {
@@ -106,21 +128,29 @@ void session::write_frame(opcode op, std::string_view payload, bool rsv1) {
   std::memcpy(p + n, payload.data(), payload.size());
   apply_mask(p + n, payload.size(), key.data());
   out_.commit(n + payload.size());
-  if (!batching_) flush();
+  if (!batching_) {
+    flush();
+  }
 }
 
 void session::flush() {
-  if (out_.empty()) return;
+  if (out_.empty()) {
+    return;
+  }
   (void)tcp_.write(out_.view());
   out_.clear();
 }
 
 std::error_code session::write_message(opcode op, std::string_view payload) {
-  if (close_sent_) return errc::closed;
+  if (close_sent_) {
+    return errc::closed;
+  }
   if (deflater_ && payload.size() >= opts_.deflate_min_bytes &&
       (op == opcode::text || op == opcode::binary)) {
     scratch_.clear();
-    if (!deflater_->deflate_message(payload, scratch_)) return errc::protocol_error;
+    if (!deflater_->deflate_message(payload, scratch_)) {
+      return errc::protocol_error;
+    }
     write_frame(op, scratch_, true);
     return {};
   }
@@ -129,7 +159,9 @@ std::error_code session::write_message(opcode op, std::string_view payload) {
 }
 
 void session::start_close(std::uint16_t code, std::string_view reason) {
-  if (close_sent_) return;
+  if (close_sent_) {
+    return;
+  }
   close_sent_ = true;
   conn_->state_.store(connection::kClosing, std::memory_order_release);
   std::string frame;
@@ -142,11 +174,15 @@ void session::start_close(std::uint16_t code, std::string_view reason) {
   } else {
     (void)tcp_.write(frame);
   }
-  if (close_received_) return;
+  if (close_received_) {
+    return;
+  }
   // Wait for the peer's close frame, but not forever.
   std::weak_ptr<evnet::conn> weak = tcp_.shared_from_this();
   close_timer_ = tcp_.owner().run_after(opts_.close_timeout, [weak] {
-    if (auto c = weak.lock()) c->close();
+    if (auto c = weak.lock()) {
+      c->close();
+    }
   });
 }
 
@@ -161,7 +197,9 @@ bool session::process(char* data, std::size_t len, std::size_t& consumed) {
   std::span<char> in(data, len);
   while (!done_) {
     // The reader keeps no state that an empty call would advance, so stop at the end.
-    if (in.empty()) return true;
+    if (in.empty()) {
+      return true;
+    }
     read_step s = reader_.next(in);
     in = in.subspan(s.consumed);
     consumed += s.consumed;
@@ -169,7 +207,9 @@ bool session::process(char* data, std::size_t len, std::size_t& consumed) {
       case read_event::need_more:
         return true;
       case read_event::message:
-        if (close_sent_) break;  // after our close, data is read and dropped (RFC 6455 §5.5.1)
+        if (close_sent_) {
+          break;  // after our close, data is read and dropped (RFC 6455 §5.5.1)
+        }
         try {
           handler_.on_message(conn_, s.type, s.data);
         } catch (...) {
@@ -177,7 +217,9 @@ bool session::process(char* data, std::size_t len, std::size_t& consumed) {
         }
         break;
       case read_event::ping:
-        if (!close_sent_) write_frame(opcode::pong, s.data, false);
+        if (!close_sent_) {
+          write_frame(opcode::pong, s.data, false);
+        }
         try {
           handler_.on_ping(conn_, s.data);
         } catch (...) {
@@ -196,8 +238,12 @@ bool session::process(char* data, std::size_t len, std::size_t& consumed) {
         close_code_ = s.code;
         close_reason_.assign(s.reason);
         // Echo the peer's code (an empty close is answered with an empty close).
-        if (!close_sent_) start_close(s.code, s.reason);
-        if (close_timer_) tcp_.owner().cancel(close_timer_), close_timer_ = 0;
+        if (!close_sent_) {
+          start_close(s.code, s.reason);
+        }
+        if (close_timer_) {
+          tcp_.owner().cancel(close_timer_), close_timer_ = 0;
+        }
         done_ = true;
         break;
       case read_event::error:
@@ -225,10 +271,11 @@ action session::on_traffic(evnet::conn& c) {
     process(b, v.second.size(), consumed);
   }
   batching_ = false;
-  if (done_)
+  if (done_) {
     c.discard();
-  else
+  } else {
     c.discard(consumed);
+  }
   flush();
   // After a close frame was received (or the peer broke the protocol) the server closes the
   // TCP connection once the close reply is flushed (RFC 6455 §7.1.1).
@@ -248,7 +295,9 @@ void session::on_upgraded(evnet::conn&, std::string& out) {
 }
 
 void session::on_close(evnet::conn& c, std::error_code) {
-  if (close_timer_) c.owner().cancel(close_timer_), close_timer_ = 0;
+  if (close_timer_) {
+    c.owner().cancel(close_timer_), close_timer_ = 0;
+  }
   conn_->state_.store(connection::kClosed, std::memory_order_release);
   conn_->session_ = nullptr;
   // RFC 6455 §7.1.5: the code of the peer's close frame, 1006 if none arrived; when we failed

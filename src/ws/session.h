@@ -19,7 +19,9 @@ class out_buffer {
   /// Space for at least n more bytes; follow with commit(). The pointer is valid until the
   /// next reserve.
   char* reserve(std::size_t n) {
-    if (size_ + n > cap_) grow(size_ + n);
+    if (size_ + n > cap_) {
+      grow(size_ + n);
+    }
     return data_.get() + size_;
   }
   void commit(std::size_t n) noexcept { size_ += n; }
@@ -35,9 +37,13 @@ class out_buffer {
  private:
   void grow(std::size_t need) {
     std::size_t cap = cap_ ? cap_ * 2 : 4096;
-    while (cap < need) cap *= 2;
+    while (cap < need) {
+      cap *= 2;
+    }
     auto d = std::make_unique<char[]>(cap);
-    if (size_) std::memcpy(d.get(), data_.get(), size_);
+    if (size_) {
+      std::memcpy(d.get(), data_.get(), size_);
+    }
     data_ = std::move(d);
     cap_ = cap;
   }

@@ -36,16 +36,22 @@ transcript run(evnet::http::parser::kind kind, std::string_view data, std::size_
   std::size_t pos = 0, step = 0;
   while (pos < data.size()) {
     std::size_t n = split == 0 ? data.size() : 1 + (step++ * 7) % split;
-    if (n > data.size() - pos) n = data.size() - pos;
+    if (n > data.size() - pos) {
+      n = data.size() - pos;
+    }
     std::string piece(data.substr(pos, n));
     pos += n;
     std::string_view in = piece;
     for (;;) {
       auto s = p.parse(in);
-      if (s.consumed > in.size()) std::abort();
+      if (s.consumed > in.size()) {
+        std::abort();
+      }
       in.remove_prefix(s.consumed);
       if (s.event == evnet::http::parse_event::need_more) {
-        if (!in.empty()) std::abort();
+        if (!in.empty()) {
+          std::abort();
+        }
         break;
       }
       if (s.event == evnet::http::parse_event::error) {
@@ -56,14 +62,17 @@ transcript run(evnet::http::parser::kind kind, std::string_view data, std::size_
         const auto& m = p.message();
         std::string h = std::string(m.method_text) + " " + std::string(m.target) + " " +
                         std::to_string(m.status) + " " + std::to_string(m.keep_alive);
-        for (const auto& f : m.headers) h += "|" + std::string(f.name) + ":" + std::string(f.value);
+        for (const auto& f : m.headers) {
+          h += "|" + std::string(f.name) + ":" + std::string(f.value);
+        }
         add(log, 'H', h);
       } else if (s.event == evnet::http::parse_event::body) {
         add(log, 'B', s.body);
       } else {
         std::string t;
-        for (const auto& f : p.message().trailers)
+        for (const auto& f : p.message().trailers) {
           t += std::string(f.name) + ":" + std::string(f.value);
+        }
         add(log, 'D', t);
       }
     }
@@ -74,11 +83,15 @@ transcript run(evnet::http::parser::kind kind, std::string_view data, std::size_
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size < 1) return 0;
+  if (size < 1) {
+    return 0;
+  }
   auto kind =
       (data[0] & 1) ? evnet::http::parser::kind::response : evnet::http::parser::kind::request;
   std::size_t split = 1 + (data[0] >> 1) % 16;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  if (run(kind, in, 0) != run(kind, in, split)) std::abort();
+  if (run(kind, in, 0) != run(kind, in, split)) {
+    std::abort();
+  }
   return 0;
 }

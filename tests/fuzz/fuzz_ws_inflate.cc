@@ -10,7 +10,9 @@
 #include "evnet/ws/deflate.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size < 1) return 0;
+  if (size < 1) {
+    return 0;
+  }
   bool no_takeover = data[0] & 1;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
   constexpr std::uint64_t kLimit = 1 << 20;
@@ -21,8 +23,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (std::string_view msg : {in.substr(0, cut), in.substr(cut)}) {
     std::string out;
     auto r = inf.inflate_message(msg, out, kLimit);
-    if (out.size() > kLimit + 1) std::abort();
-    if (r != evnet::ws::inflate_result::ok) break;
+    if (out.size() > kLimit + 1) {
+      std::abort();
+    }
+    if (r != evnet::ws::inflate_result::ok) {
+      break;
+    }
   }
 
   // Round trip.
@@ -30,9 +36,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   evnet::ws::inflater back(15, no_takeover);
   for (int k = 0; k < 2; ++k) {
     std::string c, out;
-    if (!d.deflate_message(in, c)) std::abort();
-    if (back.inflate_message(c, out, kLimit) != evnet::ws::inflate_result::ok) std::abort();
-    if (out != in) std::abort();
+    if (!d.deflate_message(in, c)) {
+      std::abort();
+    }
+    if (back.inflate_message(c, out, kLimit) != evnet::ws::inflate_result::ok) {
+      std::abort();
+    }
+    if (out != in) {
+      std::abort();
+    }
   }
   return 0;
 }

@@ -7,7 +7,9 @@
 // never concurrently for one connection (callbacks for connections on different loops may run
 // concurrently). connection's send_text/send_binary/send/ping/close are safe from any thread:
 // on the loop thread they write at once (inside a callback, replies are batched into one write at
-// the end of the current input batch); from other threads they are posted to the loop, in order.
+// the end of the current input batch); from other threads they are posted to the loop, in order,
+// and the returned code only says whether the call could be posted (errc::closed once the loop
+// has stopped): a failure of the send itself on the loop thread is not reported back.
 #pragma once
 
 #include <any>
@@ -89,8 +91,10 @@ class connection : public std::enable_shared_from_this<connection> {
 using connection_ptr = std::shared_ptr<connection>;
 
 /// Callbacks of a WebSocket server or client. Override what you need. All run on the
-/// connection's loop thread; none may throw (an exception is caught and the connection is
-/// closed with 1011).
+/// connection's loop thread. None should throw: an exception escaping on_open, on_message,
+/// on_ping or on_pong is caught and the connection is failed with 1011, one escaping on_close
+/// is caught and ignored, and on_connect_failed must not throw (it would terminate the
+/// process).
 class handler {
  public:
   virtual ~handler() = default;

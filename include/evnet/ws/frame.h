@@ -29,6 +29,10 @@ enum class opcode : std::uint8_t {
 };
 
 /// Close status codes (RFC 6455 §7.4.1).
+// The codes are named like enumerators (close_code::normal, as std::errc), not kName constants:
+// they are the values of one set, always written with the namespace, and a plain integer type
+// so that any code received on the wire can be held.
+// NOLINTBEGIN(readability-identifier-naming)
 namespace close_code {
 inline constexpr std::uint16_t normal = 1000;
 inline constexpr std::uint16_t going_away = 1001;
@@ -42,6 +46,7 @@ inline constexpr std::uint16_t message_too_big = 1009;
 inline constexpr std::uint16_t mandatory_extension = 1010;
 inline constexpr std::uint16_t internal_error = 1011;
 }  // namespace close_code
+// NOLINTEND(readability-identifier-naming)
 
 /// True if `code` may appear in a close frame on the wire (1000-1003, 1007-1014, 3000-4999).
 bool is_valid_close_code(std::uint16_t code) noexcept;
@@ -73,9 +78,10 @@ std::array<std::uint8_t, 4> random_mask_key() noexcept;
 void append_frame(std::string& out, opcode op, std::string_view payload, bool mask, bool fin = true,
                   bool rsv1 = false);
 
-/// Appends a close frame with `code` and `reason` (truncated to fit the 125-byte limit on a
-/// UTF-8 boundary is the caller's job; longer reasons are cut at 123 bytes). code 1005 (no
-/// status) sends an empty close frame.
+/// Appends a close frame with `code` and `reason`. A reason longer than 123 bytes is cut at 123
+/// bytes to fit the 125-byte control frame limit; cutting it on a UTF-8 boundary is the
+/// caller's job. Code 1005 (no status) or 0 sends an empty close frame. Safe from any thread for
+/// distinct strings.
 void append_close(std::string& out, std::uint16_t code, std::string_view reason, bool mask);
 
 /// Limits and options of a reader.

@@ -38,7 +38,9 @@ class server {
 
   /// Serves `addresses` until stop(); blocks the calling thread. See engine::run.
   std::error_code run(const std::vector<std::string>& addresses, const engine_options& eo = {});
-  /// Stops run(). Any thread; async-signal-safe once run() has started.
+  /// Stops run(). Any thread; async-signal-safe (atomic loads and stores, then engine::stop()).
+  /// The request is remembered: a stop() before run() makes run() return right after it has
+  /// bound its addresses, and so does every later run() of this server.
   void stop() noexcept;
 
  private:
