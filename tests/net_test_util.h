@@ -28,6 +28,12 @@ namespace evnet::test {
 
 using namespace std::chrono_literals;
 
+/// The listen list of most tests: TCP on 127.0.0.1, port 0. A function rather than a global
+/// vector, whose construction before main() could throw where no test can catch it.
+inline std::vector<std::string> local_tcp() {
+  return {"tcp://127.0.0.1:0"};
+}
+
 /// A handler base that reports boot to the test thread. Tests derive from it and call
 /// booted_handler::on_boot if they override on_boot.
 class booted_handler : public handler {
@@ -60,14 +66,18 @@ class engine_runner {
         addrs_ = engine_.listen_addresses();
         return true;
       }
-      if (done_.load()) break;
+      if (done_.load()) {
+        break;
+      }
     }
     return false;
   }
 
   /// Stops the engine and joins; returns how long run() took to return after stop().
   std::chrono::milliseconds stop() {
-    if (!thread_.joinable()) return 0ms;
+    if (!thread_.joinable()) {
+      return 0ms;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     engine_.stop();
     thread_.join();
@@ -92,7 +102,9 @@ class engine_runner {
 inline bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5s) {
   const auto end = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
+    if (pred()) {
+      return true;
+    }
     std::this_thread::sleep_for(2ms);
   }
   return pred();
@@ -109,7 +121,9 @@ inline void set_timeouts(int fd, std::chrono::milliseconds t) {
 /// A blocking TCP client connected to 127.0.0.1:port (5 s I/O timeouts); -1 on failure.
 inline int connect_tcp(std::uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+  if (fd < 0) {
+    return -1;
+  }
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
@@ -127,7 +141,9 @@ inline int connect_tcp(std::uint16_t port) {
 /// A blocking Unix stream client; -1 on failure.
 inline int connect_unix(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+  if (fd < 0) {
+    return -1;
+  }
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
@@ -143,7 +159,9 @@ inline bool send_all(int fd, std::string_view data) {
   while (!data.empty()) {
     const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
     if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
       return false;
     }
     data.remove_prefix(static_cast<std::size_t>(n));
@@ -158,8 +176,12 @@ inline std::string recv_n(int fd, std::size_t n) {
   std::size_t got = 0;
   while (got < n) {
     const ssize_t r = ::recv(fd, out.data() + got, n - got, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
+    if (r < 0 && errno == EINTR) {
+      continue;
+    }
+    if (r <= 0) {
+      break;
+    }
     got += static_cast<std::size_t>(r);
   }
   out.resize(got);
@@ -172,8 +194,12 @@ inline std::string recv_until_eof(int fd) {
   char buf[4096];
   for (;;) {
     const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
+    if (r < 0 && errno == EINTR) {
+      continue;
+    }
+    if (r <= 0) {
+      break;
+    }
     out.append(buf, static_cast<std::size_t>(r));
   }
   return out;
@@ -184,8 +210,12 @@ inline bool sees_close(int fd) {
   char buf[256];
   for (;;) {
     const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
-    if (r == 0) return true;
-    if (r < 0) return errno == ECONNRESET;
+    if (r == 0) {
+      return true;
+    }
+    if (r < 0) {
+      return errno == ECONNRESET;
+    }
   }
 }
 

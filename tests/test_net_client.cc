@@ -40,7 +40,9 @@ struct both_sides : booted_handler {
   }
   void on_close(conn& c, std::error_code ec) override {
     (void)ec;
-    if (c.is_client()) client_closed++;
+    if (c.is_client()) {
+      client_closed++;
+    }
   }
   std::string get() {
     std::lock_guard<std::mutex> lock(mu);
@@ -120,33 +122,60 @@ TEST(net_client, dial_refused_reports_econnrefused_once) {
   EXPECT_EQ(r.get().connection_count(), 0u);
 }
 
+// A listener that never accepts, with its accept queue filled: further SYNs are dropped, so
+// a connect to it neither succeeds nor fails. Closes every socket it made on destruction.
+class full_listener {
+ public:
+  full_listener() {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    listening_ = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                 ::listen(fd_, 0) == 0 &&
+                 ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+    url_ = "tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    for (int i = 0; i < 4; ++i) {
+      const int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      // Non-blocking on purpose: the connect stays in progress and only fills the queue.
+      (void)::connect(f, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      fillers_.push_back(f);
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  ~full_listener() {
+    for (int f : fillers_) {
+      ::close(f);
+    }
+    ::close(fd_);
+  }
+  full_listener(const full_listener&) = delete;
+  full_listener& operator=(const full_listener&) = delete;
+
+  /// True when bind(), listen() and getsockname() succeeded.
+  bool listening() const { return listening_; }
+  /// "tcp://127.0.0.1:<port>" of the listener.
+  const std::string& url() const { return url_; }
+
+ private:
+  int fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+  bool listening_ = false;
+  std::string url_;
+  std::vector<int> fillers_;
+};
+
 TEST(net_client, dial_times_out_with_connect_timeout) {
   both_sides h;
   engine_runner r;
   ASSERT_TRUE(r.start(h, {}));
-  // A listener that never accepts, with its accept queue filled: further SYNs are dropped, so
-  // a connect neither succeeds nor fails.
-  const int l = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(l, 0), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    const int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    ::connect(f, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    fillers.push_back(f);
-  }
-  std::this_thread::sleep_for(50ms);
+  const full_listener l;
+  ASSERT_TRUE(l.listening());
   dial_outcome out;
   dial_options d;
   d.timeout = 200ms;
   d.on_result = out.callback();
   const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_FALSE(r.get().dial("tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port)), std::move(d)));
+  ASSERT_FALSE(r.get().dial(l.url(), std::move(d)));
   ASSERT_TRUE(wait_for([&] { return out.count() == 1; }, 5s));
   const auto took = std::chrono::steady_clock::now() - t0;
   std::lock_guard<std::mutex> lock(out.mu);
@@ -155,8 +184,6 @@ TEST(net_client, dial_times_out_with_connect_timeout) {
   EXPECT_GE(took, 190ms);
   EXPECT_LT(took, 2s);
   EXPECT_FALSE(h.client_opened.load());
-  for (int f : fillers) ::close(f);
-  ::close(l);
 }
 
 TEST(net_client, dial_unix_socket) {
@@ -195,32 +222,17 @@ TEST(net_client, dial_pending_at_stop_reports_engine_stopping) {
   both_sides h;
   engine_runner r;
   ASSERT_TRUE(r.start(h, {}));
-  const int l = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(l, 0), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    const int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    ::connect(f, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    fillers.push_back(f);
-  }
-  std::this_thread::sleep_for(50ms);
+  const full_listener l;
+  ASSERT_TRUE(l.listening());
   dial_outcome out;
   dial_options d;
   d.on_result = out.callback();
-  ASSERT_FALSE(r.get().dial("tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port)), std::move(d)));
+  ASSERT_FALSE(r.get().dial(l.url(), std::move(d)));
   std::this_thread::sleep_for(50ms);
   r.stop();
   std::lock_guard<std::mutex> lock(out.mu);
   EXPECT_EQ(out.calls, 1);
   EXPECT_EQ(out.ec, make_error_code(errc::engine_stopping)) << out.ec.message();
-  for (int f : fillers) ::close(f);
-  ::close(l);
 }
 
 }  // namespace

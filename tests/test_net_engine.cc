@@ -1,6 +1,7 @@
 // Tests of the net layer's engine and conn over real sockets on 127.0.0.1 (port 0).
 #include <gtest/gtest.h>
-#include <signal.h>
+// sigaction() is POSIX, declared by <signal.h>; <csignal> only promises std::signal().
+#include <signal.h>  // NOLINT(modernize-deprecated-headers)
 
 #include <atomic>
 #include <future>
@@ -25,16 +26,15 @@ using test::booted_handler;
 using test::connect_tcp;
 using test::echo_handler;
 using test::engine_runner;
+using test::local_tcp;
 using test::recv_n;
 using test::send_all;
 using test::wait_for;
 
-const std::vector<std::string> kLocal = {"tcp://127.0.0.1:0"};
-
 TEST(net_engine, echo_roundtrip) {
   echo_handler h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_GE(fd, 0);
   for (int i = 0; i < 100; ++i) {
@@ -53,11 +53,13 @@ TEST(net_engine, echo_roundtrip) {
 TEST(net_engine, large_echo_through_buffers) {
   echo_handler h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_GE(fd, 0);
   std::string big(4 << 20, '\0');
-  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 26);
+  for (std::size_t i = 0; i < big.size(); ++i) {
+    big[i] = static_cast<char>('a' + i % 26);
+  }
   // Send from a helper thread while this one reads, so neither side's buffers deadlock.
   std::thread writer([&] { EXPECT_TRUE(send_all(fd, big)); });
   const std::string back = recv_n(fd, big.size());
@@ -80,7 +82,7 @@ TEST(net_engine, stop_before_run_returns_after_boot) {
   echo_handler h;
   engine e;
   e.stop();
-  EXPECT_FALSE(e.run(h, kLocal));
+  EXPECT_FALSE(e.run(h, local_tcp()));
 }
 
 struct greeting_handler : booted_handler {
@@ -102,7 +104,7 @@ TEST(net_engine, on_open_greeting_then_close_action) {
   greeting_handler h;
   h.close_on_open = true;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_GE(fd, 0);
   EXPECT_EQ(test::recv_until_eof(fd), "hello\n");  // greeting flushed before the close
@@ -118,7 +120,7 @@ TEST(net_engine, on_open_greeting_then_close_action) {
 TEST(net_engine, peer_close_reports_peer_closed_once) {
   greeting_handler h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_GE(fd, 0);
   EXPECT_EQ(recv_n(fd, 6), "hello\n");
@@ -156,7 +158,7 @@ struct close_in_traffic_handler : booted_handler {
 TEST(net_engine, close_inside_on_traffic) {
   close_in_traffic_handler h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, "x"));
   EXPECT_EQ(test::recv_until_eof(fd), "bye");
@@ -180,7 +182,9 @@ struct line_handler : booted_handler {
           break;
         }
       }
-      if (nl == v.size()) break;
+      if (nl == v.size()) {
+        break;
+      }
       std::string line(nl, '\0');
       c.read(line.data(), nl);
       c.discard(1);
@@ -197,7 +201,7 @@ struct line_handler : booted_handler {
 TEST(net_engine, partial_input_is_kept_between_calls) {
   line_handler h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   const std::string text = "alpha\nbeta\ngamma-delta-epsilon\n";
   for (char ch : text) {  // byte by byte: every line arrives in pieces
@@ -221,7 +225,9 @@ struct api_handler : booted_handler {
     return action::none;
   }
   action on_traffic(conn& c) override {
-    if (c.inbound_size() < 10) return action::none;  // wait for all 10 bytes
+    if (c.inbound_size() < 10) {
+      return action::none;  // wait for all 10 bytes
+    }
     ctx_ok = std::any_cast<std::string>(&c.context()) != nullptr;
     EXPECT_EQ(to_string(c.peek(3)), "012");
     EXPECT_EQ(to_string(c.next(2)), "01");
@@ -243,7 +249,7 @@ struct api_handler : booted_handler {
 TEST(net_engine, conn_input_api_context_and_addresses) {
   api_handler h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   h.port = r.port();
   const int fd = connect_tcp(r.port());
   for (char ch : std::string("0123456789")) {
@@ -271,7 +277,7 @@ TEST(net_engine, multi_loop_round_robin_distribution) {
   engine_options o;
   o.loops = 4;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   EXPECT_EQ(r.get().loop_count(), 4u);
   std::vector<int> fds;
   for (int i = 0; i < 8; ++i) {
@@ -281,8 +287,12 @@ TEST(net_engine, multi_loop_round_robin_distribution) {
   }
   std::lock_guard<std::mutex> lock(h.mu);
   ASSERT_EQ(h.per_loop.size(), 4u);
-  for (auto& [loop, n] : h.per_loop) EXPECT_EQ(n, 2) << "loop " << loop;
-  for (int fd : fds) ::close(fd);
+  for (auto& [loop, n] : h.per_loop) {
+    EXPECT_EQ(n, 2) << "loop " << loop;
+  }
+  for (int fd : fds) {
+    ::close(fd);
+  }
 }
 
 TEST(net_engine, multi_loop_least_connections) {
@@ -299,7 +309,7 @@ TEST(net_engine, multi_loop_least_connections) {
   o.loops = 3;
   o.balance = balance_policy::least_connections;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   std::vector<int> fds;
   for (int i = 0; i < 3; ++i) {
     fds.push_back(connect_tcp(r.port()));
@@ -315,6 +325,7 @@ TEST(net_engine, multi_loop_least_connections) {
     freed = h.order[1];
   }
   ::close(fds[1]);
+  fds[1] = -1;  // closed: the final loop must not close the number again (it may be reused)
   ASSERT_TRUE(wait_for([&] { return r.get().get_loop(freed).connection_count() == 0; }));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, "y"));
@@ -324,7 +335,11 @@ TEST(net_engine, multi_loop_least_connections) {
     EXPECT_EQ(h.order.back(), freed);
   }
   ::close(fd);
-  for (int f : fds) ::close(f);
+  for (int f : fds) {
+    if (f >= 0) {
+      ::close(f);
+    }
+  }
 }
 
 TEST(net_engine, multi_loop_source_hash_keeps_one_client_on_one_loop) {
@@ -341,7 +356,7 @@ TEST(net_engine, multi_loop_source_hash_keeps_one_client_on_one_loop) {
   o.loops = 4;
   o.balance = balance_policy::source_hash;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   for (int i = 0; i < 6; ++i) {
     const int fd = connect_tcp(r.port());
     ASSERT_TRUE(send_all(fd, "z"));
@@ -366,7 +381,7 @@ TEST(net_engine, reuse_port_mode_serves_on_every_loop) {
   o.loops = 2;
   o.accept = accept_model::reuse_port;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   std::vector<int> fds;
   for (int i = 0; i < 40; ++i) {
     const int fd = connect_tcp(r.port());
@@ -381,7 +396,9 @@ TEST(net_engine, reuse_port_mode_serves_on_every_loop) {
     // is (1/2)^39 unlikely.
     EXPECT_EQ(h.loops.size(), 2u);
   }
-  for (int fd : fds) ::close(fd);
+  for (int fd : fds) {
+    ::close(fd);
+  }
 }
 
 TEST(net_engine, several_addresses_in_one_engine) {
@@ -400,14 +417,16 @@ TEST(net_engine, several_addresses_in_one_engine) {
 TEST(net_engine, max_connections_refuses_cleanly) {
   struct h_t : echo_handler {
     void on_accept_error(std::error_code ec) override {
-      if (ec == make_error_code(errc::connection_limit)) limit_errors.fetch_add(1);
+      if (ec == make_error_code(errc::connection_limit)) {
+        limit_errors.fetch_add(1);
+      }
     }
     std::atomic<int> limit_errors{0};
   } h;
   engine_options o;
   o.max_connections = 2;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int a = connect_tcp(r.port());
   const int b = connect_tcp(r.port());
   ASSERT_TRUE(send_all(a, "a"));
@@ -454,7 +473,7 @@ TEST(net_engine, idle_timeout_closes_with_its_reason) {
   engine_options o;
   o.idle_timeout = 150ms;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   const auto t0 = std::chrono::steady_clock::now();
   // Activity pushes the deadline back: 5 exchanges 60 ms apart outlive one timeout.
@@ -476,7 +495,9 @@ TEST(net_engine, read_timeout_closes_with_its_reason) {
     action on_open(conn& c) override {
       // Keep writing so the conn is never idle; only reads are missing.
       id = c.owner().run_every(20ms, [&c, self = c.shared_from_this()] {
-        if (c.is_open()) c.write(std::string_view("."));
+        if (c.is_open()) {
+          c.write(std::string_view("."));
+        }
       });
       return action::none;
     }
@@ -489,7 +510,7 @@ TEST(net_engine, read_timeout_closes_with_its_reason) {
   engine_options o;
   o.read_timeout = 150ms;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   EXPECT_TRUE(test::sees_close(fd));
   ASSERT_TRUE(wait_for([&] { return h.get().size() == 1; }));
@@ -502,7 +523,9 @@ TEST(net_engine, write_timeout_closes_with_its_reason) {
     action on_open(conn& c) override {
       // Fill the socket: the client never reads, so output stops making progress.
       const std::string chunk(1 << 20, 'w');
-      for (int i = 0; i < 16; ++i) c.write(chunk);
+      for (int i = 0; i < 16; ++i) {
+        c.write(chunk);
+      }
       return action::none;
     }
   } h;
@@ -510,7 +533,7 @@ TEST(net_engine, write_timeout_closes_with_its_reason) {
   o.write_timeout = 200ms;
   o.send_buffer = 64 * 1024;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   int small = 16 * 1024;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
@@ -532,7 +555,7 @@ TEST(net_engine, per_conn_timeouts_override_engine_options) {
     }
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int quiet = connect_tcp(r.port());
   const int talker = connect_tcp(r.port());
   ASSERT_TRUE(send_all(talker, "hi"));
@@ -555,7 +578,7 @@ TEST(net_engine, max_input_closes_with_its_reason) {
   engine_options o;
   o.max_input = 1000;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, std::string(600, 'a')));
   std::this_thread::sleep_for(30ms);
@@ -588,7 +611,7 @@ TEST(net_engine, shutdown_write_sends_fin_and_keeps_reading) {
     std::atomic<bool> eof{false};
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   EXPECT_EQ(test::recv_until_eof(fd), "done");  // our FIN arrived
   ASSERT_TRUE(send_all(fd, "still reading"));
@@ -654,7 +677,9 @@ TEST(net_engine, repeating_timer_cancels_itself) {
   std::promise<void> posted;
   l.post([&] {
     id = l.run_every(2ms, [&] {
-      if (++n == 3) l.cancel(id);
+      if (++n == 3) {
+        l.cancel(id);
+      }
     });
     posted.set_value();
   });
@@ -690,7 +715,7 @@ TEST(net_engine, action_shutdown_stops_the_engine) {
     std::atomic<bool> shut{false};
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, "stop"));
   ASSERT_TRUE(wait_for([&] { return r.done(); }));
@@ -702,12 +727,12 @@ TEST(net_engine, stop_flushes_pending_output_and_closes_all) {
   struct h_t : reason_handler {
     action on_traffic(conn& c) override {
       c.discard();
-      c.write(std::string(256 * 1024, 'p'));  // more than the socket takes at once
+      c.write(std::string(std::size_t{256} * 1024, 'p'));  // more than the socket takes at once
       return action::none;
     }
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, "go"));
   std::this_thread::sleep_for(50ms);
@@ -732,7 +757,7 @@ TEST(net_engine, stop_from_a_signal_handler) {
   engine_options o;
   o.loops = 2;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, "s"));
   EXPECT_EQ(recv_n(fd, 1), "s");
@@ -770,12 +795,12 @@ TEST(net_engine, loop_clock_and_base_are_usable_on_the_loop_thread) {
 TEST(net_engine, engine_can_run_again_after_run_returns) {
   echo_handler h1;
   engine e;
-  std::thread t([&] { EXPECT_FALSE(e.run(h1, kLocal)); });
+  std::thread t([&] { EXPECT_FALSE(e.run(h1, local_tcp())); });
   h1.booted().wait();
   e.stop();
   t.join();
   echo_handler h2;
-  std::thread t2([&] { EXPECT_FALSE(e.run(h2, kLocal)); });
+  std::thread t2([&] { EXPECT_FALSE(e.run(h2, local_tcp())); });
   h2.booted().wait();
   const int fd = connect_tcp(e.listen_addresses().at(0).port());
   ASSERT_TRUE(send_all(fd, "again"));

@@ -1,10 +1,10 @@
 // Faults the net layer must survive: resets, half-closes, descriptor exhaustion, SIGPIPE,
 // closing inside callbacks, sends racing the close, slow readers, stopping under load.
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sys/resource.h>
 
 #include <atomic>
+#include <csignal>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -22,11 +22,10 @@ using test::booted_handler;
 using test::connect_tcp;
 using test::echo_handler;
 using test::engine_runner;
+using test::local_tcp;
 using test::recv_n;
 using test::send_all;
 using test::wait_for;
-
-const std::vector<std::string> kLocal = {"tcp://127.0.0.1:0"};
 
 // Closes a socket with RST instead of FIN.
 void reset_close(int fd) {
@@ -50,7 +49,9 @@ struct flood_handler : booted_handler {
     above = false;
     while (!above && sent < total && c.is_open()) {
       const std::size_t n = std::min(chunk.size(), total - sent);
-      if (c.write(std::string_view(chunk.data(), n))) break;
+      if (c.write(std::string_view(chunk.data(), n))) {
+        break;
+      }
       sent += n;
       max_buffered = std::max(max_buffered.load(), c.outbound_size());
     }
@@ -61,7 +62,7 @@ struct flood_handler : booted_handler {
     reason = ec;
     closed = true;
   }
-  std::string chunk = std::string(64 * 1024, 'f');
+  std::string chunk = std::string(std::size_t{64} * 1024, 'f');
   std::size_t total = 64u << 20;
   std::size_t sent = 0;
   bool above = false;
@@ -72,10 +73,10 @@ struct flood_handler : booted_handler {
 };
 
 TEST(net_faults, peer_reset_mid_write) {
-  signal(SIGPIPE, SIG_DFL);  // a SIGPIPE would kill the test
+  std::signal(SIGPIPE, SIG_DFL);  // a SIGPIPE would kill the test
   flood_handler h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   EXPECT_EQ(recv_n(fd, 1000).size(), 1000u);  // the flood has started
   reset_close(fd);
@@ -102,7 +103,7 @@ TEST(net_faults, peer_reset_while_reading_is_paused) {
     std::atomic<bool> closed{false};
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, "unread"));
   std::this_thread::sleep_for(20ms);
@@ -113,18 +114,20 @@ TEST(net_faults, peer_reset_while_reading_is_paused) {
 }
 
 TEST(net_faults, sigpipe_never_kills_the_process) {
-  signal(SIGPIPE, SIG_DFL);
+  std::signal(SIGPIPE, SIG_DFL);
   struct h_t : booted_handler {
     action on_traffic(conn& c) override {
       c.discard();
       // The peer has reset: every write fails (EPIPE/ECONNRESET) instead of raising SIGPIPE.
-      for (int i = 0; i < 10; ++i) errors += c.write(std::string_view("after reset")) ? 1 : 0;
+      for (int i = 0; i < 10; ++i) {
+        errors += c.write(std::string_view("after reset")) ? 1 : 0;
+      }
       return action::none;
     }
     std::atomic<int> errors{0};
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, "x"));
   reset_close(fd);
@@ -151,7 +154,7 @@ TEST(net_faults, peer_half_close_we_can_still_write) {
     std::string got;
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, "half"));
   ::shutdown(fd, SHUT_WR);
@@ -174,7 +177,7 @@ TEST(net_faults, half_closed_conn_stays_open_when_handler_says_so) {
     std::shared_ptr<conn> eof_conn;
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ::shutdown(fd, SHUT_WR);
   ASSERT_TRUE(wait_for([&] { return h.get() != nullptr; }));
@@ -192,7 +195,9 @@ TEST(net_faults, half_closed_conn_stays_open_when_handler_says_so) {
 TEST(net_faults, emfile_on_accept_sheds_clients_without_spinning) {
   struct h_t : echo_handler {
     void on_accept_error(std::error_code ec) override {
-      if (ec.value() == EMFILE) emfile.fetch_add(1);  // no category call: UBSan needs fds
+      if (ec.value() == EMFILE) {
+        emfile.fetch_add(1);  // no category call: UBSan needs fds
+      }
     }
     std::atomic<int> emfile{0};
   } h;
@@ -201,10 +206,13 @@ TEST(net_faults, emfile_on_accept_sheds_clients_without_spinning) {
   // UBSan's vptr check (it needs a pipe() to inspect memory), a false report of the sanitizer.
   engine_options one_loop;
   one_loop.loops = 1;
-  ASSERT_TRUE(r.start(h, kLocal, one_loop));
+  ASSERT_TRUE(r.start(h, local_tcp(), one_loop));
   // Client sockets made before the exhaustion (connect() needs no new descriptor).
   std::vector<int> clients;
-  for (int i = 0; i < 3; ++i) clients.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  clients.reserve(3);
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  }
   rlimit old{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
   rlimit low = old;
@@ -213,7 +221,9 @@ TEST(net_faults, emfile_on_accept_sheds_clients_without_spinning) {
   std::vector<int> hogs;
   for (;;) {
     const int d = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (d < 0) break;
+    if (d < 0) {
+      break;
+    }
     hogs.push_back(d);
   }
   ASSERT_EQ(errno, EMFILE);
@@ -226,7 +236,9 @@ TEST(net_faults, emfile_on_accept_sheds_clients_without_spinning) {
     test::set_timeouts(c, 3s);
   }
   // Each client is accepted with the reserve descriptor and closed: it sees the close.
-  for (int c : clients) EXPECT_TRUE(test::sees_close(c));
+  for (int c : clients) {
+    EXPECT_TRUE(test::sees_close(c));
+  }
   EXPECT_TRUE(wait_for([&] { return h.emfile.load() >= 1 && r.get().refused_count() >= 3; }));
   // The listener does not spin: with no client waiting, no more accept errors come.
   std::this_thread::sleep_for(50ms);
@@ -234,9 +246,13 @@ TEST(net_faults, emfile_on_accept_sheds_clients_without_spinning) {
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(h.emfile.load(), before);
   EXPECT_EQ(h.opens.load(), 0);
-  for (int d : hogs) ::close(d);
+  for (int d : hogs) {
+    ::close(d);
+  }
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
-  for (int c : clients) ::close(c);
+  for (int c : clients) {
+    ::close(c);
+  }
   // Descriptors are back: service resumes.
   const int fd = connect_tcp(r.port());
   ASSERT_GE(fd, 0);
@@ -262,7 +278,7 @@ TEST(net_faults, close_inside_on_traffic_with_more_input_pending) {
     std::atomic<int> calls{0}, closes{0};
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, std::string(100000, 'm')));
   EXPECT_TRUE(test::sees_close(fd));
@@ -293,10 +309,13 @@ TEST(net_faults, send_racing_close_from_other_threads) {
   o.loops = 2;
   o.close_linger = 100ms;  // the clients never read: a graceful close gives up after this
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   constexpr int kConns = 8;
   std::vector<int> fds;
-  for (int i = 0; i < kConns; ++i) fds.push_back(connect_tcp(r.port()));
+  fds.reserve(kConns);
+  for (int i = 0; i < kConns; ++i) {
+    fds.push_back(connect_tcp(r.port()));
+  }
   ASSERT_TRUE(wait_for([&] {
     std::lock_guard<std::mutex> lock(h.mu);
     return h.conns.size() == kConns;
@@ -308,7 +327,9 @@ TEST(net_faults, send_racing_close_from_other_threads) {
     for (int fd : fds) {
       const std::uint16_t port = socket_address::local_of(fd)->port();
       for (auto& c : h.conns) {
-        if (c->peer_address().port() == port) conns.push_back(c);
+        if (c->peer_address().port() == port) {
+          conns.push_back(c);
+        }
       }
     }
   }
@@ -322,7 +343,9 @@ TEST(net_faults, send_racing_close_from_other_threads) {
     ~joiner() {
       go = false;
       for (auto& t : threads) {
-        if (t.joinable()) t.join();
+        if (t.joinable()) {
+          t.join();
+        }
       }
     }
   } join_senders{go, senders};
@@ -363,7 +386,9 @@ TEST(net_faults, send_racing_close_from_other_threads) {
   ASSERT_TRUE(all_closed) << h.closes.load();
   std::this_thread::sleep_for(20ms);
   go = false;
-  for (auto& t : senders) t.join();
+  for (auto& t : senders) {
+    t.join();
+  }
   EXPECT_GT(ok.load(), 0);
   for (auto& c : conns) {
     EXPECT_EQ(c->state(), conn_state::closed);
@@ -371,7 +396,9 @@ TEST(net_faults, send_racing_close_from_other_threads) {
   }
   r.stop();
   for (int fd : fds) {
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0) {
+      ::close(fd);
+    }
   }
 }
 
@@ -383,12 +410,12 @@ TEST(net_faults, slow_reader_never_buffers_more_than_high_water_plus_a_chunk) {
   o.high_water_mark = 1u << 20;
   o.send_buffer = 128 * 1024;  // small kernel buffers: a pause of the reader shows up with us
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   int rcv = 64 * 1024;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
   test::set_timeouts(fd, 10s);
-  std::vector<char> buf(16 * 1024);
+  std::vector<char> buf(std::size_t{16} * 1024);
   std::size_t got = 0;
   std::size_t reads = 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -396,7 +423,9 @@ TEST(net_faults, slow_reader_never_buffers_more_than_high_water_plus_a_chunk) {
     const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
     ASSERT_GT(n, 0) << "after " << got << " bytes";
     got += static_cast<std::size_t>(n);
-    if (++reads % 128 == 0) std::this_thread::sleep_for(1ms);  // a slow reader
+    if (++reads % 128 == 0) {
+      std::this_thread::sleep_for(1ms);  // a slow reader
+    }
   }
   const auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_EQ(got, h.total);
@@ -409,20 +438,23 @@ TEST(net_faults, slow_reader_never_buffers_more_than_high_water_plus_a_chunk) {
 TEST(net_faults, stop_with_1000_active_connections_returns_within_2s) {
   rlimit lim{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
-  if (lim.rlim_max < 2200) GTEST_SKIP() << "needs 2200 descriptors, hard limit " << lim.rlim_max;
+  if (lim.rlim_max < 2200) {
+    GTEST_SKIP() << "needs 2200 descriptors, hard limit " << lim.rlim_max;
+  }
   lim.rlim_cur = std::max<rlim_t>(lim.rlim_cur, 2200);
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
   struct h_t : test::echo_handler {
     action on_traffic(conn& c) override {
       c.discard();
-      c.write(std::string(200 * 1024, 's'));  // clients never read: output stays pending
+      c.write(
+          std::string(std::size_t{200} * 1024, 's'));  // clients never read: output stays pending
       return action::none;
     }
   } h;
   engine_options o;
   o.loops = 2;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   std::vector<int> fds;
   for (int i = 0; i < 1000; ++i) {
     const int fd = connect_tcp(r.port());
@@ -435,7 +467,9 @@ TEST(net_faults, stop_with_1000_active_connections_returns_within_2s) {
   const auto took = r.stop();
   EXPECT_LT(took, 2000ms);
   EXPECT_EQ(h.closes.load(), 1000);  // on_close for every connection
-  for (int fd : fds) ::close(fd);
+  for (int fd : fds) {
+    ::close(fd);
+  }
 }
 
 }  // namespace

@@ -21,11 +21,10 @@ using namespace std::chrono_literals;
 using test::booted_handler;
 using test::connect_tcp;
 using test::engine_runner;
+using test::local_tcp;
 using test::recv_n;
 using test::send_all;
 using test::wait_for;
-
-const std::vector<std::string> kLocal = {"tcp://127.0.0.1:0"};
 
 // Publishes every opened conn to the test thread.
 struct keeper : booted_handler {
@@ -59,11 +58,12 @@ struct keeper : booted_handler {
 TEST(net_threads, send_from_other_threads_arrives_in_order_per_thread) {
   keeper h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   auto c = h.wait_conn();
   ASSERT_TRUE(c);
   std::vector<std::thread> ts;
+  ts.reserve(3);
   for (int t = 0; t < 3; ++t) {
     ts.emplace_back([c, t] {
       for (int i = 0; i < 200; ++i) {
@@ -72,8 +72,10 @@ TEST(net_threads, send_from_other_threads_arrives_in_order_per_thread) {
       }
     });
   }
-  for (auto& t : ts) t.join();
-  const std::string got = recv_n(fd, 3 * 200 * 2);
+  for (auto& t : ts) {
+    t.join();
+  }
+  const std::string got = recv_n(fd, std::size_t{3} * 200 * 2);
   ASSERT_EQ(got.size(), 1200u);
   int next[3] = {0, 0, 0};
   for (std::size_t i = 0; i < got.size(); i += 2) {
@@ -87,7 +89,7 @@ TEST(net_threads, send_from_other_threads_arrives_in_order_per_thread) {
 TEST(net_threads, send_async_completes_after_the_bytes_reach_the_kernel) {
   keeper h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   auto c = h.wait_conn();
   std::promise<std::error_code> done;
@@ -109,7 +111,7 @@ TEST(net_threads, send_async_still_buffered_at_close_completes_with_aborted) {
   engine_options o;
   o.close_linger = 50ms;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   int small = 4096;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
@@ -129,7 +131,7 @@ TEST(net_threads, send_async_still_buffered_at_close_completes_with_aborted) {
 TEST(net_threads, send_to_closed_conn_returns_error_and_never_calls_back) {
   keeper h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   auto c = h.wait_conn();
   ::close(fd);
@@ -152,13 +154,15 @@ TEST(net_threads, send_queue_limit_fails_with_queue_full) {
   o.send_queue_limit = 1u << 20;
   o.send_buffer = 64 * 1024;  // small kernel buffers: the bytes pile up with us
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   int small = 4096;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   auto c = h.wait_conn();
   std::error_code last;
-  for (int i = 0; i < 1024 && !last; ++i) last = c->send(std::string(64 * 1024, 'q'));
+  for (int i = 0; i < 1024 && !last; ++i) {
+    last = c->send(std::string(std::size_t{64} * 1024, 'q'));
+  }
   EXPECT_EQ(last, make_error_code(errc::queue_full));
   EXPECT_TRUE(c->is_open()) << "policy fail keeps the connection";
   ::close(fd);
@@ -171,13 +175,15 @@ TEST(net_threads, send_queue_limit_with_close_policy_closes) {
   o.send_buffer = 64 * 1024;
   o.queue_policy = send_queue_policy::close;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   int small = 4096;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   auto c = h.wait_conn();
   std::error_code last;
-  for (int i = 0; i < 1024 && !last; ++i) last = c->send(std::string(64 * 1024, 'q'));
+  for (int i = 0; i < 1024 && !last; ++i) {
+    last = c->send(std::string(std::size_t{64} * 1024, 'q'));
+  }
   EXPECT_EQ(last, make_error_code(errc::queue_full));
   ASSERT_TRUE(wait_for([&] { return h.closed() == 1; }));
   std::lock_guard<std::mutex> lock(h.mu);
@@ -188,7 +194,7 @@ TEST(net_threads, send_queue_limit_with_close_policy_closes) {
 TEST(net_threads, close_from_another_thread) {
   keeper h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   auto c = h.wait_conn();
   ASSERT_FALSE(c->send("bye"));
@@ -203,7 +209,7 @@ TEST(net_threads, close_from_another_thread) {
 TEST(net_threads, abort_from_another_thread_reports_reason) {
   keeper h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   auto c = h.wait_conn();
   c->abort(make_error_code(errc::protocol_error));
@@ -249,7 +255,7 @@ TEST(net_threads, pause_read_stops_delivery_until_resume) {
     std::shared_ptr<conn> self;
   } h;
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal));
+  ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(send_all(fd, "first"));
   ASSERT_TRUE(wait_for([&] { return h.received.load() == 5; }));
@@ -265,7 +271,9 @@ TEST(net_threads, pause_read_stops_delivery_until_resume) {
 TEST(net_threads, high_water_then_drain_callbacks) {
   struct h_t : booted_handler {
     action on_open(conn& c) override {
-      for (int i = 0; i < 8; ++i) c.write(std::string(512 * 1024, 'h'));
+      for (int i = 0; i < 8; ++i) {
+        c.write(std::string(std::size_t{512} * 1024, 'h'));
+      }
       return action::none;
     }
     void on_high_water(conn& c) override {
@@ -283,11 +291,11 @@ TEST(net_threads, high_water_then_drain_callbacks) {
   o.high_water_mark = 1u << 20;
   o.send_buffer = 64 * 1024;  // small kernel buffers so most of the 4 MiB stays with us
   engine_runner r;
-  ASSERT_TRUE(r.start(h, kLocal, o));
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
   const int fd = connect_tcp(r.port());
   ASSERT_TRUE(wait_for([&] { return h.high.load() == 1; }));
   EXPECT_GT(h.buffered_at_high.load(), o.high_water_mark);
-  EXPECT_EQ(recv_n(fd, 8 * 512 * 1024).size(), 8u * 512 * 1024);
+  EXPECT_EQ(recv_n(fd, std::size_t{8} * 512 * 1024).size(), 8u * 512 * 1024);
   ASSERT_TRUE(wait_for([&] { return h.drained.load() == 1; }));
   EXPECT_EQ(h.high.load(), 1);
   ::close(fd);
@@ -301,6 +309,7 @@ TEST(net_threads, engine_timers_from_many_threads) {
   ASSERT_TRUE(r.start(h, {}, o));
   std::atomic<int> fired{0};
   std::vector<std::thread> ts;
+  ts.reserve(4);
   for (int t = 0; t < 4; ++t) {
     ts.emplace_back([&] {
       for (int i = 0; i < 25; ++i) {
@@ -311,7 +320,9 @@ TEST(net_threads, engine_timers_from_many_threads) {
       }
     });
   }
-  for (auto& t : ts) t.join();
+  for (auto& t : ts) {
+    t.join();
+  }
   ASSERT_TRUE(wait_for([&] { return fired.load() == 100; }));
   r.stop();
   EXPECT_EQ(fired.load(), 100);

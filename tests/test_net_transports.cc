@@ -28,7 +28,8 @@ int udp_client() {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  // An ephemeral port on loopback; if binding failed, the test's first exchange fails.
+  (void)::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
   test::set_timeouts(fd, 3s);
   return fd;
 }
@@ -85,9 +86,13 @@ TEST(net_transports, udp_burst_is_drained) {
   const int a = udp_client();
   int rcv = 1 << 20;
   ::setsockopt(a, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
-  for (int i = 0; i < 200; ++i) udp_send(a, r.port(), "m" + std::to_string(i));
+  for (int i = 0; i < 200; ++i) {
+    udp_send(a, r.port(), "m" + std::to_string(i));
+  }
   std::set<std::string> got;
-  for (int i = 0; i < 200; ++i) got.insert(udp_recv(a));
+  for (int i = 0; i < 200; ++i) {
+    got.insert(udp_recv(a));
+  }
   EXPECT_EQ(got.size(), 200u);
   EXPECT_EQ(got.count("[m199]"), 1u);
   ::close(a);
@@ -176,7 +181,9 @@ TEST(net_transports, tcp_unix_and_udp_in_one_engine) {
 TEST(net_transports, tcp6_loopback) {
   echo_handler h;
   engine_runner r;
-  if (!r.start(h, {"tcp6://[::1]:0"})) GTEST_SKIP() << "no IPv6 loopback here";
+  if (!r.start(h, {"tcp6://[::1]:0"})) {
+    GTEST_SKIP() << "no IPv6 loopback here";
+  }
   const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in6 a{};
   a.sin6_family = AF_INET6;

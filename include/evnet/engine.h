@@ -149,8 +149,9 @@ class engine {
   /// stop() (or a callback returns action::shutdown), then closes every connection
   /// (on_close with errc::engine_stopping after a flush bounded by stop_grace), joins the loop
   /// threads, calls handler.on_shutdown and returns {}. If setup fails (bad address, bind
-  /// error) nothing is called on the handler and the error is returned. One run at a time;
-  /// the engine may be run again after run() returns. Blocks the calling thread.
+  /// error) nothing is called on the handler and the error is returned. One run at a time: a
+  /// run() while another is executing returns errc::invalid_argument at once; the engine may be
+  /// run again after run() returns. Blocks the calling thread.
   std::error_code run(handler& h, const std::vector<std::string>& addresses,
                       const engine_options& options = {});
 

@@ -52,14 +52,16 @@ class loop {
   /// call. Any thread. Errors: errc::closed once the loop has stopped (fn is destroyed unrun);
   /// errc::invalid_argument for an empty fn.
   std::error_code post(std::function<void()> fn);
-  /// Runs `fn` now when called on the loop thread, otherwise post(fn). Any thread.
+  /// Runs `fn` now when called on the loop thread, otherwise post(fn) (with post's errors).
+  /// Any thread. errc::invalid_argument for an empty fn.
   std::error_code dispatch(std::function<void()> fn);
 
   /// Runs `fn` once after `delay` on the loop thread. Any thread. Returns an id for cancel(),
-  /// or 0 if the loop has stopped (fn never runs).
+  /// or 0 if the loop has stopped or fn is empty (fn never runs).
   timer_id run_after(std::chrono::nanoseconds delay, std::function<void()> fn);
   /// Runs `fn` every `period` (first after one period) on the loop thread until cancelled.
-  /// Any thread. Returns an id for cancel(), or 0 if the loop has stopped or period <= 0.
+  /// Any thread. Returns an id for cancel(), or 0 if the loop has stopped, fn is empty or
+  /// period <= 0.
   timer_id run_every(std::chrono::nanoseconds period, std::function<void()> fn);
   /// Cancels a timer of this loop. On the loop thread the timer is guaranteed not to run after
   /// this returns (a repeating timer may cancel itself from its own callback); from another

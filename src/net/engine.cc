@@ -15,7 +15,9 @@ namespace detail {
 
 std::size_t engine_internals::pick_loop(const socket_address* peer) noexcept {
   const std::size_t n = loops.size();
-  if (n <= 1) return 0;
+  if (n <= 1) {
+    return 0;
+  }
   switch (opts.balance) {
     case balance_policy::least_connections: {
       std::size_t best = 0;
@@ -65,34 +67,40 @@ engine::~engine() = default;
 
 std::error_code engine::run(handler& h, const std::vector<std::string>& addresses,
                             const engine_options& options) {
-  if (running_.exchange(true, std::memory_order_acq_rel)) return errc::invalid_argument;
-  detail::engine_internals& E = *in_;
-  E.h = &h;
-  E.opts = options;
+  if (running_.exchange(true, std::memory_order_acq_rel)) {
+    return errc::invalid_argument;
+  }
+  detail::engine_internals& in = *in_;
+  in.h = &h;
+  in.opts = options;
   std::size_t n = options.loops;
-  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  if (n == 0) {
+    n = std::max(1u, std::thread::hardware_concurrency());
+  }
   n = std::min<std::size_t>(n, 256);  // timer ids carry the loop index in 8 bits
-  E.opts.loops = n;
-  E.sockopts.no_delay = options.no_delay;
-  E.sockopts.keep_alive = options.keep_alive;
-  E.sockopts.keep_alive_interval = options.keep_alive_interval;
-  E.sockopts.send_buffer = options.send_buffer;
-  E.sockopts.recv_buffer = options.recv_buffer;
-  E.specs.clear();
-  E.conn_count.store(0);
-  E.refused.store(0);
+  in.opts.loops = n;
+  in.sockopts.no_delay = options.no_delay;
+  in.sockopts.keep_alive = options.keep_alive;
+  in.sockopts.keep_alive_interval = options.keep_alive_interval;
+  in.sockopts.send_buffer = options.send_buffer;
+  in.sockopts.recv_buffer = options.recv_buffer;
+  in.specs.clear();
+  in.conn_count.store(0);
+  in.refused.store(0);
 
   auto fail = [&](std::error_code ec) {
-    E.loops.clear();  // closes listeners already added
-    E.specs.clear();
-    E.stop_flag.store(false);
+    in.loops.clear();  // closes listeners already added
+    in.specs.clear();
+    in.stop_flag.store(false);
     running_.store(false, std::memory_order_release);
     return ec;
   };
 
   for (std::size_t i = 0; i < n; ++i) {
-    E.loops.push_back(std::make_unique<loop>(*this, i));
-    if (std::error_code ec = E.loops.back()->internals().init()) return fail(ec);
+    in.loops.push_back(std::make_unique<loop>(*this, i));
+    if (std::error_code ec = in.loops.back()->internals().init()) {
+      return fail(ec);
+    }
   }
 
   detail::listen_options lo;
@@ -101,7 +109,9 @@ std::error_code engine::run(handler& h, const std::vector<std::string>& addresse
   lo.send_buffer = options.send_buffer;
   for (const std::string& url : addresses) {
     auto ep = parse_endpoint(url);
-    if (!ep) return fail(ep.error());
+    if (!ep) {
+      return fail(ep.error());
+    }
     auto spec = std::make_unique<detail::listen_spec>();
     spec->ep = *ep;
     // SO_REUSEPORT spreads TCP and UDP; a Unix path can be bound only once, so loop 0 serves it.
@@ -109,59 +119,75 @@ std::error_code engine::run(handler& h, const std::vector<std::string>& addresse
         options.accept == accept_model::reuse_port && ep->proto != transport::unix_stream;
     lo.reuse_port = per_loop;
     auto fd = detail::open_listener(spec->ep, lo);
-    if (!fd) return fail(fd.error());
+    if (!fd) {
+      return fail(fd.error());
+    }
     if (ep->proto == transport::unix_stream) {
       auto a = socket_address::resolve(spec->ep);
-      if (a) spec->bound = *a;
+      if (a) {
+        spec->bound = *a;
+      }
     } else if (auto a = socket_address::local_of(*fd)) {
       spec->bound = *a;
     }
     detail::listen_spec& s = *spec;
-    E.specs.push_back(std::move(spec));
-    if (std::error_code ec = E.loops[0]->internals().add_listener(s, *fd)) return fail(ec);
+    in.specs.push_back(std::move(spec));
+    if (std::error_code ec = in.loops[0]->internals().add_listener(s, *fd)) {
+      return fail(ec);
+    }
     if (per_loop) {
       endpoint same = s.ep;
       same.port = s.bound.port();  // port 0: every loop binds the port the first one got
       for (std::size_t i = 1; i < n; ++i) {
         auto fdi = detail::open_listener(same, lo);
-        if (!fdi) return fail(fdi.error());
-        if (std::error_code ec = E.loops[i]->internals().add_listener(s, *fdi)) return fail(ec);
+        if (!fdi) {
+          return fail(fdi.error());
+        }
+        if (std::error_code ec = in.loops[i]->internals().add_listener(s, *fdi)) {
+          return fail(ec);
+        }
       }
     }
   }
 
-  E.loops_published.store(true, std::memory_order_release);
+  in.loops_published.store(true, std::memory_order_release);
   h.on_boot(*this);
 
   std::vector<std::thread> threads;
   threads.reserve(n - 1);
   for (std::size_t i = 1; i < n; ++i) {
-    detail::loop_internals* L = &E.loops[i]->internals();
-    threads.emplace_back([L] { L->run(); });
+    detail::loop_internals* li = &in.loops[i]->internals();
+    threads.emplace_back([li] { li->run(); });
   }
-  E.loops[0]->internals().run();
-  for (auto& t : threads) t.join();
+  in.loops[0]->internals().run();
+  for (auto& t : threads) {
+    t.join();
+  }
 
   // No stop() may touch the pollers from here on (signal handlers included).
-  E.loops_published.store(false, std::memory_order_seq_cst);
-  while (E.stoppers.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  in.loops_published.store(false, std::memory_order_seq_cst);
+  while (in.stoppers.load(std::memory_order_seq_cst) != 0) {
+    std::this_thread::yield();
+  }
 
   h.on_shutdown(*this);
-  E.loops.clear();
-  E.specs.clear();
-  E.stop_flag.store(false);
+  in.loops.clear();
+  in.specs.clear();
+  in.stop_flag.store(false);
   running_.store(false, std::memory_order_release);
   return {};
 }
 
 void engine::stop() noexcept {
-  detail::engine_internals& E = *in_;
-  E.stoppers.fetch_add(1, std::memory_order_seq_cst);
-  E.stop_flag.store(true, std::memory_order_seq_cst);
-  if (E.loops_published.load(std::memory_order_seq_cst)) {
-    for (auto& l : E.loops) l->internals().poll->stop();
+  detail::engine_internals& in = *in_;
+  in.stoppers.fetch_add(1, std::memory_order_seq_cst);
+  in.stop_flag.store(true, std::memory_order_seq_cst);
+  if (in.loops_published.load(std::memory_order_seq_cst)) {
+    for (auto& l : in.loops) {
+      l->internals().poll->stop();
+    }
   }
-  E.stoppers.fetch_sub(1, std::memory_order_seq_cst);
+  in.stoppers.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 std::size_t engine::loop_count() const noexcept {
@@ -174,7 +200,9 @@ loop& engine::get_loop(std::size_t i) noexcept {
 
 std::vector<socket_address> engine::listen_addresses() const {
   std::vector<socket_address> out;
-  for (const auto& s : in_->specs) out.push_back(s->bound);
+  for (const auto& s : in_->specs) {
+    out.push_back(s->bound);
+  }
   return out;
 }
 
@@ -187,46 +215,61 @@ std::uint64_t engine::refused_count() const noexcept {
 }
 
 timer_id engine::run_after(std::chrono::nanoseconds delay, std::function<void()> fn) {
-  if (!running() || in_->loops.empty()) return 0;
+  if (!running() || in_->loops.empty()) {
+    return 0;
+  }
   return in_->loops[0]->run_after(delay, std::move(fn));
 }
 
 timer_id engine::run_every(std::chrono::nanoseconds period, std::function<void()> fn) {
-  if (!running() || in_->loops.empty()) return 0;
+  if (!running() || in_->loops.empty()) {
+    return 0;
+  }
   return in_->loops[0]->run_every(period, std::move(fn));
 }
 
 void engine::cancel(timer_id id) noexcept {
-  if (id == 0 || !running()) return;
+  if (id == 0 || !running()) {
+    return;
+  }
   const std::size_t i = id & 0xff;
-  if (i < in_->loops.size()) in_->loops[i]->cancel(id);
+  if (i < in_->loops.size()) {
+    in_->loops[i]->cancel(id);
+  }
 }
 
 std::error_code engine::dial(std::string_view url, dial_options options) {
-  detail::engine_internals& E = *in_;
-  if (!running() || E.stop_flag.load(std::memory_order_acquire) || E.loops.empty()) {
+  detail::engine_internals& in = *in_;
+  if (!running() || in.stop_flag.load(std::memory_order_acquire) || in.loops.empty()) {
     return errc::stopped;
   }
   auto ep = parse_endpoint(url);
-  if (!ep) return ep.error();
-  if (ep->proto == transport::udp) return errc::bad_address;
+  if (!ep) {
+    return ep.error();
+  }
+  if (ep->proto == transport::udp) {
+    return errc::bad_address;
+  }
   auto addr = socket_address::resolve(*ep);
-  if (!addr) return addr.error();
-  const std::size_t n = E.loops.size();
+  if (!addr) {
+    return addr.error();
+  }
+  const std::size_t n = in.loops.size();
   const std::size_t idx = options.loop >= 0 ? static_cast<std::size_t>(options.loop) % n
-                                            : (E.opts.balance == balance_policy::source_hash
-                                                   ? E.round_robin.fetch_add(1) % n
-                                                   : E.pick_loop(nullptr));
-  detail::loop_internals& L = E.loops[idx]->internals();
-  L.conn_count.fetch_add(1, std::memory_order_relaxed);
-  E.conn_count.fetch_add(1, std::memory_order_relaxed);
+                                            : (in.opts.balance == balance_policy::source_hash
+                                                   ? in.round_robin.fetch_add(1) % n
+                                                   : in.pick_loop(nullptr));
+  detail::loop_internals& li = in.loops[idx]->internals();
+  li.conn_count.fetch_add(1, std::memory_order_relaxed);
+  in.conn_count.fetch_add(1, std::memory_order_relaxed);
   auto opts = std::make_shared<dial_options>(std::move(options));
   const transport kind = ep->proto;
   const socket_address target = *addr;
-  std::error_code ec = L.self.post([&L, opts, kind, target] { L.start_dial(target, kind, *opts); });
+  std::error_code ec =
+      li.self.post([&li, opts, kind, target] { li.start_dial(target, kind, *opts); });
   if (ec) {
-    L.conn_count.fetch_sub(1, std::memory_order_relaxed);
-    E.conn_count.fetch_sub(1, std::memory_order_relaxed);
+    li.conn_count.fetch_sub(1, std::memory_order_relaxed);
+    in.conn_count.fetch_sub(1, std::memory_order_relaxed);
     return errc::stopped;
   }
   return {};
