@@ -3,6 +3,8 @@
 #include <array>
 #include <cstring>
 
+#include "http/text.h"
+
 namespace evnet::http {
 namespace {
 
@@ -27,16 +29,6 @@ constexpr auto kTchar = make_tchar_table();
 
 constexpr unsigned char lower(unsigned char c) noexcept {
   return (c >= 'A' && c <= 'Z') ? static_cast<unsigned char>(c | 0x20) : c;
-}
-
-std::string_view trim(std::string_view v) noexcept {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) {
-    v.remove_prefix(1);
-  }
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) {
-    v.remove_suffix(1);
-  }
-  return v;
 }
 
 bool byte_ok(unsigned char u) noexcept {
@@ -149,7 +141,7 @@ template <class F>
 bool for_each_token(std::string_view v, F&& f) {
   while (!v.empty()) {
     std::size_t comma = v.find(',');
-    std::string_view tok = trim(v.substr(0, comma));
+    std::string_view tok = http::detail::trim_ows(v.substr(0, comma));
     if (!tok.empty() && f(tok)) {
       return true;
     }
@@ -576,7 +568,7 @@ bool parser::parse_field_line(std::string_view line, std::vector<header_field>& 
   if (colon == 0 || colon == line.size() || line[colon] != ':') {
     return fail(400, "malformed header field"), false;
   }
-  std::string_view value = trim(line.substr(colon + 1));
+  std::string_view value = http::detail::trim_ows(line.substr(colon + 1));
   if (!field_value_ok(value)) {
     return fail(400, "control character in header value"), false;
   }

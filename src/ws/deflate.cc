@@ -5,26 +5,17 @@
 #include <cstring>
 
 #include "evnet/http/parser.h"
+#include "http/text.h"
 
 namespace evnet::ws {
 namespace {
-
-std::string_view trim(std::string_view v) noexcept {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) {
-    v.remove_prefix(1);
-  }
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) {
-    v.remove_suffix(1);
-  }
-  return v;
-}
 
 // Splits `s` at `sep` into the first piece and the rest.
 std::string_view take(std::string_view& s, char sep) {
   std::size_t i = s.find(sep);
   std::string_view head = s.substr(0, i);
   s = i == std::string_view::npos ? std::string_view{} : s.substr(i + 1);
-  return trim(head);
+  return http::detail::trim_ows(head);
 }
 
 // Window bits parameter value: 8..15, optionally quoted. -1 when invalid.
@@ -54,7 +45,7 @@ offer parse_params(std::string_view params, bool response) {
   while (!params.empty()) {
     std::string_view p = take(params, ';');
     std::string_view name = take(p, '=');
-    std::string_view value = trim(p);
+    std::string_view value = http::detail::trim_ows(p);
     bool has_value = !value.empty();
     if (http::iequals(name, "server_no_context_takeover")) {
       if (o.server_nct || has_value) {
