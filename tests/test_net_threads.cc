@@ -148,6 +148,16 @@ TEST(net_threads, send_to_closed_conn_returns_error_and_never_calls_back) {
   EXPECT_EQ(c->send("after stop"), make_error_code(errc::closed));
 }
 
+// Sends 64 KiB messages from the test thread (the cross-thread send path) until one fails or
+// 64 MiB were queued; returns the first error, or {} if none failed.
+std::error_code send_until_error(conn& c) {
+  std::error_code last;
+  for (int i = 0; i < 1024 && !last; ++i) {
+    last = c.send(std::string(std::size_t{64} * 1024, 'q'));
+  }
+  return last;
+}
+
 TEST(net_threads, send_queue_limit_fails_with_queue_full) {
   keeper h;
   engine_options o;
@@ -159,10 +169,7 @@ TEST(net_threads, send_queue_limit_fails_with_queue_full) {
   int small = 4096;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   auto c = h.wait_conn();
-  std::error_code last;
-  for (int i = 0; i < 1024 && !last; ++i) {
-    last = c->send(std::string(std::size_t{64} * 1024, 'q'));
-  }
+  const std::error_code last = send_until_error(*c);
   EXPECT_EQ(last, make_error_code(errc::queue_full));
   EXPECT_TRUE(c->is_open()) << "policy fail keeps the connection";
   ::close(fd);
@@ -180,10 +187,7 @@ TEST(net_threads, send_queue_limit_with_close_policy_closes) {
   int small = 4096;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   auto c = h.wait_conn();
-  std::error_code last;
-  for (int i = 0; i < 1024 && !last; ++i) {
-    last = c->send(std::string(std::size_t{64} * 1024, 'q'));
-  }
+  const std::error_code last = send_until_error(*c);
   EXPECT_EQ(last, make_error_code(errc::queue_full));
   ASSERT_TRUE(wait_for([&] { return h.closed() == 1; }));
   std::lock_guard<std::mutex> lock(h.mu);
