@@ -239,7 +239,7 @@ class conn : public std::enable_shared_from_this<conn> {
   void handle_io_slow(std::uint32_t events) noexcept;
   ssize_t read_into_ring(std::size_t* asked) noexcept;
   bool read_failed(ssize_t n) noexcept;
-  poll_callback io_callback() noexcept;
+  static poll_action on_poll_event(poll_attachment& a, std::uint32_t events) noexcept;
   void set_state(conn_state s) noexcept;
   void refresh_gates() noexcept;
   std::error_code write_two(const input_view& data);

@@ -63,20 +63,25 @@ enum class trigger_mode : std::uint8_t {
 };
 
 /// Bits passed to a poll callback. Several may be set at once: a reset TCP peer, for instance,
-/// shows as readable | writable | read_hangup | hangup | error.
+/// shows as readable | writable | read_hangup | hangup | error. The values are those of Linux's
+/// EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP and EPOLLERR (equal to the POLL* ones), so the epoll
+/// and io_uring backends hand the kernel's mask over with one AND instead of converting it bit
+/// by bit; kqueue sets them by name. Use the names, never the numbers.
 // Named like enumerators (io_event::readable), not kName constants, as ev_flag in event.h.
 // NOLINTBEGIN(readability-identifier-naming)
 namespace io_event {
-inline constexpr std::uint32_t readable = 1U << 0;  ///< data (or EOF, or a pending accept) to read
-inline constexpr std::uint32_t writable = 1U << 1;  ///< room in the send buffer
+inline constexpr std::uint32_t readable = 0x001U;  ///< data (or EOF, or a pending accept) to read
+inline constexpr std::uint32_t writable = 0x004U;  ///< room in the send buffer
 /// The peer shut down its write side: reads will reach EOF (EPOLLRDHUP; kqueue EV_EOF on read).
-inline constexpr std::uint32_t read_hangup = 1U << 2;
+inline constexpr std::uint32_t read_hangup = 0x2000U;
 /// Both directions are gone: peer closed after our shutdown, RST, pipe writer closed
 /// (EPOLLHUP; kqueue EV_EOF on write, or on read with a socket error).
-inline constexpr std::uint32_t hangup = 1U << 3;
+inline constexpr std::uint32_t hangup = 0x010U;
 /// An error is pending on the fd; read it with getsockopt(SO_ERROR) (EPOLLERR; kqueue EV_ERROR
 /// or EV_EOF with an error in fflags).
-inline constexpr std::uint32_t error = 1U << 4;
+inline constexpr std::uint32_t error = 0x008U;
+/// Every bit above: a backend never reports any other.
+inline constexpr std::uint32_t all = readable | writable | read_hangup | hangup | error;
 }  // namespace io_event
 // NOLINTEND(readability-identifier-naming)
 
@@ -91,21 +96,37 @@ enum class poll_action : std::uint8_t {
 /// trigger(), stop() and close() (deferred to the end of the round); it must not throw.
 using poll_callback = std::function<poll_action(int fd, std::uint32_t events)>;
 
+struct poll_attachment;
+
+/// The lighter alternative to poll_callback: a plain function, called with the attachment itself
+/// (use poll_attachment::context, or the attachment's address inside a larger object, to find
+/// your state) and the io_event bits. It spares the std::function indirection on every event,
+/// which matters to a server handling millions of events a second; evnet's connections use it.
+/// Same thread and re-entrancy rules as poll_callback; it must not throw.
+using poll_function = poll_action (*)(poll_attachment& a, std::uint32_t events);
+
 /// A descriptor registration. The kernel's user data points at this object (epoll_data.ptr,
 /// kevent udata) or names its slot (io_uring), so no search happens per event. The caller owns it
 /// and must keep it alive (and at a stable address) until remove() returns, close() returns or the
 /// poller is destroyed. Removing it inside any callback is safe, and so is freeing it right after:
 /// events already fetched for it in the same round are discarded. A callback may even remove and
 /// free its own attachment, provided it touches nothing it captured afterwards. Fill `fd` and
-/// `callback` before add(); do not change `fd` while registered. Not copyable in a meaningful way
-/// while registered (a copy would share the bookkeeping), so copy or move it only when
-/// unregistered.
+/// `callback` (or `function`) before add(); do not change `fd` while registered. Not copyable in a
+/// meaningful way while registered (a copy would share the bookkeeping), so copy or move it only
+/// when unregistered.
 struct poll_attachment {
   /// The descriptor to watch; the caller owns it (the poller never closes it). Set before
   /// add(), unchanged while registered.
   int fd = -1;
-  /// Called on the loop thread with this fd and the io_event bits that fired.
+  /// Called on the loop thread with this fd and the io_event bits that fired, unless `function`
+  /// is set. One of the two must be set before add().
   poll_callback callback;
+  /// If not null, called on the loop thread instead of `callback` (see poll_function). Set
+  /// before add(), unchanged while registered.
+  poll_function function = nullptr;
+  /// Free for the owner of the attachment (typically the object `function` acts on); the poller
+  /// never reads it.
+  void* context = nullptr;
 
   /// True between a successful add() and remove() (or close()/destruction of the poller).
   /// Loop thread only.
@@ -179,12 +200,12 @@ class poller {
   poller(const poller&) = delete;
   poller& operator=(const poller&) = delete;
 
-  /// Registers `a.fd` with interest and trigger mode; from then on `a.callback` runs on the
-  /// loop thread when the fd is ready. Loop thread only (or while nobody polls).
-  /// Errors (nothing is registered then): errc::closed after close(); errc::wrong_thread from
-  /// another thread while one polls; errc::invalid_argument for an attachment without
-  /// callback or with a negative fd; errc::already_registered if `a` is registered (here or
-  /// with another poller) or another attachment has the same fd (epoll's EEXIST); a system
+  /// Registers `a.fd` with interest and trigger mode; from then on `a.function` (if set) or
+  /// `a.callback` runs on the loop thread when the fd is ready. Loop thread only (or while nobody
+  /// polls). Errors (nothing is registered then): errc::closed after close(); errc::wrong_thread
+  /// from another thread while one polls; errc::invalid_argument for an attachment with neither
+  /// function nor callback, or with a negative fd; errc::already_registered if `a` is registered
+  /// (here or with another poller) or another attachment has the same fd (epoll's EEXIST); a system
   /// error from the kernel, e.g. std::errc::bad_file_descriptor for a closed fd or
   /// std::errc::operation_not_permitted for a regular file.
   std::error_code add(poll_attachment& a, interest what, trigger_mode mode = trigger_mode::level);

@@ -381,12 +381,11 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
   }
 }
 
-poll_callback conn::io_callback() noexcept {
-  // Defined here so handle_io and handle_read inline into the callback's invoker.
-  return [this](int, std::uint32_t events) {
-    handle_io(events);
-    return poll_action::proceed;
-  };
+poll_action conn::on_poll_event(poll_attachment& a, std::uint32_t events) noexcept {
+  // A plain function, not a poll_callback: the poller calls it directly, with no std::function
+  // invoker in between. Defined here so handle_io and handle_read inline into it.
+  static_cast<conn*>(a.context)->handle_io(events);
+  return poll_action::proceed;
 }
 
 conn::~conn() {

@@ -93,7 +93,8 @@ std::shared_ptr<conn> loop_internals::make_conn(int fd, transport kind, bool cli
   c->self_ = c;
   link_live(c.get());
   c->attachment_.fd = fd;
-  c->attachment_.callback = c->io_callback();
+  c->attachment_.function = &conn::on_poll_event;
+  c->attachment_.context = c.get();
   return c;
 }
 

@@ -160,8 +160,13 @@ inline std::error_code registration_error(int err) noexcept {
 }
 
 /// Each backend maps its readiness bits to io_event bits itself (epoll and io_uring share
-/// poll_bits.h); this helper keeps the poll_callback invocation in one place. Loop thread.
+/// poll_bits.h); this helper keeps the callback invocation in one place: the plain function if
+/// the attachment has one (a direct call, no std::function invoker), else the poll_callback.
+/// Loop thread.
 inline bool dispatch_attachment(poll_attachment* a, std::uint32_t bits) {
+  if (a->function != nullptr) [[likely]] {
+    return a->function(*a, bits) == poll_action::stop;
+  }
   return a->callback(a->fd, bits) == poll_action::stop;
 }
 

@@ -146,7 +146,7 @@ std::error_code poller::add(poll_attachment& a, interest what, trigger_mode mode
   if (foreign_thread(b)) {
     return errc::wrong_thread;
   }
-  if (a.fd < 0 || !a.callback) {
+  if (a.fd < 0 || (a.function == nullptr && !a.callback)) {
     return errc::invalid_argument;
   }
   if (a.owner_ != nullptr) {
