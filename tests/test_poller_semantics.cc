@@ -45,6 +45,58 @@ TEST(PollerSemantics, level_fires_every_round_while_readable) {
   EXPECT_FALSE(p->remove(r.att));
 }
 
+TEST(PollerSemantics, function_pointer_attachment_gets_events_and_context) {
+  auto p = open_poller();
+  socket_pair sp;
+  struct seen_t {
+    int calls = 0;
+    std::uint32_t events = 0;
+    int fd = -1;
+  } seen;
+  poll_attachment a;
+  a.fd = sp.a.get();
+  a.context = &seen;
+  a.function = [](poll_attachment& att, std::uint32_t ev) {
+    auto* s = static_cast<seen_t*>(att.context);
+    ++s->calls;
+    s->events = ev;
+    s->fd = att.fd;
+    return poll_action::stop;
+  };
+  ASSERT_FALSE(p->add(a, interest::read, trigger_mode::edge));
+  write_byte(sp.b.get());
+  // The function's poll_action::stop ends poll() cleanly, as a callback's would.
+  EXPECT_FALSE(p->poll());
+  EXPECT_EQ(seen.calls, 1);
+  EXPECT_EQ(seen.events, io_event::readable);
+  EXPECT_EQ(seen.fd, sp.a.get());
+  EXPECT_FALSE(p->remove(a));
+}
+
+TEST(PollerSemantics, function_pointer_takes_precedence_over_callback) {
+  auto p = open_poller();
+  socket_pair sp;
+  int function_calls = 0;
+  int callback_calls = 0;
+  poll_attachment a;
+  a.fd = sp.a.get();
+  a.context = &function_calls;
+  a.function = [](poll_attachment& att, std::uint32_t) {
+    ++*static_cast<int*>(att.context);
+    return poll_action::proceed;
+  };
+  a.callback = [&](int, std::uint32_t) {
+    ++callback_calls;
+    return poll_action::proceed;
+  };
+  ASSERT_FALSE(p->add(a, interest::read, trigger_mode::level));
+  write_byte(sp.b.get());
+  EXPECT_EQ(run_round(*p), 1U);
+  EXPECT_EQ(function_calls, 1);
+  EXPECT_EQ(callback_calls, 0);
+  EXPECT_FALSE(p->remove(a));
+}
+
 TEST(PollerSemantics, edge_fires_once_per_arrival) {
   auto p = open_poller();
   socket_pair sp;
