@@ -120,6 +120,21 @@ class conn : public std::enable_shared_from_this<conn> {
     }
     return in_.peek(n);
   }
+  /// Writable views of the same bytes as peek(n), for protocols that transform their input in
+  /// place before consuming it (WebSocket unmasking). The memory belongs to this connection
+  /// until it is consumed (the loop's read buffer for this round's bytes, or the connection's
+  /// own ring), so writing it changes only what this connection's later peek()/next() return;
+  /// peek() hands out const views so that ordinary readers cannot edit input by accident.
+  /// Same validity as peek(). Loop thread.
+  struct writable_view {
+    std::span<std::byte> first;
+    std::span<std::byte> second;
+  };
+  writable_view peek_writable(std::size_t n = static_cast<std::size_t>(-1)) noexcept {
+    const input_view v = peek(n);
+    return {{const_cast<std::byte*>(v.first.data()), v.first.size()},     // NOLINT: see above
+            {const_cast<std::byte*>(v.second.data()), v.second.size()}};  // NOLINT
+  }
   /// Like peek(n), then consumes those bytes. The views stay valid until the current callback
   /// returns (consumed bytes are not overwritten before then). Loop thread.
   input_view next(std::size_t n = static_cast<std::size_t>(-1)) noexcept {

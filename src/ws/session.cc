@@ -259,15 +259,14 @@ action session::on_traffic(evnet::conn& c) {
     c.discard();
     return action::none;
   }
-  input_view v = c.peek();
+  // The input bytes belong to this connection until consumed, so frames are unmasked in place.
+  const evnet::conn::writable_view v = c.peek_writable();
   batching_ = true;
   std::size_t consumed = 0;
-  // The input bytes belong to this connection until consumed, so frames are unmasked in place
-  // (the views are const only because most users must not write them).
-  auto* a = const_cast<char*>(as_chars(v.first).data());
+  auto* a = reinterpret_cast<char*>(v.first.data());
   bool go = process(a, v.first.size(), consumed);
   if (go && !v.second.empty()) {
-    auto* b = const_cast<char*>(as_chars(v.second).data());
+    auto* b = reinterpret_cast<char*>(v.second.data());
     process(b, v.second.size(), consumed);
   }
   batching_ = false;
