@@ -1230,10 +1230,12 @@ def write_results(cfg, args, results, info, elapsed):
     md.append("")
     with open("/proc/loadavg") as f:
         info["load average at end"] = " ".join(f.read().split()[:3])
-    md.append("The machine is shared (other builds run on the same cores; see the load averages "
-              "below), so absolute throughput drifts between rounds: compare servers through "
+    md.append("%s (see the load averages below). Two shared cores drift by tens of percent "
+              "from minute to minute, so absolute throughput drifts between rounds: compare "
+              "servers through "
               "the ratios of medians from this one interleaved run, and rank them by the costs "
-              "that do not drift — CPU time, system calls and instructions per message.")
+              "that do not drift — CPU time, system calls and instructions per message." %
+              busy_note(info))
     md.append("")
     for k, v in info.items():
         md.append("- **%s**: %s" % (k, v))
