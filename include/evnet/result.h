@@ -17,9 +17,12 @@ namespace evnet {
 template <class T>
 class [[nodiscard]] result {
  public:
-  result(T value) : value_(std::move(value)) {}            // NOLINT(google-explicit-constructor)
-  result(std::error_code ec) : error_(ec) { assert(ec); }  // NOLINT(google-explicit-constructor)
-  result(errc e) : error_(make_error_code(e)) {}           // NOLINT(google-explicit-constructor)
+  result(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  result(std::error_code ec)                     // NOLINT(google-explicit-constructor)
+      : code_(ec.value()), category_(&ec.category()) {
+    assert(ec);
+  }
+  result(errc e) : result(make_error_code(e)) {}  // NOLINT(google-explicit-constructor)
 
   bool has_value() const noexcept { return value_.has_value(); }
   explicit operator bool() const noexcept { return has_value(); }
@@ -43,11 +46,17 @@ class [[nodiscard]] result {
   const T* operator->() const { return &value(); }
 
   /// The error; a default (false) error_code when the result holds a value.
-  std::error_code error() const noexcept { return error_; }
+  std::error_code error() const noexcept {
+    return category_ != nullptr ? std::error_code(code_, *category_) : std::error_code();
+  }
 
  private:
   std::optional<T> value_;
-  std::error_code error_;
+  // The error as its two parts rather than a std::error_code member: a default-constructed
+  // std::error_code calls std::system_category(), an out-of-line function, and a successful
+  // result is built on every poll round.
+  int code_ = 0;
+  const std::error_category* category_ = nullptr;
 };
 
 }  // namespace evnet

@@ -6,6 +6,7 @@
 #include <cassert>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -30,10 +31,13 @@ namespace {
 constexpr std::uint32_t kIoFlags = ev_flag::read | ev_flag::write;
 constexpr int kMaxSignal = 65;  // signal numbers 1..64
 
+const std::error_category& g_system_category = std::system_category();
+
 std::int64_t clock_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  // steady_clock's clock, read without libstdc++'s out-of-line wrapper (twice per round).
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 interest to_interest(std::uint32_t flags) noexcept {
@@ -155,7 +159,7 @@ class base_impl {
     }
   }
 
-  std::optional<std::int64_t> next_deadline() const noexcept {
+  std::optional<std::int64_t> next_deadline() noexcept {
     return use_heap_ ? heap_.next_deadline() : wheel_.next_deadline();
   }
 
@@ -628,17 +632,20 @@ class base_impl {
       std::atomic<std::thread::id>& r;
       ~release_guard() { r.store(std::thread::id(), std::memory_order_release); }
     } guard{running_};
-    if (exit_requested_.exchange(false, std::memory_order_acq_rel)) {
+    // A plain load first: the locked exchange is paid only when an exit was requested.
+    if (exit_requested_.load(std::memory_order_acquire) &&
+        exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
       return errc::stopped;
     }
 
     in_round_ = true;
-    now_ns_ = clock_ns();
     time_valid_ = false;  // until the poll returns: see current_ns()
     std::chrono::milliseconds wait{-1};
     if (nonblocking || ready_count_ != 0) {
       wait = std::chrono::milliseconds(0);
     } else if (auto next = next_deadline()) {
+      // The clock is read here only: a round that does not block does not need it.
+      now_ns_ = clock_ns();
       const std::int64_t ns = *next - now_ns_;
       // Round up: waking a little late is fine, waking early only costs another round.
       wait = std::chrono::milliseconds(ns <= 0 ? 0 : (ns + 999'999) / 1'000'000);
@@ -655,20 +662,25 @@ class base_impl {
     // exit(): the round simply continues.
 
     expire_timers();
-    std::size_t budget = options_.max_callbacks_per_round;
-    while (budget-- != 0 && !exit_requested_.load(std::memory_order_relaxed)) {
-      event* ev = pop_ready();
-      if (ev == nullptr) {
-        break;
+    if (ready_count_ != 0) {
+      std::size_t budget = options_.max_callbacks_per_round;
+      while (budget-- != 0 && !exit_requested_.load(std::memory_order_relaxed)) {
+        event* ev = pop_ready();
+        if (ev == nullptr) {
+          break;
+        }
+        process(ev);
       }
-      process(ev);
     }
     in_round_ = false;
     time_valid_ = false;
-    if (exit_requested_.exchange(false, std::memory_order_acq_rel)) {
+    if (exit_requested_.load(std::memory_order_acquire) &&
+        exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
       return errc::stopped;
     }
-    return {};
+    // Not `return {}`: std::error_code's default constructor calls std::system_category(),
+    // an out-of-line function, once per round.
+    return std::error_code(0, g_system_category);
   }
 
   std::error_code dispatch() {

@@ -58,20 +58,15 @@ class timer_wheel {
 
   /// A lower bound of the earliest deadline (exact when it lies within the next 64 ticks), or
   /// nothing when the wheel is empty. Waiting until it and calling expire() is always correct.
-  std::optional<std::int64_t> next_deadline() const noexcept {
+  std::optional<std::int64_t> next_deadline() noexcept {
     if (size_ == 0) {
       return std::nullopt;
     }
-    if (due_ != nullptr) {
-      return static_cast<std::int64_t>(cur_) * tick_ns_;
+    if (!horizon_exact_) {
+      horizon_ = first_start();
+      horizon_exact_ = true;
     }
-    for (int level = 0; level < kLevels; ++level) {
-      if (occupied_[level] != 0) {
-        return static_cast<std::int64_t>(slot_start(level, std::countr_zero(occupied_[level]))) *
-               tick_ns_;
-      }
-    }
-    return static_cast<std::int64_t>(next_epoch()) * tick_ns_;  // only overflow nodes remain
+    return static_cast<std::int64_t>(horizon_) * tick_ns_;
   }
 
   /// Unlinks every node whose deadline is <= now_ns and calls fire(node) for each (the node is
@@ -79,6 +74,12 @@ class timer_wheel {
   template <class Fire>
   std::size_t expire(std::int64_t now_ns, Fire&& fire) {
     const auto now_tick = static_cast<std::uint64_t>(now_ns / tick_ns_);
+    // The common round: nothing can be due before the horizon. cur_ is left behind; that is
+    // safe, because every node is filed relative to the cur_ it was placed with, and the
+    // full pass below copes with any jump of the clock.
+    if (now_tick < horizon_) [[likely]] {
+      return 0;
+    }
     std::size_t fired = 0;
     for (;;) {
       while (due_ != nullptr) {
@@ -128,6 +129,8 @@ class timer_wheel {
     if (now_tick > cur_) {
       cur_ = now_tick;
     }
+    horizon_ = first_start();
+    horizon_exact_ = true;
     return fired;
   }
 
@@ -137,6 +140,23 @@ class timer_wheel {
       return 0;
     }
     return static_cast<std::uint64_t>((deadline_ns + tick_ns_ - 1) / tick_ns_);
+  }
+
+  // The tick of the earliest thing expire() would have to do: fire the due list, re-file the
+  // lowest occupied slot, or enter the next epoch; "never" when the wheel is empty.
+  std::uint64_t first_start() const noexcept {
+    if (size_ == 0) {
+      return kNever;
+    }
+    if (due_ != nullptr) {
+      return cur_;
+    }
+    for (int level = 0; level < kLevels; ++level) {
+      if (occupied_[level] != 0) {
+        return slot_start(level, std::countr_zero(occupied_[level]));
+      }
+    }
+    return next_epoch();  // only overflow nodes remain
   }
 
   std::uint64_t next_epoch() const noexcept { return ((cur_ >> kSpanBits) + 1) << kSpanBits; }
@@ -149,13 +169,16 @@ class timer_wheel {
 
   void place(timer_node* n, std::uint64_t due) noexcept {
     timer_node** head;
+    std::uint64_t start;
     if (due <= cur_) {
       head = &due_;
       n->pos = kDuePos;
+      start = cur_;
     } else if (((due ^ cur_) >> kSpanBits) != 0) {
       // Beyond this epoch (139 years at 1 ms ticks): parked until the wheel enters the next.
       head = &overflow_;
       n->pos = kOverflowPos;
+      start = next_epoch();
     } else {
       const std::uint64_t diff = due ^ cur_;
       const int level = (63 - std::countl_zero(diff)) / kBits;
@@ -163,6 +186,11 @@ class timer_wheel {
       head = &slots_[level][slot];
       occupied_[level] |= std::uint64_t{1} << slot;
       n->pos = static_cast<std::uint32_t>(level * kSlots + slot);
+      start = slot_start(level, slot);
+    }
+    // A new earliest start keeps the horizon exact if it was; otherwise it stays a lower bound.
+    if (start < horizon_) {
+      horizon_ = start;
     }
     n->next = *head;
     if (n->next != nullptr) {
@@ -182,15 +210,25 @@ class timer_wheel {
       const auto slot = n->pos % kSlots;
       if (slots_[level][slot] == nullptr) {
         occupied_[level] &= ~(std::uint64_t{1} << slot);
+        horizon_exact_ = false;  // still a lower bound: expire() may do a pass for nothing
       }
+    } else {
+      horizon_exact_ = false;
     }
     n->next = nullptr;
     n->pprev = nullptr;
     n->pos = timer_node::kNotQueued;
   }
 
+  static constexpr std::uint64_t kNever = ~std::uint64_t{0};
+
   std::int64_t tick_ns_;
   std::uint64_t cur_;
+  // A lower bound of first_start(), so that expire() can return at once in the common round
+  // when nothing is due (one compare instead of a scan of the levels), exact when
+  // horizon_exact_ (next_deadline() makes it exact before answering).
+  std::uint64_t horizon_ = kNever;
+  bool horizon_exact_ = true;
   std::size_t size_ = 0;
   timer_node* due_ = nullptr;
   timer_node* overflow_ = nullptr;
