@@ -392,8 +392,17 @@ TEST(ws_writer, header_sizes_and_mask_round_trip) {
 
 TEST(ws_writer, apply_mask_matches_bytewise_reference) {
   const std::uint8_t key[4] = {0xA1, 0x02, 0xF3, 0x74};
+  // Every length up to 300 covers each loop (8-, 16- and 32-byte steps, the 128-byte AVX2 step
+  // where the CPU has it) and every tail; a few larger ones cover long runs of the widest loop.
+  std::vector<std::size_t> lengths;
+  for (std::size_t len = 0; len <= 300; ++len) {
+    lengths.push_back(len);
+  }
+  for (std::size_t len : {511u, 512u, 513u, 4096u, 4101u, 65539u}) {
+    lengths.push_back(len);
+  }
   for (std::size_t offset = 0; offset < 4; ++offset) {
-    for (std::size_t len = 0; len < 150; ++len) {
+    for (std::size_t len : lengths) {
       std::string data(len + 3, '\0');
       for (std::size_t i = 0; i < data.size(); ++i) {
         data[i] = static_cast<char>(i * 7 + len);

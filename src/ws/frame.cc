@@ -5,6 +5,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define EVNET_WS_AVX2 1
+#endif
 
 #include <bit>
 #include <cstring>
@@ -75,22 +79,55 @@ std::size_t write_frame_header(char* out, opcode op, std::uint64_t len, bool fin
   return n;
 }
 
-std::size_t apply_mask(char* data, std::size_t len, const std::uint8_t key[4],
-                       std::size_t offset) noexcept {
-  // The key repeats every four bytes; rotate it to `offset` once and XOR eight bytes per step
-  // (little and big endian both work: a rotation by whole bytes of the loaded word).
-  std::uint32_t k;
-  std::memcpy(&k, key, 4);
-  unsigned shift = static_cast<unsigned>(offset & 3) * 8;
-  if (shift) {
-    if constexpr (std::endian::native == std::endian::little) {
-      k = (k >> shift) | (k << (32 - shift));
-    } else {
-      k = (k << shift) | (k >> (32 - shift));
-    }
-  }
-  std::uint64_t k8 = (std::uint64_t{k} << 32) | k;
+namespace {
+
+#if defined(EVNET_WS_AVX2)
+// The AVX2 loop is compiled for AVX2 only (the rest of the library targets baseline x86-64) and
+// chosen at run time, so one binary runs everywhere and uses 32-byte registers where it can.
+// Masks whole 32-byte blocks and returns how many bytes it did; the caller finishes the tail.
+__attribute__((target("avx2"))) std::size_t mask_blocks_avx2(char* data, std::size_t len,
+                                                             std::uint64_t k8) noexcept {
+  const __m256i k = _mm256_set1_epi64x(static_cast<long long>(k8));
   std::size_t i = 0;
+  // Eight registers per step: the loop overhead is paid once per 256 bytes.
+  for (; i + 256 <= len; i += 256) {
+    // Written out: GCC at -O2 keeps an inner loop of eight as a loop.
+    auto* p = reinterpret_cast<__m256i*>(data + i);
+    _mm256_storeu_si256(p, _mm256_xor_si256(_mm256_loadu_si256(p), k));
+    _mm256_storeu_si256(p + 1, _mm256_xor_si256(_mm256_loadu_si256(p + 1), k));
+    _mm256_storeu_si256(p + 2, _mm256_xor_si256(_mm256_loadu_si256(p + 2), k));
+    _mm256_storeu_si256(p + 3, _mm256_xor_si256(_mm256_loadu_si256(p + 3), k));
+    _mm256_storeu_si256(p + 4, _mm256_xor_si256(_mm256_loadu_si256(p + 4), k));
+    _mm256_storeu_si256(p + 5, _mm256_xor_si256(_mm256_loadu_si256(p + 5), k));
+    _mm256_storeu_si256(p + 6, _mm256_xor_si256(_mm256_loadu_si256(p + 6), k));
+    _mm256_storeu_si256(p + 7, _mm256_xor_si256(_mm256_loadu_si256(p + 7), k));
+  }
+  for (; i + 32 <= len; i += 32) {
+    auto* p = reinterpret_cast<__m256i*>(data + i);
+    _mm256_storeu_si256(p, _mm256_xor_si256(_mm256_loadu_si256(p), k));
+  }
+  return i;
+}
+
+bool cpu_has_avx2() noexcept {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return has;
+}
+
+// Below this size the SSE2 loop is as fast and skips the CPU check.
+constexpr std::size_t kAvx2MinBytes = 128;
+#endif
+
+}  // namespace
+
+namespace {
+
+// Masks data[i, len) with the rotated key `k` (k8 = k twice); the portable loops.
+inline void mask_from(char* data, std::size_t i, std::size_t len, std::uint32_t k,
+                      std::uint64_t k8) noexcept {
 #if defined(__SSE2__)
   // Sixteen bytes per step where SSE2 exists (every x86-64).
   const __m128i k16 = _mm_set1_epi64x(static_cast<long long>(k8));
@@ -112,6 +149,42 @@ std::size_t apply_mask(char* data, std::size_t len, const std::uint8_t key[4],
   for (; i < len; ++i) {
     data[i] = static_cast<char>(data[i] ^ kb[i & 3]);
   }
+}
+
+#if defined(EVNET_WS_AVX2)
+// Long payloads: the AVX2 blocks where the CPU has them, then the portable loops. Kept out of
+// line so that apply_mask stays a leaf function (no register saves) for short payloads.
+[[gnu::noinline]] std::size_t mask_long(char* data, std::size_t len, std::uint32_t k,
+                                        std::uint64_t k8, std::size_t offset) noexcept {
+  const std::size_t i = cpu_has_avx2() ? mask_blocks_avx2(data, len, k8) : 0;
+  mask_from(data, i, len, k, k8);
+  return (offset + len) & 3;
+}
+#endif
+
+}  // namespace
+
+std::size_t apply_mask(char* data, std::size_t len, const std::uint8_t key[4],
+                       std::size_t offset) noexcept {
+  // The key repeats every four bytes; rotate it to `offset` once and XOR eight bytes per step
+  // (little and big endian both work: a rotation by whole bytes of the loaded word).
+  std::uint32_t k;
+  std::memcpy(&k, key, 4);
+  unsigned shift = static_cast<unsigned>(offset & 3) * 8;
+  if (shift) {
+    if constexpr (std::endian::native == std::endian::little) {
+      k = (k >> shift) | (k << (32 - shift));
+    } else {
+      k = (k << shift) | (k >> (32 - shift));
+    }
+  }
+  const std::uint64_t k8 = (std::uint64_t{k} << 32) | k;
+#if defined(EVNET_WS_AVX2)
+  if (len >= kAvx2MinBytes) {
+    return mask_long(data, len, k, k8, offset);  // a tail call
+  }
+#endif
+  mask_from(data, 0, len, k, k8);
   return (offset + len) & 3;
 }
 
