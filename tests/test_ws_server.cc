@@ -204,6 +204,59 @@ TEST(ws_server, echoes_with_same_opcode_and_fragments) {
   EXPECT_EQ(data, "fragmented");
 }
 
+// Large echoes are written straight from the input (unmasked in place) together with the staged
+// small ones: many of each in one batch (more than the per-batch limit of such payloads), a ping
+// among them, and frames split across reads so that some sit in the connection's own buffer.
+TEST(ws_server, pipelined_large_and_small_echoes_keep_order) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  struct sent_msg {
+    ws::opcode type;
+    std::string data;
+  };
+  std::vector<sent_msg> plan;
+  for (int i = 0; i < 40; ++i) {
+    std::string big(512 + static_cast<std::size_t>(i) * 97, '\0');
+    for (std::size_t k = 0; k < big.size(); ++k) {
+      big[k] = static_cast<char>((k * 13 + static_cast<std::size_t>(i)) & 0xFF);
+    }
+    plan.push_back({ws::opcode::binary, std::move(big)});
+    plan.push_back({ws::opcode::text, "small " + std::to_string(i)});
+  }
+  plan.push_back({ws::opcode::binary, std::string(70000, 'L')});  // 64-bit length
+  std::string wire;
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    ws::append_frame(wire, plan[i].type, plan[i].data, true);
+    if (i == 10) {
+      ws::append_frame(wire, ws::opcode::ping, "among", true);
+    }
+  }
+  // Three pieces with pauses, cut inside frames.
+  std::size_t cut1 = wire.size() / 3 + 5, cut2 = 2 * wire.size() / 3 + 7;
+  ASSERT_TRUE(c.tcp.send(std::string_view(wire).substr(0, cut1)));
+  std::this_thread::sleep_for(30ms);
+  ASSERT_TRUE(c.tcp.send(std::string_view(wire).substr(cut1, cut2 - cut1)));
+  std::this_thread::sleep_for(30ms);
+  ASSERT_TRUE(c.tcp.send(std::string_view(wire).substr(cut2)));
+  bool pong = false;
+  for (std::size_t i = 0; i < plan.size();) {
+    std::string data;
+    ws::read_step st = c.next(data);
+    if (st.event == ws::read_event::pong) {
+      EXPECT_EQ(data, "among");
+      EXPECT_FALSE(pong);
+      pong = true;
+      continue;
+    }
+    ASSERT_EQ(st.event, ws::read_event::message) << "message " << i;
+    EXPECT_EQ(st.type, plan[i].type) << "message " << i;
+    ASSERT_EQ(data, plan[i].data) << "message " << i;
+    ++i;
+  }
+  EXPECT_TRUE(pong);
+}
+
 TEST(ws_server, unmasked_client_frame_is_1002) {
   recording_handler h;
   test_ws_server s(h);

@@ -12,3 +12,6 @@ if(EVNET_BUILD_EXAMPLES)
 endif()
 # In-process ws::server with a raw-socket client and evnet's own ws::client (several threads).
 evnet_test(test_ws_server LAYERS ws LABELS tsan TIMEOUT 120)
+# Write backpressure (on_high_water / on_drain, buffered_amount) against clients that stop
+# reading; the server and the client run on their own threads.
+evnet_test(test_ws_backpressure LAYERS ws LABELS tsan TIMEOUT 120)

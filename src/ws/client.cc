@@ -113,6 +113,20 @@ class client::impl final : public evnet::handler {
     return action::none;
   }
 
+  void on_high_water(evnet::conn& c) override {
+    auto* st = state(c);
+    if (st && st->session) {
+      st->session->high_water();
+    }
+  }
+
+  void on_drain(evnet::conn& c) override {
+    auto* st = state(c);
+    if (st && st->session) {
+      st->session->drained();
+    }
+  }
+
   void on_close(evnet::conn& c, std::error_code reason) override {
     auto* st = state(c);
     if (!st) {

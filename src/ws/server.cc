@@ -12,7 +12,34 @@ struct endpoint {
   options opts;
 };
 
+// The HTTP server of ws::server::run, which also passes the net layer's backpressure
+// callbacks on to the WebSocket sessions.
+class hooked_http_server final : public http::server {
+ public:
+  using http::server::server;
+  void on_high_water(evnet::conn& c) override { (void)forward_high_water(c); }
+  void on_drain(evnet::conn& c) override { (void)forward_drain(c); }
+};
+
 }  // namespace
+
+bool forward_high_water(evnet::conn& c) {
+  detail::session* s = detail::session::of(c);
+  if (!s) {
+    return false;
+  }
+  s->high_water();
+  return true;
+}
+
+bool forward_drain(evnet::conn& c) {
+  detail::session* s = detail::session::of(c);
+  if (!s) {
+    return false;
+  }
+  s->drained();
+  return true;
+}
 
 void add_endpoint(http::router& r, std::string path, handler& h, const options& o) {
   auto ep = std::make_shared<endpoint>(endpoint{&h, o});
@@ -52,7 +79,7 @@ server::~server() = default;
 std::error_code server::run(const std::vector<std::string>& addresses, const engine_options& eo) {
   http::router r = router_;
   add_endpoint(r, path_, handler_, opts_);
-  http::server srv(std::move(r), http_opts_);
+  hooked_http_server srv(std::move(r), http_opts_);
   running_.store(&srv, std::memory_order_release);
   if (stop_requested_.load(std::memory_order_acquire)) {
     srv.stop();

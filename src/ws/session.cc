@@ -1,5 +1,7 @@
 #include "ws/session.h"
 
+#include <unordered_map>
+
 #include "evnet/ring_buffer.h"
 
 namespace evnet::ws {
@@ -57,6 +59,10 @@ std::error_code connection::close(std::uint16_t code, std::string_view reason) {
   });
 }
 
+std::size_t connection::buffered_amount() const noexcept {
+  return conn_->outbound_size() + (session_ ? session_->staged_bytes() : 0);
+}
+
 std::error_code connection::send_in_loop(opcode type, std::string_view data) {
   if (!session_ || state_.load(std::memory_order_relaxed) != kOpen) {
     return errc::closed;
@@ -74,7 +80,25 @@ std::error_code connection::close_in_loop(std::uint16_t code, std::string_view r
 
 namespace detail {
 
+namespace {
+
+// The server-role sessions of this thread by TCP connection, for the net layer's
+// on_high_water/on_drain, which reach the HTTP server's handler and not the session. A session
+// lives on one loop thread from construction to destruction, so a per-thread map needs no lock.
+std::unordered_map<const evnet::conn*, session*>& sessions_of_thread() {
+  thread_local std::unordered_map<const evnet::conn*, session*> m;
+  return m;
+}
+
+}  // namespace
+
 // ---- session ----
+
+session* session::of(const evnet::conn& c) noexcept {
+  auto& m = sessions_of_thread();
+  auto it = m.find(&c);
+  return it == m.end() ? nullptr : it->second;
+}
 
 session::session(evnet::conn& c, handler& h, const options& o, role r, std::string subprotocol,
                  std::string extensions, std::string target, const deflate_params* deflate)
@@ -97,22 +121,73 @@ session::session(evnet::conn& c, handler& h, const options& o, role r, std::stri
   conn_ = std::make_shared<connection>(c.shared_from_this(), std::move(subprotocol),
                                        std::move(extensions), std::move(target));
   conn_->session_ = this;
+  if (role_ == role::server) {
+    sessions_of_thread()[&tcp_] = this;
+  }
 }
 
 session::~session() {
   if (conn_) {
     conn_->session_ = nullptr;
   }
+  if (role_ == role::server) {
+    sessions_of_thread().erase(&tcp_);
+  }
+}
+
+template <typename F>
+void session::guarded(F&& f) {
+  try {
+    f();
+  } catch (...) {
+    fail(close_code::internal_error, "handler threw");
+  }
+}
+
+void session::high_water() {
+  // Once per crossing: the flag is cleared by drained(). After a close nothing more is produced,
+  // so the application is not told any more.
+  if (conn_->state_.load(std::memory_order_relaxed) == connection::kClosed ||
+      conn_->above_high_water_.load(std::memory_order_relaxed)) {
+    return;
+  }
+  conn_->above_high_water_.store(true, std::memory_order_release);
+  guarded([&] { handler_.on_high_water(conn_); });
+}
+
+void session::drained() {
+  if (!conn_->above_high_water_.load(std::memory_order_relaxed)) {
+    return;  // the net layer also reports drains of output that never reached the mark
+  }
+  conn_->above_high_water_.store(false, std::memory_order_release);
+  if (conn_->state_.load(std::memory_order_relaxed) == connection::kClosed) {
+    return;
+  }
+  guarded([&] { handler_.on_drain(conn_); });
+}
+
+std::size_t session::staged_bytes() const noexcept {
+  return out_.size() + borrowed_bytes_;
 }
 
 void session::write_frame(opcode op, std::string_view payload, bool rsv1) {
   if (role_ == role::server) {
-    if (batching_) {
-      // Header and payload straight into the staging buffer: one write after the batch.
-      char* p = out_.reserve(kMaxFrameHeader + payload.size());
-      std::size_t n = write_frame_header(p, op, payload.size(), true, rsv1);
-      std::memcpy(p + n, payload.data(), payload.size());
-      out_.commit(n + payload.size());
+    if (staging_ != staging::none) {
+      if (payload.size() >= kBorrowMin && staging_ == staging::traffic &&
+          n_borrowed_ < kMaxBorrowed && in_input(payload)) {
+        // Only the header is staged; the payload is written from the input (see borrowed).
+        char* p = out_.reserve(kMaxFrameHeader);
+        out_.commit(write_frame_header(p, op, payload.size(), true, rsv1));
+        borrowed_[n_borrowed_++] = {out_.size(), payload.data(), payload.size()};
+        borrowed_bytes_ += payload.size();
+      } else {
+        // Header and payload straight into the staging buffer: one write after the batch.
+        char* p = out_.reserve(kMaxFrameHeader + payload.size());
+        std::size_t n = write_frame_header(p, op, payload.size(), true, rsv1);
+        std::memcpy(p + n, payload.data(), payload.size());
+        out_.commit(n + payload.size());
+      }
+      flush_if_staged_too_much();
       return;
     }
     char hdr[kMaxFrameHeader];
@@ -128,16 +203,71 @@ void session::write_frame(opcode op, std::string_view payload, bool rsv1) {
   std::memcpy(p + n, payload.data(), payload.size());
   apply_mask(p + n, payload.size(), key.data());
   out_.commit(n + payload.size());
-  if (!batching_) {
+  if (staging_ == staging::none) {
+    flush();
+  } else {
+    flush_if_staged_too_much();
+  }
+}
+
+void session::flush_if_staged_too_much() {
+  // Staging saves system calls for many small replies; past kMaxStaged nothing is saved, and the
+  // bytes must reach the TCP connection for its high-water mark to see them (a callback that
+  // sends in a loop until above_high_water() would otherwise stage without bound). Both callers
+  // of on_upgraded have written the 101 already, so writing early keeps the stream's order.
+  if (out_.size() + borrowed_bytes_ >= kMaxStaged) {
     flush();
   }
 }
 
+bool session::in_input(std::string_view p) const noexcept {
+  // Compared as integers: relational operators on pointers into different arrays are
+  // unspecified.
+  // The input is not consumed before flush(), so peek() still shows what process() parsed.
+  const input_view v = tcp_.peek();
+  const auto lo = reinterpret_cast<std::uintptr_t>(p.data());
+  const std::uintptr_t hi = lo + p.size();
+  for (const std::span<const std::byte>& in : {v.first, v.second}) {
+    const auto a = reinterpret_cast<std::uintptr_t>(in.data());
+    if (lo >= a && hi <= a + in.size()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void session::flush() {
-  if (out_.empty()) {
+  if (n_borrowed_ == 0) {
+    if (!out_.empty()) {
+      (void)tcp_.write(out_.view());
+      out_.clear();
+    }
     return;
   }
-  (void)tcp_.write(out_.view());
+  // Staged bytes and borrowed payloads interleaved in stream order: one writev.
+  // Left uninitialised on purpose (a plain array would zero all 63 views per flush): only the
+  // first n pieces are assigned, and assigning one begins the array's lifetime.
+  union pieces {
+    pieces() {}
+    std::string_view v[2 * kMaxBorrowed + 1];
+  } parts;
+  std::size_t n = 0;
+  std::size_t from = 0;
+  const std::string_view staged = out_.view();
+  for (std::size_t i = 0; i < n_borrowed_; ++i) {
+    const borrowed& b = borrowed_[i];
+    if (b.at > from) {
+      parts.v[n++] = staged.substr(from, b.at - from);
+    }
+    parts.v[n++] = std::string_view(b.data, b.len);
+    from = b.at;
+  }
+  if (staged.size() > from) {
+    parts.v[n++] = staged.substr(from);
+  }
+  (void)tcp_.writev(std::span<const std::string_view>(parts.v, n));
+  n_borrowed_ = 0;
+  borrowed_bytes_ = 0;
   out_.clear();
 }
 
@@ -166,7 +296,7 @@ void session::start_close(std::uint16_t code, std::string_view reason) {
   conn_->state_.store(connection::kClosing, std::memory_order_release);
   std::string frame;
   append_close(frame, code, reason, role_ == role::client);
-  if (batching_) {
+  if (staging_ != staging::none) {
     out_.append(frame);
   } else if (!out_.empty()) {
     out_.append(frame);
@@ -210,28 +340,16 @@ bool session::process(char* data, std::size_t len, std::size_t& consumed) {
         if (close_sent_) {
           break;  // after our close, data is read and dropped (RFC 6455 §5.5.1)
         }
-        try {
-          handler_.on_message(conn_, s.type, s.data);
-        } catch (...) {
-          fail(close_code::internal_error, "handler threw");
-        }
+        guarded([&] { handler_.on_message(conn_, s.type, s.data); });
         break;
       case read_event::ping:
         if (!close_sent_) {
           write_frame(opcode::pong, s.data, false);
         }
-        try {
-          handler_.on_ping(conn_, s.data);
-        } catch (...) {
-          fail(close_code::internal_error, "handler threw");
-        }
+        guarded([&] { handler_.on_ping(conn_, s.data); });
         break;
       case read_event::pong:
-        try {
-          handler_.on_pong(conn_, s.data);
-        } catch (...) {
-          fail(close_code::internal_error, "handler threw");
-        }
+        guarded([&] { handler_.on_pong(conn_, s.data); });
         break;
       case read_event::close:
         close_received_ = true;
@@ -261,7 +379,7 @@ action session::on_traffic(evnet::conn& c) {
   }
   // The input bytes belong to this connection until consumed, so frames are unmasked in place.
   const evnet::conn::writable_view v = c.peek_writable();
-  batching_ = true;
+  staging_ = staging::traffic;
   std::size_t consumed = 0;
   auto* a = reinterpret_cast<char*>(v.first.data());
   bool go = process(a, v.first.size(), consumed);
@@ -269,26 +387,23 @@ action session::on_traffic(evnet::conn& c) {
     auto* b = reinterpret_cast<char*>(v.second.data());
     process(b, v.second.size(), consumed);
   }
-  batching_ = false;
+  staging_ = staging::none;
+  // Written before the input is consumed: borrowed payloads point into it.
+  flush();
   if (done_) {
     c.discard();
   } else {
     c.discard(consumed);
   }
-  flush();
   // After a close frame was received (or the peer broke the protocol) the server closes the
   // TCP connection once the close reply is flushed (RFC 6455 §7.1.1).
   return done_ ? action::close : action::none;
 }
 
 void session::on_upgraded(evnet::conn&, std::string& out) {
-  batching_ = true;
-  try {
-    handler_.on_open(conn_);
-  } catch (...) {
-    fail(close_code::internal_error, "handler threw");
-  }
-  batching_ = false;
+  staging_ = staging::open;
+  guarded([&] { handler_.on_open(conn_); });
+  staging_ = staging::none;
   out.append(out_.view());
   out_.clear();
 }
@@ -298,6 +413,7 @@ void session::on_close(evnet::conn& c, std::error_code) {
     c.owner().cancel(close_timer_), close_timer_ = 0;
   }
   conn_->state_.store(connection::kClosed, std::memory_order_release);
+  conn_->above_high_water_.store(false, std::memory_order_release);
   conn_->session_ = nullptr;
   // RFC 6455 §7.1.5: the code of the peer's close frame, 1006 if none arrived; when we failed
   // the connection ourselves, the code we sent (more useful to the application).

@@ -30,6 +30,7 @@ class out_buffer {
     size_ += s.size();
   }
   std::string_view view() const noexcept { return {data_.get(), size_}; }
+  std::size_t size() const noexcept { return size_; }
   char* data() noexcept { return data_.get(); }
   bool empty() const noexcept { return size_ == 0; }
   void clear() noexcept { size_ = 0; }
@@ -70,12 +71,28 @@ class session final : public http::upgraded_protocol {
 
   const connection_ptr& handle() const noexcept { return conn_; }
 
+  /// The TCP connection's output rose above the engine's high-water mark (evnet::handler::
+  /// on_high_water) / drained after that (on_drain): tells the ws::handler. Loop thread.
+  void high_water();
+  void drained();
+  /// Bytes staged for the end of the current callback batch. Loop thread.
+  std::size_t staged_bytes() const noexcept;
+  /// The server-role session serving `c`, or nullptr (sessions register themselves on their
+  /// loop thread, so the lookup needs no lock). Loop thread of `c`.
+  static session* of(const evnet::conn& c) noexcept;
+
  private:
   void write_frame(opcode op, std::string_view payload, bool rsv1);
+  // True when `p` lies entirely in the input being processed by on_traffic (see borrowed).
+  bool in_input(std::string_view p) const noexcept;
   void flush();
+  void flush_if_staged_too_much();
   // Processes one contiguous piece of input; returns false when input processing must stop.
   bool process(char* data, std::size_t len, std::size_t& consumed);
   void fail(std::uint16_t code, std::string_view reason);
+  // Runs a handler callback; an exception fails the connection with 1011.
+  template <typename F>
+  void guarded(F&& f);
 
   evnet::conn& tcp_;
   handler& handler_;
@@ -85,9 +102,29 @@ class session final : public http::upgraded_protocol {
   reader reader_;
   std::unique_ptr<inflater> inflater_;
   std::unique_ptr<deflater> deflater_;
-  out_buffer out_;         // frames staged during a callback batch
-  std::string scratch_;    // compression output
-  bool batching_ = false;  // inside on_traffic/on_upgraded: stage writes in out_
+  out_buffer out_;  // frames staged during a callback batch
+  // A reply payload staged by reference instead of copied into out_: it lies in this round's
+  // input (an echo of a message unmasked in place), which stays untouched until on_traffic
+  // returns, so flush() writes it from there with one writev. It belongs in the output stream
+  // at byte `at` of out_. Only payloads of at least kBorrowMin bytes are worth an iovec.
+  struct borrowed {
+    std::size_t at;
+    const char* data;
+    std::size_t len;
+  };
+  static constexpr std::size_t kBorrowMin = 512;
+  // conn::writev takes up to 64 pieces: each borrow adds at most two.
+  static constexpr std::size_t kMaxBorrowed = 31;
+  borrowed borrowed_[kMaxBorrowed];
+  std::size_t n_borrowed_ = 0;
+  std::size_t borrowed_bytes_ = 0;  // sum of borrowed_[i].len
+  // Staged bytes (owned and borrowed) beyond which write_frame flushes before the batch ends.
+  static constexpr std::size_t kMaxStaged = 64 * 1024;
+  std::string scratch_;  // compression output
+  // Where writes go: straight to the socket, or staged in out_ and written together at the end
+  // of on_upgraded / on_traffic (only on_traffic's input can lend payloads: see borrowed).
+  enum class staging : std::uint8_t { none, open, traffic };
+  staging staging_ = staging::none;
   bool close_sent_ = false;
   bool close_received_ = false;
   bool done_ = false;  // stop processing input (closing)

@@ -7,14 +7,16 @@
 // never concurrently for one connection (callbacks for connections on different loops may run
 // concurrently). connection's send_text/send_binary/send/ping/close are safe from any thread:
 // on the loop thread they write at once (inside a callback, replies are batched into one write at
-// the end of the current input batch); from other threads they are posted to the loop, in order,
-// and the returned code only says whether the call could be posted (errc::closed once the loop
-// has stopped): a failure of the send itself on the loop thread is not reported back.
+// the end of the current input batch, or earlier once 64 KiB are waiting); from other threads they
+// are posted to the loop, in order, and the returned code only says whether the call could be
+// posted (errc::closed once the loop has stopped): a failure of the send itself on the loop thread
+// is not reported back.
 #pragma once
 
 #include <any>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -56,6 +58,19 @@ class connection : public std::enable_shared_from_this<connection> {
 
   /// True until a close frame was sent or received or the TCP connection closed. Any thread.
   bool is_open() const noexcept { return state_.load(std::memory_order_acquire) == kOpen; }
+
+  // ---- write backpressure ----
+
+  /// Bytes sent on this connection (frames, headers included) that the kernel has not taken
+  /// yet: buffered in the TCP connection because the peer reads slower than we send, plus
+  /// replies staged during the current input batch. 0 once closed. Loop thread (sends from
+  /// other threads are counted once their posted task has run).
+  std::size_t buffered_amount() const noexcept;
+  /// True between handler::on_high_water and handler::on_drain: the peer is not keeping up,
+  /// so a producer should hold back. Any thread (a snapshot; on the loop thread it is exact).
+  bool above_high_water() const noexcept {
+    return above_high_water_.load(std::memory_order_acquire);
+  }
   /// The negotiated subprotocol ("" if none). Any thread (set before on_open).
   const std::string& subprotocol() const noexcept { return subprotocol_; }
   /// The negotiated Sec-WebSocket-Extensions value ("" if none). Any thread.
@@ -80,7 +95,8 @@ class connection : public std::enable_shared_from_this<connection> {
 
   std::shared_ptr<evnet::conn> conn_;
   std::atomic<int> state_{kOpen};
-  detail::session* session_ = nullptr;  // loop thread only; null once closed
+  std::atomic<bool> above_high_water_{false};  // written on the loop thread only
+  detail::session* session_ = nullptr;         // loop thread only; null once closed
   std::string subprotocol_;
   std::string extensions_;
   std::string target_;
@@ -92,9 +108,9 @@ using connection_ptr = std::shared_ptr<connection>;
 
 /// Callbacks of a WebSocket server or client. Override what you need. All run on the
 /// connection's loop thread. None should throw: an exception escaping on_open, on_message,
-/// on_ping or on_pong is caught and the connection is failed with 1011, one escaping on_close
-/// is caught and ignored, and on_connect_failed must not throw (it would terminate the
-/// process).
+/// on_ping, on_pong, on_high_water or on_drain is caught and the connection is failed with
+/// 1011, one escaping on_close is caught and ignored, and on_connect_failed must not throw (it
+/// would terminate the process).
 class handler {
  public:
   virtual ~handler() = default;
@@ -113,6 +129,17 @@ class handler {
   virtual void on_pong(const connection_ptr& c, std::string_view payload) {
     (void)c, (void)payload;
   }
+  /// The connection's buffered output (buffered_amount()) rose above the engine's high-water
+  /// mark, engine_options::high_water_mark (4 MiB by default; pass the engine options to
+  /// server::run or client_options::engine): the peer reads slower than we send. Stop
+  /// producing, or pause reading with c->raw().pause_read() (an echo), until on_drain.
+  /// Runs inside the send that crossed the mark, once per crossing; above_high_water() is
+  /// already true. Sending from here is allowed (the bytes are buffered).
+  virtual void on_high_water(const connection_ptr& c) { (void)c; }
+  /// After on_high_water, all buffered output has been handed to the kernel (buffered_amount()
+  /// is 0 and above_high_water() false again): resume producing. Not called when the
+  /// connection closes while above the mark (on_close follows instead).
+  virtual void on_drain(const connection_ptr& c) { (void)c; }
   /// The connection closed, exactly once per on_open: `code`/`reason` from the peer's close
   /// frame (1005 if it had no code), or the code we failed the connection with (1002, 1007,
   /// 1009...), or 1006 when the TCP connection ended without a close frame.

@@ -23,6 +23,15 @@ namespace evnet::ws {
 /// runs; owner thread.
 void add_endpoint(http::router& r, std::string path, handler& h, const options& o = {});
 
+/// For an application that serves add_endpoint() routes from its own evnet::handler (an
+/// http::server subclass run on its own engine): call these from that handler's
+/// on_high_water / on_drain so that ws::handler::on_high_water / on_drain run for WebSocket
+/// connections (ws::server does this itself). Return false, doing nothing, when `c` carries no
+/// WebSocket session. Loop thread of `c`; the ws callbacks run inside the call.
+bool forward_high_water(evnet::conn& c);
+/// See forward_high_water.
+bool forward_drain(evnet::conn& c);
+
 /// A ready-made server: an HTTP server whose router serves WebSocket at `path` (plus any HTTP
 /// routes you add with routes() before run()).
 class server {
@@ -37,6 +46,7 @@ class server {
   http::server_options& http_options() noexcept { return http_opts_; }
 
   /// Serves `addresses` until stop(); blocks the calling thread. See engine::run.
+  /// eo.high_water_mark is the threshold of handler::on_high_water.
   std::error_code run(const std::vector<std::string>& addresses, const engine_options& eo = {});
   /// Stops run(). Any thread; async-signal-safe (atomic loads and stores, then engine::stop()).
   /// The request is remembered: a stop() before run() makes run() return right after it has
