@@ -305,6 +305,39 @@ TEST(net_threads, high_water_then_drain_callbacks) {
   ::close(fd);
 }
 
+// A timer made on another thread is created by a task the loop has not run yet. A cancel
+// that gets there first — on the loop thread, or from another thread — must still win; the
+// creation task then creates nothing.
+TEST(net_threads, cancel_overtaking_a_cross_thread_timer_creation_wins) {
+  keeper h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {}));
+  loop& l = r.get().get_loop(0);
+  std::atomic<int> fired{0}, control{0};
+  std::atomic<timer_id> id{0};
+  std::promise<void> go;
+  std::shared_future<void> go_f = go.get_future().share();
+  std::promise<void> cancelled_on_loop;
+  // Hold the loop inside a task: everything posted after it (the creations below) waits.
+  ASSERT_FALSE(l.post([&, go_f] {
+    go_f.wait();
+    l.cancel(id.load());  // on the loop thread, before the creation task has run
+    cancelled_on_loop.set_value();
+  }));
+  id = l.run_after(1ms, [&] { fired += 1; });
+  ASSERT_NE(id.load(), 0u);
+  const timer_id other = l.run_after(1ms, [&] { fired += 100; });
+  ASSERT_NE(other, 0u);
+  l.cancel(other);  // from this thread, also before its creation task has run
+  const timer_id kept = l.run_after(1ms, [&] { control++; });
+  ASSERT_NE(kept, 0u);
+  go.set_value();
+  cancelled_on_loop.get_future().wait();
+  ASSERT_TRUE(wait_for([&] { return control.load() == 1; }));  // the uncancelled one runs
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(fired.load(), 0);
+}
+
 TEST(net_threads, engine_timers_from_many_threads) {
   keeper h;
   engine_options o;

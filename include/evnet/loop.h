@@ -64,9 +64,10 @@ class loop {
   /// period <= 0.
   timer_id run_every(std::chrono::nanoseconds period, std::function<void()> fn);
   /// Cancels a timer of this loop. On the loop thread the timer is guaranteed not to run after
-  /// this returns (a repeating timer may cancel itself from its own callback); from another
-  /// thread the cancellation is posted, so a run already due may still happen. Unknown or
-  /// finished ids are ignored. Any thread.
+  /// this returns (a repeating timer may cancel itself from its own callback), even if it was
+  /// created on another thread and its creation had not reached the loop yet; from another
+  /// thread the cancellation is posted, so a run already due may still happen (a timer not
+  /// yet created never runs). Unknown or finished ids are ignored. Any thread.
   void cancel(timer_id id) noexcept;
 
   /// The loop's clock: the time at the start of the current round (cheap, cached). Loop thread.
@@ -82,6 +83,9 @@ class loop {
   detail::loop_internals& internals() noexcept { return *in_; }
 
  private:
+  timer_id post_timer(timer_id id, std::chrono::nanoseconds delay, bool repeat,
+                      std::function<void()> fn);
+
   engine* engine_;
   std::size_t index_;
   std::unique_ptr<detail::loop_internals> in_;

@@ -13,8 +13,10 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -79,6 +81,18 @@ struct loop_internals {
   };
   std::unordered_map<timer_id, std::unique_ptr<timer_entry>> timers;
   std::vector<timer_id> finished_timers;
+  // Timers created from another thread whose creation task has not run yet. cancel() removes
+  // an id from here (under the mutex) so that the creation task, finding it gone, creates
+  // nothing: a cancel that overtakes the creation (from the loop thread, or from a thread
+  // whose task would run first) still wins.
+  std::mutex pending_timers_mu;
+  std::unordered_set<timer_id> pending_timers;
+  /// Loop thread: the creation task of a timer made on another thread. Returns false (and
+  /// creates nothing) if it was cancelled meanwhile.
+  bool take_pending_timer(timer_id id) {
+    std::lock_guard lock(pending_timers_mu);
+    return pending_timers.erase(id) != 0;
+  }
 
   // User callbacks running on this loop (nesting depth). Closes requested while one runs are
   // queued in pending_closes and performed when the outermost callback returns.

@@ -469,9 +469,20 @@ timer_id loop::run_after(std::chrono::nanoseconds delay, std::function<void()> f
   if (!fn) return 0;
   const timer_id id = engine_->internals().new_timer_id(index_);
   if (in_loop_thread()) return in_->add_timer(id, delay, false, std::move(fn));
-  if (post([this, id, delay, fn = std::move(fn)]() mutable {
-        in_->add_timer(id, delay, false, std::move(fn));
+  return post_timer(id, delay, false, std::move(fn));
+}
+
+timer_id loop::post_timer(timer_id id, std::chrono::nanoseconds delay, bool repeat,
+                          std::function<void()> fn) {
+  {
+    std::lock_guard lock(in_->pending_timers_mu);
+    in_->pending_timers.insert(id);
+  }
+  if (post([this, id, delay, repeat, fn = std::move(fn)]() mutable {
+        if (in_->take_pending_timer(id)) in_->add_timer(id, delay, repeat, std::move(fn));
       })) {
+    std::lock_guard lock(in_->pending_timers_mu);
+    in_->pending_timers.erase(id);
     return 0;
   }
   return id;
@@ -481,16 +492,17 @@ timer_id loop::run_every(std::chrono::nanoseconds period, std::function<void()> 
   if (!fn || period.count() <= 0) return 0;
   const timer_id id = engine_->internals().new_timer_id(index_);
   if (in_loop_thread()) return in_->add_timer(id, period, true, std::move(fn));
-  if (post([this, id, period, fn = std::move(fn)]() mutable {
-        in_->add_timer(id, period, true, std::move(fn));
-      })) {
-    return 0;
-  }
-  return id;
+  return post_timer(id, period, true, std::move(fn));
 }
 
 void loop::cancel(timer_id id) noexcept {
   if (id == 0) return;
+  {
+    // Not created yet (its creation task is still queued): dropping the id is the whole
+    // cancellation, from any thread.
+    std::lock_guard lock(in_->pending_timers_mu);
+    if (in_->pending_timers.erase(id) != 0) return;
+  }
   if (in_loop_thread()) {
     in_->cancel_in_loop(id);
     return;
