@@ -1,8 +1,10 @@
 // ws_echo_server — the WebSocket example of the contract in shared DESIGN.md.
 //
 // WebSocket on "/": every text or binary message is echoed back with the same opcode. Messages
-// up to 16 MiB are accepted; permessage-deflate is offered. Any other path answers 404, except
-// GET /echo.html, a small page whose script talks to this server (used by the browser test).
+// up to 16 MiB are accepted; permessage-deflate is offered. Reading from a client pauses while
+// more than the engine's high-water mark (4 MiB) of its echoes wait to be sent. Any other path
+// answers 404, except GET /echo.html, a small page whose script talks to this server (used by the
+// browser test).
 //
 // Usage: ws_echo_server [--port P] [--loops N] [--help]
 // Prints "listening on <port>" (flushed) once bound; exits 0 on SIGINT/SIGTERM.
@@ -11,6 +13,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "evnet/conn.h"
 #include "evnet/ws/server.h"
 #include "example_args.h"
 
@@ -21,6 +24,11 @@ struct echo final : evnet::ws::handler {
                   std::string_view data) override {
     (void)c->send(type, data);
   }
+  // A client that sends without reading our echoes would make them pile up: stop reading from it
+  // while its output is above the engine's high-water mark, so memory stays bounded and the
+  // client's own sends stall instead. Both run on the connection's loop thread.
+  void on_high_water(const evnet::ws::connection_ptr& c) override { c->raw().pause_read(); }
+  void on_drain(const evnet::ws::connection_ptr& c) override { c->raw().resume_read(); }
 };
 
 // A page for browsers: opens a WebSocket back to this server, exchanges messages (text, binary,
