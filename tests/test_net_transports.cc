@@ -4,8 +4,11 @@
 #include <sys/un.h>
 
 #include <atomic>
+#include <future>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "evnet/conn.h"
@@ -77,6 +80,74 @@ TEST(net_transports, udp_keeps_datagram_boundaries_and_replies_to_sender) {
   EXPECT_TRUE(wait_for([&] { return h.datagrams.load() == 4; }));
   ::close(a);
   ::close(b);
+}
+
+// Replies that are not written inside on_traffic: the handler keeps the sender's address and
+// answers later — from a loop timer and from a thread of its own — with send_to().
+TEST(net_transports, udp_send_to_answers_later_from_a_timer_and_another_thread) {
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      const std::string d = c.read_all();
+      const socket_address peer = c.peer_address();
+      std::shared_ptr<conn> self = c.shared_from_this();
+      // After the callback, on the loop thread.
+      c.owner().run_after(1ms,
+                          [self, peer, d] { EXPECT_FALSE(self->send_to(peer, "timer:" + d)); });
+      // From another thread, with a completion on the loop thread.
+      std::lock_guard lock(mu);
+      threads.emplace_back([this, self, peer, d] {
+        const std::error_code ec = self->send_to(peer, "thread:" + d, [this](std::error_code e) {
+          if (!e) completions++;
+        });
+        EXPECT_FALSE(ec);
+      });
+      // send() from another thread cannot know the peer of a UDP conn.
+      std::promise<std::error_code> p;
+      std::thread([&p, self] { p.set_value(self->send("x")); }).join();
+      EXPECT_EQ(p.get_future().get(), make_error_code(errc::unsupported));
+      return action::none;
+    }
+    ~h_t() override {
+      for (auto& t : threads) t.join();
+    }
+    std::mutex mu;
+    std::vector<std::thread> threads;
+    std::atomic<int> completions{0};
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"udp://127.0.0.1:0"}));
+  const int a = udp_client();
+  const int b = udp_client();
+  udp_send(a, r.port(), "A");
+  udp_send(b, r.port(), "B");
+  std::set<std::string> got_a{udp_recv(a), udp_recv(a)};
+  std::set<std::string> got_b{udp_recv(b), udp_recv(b)};
+  EXPECT_EQ(got_a, (std::set<std::string>{"timer:A", "thread:A"}));
+  EXPECT_EQ(got_b, (std::set<std::string>{"timer:B", "thread:B"}));
+  EXPECT_TRUE(wait_for([&] { return h.completions.load() == 2; }));
+  r.stop();
+  ::close(a);
+  ::close(b);
+}
+
+TEST(net_transports, send_to_on_a_tcp_conn_is_unsupported) {
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      result = c.send_to(c.peer_address(), "x");
+      done = true;
+      return action::none;
+    }
+    std::error_code result;
+    std::atomic<bool> done{false};
+  } h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, test::local_tcp()));
+  const int fd = test::connect_tcp(r.port());
+  ASSERT_GE(fd, 0);
+  send_all(fd, "hi");
+  ASSERT_TRUE(wait_for([&] { return h.done.load(); }));
+  EXPECT_EQ(h.result, make_error_code(errc::unsupported));
+  ::close(fd);
 }
 
 TEST(net_transports, udp_burst_is_drained) {

@@ -212,6 +212,16 @@ class conn : public std::enable_shared_from_this<conn> {
   /// kernel ({}), or with errc::aborted if the conn closed first. If send_async returns an
   /// error, `done` is never called. Any thread.
   std::error_code send_async(std::string data, send_callback done);
+  /// UDP only: sends `data` as one datagram to `to` — typically a peer_address() copied in
+  /// on_traffic, to answer later or from another thread. Any thread; on the loop thread the
+  /// datagram is queued (sent with the batch inside on_traffic, at once otherwise), from other
+  /// threads it is handed to the loop (counted against engine_options::send_queue_limit).
+  /// `done`, if given, runs on the loop thread once with {} when the kernel took the datagram
+  /// or queued it for the next writability, or with an error. Errors returned (then `done`
+  /// never runs): errc::unsupported (not a UDP conn), errc::closed, errc::queue_full.
+  /// (send()/send_async() on a UDP conn from another thread return errc::unsupported: its
+  /// peer changes with every datagram, so they would not know where to send.)
+  std::error_code send_to(const socket_address& to, std::string data, send_callback done = {});
 
   // ---- control ----
 
@@ -355,6 +365,8 @@ class conn : public std::enable_shared_from_this<conn> {
 
   std::shared_ptr<conn> self_;              // the loop's reference while not closed
   detail::udp_batch* udp_batch_ = nullptr;  // UDP: the listener's batch (replies queue there)
+  bool in_udp_batch_ = false;               // UDP: inside handle_udp_read (it flushes after)
+  std::error_code send_to_in_loop(const socket_address& to, std::string_view data) noexcept;
 };
 
 }  // namespace evnet

@@ -475,6 +475,7 @@ void conn::handle_udp_read(int listen_fd, std::uint32_t events) noexcept {
   for (;;) {
     auto got = batch.receive(listen_fd);
     if (!got || got->empty()) break;  // drained (or an ICMP error report: nothing to deliver)
+    in_udp_batch_ = true;
     for (const detail::udp_datagram& d : *got) {
       peer_ = d.peer;
       scratch_ = as_chars(d.data);
@@ -484,6 +485,7 @@ void conn::handle_udp_read(int listen_fd, std::uint32_t events) noexcept {
       scratch_ = {};  // datagram semantics: what the handler did not consume is dropped
       if (a == action::shutdown) loop_->owner().stop();
     }
+    in_udp_batch_ = false;
     if (batch.queued() != 0) (void)batch.flush(listen_fd);
     if (got->size() < batch.batch_size()) break;  // fewer than asked: the socket is drained
   }
@@ -800,6 +802,58 @@ void conn::drain_sends() noexcept {
       completions_->items.emplace_back(out_accepted_, std::move(cb));
     }
   }
+}
+
+std::error_code conn::send_to_in_loop(const socket_address& to, std::string_view data) noexcept {
+  if (udp_batch_ == nullptr || state_.load(std::memory_order_relaxed) != conn_state::open) {
+    return errc::closed;
+  }
+  udp_batch_->queue(to, as_bytes(data));
+  // Inside the receive batch the datagram leaves with the batch's replies (one sendmmsg);
+  // elsewhere (a timer, a task) it leaves now. What the kernel will not take stays queued
+  // until the socket is writable.
+  if (!in_udp_batch_) {
+    auto r = udp_batch_->flush(fd_);
+    if (!r) return r.error();
+  }
+  return {};
+}
+
+std::error_code conn::send_to(const socket_address& to, std::string data, send_callback done) {
+  if (kind_ != transport::udp) return errc::unsupported;
+  loop_internals& L = *li_;
+  if (loop_->in_loop_thread()) {
+    const std::error_code ec = send_to_in_loop(to, data);
+    if (ec) return ec;
+    if (done) {
+      L.enter();
+      done({});
+      L.leave();
+    }
+    return {};
+  }
+  if (state() != conn_state::open) return errc::closed;
+  const std::size_t n = data.size();
+  const std::size_t limit = L.opts->send_queue_limit;
+  if (queued_bytes_.fetch_add(n, std::memory_order_relaxed) + n > limit && limit != 0) {
+    queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
+    return errc::queue_full;
+  }
+  std::shared_ptr<conn> self = shared_from_this();
+  if (loop_->post([self, to, n, data = std::move(data), done = std::move(done)]() mutable {
+        self->queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
+        const std::error_code ec = self->send_to_in_loop(to, data);
+        if (done) {
+          loop_internals& l = *self->li_;
+          l.enter();
+          done(ec);
+          l.leave();
+        }
+      })) {
+    queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
+    return errc::closed;
+  }
+  return {};
 }
 
 std::error_code conn::send(std::string data) {
