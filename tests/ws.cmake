@@ -14,4 +14,8 @@ endif()
 evnet_test(test_ws_server LAYERS ws LABELS tsan TIMEOUT 120)
 # Write backpressure (on_high_water / on_drain, buffered_amount) against clients that stop
 # reading; the server and the client run on their own threads.
+# The last case runs the ws_echo_server example.
 evnet_test(test_ws_backpressure LAYERS ws LABELS tsan TIMEOUT 120)
+if(EVNET_BUILD_EXAMPLES)
+  add_dependencies(test_ws_backpressure ws_echo_server)
+endif()
