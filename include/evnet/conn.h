@@ -174,7 +174,7 @@ class conn : public std::enable_shared_from_this<conn> {
   std::error_code write(const void* data, std::size_t n) {
     // Inline fast path (the common case of a request/response server): open, nothing buffered,
     // no deadline bookkeeping, and the kernel takes every byte.
-    if (!write_gate_ && !stamp_ && out_.empty()) [[likely]] {
+    if (!write_slow_ && out_.empty()) [[likely]] {
       const ssize_t w = ::send(fd_, data, n, MSG_NOSIGNAL);
       if (w == static_cast<ssize_t>(n)) [[likely]] {
         out_accepted_ += n;
@@ -316,6 +316,7 @@ class conn : public std::enable_shared_from_this<conn> {
   // open, EOF, paused, shut down, UDP) so the hot paths test one byte.
   bool read_gate_ = false;
   bool write_gate_ = false;
+  bool write_slow_ = false;      // write_gate_ || stamp_: the inline write() tests this one byte
   bool close_pending_ = false;   // a close was requested inside a callback
   bool discard_output_ = false;  // abort(): drop output on close
   bool opened_ = false;          // on_open was called (so on_close is owed)
@@ -325,9 +326,8 @@ class conn : public std::enable_shared_from_this<conn> {
   bool write_shutdown_ = false;
   bool above_high_water_ = false;
   bool want_drain_ = false;
-  bool in_idle_ = false;
-  bool stamp_ = false;  // record activity times: some deadline applies to this conn  // in_ was
-                        // empty (holding memory) at the last buffer sweep
+  bool in_idle_ = false;  // in_ was empty (holding memory) at the last buffer sweep
+  bool stamp_ = false;    // record activity times: some deadline applies to this conn
   std::error_code close_reason_;
 
   // Deadlines, in the loop clock's nanoseconds. One timer per conn serves every deadline

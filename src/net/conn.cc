@@ -54,6 +54,7 @@ conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
     write_ns_ = std::chrono::nanoseconds(o->write_timeout).count();
   }
   stamp_ = idle_ns_ > 0 || read_ns_ > 0 || write_ns_ > 0;
+  write_slow_ = write_gate_ || stamp_;
 }
 
 void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::milliseconds read,
@@ -64,6 +65,7 @@ void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::millisecond
   write_ns_ = std::chrono::nanoseconds(write).count();
   const bool had = stamp_;
   stamp_ = idle_ns_ > 0 || read_ns_ > 0 || write_ns_ > 0;
+  write_slow_ = write_gate_ || stamp_;
   if (!stamp_) return;
   if (!had) last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
   arm_deadline();
@@ -73,6 +75,7 @@ void conn::refresh_gates() noexcept {
   const bool open = state_.load(std::memory_order_relaxed) == conn_state::open;
   read_gate_ = !open || read_eof_ || read_paused_;
   write_gate_ = !open || shutdown_pending_ || write_shutdown_ || kind_ == transport::udp;
+  write_slow_ = write_gate_ || stamp_;
 }
 
 void conn::set_state(conn_state s) noexcept {
@@ -363,11 +366,13 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
       if (read_failed(n)) continue;  // EINTR
       return;
     }
-    if (stamp_) last_read_ns_ = loop_internals::clock_ns();
-    if (over) [[unlikely]] {
-      scratch_ = {};
-      request_close(make_error_code(errc::input_too_large), true);
-      return;
+    if (stamp_ | over) [[unlikely]] {  // one test for the two rare cases
+      if (stamp_) last_read_ns_ = loop_internals::clock_ns();
+      if (over) {
+        scratch_ = {};
+        request_close(make_error_code(errc::input_too_large), true);
+        return;
+      }
     }
     ++L.depth;
     const action a = L.h->on_traffic(*this);

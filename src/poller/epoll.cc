@@ -93,11 +93,12 @@ class epoll_backend final : public poller_backend {
     batch_size_ = n;
     for (int i = 0; i < n; ++i) {
       void* const p = evs[i].data.ptr;
-      if (p == nullptr) {
-        continue;  // its attachment was removed earlier in this batch
-      }
-      if (p == &wakefd_) {
-        on_wake();
+      // One compare for the two rare cases: 0 (the attachment was removed earlier in this
+      // batch) and kWakeTag (the wake-up eventfd).
+      if (reinterpret_cast<std::uintptr_t>(p) <= kWakeTag) [[unlikely]] {
+        if (p != nullptr) {
+          on_wake();
+        }
         continue;
       }
       ++ran;
@@ -148,12 +149,11 @@ class epoll_backend final : public poller_backend {
     return static_cast<std::size_t>(capacity_);
   }
 
-  // The wake-up registration's user data is the address of wakefd_, which no attachment can
-  // have.
+  // The wake-up registration's user data is kWakeTag, which no attachment's address can be.
   std::error_code register_wake() noexcept {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLET;
-    ev.data.ptr = &wakefd_;
+    ev.data.u64 = kWakeTag;
     if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) != 0) {
       return {errno, std::system_category()};
     }
@@ -162,6 +162,8 @@ class epoll_backend final : public poller_backend {
 
  private:
   int epfd_;
+  // The wake-up registration's user data: no attachment lives at address 1.
+  static constexpr std::uintptr_t kWakeTag = 1;
   int wakefd_;
   std::vector<epoll_event> events_;
   int capacity_;        // events_.size(), kept as the int epoll_wait takes (no division per round)
