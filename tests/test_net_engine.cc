@@ -622,6 +622,66 @@ TEST(net_engine, shutdown_write_sends_fin_and_keeps_reading) {
   ::close(fd);
 }
 
+// A connection that kept a partial line in its input buffer and then went idle gives the
+// buffer back at the sweep (empty at two sweeps in a row); with the sweep off it keeps it.
+struct line_keeper : booted_handler {
+  action on_open(conn& c) override {
+    std::lock_guard lock(mu);
+    c_ = c.shared_from_this();
+    return action::none;
+  }
+  action on_traffic(conn& c) override {
+    const auto v = c.peek();
+    const std::string s = to_string(v);
+    const auto nl = s.rfind('\n');
+    if (nl != std::string::npos) c.discard(nl + 1);  // complete lines only
+    kept_after_traffic = c.buffer_capacity();
+    traffic++;
+    return action::none;
+  }
+  std::size_t capacity_now() {
+    std::shared_ptr<conn> c;
+    {
+      std::lock_guard lock(mu);
+      c = c_;
+    }
+    std::promise<std::size_t> p;
+    auto f = p.get_future();
+    if (c->owner().post([&p, c] { p.set_value(c->buffer_capacity()); })) return 0;
+    return f.get();
+  }
+  std::mutex mu;
+  std::shared_ptr<conn> c_;
+  std::atomic<std::size_t> kept_after_traffic{0};
+  std::atomic<int> traffic{0};
+};
+
+std::size_t capacity_after_idle(std::chrono::milliseconds sweep) {
+  line_keeper h;
+  engine_options o;
+  o.buffer_sweep_interval = sweep;
+  engine_runner r;
+  EXPECT_TRUE(r.start(h, test::local_tcp(), o));
+  const int fd = test::connect_tcp(r.port());
+  EXPECT_GE(fd, 0);
+  send_all(fd, "partial");  // kept: copied into the conn's input ring
+  EXPECT_TRUE(wait_for([&] { return h.traffic.load() == 1; }));
+  std::this_thread::sleep_for(20ms);
+  send_all(fd, " line\n");  // consumed: the ring is empty but keeps its memory
+  EXPECT_TRUE(wait_for([&] { return h.traffic.load() == 2; }));
+  EXPECT_GT(h.kept_after_traffic.load(), 0u);
+  std::this_thread::sleep_for(300ms);  // several sweeps at 20 ms
+  const std::size_t cap = h.capacity_now();
+  ::close(fd);
+  r.stop();
+  return cap;
+}
+
+TEST(net_engine, idle_connection_buffers_are_freed_by_the_sweep) {
+  EXPECT_EQ(capacity_after_idle(20ms), 0u);
+  EXPECT_GT(capacity_after_idle(0ms), 0u);  // control: no sweep, the buffer stays
+}
+
 TEST(net_engine, timers_run_after_run_every_cancel) {
   struct h_t : booted_handler {
     void on_boot(engine& e) override {

@@ -104,6 +104,9 @@ class conn : public std::enable_shared_from_this<conn> {
   /// The peer's address (from accept/connect; for UDP, the sender of the current datagram).
   /// Loop thread.
   const socket_address& peer_address() const noexcept { return peer_; }
+  /// Bytes of memory the input and output ring buffers hold now (their capacity, not their
+  /// content): 0 for an idle connection once the buffer sweep has run. Loop thread.
+  std::size_t buffer_capacity() const noexcept { return in_.capacity() + out_.capacity(); }
 
   // ---- input (loop thread) ----
 

@@ -108,6 +108,10 @@ struct engine_options {
   std::size_t max_input = 64u << 20;
   /// handler::on_high_water fires when buffered output rises above this (0 disables it).
   std::size_t high_water_mark = 4u << 20;
+  /// How often each loop frees connection buffers that stayed empty: an output buffer empty at
+  /// a sweep, an input buffer empty at two sweeps in a row (buffers above 4 KiB are freed as
+  /// soon as they empty). 0 = never sweep (small buffers are then kept until the conn closes).
+  std::chrono::milliseconds buffer_sweep_interval{5000};
   /// Bound on bytes queued by send()/send_async() from other threads plus buffered output;
   /// 0 = unlimited (not recommended).
   std::size_t send_queue_limit = 64u << 20;

@@ -114,8 +114,8 @@ struct loop_internals {
   std::unique_ptr<evnet::timer> stop_timer;
   std::int64_t stop_deadline_ns = 0;
   std::unique_ptr<evnet::timer> tick_timer;
-  std::unique_ptr<evnet::ticker> sweep_timer;  // release_idle_buffers() every kSweepPeriod
-  static constexpr std::chrono::seconds kSweepPeriod{5};
+  // release_idle_buffers() every engine_options::buffer_sweep_interval.
+  std::unique_ptr<evnet::ticker> sweep_timer;
   void release_idle_buffers() noexcept;
 
   /// The base's cached round time (taken before the poll wait, so inside fd callbacks it can

@@ -395,8 +395,10 @@ void loop_internals::run() {
   // Buffers above 4 KiB are freed as soon as they empty; smaller ones are kept while a
   // connection is busy (it will likely need them again) and freed by this sweep once they have
   // stayed empty, so an idle connection holds no buffer memory.
-  sweep_timer = std::make_unique<evnet::ticker>(*base, [this] { release_idle_buffers(); });
-  (void)sweep_timer->attach(kSweepPeriod);
+  if (opts->buffer_sweep_interval.count() > 0) {
+    sweep_timer = std::make_unique<evnet::ticker>(*base, [this] { release_idle_buffers(); });
+    (void)sweep_timer->attach(opts->buffer_sweep_interval);
+  }
   for (;;) {
     if (!stopping && E.stop_flag.load(std::memory_order_acquire)) begin_stop();
     if (stopping && (live_head == nullptr || clock_ns() >= stop_deadline_ns)) break;
