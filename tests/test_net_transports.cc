@@ -204,6 +204,40 @@ TEST(net_transports, unix_stream_echo) {
   EXPECT_NE(::access(path.c_str(), F_OK), 0) << "socket file removed at stop";
 }
 
+// In reuse_port mode a Unix path still has one listener (loop 0's), but its connections are
+// spread over every loop like in acceptor mode.
+TEST(net_transports, unix_listener_in_reuse_port_mode_spreads_over_loops) {
+  struct h_t : booted_handler {
+    action on_open(conn& c) override {
+      std::lock_guard lock(mu);
+      loops.insert(c.owner().index());
+      opened++;
+      return action::none;
+    }
+    std::mutex mu;
+    std::set<std::size_t> loops;
+    std::atomic<int> opened{0};
+  } h;
+  const std::string path = temp_socket_path("reuseport");
+  engine_options o;
+  o.loops = 2;
+  o.accept = accept_model::reuse_port;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"unix://" + path}, o));
+  std::vector<int> fds;
+  for (int i = 0; i < 4; ++i) {
+    fds.push_back(test::connect_unix(path));
+    ASSERT_GE(fds.back(), 0);
+  }
+  ASSERT_TRUE(wait_for([&] { return h.opened.load() == 4; }));
+  {
+    std::lock_guard lock(h.mu);
+    EXPECT_EQ(h.loops, (std::set<std::size_t>{0, 1}));  // round-robin: both loops
+  }
+  for (int fd : fds) ::close(fd);
+  r.stop();
+}
+
 TEST(net_transports, unix_stale_socket_file_is_replaced) {
   const std::string path = temp_socket_path("stale");
   {

@@ -48,6 +48,8 @@ enum class accept_model : std::uint8_t {
   acceptor,
   /// SO_REUSEPORT: every loop has its own listener per address and accepts for itself; the
   /// kernel spreads connections (balance is ignored). UDP listeners are per loop in this mode.
+  /// A Unix socket path can be bound only once: loop 0 accepts on it and hands connections
+  /// out by engine_options::balance, as in acceptor mode.
   reuse_port,
 };
 

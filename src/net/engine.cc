@@ -114,7 +114,8 @@ std::error_code engine::run(handler& h, const std::vector<std::string>& addresse
     }
     auto spec = std::make_unique<detail::listen_spec>();
     spec->ep = *ep;
-    // SO_REUSEPORT spreads TCP and UDP; a Unix path can be bound only once, so loop 0 serves it.
+    // SO_REUSEPORT spreads TCP and UDP; a Unix path can be bound only once, so loop 0 accepts
+    // on it and hands the connections out with the balancing policy, as in acceptor mode.
     const bool per_loop =
         options.accept == accept_model::reuse_port && ep->proto != transport::unix_stream;
     lo.reuse_port = per_loop;

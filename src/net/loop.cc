@@ -275,7 +275,9 @@ void loop_internals::on_accept(listener& l) noexcept {
     }
     if (kind == transport::tcp) (void)apply_socket_options(fd, kind, E.sockopts);
     const std::size_t target =
-        opts->accept == accept_model::reuse_port ? self.index() : E.pick_loop(&peer);
+        opts->accept == accept_model::reuse_port && kind != transport::unix_stream
+            ? self.index()
+            : E.pick_loop(&peer);
     loop_internals& T = E.loops[target]->internals();
     T.conn_count.fetch_add(1, std::memory_order_relaxed);
     if (&T == this) {
