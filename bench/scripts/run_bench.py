@@ -996,14 +996,11 @@ def main():
              conns=50),
         dict(key="ws-4k-50", title="WebSocket echo 4 KiB × 50 conns", kind="ws", size=4096,
              conns=50),
+        dict(key="ws-64-1000", title="WebSocket echo 64 B × 1,000 conns", kind="ws",
+             size=64, conns=1000),
+        dict(key="ws-4k-1000", title="WebSocket echo 4 KiB × 1,000 conns", kind="ws",
+             size=4096, conns=1000),
     ]
-    if args.full:
-        cases += [
-            dict(key="ws-64-1000", title="WebSocket echo 64 B × 1,000 conns", kind="ws",
-                 size=64, conns=1000),
-            dict(key="ws-4k-1000", title="WebSocket echo 4 KiB × 1,000 conns", kind="ws",
-                 size=4096, conns=1000),
-        ]
     cases += [
         dict(key="idle", title="idle connections: memory", kind="idle", conns=10000),
         dict(key="loops", title="evnet echo_server --loops 2 vs 1 (64 B × 1,000 conns)",
