@@ -12,7 +12,18 @@
 
 namespace http = evnet::http;
 
+// Test access to the parser's fast head path: switch it off to get the line-by-line path on the
+// same input, and count how many heads the fast path parsed.
+namespace evnet::http::detail {
+struct parser_test_access {
+  static void set_fast_path(parser& p, bool on) { p.fast_path_ = on; }
+  static std::uint64_t fast_heads(const parser& p) { return p.fast_heads_; }
+};
+}  // namespace evnet::http::detail
+
 namespace {
+
+using fast_access = http::detail::parser_test_access;
 
 struct parsed {
   std::string method, target, path, query;
@@ -132,11 +143,17 @@ std::vector<std::vector<std::string>> splits_of(const std::string& s, unsigned s
   return all;
 }
 
-// Runs `input` in every split and checks all splits agree with the whole-buffer result.
+// Runs `input` in every split and checks all splits agree with the whole-buffer result. The
+// whole buffer is parsed twice, with the fast head path (which takes any complete head) and
+// without it, and the two must agree; the splits mostly take the line-by-line path.
 outcome run_all_splits(http::parser::kind kind, const std::string& input,
                        http::parser_limits limits = {}, bool eof = false) {
   http::parser whole(kind, limits);
   outcome expect = run(whole, {input}, eof);
+  http::parser slow(kind, limits);
+  fast_access::set_fast_path(slow, false);
+  EXPECT_TRUE(run(slow, {input}, eof) == expect) << "fast and line-by-line paths differ";
+  EXPECT_EQ(fast_access::fast_heads(slow), 0u);
   unsigned seed = 1;
   for (const auto& parts : splits_of(input, seed++)) {
     http::parser p(kind, limits);
@@ -406,6 +423,95 @@ TEST(http_parser, header_vector_capacity_reused_no_growth) {
     ASSERT_EQ(p.parse("").event, http::parse_event::done);
   }
   EXPECT_EQ(p.message().headers.data(), data) << "header storage must be reused";
+}
+
+TEST(http_parser, fast_path_taken_for_common_heads_only) {
+  auto fast_heads = [](const std::string& in) {
+    http::request_parser p;
+    (void)run(p, {in});
+    return fast_access::fast_heads(p);
+  };
+  const std::string get = "GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+  EXPECT_EQ(fast_heads(get), 1u);
+  EXPECT_EQ(fast_heads(get + get + get), 3u);
+  EXPECT_EQ(fast_heads("POST /u?a=b HTTP/1.0\r\nHost: a\r\nContent-Length: 2\r\n\r\nxy"), 1u);
+  EXPECT_EQ(fast_heads("OPTIONS * HTTP/1.1\r\nHost: a\r\nX:\r\nY: \t v w \t\r\n\r\n"), 1u);
+  // Bare LF line ends, other versions and errors are left to the line-by-line path.
+  EXPECT_EQ(fast_heads("GET / HTTP/1.1\nHost: a\n\n"), 0u);
+  EXPECT_EQ(fast_heads("GET / HTTP/1.1\r\nHost: a\n\r\n"), 0u);
+  EXPECT_EQ(fast_heads("GET / HTTP/1.7\r\nHost: a\r\n\r\n"), 0u);
+  EXPECT_EQ(fast_heads("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 0u);
+  // A head cut anywhere is completed by the line-by-line path.
+  EXPECT_EQ(fast_heads(get.substr(0, get.size() - 1)), 0u);
+}
+
+// Random mutations of valid requests, parsed whole with and without the fast head path and in
+// two pieces: every run must report the same messages and the same error. The mutations insert,
+// replace and delete bytes the parser treats specially, at random places, under random limits,
+// so inputs land on each early exit of the fast path.
+TEST(http_parser, fast_path_agrees_with_line_by_line_on_mutations) {
+  const std::vector<std::string> bases = {
+      "GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+      "GET /a/b?x=1&y=%20 HTTP/1.0\r\nConnection: keep-alive\r\nUser-Agent: t/1 (x)\r\n\r\n",
+      "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+      "PUT /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+      "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Expect: 100-continue\r\nX-Long: 0123456789abcdefghijklmnopqrstuvwxyz \t \r\n\r\n",
+  };
+  const std::string specials = std::string(
+                                   " \t\r\n:?/\x01\x7f\x80\xff"
+                                   "aA-09",
+                                   16) +
+                               '\0';
+  std::mt19937 rng(12345);
+  auto pick = [&](std::size_t n) {
+    return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng);
+  };
+  std::uint64_t fast_total = 0;
+  int cases = 0;
+  for (int round = 0; round < 4000; ++round) {
+    std::string in = bases[pick(bases.size())];
+    if (round % 3 == 0) {
+      in += bases[pick(bases.size())];  // pipelined
+    }
+    const std::size_t edits = pick(4);
+    for (std::size_t k = 0; k < edits && !in.empty(); ++k) {
+      const std::size_t at = pick(in.size());
+      switch (pick(3)) {
+        case 0:
+          in.insert(in.begin() + static_cast<std::ptrdiff_t>(at), specials[pick(specials.size())]);
+          break;
+        case 1:
+          in[at] = specials[pick(specials.size())];
+          break;
+        default:
+          in.erase(at, 1);
+          break;
+      }
+    }
+    http::parser_limits l;
+    if (round % 2 == 1) {
+      l.max_head_bytes = 64 + pick(100);
+      l.max_target_bytes = 1 + pick(30);
+      l.max_headers = pick(5);
+      l.max_body_bytes = pick(8);
+    }
+    SCOPED_TRACE(testing::PrintToString(in));
+    http::request_parser fast(l);
+    outcome a = run(fast, {in});
+    fast_total += fast_access::fast_heads(fast);
+    http::request_parser slow(l);
+    fast_access::set_fast_path(slow, false);
+    outcome b = run(slow, {in});
+    ASSERT_TRUE(a == b) << "fast path differs";
+    const std::size_t cut = pick(in.size() + 1);
+    http::request_parser split(l);
+    outcome c = run(split, {in.substr(0, cut), in.substr(cut)});
+    ASSERT_TRUE(a == c) << "split at " << cut << " differs";
+    ++cases;
+  }
+  EXPECT_EQ(cases, 4000);
+  EXPECT_GT(fast_total, 1000u) << "the fast path must actually be exercised";
 }
 
 outcome resp(const std::string& input, bool eof = false) {

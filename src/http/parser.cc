@@ -1,7 +1,12 @@
 #include "evnet/http/parser.h"
 
 #include <array>
+#include <bit>
 #include <cstring>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "http/text.h"
 
@@ -26,6 +31,151 @@ constexpr std::array<bool, 256> make_tchar_table() {
   return t;
 }
 constexpr auto kTchar = make_tchar_table();
+
+// Request-target bytes for the fast path: 0 ends the target (CTL, SP, DEL), 2 is '?', 1 is any
+// other byte. The same set parse_start_line accepts.
+constexpr std::array<std::uint8_t, 256> make_target_table() {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0x21; c < 0x100; ++c) {
+    t[c] = 1;
+  }
+  t[0x7f] = 0;
+  t['?'] = 2;
+  return t;
+}
+constexpr auto kTarget = make_target_table();
+
+// Field-value bytes (RFC 9110 field-value, as field_value_ok): anything but a CTL other than
+// HTAB, and DEL.
+constexpr std::array<bool, 256> make_value_table() {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x100; ++c) {
+    t[c] = true;
+  }
+  t[0x7f] = false;
+  t['\t'] = true;
+  return t;
+}
+constexpr auto kValue = make_value_table();
+
+// First byte of [p, e) that ends a request target (CTL, SP or DEL), or e; `question` gets the
+// first '?' before it (unchanged if none). Sixteen bytes per step with SSE2.
+const char* scan_target(const char* p, const char* e, const char*& question) noexcept {
+#if defined(__SSE2__)
+  const __m128i space = _mm_set1_epi8(0x20);
+  const __m128i del = _mm_set1_epi8(0x7f);
+  const __m128i qmark = _mm_set1_epi8('?');
+  while (e - p >= 16) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    // Unsigned x <= 0x20 exactly when min(x, 0x20) == x.
+    const __m128i stop =
+        _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, space), x), _mm_cmpeq_epi8(x, del));
+    const auto stop_mask = static_cast<unsigned>(_mm_movemask_epi8(stop));
+    auto q_mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(x, qmark)));
+    if (stop_mask != 0) {
+      q_mask &= (stop_mask & (0u - stop_mask)) - 1;  // only '?' before the first stop byte
+    }
+    if (q_mask != 0 && question == nullptr) {
+      question = p + std::countr_zero(q_mask);
+    }
+    if (stop_mask != 0) {
+      return p + std::countr_zero(stop_mask);
+    }
+    p += 16;
+  }
+#endif
+  for (; p < e; ++p) {
+    const std::uint8_t c = kTarget[static_cast<unsigned char>(*p)];
+    if (c == 0) {
+      break;
+    }
+    if (c == 2 && question == nullptr) {
+      question = p;
+    }
+  }
+  return p;
+}
+
+// First byte of [p, e) that a field value may not hold (a CTL other than HTAB, or DEL), or e.
+const char* scan_value(const char* p, const char* e) noexcept {
+#if defined(__SSE2__)
+  const __m128i below_space = _mm_set1_epi8(0x1f);
+  const __m128i tab = _mm_set1_epi8('\t');
+  const __m128i del = _mm_set1_epi8(0x7f);
+  while (e - p >= 16) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i ctl =
+        _mm_andnot_si128(_mm_cmpeq_epi8(x, tab), _mm_cmpeq_epi8(_mm_min_epu8(x, below_space), x));
+    const auto mask =
+        static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(ctl, _mm_cmpeq_epi8(x, del))));
+    if (mask != 0) {
+      return p + std::countr_zero(mask);
+    }
+    p += 16;
+  }
+#endif
+  while (p < e && kValue[static_cast<unsigned char>(*p)]) {
+    ++p;
+  }
+  return p;
+}
+
+std::uint64_t load64(const char* p) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+std::uint32_t load32(const char* p) noexcept {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// The word a constant string has in memory (host byte order), for compares against load64/32.
+template <class T, std::size_t N>
+constexpr T word_of(const char (&s)[N]) noexcept {
+  static_assert(N - 1 == sizeof(T));
+  T v = 0;
+  for (std::size_t i = sizeof(T); i-- > 0;) {
+    v = static_cast<T>((v << 8) | static_cast<unsigned char>(s[i]));
+  }
+  if constexpr (std::endian::native == std::endian::big) {
+    T r = 0;
+    for (std::size_t i = 0; i < sizeof(T); ++i) {
+      r = static_cast<T>((r << 8) | static_cast<unsigned char>(s[i]));
+    }
+    return r;
+  }
+  return v;
+}
+
+// ASCII case-insensitive equality of a field name with a lower-case literal made of letters
+// and '-' (4 to 24 characters), a word at a time. OR-ing 0x20 folds exactly the case pairs of
+// letters; for '-' (0x2D) it also maps 0x0D, which is not a tchar and so never occurs in a
+// parsed field name.
+template <std::size_t N>
+bool name_is(std::string_view n, const char (&lit)[N]) noexcept {
+  constexpr std::size_t kLen = N - 1;
+  static_assert(kLen >= 4 && kLen <= 24);
+  if (n.size() != kLen) {
+    return false;
+  }
+  const char* d = n.data();
+  if constexpr (kLen < 8) {
+    constexpr std::uint32_t kFold = 0x20202020u;
+    return ((load32(d) | kFold) == load32(lit)) &&
+           ((load32(d + kLen - 4) | kFold) == load32(lit + kLen - 4));
+  } else {
+    constexpr std::uint64_t kFold = 0x2020202020202020ull;
+    std::uint64_t diff = 0;
+    for (std::size_t i = 0; i + 8 < kLen; i += 8) {
+      diff |= (load64(d + i) | kFold) ^ load64(lit + i);
+    }
+    diff |= (load64(d + kLen - 8) | kFold) ^ load64(lit + kLen - 8);
+    return diff == 0;
+  }
+}
 
 constexpr unsigned char lower(unsigned char c) noexcept {
   return (c >= 'A' && c <= 'Z') ? static_cast<unsigned char>(c | 0x20) : c;
@@ -282,6 +432,22 @@ parse_step parser::parse(std::string_view in) {
       head_len_ = line_start_ = 0;
       body_total_ = 0;
       state_ = state::head;
+      if (kind_ == kind::request && fast_path_) {
+        bool plain = false;
+        if (std::size_t used = fast_request_head(in.data() + skip, in.size() - skip, plain)) {
+          ++fast_heads_;
+          if (plain) {
+            // No field on_head_complete interprets but Host, which a 1.1 request has: no body,
+            // and the version alone decides keep-alive.
+            msg_.keep_alive = msg_.version_minor >= 1;
+            state_ = state::done_pending;
+            return {parse_event::head, skip + used, {}};
+          }
+          parse_step s = on_head_complete();
+          s.consumed = skip + used;
+          return s;
+        }
+      }
       parse_step s = accumulate_lines(in.substr(skip), false);
       s.consumed += skip;
       return s;
@@ -468,6 +634,142 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
   return {parse_event::need_more, consumed, {}};
 }
 
+// The common case in one pass over the caller's input: a request whose whole head is in `b`
+// (n bytes, the first one not CR/LF), CRLF line endings, and nothing the line-by-line path
+// would reject or flag. Returns the head's length (through its blank line) with msg_ filled
+// and the head copied into head_buf_, or 0 — nothing decided — for anything else: an
+// incomplete head, a bare LF, an error of any kind, a limit reached. The caller then parses
+// the same bytes with accumulate_lines, which reports the exact answer, so this path can only
+// be faster, never different (tests/test_http_parser.cc compares the two on every case).
+// `plain` is set when no field but Host has a name on_head_complete interprets (by its length)
+// and a 1.1 request has Host, so the caller may skip on_head_complete.
+std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain) {
+  // Lengths of the field names on_head_complete looks at, other than "host" (4).
+  constexpr std::uint32_t kInterpretedLengths =
+      (1u << 6) | (1u << 7) | (1u << 10) | (1u << 14) | (1u << 17);
+  bool interpreted = false;
+  bool host = false;
+  const char* const e = b + n;
+  const char* p = b;
+  // Method: "GET " by one compare, anything else by the tchar scan of parse_start_line.
+  method m = method::get;
+  if (n >= 4 && load32(p) == word_of<std::uint32_t>("GET ")) {
+    p += 3;
+  } else {
+    while (p < e && kTchar[static_cast<unsigned char>(*p)]) {
+      ++p;
+    }
+    if (p == b || p == e || *p != ' ') {
+      return 0;
+    }
+    m = method_from(std::string_view(b, static_cast<std::size_t>(p - b)));
+  }
+  const char* const method_end = p;
+  // Target: up to the first CTL, SP or DEL; note the first '?'.
+  const char* const t = ++p;
+  const char* question = nullptr;
+  p = scan_target(p, e, question);
+  if (p == e) {
+    return 0;
+  }
+  const auto tlen = static_cast<std::size_t>(p - t);
+  // " HTTP/1.1\r\n" or " HTTP/1.0\r\n"; other versions take the slow path.
+  if (tlen == 0 || tlen > limits_.max_target_bytes || *p != ' ' || e - p < 11 || p[9] != '\r' ||
+      p[10] != '\n') {
+    return 0;
+  }
+  const std::uint64_t version = load64(p + 1);
+  int minor = 1;
+  if (version != word_of<std::uint64_t>("HTTP/1.1")) {
+    if (version != word_of<std::uint64_t>("HTTP/1.0")) {
+      return 0;
+    }
+    minor = 0;
+  }
+  p += 11;
+  // The request-line bound of accumulate_lines (line length with its CR, without its LF).
+  if (static_cast<std::size_t>(p - 1 - b) > limits_.max_target_bytes + 32) {
+    return 0;
+  }
+  // Field lines: name ':' OWS value OWS CRLF, until the empty line.
+  const std::size_t max_head = limits_.max_head_bytes;
+  const std::size_t max_headers = limits_.max_headers;
+  auto& headers = msg_.headers;
+  for (;;) {
+    if (e - p < 2 || static_cast<std::size_t>(p - b) > max_head) {
+      headers.clear();
+      return 0;
+    }
+    if (*p == '\r') {
+      if (p[1] != '\n') {
+        headers.clear();
+        return 0;
+      }
+      p += 2;
+      break;
+    }
+    const char* const name = p;
+    while (p < e && kTchar[static_cast<unsigned char>(*p)]) {
+      ++p;
+    }
+    if (p == name || p == e || *p != ':' || headers.size() >= max_headers) {
+      headers.clear();
+      return 0;
+    }
+    const auto name_len = static_cast<std::size_t>(p - name);
+    if (name_len < 32 && ((kInterpretedLengths >> name_len) & 1u) != 0) {
+      interpreted = true;
+    } else if (name_len == 4 && name_is(std::string_view(name, 4), "host")) {
+      host = true;
+    }
+    ++p;
+    while (p < e && (*p == ' ' || *p == '\t')) {
+      ++p;
+    }
+    const char* const value = p;
+    p = scan_value(p, e);
+    const char* value_end = p;  // trailing OWS is not part of the value
+    while (value_end != value && (value_end[-1] == ' ' || value_end[-1] == '\t')) {
+      --value_end;
+    }
+    if (e - p < 2 || p[0] != '\r' || p[1] != '\n') {
+      headers.clear();
+      return 0;
+    }
+    p += 2;
+    headers.push_back({std::string_view(name, name_len),
+                       std::string_view(value, static_cast<std::size_t>(value_end - value))});
+  }
+  const auto used = static_cast<std::size_t>(p - b);
+  if (used > max_head) {
+    headers.clear();
+    return 0;
+  }
+  // Views must outlive the caller's input: copy the head and point every view into the copy.
+  char* const buf = head_buf_.get();
+  std::memcpy(buf, b, used);
+  auto rebase = [b, buf](const char* at, std::size_t len) {
+    return std::string_view(buf + (at - b), len);
+  };
+  for (auto& h : headers) {
+    h.name = rebase(h.name.data(), h.name.size());
+    h.value = rebase(h.value.data(), h.value.size());
+  }
+  msg_.method = m;
+  msg_.method_text = rebase(b, static_cast<std::size_t>(method_end - b));
+  msg_.target = rebase(t, tlen);
+  if (question != nullptr) {
+    msg_.path = rebase(t, static_cast<std::size_t>(question - t));
+    msg_.query = rebase(question + 1, static_cast<std::size_t>(t + tlen - (question + 1)));
+  } else {
+    msg_.path = msg_.target;
+  }
+  msg_.version_minor = minor;
+  head_len_ = line_start_ = used;
+  plain = !interpreted && (host || minor == 0);
+  return used;
+}
+
 bool parser::parse_start_line(std::string_view line) {
   if (kind_ == kind::request) {
     // One pass: method (tchars) SP target (no CTL/SP) SP version.
@@ -591,22 +893,22 @@ parse_step parser::on_head_complete() {
     const std::string_view n = h.name;
     switch (n.size()) {
       case 4:
-        if (iequals(n, "host")) {
+        if (name_is(n, "host")) {
           host = true;
         }
         break;
       case 6:
-        if (request && iequals(n, "expect") && iequals(h.value, "100-continue")) {
+        if (request && name_is(n, "expect") && iequals(h.value, "100-continue")) {
           msg_.expect_continue = true;
         }
         break;
       case 7:
-        if (iequals(n, "upgrade")) {
+        if (name_is(n, "upgrade")) {
           has_upgrade = true;
         }
         break;
       case 10:
-        if (iequals(n, "connection")) {
+        if (name_is(n, "connection")) {
           for_each_token(h.value, [&](std::string_view t) {
             if (iequals(t, "close")) {
               conn_close = true;
@@ -620,7 +922,7 @@ parse_step parser::on_head_complete() {
         }
         break;
       case 14:
-        if (iequals(n, "content-length")) {
+        if (name_is(n, "content-length")) {
           std::uint64_t v = 0;
           if (h.value.empty()) {
             return fail(400, "bad Content-Length");
@@ -642,7 +944,7 @@ parse_step parser::on_head_complete() {
         }
         break;
       case 17:
-        if (iequals(n, "transfer-encoding")) {
+        if (name_is(n, "transfer-encoding")) {
           has_te = true;
           // Only "chunked" alone is decodable here; it must be the final coding (RFC 9112 §6.3).
           int count = 0;

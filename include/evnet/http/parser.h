@@ -19,6 +19,10 @@
 
 namespace evnet::http {
 
+namespace detail {
+struct parser_test_access;  // tests only: compares the fast and the slow head paths
+}  // namespace detail
+
 /// Methods recognised by the parser; any other token is `other` (see message::method_text).
 enum class method : std::uint8_t {
   other,
@@ -159,8 +163,11 @@ class parser {
     error,
   };
 
+  friend struct detail::parser_test_access;
+
   parse_step fail(int status, const char* reason);
   parse_step on_head_complete();
+  std::size_t fast_request_head(const char* b, std::size_t n, bool& plain);
   bool parse_start_line(std::string_view line);
   bool parse_field_line(std::string_view line, std::vector<header_field>& into);
   parse_step accumulate_lines(std::string_view input, bool trailers);
@@ -177,8 +184,10 @@ class parser {
   std::uint64_t remaining_ = 0;    // body or chunk bytes left
   std::uint64_t body_total_ = 0;   // decoded body bytes so far
   std::uint32_t chunk_digits_ = 0;
-  bool chunk_ext_ = false;  // inside a chunk extension
-  bool chunk_cr_ = false;   // saw CR in chunk_crlf / chunk size line
+  bool chunk_ext_ = false;        // inside a chunk extension
+  bool chunk_cr_ = false;         // saw CR in chunk_crlf / chunk size line
+  bool fast_path_ = true;         // tests turn it off to compare against the line-by-line path
+  std::uint64_t fast_heads_ = 0;  // heads parsed by fast_request_head (tests read it)
   int error_status_ = 0;
   const char* error_reason_ = "";
   http::message msg_;
