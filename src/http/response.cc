@@ -1,5 +1,7 @@
 #include "evnet/http/response.h"
 
+#include "http/date.h"
+
 // clock_gettime() and gmtime_r() are POSIX, declared by <time.h>; <ctime> only promises the
 // ISO C functions.
 #include <time.h>  // NOLINT(modernize-deprecated-headers)
@@ -70,18 +72,21 @@ std::string_view reason_phrase(int status) noexcept {
 
 namespace {
 
-// "Date: <IMF-fixdate>\r\n", rebuilt at most once per second per thread. http_date() returns
-// the middle of it.
+// "HTTP/1.1 200 OK\r\nDate: <IMF-fixdate>\r\n", rebuilt at most once per second per thread: the
+// server's most common response head and, from kDateAt on, the Date line alone.
+constexpr std::size_t kDateAt = 17;
 struct date_cache {
   time_t sec = -1;
-  char line[48];
+  char line[80] = "HTTP/1.1 200 OK\r\n";
   std::size_t len = 0;
 };
 
+thread_local date_cache t_date;
+
+// Rebuilds the cache if the second changed. The coarse clock is read through the vDSO and costs
+// a few nanoseconds.
 const date_cache& current_date() noexcept {
-  // The coarse clock is read through the vDSO and costs a few nanoseconds; the string is
-  // rebuilt only when the second changes.
-  thread_local date_cache c;
+  date_cache& c = t_date;
   timespec ts{};
   clock_gettime(CLOCK_REALTIME_COARSE, &ts);
   if (ts.tv_sec != c.sec) {
@@ -91,20 +96,40 @@ const date_cache& current_date() noexcept {
     static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
     static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                               "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    int n = std::snprintf(c.line, sizeof c.line, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
-                          kDays[t.tm_wday], t.tm_mday, kMonths[t.tm_mon], t.tm_year + 1900,
-                          t.tm_hour, t.tm_min, t.tm_sec);
-    c.len = n > 0 ? static_cast<std::size_t>(n) : 0;
+    int n =
+        std::snprintf(c.line + kDateAt, sizeof c.line - kDateAt,
+                      "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n", kDays[t.tm_wday], t.tm_mday,
+                      kMonths[t.tm_mon], t.tm_year + 1900, t.tm_hour, t.tm_min, t.tm_sec);
+    c.len = n > 0 ? kDateAt + static_cast<std::size_t>(n) : 0;
   }
   return c;
 }
 
 }  // namespace
 
+namespace detail {
+
+void refresh_date() noexcept {
+  (void)current_date();
+}
+
+std::string_view cached_ok_and_date() noexcept {
+  const date_cache& c = t_date;
+  return c.len ? std::string_view(c.line, c.len) : std::string_view();
+}
+
+std::string_view cached_date_line() noexcept {
+  const date_cache& c = t_date;
+  return c.len ? std::string_view(c.line + kDateAt, c.len - kDateAt) : std::string_view();
+}
+
+}  // namespace detail
+
 std::string_view http_date() noexcept {
   const date_cache& c = current_date();
-  // Strip "Date: " and "\r\n".
-  return c.len > 8 ? std::string_view(c.line + 6, c.len - 8) : std::string_view();
+  // Strip "HTTP/1.1 200 OK\r\nDate: " and "\r\n".
+  return c.len > kDateAt + 8 ? std::string_view(c.line + kDateAt + 6, c.len - kDateAt - 8)
+                             : std::string_view();
 }
 
 response_writer& response_writer::status(int status, std::string_view reason) {
@@ -150,7 +175,9 @@ response_writer& response_writer::header(std::string_view name, std::string_view
 
 response_writer& response_writer::add_date() {
   const date_cache& c = current_date();
-  out_.append(c.line, c.len);
+  if (c.len > kDateAt) {
+    out_.append(c.line + kDateAt, c.len - kDateAt);
+  }
   return *this;
 }
 

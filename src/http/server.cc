@@ -1,53 +1,138 @@
 #include "evnet/http/server.h"
 
 #include <any>
+#include <charconv>
+#include <cstring>
 
 #include "evnet/conn.h"
 #include "evnet/loop.h"
 #include "evnet/ring_buffer.h"
+#include "http/date.h"
 
 namespace evnet::http {
 
 // ---- response ----
 
+void response::flush() {
+  if (staged_ != 0) {
+    out_.append(stage_, staged_);
+    staged_ = 0;
+  }
+}
+
+char* response::room_after_flush(std::size_t n) {
+  flush();
+  if (n > kStageBytes) {
+    return nullptr;
+  }
+  staged_ = n;
+  return stage_;
+}
+
+inline void response::put(std::string_view bytes) {
+  if (char* at = room(bytes.size())) {
+    std::memcpy(at, bytes.data(), bytes.size());
+  } else {
+    out_.append(bytes);
+  }
+}
+
 response& response::start(int status, std::string_view reason) {
   started_ = true;
-  writer_.status(status, reason).add_date();
+  if (status == 200 && reason.empty()) {
+    // The most common head is cached whole, status line and Date together.
+    std::string_view head = detail::cached_ok_and_date();
+    if (head.empty()) {
+      // Only before the server has refreshed the cache on this thread.
+      detail::refresh_date();
+      head = detail::cached_ok_and_date();
+    }
+    put(head);
+  } else {
+    if (reason.empty()) {
+      reason = reason_phrase(status);
+    }
+    const char line[] = {'H',
+                         'T',
+                         'T',
+                         'P',
+                         '/',
+                         '1',
+                         '.',
+                         '1',
+                         ' ',
+                         static_cast<char>('0' + status / 100 % 10),
+                         static_cast<char>('0' + status / 10 % 10),
+                         static_cast<char>('0' + status % 10),
+                         ' '};
+    put(std::string_view(line, sizeof line));
+    put(reason);
+    put("\r\n");
+    std::string_view date = detail::cached_date_line();
+    if (date.empty()) {
+      detail::refresh_date();
+      date = detail::cached_date_line();
+    }
+    put(date);
+  }
   if (last_) {
-    writer_.close_connection();
+    put("Connection: close\r\n");
   } else if (keep_alive_10_) {
-    writer_.header("Connection", "keep-alive");
+    put("Connection: keep-alive\r\n");
   }
   return *this;
 }
 
 response& response::header(std::string_view name, std::string_view value) {
-  writer_.header(name, value);
+  const std::size_t n = name.size() + value.size() + 4;
+  if (char* at = room(n)) {
+    std::memcpy(at, name.data(), name.size());
+    at += name.size();
+    at[0] = ':';
+    at[1] = ' ';
+    std::memcpy(at + 2, value.data(), value.size());
+    at += 2 + value.size();
+    at[0] = '\r';
+    at[1] = '\n';
+  } else {
+    out_.append(name).append(": ").append(value).append("\r\n");
+  }
   return *this;
 }
 
 void response::body(std::string_view body) {
-  if (head_request_) {
-    writer_.end_headers(body.size());
-  } else {
-    writer_.body(body);
+  // "Content-Length: <n>\r\n\r\n" composed in place, then the body in the same stage when it
+  // fits, so a small response reaches the output with one append.
+  constexpr std::string_view kName = "Content-Length: ";
+  char* at = room(kName.size() + 20 + 4);
+  std::memcpy(at, kName.data(), kName.size());
+  char* digits = at + kName.size();
+  char* end = std::to_chars(digits, digits + 20, body.size()).ptr;
+  std::memcpy(end, "\r\n\r\n", 4);
+  staged_ -= static_cast<std::size_t>(digits + 20 - end);  // give back unused digit room
+  if (!head_request_) {
+    put(body);
   }
+  flush();
   finished_ = true;
 }
 
 void response::begin_chunked() {
-  writer_.begin_chunked();
+  put("Transfer-Encoding: chunked\r\n\r\n");
+  flush();
 }
 
 void response::chunk(std::string_view data) {
+  flush();
   if (!head_request_) {
-    writer_.chunk(data);
+    response_writer(out_).chunk(data);
   }
 }
 
 void response::end_chunked() {
+  flush();
   if (!head_request_) {
-    writer_.end_chunked();
+    response_writer(out_).end_chunked();
   }
   finished_ = true;
 }
@@ -68,7 +153,9 @@ const route_handler* router::find(http::method m, std::string_view path,
                                   int& status) const noexcept {
   status = 404;
   for (const auto& r : routes_) {
-    if (r.path != path) {
+    // Length first: most routes differ in it, and memcmp is not called with a null pointer.
+    if (r.path.size() != path.size() ||
+        (!path.empty() && std::memcmp(r.path.data(), path.data(), path.size()) != 0)) {
       continue;
     }
     if (r.method == m && m != method::other) {
@@ -194,6 +281,7 @@ void server::on_timer(evnet::conn& c, session& s) {
 }
 
 void server::answer_error(evnet::conn&, session& s, int status, std::string_view reason) {
+  detail::refresh_date();  // may run from a timer, outside any batch
   response res(s.out, false, true, false);
   res.start(status).header("Content-Type", "text/plain");
   std::string body(reason);
@@ -231,6 +319,7 @@ void server::dispatch(evnet::conn& c, session& s) {
     } else if (!res.finished()) {
       // A handler that started but did not finish a response leaves the stream unframed;
       // the only honest repair is to end the connection after what was written.
+      res.flush();
       last = true;
     }
   }
@@ -242,6 +331,8 @@ void server::dispatch(evnet::conn& c, session& s) {
 action server::handle_input(evnet::conn& c, session& s) {
   input_view v = c.peek();
   std::size_t total = 0;
+  // One clock read per batch: every response of the batch takes its Date from this.
+  detail::refresh_date();
   bool stop = false;
   auto now = c.owner().now();
   s.last_activity = now;

@@ -40,6 +40,9 @@ struct request {
 /// Builds the response to one request into the connection's staging buffer. A handler must
 /// finish it (body(), or end_chunked() after begin_chunked()) before returning; a handler that
 /// does not start a response gets a 500. Loop thread only.
+///
+/// The status line and headers are composed in a small buffer inside this object and reach the
+/// connection's staging buffer together with the body (one append per response when it fits).
 class response {
  public:
   /// Status line, then the Date header and, when this is the connection's last response,
@@ -63,15 +66,34 @@ class response {
   /// Internal: made by the server for each request. `last`: the connection closes after this
   /// response; `keep_alive_10`: an HTTP/1.0 client asked for keep-alive (must be confirmed).
   response(std::string& out, bool head_request, bool last, bool keep_alive_10) noexcept
-      : writer_(out), head_request_(head_request), last_(last), keep_alive_10_(keep_alive_10) {}
+      : out_(out), head_request_(head_request), last_(last), keep_alive_10_(keep_alive_10) {}
+  /// Internal: appends to the output whatever start()/header() composed and is not written yet
+  /// (the server calls it for a handler that returned without finishing its response).
+  void flush();
 
  private:
-  response_writer writer_;
+  static constexpr std::size_t kStageBytes = 512;
+  // Room for n more bytes in stage_; nullptr if they cannot fit even in an empty stage (the
+  // caller then appends to out_ directly). Inline: called several times per response.
+  char* room(std::size_t n) {
+    if (staged_ + n <= kStageBytes) {
+      char* at = stage_ + staged_;
+      staged_ += n;
+      return at;
+    }
+    return room_after_flush(n);
+  }
+  char* room_after_flush(std::size_t n);
+  void put(std::string_view bytes);
+
+  std::string& out_;
+  std::size_t staged_ = 0;  // bytes of stage_ in use
   bool head_request_;
   bool last_;
   bool keep_alive_10_;
   bool started_ = false;
   bool finished_ = false;
+  char stage_[kStageBytes];  // not initialised: only the first staged_ bytes are ever read
 };
 
 /// A route handler. Runs on the connection's loop thread.
