@@ -237,13 +237,44 @@ bool session::in_input(std::string_view p) const noexcept {
 }
 
 void session::flush() {
-  if (n_borrowed_ == 0) {
-    if (!out_.empty()) {
-      (void)tcp_.write(out_.view());
-      out_.clear();
-    }
+  // A write may call on_high_water, and the application may send from there before the write
+  // returns. What it stages then is written by this loop after the bytes already handed over;
+  // a nested flush() must not write them (nor the bytes in hand) itself.
+  if (flushing_ || (out_.empty() && n_borrowed_ == 0)) {
     return;
   }
+  flushing_ = true;
+  for (;;) {
+    const std::size_t staged = out_.size();
+    const std::size_t lent = n_borrowed_;
+    if (lent == 0) {
+      (void)tcp_.write(out_.view());
+    } else {
+      write_staged();
+    }
+    if (out_.size() == staged && n_borrowed_ == lent) [[likely]] {
+      // Nothing was staged during the write.
+      out_.clear();
+      n_borrowed_ = 0;
+      borrowed_bytes_ = 0;
+      break;
+    }
+    out_.drop_front(staged);
+    // Payloads lent during the write follow what was written: move them to the front.
+    std::size_t lent_bytes = 0;
+    for (std::size_t i = 0; i < lent; ++i) {
+      lent_bytes += borrowed_[i].len;
+    }
+    for (std::size_t i = lent; i < n_borrowed_; ++i) {
+      borrowed_[i - lent] = {borrowed_[i].at - staged, borrowed_[i].data, borrowed_[i].len};
+    }
+    n_borrowed_ -= lent;
+    borrowed_bytes_ -= lent_bytes;
+  }
+  flushing_ = false;
+}
+
+void session::write_staged() {
   // Staged bytes and borrowed payloads interleaved in stream order: one writev.
   // Left uninitialised on purpose (a plain array would zero all 63 views per flush): only the
   // first n pieces are assigned, and assigning one begins the array's lifetime.
@@ -266,9 +297,6 @@ void session::flush() {
     parts.v[n++] = staged.substr(from);
   }
   (void)tcp_.writev(std::span<const std::string_view>(parts.v, n));
-  n_borrowed_ = 0;
-  borrowed_bytes_ = 0;
-  out_.clear();
 }
 
 std::error_code session::write_message(opcode op, std::string_view payload) {

@@ -34,6 +34,13 @@ class out_buffer {
   char* data() noexcept { return data_.get(); }
   bool empty() const noexcept { return size_ == 0; }
   void clear() noexcept { size_ = 0; }
+  /// Removes the first n bytes (n <= size()).
+  void drop_front(std::size_t n) noexcept {
+    if (n < size_) {
+      std::memmove(data_.get(), data_.get() + n, size_ - n);
+    }
+    size_ -= n;
+  }
 
  private:
   void grow(std::size_t need) {
@@ -86,6 +93,8 @@ class session final : public http::upgraded_protocol {
   // True when `p` lies entirely in the input being processed by on_traffic (see borrowed).
   bool in_input(std::string_view p) const noexcept;
   void flush();
+  // Writes out_ with the borrowed payloads in place (n_borrowed_ > 0): one writev.
+  void write_staged();
   void flush_if_staged_too_much();
   // Processes one contiguous piece of input; returns false when input processing must stop.
   bool process(char* data, std::size_t len, std::size_t& consumed);
@@ -125,6 +134,7 @@ class session final : public http::upgraded_protocol {
   // of on_upgraded / on_traffic (only on_traffic's input can lend payloads: see borrowed).
   enum class staging : std::uint8_t { none, open, traffic };
   staging staging_ = staging::none;
+  bool flushing_ = false;  // inside flush(): see there
   bool close_sent_ = false;
   bool close_received_ = false;
   bool done_ = false;  // stop processing input (closing)
