@@ -133,12 +133,15 @@ class handler {
   /// mark, engine_options::high_water_mark (4 MiB by default; pass the engine options to
   /// server::run or client_options::engine): the peer reads slower than we send. Stop
   /// producing, or pause reading with c->raw().pause_read() (an echo), until on_drain.
-  /// Runs inside the send that crossed the mark, once per crossing; above_high_water() is
-  /// already true. Sending from here is allowed (the bytes are buffered).
+  /// Runs on the connection's loop thread, inside the write that crossed the mark (a send made
+  /// on the loop thread, the task that performs a send posted from another thread, or the
+  /// write of a callback batch), once per crossing; above_high_water() is already true. Sending
+  /// from here is allowed: the bytes are buffered after those of the crossing write.
   virtual void on_high_water(const connection_ptr& c) { (void)c; }
   /// After on_high_water, all buffered output has been handed to the kernel (buffered_amount()
-  /// is 0 and above_high_water() false again): resume producing. Not called when the
-  /// connection closes while above the mark (on_close follows instead).
+  /// is 0 and above_high_water() false again): resume producing. Runs on the connection's loop
+  /// thread when the socket became writable. Not called when the connection closes while above
+  /// the mark (on_close follows instead).
   virtual void on_drain(const connection_ptr& c) { (void)c; }
   /// The connection closed, exactly once per on_open: `code`/`reason` from the peer's close
   /// frame (1005 if it had no code), or the code we failed the connection with (1002, 1007,
