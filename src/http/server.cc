@@ -10,6 +10,64 @@
 #include "http/date.h"
 
 namespace evnet::http {
+namespace {
+
+// Short byte strings (paths, header names and values, small bodies) are compared and copied
+// inline with overlapping word loads: a call to memcmp/memcpy costs more than the work for
+// strings of a few bytes. Longer ones go to the library.
+bool same_bytes(const char* a, const char* b, std::size_t n) noexcept {
+  if (n >= 8) {
+    std::uint64_t x, y;
+    for (std::size_t i = 0; i + 8 < n; i += 8) {
+      std::memcpy(&x, a + i, 8);
+      std::memcpy(&y, b + i, 8);
+      if (x != y) {
+        return false;
+      }
+    }
+    std::memcpy(&x, a + n - 8, 8);
+    std::memcpy(&y, b + n - 8, 8);
+    return x == y;
+  }
+  if (n >= 4) {
+    std::uint32_t x0, y0, x1, y1;
+    std::memcpy(&x0, a, 4);
+    std::memcpy(&y0, b, 4);
+    std::memcpy(&x1, a + n - 4, 4);
+    std::memcpy(&y1, b + n - 4, 4);
+    return x0 == y0 && x1 == y1;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void copy_bytes(char* d, const char* s, std::size_t n) noexcept {
+  if (n > 16) {
+    std::memcpy(d, s, n);
+  } else if (n >= 8) {
+    std::uint64_t x, y;
+    std::memcpy(&x, s, 8);
+    std::memcpy(&y, s + n - 8, 8);
+    std::memcpy(d, &x, 8);
+    std::memcpy(d + n - 8, &y, 8);
+  } else if (n >= 4) {
+    std::uint32_t x, y;
+    std::memcpy(&x, s, 4);
+    std::memcpy(&y, s + n - 4, 4);
+    std::memcpy(d, &x, 4);
+    std::memcpy(d + n - 4, &y, 4);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      d[i] = s[i];
+    }
+  }
+}
+
+}  // namespace
 
 // ---- response ----
 
@@ -31,7 +89,7 @@ char* response::room_after_flush(std::size_t n) {
 
 inline void response::put(std::string_view bytes) {
   if (char* at = room(bytes.size())) {
-    std::memcpy(at, bytes.data(), bytes.size());
+    copy_bytes(at, bytes.data(), bytes.size());
   } else {
     out_.append(bytes);
   }
@@ -86,11 +144,11 @@ response& response::start(int status, std::string_view reason) {
 response& response::header(std::string_view name, std::string_view value) {
   const std::size_t n = name.size() + value.size() + 4;
   if (char* at = room(n)) {
-    std::memcpy(at, name.data(), name.size());
+    copy_bytes(at, name.data(), name.size());
     at += name.size();
     at[0] = ':';
     at[1] = ' ';
-    std::memcpy(at + 2, value.data(), value.size());
+    copy_bytes(at + 2, value.data(), value.size());
     at += 2 + value.size();
     at[0] = '\r';
     at[1] = '\n';
@@ -153,9 +211,7 @@ const route_handler* router::find(http::method m, std::string_view path,
                                   int& status) const noexcept {
   status = 404;
   for (const auto& r : routes_) {
-    // Length first: most routes differ in it, and memcmp is not called with a null pointer.
-    if (r.path.size() != path.size() ||
-        (!path.empty() && std::memcmp(r.path.data(), path.data(), path.size()) != 0)) {
+    if (r.path.size() != path.size() || !same_bytes(r.path.data(), path.data(), path.size())) {
       continue;
     }
     if (r.method == m && m != method::other) {

@@ -167,6 +167,8 @@ class parser {
 
   parse_step fail(int status, const char* reason);
   parse_step on_head_complete();
+  parse_step parse_start(std::string_view in);
+  parse_step parse_state(std::string_view in);
   std::size_t fast_request_head(const char* b, std::size_t n, bool& plain);
   bool parse_start_line(std::string_view line);
   bool parse_field_line(std::string_view line, std::vector<header_field>& into);
