@@ -157,7 +157,9 @@ inline void mask_from(char* data, std::size_t i, std::size_t len, std::uint32_t 
 [[gnu::noinline]] std::size_t mask_long(char* data, std::size_t len, std::uint32_t k,
                                         std::uint64_t k8, std::size_t offset) noexcept {
   const std::size_t i = cpu_has_avx2() ? mask_blocks_avx2(data, len, k8) : 0;
-  mask_from(data, i, len, k, k8);
+  if (i != len) {
+    mask_from(data, i, len, k, k8);
+  }
   return (offset + len) & 3;
 }
 #endif
