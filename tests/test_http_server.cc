@@ -86,6 +86,58 @@ TEST(http_server, header_timeout_sends_408_and_closes) {
   EXPECT_TRUE(eof) << "connection must be closed after 408";
 }
 
+TEST(http_server, body_timeout_sends_408_and_closes) {
+  http::server_options o;
+  o.body_timeout = 300ms;
+  test_server s(basic_router(), o);
+  ASSERT_GT(s.port(), 0);
+  for (const char* stalled : {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+                              "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "5\r\nab"}) {
+    SCOPED_TRACE(stalled);
+    client c(s.port());
+    ASSERT_TRUE(c.send(stalled));
+    auto t0 = std::chrono::steady_clock::now();
+    bool eof = false;
+    auto r = read_replies(c, 1, &eof);
+    auto waited = std::chrono::steady_clock::now() - t0;
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 408);
+    EXPECT_EQ(r[0].body, "body timeout\n");
+    EXPECT_FALSE(r[0].keep_alive);
+    EXPECT_GE(waited, 250ms);
+    EXPECT_LT(waited, 3s);
+    std::string rest = c.recv_until_eof(&eof);
+    EXPECT_TRUE(eof) << "connection must be closed after 408";
+  }
+}
+
+TEST(http_server, body_that_keeps_arriving_is_not_timed_out) {
+  // Each byte comes well within the body timeout, the whole body well after it.
+  http::server_options o;
+  o.body_timeout = 400ms;
+  test_server s(basic_router(), o);
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n"));
+  auto t0 = std::chrono::steady_clock::now();
+  for (char b : std::string("abcdef")) {
+    std::this_thread::sleep_for(150ms);
+    ASSERT_TRUE(c.send(std::string(1, b)));
+  }
+  auto r = read_replies(c, 1);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 800ms);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 200);
+  EXPECT_EQ(r[0].body, "abcdef");
+  EXPECT_TRUE(r[0].keep_alive);
+  // The connection stays usable.
+  ASSERT_TRUE(c.send(kGet));
+  auto r2 = read_replies(c, 1);
+  ASSERT_EQ(r2.size(), 1u);
+  EXPECT_EQ(r2[0].status, 200);
+}
+
 TEST(http_server, target_too_long_414_then_close) {
   http::server_options o;
   o.limits.max_target_bytes = 256;

@@ -269,15 +269,32 @@ action server::on_open(evnet::conn& c) {
   s->out.reserve(4096);
   c.context() = s;
   s->last_activity = s->head_start = c.owner().now();
-  auto first = opts_.header_timeout;
-  if (opts_.keep_alive_timeout.count() > 0 &&
-      (first.count() == 0 || opts_.keep_alive_timeout < first)) {
-    first = opts_.keep_alive_timeout;
-  }
-  if (first.count() > 0) {
+  if (auto first = shortest_timeout(); first.count() > 0) {
     arm_timer(c, *s, first);
   }
   return action::none;
+}
+
+// The shortest enabled timeout, or 0 when none is: how long the connection timer sleeps when no
+// deadline is pending.
+std::chrono::milliseconds server::shortest_timeout() const noexcept {
+  std::chrono::milliseconds shortest{0};
+  for (auto t : {opts_.header_timeout, opts_.body_timeout, opts_.keep_alive_timeout}) {
+    if (t.count() > 0 && (shortest.count() == 0 || t < shortest)) {
+      shortest = t;
+    }
+  }
+  return shortest;
+}
+
+// Answers 408 from the timer: the answer is written now (no batch is in progress), the write
+// side is shut, and the connection lingers as after any error answer.
+void server::answer_timeout(evnet::conn& c, session& s, std::string_view reason) {
+  answer_error(c, s, 408, reason);
+  (void)c.write(s.out);
+  s.out.clear();
+  (void)c.shutdown_write();
+  arm_timer(c, s, opts_.linger);
 }
 
 void server::arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds after) {
@@ -307,29 +324,38 @@ void server::on_timer(evnet::conn& c, session& s) {
   }
   auto now = c.owner().now();
   steady_clock::time_point deadline = steady_clock::time_point::max();
-  if (!s.parser.idle() && !s.parser.in_body()) {
-    if (opts_.header_timeout.count() > 0) {
-      deadline = s.head_start + opts_.header_timeout;
+  if (s.parser.in_body()) {
+    // last_activity moves with every read, so this measures the stall, not the upload.
+    if (opts_.body_timeout.count() > 0) {
+      deadline = s.last_activity + opts_.body_timeout;
       if (now >= deadline) {
-        answer_error(c, s, 408, "header timeout");
-        (void)c.write(s.out);
-        s.out.clear();
-        (void)c.shutdown_write();
-        arm_timer(c, s, opts_.linger);
+        answer_timeout(c, s, "body timeout");
         return;
       }
     }
-  } else if (s.parser.idle() && opts_.keep_alive_timeout.count() > 0) {
+  } else if (!s.parser.idle()) {
+    if (opts_.header_timeout.count() > 0) {
+      deadline = s.head_start + opts_.header_timeout;
+      if (now >= deadline) {
+        answer_timeout(c, s, "header timeout");
+        return;
+      }
+    }
+  } else if (opts_.keep_alive_timeout.count() > 0) {
     deadline = s.last_activity + opts_.keep_alive_timeout;
     if (now >= deadline) {
       c.close();
       return;
     }
   }
-  auto wait =
-      deadline == steady_clock::time_point::max()
-          ? (opts_.header_timeout.count() > 0 ? opts_.header_timeout : opts_.keep_alive_timeout)
-          : duration_cast<milliseconds>(deadline - now) + milliseconds(1);
+  if (deadline == steady_clock::time_point::max()) {
+    // Nothing is due: look again after the shortest timeout (never, if all are disabled).
+    if (auto wait = shortest_timeout(); wait.count() > 0) {
+      arm_timer(c, s, wait);
+    }
+    return;
+  }
+  auto wait = duration_cast<milliseconds>(deadline - now) + milliseconds(1);
   if (wait.count() <= 0) {
     wait = milliseconds(1);
   }

@@ -1,6 +1,6 @@
 // evnet — HTTP/1.1 server on the net layer: a router (method + path → handler), keep-alive,
-// pipelining with responses in request order, limits, a header timeout, and protocol upgrades
-// (WebSocket) through the same parser.
+// pipelining with responses in request order, limits, header and body timeouts, and protocol
+// upgrades (WebSocket) through the same parser.
 //
 // This is a public header.
 //
@@ -165,6 +165,10 @@ struct server_options {
   /// A client that has started a request but not finished its headers within this time gets
   /// 408 and is closed; 0 disables.
   std::chrono::milliseconds header_timeout{10000};
+  /// A request whose head is complete but whose body (Content-Length or chunked) then receives
+  /// no byte for this long gets 408 and is closed; 0 disables. The clock restarts with every
+  /// read, so an upload that keeps making progress is never cut off.
+  std::chrono::milliseconds body_timeout{30000};
   /// A keep-alive connection with no request in progress is closed after this long; 0
   /// disables.
   std::chrono::milliseconds keep_alive_timeout{60000};
@@ -216,6 +220,8 @@ class server : public evnet::handler {
   void dispatch(evnet::conn& c, session& s);
   void arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds after);
   void on_timer(evnet::conn& c, session& s);
+  void answer_timeout(evnet::conn& c, session& s, std::string_view reason);
+  std::chrono::milliseconds shortest_timeout() const noexcept;
 
   router router_;
   server_options opts_;
