@@ -423,6 +423,11 @@ action server::handle_input(evnet::conn& c, session& s) {
   }
   for (std::string_view piece : {as_chars(v.first), as_chars(v.second)}) {
     while (!stop) {
+      // An idle parser has nothing to report without input (other states may: a finished
+      // message's `done`), so an exhausted or empty piece ends here without a call.
+      if (piece.empty() && s.parser.idle()) {
+        break;
+      }
       parse_step st = s.parser.parse(piece);
       piece.remove_prefix(st.consumed);
       total += st.consumed;
