@@ -32,6 +32,7 @@ struct connection {
 };
 
 volatile sig_atomic_t g_stop = 0;
+sigset_t g_wait_mask;  // the mask during the wait: the stop signals unblocked
 void on_signal(int) {
   g_stop = 1;
 }
@@ -138,6 +139,13 @@ int main(int argc, char** argv) {
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // The stop signals are blocked except inside the wait (epoll_pwait unblocks them
+  // atomically), so one arriving between the g_stop check and the wait cannot be lost.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigprocmask(SIG_BLOCK, &stop_signals, &g_wait_mask);
 
   const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int one = 1;
@@ -161,7 +169,7 @@ int main(int argc, char** argv) {
 
   epoll_event evs[1024];
   while (!g_stop) {
-    const int n = epoll_wait(g_ep, evs, 1024, -1);
+    const int n = epoll_pwait(g_ep, evs, 1024, -1, &g_wait_mask);
     for (int i = 0; i < n; ++i) {
       auto* c = static_cast<connection*>(evs[i].data.ptr);
       if (c == nullptr) {
