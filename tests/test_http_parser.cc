@@ -411,6 +411,32 @@ TEST(http_parser, idle_and_in_body_states) {
   EXPECT_TRUE(p.idle());
 }
 
+TEST(http_parser, complete_without_body_replaces_done) {
+  http::request_parser p;
+  const std::string two =
+      "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: "
+      "2\r\n\r\nhi";
+  std::string_view in = two;
+  auto s = p.parse(in);
+  in.remove_prefix(s.consumed);
+  ASSERT_EQ(s.event, http::parse_event::head);
+  EXPECT_TRUE(p.complete_without_body());
+  EXPECT_TRUE(p.idle());
+  EXPECT_EQ(p.message().path, "/a") << "the message stays readable until the next parse()";
+  EXPECT_FALSE(p.complete_without_body()) << "only once";
+  s = p.parse(in);
+  in.remove_prefix(s.consumed);
+  ASSERT_EQ(s.event, http::parse_event::head);
+  EXPECT_EQ(p.message().path, "/b");
+  EXPECT_FALSE(p.complete_without_body()) << "a body follows";
+  EXPECT_TRUE(p.in_body());
+  s = p.parse(in);
+  ASSERT_EQ(s.event, http::parse_event::body);
+  EXPECT_EQ(s.body, "hi");
+  EXPECT_EQ(p.parse({}).event, http::parse_event::done);
+  EXPECT_TRUE(p.idle());
+}
+
 TEST(http_parser, header_vector_capacity_reused_no_growth) {
   http::request_parser p;
   std::string one = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";

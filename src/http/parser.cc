@@ -3,6 +3,8 @@
 #include <array>
 #include <bit>
 #include <cstring>
+#include <new>
+#include <type_traits>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -118,6 +120,24 @@ const char* scan_value(const char* p, const char* e) noexcept {
     ++p;
   }
   return p;
+}
+
+// memcpy for a head of a few dozen bytes without the call: 16-byte blocks, the last one
+// overlapping the one before. Neither range may be shorter than n.
+void copy_head(char* d, const char* s, std::size_t n) noexcept {
+#if defined(__SSE2__)
+  if (n >= 16) {
+    std::size_t i = 0;
+    for (; i + 16 < n; i += 16) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + n - 16),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + n - 16)));
+    return;
+  }
+#endif
+  std::memcpy(d, s, n);
 }
 
 std::uint64_t load64(const char* p) noexcept {
@@ -386,6 +406,7 @@ parse_step parser::fail(int status, const char* reason) {
 }
 
 parse_step parser::finish_message(std::size_t consumed) {
+  // complete_without_body() (parser.h) does the same for a message that ends at its head.
   state_ = state::start;
   head_len_ = 0;
   return {parse_event::done, consumed, {}};
@@ -708,18 +729,28 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
   if (static_cast<std::size_t>(p - 1 - b) > limits_.max_target_bytes + 32) {
     return 0;
   }
-  // Field lines: name ':' OWS value OWS CRLF, until the empty line.
-  const std::size_t max_head = limits_.max_head_bytes;
-  const std::size_t max_headers = limits_.max_headers;
-  auto& headers = msg_.headers;
+  // Field lines: name ':' OWS value OWS CRLF, until the empty line. The fields are collected
+  // on the stack (a call per field into the vector costs more than the scan) with views that
+  // already point where the head will be copied; msg_.headers is filled once, at the end.
+  char* const buf = head_buf_.get();
+  auto rebase = [b, buf](const char* at, std::size_t len) {
+    return std::string_view(buf + (at - b), len);
+  };
+  constexpr std::size_t kMaxFastFields = 24;  // more fields take the line-by-line path
+  const std::size_t max_fields =
+      limits_.max_headers < kMaxFastFields ? limits_.max_headers : kMaxFastFields;
+  // Uninitialised storage: value-initialising 24 fields would cost more than the scan.
+  static_assert(std::is_trivially_copyable_v<header_field> &&
+                std::is_trivially_destructible_v<header_field>);
+  alignas(header_field) unsigned char storage[kMaxFastFields * sizeof(header_field)];
+  auto* const fields = reinterpret_cast<header_field*>(storage);
+  std::size_t count = 0;
   for (;;) {
     if (e - p < 2) {  // the head's size is checked once, at its end
-      headers.clear();
       return 0;
     }
     if (*p == '\r') {
       if (p[1] != '\n') {
-        headers.clear();
         return 0;
       }
       p += 2;
@@ -729,8 +760,7 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
     while (p < e && kTchar[static_cast<unsigned char>(*p)]) {
       ++p;
     }
-    if (p == name || p == e || *p != ':' || headers.size() >= max_headers) {
-      headers.clear();
+    if (p == name || p == e || *p != ':' || count >= max_fields) {
       return 0;
     }
     const auto name_len = static_cast<std::size_t>(p - name);
@@ -750,28 +780,20 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
       --value_end;
     }
     if (e - p < 2 || p[0] != '\r' || p[1] != '\n') {
-      headers.clear();
       return 0;
     }
     p += 2;
-    headers.push_back({std::string_view(name, name_len),
-                       std::string_view(value, static_cast<std::size_t>(value_end - value))});
+    new (fields + count++) header_field{rebase(name, name_len),
+                                        rebase(value, static_cast<std::size_t>(value_end - value))};
   }
   const auto used = static_cast<std::size_t>(p - b);
-  if (used > max_head) {
-    headers.clear();
+  if (used > limits_.max_head_bytes) {
     return 0;
   }
-  // Views must outlive the caller's input: copy the head and point every view into the copy.
-  char* const buf = head_buf_.get();
-  std::memcpy(buf, b, used);
-  auto rebase = [b, buf](const char* at, std::size_t len) {
-    return std::string_view(buf + (at - b), len);
-  };
-  for (auto& h : headers) {
-    h.name = rebase(h.name.data(), h.name.size());
-    h.value = rebase(h.value.data(), h.value.size());
-  }
+  // Views must outlive the caller's input: copy the head to where the views point.
+  copy_head(buf, b, used);
+  // Capacity is reused: no allocation once the vector has grown to the usual field count.
+  msg_.headers.assign(std::launder(fields), std::launder(fields) + count);
   msg_.method = m;
   msg_.method_text = rebase(b, static_cast<std::size_t>(method_end - b));
   msg_.target = rebase(t, tlen);

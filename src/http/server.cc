@@ -447,6 +447,15 @@ action server::handle_input(evnet::conn& c, session& s) {
             }
           }
           s.body.clear();
+          if (s.parser.complete_without_body()) {
+            // No body follows: the request is complete now, without the `done` round trip.
+            dispatch(c, s);
+            if (s.closing) {
+              stop = true;
+            }
+            s.head_start = now;
+            continue;
+          }
           if (m.expect_continue && s.parser.in_body()) {
             s.out.append("HTTP/1.1 100 Continue\r\n\r\n");
           }

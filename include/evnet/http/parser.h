@@ -126,6 +126,19 @@ class parser {
   /// After `error` every later call returns `error` with consumed = 0 until reset().
   parse_step parse(std::string_view input);
 
+  /// Optional shortcut after a `head` event: if the message has no body (its `done` would be the
+  /// next event), completes it exactly as that `done` does — the next parse() begins the next
+  /// message — and returns true, saving a parse() call per request. Otherwise returns false and
+  /// changes nothing. Calling thread: the owner.
+  bool complete_without_body() noexcept {
+    if (state_ != state::done_pending) {
+      return false;
+    }
+    state_ = state::start;
+    head_len_ = 0;
+    return true;
+  }
+
   /// Forgets any partial message and error; keeps the head buffer for reuse.
   void reset() noexcept;
 
