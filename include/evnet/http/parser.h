@@ -9,6 +9,12 @@
 // on the common path allocates nothing. Every std::string_view handed out by request()/response()
 // points into that buffer. Body bytes are never copied: body events hand back views into the
 // caller's input.
+//
+// Two paths, one answer: a request head that arrives whole in one call, with CRLF line ends and
+// nothing wrong with it, is parsed in a single vectorised pass; everything else (a head split
+// across calls, bare LF, any error or limit) goes line by line. The fast pass gives up rather
+// than decide anything the line-by-line path would decide differently, and the tests compare
+// the two on every input they use.
 #pragma once
 
 #include <cstddef>
