@@ -232,6 +232,57 @@ TEST(http_server, head_request_has_headers_only) {
   EXPECT_EQ(r2[0].body, "Hello, World!");
 }
 
+TEST(http_server, responses_larger_than_the_head_stage) {
+  // A response composes its head in a small stage; heads, headers and bodies larger than it,
+  // custom statuses and reasons must come out the same, in order, pipelined.
+  http::router r;
+  const std::string big_value(700, 'v');
+  const std::string big_body(3000, 'b');
+  r.get("/big", [&](const http::request&, http::response& res) {
+    res.start(201, "Made").header("X-Big", big_value).header("X-Small", "s").body(big_body);
+  });
+  r.get("/many", [](const http::request&, http::response& res) {
+    res.start(299);
+    for (int i = 0; i < 40; ++i) {
+      res.header("X-H" + std::to_string(i), std::string(20, static_cast<char>('a' + i % 26)));
+    }
+    res.body("ok");
+  });
+  test_server s(std::move(r));
+  client c(s.port());
+  ASSERT_TRUE(
+      c.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /many HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto rs = read_replies(c, 3);
+  ASSERT_EQ(rs.size(), 3u);
+  for (int i : {0, 2}) {
+    EXPECT_EQ(rs[i].status, 201);
+    EXPECT_EQ(rs[i].header("x-big"), big_value);
+    EXPECT_EQ(rs[i].header("x-small"), "s");
+    EXPECT_FALSE(rs[i].header("date").empty());
+    EXPECT_EQ(rs[i].body, big_body);
+  }
+  EXPECT_EQ(rs[1].status, 299);
+  ASSERT_EQ(rs[1].headers.size(), 42u);  // Date, 40 fields, Content-Length
+  EXPECT_EQ(rs[1].header("x-h39"), std::string(20, 'n'));
+  EXPECT_EQ(rs[1].body, "ok");
+}
+
+TEST(http_server, unfinished_response_is_flushed_then_closed) {
+  http::router r;
+  r.get("/half", [](const http::request&, http::response& res) {
+    res.start(200).header("X-Half", "yes");  // no body(): the stream cannot be framed
+  });
+  test_server s(std::move(r));
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /half HTTP/1.1\r\nHost: x\r\n\r\n"));
+  bool eof = false;
+  std::string got = c.recv_until_eof(&eof);
+  EXPECT_TRUE(eof);
+  EXPECT_EQ(got.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << got;
+  EXPECT_NE(got.find("X-Half: yes\r\n"), std::string::npos) << got;
+}
+
 TEST(http_server, http10_closes_unless_keep_alive) {
   test_server s(basic_router());
   {
