@@ -71,28 +71,21 @@ void copy_bytes(char* d, const char* s, std::size_t n) noexcept {
 
 // ---- response ----
 
-void response::flush() {
-  if (staged_ != 0) {
-    out_.append(stage_, staged_);
-    staged_ = 0;
+void detail::out_buffer::grow(std::size_t n) {
+  std::size_t cap = capacity_ ? capacity_ * 2 : 4096;
+  while (cap - size_ < n) {
+    cap *= 2;
   }
-}
-
-char* response::room_after_flush(std::size_t n) {
-  flush();
-  if (n > kStageBytes) {
-    return nullptr;
+  auto bigger = std::make_unique<char[]>(cap);
+  if (size_ != 0) {
+    std::memcpy(bigger.get(), data_.get(), size_);
   }
-  staged_ = n;
-  return stage_;
+  data_ = std::move(bigger);
+  capacity_ = cap;
 }
 
 inline void response::put(std::string_view bytes) {
-  if (char* at = room(bytes.size())) {
-    copy_bytes(at, bytes.data(), bytes.size());
-  } else {
-    out_.append(bytes);
-  }
+  copy_bytes(out_.extend(bytes.size()), bytes.data(), bytes.size());
 }
 
 response& response::start(int status, std::string_view reason) {
@@ -142,55 +135,54 @@ response& response::start(int status, std::string_view reason) {
 }
 
 response& response::header(std::string_view name, std::string_view value) {
-  const std::size_t n = name.size() + value.size() + 4;
-  if (char* at = room(n)) {
-    copy_bytes(at, name.data(), name.size());
-    at += name.size();
-    at[0] = ':';
-    at[1] = ' ';
-    copy_bytes(at + 2, value.data(), value.size());
-    at += 2 + value.size();
-    at[0] = '\r';
-    at[1] = '\n';
-  } else {
-    out_.append(name).append(": ").append(value).append("\r\n");
-  }
+  char* at = out_.extend(name.size() + value.size() + 4);
+  copy_bytes(at, name.data(), name.size());
+  at += name.size();
+  at[0] = ':';
+  at[1] = ' ';
+  copy_bytes(at + 2, value.data(), value.size());
+  at += 2 + value.size();
+  at[0] = '\r';
+  at[1] = '\n';
   return *this;
 }
 
 void response::body(std::string_view body) {
-  // "Content-Length: <n>\r\n\r\n" composed in place, then the body in the same stage when it
-  // fits, so a small response reaches the output with one append.
+  // "Content-Length: <n>\r\n\r\n" composed in place (room for the longest number, the rest
+  // given back), then the body.
   constexpr std::string_view kName = "Content-Length: ";
-  char* at = room(kName.size() + 20 + 4);
+  constexpr std::size_t kMax = kName.size() + 20 + 4;
+  char* at = out_.extend(kMax);
   std::memcpy(at, kName.data(), kName.size());
-  char* digits = at + kName.size();
-  char* end = std::to_chars(digits, digits + 20, body.size()).ptr;
+  char* end = std::to_chars(at + kName.size(), at + kName.size() + 20, body.size()).ptr;
   std::memcpy(end, "\r\n\r\n", 4);
-  staged_ -= static_cast<std::size_t>(digits + 20 - end);  // give back unused digit room
+  out_.truncate(out_.size() - static_cast<std::size_t>(at + kMax - (end + 4)));
   if (!head_request_) {
     put(body);
   }
-  flush();
   finished_ = true;
 }
 
 void response::begin_chunked() {
   put("Transfer-Encoding: chunked\r\n\r\n");
-  flush();
 }
 
 void response::chunk(std::string_view data) {
-  flush();
-  if (!head_request_) {
-    response_writer(out_).chunk(data);
+  if (head_request_ || data.empty()) {
+    return;  // an empty chunk would end the stream
   }
+  char size[24];
+  char* end = std::to_chars(size, size + 20, data.size(), 16).ptr;
+  end[0] = '\r';
+  end[1] = '\n';
+  put(std::string_view(size, static_cast<std::size_t>(end + 2 - size)));
+  put(data);
+  put("\r\n");
 }
 
 void response::end_chunked() {
-  flush();
   if (!head_request_) {
-    response_writer(out_).end_chunked();
+    put("0\r\n\r\n");
   }
   finished_ = true;
 }
@@ -236,8 +228,9 @@ const upgrade_handler* router::find_upgrade(std::string_view path) const noexcep
 struct server::session {
   explicit session(const parser_limits& l) : parser(l) {}
   request_parser parser;
-  std::string out;   // responses staged during one batch, written with one call
-  std::string body;  // request body when buffer_body
+  detail::out_buffer out;   // responses composed during one batch, written with one call
+  std::string upgrade_out;  // what an upgrade handler and its protocol write (std::string API)
+  std::string body;         // request body when buffer_body
   std::unique_ptr<upgraded_protocol> upgraded;
   bool closing = false;    // the last response is staged; further input is ignored
   bool lingering = false;  // an error was answered; input is drained until EOF or linger ends
@@ -266,7 +259,6 @@ void server::on_boot(evnet::engine& e) {
 
 action server::on_open(evnet::conn& c) {
   auto* s = new session(opts_.limits);
-  s->out.reserve(4096);
   c.context() = s;
   s->last_activity = s->head_start = c.owner().now();
   if (auto first = shortest_timeout(); first.count() > 0) {
@@ -291,7 +283,7 @@ std::chrono::milliseconds server::shortest_timeout() const noexcept {
 // side is shut, and the connection lingers as after any error answer.
 void server::answer_timeout(evnet::conn& c, session& s, std::string_view reason) {
   answer_error(c, s, 408, reason);
-  (void)c.write(s.out);
+  (void)c.write(s.out.view());
   s.out.clear();
   (void)c.shutdown_write();
   arm_timer(c, s, opts_.linger);
@@ -394,14 +386,13 @@ void server::dispatch(evnet::conn& c, session& s) {
       failed = true;
     }
     if (failed || !res.started()) {
-      s.out.resize(mark);
+      s.out.truncate(mark);
       response r500(s.out, false, true, false);
       r500.start(500).header("Content-Type", "text/plain").body("Internal Server Error\n");
       last = true;
     } else if (!res.finished()) {
       // A handler that started but did not finish a response leaves the stream unframed;
       // the only honest repair is to end the connection after what was written.
-      res.flush();
       last = true;
     }
   }
@@ -438,7 +429,9 @@ action server::handle_input(evnet::conn& c, session& s) {
           const http::message& m = s.parser.message();
           if (m.upgrade) {
             if (const upgrade_handler* up = router_.find_upgrade(m.path)) {
-              s.upgraded = (*up)(c, m, s.out);
+              s.upgraded = (*up)(c, m, s.upgrade_out);
+              s.out.append(s.upgrade_out);  // after any response before it in this batch
+              s.upgrade_out.clear();
               if (!s.upgraded) {
                 s.closing = true;
               }
@@ -490,17 +483,17 @@ action server::handle_input(evnet::conn& c, session& s) {
     c.discard(total);
   }
   if (!s.out.empty()) {
-    (void)c.write(s.out);
+    (void)c.write(s.out.view());
     s.out.clear();
   }
   if (s.upgraded) {
     if (s.timer) {
       c.owner().cancel(s.timer), s.timer = 0;
     }
-    s.upgraded->on_upgraded(c, s.out);
-    if (!s.out.empty()) {
-      (void)c.write(s.out);
-      s.out.clear();
+    s.upgraded->on_upgraded(c, s.upgrade_out);
+    if (!s.upgrade_out.empty()) {
+      (void)c.write(s.upgrade_out);
+      s.upgrade_out.clear();
     }
     if (c.inbound_size() > 0) {
       return s.upgraded->on_traffic(c);

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -37,12 +38,56 @@ struct request {
   evnet::conn& connection;    ///< The connection (loop thread only).
 };
 
-/// Builds the response to one request into the connection's staging buffer. A handler must
-/// finish it (body(), or end_chunked() after begin_chunked()) before returning; a handler that
-/// does not start a response gets a 500. Loop thread only.
+namespace detail {
+
+/// The bytes a connection's responses are composed into during one batch (internal: the server
+/// owns one per connection and hands it to the connection with one write). Responses write
+/// straight into it; it grows by doubling and never shrinks, so a connection in its steady state
+/// allocates nothing. Loop thread only.
+class out_buffer {
+ public:
+  /// Makes n more bytes part of the buffer and returns where they start (uninitialised).
+  char* extend(std::size_t n) {
+    if (capacity_ - size_ < n) {
+      grow(n);
+    }
+    char* at = data_.get() + size_;
+    size_ += n;
+    return at;
+  }
+  /// Appends bytes.
+  void append(std::string_view bytes) {
+    if (!bytes.empty()) {
+      std::memcpy(extend(bytes.size()), bytes.data(), bytes.size());
+    }
+  }
+  /// Drops the bytes after the first n (n <= size()).
+  void truncate(std::size_t n) noexcept { size_ = n; }
+  /// Drops everything; keeps the memory.
+  void clear() noexcept { size_ = 0; }
+  /// Number of bytes.
+  std::size_t size() const noexcept { return size_; }
+  /// True when there are no bytes.
+  bool empty() const noexcept { return size_ == 0; }
+  /// The bytes; valid until the next change.
+  std::string_view view() const noexcept { return {data_.get(), size_}; }
+
+ private:
+  void grow(std::size_t n);
+
+  std::unique_ptr<char[]> data_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
+}  // namespace detail
+
+/// Builds the response to one request into the connection's output for the batch. A handler
+/// must finish it (body(), or end_chunked() after begin_chunked()) before returning; a handler
+/// that does not start a response gets a 500. Loop thread only.
 ///
-/// The status line and headers are composed in a small buffer inside this object and reach the
-/// connection's staging buffer together with the body (one append per response when it fits).
+/// Every piece is written in place into that output (no intermediate string); only the
+/// Content-Length digits are formatted per response.
 class response {
  public:
   /// Status line, then the Date header and, when this is the connection's last response,
@@ -65,35 +110,18 @@ class response {
 
   /// Internal: made by the server for each request. `last`: the connection closes after this
   /// response; `keep_alive_10`: an HTTP/1.0 client asked for keep-alive (must be confirmed).
-  response(std::string& out, bool head_request, bool last, bool keep_alive_10) noexcept
+  response(detail::out_buffer& out, bool head_request, bool last, bool keep_alive_10) noexcept
       : out_(out), head_request_(head_request), last_(last), keep_alive_10_(keep_alive_10) {}
-  /// Internal: appends to the output whatever start()/header() composed and is not written yet
-  /// (the server calls it for a handler that returned without finishing its response).
-  void flush();
 
  private:
-  static constexpr std::size_t kStageBytes = 512;
-  // Room for n more bytes in stage_; nullptr if they cannot fit even in an empty stage (the
-  // caller then appends to out_ directly). Inline: called several times per response.
-  char* room(std::size_t n) {
-    if (staged_ + n <= kStageBytes) {
-      char* at = stage_ + staged_;
-      staged_ += n;
-      return at;
-    }
-    return room_after_flush(n);
-  }
-  char* room_after_flush(std::size_t n);
   void put(std::string_view bytes);
 
-  std::string& out_;
-  std::size_t staged_ = 0;  // bytes of stage_ in use
+  detail::out_buffer& out_;
   bool head_request_;
   bool last_;
   bool keep_alive_10_;
   bool started_ = false;
   bool finished_ = false;
-  char stage_[kStageBytes];  // not initialised: only the first staged_ bytes are ever read
 };
 
 /// A route handler. Runs on the connection's loop thread.
