@@ -87,6 +87,47 @@ TEST(event_threads, calls_from_a_foreign_thread_during_a_round_are_wrong_thread)
   EXPECT_FALSE(victim.detach());
 }
 
+// event_base::hold(): between the holder's rounds the base stays the holding thread's —
+// another thread is refused as during a round — and the release hands it back.
+TEST(event_threads, holder_keeps_the_base_between_rounds_and_releases_it) {
+  auto b = make_base();
+  evnet::timer victim(*b, [] {});
+  int fired = 0;
+  evnet::timer t(*b, [&] { ++fired; });
+  ASSERT_FALSE(t.attach(1ms));
+  {
+    auto held = b->hold();
+    ASSERT_TRUE(held) << held.error().message();
+    EXPECT_EQ(b->hold().error(), evnet::errc::invalid_argument);
+    EXPECT_EQ(b->loop_once(true), evnet::errc::invalid_argument);
+    EXPECT_EQ(b->dispatch(), evnet::errc::invalid_argument);
+    std::thread other([&] {
+      EXPECT_EQ(victim.attach(1ms), evnet::errc::wrong_thread);
+      EXPECT_EQ(b->loop_once(true), evnet::errc::wrong_thread);
+      EXPECT_EQ(b->hold().error(), evnet::errc::wrong_thread);
+    });
+    other.join();
+    const auto start = clk::now();
+    while (fired == 0 && clk::now() - start < 5s) {
+      EXPECT_FALSE(held->loop_once());  // blocks until the timer is due
+    }
+    EXPECT_EQ(fired, 1);
+    // exit() from another thread wakes a holder's blocked round, which reports it.
+    evnet::ticker keepalive(*b, [] {});
+    ASSERT_FALSE(keepalive.attach(1h));
+    std::thread exiter([&] {
+      std::this_thread::sleep_for(20ms);
+      b->exit();
+    });
+    EXPECT_EQ(held->loop_once(), evnet::errc::stopped);
+    exiter.join();
+  }
+  std::thread setup([&] { EXPECT_FALSE(victim.attach(1h)); });
+  setup.join();
+  EXPECT_TRUE(victim.attached());
+  EXPECT_FALSE(victim.detach());
+}
+
 TEST(event_threads, exit_requested_before_dispatch_returns_at_once) {
   auto b = make_base();
   evnet::ticker keepalive(*b, [] { ADD_FAILURE(); });

@@ -287,5 +287,59 @@ TEST(PollerErrors, errors_have_clear_messages) {
   EXPECT_EQ(make_error_code(errc::closed).message(), "the object is closed");
 }
 
+// poller::hold(): the loop thread keeps ownership between rounds; everyone else is refused as
+// during a round, and the release hands it back.
+TEST(PollerErrors, holder_keeps_ownership_between_rounds_and_releases_it) {
+  auto p = open_poller();
+  socket_pair s;
+  recorder r(s.a.get());
+  ASSERT_FALSE(p->add(r.att, interest::read));
+  {
+    auto held = p->hold();
+    ASSERT_TRUE(held) << held.error().message();
+    // This thread: a second hold or a plain poll_once is re-entry.
+    EXPECT_EQ(p->hold().error(), errc::invalid_argument);
+    EXPECT_EQ(p->poll_once(0ms).error(), errc::invalid_argument);
+    // Another thread: refused, also for registration changes.
+    std::thread([&] {
+      EXPECT_EQ(p->poll_once(0ms).error(), errc::wrong_thread);
+      EXPECT_EQ(p->hold().error(), errc::wrong_thread);
+      EXPECT_EQ(p->remove(r.att), errc::wrong_thread);
+    }).join();
+    // The holder's rounds dispatch like poll_once.
+    write_byte(s.b.get());
+    auto n = held->poll_once(1000ms);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(*n, 1u);
+    EXPECT_EQ(r.calls.size(), 1u);
+    // Registration changes from the holding thread work between rounds.
+    EXPECT_FALSE(p->modify(r.att, interest::read, trigger_mode::level));
+    p->stop();
+    EXPECT_EQ(held->poll_once(0ms).error(), errc::stopped);
+  }
+  // Released: another thread may poll now.
+  std::thread([&] { EXPECT_TRUE(p->poll_once(0ms)); }).join();
+  EXPECT_FALSE(p->remove(r.att));
+}
+
+TEST(PollerErrors, holder_round_that_closes_the_poller_reports_closed) {
+  auto p = open_poller();
+  socket_pair s;
+  poller* raw = p.get();
+  poll_attachment a;
+  a.fd = s.a.get();
+  a.callback = [raw](int, std::uint32_t) {
+    raw->close();  // deferred to the end of the round
+    return poll_action::proceed;
+  };
+  ASSERT_FALSE(p->add(a, interest::read));
+  auto held = p->hold();
+  ASSERT_TRUE(held);
+  write_byte(s.b.get());
+  EXPECT_EQ(held->poll_once(1000ms).error(), errc::closed);
+  EXPECT_EQ(held->poll_once(0ms).error(), errc::closed);
+  EXPECT_EQ(p->hold().error(), errc::closed);
+}
+
 }  // namespace
 }  // namespace evnet::test

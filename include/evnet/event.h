@@ -144,6 +144,31 @@ class event_base {
   /// errc::wrong_thread while another thread runs a round. Loop thread only.
   std::error_code loop_once(bool nonblocking = false);
 
+  /// The calling thread's hold on the base (and its poller) across many rounds: loop_once()
+  /// takes the loop thread's ownership on every call and gives it back; a loop that runs round
+  /// after round (the net layer's) takes it once. While it is held, the base behaves as during
+  /// a round: other threads' loop-thread-only calls get errc::wrong_thread, and this thread's
+  /// dispatch()/loop_once() get errc::invalid_argument. Loop thread only; released by the
+  /// destructor on the same thread, before the base is destroyed.
+  class holder {
+   public:
+    holder(holder&& other) noexcept : b_(other.b_) { other.b_ = nullptr; }
+    holder& operator=(holder&&) = delete;
+    ~holder();
+    /// One round, with the same effects and results as event_base::loop_once().
+    std::error_code loop_once(bool nonblocking = false);
+
+   private:
+    friend class event_base;
+    explicit holder(detail::base_impl* b) noexcept : b_(b) {}
+    detail::base_impl* b_;
+  };
+
+  /// Takes the hold for the calling thread. Errors: errc::invalid_argument (inside a callback,
+  /// or already held by this thread), errc::wrong_thread (another thread runs a round or holds
+  /// it), errc::closed (the poller was closed).
+  result<holder> hold();
+
   /// Makes dispatch() return once the running callback (if any) returns; events still ready
   /// stay queued for the next round. Safe from any thread (wakes a waiting loop). A request
   /// made while no loop runs makes the next dispatch()/loop_once() return at once.

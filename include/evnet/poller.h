@@ -242,6 +242,31 @@ class poller {
   /// the kernel's error. An interrupted wait (EINTR) is an empty round, not an error.
   result<std::size_t> poll_once(std::chrono::milliseconds timeout);
 
+  /// The calling thread's hold on the poller across many rounds: poll_once() takes the loop
+  /// thread's ownership (and checks it is not re-entered) on every call and gives it back;
+  /// a loop that polls round after round (the event and net layers) takes it once. While it is
+  /// held, poll_once() on the poller from another thread returns errc::wrong_thread and from
+  /// this thread errc::invalid_argument, exactly as during a round. Loop thread only; released
+  /// by the destructor, which must run on the same thread.
+  class holder {
+   public:
+    holder(holder&& other) noexcept : p_(other.p_) { other.p_ = nullptr; }
+    holder& operator=(holder&&) = delete;
+    ~holder();
+    /// One round, with the same effects and results as poller::poll_once(). Loop thread.
+    result<std::size_t> poll_once(std::chrono::milliseconds timeout);
+
+   private:
+    friend class poller;
+    explicit holder(poller* p) noexcept : p_(p) {}
+    poller* p_;
+  };
+
+  /// Takes the hold for the calling thread. Errors: errc::closed, errc::invalid_argument
+  /// (inside a callback or task of this poller, or already held by this thread),
+  /// errc::wrong_thread (another thread is polling or holds it).
+  result<holder> hold();
+
   /// Asks the loop to return from poll() after the current round (poll_once() then returns
   /// errc::stopped); if nobody is polling, the next round returns at once. Safe from any
   /// thread, and async-signal-safe: it only stores an atomic flag and writes the wake-up

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -621,17 +622,52 @@ class base_impl {
                                            : make_error_code(errc::wrong_thread);
   }
 
-  std::error_code loop_once(bool nonblocking) {
+  // Takes the loop thread's ownership of the base; the reason if it cannot.
+  std::error_code acquire() noexcept {
     std::thread::id none;
     if (!running_.compare_exchange_strong(none, std::this_thread::get_id(),
                                           std::memory_order_acq_rel)) {
       return none == std::this_thread::get_id() ? make_error_code(errc::invalid_argument)
                                                 : make_error_code(errc::wrong_thread);
     }
+    return std::error_code(0, g_system_category);
+  }
+  void release() noexcept {
+    running_.store(std::thread::id(), std::memory_order_release);
+  }
+
+  std::error_code loop_once(bool nonblocking) {
+    if (std::error_code ec = acquire()) {
+      return ec;
+    }
     struct release_guard {
-      std::atomic<std::thread::id>& r;
-      ~release_guard() { r.store(std::thread::id(), std::memory_order_release); }
-    } guard{running_};
+      base_impl& b;
+      ~release_guard() { b.release(); }
+    } guard{*this};
+    return round<false>(nonblocking);
+  }
+
+  // event_base::hold(): the base's and its poller's ownership for a run of rounds.
+  std::error_code hold() {
+    if (std::error_code ec = acquire()) {
+      return ec;
+    }
+    result<poller::holder> h = poller_->hold();
+    if (!h) {
+      release();
+      return h.error();
+    }
+    held_.emplace(std::move(*h));
+    return std::error_code(0, g_system_category);
+  }
+  void unhold() noexcept {
+    held_.reset();
+    release();
+  }
+
+  // One round; Held: the thread owns the base and its poller already (a holder).
+  template <bool Held>
+  std::error_code round(bool nonblocking) {
     // A plain load first: the locked exchange is paid only when an exit was requested.
     if (exit_requested_.load(std::memory_order_acquire) &&
         exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
@@ -650,7 +686,7 @@ class base_impl {
       // Round up: waking a little late is fine, waking early only costs another round.
       wait = std::chrono::milliseconds(ns <= 0 ? 0 : (ns + 999'999) / 1'000'000);
     }
-    result<std::size_t> r = poller_->poll_once(wait);
+    result<std::size_t> r = Held ? held_->poll_once(wait) : poller_->poll_once(wait);
     now_ns_ = clock_ns();
     time_valid_ = true;
     if (!r && r.error() != errc::stopped) {
@@ -712,6 +748,7 @@ class base_impl {
 
   event_base_options options_;
   std::unique_ptr<evnet::poller> poller_;
+  std::optional<poller::holder> held_;  // while an event_base::holder exists
   std::int64_t now_ns_;
   bool use_heap_;
   bool in_round_ = false;
@@ -770,6 +807,20 @@ std::error_code event_base::dispatch() {
 }
 std::error_code event_base::loop_once(bool nonblocking) {
   return impl_->loop_once(nonblocking);
+}
+result<event_base::holder> event_base::hold() {
+  if (std::error_code ec = impl_->hold()) {
+    return ec;
+  }
+  return holder(impl_.get());
+}
+event_base::holder::~holder() {
+  if (b_ != nullptr) {
+    b_->unhold();
+  }
+}
+std::error_code event_base::holder::loop_once(bool nonblocking) {
+  return b_->round<true>(nonblocking);
 }
 void event_base::exit() noexcept {
   impl_->exit();

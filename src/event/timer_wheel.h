@@ -63,23 +63,30 @@ class timer_wheel {
       return std::nullopt;
     }
     if (!horizon_exact_) {
-      horizon_ = first_start();
+      set_horizon(first_start());
       horizon_exact_ = true;
     }
-    return static_cast<std::int64_t>(horizon_) * tick_ns_;
+    return horizon_ns_;
   }
 
   /// Unlinks every node whose deadline is <= now_ns and calls fire(node) for each (the node is
   /// no longer queued when fire runs, so fire may re-add it or add/remove others).
   template <class Fire>
-  std::size_t expire(std::int64_t now_ns, Fire&& fire) {
-    const auto now_tick = static_cast<std::uint64_t>(now_ns / tick_ns_);
-    // The common round: nothing can be due before the horizon. cur_ is left behind; that is
-    // safe, because every node is filed relative to the cur_ it was placed with, and the
-    // full pass below copes with any jump of the clock.
-    if (now_tick < horizon_) [[likely]] {
+  [[gnu::always_inline]] std::size_t expire(std::int64_t now_ns, Fire&& fire) {
+    // The common round: nothing can be due before the horizon (one compare, inlined into the
+    // loop; no division). cur_ is left behind; that is safe, because every node is filed
+    // relative to the cur_ it was placed with, and the full pass copes with any jump of the
+    // clock.
+    if (now_ns < horizon_ns_) [[likely]] {
       return 0;
     }
+    return expire_pass(now_ns, fire);
+  }
+
+ private:
+  template <class Fire>
+  [[gnu::noinline]] std::size_t expire_pass(std::int64_t now_ns, Fire& fire) {
+    const auto now_tick = static_cast<std::uint64_t>(now_ns / tick_ns_);
     std::size_t fired = 0;
     for (;;) {
       while (due_ != nullptr) {
@@ -129,12 +136,11 @@ class timer_wheel {
     if (now_tick > cur_) {
       cur_ = now_tick;
     }
-    horizon_ = first_start();
+    set_horizon(first_start());
     horizon_exact_ = true;
     return fired;
   }
 
- private:
   std::uint64_t due_tick(std::int64_t deadline_ns) const noexcept {
     if (deadline_ns <= 0) {
       return 0;
@@ -157,6 +163,12 @@ class timer_wheel {
       }
     }
     return next_epoch();  // only overflow nodes remain
+  }
+
+  void set_horizon(std::uint64_t tick) noexcept {
+    horizon_ = tick;
+    const auto max_tick = static_cast<std::uint64_t>(INT64_MAX / tick_ns_);
+    horizon_ns_ = tick >= max_tick ? INT64_MAX : static_cast<std::int64_t>(tick) * tick_ns_;
   }
 
   std::uint64_t next_epoch() const noexcept { return ((cur_ >> kSpanBits) + 1) << kSpanBits; }
@@ -190,7 +202,7 @@ class timer_wheel {
     }
     // A new earliest start keeps the horizon exact if it was; otherwise it stays a lower bound.
     if (start < horizon_) {
-      horizon_ = start;
+      set_horizon(start);
     }
     n->next = *head;
     if (n->next != nullptr) {
@@ -228,6 +240,8 @@ class timer_wheel {
   // when nothing is due (one compare instead of a scan of the levels), exact when
   // horizon_exact_ (next_deadline() makes it exact before answering).
   std::uint64_t horizon_ = kNever;
+  // horizon_ in nanoseconds (saturated), which expire() compares the clock with directly.
+  std::int64_t horizon_ns_ = INT64_MAX;
   bool horizon_exact_ = true;
   std::size_t size_ = 0;
   timer_node* due_ = nullptr;

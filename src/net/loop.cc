@@ -401,10 +401,18 @@ void loop_internals::run() {
     sweep_timer = std::make_unique<evnet::ticker>(*base, [this] { release_idle_buffers(); });
     (void)sweep_timer->attach(opts->buffer_sweep_interval);
   }
+  // The loop thread owns its base for the whole run: the per-round ownership checks of
+  // event_base::loop_once() and poller::poll_once() are made once here.
+  result<event_base::holder> held = base->hold();
+  if (!held) {
+    eng.stop();  // cannot happen for a base only this loop uses; do not spin if it does
+    t_current_loop = nullptr;
+    return;
+  }
   for (;;) {
     if (!stopping && E.stop_flag.load(std::memory_order_acquire)) begin_stop();
     if (stopping && (live_head == nullptr || clock_ns() >= stop_deadline_ns)) break;
-    const std::error_code ec = base->loop_once(false);
+    const std::error_code ec = held->loop_once(false);
     after_round();
     if (ec && ec != std::error_code(errc::stopped) && !stopping) {
       // The kernel facility failed (it should not): stop the whole engine rather than spin.
@@ -427,8 +435,8 @@ void loop_internals::run() {
   after_round();
   // Refuse new tasks, then run the ones already queued (send completions learn of the abort).
   closed.store(true, std::memory_order_release);
-  (void)base->loop_once(true);
-  (void)base->loop_once(true);
+  (void)held->loop_once(true);
+  (void)held->loop_once(true);
   after_round();
   for (auto& [id, e] : timers) {
     if (e->once) e->once->detach();

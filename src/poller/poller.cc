@@ -233,24 +233,16 @@ std::error_code poller::poll() {
   b.pending_.fetch_sub(ran, std::memory_order_relaxed);
 }
 
-result<std::size_t> poller::poll_once(std::chrono::milliseconds timeout) {
-  // Every return below returns `out`, so it is constructed in the caller's slot (NRVO) and no
-  // error_code is made on the hot path.
-  result<std::size_t> out = std::size_t{0};
-  detail::poller_backend& b = *backend_;
-  bool expected = false;
-  if (!b.open_ || !b.polling_.compare_exchange_strong(expected, true, std::memory_order_acquire))
-      [[unlikely]] {
-    // Closed; or polling already: re-entered from a callback on this thread, or another thread.
-    out = !b.open_ ? errc::closed : tls_polling == &b ? errc::invalid_argument : errc::wrong_thread;
-    return out;
-  }
-  tls_polling = &b;
-  b.in_round_ = true;
+namespace {
 
-  // The hot path is: one relaxed load of the stop flag and of the task count, the kernel wait
-  // and dispatch, the same two loads again. No lock and no system call besides the wait unless
-  // tasks are queued or a stop was requested.
+// One round, for a thread that owns the poller (poll_once() or a holder). The hot path is: one
+// relaxed load of the stop flag and of the task count, the kernel wait and dispatch, the same
+// two loads again. No lock and no system call besides the wait unless tasks are queued or a
+// stop was requested. Every return is through `out`, built in the caller's slot.
+[[gnu::always_inline]] inline void run_round(detail::poller_backend& b,
+                                             std::chrono::milliseconds timeout,
+                                             result<std::size_t>& out) {
+  b.in_round_ = true;
   if (b.stop_requested_.load(std::memory_order_relaxed) &&
       b.stop_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
     // A stop requested before the round (or by a signal handler) ends it without waiting.
@@ -274,13 +266,73 @@ result<std::size_t> poller::poll_once(std::chrono::milliseconds timeout) {
       }
     }
   }
-
   b.in_round_ = false;
+}
+
+// Takes the loop thread's ownership; on failure stores the reason in `out`.
+[[gnu::always_inline]] inline bool acquire(detail::poller_backend& b, result<std::size_t>& out) {
+  bool expected = false;
+  if (!b.open_ || !b.polling_.compare_exchange_strong(expected, true, std::memory_order_acquire))
+      [[unlikely]] {
+    // Closed; or polling already: re-entered from a callback on this thread, or another thread.
+    out = !b.open_ ? errc::closed : tls_polling == &b ? errc::invalid_argument : errc::wrong_thread;
+    return false;
+  }
+  tls_polling = &b;
+  return true;
+}
+
+void release(detail::poller_backend& b) noexcept {
   tls_polling = nullptr;
   b.polling_.store(false, std::memory_order_release);
+}
+
+}  // namespace
+
+result<std::size_t> poller::poll_once(std::chrono::milliseconds timeout) {
+  result<std::size_t> out = std::size_t{0};
+  detail::poller_backend& b = *backend_;
+  if (!acquire(b, out)) [[unlikely]] {
+    return out;
+  }
+  run_round(b, timeout, out);
+  release(b);
   if (b.close_deferred_) [[unlikely]] {
     b.close_deferred_ = false;
     close();
+    out = errc::closed;
+  }
+  return out;
+}
+
+result<poller::holder> poller::hold() {
+  result<std::size_t> out = std::size_t{0};
+  if (!acquire(*backend_, out)) {
+    return out.error();
+  }
+  return holder(this);
+}
+
+poller::holder::~holder() {
+  if (p_ != nullptr && p_->backend_->polling_.load(std::memory_order_relaxed) &&
+      tls_polling == p_->backend_.get()) {
+    release(*p_->backend_);
+  }
+}
+
+result<std::size_t> poller::holder::poll_once(std::chrono::milliseconds timeout) {
+  result<std::size_t> out = std::size_t{0};
+  detail::poller_backend& b = *p_->backend_;
+  if (!b.open_) [[unlikely]] {
+    out = errc::closed;
+    return out;
+  }
+  run_round(b, timeout, out);
+  if (b.close_deferred_) [[unlikely]] {
+    // close() refuses nothing from the loop thread, and must not see the poller as busy.
+    b.close_deferred_ = false;
+    release(b);
+    p_->close();
     out = errc::closed;
   }
   return out;
