@@ -74,7 +74,7 @@ namespace {
 
 // "HTTP/1.1 200 OK\r\nDate: <IMF-fixdate>\r\n", rebuilt at most once per second per thread: the
 // server's most common response head and, from kDateAt on, the Date line alone.
-constexpr std::size_t kDateAt = 17;
+constexpr std::size_t kDateAt = detail::kOkStatusLine.size();
 struct date_cache {
   time_t sec = -1;
   char line[80] = "HTTP/1.1 200 OK\r\n";

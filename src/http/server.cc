@@ -90,15 +90,15 @@ inline void response::put(std::string_view bytes) {
 
 response& response::start(int status, std::string_view reason) {
   started_ = true;
+  // "HTTP/1.1 200 OK\r\nDate: ...\r\n": the server passes the batch's copy of the cached view;
+  // a response made without one (or before the first refresh) asks the cache itself.
+  std::string_view ok_head = ok_head_;
+  if (ok_head.empty()) {
+    detail::refresh_date();
+    ok_head = detail::cached_ok_and_date();
+  }
   if (status == 200 && reason.empty()) {
-    // The most common head is cached whole, status line and Date together.
-    std::string_view head = detail::cached_ok_and_date();
-    if (head.empty()) {
-      // Only before the server has refreshed the cache on this thread.
-      detail::refresh_date();
-      head = detail::cached_ok_and_date();
-    }
-    put(head);
+    put(ok_head);  // status line and Date with one copy
   } else {
     if (reason.empty()) {
       reason = reason_phrase(status);
@@ -119,12 +119,7 @@ response& response::start(int status, std::string_view reason) {
     put(std::string_view(line, sizeof line));
     put(reason);
     put("\r\n");
-    std::string_view date = detail::cached_date_line();
-    if (date.empty()) {
-      detail::refresh_date();
-      date = detail::cached_date_line();
-    }
-    put(date);
+    put(ok_head.substr(detail::kOkStatusLine.size()));  // the Date line
   }
   if (last_) {
     put("Connection: close\r\n");
@@ -237,6 +232,7 @@ struct server::session {
   std::chrono::steady_clock::time_point last_activity;
   std::chrono::steady_clock::time_point head_start;
   timer_id timer = 0;
+  std::string_view ok_head;  // the Date cache's "200 OK + Date" head, as of this batch
 };
 
 server::session* server::session_of(evnet::conn& c) noexcept {
@@ -367,7 +363,7 @@ void server::answer_error(evnet::conn&, session& s, int status, std::string_view
 void server::dispatch(evnet::conn& c, session& s) {
   const http::message& m = s.parser.message();
   bool last = !m.keep_alive;
-  response res(s.out, m.method == method::head, last, !last && m.version_minor == 0);
+  response res(s.out, m.method == method::head, last, !last && m.version_minor == 0, s.ok_head);
   int status = 404;
   const route_handler* h = router_.find(m.method, m.path, status);
   if (!h && m.method == method::head) {
@@ -406,6 +402,7 @@ action server::handle_input(evnet::conn& c, session& s) {
   std::size_t total = 0;
   // One clock read per batch: every response of the batch takes its Date from this.
   detail::refresh_date();
+  s.ok_head = detail::cached_ok_and_date();
   bool stop = false;
   auto now = c.owner().now();
   s.last_activity = now;

@@ -110,13 +110,21 @@ class response {
 
   /// Internal: made by the server for each request. `last`: the connection closes after this
   /// response; `keep_alive_10`: an HTTP/1.0 client asked for keep-alive (must be confirmed).
-  response(detail::out_buffer& out, bool head_request, bool last, bool keep_alive_10) noexcept
-      : out_(out), head_request_(head_request), last_(last), keep_alive_10_(keep_alive_10) {}
+  /// `ok_head`: "HTTP/1.1 200 OK\r\nDate: ...\r\n" from this thread's Date cache, or empty for
+  /// the response to read the cache itself.
+  response(detail::out_buffer& out, bool head_request, bool last, bool keep_alive_10,
+           std::string_view ok_head = {}) noexcept
+      : out_(out),
+        ok_head_(ok_head),
+        head_request_(head_request),
+        last_(last),
+        keep_alive_10_(keep_alive_10) {}
 
  private:
   void put(std::string_view bytes);
 
   detail::out_buffer& out_;
+  std::string_view ok_head_;
   bool head_request_;
   bool last_;
   bool keep_alive_10_;
