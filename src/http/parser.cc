@@ -434,8 +434,8 @@ parse_step parser::parse_start(std::string_view in) {
   if (!head_buf_) {
     head_buf_ = std::make_unique<char[]>(limits_.max_head_bytes);
   }
-  // Start a fresh message; clear() keeps the vectors' capacity, so no allocation.
-  msg_.headers.clear();
+  // Start a fresh message; clear() keeps the vectors' capacity, so no allocation. The header
+  // fields are replaced by the fast path or cleared before the line-by-line one.
   msg_.trailers.clear();
   msg_.method = method::other;
   msg_.method_text = msg_.target = msg_.path = msg_.query = msg_.reason = {};
@@ -463,6 +463,7 @@ parse_step parser::parse_start(std::string_view in) {
       return s;
     }
   }
+  msg_.headers.clear();
   parse_step s = accumulate_lines(in.substr(skip), false);
   s.consumed += skip;
   return s;
@@ -792,8 +793,18 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
   }
   // Views must outlive the caller's input: copy the head to where the views point.
   copy_head(buf, b, used);
-  // Capacity is reused: no allocation once the vector has grown to the usual field count.
-  msg_.headers.assign(std::launder(fields), std::launder(fields) + count);
+  // msg_.headers still holds the previous message's fields (parse_start leaves them for this
+  // path): a client usually sends the same number each time, and then they are overwritten in
+  // place; otherwise assign() reuses the capacity, so no allocation either way once grown.
+  const header_field* const got = std::launder(fields);
+  auto& headers = msg_.headers;
+  if (headers.size() == count) {
+    for (std::size_t i = 0; i < count; ++i) {
+      headers[i] = got[i];
+    }
+  } else {
+    headers.assign(got, got + count);
+  }
   msg_.method = m;
   msg_.method_text = rebase(b, static_cast<std::size_t>(method_end - b));
   msg_.target = rebase(t, tlen);

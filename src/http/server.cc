@@ -4,6 +4,10 @@
 #include <charconv>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "evnet/conn.h"
 #include "evnet/loop.h"
 #include "evnet/ring_buffer.h"
@@ -47,6 +51,19 @@ bool same_bytes(const char* a, const char* b, std::size_t n) noexcept {
 
 void copy_bytes(char* d, const char* s, std::size_t n) noexcept {
   if (n > 16) {
+#if defined(__SSE2__)
+    if (n <= 64) {
+      // 16-byte blocks, the last one overlapping the one before (the cached status line and
+      // Date are 54 bytes).
+      for (std::size_t i = 0; i + 16 < n; i += 16) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + n - 16),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + n - 16)));
+      return;
+    }
+#endif
     std::memcpy(d, s, n);
   } else if (n >= 8) {
     std::uint64_t x, y;
