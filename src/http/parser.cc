@@ -10,6 +10,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "http/bytes.h"
 #include "http/text.h"
 
 namespace evnet::http {
@@ -122,21 +123,12 @@ const char* scan_value(const char* p, const char* e) noexcept {
   return p;
 }
 
-// memcpy for a head of a few dozen bytes without the call: 16-byte blocks, the last one
-// overlapping the one before. Neither range may be shorter than n.
+// memcpy for a head of a few dozen bytes without the call. Neither range may be shorter than n.
 void copy_head(char* d, const char* s, std::size_t n) noexcept {
-#if defined(__SSE2__)
   if (n >= 16) {
-    std::size_t i = 0;
-    for (; i + 16 < n; i += 16) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
-                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
-    }
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + n - 16),
-                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + n - 16)));
+    detail::copy_blocks16(d, s, n);
     return;
   }
-#endif
   std::memcpy(d, s, n);
 }
 

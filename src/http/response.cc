@@ -1,5 +1,6 @@
 #include "evnet/http/response.h"
 
+#include "http/bytes.h"
 #include "http/date.h"
 
 // clock_gettime() and gmtime_r() are POSIX, declared by <time.h>; <ctime> only promises the
@@ -146,19 +147,8 @@ response_writer& response_writer::status(int status, std::string_view reason) {
         reason = reason_phrase(status);
     }
   }
-  char code[14] = {'H',
-                   'T',
-                   'T',
-                   'P',
-                   '/',
-                   '1',
-                   '.',
-                   '1',
-                   ' ',
-                   static_cast<char>('0' + status / 100 % 10),
-                   static_cast<char>('0' + status / 10 % 10),
-                   static_cast<char>('0' + status % 10),
-                   ' '};
+  char code[13];
+  detail::status_line_prefix(code, status);
   out_.append(code, 13);
   out_.append(reason);
   out_.append("\r\n", 2);

@@ -4,13 +4,10 @@
 #include <charconv>
 #include <cstring>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "evnet/conn.h"
 #include "evnet/loop.h"
 #include "evnet/ring_buffer.h"
+#include "http/bytes.h"
 #include "http/date.h"
 
 namespace evnet::http {
@@ -51,19 +48,10 @@ bool same_bytes(const char* a, const char* b, std::size_t n) noexcept {
 
 void copy_bytes(char* d, const char* s, std::size_t n) noexcept {
   if (n > 16) {
-#if defined(__SSE2__)
     if (n <= 64) {
-      // 16-byte blocks, the last one overlapping the one before (the cached status line and
-      // Date are 54 bytes).
-      for (std::size_t i = 0; i + 16 < n; i += 16) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
-                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
-      }
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + n - 16),
-                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + n - 16)));
+      detail::copy_blocks16(d, s, n);  // the cached status line and Date are 54 bytes
       return;
     }
-#endif
     std::memcpy(d, s, n);
   } else if (n >= 8) {
     std::uint64_t x, y;
@@ -120,19 +108,8 @@ response& response::start(int status, std::string_view reason) {
     if (reason.empty()) {
       reason = reason_phrase(status);
     }
-    const char line[] = {'H',
-                         'T',
-                         'T',
-                         'P',
-                         '/',
-                         '1',
-                         '.',
-                         '1',
-                         ' ',
-                         static_cast<char>('0' + status / 100 % 10),
-                         static_cast<char>('0' + status / 10 % 10),
-                         static_cast<char>('0' + status % 10),
-                         ' '};
+    char line[13];
+    detail::status_line_prefix(line, status);
     put(std::string_view(line, sizeof line));
     put(reason);
     put("\r\n");
