@@ -62,6 +62,7 @@ struct connection {
   bool want_write = false;  // write interest currently enabled
   bool paused = false;      // stopped reading because `out` passed kHighWater
   bool eof = false;         // the peer finished sending; close once `out` is written
+  bool hup_seen = false;    // an event reported the peer's FIN (or an error) not yet read
 };
 
 class server {
@@ -173,6 +174,11 @@ class server {
       close_conn(c);
       return;
     }
+    if ((events & (io_event::read_hangup | io_event::hangup | io_event::error)) != 0) {
+      // Edge-triggered: this is the only report of the FIN. Reads must go on to EOF, since a
+      // short read no longer means "nothing more" (see read_all).
+      c->hup_seen = true;
+    }
     if ((events & io_event::writable) != 0 && !flush(c)) {
       return;
     }
@@ -205,8 +211,9 @@ class server {
       if (c->paused) {
         return true;
       }
-      // A short read drained the socket; a later arrival raises a new edge.
-      if (static_cast<std::size_t>(n) < sizeof buf_) {
+      // A short read drained the socket; a later arrival raises a new edge. Not so for a FIN
+      // already reported: it arrived before this read, so no new edge will announce it.
+      if (static_cast<std::size_t>(n) < sizeof buf_ && !c->hup_seen) {
         return true;
       }
     }
