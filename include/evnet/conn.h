@@ -194,7 +194,9 @@ class conn : public std::enable_shared_from_this<conn> {
   /// Writes both pieces of a view (for example, input just taken with next()) as one stream:
   /// one system call even when the view wraps. Loop thread.
   std::error_code write(const input_view& data) {
-    if (data.second.empty()) return write(data.first.data(), data.first.size());
+    if (data.second.empty()) {
+      return write(data.first.data(), data.first.size());
+    }
     return write_two(data);
   }
   /// Writes several pieces as one stream (one writev when nothing is buffered). Same results as
@@ -243,6 +245,7 @@ class conn : public std::enable_shared_from_this<conn> {
   void pause_read() noexcept;
   /// Resumes reading; bytes that arrived meanwhile are read and delivered at once (in a task
   /// on this loop, not inside this call). Loop thread.
+  // NOLINTNEXTLINE(bugprone-exception-escape): only std::bad_alloc (the task), which terminates
   void resume_read() noexcept;
   /// True between pause_read() and resume_read(). Loop thread.
   bool read_paused() const noexcept { return read_paused_; }

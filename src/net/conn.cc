@@ -66,8 +66,12 @@ void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::millisecond
   const bool had = stamp_;
   stamp_ = idle_ns_ > 0 || read_ns_ > 0 || write_ns_ > 0;
   write_slow_ = write_gate_ || stamp_;
-  if (!stamp_) return;
-  if (!had) last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
+  if (!stamp_) {
+    return;
+  }
+  if (!had) {
+    last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
+  }
   arm_deadline();
 }
 
@@ -85,7 +89,9 @@ void conn::set_state(conn_state s) noexcept {
 
 const socket_address& conn::local_address() const noexcept {
   if (local_.family() == AF_UNSPEC && fd_ >= 0) {
-    if (auto a = socket_address::local_of(fd_)) local_ = *a;
+    if (auto a = socket_address::local_of(fd_)) {
+      local_ = *a;
+    }
   }
   return local_;
 }
@@ -94,10 +100,14 @@ const socket_address& conn::local_address() const noexcept {
 
 std::size_t conn::read(void* dst, std::size_t n) noexcept {
   const input_view v = peek(n);
-  if (v.empty()) return 0;
+  if (v.empty()) {
+    return 0;
+  }
   char* out = static_cast<char*>(dst);
   std::memcpy(out, v.first.data(), v.first.size());
-  if (!v.second.empty()) std::memcpy(out + v.first.size(), v.second.data(), v.second.size());
+  if (!v.second.empty()) {
+    std::memcpy(out + v.first.size(), v.second.data(), v.second.size());
+  }
   return discard(v.size());
 }
 
@@ -111,12 +121,18 @@ std::string conn::read_all() {
 
 std::error_code conn::write_slow(const void* data, std::size_t n) {
   assert(loop_->in_loop_thread());
-  if (write_gate_ || !out_.empty()) return write_gated(data, n);
+  if (write_gate_ || !out_.empty()) {
+    return write_gated(data, n);
+  }
   // Nothing buffered: hand the bytes to the kernel at once; usually it takes them all.
   const ssize_t w = ::send(fd_, data, n, MSG_NOSIGNAL);
-  if (w != static_cast<ssize_t>(n)) return write_rest(static_cast<const char*>(data), n, w);
+  if (w != static_cast<ssize_t>(n)) {
+    return write_rest(static_cast<const char*>(data), n, w);
+  }
   out_accepted_ += n;
-  if (stamp_) last_write_ns_ = loop_internals::clock_ns();
+  if (stamp_) {
+    last_write_ns_ = loop_internals::clock_ns();
+  }
   return std::error_code(0, detail::g_system_category);
 }
 
@@ -150,7 +166,9 @@ std::error_code conn::write_rest(const char* p, std::size_t n, ssize_t w) {
     sent = static_cast<std::size_t>(w);
   }
   out_accepted_ += n;
-  if (stamp_) last_write_ns_ = loop_internals::clock_ns();
+  if (stamp_) {
+    last_write_ns_ = loop_internals::clock_ns();
+  }
   out_.append(p + sent, n - sent);
   buffered_output();
   return {};
@@ -171,7 +189,9 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
   if (parts.size() > kMaxIov) {
     // Rare: write the pieces one by one (still one stream, in order).
     for (std::string_view part : parts) {
-      if (auto ec = write(part.data(), part.size())) return ec;
+      if (auto ec = write(part.data(), part.size())) {
+        return ec;
+      }
     }
     return {};
   }
@@ -182,7 +202,9 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
     iov[i].iov_len = parts[i].size();
     total += parts[i].size();
   }
-  if (kind_ == transport::udp) return write_udp(iov, static_cast<int>(parts.size()));
+  if (kind_ == transport::udp) {
+    return write_udp(iov, static_cast<int>(parts.size()));
+  }
   out_accepted_ += total;
   std::size_t sent = 0;
   if (out_.empty()) {
@@ -196,8 +218,12 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
     } else {
       sent = static_cast<std::size_t>(w);
     }
-    if (stamp_) last_write_ns_ = loop_internals::clock_ns();
-    if (sent == total) return {};
+    if (stamp_) {
+      last_write_ns_ = loop_internals::clock_ns();
+    }
+    if (sent == total) {
+      return {};
+    }
   }
   for (std::string_view part : parts) {
     if (sent >= part.size()) {
@@ -212,7 +238,9 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
 }
 
 std::error_code conn::write_udp(const iovec* iov, int iovcnt) noexcept {
-  if (udp_batch_ == nullptr) return errc::closed;
+  if (udp_batch_ == nullptr) {
+    return errc::closed;
+  }
   if (iovcnt == 1) {
     udp_batch_->queue(peer_, {static_cast<const std::byte*>(iov[0].iov_base), iov[0].iov_len});
     return {};
@@ -226,16 +254,18 @@ std::error_code conn::write_udp(const iovec* iov, int iovcnt) noexcept {
 }
 
 void conn::buffered_output() noexcept {
-  loop_internals& L = loop_->internals();
+  loop_internals& lp = loop_->internals();
   want_drain_ = true;
   out_bytes_.store(out_.size(), std::memory_order_relaxed);
-  if (write_ns_ > 0) arm_deadline();
-  const std::size_t hwm = L.opts->high_water_mark;
+  if (write_ns_ > 0) {
+    arm_deadline();
+  }
+  const std::size_t hwm = lp.opts->high_water_mark;
   if (!above_high_water_ && hwm != 0 && out_.size() > hwm) {
     above_high_water_ = true;
-    L.enter();
-    L.h->on_high_water(*this);
-    L.leave();
+    lp.enter();
+    lp.h->on_high_water(*this);
+    lp.leave();
   }
 }
 
@@ -247,27 +277,35 @@ void conn::output_failed(int err) noexcept {
 bool conn::flush() noexcept {
   iovec iov[2];
   const int cnt = out_.data_iov(iov);
-  if (cnt == 0) return true;
+  if (cnt == 0) {
+    return true;
+  }
   const ssize_t w = detail::writev_nosignal(fd_, iov, cnt);
   if (w < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return true;
+    }
     output_failed(errno);
     return false;
   }
   out_.discard(static_cast<std::size_t>(w));
-  if (stamp_) last_write_ns_ = loop_internals::clock_ns();
+  if (stamp_) {
+    last_write_ns_ = loop_internals::clock_ns();
+  }
   if (completions_ && !completions_->items.empty()) {
     const std::uint64_t flushed = out_accepted_ - out_.size();
     while (!completions_->items.empty() && completions_->items.front().first <= flushed) {
       send_callback cb = std::move(completions_->items.front().second);
       completions_->items.pop_front();
-      loop_internals& L = loop_->internals();
-      L.enter();
+      loop_internals& lp = loop_->internals();
+      lp.enter();
       cb({});
-      L.leave();
+      lp.leave();
     }
     // A completion may have closed the conn (or aborted it).
-    if (state_.load(std::memory_order_relaxed) == conn_state::closed) return false;
+    if (state_.load(std::memory_order_relaxed) == conn_state::closed) {
+      return false;
+    }
   }
   if (out_.empty()) {
     output_drained();
@@ -279,7 +317,9 @@ bool conn::flush() noexcept {
 
 void conn::output_drained() noexcept {
   out_bytes_.store(0, std::memory_order_relaxed);
-  if (out_.capacity() > kKeepCapacity) out_.release();
+  if (out_.capacity() > kKeepCapacity) {
+    out_.release();
+  }
   above_high_water_ = false;
   if (shutdown_pending_ && fd_ >= 0) {
     shutdown_pending_ = false;
@@ -293,10 +333,10 @@ void conn::output_drained() noexcept {
   }
   if (want_drain_ && state_.load(std::memory_order_relaxed) == conn_state::open) {
     want_drain_ = false;
-    loop_internals& L = loop_->internals();
-    L.enter();
-    L.h->on_drain(*this);
-    L.leave();
+    loop_internals& lp = loop_->internals();
+    lp.enter();
+    lp.h->on_drain(*this);
+    lp.leave();
   }
 }
 
@@ -316,7 +356,9 @@ constexpr std::uint32_t kHangupBits = io_event::read_hangup | io_event::hangup |
   }
   // With a hang-up in the same event, a short read does not mean "nothing more": the EOF (or
   // error) is still to be read, and no new edge will announce it.
-  if ((events & kReadBits) != 0) handle_read((events & kHangupBits) != 0);
+  if ((events & kReadBits) != 0) {
+    handle_read((events & kHangupBits) != 0);
+  }
 }
 
 void conn::handle_io_slow(std::uint32_t events) noexcept {
@@ -325,7 +367,9 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
     return;
   }
   if ((events & io_event::writable) != 0 && !out_.empty()) {
-    if (!flush()) return;
+    if (!flush()) {
+      return;
+    }
   }
   if ((events & io_event::error) != 0 && read_gate_ &&
       state_.load(std::memory_order_relaxed) != conn_state::closed) {
@@ -336,11 +380,13 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
       return;
     }
   }
-  if ((events & kReadBits) != 0) handle_read((events & kHangupBits) != 0);
+  if ((events & kReadBits) != 0) {
+    handle_read((events & kHangupBits) != 0);
+  }
 }
 
 [[gnu::always_inline]] inline void conn::handle_read(bool until_eof) noexcept {
-  loop_internals& L = *li_;
+  loop_internals& lp = *li_;
   // A closing conn no longer reads (if the peer reset it, the next flush finds out); a paused
   // one leaves the bytes in the kernel.
   while (!read_gate_) {
@@ -349,40 +395,48 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
     bool over;  // more unconsumed input than engine_options::max_input allows
     if (in_.empty()) [[likely]] {
       // Nothing kept from before, so the bytes can be presented in place.
-      char* const scratch = L.scratch.get();
+      char* const scratch = lp.scratch.get();
       asked = loop_internals::kScratchSize;
       n = ::read(fd_, scratch, asked);
       if (n > 0) [[likely]] {
         scratch_ = std::string_view(scratch, static_cast<std::size_t>(n));
       }
       // The whole input is this read: its size alone decides the max_input check.
-      over = static_cast<std::size_t>(n) > L.max_input;
+      over = static_cast<std::size_t>(n) > lp.max_input;
     } else {
       n = read_into_ring(&asked);
       // The ring now holds everything unconsumed, this read included.
-      over = in_.size() > L.max_input;
+      over = in_.size() > lp.max_input;
     }
     if (n <= 0) [[unlikely]] {
-      if (read_failed(n)) continue;  // EINTR
+      if (read_failed(n)) {
+        continue;  // EINTR
+      }
       return;
     }
     if (stamp_ | over) [[unlikely]] {  // one test for the two rare cases
-      if (stamp_) last_read_ns_ = loop_internals::clock_ns();
+      if (stamp_) {
+        last_read_ns_ = loop_internals::clock_ns();
+      }
       if (over) {
         scratch_ = {};
         request_close(make_error_code(errc::input_too_large), true);
         return;
       }
     }
-    ++L.depth;
-    const action a = L.h->on_traffic(*this);
-    L.leave();
-    if (!scratch_.empty() || in_.capacity() > kKeepCapacity) [[unlikely]]
-      after_traffic_slow();
-    if (a != action::none) [[unlikely]]
-      apply(a);
+    ++lp.depth;
+    const action a = lp.h->on_traffic(*this);
+    lp.leave();
+    if (!scratch_.empty() || in_.capacity() > kKeepCapacity) {
+      [[unlikely]] after_traffic_slow();
+    }
+    if (a != action::none) {
+      [[unlikely]] apply(a);
+    }
     // A short read means the socket is drained: no second read() just to see EAGAIN.
-    if (static_cast<std::size_t>(n) < asked && !until_eof) return;
+    if (static_cast<std::size_t>(n) < asked && !until_eof) {
+      return;
+    }
   }
 }
 
@@ -396,12 +450,16 @@ poll_action conn::on_poll_event(poll_attachment& a, std::uint32_t events) noexce
 conn::~conn() {
   // Sends still queued from other threads whose drain never ran (the loop stopped first).
   for (queued_send& q : xq_) {
-    if (q.done) q.done(make_error_code(errc::aborted));
+    if (q.done) {
+      q.done(make_error_code(errc::aborted));
+    }
   }
   // do_close() ran for every connection (the loop closes them all before it stops), so the fd
   // and the registration are gone; UDP conns borrow their listener's fd.
   assert(!attachment_.registered());
-  if (fd_ >= 0 && kind_ != transport::udp) ::close(fd_);
+  if (fd_ >= 0 && kind_ != transport::udp) {
+    ::close(fd_);
+  }
 }
 
 ssize_t conn::read_into_ring(std::size_t* asked) noexcept {
@@ -411,29 +469,33 @@ ssize_t conn::read_into_ring(std::size_t* asked) noexcept {
   iovec iov[3];
   int cnt = in_.free_space(iov);
   std::size_t room = 0;
-  for (int i = 0; i < cnt; ++i) room += iov[i].iov_len;
+  for (int i = 0; i < cnt; ++i) {
+    room += iov[i].iov_len;
+  }
   iov[cnt].iov_base = scratch;
   iov[cnt].iov_len = loop_internals::kScratchSize;
   ++cnt;
   *asked = room + loop_internals::kScratchSize;
   const ssize_t n = ::readv(fd_, iov, cnt);
   if (n > 0) {
-    const std::size_t got = static_cast<std::size_t>(n);
+    const auto got = static_cast<std::size_t>(n);
     const std::size_t into = got < room ? got : room;
     in_.commit(into);
-    if (got > into) in_.append(scratch, got - into);
+    if (got > into) {
+      in_.append(scratch, got - into);
+    }
   }
   return n;
 }
 
 bool conn::read_failed(ssize_t n) noexcept {
   if (n == 0) {
-    loop_internals& L = *li_;
+    loop_internals& lp = *li_;
     read_eof_ = true;
     refresh_gates();
-    L.enter();
-    const action a = L.h->on_read_eof(*this);
-    L.leave();
+    lp.enter();
+    const action a = lp.h->on_read_eof(*this);
+    lp.leave();
     if (a == action::close) {
       request_close(make_error_code(errc::peer_closed), false);
     } else {
@@ -442,8 +504,12 @@ bool conn::read_failed(ssize_t n) noexcept {
     return false;
   }
   const int err = errno;
-  if (err == EINTR) return true;
-  if (err == EAGAIN || err == EWOULDBLOCK) return false;
+  if (err == EINTR) {
+    return true;
+  }
+  if (err == EAGAIN || err == EWOULDBLOCK) {
+    return false;
+  }
   request_close(sys_error(err), true);
   return false;
 }
@@ -473,26 +539,38 @@ void conn::apply(action a) noexcept {
 void conn::handle_udp_read(int listen_fd, std::uint32_t events) noexcept {
   // Datagrams arrive in batches (one recvmmsg for up to batch_size()); replies written in
   // on_traffic are queued in the batch and sent together (one sendmmsg) after the batch.
-  loop_internals& L = *li_;
+  loop_internals& lp = *li_;
   detail::udp_batch& batch = *udp_batch_;
-  if ((events & io_event::writable) != 0 && batch.queued() != 0) (void)batch.flush(listen_fd);
-  if ((events & io_event::readable) == 0) return;
+  if ((events & io_event::writable) != 0 && batch.queued() != 0) {
+    (void)batch.flush(listen_fd);
+  }
+  if ((events & io_event::readable) == 0) {
+    return;
+  }
   for (;;) {
     auto got = batch.receive(listen_fd);
-    if (!got || got->empty()) break;  // drained (or an ICMP error report: nothing to deliver)
+    if (!got || got->empty()) {
+      break;  // drained (or an ICMP error report: nothing to deliver)
+    }
     in_udp_batch_ = true;
     for (const detail::udp_datagram& d : *got) {
       peer_ = d.peer;
       scratch_ = as_chars(d.data);
-      L.enter();
-      const action a = L.h->on_traffic(*this);
-      L.leave();
+      lp.enter();
+      const action a = lp.h->on_traffic(*this);
+      lp.leave();
       scratch_ = {};  // datagram semantics: what the handler did not consume is dropped
-      if (a == action::shutdown) loop_->owner().stop();
+      if (a == action::shutdown) {
+        loop_->owner().stop();
+      }
     }
     in_udp_batch_ = false;
-    if (batch.queued() != 0) (void)batch.flush(listen_fd);
-    if (got->size() < batch.batch_size()) break;  // fewer than asked: the socket is drained
+    if (batch.queued() != 0) {
+      (void)batch.flush(listen_fd);
+    }
+    if (got->size() < batch.batch_size()) {
+      break;  // fewer than asked: the socket is drained
+    }
   }
   // Whatever the kernel would not take now waits for writability (the socket is registered
   // edge-triggered for both directions).
@@ -501,7 +579,9 @@ void conn::handle_udp_read(int listen_fd, std::uint32_t events) noexcept {
 // ---- connect (client side) ----
 
 void conn::handle_connect(std::uint32_t events) noexcept {
-  if ((events & (io_event::writable | io_event::error | io_event::hangup)) == 0) return;
+  if ((events & (io_event::writable | io_event::error | io_event::hangup)) == 0) {
+    return;
+  }
   std::error_code ec = detail::socket_error(fd_);
   if (!ec && (events & (io_event::error | io_event::hangup)) != 0 &&
       (events & io_event::writable) == 0) {
@@ -518,29 +598,33 @@ void conn::handle_connect(std::uint32_t events) noexcept {
 }
 
 void conn::fail_connect(std::error_code ec) noexcept {
-  loop_internals& L = loop_->internals();
+  loop_internals& lp = loop_->internals();
   set_state(conn_state::closed);
-  if (attachment_.registered()) L.poll->remove(attachment_);
-  if (fd_ >= 0) ::close(fd_);
+  if (attachment_.registered()) {
+    lp.poll->remove(attachment_);
+  }
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
   fd_ = -1;
   if (deadline_timer_) {
     deadline_timer_->detach();
-    L.dead_timers.push_back(std::move(deadline_timer_));
+    lp.dead_timers.push_back(std::move(deadline_timer_));
   }
-  L.conn_count.fetch_sub(1, std::memory_order_relaxed);
-  L.eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
-  L.unlink_live(this);
+  lp.conn_count.fetch_sub(1, std::memory_order_relaxed);
+  lp.eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
+  lp.unlink_live(this);
   std::shared_ptr<conn> keep = std::move(self_);
   if (auto cb = std::move(dial_result_)) {
-    L.enter();
+    lp.enter();
     cb(nullptr, ec);
-    L.leave();
+    lp.leave();
   }
-  L.retire(std::move(keep));
+  lp.retire(std::move(keep));
 }
 
 void conn::open_in_loop() noexcept {
-  loop_internals& L = loop_->internals();
+  loop_internals& lp = loop_->internals();
   set_state(conn_state::open);
   opened_ = true;
   if (stamp_) {
@@ -552,30 +636,34 @@ void conn::open_in_loop() noexcept {
   }
   if (dial_result_) {
     auto cb = std::move(dial_result_);
-    L.enter();
+    lp.enter();
     cb(this, {});
-    L.leave();
-    if (state_.load(std::memory_order_relaxed) != conn_state::open) return;
+    lp.leave();
+    if (state_.load(std::memory_order_relaxed) != conn_state::open) {
+      return;
+    }
   }
-  L.enter();
-  const action a = L.h->on_open(*this);
-  L.leave();
+  lp.enter();
+  const action a = lp.h->on_open(*this);
+  lp.leave();
   apply(a);
 }
 
 // ---- close ----
 
 void conn::request_close(std::error_code reason, bool discard_output) noexcept {
-  loop_internals& L = loop_->internals();
+  loop_internals& lp = loop_->internals();
   const conn_state st = state_.load(std::memory_order_relaxed);
-  if (st == conn_state::closed) return;
+  if (st == conn_state::closed) {
+    return;
+  }
   if (st == conn_state::connecting) {
     fail_connect(reason ? reason : make_error_code(errc::aborted));
     return;
   }
   if (st == conn_state::closing) {
     // Already flushing; a failure (or abort) while flushing ends it now.
-    if (discard_output && L.depth == 0) {
+    if (discard_output && lp.depth == 0) {
       discard_output_ = true;
       do_close();
     } else if (discard_output) {
@@ -584,16 +672,18 @@ void conn::request_close(std::error_code reason, bool discard_output) noexcept {
     return;
   }
   if (close_pending_) {
-    if (discard_output) discard_output_ = true;
+    if (discard_output) {
+      discard_output_ = true;
+    }
     return;
   }
   close_reason_ = reason;
   discard_output_ = discard_output;
-  if (L.depth > 0) {
+  if (lp.depth > 0) {
     // Inside a callback: close when the outermost callback returns, so the handler never sees
     // the conn change state (or its on_close run) underneath it.
     close_pending_ = true;
-    L.pending_closes.push_back(shared_from_this());
+    lp.pending_closes.push_back(shared_from_this());
     return;
   }
   begin_close();
@@ -602,16 +692,20 @@ void conn::request_close(std::error_code reason, bool discard_output) noexcept {
 void conn::begin_close() noexcept {
   close_pending_ = false;
   const conn_state st = state_.load(std::memory_order_relaxed);
-  if (st == conn_state::closed || st == conn_state::closing) return;
+  if (st == conn_state::closed || st == conn_state::closing) {
+    return;
+  }
   set_state(conn_state::closing);
   scratch_ = {};
   if (!discard_output_ && !out_.empty() && fd_ >= 0) {
     // Let the buffered output drain (EPOLLOUT is already armed, edge-triggered); give up after
     // close_linger, or what is left of the stop grace period.
-    loop_internals& L = loop_->internals();
-    std::int64_t linger = std::chrono::nanoseconds(L.opts->close_linger).count();
+    loop_internals& lp = loop_->internals();
+    std::int64_t linger = std::chrono::nanoseconds(lp.opts->close_linger).count();
     const std::int64_t now = loop_internals::clock_ns();
-    if (L.stopping && L.stop_deadline_ns - now < linger) linger = L.stop_deadline_ns - now;
+    if (lp.stopping && lp.stop_deadline_ns - now < linger) {
+      linger = lp.stop_deadline_ns - now;
+    }
     if (linger <= 0) {
       do_close();
       return;
@@ -624,46 +718,54 @@ void conn::begin_close() noexcept {
 }
 
 void conn::do_close() noexcept {
-  loop_internals& L = loop_->internals();
-  if (state_.load(std::memory_order_relaxed) == conn_state::closed) return;
+  loop_internals& lp = loop_->internals();
+  if (state_.load(std::memory_order_relaxed) == conn_state::closed) {
+    return;
+  }
   set_state(conn_state::closed);
   close_pending_ = false;
-  if (attachment_.registered()) L.poll->remove(attachment_);
+  if (attachment_.registered()) {
+    lp.poll->remove(attachment_);
+  }
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
   }
   if (deadline_timer_) {
     deadline_timer_->detach();
-    L.dead_timers.push_back(std::move(deadline_timer_));
+    lp.dead_timers.push_back(std::move(deadline_timer_));
   }
   armed_ns_ = 0;
   scratch_ = {};
   in_.release();
   out_.release();
   out_bytes_.store(0, std::memory_order_relaxed);
-  L.conn_count.fetch_sub(1, std::memory_order_relaxed);
-  L.eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
-  L.unlink_live(this);
+  lp.conn_count.fetch_sub(1, std::memory_order_relaxed);
+  lp.eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
+  lp.unlink_live(this);
   std::shared_ptr<conn> keep = std::move(self_);
   complete_sends(make_error_code(errc::aborted));
   if (opened_) {
-    L.enter();
-    L.h->on_close(*this, close_reason_);
-    L.leave();
+    lp.enter();
+    lp.h->on_close(*this, close_reason_);
+    lp.leave();
   }
-  if (keep) L.retire(std::move(keep));
+  if (keep) {
+    lp.retire(std::move(keep));
+  }
 }
 
 void conn::complete_sends(std::error_code ec) noexcept {
-  if (!completions_) return;
-  loop_internals& L = loop_->internals();
+  if (!completions_) {
+    return;
+  }
+  loop_internals& lp = loop_->internals();
   while (!completions_->items.empty()) {
     send_callback cb = std::move(completions_->items.front().second);
     completions_->items.pop_front();
-    L.enter();
+    lp.enter();
     cb(ec);
-    L.leave();
+    lp.leave();
   }
 }
 
@@ -671,31 +773,44 @@ void conn::complete_sends(std::error_code ec) noexcept {
 
 std::int64_t conn::next_deadline() const noexcept {
   const conn_state st = state_.load(std::memory_order_relaxed);
-  if (st == conn_state::connecting)
+  if (st == conn_state::connecting) {
     return connect_deadline_ns_ != 0 ? connect_deadline_ns_ : kNever;
-  if (st == conn_state::closing) return closing_deadline_ns_ != 0 ? closing_deadline_ns_ : kNever;
-  if (st != conn_state::open) return kNever;
+  }
+  if (st == conn_state::closing) {
+    return closing_deadline_ns_ != 0 ? closing_deadline_ns_ : kNever;
+  }
+  if (st != conn_state::open) {
+    return kNever;
+  }
   std::int64_t d = kNever;
   if (idle_ns_ > 0) {
     const std::int64_t last = last_read_ns_ > last_write_ns_ ? last_read_ns_ : last_write_ns_;
     d = std::min(d, last + idle_ns_);
   }
-  if (read_ns_ > 0 && !read_paused_ && !read_eof_) d = std::min(d, last_read_ns_ + read_ns_);
-  if (write_ns_ > 0 && !out_.empty()) d = std::min(d, last_write_ns_ + write_ns_);
+  if (read_ns_ > 0 && !read_paused_ && !read_eof_) {
+    d = std::min(d, last_read_ns_ + read_ns_);
+  }
+  if (write_ns_ > 0 && !out_.empty()) {
+    d = std::min(d, last_write_ns_ + write_ns_);
+  }
   return d;
 }
 
 void conn::arm_deadline() noexcept {
   const std::int64_t d = next_deadline();
-  if (d == kNever) return;  // a timer already armed fires harmlessly and is not re-armed
-  if (armed_ns_ != 0 && armed_ns_ <= d) return;  // fires earlier; re-armed lazily then
-  loop_internals& L = loop_->internals();
+  if (d == kNever) {
+    return;  // a timer already armed fires harmlessly and is not re-armed
+  }
+  if (armed_ns_ != 0 && armed_ns_ <= d) {
+    return;  // fires earlier; re-armed lazily then
+  }
+  loop_internals& lp = loop_->internals();
   if (!deadline_timer_) {
-    deadline_timer_ = std::make_unique<evnet::timer>(*L.base, [this] { on_deadline(); });
+    deadline_timer_ = std::make_unique<evnet::timer>(*lp.base, [this] { on_deadline(); });
   }
   // Relative to the base's cached round time, which is never ahead of the clock: the timer
   // may fire late by the age of that cache (then re-armed lazily), never early.
-  const std::int64_t delay = d - L.now_ns();
+  const std::int64_t delay = d - lp.now_ns();
   deadline_timer_->rearm(std::chrono::nanoseconds(delay > 0 ? delay : 0));
   armed_ns_ = d;
 }
@@ -738,15 +853,19 @@ void conn::on_deadline() noexcept {
 // ---- cross-thread API ----
 
 std::error_code conn::queue_send(std::string data, send_callback done) {
-  if (kind_ == transport::udp) return errc::unsupported;
-  if (state() != conn_state::open) return errc::closed;
-  loop_internals& L = *li_;
+  if (kind_ == transport::udp) {
+    return errc::unsupported;
+  }
+  if (state() != conn_state::open) {
+    return errc::closed;
+  }
+  loop_internals& lp = *li_;
   const std::size_t n = data.size();
-  const std::size_t limit = L.opts->send_queue_limit;
+  const std::size_t limit = lp.opts->send_queue_limit;
   const std::size_t queued = queued_bytes_.fetch_add(n, std::memory_order_relaxed) + n;
   if (limit != 0 && queued + out_bytes_.load(std::memory_order_relaxed) > limit) {
     queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
-    if (L.opts->queue_policy == send_queue_policy::close) {
+    if (lp.opts->queue_policy == send_queue_policy::close) {
       abort(make_error_code(errc::queue_full));
     }
     return errc::queue_full;
@@ -757,9 +876,13 @@ std::error_code conn::queue_send(std::string data, send_callback done) {
   {
     std::lock_guard<std::mutex> lock(xq_mu_);
     xq_.push_back({std::move(data), std::move(done)});
-    if (!xq_scheduled_) xq_scheduled_ = schedule = true;
+    if (!xq_scheduled_) {
+      xq_scheduled_ = schedule = true;
+    }
   }
-  if (!schedule) return {};
+  if (!schedule) {
+    return {};
+  }
   std::shared_ptr<conn> self = shared_from_this();
   if (loop_->post([self] { self->drain_sends(); })) {
     // The loop has stopped: nothing was scheduled before us (the queue was idle), so ours is
@@ -780,30 +903,34 @@ void conn::drain_sends() noexcept {
     batch.swap(xq_);
     xq_scheduled_ = false;
   }
-  loop_internals& L = *li_;
+  loop_internals& lp = *li_;
   for (queued_send& q : batch) {
     queued_bytes_.fetch_sub(q.data.size(), std::memory_order_relaxed);
     send_callback cb = std::move(q.done);
     if (state_.load(std::memory_order_relaxed) != conn_state::open) {
       if (cb) {
-        L.enter();
+        lp.enter();
         cb(make_error_code(errc::aborted));
-        L.leave();
+        lp.leave();
       }
       continue;
     }
     const std::error_code wec = write(q.data);
-    if (!cb) continue;
+    if (!cb) {
+      continue;
+    }
     if (wec) {
-      L.enter();
+      lp.enter();
       cb(wec);
-      L.leave();
+      lp.leave();
     } else if (out_.empty()) {
-      L.enter();
+      lp.enter();
       cb({});
-      L.leave();
+      lp.leave();
     } else {
-      if (!completions_) completions_ = std::make_unique<detail::send_completion_list>();
+      if (!completions_) {
+        completions_ = std::make_unique<detail::send_completion_list>();
+      }
       completions_->items.emplace_back(out_accepted_, std::move(cb));
     }
   }
@@ -819,27 +946,35 @@ std::error_code conn::send_to_in_loop(const socket_address& to, std::string_view
   // until the socket is writable.
   if (!in_udp_batch_) {
     auto r = udp_batch_->flush(fd_);
-    if (!r) return r.error();
+    if (!r) {
+      return r.error();
+    }
   }
   return {};
 }
 
 std::error_code conn::send_to(const socket_address& to, std::string data, send_callback done) {
-  if (kind_ != transport::udp) return errc::unsupported;
-  loop_internals& L = *li_;
+  if (kind_ != transport::udp) {
+    return errc::unsupported;
+  }
+  loop_internals& lp = *li_;
   if (loop_->in_loop_thread()) {
     const std::error_code ec = send_to_in_loop(to, data);
-    if (ec) return ec;
+    if (ec) {
+      return ec;
+    }
     if (done) {
-      L.enter();
+      lp.enter();
       done({});
-      L.leave();
+      lp.leave();
     }
     return {};
   }
-  if (state() != conn_state::open) return errc::closed;
+  if (state() != conn_state::open) {
+    return errc::closed;
+  }
   const std::size_t n = data.size();
-  const std::size_t limit = L.opts->send_queue_limit;
+  const std::size_t limit = lp.opts->send_queue_limit;
   if (queued_bytes_.fetch_add(n, std::memory_order_relaxed) + n > limit && limit != 0) {
     queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
     return errc::queue_full;
@@ -863,7 +998,9 @@ std::error_code conn::send_to(const socket_address& to, std::string data, send_c
 
 std::error_code conn::send(std::string data) {
   if (loop_->in_loop_thread()) {
-    if (kind_ == transport::udp) return errc::unsupported;
+    if (kind_ == transport::udp) {
+      return errc::unsupported;
+    }
     return write(data);
   }
   return queue_send(std::move(data), nullptr);
@@ -878,9 +1015,13 @@ void conn::close() noexcept {
     request_close({}, false);
     return;
   }
-  if (state() == conn_state::closed) return;
+  if (state() == conn_state::closed) {
+    return;
+  }
   std::shared_ptr<conn> self = weak_from_this().lock();
-  if (!self) return;
+  if (!self) {
+    return;
+  }
   (void)loop_->post([self] { self->request_close({}, false); });
 }
 
@@ -889,21 +1030,33 @@ void conn::abort(std::error_code reason) noexcept {
     request_close(reason, true);
     return;
   }
-  if (state() == conn_state::closed) return;
+  if (state() == conn_state::closed) {
+    return;
+  }
   std::shared_ptr<conn> self = weak_from_this().lock();
-  if (!self) return;
+  if (!self) {
+    return;
+  }
   (void)loop_->post([self, reason] { self->request_close(reason, true); });
 }
 
 std::error_code conn::shutdown_write() noexcept {
   assert(loop_->in_loop_thread());
-  if (state_.load(std::memory_order_relaxed) != conn_state::open) return errc::closed;
-  if (kind_ == transport::udp) return errc::unsupported;
-  if (write_shutdown_ || shutdown_pending_) return {};
+  if (state_.load(std::memory_order_relaxed) != conn_state::open) {
+    return errc::closed;
+  }
+  if (kind_ == transport::udp) {
+    return errc::unsupported;
+  }
+  if (write_shutdown_ || shutdown_pending_) {
+    return {};
+  }
   if (out_.empty()) {
     write_shutdown_ = true;
     refresh_gates();
-    if (::shutdown(fd_, SHUT_WR) != 0) return sys_error(errno);
+    if (::shutdown(fd_, SHUT_WR) != 0) {
+      return sys_error(errno);
+    }
     return {};
   }
   shutdown_pending_ = true;
@@ -917,17 +1070,26 @@ void conn::pause_read() noexcept {
   refresh_gates();
 }
 
+// Only the task's allocation can throw here; running out of memory on the loop thread
+// terminates, as everywhere else in the loop.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 void conn::resume_read() noexcept {
   assert(loop_->in_loop_thread());
-  if (!read_paused_) return;
+  if (!read_paused_) {
+    return;
+  }
   read_paused_ = false;
   refresh_gates();
-  if (stamp_) last_read_ns_ = loop_internals::clock_ns();
+  if (stamp_) {
+    last_read_ns_ = loop_internals::clock_ns();
+  }
   // The socket is edge-triggered: bytes that arrived while paused produced their edge already,
   // so read now (from a fresh stack, not inside the caller's callback).
   std::shared_ptr<conn> self = shared_from_this();
   (void)loop_->post([self] {
-    if (self->state() == conn_state::open && !self->read_paused_) self->handle_read(true);
+    if (self->state() == conn_state::open && !self->read_paused_) {
+      self->handle_read(true);
+    }
   });
 }
 

@@ -67,14 +67,16 @@ loop_internals::~loop_internals() {
 }
 
 std::error_code loop_internals::init() {
-  engine_internals& E = eng.internals();
-  h = E.h;
-  opts = &E.opts;
+  engine_internals& ei = eng.internals();
+  h = ei.h;
+  opts = &ei.opts;
   max_input = opts->max_input != 0 ? opts->max_input : static_cast<std::size_t>(-1);
   event_base_options bo;
   bo.priorities = 1;
   auto b = event_base::create(bo);
-  if (!b) return b.error();
+  if (!b) {
+    return b.error();
+  }
   base = std::move(*b);
   poll = &base->poller();
   scratch = std::make_unique<char[]>(kScratchSize);
@@ -101,7 +103,9 @@ std::shared_ptr<conn> loop_internals::make_conn(int fd, transport kind, bool cli
 void loop_internals::link_live(conn* c) noexcept {
   c->live_prev_ = nullptr;
   c->live_next_ = live_head;
-  if (live_head != nullptr) live_head->live_prev_ = c;
+  if (live_head != nullptr) {
+    live_head->live_prev_ = c;
+  }
   live_head = c;
 }
 
@@ -111,7 +115,9 @@ void loop_internals::unlink_live(conn* c) noexcept {
   } else if (live_head == c) {
     live_head = c->live_next_;
   }
-  if (c->live_next_ != nullptr) c->live_next_->live_prev_ = c->live_prev_;
+  if (c->live_next_ != nullptr) {
+    c->live_next_->live_prev_ = c->live_prev_;
+  }
   c->live_prev_ = c->live_next_ = nullptr;
 }
 
@@ -121,6 +127,8 @@ void loop_internals::retire(std::shared_ptr<conn> c) {
 
 void loop_internals::drain_closes() noexcept {
   ++depth;  // closes requested by on_close handlers below join this batch
+  // An index, not a range-for: those handlers append to pending_closes while it is walked.
+  // NOLINTNEXTLINE(modernize-loop-convert)
   for (std::size_t i = 0; i < pending_closes.size(); ++i) {
     std::shared_ptr<conn> c = pending_closes[i];
     if (c->close_pending_) {
@@ -134,11 +142,11 @@ void loop_internals::drain_closes() noexcept {
 }
 
 void loop_internals::adopt(int fd, const socket_address& peer, transport kind) {
-  engine_internals& E = eng.internals();
+  engine_internals& ei = eng.internals();
   if (stopping) {
     ::close(fd);
     conn_count.fetch_sub(1, std::memory_order_relaxed);
-    E.conn_count.fetch_sub(1, std::memory_order_relaxed);
+    ei.conn_count.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
   std::shared_ptr<conn> c = make_conn(fd, kind, false);
@@ -153,10 +161,10 @@ void loop_internals::adopt(int fd, const socket_address& peer, transport kind) {
 }
 
 void loop_internals::start_dial(const socket_address& addr, transport kind, dial_options& options) {
-  engine_internals& E = eng.internals();
+  engine_internals& ei = eng.internals();
   auto fail = [&](std::error_code ec) {
     conn_count.fetch_sub(1, std::memory_order_relaxed);
-    E.conn_count.fetch_sub(1, std::memory_order_relaxed);
+    ei.conn_count.fetch_sub(1, std::memory_order_relaxed);
     if (options.on_result) {
       enter();
       options.on_result(nullptr, ec);
@@ -173,7 +181,7 @@ void loop_internals::start_dial(const socket_address& addr, transport kind, dial
     fail(fd.error());
     return;
   }
-  (void)apply_socket_options(*fd, kind, E.sockopts);
+  (void)apply_socket_options(*fd, kind, ei.sockopts);
   std::shared_ptr<conn> c = make_conn(*fd, kind, true);
   c->peer_ = addr;
   c->context_ = std::move(options.context);
@@ -232,8 +240,12 @@ std::error_code loop_internals::add_listener(listen_spec& spec, int fd) {
 
 void loop_internals::close_listeners() noexcept {
   for (auto& l : listeners) {
-    if (l->attachment.registered()) poll->remove(l->attachment);
-    if (l->fd >= 0) close_listener(l->fd, l->spec->ep);
+    if (l->attachment.registered()) {
+      poll->remove(l->attachment);
+    }
+    if (l->fd >= 0) {
+      close_listener(l->fd, l->spec->ep);
+    }
     l->fd = -1;
     if (l->udp) {
       l->udp->set_state(conn_state::closed);
@@ -246,46 +258,54 @@ void loop_internals::close_listeners() noexcept {
 }
 
 void loop_internals::on_accept(listener& l) noexcept {
-  engine_internals& E = eng.internals();
+  engine_internals& ei = eng.internals();
   const transport kind = l.spec->ep.proto;
   for (int i = 0; i < 128; ++i) {
     socket_address peer;
     auto r = accept_socket(l.fd, &peer);
     if (!r) {
       const std::error_code ec = r.error();
-      if (is_errno(ec, EAGAIN) || is_errno(ec, EWOULDBLOCK)) return;
-      if (is_errno(ec, ECONNABORTED) || is_errno(ec, EINTR)) continue;
+      if (is_errno(ec, EAGAIN) || is_errno(ec, EWOULDBLOCK)) {
+        return;
+      }
+      if (is_errno(ec, ECONNABORTED) || is_errno(ec, EINTR)) {
+        continue;
+      }
       if (is_errno(ec, EMFILE) || is_errno(ec, ENFILE)) {
         // Out of descriptors: shed the waiting clients with the reserve fd so they see a close
         // instead of hanging, and so this level-triggered listener does not spin.
-        while (!spare.shed_one(l.fd)) E.refused.fetch_add(1, std::memory_order_relaxed);
+        while (!spare.shed_one(l.fd)) {
+          ei.refused.fetch_add(1, std::memory_order_relaxed);
+        }
       }
       h->on_accept_error(ec);
       return;
     }
     const int fd = *r;
     const std::size_t max = opts->max_connections;
-    const std::size_t before = E.conn_count.fetch_add(1, std::memory_order_relaxed);
+    const std::size_t before = ei.conn_count.fetch_add(1, std::memory_order_relaxed);
     if (max != 0 && before >= max) {
-      E.conn_count.fetch_sub(1, std::memory_order_relaxed);
+      ei.conn_count.fetch_sub(1, std::memory_order_relaxed);
       ::close(fd);
-      E.refused.fetch_add(1, std::memory_order_relaxed);
+      ei.refused.fetch_add(1, std::memory_order_relaxed);
       h->on_accept_error(make_error_code(errc::connection_limit));
       continue;
     }
-    if (kind == transport::tcp) (void)apply_socket_options(fd, kind, E.sockopts);
+    if (kind == transport::tcp) {
+      (void)apply_socket_options(fd, kind, ei.sockopts);
+    }
     const std::size_t target =
         opts->accept == accept_model::reuse_port && kind != transport::unix_stream
             ? self.index()
-            : E.pick_loop(&peer);
-    loop_internals& T = E.loops[target]->internals();
-    T.conn_count.fetch_add(1, std::memory_order_relaxed);
-    if (&T == this) {
+            : ei.pick_loop(&peer);
+    loop_internals& tl = ei.loops[target]->internals();
+    tl.conn_count.fetch_add(1, std::memory_order_relaxed);
+    if (&tl == this) {
       adopt(fd, peer, kind);
       continue;
     }
-    auto handoff = std::make_shared<fd_handoff>(fd, &T);
-    std::error_code pec = T.self.post([handoff, peer, kind] {
+    auto handoff = std::make_shared<fd_handoff>(fd, &tl);
+    std::error_code pec = tl.self.post([handoff, peer, kind] {
       loop_internals& t = *handoff->target;
       const int f = handoff->fd;
       handoff->fd = -1;
@@ -296,7 +316,9 @@ void loop_internals::on_accept(listener& l) noexcept {
 }
 
 void loop_internals::on_udp(listener& l, std::uint32_t events) noexcept {
-  if (l.udp) l.udp->handle_udp_read(l.fd, events);
+  if (l.udp) {
+    l.udp->handle_udp_read(l.fd, events);
+  }
 }
 
 // ---- timers ----
@@ -312,7 +334,9 @@ timer_id loop_internals::add_timer(timer_id id, std::chrono::nanoseconds delay, 
       raw->fn();
       leave();
     });
-    if (e->every->attach(delay)) return 0;
+    if (e->every->attach(delay)) {
+      return 0;
+    }
   } else {
     e->once = std::make_unique<evnet::timer>(*base, [this, raw, id] {
       raw->done = true;
@@ -332,10 +356,16 @@ timer_id loop_internals::add_timer(timer_id id, std::chrono::nanoseconds delay, 
 
 void loop_internals::cancel_in_loop(timer_id id) noexcept {
   auto it = timers.find(id);
-  if (it == timers.end() || it->second->done) return;
+  if (it == timers.end() || it->second->done) {
+    return;
+  }
   timer_entry& e = *it->second;
-  if (e.once) e.once->detach();
-  if (e.every) e.every->detach();
+  if (e.once) {
+    e.once->detach();
+  }
+  if (e.every) {
+    e.every->detach();
+  }
   e.done = true;
   // Freed after the round: the timer may be cancelling itself from its own callback.
   finished_timers.push_back(id);
@@ -348,7 +378,9 @@ void loop_internals::start_ticker() {
     enter();
     const std::chrono::milliseconds next = h->on_tick();
     leave();
-    if (next.count() > 0 && !stopping) (void)tick_timer->attach(next);
+    if (next.count() > 0 && !stopping) {
+      (void)tick_timer->attach(next);
+    }
   });
   (void)tick_timer->attach(std::chrono::nanoseconds(0));
 }
@@ -365,14 +397,18 @@ void loop_internals::release_idle_buffers() noexcept {
     } else {
       c->in_idle_ = false;
     }
-    if (c->out_.empty() && c->out_.capacity() != 0) c->out_.release();
+    if (c->out_.empty() && c->out_.capacity() != 0) {
+      c->out_.release();
+    }
   }
 }
 
 void loop_internals::free_retired() noexcept {
   graveyard.clear();
   dead_timers.clear();
-  for (timer_id id : finished_timers) timers.erase(id);
+  for (timer_id id : finished_timers) {
+    timers.erase(id);
+  }
   finished_timers.clear();
 }
 
@@ -380,20 +416,28 @@ void loop_internals::begin_stop() {
   stopping = true;
   stop_deadline_ns = clock_ns() + std::chrono::nanoseconds(opts->stop_grace).count();
   close_listeners();
-  if (tick_timer) tick_timer->detach();
+  if (tick_timer) {
+    tick_timer->detach();
+  }
   // Wake up when the grace period ends even if nothing else happens.
   stop_timer = std::make_unique<evnet::timer>(*base, [] {});
   (void)stop_timer->attach(opts->stop_grace);
   std::vector<std::shared_ptr<conn>> all;
-  for (conn* c = live_head; c != nullptr; c = c->live_next_) all.push_back(c->shared_from_this());
-  for (auto& c : all) c->request_close(make_error_code(errc::engine_stopping), false);
+  for (conn* c = live_head; c != nullptr; c = c->live_next_) {
+    all.push_back(c->shared_from_this());
+  }
+  for (auto& c : all) {
+    c->request_close(make_error_code(errc::engine_stopping), false);
+  }
 }
 
 void loop_internals::run() {
   t_current_loop = &self;
   thread_id = std::this_thread::get_id();
-  engine_internals& E = eng.internals();
-  if (self.index() == 0 && opts->ticker) start_ticker();
+  engine_internals& ei = eng.internals();
+  if (self.index() == 0 && opts->ticker) {
+    start_ticker();
+  }
   // Buffers above 4 KiB are freed as soon as they empty; smaller ones are kept while a
   // connection is busy (it will likely need them again) and freed by this sweep once they have
   // stayed empty, so an idle connection holds no buffer memory.
@@ -410,8 +454,12 @@ void loop_internals::run() {
     return;
   }
   for (;;) {
-    if (!stopping && E.stop_flag.load(std::memory_order_acquire)) begin_stop();
-    if (stopping && (live_head == nullptr || clock_ns() >= stop_deadline_ns)) break;
+    if (!stopping && ei.stop_flag.load(std::memory_order_acquire)) {
+      begin_stop();
+    }
+    if (stopping && (live_head == nullptr || clock_ns() >= stop_deadline_ns)) {
+      break;
+    }
     const std::error_code ec = held->loop_once(false);
     after_round();
     if (ec && ec != std::error_code(errc::stopped) && !stopping) {
@@ -421,12 +469,16 @@ void loop_internals::run() {
   }
   // Whatever did not finish flushing within the grace period is closed now.
   std::vector<std::shared_ptr<conn>> rest;
-  for (conn* c = live_head; c != nullptr; c = c->live_next_) rest.push_back(c->shared_from_this());
+  for (conn* c = live_head; c != nullptr; c = c->live_next_) {
+    rest.push_back(c->shared_from_this());
+  }
   for (auto& c : rest) {
     if (c->state() == conn_state::connecting) {
       c->fail_connect(make_error_code(errc::engine_stopping));
     } else {
-      if (!c->close_reason_) c->close_reason_ = make_error_code(errc::engine_stopping);
+      if (!c->close_reason_) {
+        c->close_reason_ = make_error_code(errc::engine_stopping);
+      }
       c->discard_output_ = true;
       c->do_close();
     }
@@ -439,8 +491,12 @@ void loop_internals::run() {
   (void)held->loop_once(true);
   after_round();
   for (auto& [id, e] : timers) {
-    if (e->once) e->once->detach();
-    if (e->every) e->every->detach();
+    if (e->once) {
+      e->once->detach();
+    }
+    if (e->every) {
+      e->every->detach();
+    }
   }
   timers.clear();
   tick_timer.reset();
@@ -463,13 +519,19 @@ bool loop::in_loop_thread() const noexcept {
 }
 
 std::error_code loop::post(std::function<void()> fn) {
-  if (!fn) return errc::invalid_argument;
-  if (in_->closed.load(std::memory_order_acquire)) return errc::closed;
+  if (!fn) {
+    return errc::invalid_argument;
+  }
+  if (in_->closed.load(std::memory_order_acquire)) {
+    return errc::closed;
+  }
   return in_->poll->trigger(task_priority::high, std::move(fn));
 }
 
 std::error_code loop::dispatch(std::function<void()> fn) {
-  if (!fn) return errc::invalid_argument;
+  if (!fn) {
+    return errc::invalid_argument;
+  }
   if (in_loop_thread()) {
     fn();
     return {};
@@ -478,9 +540,13 @@ std::error_code loop::dispatch(std::function<void()> fn) {
 }
 
 timer_id loop::run_after(std::chrono::nanoseconds delay, std::function<void()> fn) {
-  if (!fn) return 0;
+  if (!fn) {
+    return 0;
+  }
   const timer_id id = engine_->internals().new_timer_id(index_);
-  if (in_loop_thread()) return in_->add_timer(id, delay, false, std::move(fn));
+  if (in_loop_thread()) {
+    return in_->add_timer(id, delay, false, std::move(fn));
+  }
   return post_timer(id, delay, false, std::move(fn));
 }
 
@@ -491,7 +557,9 @@ timer_id loop::post_timer(timer_id id, std::chrono::nanoseconds delay, bool repe
     in_->pending_timers.insert(id);
   }
   if (post([this, id, delay, repeat, fn = std::move(fn)]() mutable {
-        if (in_->take_pending_timer(id)) in_->add_timer(id, delay, repeat, std::move(fn));
+        if (in_->take_pending_timer(id)) {
+          in_->add_timer(id, delay, repeat, std::move(fn));
+        }
       })) {
     std::lock_guard lock(in_->pending_timers_mu);
     in_->pending_timers.erase(id);
@@ -501,19 +569,27 @@ timer_id loop::post_timer(timer_id id, std::chrono::nanoseconds delay, bool repe
 }
 
 timer_id loop::run_every(std::chrono::nanoseconds period, std::function<void()> fn) {
-  if (!fn || period.count() <= 0) return 0;
+  if (!fn || period.count() <= 0) {
+    return 0;
+  }
   const timer_id id = engine_->internals().new_timer_id(index_);
-  if (in_loop_thread()) return in_->add_timer(id, period, true, std::move(fn));
+  if (in_loop_thread()) {
+    return in_->add_timer(id, period, true, std::move(fn));
+  }
   return post_timer(id, period, true, std::move(fn));
 }
 
 void loop::cancel(timer_id id) noexcept {
-  if (id == 0) return;
+  if (id == 0) {
+    return;
+  }
   {
     // Not created yet (its creation task is still queued): dropping the id is the whole
     // cancellation, from any thread.
     std::lock_guard lock(in_->pending_timers_mu);
-    if (in_->pending_timers.erase(id) != 0) return;
+    if (in_->pending_timers.erase(id) != 0) {
+      return;
+    }
   }
   if (in_loop_thread()) {
     in_->cancel_in_loop(id);

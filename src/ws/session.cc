@@ -279,7 +279,8 @@ void session::write_staged() {
   // Left uninitialised on purpose (a plain array would zero all 63 views per flush): only the
   // first n pieces are assigned, and assigning one begins the array's lifetime.
   union pieces {
-    pieces() {}
+    // Not `= default`: string_view's constructor is non-trivial, which would delete it.
+    pieces() {}  // NOLINT(modernize-use-equals-default)
     std::string_view v[2 * kMaxBorrowed + 1];
   } parts;
   std::size_t n = 0;
