@@ -11,3 +11,6 @@ evnet_test(test_http_example LAYERS http TIMEOUT 120)
 if(EVNET_BUILD_EXAMPLES)
   add_dependencies(test_http_example http_server)
 endif()
+# Router path patterns (:name, *name): matching tables, refused routes, and the server over
+# sockets (the server runs on its own thread: labelled tsan).
+evnet_test(test_http_router LAYERS http LABELS tsan TIMEOUT 60)

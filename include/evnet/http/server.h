@@ -1,6 +1,6 @@
-// evnet — HTTP/1.1 server on the net layer: a router (method + path → handler), keep-alive,
-// pipelining with responses in request order, limits, header and body timeouts, and protocol
-// upgrades (WebSocket) through the same parser.
+// evnet — HTTP/1.1 server on the net layer: a router (method + exact path or path pattern such
+// as /users/:id → handler), keep-alive, pipelining with responses in request order, limits,
+// header and body timeouts, and protocol upgrades (WebSocket) through the same parser.
 //
 // This is a public header.
 //
@@ -15,6 +15,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -22,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "evnet/engine.h"
@@ -31,11 +33,76 @@
 
 namespace evnet::http {
 
+/// The parameters a pattern route captured from a request path (see router): `:name` segments
+/// and the `*name` catch-all, in the order they appear in the pattern. Names point into the
+/// router, values into the request target (raw bytes as received: not percent-decoded), so
+/// filling one allocates nothing; both are valid during the handler call only. An exact route
+/// captures nothing. Used by one thread at a time (the server keeps one per connection and
+/// fills it on that connection's loop thread).
+class route_params {
+ public:
+  /// Most parameters one pattern may have; router::add refuses patterns with more.
+  static constexpr std::size_t kMax = 8;
+
+  /// One captured parameter.
+  struct entry {
+    std::string_view name;   ///< The name in the pattern, without ':' or '*'.
+    std::string_view value;  ///< The matched bytes of the path.
+  };
+
+  /// The value of parameter `name`, or an empty view if the route has none by that name.
+  /// `found` (optional) tells an absent parameter from an empty catch-all. Any thread that may
+  /// read the object.
+  std::string_view get(std::string_view name, bool* found = nullptr) const noexcept {
+    for (std::size_t i = 0; i < size_; ++i) {
+      if (entries_[i].name == name) {
+        if (found != nullptr) {
+          *found = true;
+        }
+        return entries_[i].value;
+      }
+    }
+    if (found != nullptr) {
+      *found = false;
+    }
+    return {};
+  }
+  /// Number of captured parameters.
+  std::size_t size() const noexcept { return size_; }
+  /// True when nothing was captured.
+  bool empty() const noexcept { return size_ == 0; }
+  /// The captured parameters, in pattern order.
+  const entry* begin() const noexcept { return entries_; }
+  /// End of the captured parameters.
+  const entry* end() const noexcept { return entries_ + size_; }
+
+ private:
+  friend class router;
+  entry entries_[kMax];
+  std::size_t size_ = 0;
+};
+
 /// A complete request as seen by a route handler. Views are valid during the handler call only.
 struct request {
   const http::message& head;  ///< Method, target, headers (see http::message).
   std::string_view body;      ///< The decoded body when server_options::buffer_body, else empty.
   evnet::conn& connection;    ///< The connection (loop thread only).
+  /// What a pattern route captured, or nullptr (an exact route, or a request made by hand).
+  const route_params* params = nullptr;
+
+  /// The path parameter `name` of a pattern route (`/users/:id` → param("id")), or an empty
+  /// view when the route has no such parameter. `found` (optional) tells an absent parameter
+  /// from an empty catch-all. The view points into the request target (not percent-decoded)
+  /// and is valid during the handler call only. Loop thread of the request's connection.
+  std::string_view param(std::string_view name, bool* found = nullptr) const noexcept {
+    if (params == nullptr) {
+      if (found != nullptr) {
+        *found = false;
+      }
+      return {};
+    }
+    return params->get(name, found);
+  }
 };
 
 namespace detail {
@@ -161,27 +228,72 @@ class upgraded_protocol {
 using upgrade_handler = std::function<std::unique_ptr<upgraded_protocol>(
     evnet::conn& c, const http::message& req, std::string& out)>;
 
-/// Maps method + exact path to handlers. Unknown path → 404; known path, other method → 405.
+/// Maps method + path to handlers. A path is either exact or a pattern; a pattern has at least
+/// one segment (the text after a '/') that starts with ':' or '*':
+///
+///  - `/users/:id` — `:name` matches exactly one non-empty segment (no '/'): `/users/42`, not
+///    `/users/` nor `/users/42/x`.
+///  - `/static/*rest` — `*name` matches the rest of the path after its '/', which may be empty
+///    and may contain '/': `/static/`, `/static/css/a.css` (rest = "css/a.css"), but not
+///    `/static`. It must be the last segment.
+///
+/// Names are letters, digits, '_' and '-'; ':' or '*' elsewhere in a segment is literal. Values
+/// are read in the handler with request::param. Matching is on message::path, the target up to
+/// '?', so the query string never takes part; paths are compared as received (no
+/// percent-decoding, no dot-segment removal), and a trailing slash is significant: `/users/:id`
+/// does not match `/users/42/`, and there is no redirect between the two forms.
+///
+/// Precedence, among the routes of the request's method and independent of the order routes
+/// were added: an exact route wins over any pattern; between patterns, segments are compared
+/// from the left and at the first one where they differ a literal beats `:name`, which beats
+/// `*name`. So with `/users/new`, `/users/:id` and `/users/*rest`, `/users/new` gets the first,
+/// `/users/42` the second and `/users/42/posts` the third. When no route of the request's
+/// method matches but a route of another method does, the answer is 405 (without an Allow
+/// header, like exact routes); when none matches, 404. HEAD falls back to GET's route.
+///
+/// Exact-path lookups cost what they did before patterns existed: exact routes are kept apart
+/// and checked first, and the pattern tree is only walked when no exact route of the request's
+/// method matched and at least one pattern was added.
+///
 /// Build it before run(); read-only afterwards (so any thread may read it concurrently).
 class router {
  public:
-  /// Adds a route. Owner thread, before the server runs.
+  /// Adds a route for method `m` and an exact path or a pattern (see the class comment).
+  /// Throws std::invalid_argument, with a message naming the route and the reason, when the
+  /// route is refused: the same method and path added twice; a pattern that does not start
+  /// with '/'; an empty or malformed parameter name, or one used twice in the pattern; a
+  /// catch-all that is not the last segment; more than route_params::kMax parameters; or a
+  /// parameter at the same position as an earlier pattern's parameter (or catch-all) of
+  /// another name (`/users/:id` then `/users/:name/posts`), because one request could not say
+  /// which name applies. A refused route changes nothing. Owner thread, before the server
+  /// runs (setup is the only place this layer throws; see try_add for a non-throwing form).
   router& add(http::method m, std::string path, route_handler h);
-  /// Shorthand for add(method::get, ...).
+  /// add() without exceptions: returns errc::invalid_argument, and the reason in `why` if
+  /// given, when the route is refused (nothing is changed then); an empty code when added.
+  /// Owner thread, before the server runs.
+  std::error_code try_add(http::method m, std::string path, route_handler h,
+                          std::string* why = nullptr);
+  /// Shorthand for add(method::get, ...). Throws like add().
   router& get(std::string path, route_handler h) {
     return add(method::get, std::move(path), std::move(h));
   }
-  /// Shorthand for add(method::post, ...).
+  /// Shorthand for add(method::post, ...). Throws like add().
   router& post(std::string path, route_handler h) {
     return add(method::post, std::move(path), std::move(h));
   }
-  /// Routes upgrade requests (Connection: upgrade) for `path` to `h`. Before run().
+  /// Routes upgrade requests (Connection: upgrade) for `path` to `h`. Before run(). Upgrade
+  /// paths are exact only: ':' and '*' are literal here, and the first of two handlers added
+  /// for one path is the one used.
   router& upgrade(std::string path, upgrade_handler h);
 
-  /// The handler for a request, or nullptr; `status` tells 404 from 405 when nullptr.
-  /// Any thread (read-only).
+  /// The handler for a request, or nullptr; `status` tells 404 from 405 when nullptr. What a
+  /// pattern route captured is written to `params` (emptied for an exact route); its views
+  /// point into `path` and into this router. Any thread (read-only).
+  const route_handler* find(http::method m, std::string_view path, int& status,
+                            route_params& params) const noexcept;
+  /// find() for a caller that does not need the parameters. Any thread (read-only).
   const route_handler* find(http::method m, std::string_view path, int& status) const noexcept;
-  /// The upgrade handler for `path`, or nullptr. Any thread (read-only).
+  /// The upgrade handler for the exact `path`, or nullptr. Any thread (read-only).
   const upgrade_handler* find_upgrade(std::string_view path) const noexcept;
 
  private:
@@ -190,7 +302,28 @@ class router {
     std::string path;
     route_handler handler;
   };
+  // The pattern tree: one node per segment position. Children are indices into nodes_ (so the
+  // router stays copyable). A handler is kept at the node where its pattern ends, or in the
+  // node's catch-all list when the pattern's last segment is `*name`.
+  static constexpr std::uint32_t kNoNode = ~std::uint32_t{0};
+  struct pattern_handler {
+    http::method method;
+    route_handler handler;
+  };
+  struct node {
+    std::vector<std::pair<std::string, std::uint32_t>> literals;  // segment → child
+    std::uint32_t param_child = kNoNode;                          // `:name` child
+    std::string param_name;                                       // its name
+    std::string catch_all_name;                                   // `*name` here, if any
+    std::vector<pattern_handler> handlers;                        // patterns ending here
+    std::vector<pattern_handler> catch_all_handlers;              // `*name` patterns here
+  };
+  std::string add_pattern(http::method m, std::string_view path, route_handler& h);
+  const route_handler* match(std::uint32_t at, std::string_view rest, http::method m,
+                             route_params& params, bool& other_method) const noexcept;
+
   std::vector<route> routes_;
+  std::vector<node> nodes_;  // empty until the first pattern; nodes_[0] is the root ('/')
   std::vector<std::pair<std::string, upgrade_handler>> upgrades_;
 };
 
