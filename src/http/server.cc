@@ -3,7 +3,6 @@
 #include <any>
 #include <charconv>
 #include <cstring>
-#include <stdexcept>
 
 #include "evnet/conn.h"
 #include "evnet/loop.h"
@@ -14,39 +13,9 @@
 namespace evnet::http {
 namespace {
 
-// Short byte strings (paths, header names and values, small bodies) are compared and copied
-// inline with overlapping word loads: a call to memcmp/memcpy costs more than the work for
-// strings of a few bytes. Longer ones go to the library.
-bool same_bytes(const char* a, const char* b, std::size_t n) noexcept {
-  if (n >= 8) {
-    std::uint64_t x, y;
-    for (std::size_t i = 0; i + 8 < n; i += 8) {
-      std::memcpy(&x, a + i, 8);
-      std::memcpy(&y, b + i, 8);
-      if (x != y) {
-        return false;
-      }
-    }
-    std::memcpy(&x, a + n - 8, 8);
-    std::memcpy(&y, b + n - 8, 8);
-    return x == y;
-  }
-  if (n >= 4) {
-    std::uint32_t x0, y0, x1, y1;
-    std::memcpy(&x0, a, 4);
-    std::memcpy(&y0, b, 4);
-    std::memcpy(&x1, a + n - 4, 4);
-    std::memcpy(&y1, b + n - 4, 4);
-    return x0 == y0 && x1 == y1;
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    if (a[i] != b[i]) {
-      return false;
-    }
-  }
-  return true;
-}
-
+// Short byte strings (header names and values, small bodies) are copied inline with
+// overlapping word loads: a call to memcpy costs more than the work for strings of a few bytes.
+// Longer ones go to the library.
 void copy_bytes(char* d, const char* s, std::size_t n) noexcept {
   if (n > 16) {
     if (n <= 64) {
@@ -175,342 +144,6 @@ void response::end_chunked() {
     put("0\r\n\r\n");
   }
   finished_ = true;
-}
-
-// ---- router ----
-
-namespace {
-
-// A path is a pattern when some segment starts with ':' or '*'. Only segments count (the text
-// after a '/'), so an exact path such as "*" (OPTIONS *) stays exact.
-bool is_pattern(std::string_view path) noexcept {
-  for (std::size_t i = 0; i + 1 < path.size(); ++i) {
-    if (path[i] == '/' && (path[i + 1] == ':' || path[i + 1] == '*')) {
-      return true;
-    }
-  }
-  return false;
-}
-
-bool valid_param_name(std::string_view name) noexcept {
-  if (name.empty()) {
-    return false;
-  }
-  for (char ch : name) {
-    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '-';
-    if (!ok) {
-      return false;
-    }
-  }
-  return true;
-}
-
-std::string_view method_token(http::method m) noexcept {
-  switch (m) {
-    case method::get:
-      return "GET";
-    case method::head:
-      return "HEAD";
-    case method::post:
-      return "POST";
-    case method::put:
-      return "PUT";
-    case method::del:
-      return "DELETE";
-    case method::options:
-      return "OPTIONS";
-    case method::patch:
-      return "PATCH";
-    case method::connect:
-      return "CONNECT";
-    case method::trace:
-      return "TRACE";
-    case method::other:
-      break;
-  }
-  return "(other method)";
-}
-
-// One segment of a pattern, as parsed by router::add_pattern.
-struct pattern_segment {
-  enum class kind : std::uint8_t { literal, param, catch_all } type;
-  std::string_view text;  // the literal, or the name without ':' / '*'
-};
-
-}  // namespace
-
-router& router::add(http::method m, std::string path, route_handler h) {
-  std::string why;
-  if (try_add(m, std::move(path), std::move(h), &why)) {
-    throw std::invalid_argument(why);
-  }
-  return *this;
-}
-
-std::error_code router::try_add(http::method m, std::string path, route_handler h,
-                                std::string* why) {
-  std::string reason;
-  if (is_pattern(path)) {
-    reason = add_pattern(m, path, h);
-  } else {
-    for (const auto& r : routes_) {
-      if (r.method == m && r.path == path) {
-        reason = "this method and path were already added";
-        break;
-      }
-    }
-    if (reason.empty()) {
-      routes_.push_back({m, std::move(path), std::move(h)});
-    }
-  }
-  if (reason.empty()) {
-    return {};
-  }
-  if (why != nullptr) {
-    *why = "evnet::http::router: route ";
-    *why += method_token(m);
-    *why += ' ';
-    *why += path;
-    *why += " refused: ";
-    *why += reason;
-  }
-  return make_error_code(errc::invalid_argument);
-}
-
-// Checks the whole pattern against its own rules and the tree before changing anything, so a
-// refused pattern leaves the router as it was. Returns the reason for a refusal, or "".
-std::string router::add_pattern(http::method m, std::string_view path, route_handler& h) {
-  if (path.empty() || path.front() != '/') {
-    return "a pattern must start with '/'";
-  }
-  // 1. Split and check the pattern on its own.
-  std::vector<pattern_segment> segments;
-  std::size_t params = 0;
-  std::string_view rest = path.substr(1);
-  for (;;) {
-    std::size_t cut = rest.find('/');
-    std::string_view seg = rest.substr(0, cut);
-    if (!segments.empty() && segments.back().type == pattern_segment::kind::catch_all) {
-      return "the catch-all *" + std::string(segments.back().text) + " must be the last segment";
-    }
-    pattern_segment ps{pattern_segment::kind::literal, seg};
-    if (!seg.empty() && (seg.front() == ':' || seg.front() == '*')) {
-      ps.type =
-          seg.front() == ':' ? pattern_segment::kind::param : pattern_segment::kind::catch_all;
-      ps.text = seg.substr(1);
-      if (!valid_param_name(ps.text)) {
-        return "parameter '" + std::string(seg) + "' needs a name of letters, digits, '_' or '-'";
-      }
-      for (const auto& before : segments) {
-        if (before.type != pattern_segment::kind::literal && before.text == ps.text) {
-          return "parameter name '" + std::string(ps.text) + "' is used twice";
-        }
-      }
-      if (++params > route_params::kMax) {
-        return "more than " + std::to_string(route_params::kMax) + " parameters";
-      }
-    }
-    segments.push_back(ps);
-    if (cut == std::string_view::npos) {
-      break;
-    }
-    rest = rest.substr(cut + 1);
-  }
-
-  // 2. Walk the existing tree along the pattern: a parameter or catch-all of another name at the
-  // same position, or the same method already at the end, is a conflict.
-  std::uint32_t at = nodes_.empty() ? kNoNode : 0;
-  for (std::size_t i = 0; i < segments.size() && at != kNoNode; ++i) {
-    const node& n = nodes_[at];
-    const pattern_segment& ps = segments[i];
-    std::uint32_t next = kNoNode;
-    switch (ps.type) {
-      case pattern_segment::kind::literal:
-        for (const auto& lit : n.literals) {
-          if (lit.first == ps.text) {
-            next = lit.second;
-            break;
-          }
-        }
-        break;
-      case pattern_segment::kind::param:
-        if (n.param_child != kNoNode) {
-          if (n.param_name != ps.text) {
-            return "parameter :" + std::string(ps.text) +
-                   " is at the position of :" + n.param_name + " in an earlier pattern";
-          }
-          next = n.param_child;
-        }
-        break;
-      case pattern_segment::kind::catch_all:
-        if (!n.catch_all_name.empty() && n.catch_all_name != ps.text) {
-          return "catch-all *" + std::string(ps.text) + " is at the position of *" +
-                 n.catch_all_name + " in an earlier pattern";
-        }
-        for (const auto& ph : n.catch_all_handlers) {
-          if (ph.method == m) {
-            return "this method and pattern were already added";
-          }
-        }
-        break;
-    }
-    if (i + 1 == segments.size() && ps.type != pattern_segment::kind::catch_all &&
-        next != kNoNode) {
-      for (const auto& ph : nodes_[next].handlers) {
-        if (ph.method == m) {
-          return "this method and pattern were already added";
-        }
-      }
-    }
-    at = next;
-  }
-
-  // 3. Insert. nodes_ may reallocate while children are added, so nodes are named by index.
-  if (nodes_.empty()) {
-    nodes_.emplace_back();
-  }
-  at = 0;
-  for (const pattern_segment& ps : segments) {
-    switch (ps.type) {
-      case pattern_segment::kind::literal: {
-        std::uint32_t next = kNoNode;
-        for (const auto& lit : nodes_[at].literals) {
-          if (lit.first == ps.text) {
-            next = lit.second;
-            break;
-          }
-        }
-        if (next == kNoNode) {
-          next = static_cast<std::uint32_t>(nodes_.size());
-          nodes_.emplace_back();
-          nodes_[at].literals.emplace_back(std::string(ps.text), next);
-        }
-        at = next;
-        break;
-      }
-      case pattern_segment::kind::param:
-        if (nodes_[at].param_child == kNoNode) {
-          auto child = static_cast<std::uint32_t>(nodes_.size());
-          nodes_.emplace_back();
-          nodes_[at].param_child = child;
-          nodes_[at].param_name = std::string(ps.text);
-        }
-        at = nodes_[at].param_child;
-        break;
-      case pattern_segment::kind::catch_all:
-        nodes_[at].catch_all_name = std::string(ps.text);
-        nodes_[at].catch_all_handlers.push_back({m, std::move(h)});
-        return {};
-    }
-  }
-  nodes_[at].handlers.push_back({m, std::move(h)});
-  return {};
-}
-
-router& router::upgrade(std::string path, upgrade_handler h) {
-  upgrades_.emplace_back(std::move(path), std::move(h));
-  return *this;
-}
-
-const route_handler* router::find(http::method m, std::string_view path, int& status,
-                                  route_params& params) const noexcept {
-  status = 404;
-  params.size_ = 0;
-  for (const auto& r : routes_) {
-    if (r.path.size() != path.size() || !same_bytes(r.path.data(), path.data(), path.size())) {
-      continue;
-    }
-    if (r.method == m && m != method::other) {
-      return &r.handler;
-    }
-    status = 405;
-  }
-  // Only now, with no exact route of this method for the path, is the pattern tree walked.
-  if (nodes_.empty()) {
-    return nullptr;
-  }
-  bool other_method = false;
-  const route_handler* h = match(0, path, m, params, other_method);
-  if (h == nullptr) {
-    params.size_ = 0;
-    if (other_method) {
-      status = 405;
-    }
-  }
-  return h;
-}
-
-const route_handler* router::find(http::method m, std::string_view path,
-                                  int& status) const noexcept {
-  route_params unused;
-  return find(m, path, status, unused);
-}
-
-// Depth-first, in precedence order (literal, then `:name`, then `*name`), backtracking when a
-// branch ends without a route of method `m`, so the first route found is the one the class
-// comment's precedence picks. `rest` is the part of the path still to match, starting at its
-// '/' (or empty at the end). `other_method` is set when some route of another method matches,
-// which turns the 404 into a 405 if nothing of method `m` does. Every node on a path from the
-// root belongs to a pattern with at most route_params::kMax parameters, so `params` cannot
-// overflow; the bound is checked anyway.
-const route_handler* router::match(std::uint32_t at, std::string_view rest, http::method m,
-                                   route_params& params, bool& other_method) const noexcept {
-  const node& n = nodes_[at];
-  if (rest.empty()) {
-    for (const auto& ph : n.handlers) {
-      if (ph.method == m && m != method::other) {
-        return &ph.handler;
-      }
-      other_method = true;
-    }
-    return nullptr;
-  }
-  if (rest.front() != '/') {
-    return nullptr;  // e.g. "*" or an absolute-form target: only exact routes can match
-  }
-  std::string_view tail = rest.substr(1);  // what a catch-all here would capture
-  std::size_t cut = tail.find('/');
-  std::string_view segment = tail.substr(0, cut);
-  std::string_view next = cut == std::string_view::npos ? std::string_view{} : tail.substr(cut);
-  for (const auto& lit : n.literals) {
-    if (lit.first.size() == segment.size() &&
-        same_bytes(lit.first.data(), segment.data(), segment.size())) {
-      if (const route_handler* h = match(lit.second, next, m, params, other_method)) {
-        return h;
-      }
-      break;
-    }
-  }
-  std::size_t mark = params.size_;
-  if (n.param_child != kNoNode && !segment.empty() && mark < route_params::kMax) {
-    params.entries_[mark] = {n.param_name, segment};
-    params.size_ = mark + 1;
-    if (const route_handler* h = match(n.param_child, next, m, params, other_method)) {
-      return h;
-    }
-    params.size_ = mark;
-  }
-  if (mark < route_params::kMax) {
-    for (const auto& ph : n.catch_all_handlers) {
-      if (ph.method == m && m != method::other) {
-        params.entries_[mark] = {n.catch_all_name, tail};
-        params.size_ = mark + 1;
-        return &ph.handler;
-      }
-      other_method = true;
-    }
-  }
-  return nullptr;
-}
-
-const upgrade_handler* router::find_upgrade(std::string_view path) const noexcept {
-  for (const auto& u : upgrades_) {
-    if (u.first == path) {
-      return &u.second;
-    }
-  }
-  return nullptr;
 }
 
 // ---- server ----
@@ -661,9 +294,18 @@ void server::dispatch(evnet::conn& c, session& s) {
   bool last = !m.keep_alive;
   response res(s.out, m.method == method::head, last, !last && m.version_minor == 0, s.ok_head);
   int status = 404;
-  const route_handler* h = router_.find(m.method, m.path, status, s.params);
-  if (!h && m.method == method::head) {
-    h = router_.find(method::get, m.path, status, s.params);
+  const route_params* params = nullptr;
+  const route_handler* h = router_.find_exact(m.method, m.path, status);
+  if (!h) {
+    // Not an exact route of this method: the patterns, then HEAD served as GET. Kept off the
+    // exact-route path, which costs what it did before patterns existed.
+    if (router_.has_patterns()) {
+      h = router_.find_pattern(m.method, m.path, status, s.params);
+    }
+    if (!h && m.method == method::head) {
+      h = router_.find(method::get, m.path, status, s.params);
+    }
+    params = &s.params;
   }
   if (!h) {
     res.start(status).header("Content-Type", "text/plain");
@@ -672,7 +314,7 @@ void server::dispatch(evnet::conn& c, session& s) {
     std::size_t mark = s.out.size();
     bool failed = false;
     try {
-      (*h)(request{m, s.body, c, &s.params}, res);
+      (*h)(request{m, s.body, c, params}, res);
     } catch (...) {
       // No exception may cross the loop: answer 500 instead of what the handler left.
       failed = true;

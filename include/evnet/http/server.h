@@ -319,6 +319,14 @@ class router {
     std::vector<pattern_handler> catch_all_handlers;              // `*name` patterns here
   };
   std::string add_pattern(http::method m, std::string_view path, route_handler& h);
+  // The server calls these two itself so that a request for an exact route costs one call, as
+  // before patterns existed: the tree is reached only on a miss, and only if a pattern exists.
+  friend class server;
+  const route_handler* find_exact(http::method m, std::string_view path,
+                                  int& status) const noexcept;
+  bool has_patterns() const noexcept { return !nodes_.empty(); }
+  const route_handler* find_pattern(http::method m, std::string_view path, int& status,
+                                    route_params& params) const noexcept;
   const route_handler* match(std::uint32_t at, std::string_view rest, http::method m,
                              route_params& params, bool& other_method) const noexcept;
 
