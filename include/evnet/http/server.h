@@ -253,7 +253,9 @@ using upgrade_handler = std::function<std::unique_ptr<upgraded_protocol>(
 ///
 /// Exact-path lookups cost what they did before patterns existed: exact routes are kept apart
 /// and checked first, and the pattern tree is only walked when no exact route of the request's
-/// method matched and at least one pattern was added.
+/// method matched and at least one pattern was added. The tree walk backtracks where a literal
+/// branch dead-ends, so its cost grows with the registered patterns that share a prefix, not
+/// with the request.
 ///
 /// Build it before run(); read-only afterwards (so any thread may read it concurrently).
 class router {
