@@ -130,6 +130,7 @@ std::error_code router::try_add(http::method m, std::string path, route_handler 
     }
     if (reason.empty()) {
       routes_.push_back({m, std::move(path), std::move(h)});
+      return {};
     }
   }
   if (reason.empty()) {

@@ -114,8 +114,9 @@ void response::body(std::string_view body) {
   char* at = out_.extend(kMax);
   std::memcpy(at, kName.data(), kName.size());
   char* end = std::to_chars(at + kName.size(), at + kName.size() + 20, body.size()).ptr;
-  std::memcpy(end, "\r\n\r\n", 4);
-  out_.truncate(out_.size() - static_cast<std::size_t>(at + kMax - (end + 4)));
+  constexpr std::string_view kEnd = "\r\n\r\n";  // copied without a terminating NUL
+  std::memcpy(end, kEnd.data(), kEnd.size());
+  out_.truncate(out_.size() - static_cast<std::size_t>(at + kMax - (end + kEnd.size())));
   if (!head_request_) {
     put(body);
   }
