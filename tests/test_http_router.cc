@@ -474,11 +474,16 @@ TEST(http_router, socket_pattern_404_and_405) {
              "GET /users/42 HTTP/1.1\r\nHost: x\r\n\r\n"));  // still served afterwards
   auto r = read_replies(c, 8);
   ASSERT_EQ(r.size(), 8u);
+  const char* allow[] = {"GET, HEAD", "GET, HEAD", "POST"};  // RFC 9110: 405 lists them
   for (int i = 0; i < 3; ++i) {
     SCOPED_TRACE(i);
     EXPECT_EQ(r[i].status, 405);
+    EXPECT_EQ(r[i].header("allow"), allow[i]);
     EXPECT_EQ(r[i].body, "Method Not Allowed\n");
     EXPECT_TRUE(r[i].keep_alive);
+  }
+  for (int i = 3; i < 8; ++i) {
+    EXPECT_EQ(r[i].header("allow"), "") << i;  // only 405 answers carry it
   }
   for (int i = 3; i < 7; ++i) {
     SCOPED_TRACE(i);
@@ -490,6 +495,21 @@ TEST(http_router, socket_pattern_404_and_405) {
   EXPECT_EQ(r[7].body, "user 42");
 }
 
+TEST(http_router, allowed_lists_the_methods_routed_for_a_path) {
+  http::router r;
+  auto h = [](const http::request&, http::response& res) { res.start(200).body(""); };
+  r.get("/users/:id", h).add(http::method::del, "/users/:id", h);
+  r.post("/users/new", h);  // exact, and /users/:id also matches "new"
+  r.add(http::method::put, "/files/*rest", h).get("/files/readme", h);
+  r.post("/submit", h);
+  EXPECT_EQ(r.allowed("/users/42"), "GET, HEAD, DELETE");
+  EXPECT_EQ(r.allowed("/users/new"), "GET, HEAD, POST, DELETE");
+  EXPECT_EQ(r.allowed("/files/readme"), "GET, HEAD, PUT");
+  EXPECT_EQ(r.allowed("/files/a/b"), "PUT");
+  EXPECT_EQ(r.allowed("/submit"), "POST");  // no GET route, so no HEAD either
+  EXPECT_EQ(r.allowed("/nothing"), "");
+}
+
 TEST(http_router, socket_head_on_post_only_route_is_405) {
   // HEAD falls back to GET; a path with neither but with a POST route is a 405, not a 404.
   test_server s(socket_router());
@@ -499,6 +519,7 @@ TEST(http_router, socket_head_on_post_only_route_is_405) {
   auto r = read_replies(c, 1, nullptr, /*head_request=*/true);
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].status, 405);
+  EXPECT_EQ(r[0].header("allow"), "POST");
   ASSERT_TRUE(c.send("HEAD /forms HTTP/1.1\r\nHost: x\r\n\r\n"));
   r = read_replies(c, 1, nullptr, /*head_request=*/true);
   ASSERT_EQ(r.size(), 1u);

@@ -324,6 +324,7 @@ TEST(http_server, method_not_allowed_405_and_handler_exception_500) {
   auto r = read_replies(c, 2, &eof);
   ASSERT_EQ(r.size(), 2u);
   EXPECT_EQ(r[0].status, 405);
+  EXPECT_EQ(r[0].header("allow"), "GET, HEAD");  // an exact route's 405 lists its methods
   EXPECT_EQ(r[1].status, 500);
   EXPECT_TRUE(eof) << "after a 500 the connection closes";
 }

@@ -384,6 +384,33 @@ const route_handler* router::match(std::uint32_t at, std::string_view rest, http
   return nullptr;
 }
 
+std::string router::allowed(std::string_view path) const {
+  // Asks find() once per method rather than walking the routes a second way, so the list
+  // cannot disagree with what a request of each method would get.
+  static constexpr method kMethods[] = {method::get,   method::head,    method::post,
+                                        method::put,   method::del,     method::options,
+                                        method::patch, method::connect, method::trace};
+  std::string out;
+  bool get = false;
+  for (const method m : kMethods) {
+    int status = 0;
+    route_params params;
+    bool routed = find(m, path, status, params) != nullptr;
+    if (m == method::get) {
+      get = routed;
+    } else if (m == method::head) {
+      routed = routed || get;  // the server answers HEAD with the GET route
+    }
+    if (routed) {
+      if (!out.empty()) {
+        out += ", ";
+      }
+      out += method_token(m);
+    }
+  }
+  return out;
+}
+
 const upgrade_handler* router::find_upgrade(std::string_view path) const noexcept {
   for (const auto& u : upgrades_) {
     if (u.first == path) {

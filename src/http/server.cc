@@ -310,6 +310,9 @@ void server::dispatch(evnet::conn& c, session& s) {
   }
   if (!h) {
     res.start(status).header("Content-Type", "text/plain");
+    if (status == 405) {
+      res.header("Allow", router_.allowed(m.path));  // RFC 9110: a 405 lists what is allowed
+    }
     res.body(status == 405 ? "Method Not Allowed\n" : "Not Found\n");
   } else {
     std::size_t mark = s.out.size();

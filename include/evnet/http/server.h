@@ -248,8 +248,9 @@ using upgrade_handler = std::function<std::unique_ptr<upgraded_protocol>(
 /// from the left and at the first one where they differ a literal beats `:name`, which beats
 /// `*name`. So with `/users/new`, `/users/:id` and `/users/*rest`, `/users/new` gets the first,
 /// `/users/42` the second and `/users/42/posts` the third. When no route of the request's
-/// method matches but a route of another method does, the answer is 405 (without an Allow
-/// header, like exact routes); when none matches, 404. HEAD falls back to GET's route.
+/// method matches but a route of another method does, the answer is 405 with an Allow header
+/// listing the methods that are routed for the path (RFC 9110 §15.5.6), for exact routes and
+/// patterns alike; when none matches, 404. HEAD falls back to GET's route.
 ///
 /// Exact-path lookups cost what they did before patterns existed: exact routes are kept apart
 /// and checked first, and the pattern tree is only walked when no exact route of the request's
@@ -295,6 +296,10 @@ class router {
                             route_params& params) const noexcept;
   /// find() for a caller that does not need the parameters. Any thread (read-only).
   const route_handler* find(http::method m, std::string_view path, int& status) const noexcept;
+  /// The methods routed for `path` (exact or pattern routes; HEAD whenever GET is), as the
+  /// value of a 405 answer's Allow header: "GET, HEAD, POST". Empty when none is. Allocates;
+  /// meant for the 405 path only. Any thread (read-only).
+  std::string allowed(std::string_view path) const;
   /// The upgrade handler for the exact `path`, or nullptr. Any thread (read-only).
   const upgrade_handler* find_upgrade(std::string_view path) const noexcept;
 
