@@ -1,7 +1,10 @@
 // evnet — kqueue backend (BSD/macOS). See backend.h for the contract.
 //
-// Status: compiled only where <sys/event.h> exists. This project's CI runs on Linux, and
-// Debian 12 no longer ships libkqueue, so this file is NOT exercised by any test here.
+// Status: compiled where <sys/event.h> exists. This project's CI runs on Linux, where no kqueue
+// exists (Debian 12 ships no libkqueue): there the poller suites run this file against a
+// user-space kqueue emulation over epoll (tests/kqueue_shim/kqueue_emul.cc, built with
+// EVNET_KQUEUE_SHIM by tests/poller_kqueue.cmake). That checks this file's logic against
+// kqueue(2)'s documented semantics as the emulation models them, not against a BSD kernel.
 //
 // Mapping: interest read/write → EVFILT_READ / EVFILT_WRITE knotes for the fd; edge → EV_CLEAR;
 // one-shot → EV_DISPATCH (re-armed by modify() with EV_ENABLE); the wake-up is an EVFILT_USER
@@ -10,11 +13,13 @@
 // one round, one with io_event::readable and one with io_event::writable.
 #include "poller/backend.h"
 
-// EVNET_KQUEUE_SHIM: compile-only check on Linux against tests/kqueue_shim (never linked).
+// EVNET_KQUEUE_SHIM: Linux builds against tests/kqueue_shim (the compile check in
+// tests/poller.cmake, and the emulated-kqueue test variants in tests/poller_kqueue.cmake).
 #if defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
     defined(__DragonFly__) || defined(EVNET_KQUEUE_SHIM)
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/event.h>
 #include <sys/time.h>
 #include <sys/types.h>
@@ -45,6 +50,20 @@ void set_kev(struct kevent& k, std::uintptr_t ident, short filter, unsigned shor
   k.filter = filter;
   k.flags = flags;
   k.udata = to_udata(udata);
+}
+
+// EV_EOF on the read filter only says the peer will send nothing more (a half-close, or a pipe
+// without writer); kqueue has no flag for "both directions are gone", which io_event::hangup
+// promises (epoll's EPOLLHUP). poll(2) has it: POLLHUP on a socket that can neither receive nor
+// send (FreeBSD's sopoll: SBS_CANTRCVMORE and SBS_CANTSENDMORE; Linux likewise) and on a pipe
+// whose writer is gone. It is asked only when EV_EOF arrives: one call per EOF event. No events
+// are requested (POLLHUP is reported regardless), so a poll() that derives POLLHUP from a read
+// EOF (macOS builds poll() on kqueue) has nothing to derive it from; that is read from the
+// systems' sources, not tested: the tests run Linux's poll().
+bool hung_up(std::uintptr_t ident) noexcept {
+  struct pollfd p = {};
+  p.fd = static_cast<int>(ident);
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) != 0;
 }
 
 bool wants(interest what, interest bit) noexcept {
@@ -182,6 +201,8 @@ class kqueue_backend final : public poller_backend {
           // fflags carries the socket error (e.g. ECONNRESET) when the peer reset.
           if (k.fflags != 0) {
             bits |= io_event::hangup | io_event::error;
+          } else if (hung_up(k.ident)) {
+            bits |= io_event::hangup;
           }
         }
       } else if (k.filter == EVFILT_WRITE) {
