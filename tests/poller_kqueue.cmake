@@ -68,6 +68,9 @@ foreach(_variant IN ITEMS user nouser)
   target_include_directories(${_lib}
     PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/kqueue_shim ${PROJECT_SOURCE_DIR}/include
     PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  # Built as the poller layer is (cmake/layers.cmake): with -fPIC. Without it GCC's tsan build
+  # inlines differently and raises a -Wmaybe-uninitialized false positive in poller.cc.
+  set_target_properties(${_lib} PROPERTIES POSITION_INDEPENDENT_CODE ON)
   target_compile_definitions(${_lib} PUBLIC EVNET_KQUEUE_SHIM)
   if(_variant STREQUAL "nouser")
     target_compile_definitions(${_lib} PUBLIC EVNET_KQUEUE_SHIM_NO_USER)
