@@ -19,7 +19,8 @@
 //
 // Backends: epoll on Linux (the default there, tested). io_uring on Linux when asked for
 // (readiness through IORING_OP_POLL_ADD; tested where the kernel allows io_uring). kqueue on
-// BSD/macOS is compiled there but untested (this project's CI is Linux-only); on kqueue a
+// BSD/macOS is compiled there but never run on those systems (this project's CI is Linux-only;
+// it runs the kqueue backend against a kqueue emulation over epoll instead); on kqueue a
 // descriptor ready for read and write is reported in two callbacks, and a second attachment for
 // an already registered fd is not detected. On io_uring a poll request holds a reference to the
 // file, so a descriptor closed without remove() stays open in the kernel until remove() or
@@ -75,7 +76,8 @@ inline constexpr std::uint32_t writable = 0x004U;  ///< room in the send buffer
 /// The peer shut down its write side: reads will reach EOF (EPOLLRDHUP; kqueue EV_EOF on read).
 inline constexpr std::uint32_t read_hangup = 0x2000U;
 /// Both directions are gone: peer closed after our shutdown, RST, pipe writer closed
-/// (EPOLLHUP; kqueue EV_EOF on write, or on read with a socket error).
+/// (EPOLLHUP; kqueue EV_EOF on write, or on read with a socket error or with poll() reporting
+/// POLLHUP).
 inline constexpr std::uint32_t hangup = 0x010U;
 /// An error is pending on the fd; read it with getsockopt(SO_ERROR) (EPOLLERR; kqueue EV_ERROR
 /// or EV_EOF with an error in fflags).
@@ -151,8 +153,9 @@ enum class backend_kind : std::uint8_t {
   /// "kqueue" or "io_uring"; anything else makes open() fail with errc::invalid_argument),
   /// else epoll on Linux and kqueue elsewhere.
   automatic,
-  epoll,   ///< Linux epoll with an eventfd wake-up
-  kqueue,  ///< BSD/macOS kqueue with an EVFILT_USER wake-up (untested in this project's CI)
+  epoll,  ///< Linux epoll with an eventfd wake-up
+  /// BSD/macOS kqueue with an EVFILT_USER wake-up (CI runs it only against an emulation)
+  kqueue,
   /// Linux io_uring, readiness via IORING_OP_POLL_ADD; open() fails with errc::unsupported
   /// where the build or the kernel lacks it (or it is disabled). Never chosen by automatic.
   io_uring,
