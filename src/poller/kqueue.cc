@@ -184,8 +184,14 @@ class kqueue_backend final : public poller_backend {
       const struct kevent& k = events_[i];
       void* const p = from_udata(k.udata);
       if (p == &kq_) {
-        on_wake();
+        // Empty the self-pipe before clearing the coalescing flag, never after: a trigger()
+        // between the two would otherwise see the flag clear, write its byte and set the flag,
+        // and the drain would then swallow that byte, leaving the flag set with nothing in the
+        // pipe, so every later trigger() skips its write and the loop sleeps through its tasks.
+        // (EVFILT_USER needs no drain.) Found by PollerTasks.ping_pong_triggers_never_lose_a_
+        // wakeup against the kqueue emulation without EVFILT_USER: 8 hangs in 150 runs.
         drain_wake();
+        on_wake();
         continue;
       }
       if (p == nullptr) {
