@@ -24,6 +24,13 @@ set(_evnet_uring_epoll_only
   PollerTasks.trigger_from_the_loop_needs_no_wakeup_write)
 list(JOIN _evnet_uring_epoll_only ":" _evnet_uring_filter)
 
+# The ENVIRONMENT list's separators are escaped (seven backslashes after parsing, as in
+# tests/poller_kqueue.cmake) so that all three entries reach the generated test script; a plain
+# ';' turned the last two into property names and only EVNET_POLLER reached the tests.
+set(_evnet_uring_sep "\\\\\\\\\\\\\\;")
+set(_evnet_uring_env
+  "EVNET_POLLER=io_uring${_evnet_uring_sep}EVNET_SOURCE_DIR=${PROJECT_SOURCE_DIR}${_evnet_uring_sep}EVNET_BINARY_DIR=${PROJECT_BINARY_DIR}")
+
 foreach(_suite semantics tasks errors)
   if(NOT TARGET test_poller_${_suite})
     continue()
@@ -44,7 +51,7 @@ foreach(_suite semantics tasks errors)
     TEST_PREFIX "io_uring." TEST_FILTER "-${_evnet_uring_filter}"
     PROPERTIES TIMEOUT ${_timeout} ${_labels}
     SKIP_REGULAR_EXPRESSION "not supported on this platform or backend"
-    ENVIRONMENT "EVNET_POLLER=io_uring;EVNET_SOURCE_DIR=${PROJECT_SOURCE_DIR};EVNET_BINARY_DIR=${PROJECT_BINARY_DIR}")
+    ENVIRONMENT "${_evnet_uring_env}")
 endforeach()
 
 # Registered by hand rather than with evnet_test() to mark a case skipped (not passed) when
