@@ -236,4 +236,18 @@ inline std::pair<std::unique_ptr<poller>, int> open_poller_with_wakefd() {
   return {std::move(p), wakefd};
 }
 
+/// remove() after the caller closed the fd: the backend reports EBADF (the kernel already
+/// dropped the registration) and forgets the attachment anyway, so it can be freed. Shared by
+/// the epoll and kqueue error suites.
+inline void expect_remove_after_close_reports_ebadf(poller& p) {
+  socket_pair sp;
+  poll_attachment a = quiet_attachment(sp.a.release());
+  ASSERT_FALSE(p.add(a, interest::read));
+  ::close(a.fd);
+  std::error_code ec = p.remove(a);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor) << ec.message();
+  EXPECT_FALSE(a.registered());
+  EXPECT_EQ(p.registered_count(), 0U);
+}
+
 }  // namespace evnet::test

@@ -116,15 +116,7 @@ TEST(PollerErrors, add_regular_file_is_operation_not_permitted) {
 // The caller closed the fd before remove(): the kernel forgot it, remove() says so, and the
 // attachment is forgotten anyway so it can be freed.
 TEST(PollerErrors, remove_after_fd_closed_reports_ebadf_and_forgets_attachment) {
-  auto p = open_epoll_poller();
-  socket_pair sp;
-  poll_attachment a = quiet_attachment(sp.a.release());
-  ASSERT_FALSE(p->add(a, interest::read));
-  ::close(a.fd);
-  std::error_code ec = p->remove(a);
-  EXPECT_EQ(ec, std::errc::bad_file_descriptor) << ec.message();
-  EXPECT_FALSE(a.registered());
-  EXPECT_EQ(p->registered_count(), 0U);
+  expect_remove_after_close_reports_ebadf(*open_epoll_poller());
 }
 
 TEST(PollerErrors, modify_after_fd_closed_reports_system_error) {

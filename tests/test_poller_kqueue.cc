@@ -268,15 +268,7 @@ TEST(PollerKqueue, add_closed_fd_is_bad_file_descriptor) {
 }
 
 TEST(PollerKqueue, remove_after_fd_closed_reports_ebadf_and_forgets_attachment) {
-  auto p = open_poller(kqueue_options());
-  socket_pair sp;
-  poll_attachment a = quiet_attachment(sp.a.release());
-  ASSERT_FALSE(p->add(a, interest::read));
-  ::close(a.fd);
-  std::error_code ec = p->remove(a);
-  EXPECT_EQ(ec, std::errc::bad_file_descriptor) << ec.message();
-  EXPECT_FALSE(a.registered());
-  EXPECT_EQ(p->registered_count(), 0U);
+  expect_remove_after_close_reports_ebadf(*open_poller(kqueue_options()));
 }
 
 TEST(PollerKqueue, modify_after_fd_closed_reports_ebadf_and_keeps_interest) {
