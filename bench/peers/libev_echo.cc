@@ -82,19 +82,9 @@ int main(int argc, char** argv) {
   const peer::args args = peer::parse_args(argc, argv, "libev_echo");
   signal(SIGPIPE, SIG_IGN);
   struct ev_loop* loop = ev_default_loop(EVBACKEND_EPOLL);
-  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(args.port));
-  socklen_t len = sizeof addr;
-  if (bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(lfd, 4096) != 0 ||
-      getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    std::perror("libev_echo: listen");
-    return 1;
-  }
+  int port = 0;
+  const int lfd = peer::listen_loopback(args.port, "libev_echo", &port);
+  if (lfd < 0) return 1;
   ev_io accept_watcher;
   ev_io_init(&accept_watcher, on_accept, lfd, EV_READ);
   ev_io_start(loop, &accept_watcher);
@@ -103,7 +93,7 @@ int main(int argc, char** argv) {
   ev_signal_init(&sigterm, on_signal, SIGTERM);
   ev_signal_start(loop, &sigint);
   ev_signal_start(loop, &sigterm);
-  peer::announce(ntohs(addr.sin_port));
+  peer::announce(port);
   ev_run(loop, 0);
   return 0;
 }

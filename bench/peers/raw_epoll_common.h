@@ -104,25 +104,15 @@ inline int start(const peer::args& args, const char* name) {
   sigaddset(&stop_signals, SIGTERM);
   sigprocmask(SIG_BLOCK, &stop_signals, &g_wait_mask);
 
-  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(args.port));
-  socklen_t len = sizeof addr;
-  if (bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(lfd, 4096) != 0 ||
-      getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    std::fprintf(stderr, "%s: listen: %s\n", name, std::strerror(errno));
-    return -1;
-  }
+  int port = 0;
+  const int lfd = peer::listen_loopback(args.port, name, &port);
+  if (lfd < 0) return -1;
   g_ep = epoll_create1(EPOLL_CLOEXEC);
   epoll_event lev{};
   lev.events = EPOLLIN;
   lev.data.ptr = nullptr;  // the listener
   epoll_ctl(g_ep, EPOLL_CTL_ADD, lfd, &lev);
-  peer::announce(ntohs(addr.sin_port));
+  peer::announce(port);
   return lfd;
 }
 
