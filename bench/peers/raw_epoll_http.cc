@@ -101,8 +101,6 @@ int main(int argc, char** argv) {
   const int lfd = raw::start(args, "raw_epoll_http");
   if (lfd < 0) return 1;
   // A one-second wait bound keeps the Date header fresh when idle.
-  // Lambdas, not function addresses, so the loop calls them directly (see raw_epoll_echo.cc).
-  raw::run<connection>(
-      lfd, 1000, [](connection* c) { return on_readable(c); }, [] { refresh_date(); });
+  raw::run<connection, on_readable, refresh_date>(lfd, 1000);
   return 0;
 }
