@@ -270,6 +270,7 @@ class conn : public std::enable_shared_from_this<conn> {
   void handle_io_slow(std::uint32_t events) noexcept;
   ssize_t read_into_ring(std::size_t* asked) noexcept;
   bool read_failed(ssize_t n) noexcept;
+  bool after_read_rare(bool over) noexcept;
   static poll_action on_poll_event(poll_attachment& a, std::uint32_t events) noexcept;
   void set_state(conn_state s) noexcept;
   void refresh_gates() noexcept;
@@ -279,6 +280,9 @@ class conn : public std::enable_shared_from_this<conn> {
   std::error_code write_rest(const char* p, std::size_t n, ssize_t sent);
   void after_traffic_slow() noexcept;
   void handle_read(bool until_eof) noexcept;
+  bool read_in_place(bool until_eof) noexcept;
+  void read_loop(bool until_eof) noexcept;
+  void deliver() noexcept;
   void handle_udp_read(int listen_fd, std::uint32_t events) noexcept;
   void handle_connect(std::uint32_t events) noexcept;
   bool flush() noexcept;
