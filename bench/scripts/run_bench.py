@@ -647,6 +647,9 @@ class CaseResult:
         self.rows = []  # (Server, samples list, counting Sample or None, error or None)
         self.instr = {}  # server key -> instructions per message
         self.instr1 = {}  # server key -> instructions per message over 1 connection
+        # server key -> (total instructions ÷ messages of the longer run, messages): start-up
+        # included, as the brief measures ("total Ir ÷ messages")
+        self.instr_total = {}
         self.skipped = []  # (label, reason)
         self.ref_raw = None
         self.ref_evnet = None
@@ -694,6 +697,9 @@ def case_table(cr, with_instr):
         if cr.instr1:
             hdr += " instr/%s, 1 conn |" % cr.per
             sep += "---:|"
+        if cr.instr_total:
+            hdr += " total instr ÷ %ss (start-up included) |" % cr.per
+            sep += "---:|"
     lines += [hdr, sep]
     raw_rate = cr.stat("raw", "msgs_per_s")
     ev_rate = cr.stat("evnet", "msgs_per_s")
@@ -728,6 +734,8 @@ def case_table(cr, with_instr):
             cells.append(fmt_num(cr.instr.get(srv.key)))
             if cr.instr1:
                 cells.append(fmt_num(cr.instr1.get(srv.key)))
+            if cr.instr_total:
+                cells.append(fmt_num(cr.instr_total.get(srv.key, (None,))[0]))
         lines.append("| %s | %s |" % (srv.label, " | ".join(cells)))
     for label, why in cr.skipped:
         lines.append("| %s | skipped: %s |%s" % (label, why,
@@ -1115,6 +1123,8 @@ def callgrind_case(cfg, cr, case):
             continue
         if b[1] > a[1]:
             cr.instr[srv.key] = (b[0] - a[0]) / float(b[1] - a[1])
+        if b[1] > 0:
+            cr.instr_total[srv.key] = (b[0] / float(b[1]), b[1])
         if case["kind"] == "echo":
             # Over one connection every poll round carries exactly one message, so this figure
             # does not depend on how the load happened to batch (the figure above does a
@@ -1184,6 +1194,13 @@ def goal_lines(results):
             if cr.instr:
                 ratio_goal(t + ": instructions/msg ≤ 2× raw epoll's (the brief's bar)",
                            v(cr, "evnet", "instr"), v(cr, "raw", "instr"), "<=", 2.0)
+            if cr.instr_total:
+                ev_row, raw_row = row(cr, "evnet"), row(cr, "raw")
+                a = cr.instr_total.get(ev_row[0].key) if ev_row else None
+                b = cr.instr_total.get(raw_row[0].key) if raw_row else None
+                ratio_goal(t + ": total instructions ÷ messages (start-up included, %s msgs: the "
+                           "brief's method) ≤ 2× raw epoll's" % fmt_num(a[1] if a else None),
+                           a[0] if a else None, b[0] if b else None, "<=", 2.0)
             if cr.instr1:
                 ev_row, raw_row = row(cr, "evnet"), row(cr, "raw")
                 ratio_goal(t + ": instructions/msg over 1 conn ≤ 2× raw epoll's",
