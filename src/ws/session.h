@@ -108,10 +108,24 @@ class session final : public http::upgraded_protocol {
   const options& opts_;
   role role_;
   connection_ptr conn_;
+  // Layout: the state every message touches (staging, the counts of borrowed payloads, out_,
+  // the reader's fields) comes before the big arrays (borrowed_ here, the reader's control
+  // frame buffer there), so over many connections a message touches few cache lines of it.
+  // Where writes go: straight to the socket, or staged in out_ and written together at the end
+  // of on_upgraded / on_traffic (only on_traffic's input can lend payloads: see borrowed).
+  enum class staging : std::uint8_t { none, open, traffic };
+  staging staging_ = staging::none;
+  bool flushing_ = false;  // inside flush(): see there
+  bool close_sent_ = false;
+  bool close_received_ = false;
+  bool done_ = false;  // stop processing input (closing)
+  std::uint16_t close_code_ = close_code::abnormal;
+  std::size_t n_borrowed_ = 0;
+  std::size_t borrowed_bytes_ = 0;  // sum of borrowed_[i].len
+  out_buffer out_;                  // frames staged during a callback batch
   reader reader_;
   std::unique_ptr<inflater> inflater_;
   std::unique_ptr<deflater> deflater_;
-  out_buffer out_;  // frames staged during a callback batch
   // A reply payload staged by reference instead of copied into out_: it lies in this round's
   // input (an echo of a message unmasked in place), which stays untouched until on_traffic
   // returns, so flush() writes it from there with one writev. It belongs in the output stream
@@ -125,20 +139,9 @@ class session final : public http::upgraded_protocol {
   // conn::writev takes up to 64 pieces: each borrow adds at most two.
   static constexpr std::size_t kMaxBorrowed = 31;
   borrowed borrowed_[kMaxBorrowed];
-  std::size_t n_borrowed_ = 0;
-  std::size_t borrowed_bytes_ = 0;  // sum of borrowed_[i].len
   // Staged bytes (owned and borrowed) beyond which write_frame flushes before the batch ends.
   static constexpr std::size_t kMaxStaged = 64 * 1024;
   std::string scratch_;  // compression output
-  // Where writes go: straight to the socket, or staged in out_ and written together at the end
-  // of on_upgraded / on_traffic (only on_traffic's input can lend payloads: see borrowed).
-  enum class staging : std::uint8_t { none, open, traffic };
-  staging staging_ = staging::none;
-  bool flushing_ = false;  // inside flush(): see there
-  bool close_sent_ = false;
-  bool close_received_ = false;
-  bool done_ = false;  // stop processing input (closing)
-  std::uint16_t close_code_ = close_code::abnormal;
   std::string close_reason_;
   timer_id close_timer_ = 0;
 };

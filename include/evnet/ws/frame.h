@@ -161,15 +161,16 @@ class reader {
   bool compressed_ = false;
   opcode msg_type_ = opcode::binary;
   std::uint64_t msg_len_ = 0;
-  std::string msg_buf_;
-  std::string inflated_;
-  utf8_validator utf8_;
-  // Control frame payload (at most 125 bytes).
-  char ctrl_[125];
-  std::size_t ctrl_len_ = 0;
   // Sticky error.
   std::uint16_t fail_code_ = 0;
   const char* fail_reason_ = "";
+  std::size_t ctrl_len_ = 0;
+  utf8_validator utf8_;
+  // Below: only fragmented, compressed or control messages use these.
+  std::string msg_buf_;
+  std::string inflated_;
+  // Control frame payload (at most 125 bytes).
+  char ctrl_[125];
 };
 
 }  // namespace evnet::ws
