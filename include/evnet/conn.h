@@ -99,7 +99,8 @@ class conn : public std::enable_shared_from_this<conn> {
   bool is_client() const noexcept { return client_; }
   /// The loop that serves this connection. Any thread.
   evnet::loop& owner() const noexcept { return *loop_; }
-  /// Our address (getsockname on first use, then cached). Loop thread.
+  /// Our address (getsockname on first use, then cached; an empty address if the socket has
+  /// none or the query fails). Loop thread.
   const socket_address& local_address() const noexcept;
   /// The peer's address (from accept/connect; for UDP, the sender of the current datagram).
   /// Loop thread.
@@ -340,7 +341,7 @@ class conn : public std::enable_shared_from_this<conn> {
 
   poll_attachment attachment_;
   std::uint64_t id_ = 0;
-  mutable socket_address local_;
+  mutable std::unique_ptr<socket_address> local_;  // see local_address()
   socket_address peer_;
 
   std::error_code close_reason_;
