@@ -204,6 +204,49 @@ TEST(net_transports, unix_stream_echo) {
   EXPECT_NE(::access(path.c_str(), F_OK), 0) << "socket file removed at stop";
 }
 
+// local_address() is looked up on first use and cached: on an accepted Unix connection it is
+// the listener's path, the same object on every call, and still readable in on_close.
+struct local_address_handler : booted_handler {
+  action on_open(conn& c) override {
+    const socket_address& a = c.local_address();
+    std::lock_guard<std::mutex> lock(mu);
+    first = a.to_string();
+    family = a.family();
+    same_object = &a == &c.local_address();
+    return action::none;
+  }
+  void on_close(conn& c, std::error_code) override {
+    std::lock_guard<std::mutex> lock(mu);
+    at_close = c.local_address().to_string();
+    closed = true;
+  }
+  std::mutex mu;
+  std::string first, at_close;
+  int family = AF_UNSPEC;
+  bool same_object = false;
+  bool closed = false;
+};
+
+TEST(net_transports, local_address_of_a_unix_conn_is_the_listener_path_and_cached) {
+  local_address_handler h;
+  const std::string path = temp_socket_path("local");
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"unix://" + path}));
+  const int fd = test::connect_unix(path);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard<std::mutex> lock(h.mu);
+    return h.closed;
+  }));
+  r.stop();
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_EQ(h.family, AF_UNIX);
+  EXPECT_NE(h.first.find(path), std::string::npos) << h.first;
+  EXPECT_TRUE(h.same_object);
+  EXPECT_EQ(h.at_close, h.first);
+}
+
 // In reuse_port mode a Unix path still has one listener (loop 0's), but its connections are
 // spread over every loop like in acceptor mode.
 TEST(net_transports, unix_listener_in_reuse_port_mode_spreads_over_loops) {
