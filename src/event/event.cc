@@ -164,7 +164,7 @@ class base_impl {
     return use_heap_ ? heap_.next_deadline() : wheel_.next_deadline();
   }
 
-  void expire_timers() {
+  [[gnu::always_inline]] void expire_timers() {
     auto fire = [this](timer_node* n) { activate(static_cast<event*>(n), ev_flag::timeout); };
     if (use_heap_) {
       heap_.expire(now_ns_, fire);
@@ -687,8 +687,6 @@ class base_impl {
       wait = std::chrono::milliseconds(ns <= 0 ? 0 : (ns + 999'999) / 1'000'000);
     }
     result<std::size_t> r = Held ? held_->poll_once(wait) : poller_->poll_once(wait);
-    now_ns_ = clock_ns();
-    time_valid_ = true;
     if (!r && r.error() != errc::stopped) {
       in_round_ = false;
       time_valid_ = false;
@@ -697,7 +695,14 @@ class base_impl {
     // errc::stopped without an exit() request is a stale wake-up of an earlier cross-thread
     // exit(): the round simply continues.
 
-    expire_timers();
+    // The clock is read here only if a timer may be due (the poll's callbacks may have added
+    // some). Without timers the round's time is read on first use, if anything asks for it
+    // (current_ns()): a base that only watches fds reads no clock at all.
+    if (!(use_heap_ ? heap_.empty() : wheel_.empty())) {
+      now_ns_ = clock_ns();
+      time_valid_ = true;
+      expire_timers();
+    }
     if (ready_count_ != 0) {
       std::size_t budget = options_.max_callbacks_per_round;
       while (budget-- != 0 && !exit_requested_.load(std::memory_order_relaxed)) {
