@@ -682,6 +682,30 @@ TEST(net_engine, idle_connection_buffers_are_freed_by_the_sweep) {
   EXPECT_GT(capacity_after_idle(0ms), 0u);  // control: no sweep, the buffer stays
 }
 
+// The sweep stops once it finds no buffer memory held, and starts again when a ring next takes
+// memory: a second idle period frees the buffer again.
+TEST(net_engine, buffer_sweep_restarts_after_it_stopped) {
+  line_keeper h;
+  engine_options o;
+  o.buffer_sweep_interval = 20ms;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, test::local_tcp(), o));
+  const int fd = test::connect_tcp(r.port());
+  ASSERT_GE(fd, 0);
+  for (int round = 1; round <= 2; ++round) {
+    send_all(fd, "partial");  // kept in the input ring: the ring takes memory
+    ASSERT_TRUE(wait_for([&] { return h.traffic.load() == 2 * round - 1; }));
+    send_all(fd, " line\n");  // consumed; the empty ring keeps its memory until the sweep
+    ASSERT_TRUE(wait_for([&] { return h.traffic.load() == 2 * round; }));
+    EXPECT_GT(h.kept_after_traffic.load(), 0u) << "round " << round;
+    // Freed at the second sweep that finds it empty; after that the sweep stops.
+    EXPECT_TRUE(wait_for([&] { return h.capacity_now() == 0; })) << "round " << round;
+    std::this_thread::sleep_for(100ms);  // several periods with nothing held
+  }
+  ::close(fd);
+  r.stop();
+}
+
 TEST(net_engine, timers_run_after_run_every_cancel) {
   struct h_t : booted_handler {
     void on_boot(engine& e) override {

@@ -267,6 +267,7 @@ std::error_code conn::write_udp(const iovec* iov, int iovcnt) noexcept {
 
 void conn::buffered_output() noexcept {
   loop_internals& lp = loop_->internals();
+  lp.want_sweep();
   want_drain_ = true;
   out_bytes_.store(out_.size(), std::memory_order_relaxed);
   if (write_ns_ > 0) {
@@ -572,6 +573,7 @@ void conn::after_traffic_slow() noexcept {
     // The handler left part of this read unconsumed: keep it for the next call.
     in_.append(scratch_);
     scratch_ = {};
+    li_->want_sweep();
   } else if (in_.empty() && in_.capacity() > kKeepCapacity) {
     in_.release();
   }

@@ -114,9 +114,18 @@ struct loop_internals {
   std::unique_ptr<evnet::timer> stop_timer;
   std::int64_t stop_deadline_ns = 0;
   std::unique_ptr<evnet::timer> tick_timer;
-  // release_idle_buffers() every engine_options::buffer_sweep_interval.
+  // release_idle_buffers() every engine_options::buffer_sweep_interval, while some connection
+  // holds buffer memory: armed by want_sweep() when a ring takes memory, stopped by the sweep
+  // that finds none held. A loop whose connections buffer nothing (every read consumed, every
+  // write taken whole by the socket) has no periodic wake-up and no timer to check per round.
   std::unique_ptr<evnet::ticker> sweep_timer;
+  bool sweep_armed = false;
   void release_idle_buffers() noexcept;
+  void want_sweep() noexcept {
+    if (!sweep_armed && sweep_timer) {
+      sweep_armed = !sweep_timer->attach(opts->buffer_sweep_interval);
+    }
+  }
 
   /// The base's cached round time (taken before the poll wait, so inside fd callbacks it can
   /// be as old as the wait). Use for arming timers, which the base measures from it.

@@ -387,19 +387,28 @@ void loop_internals::start_ticker() {
 
 void loop_internals::release_idle_buffers() noexcept {
   // Runs outside every callback, so no input view handed to a handler can point into a buffer.
+  bool held = false;  // some ring still holds memory after this sweep
   for (conn* c = live_head; c != nullptr; c = c->live_next_) {
     if (c->in_.empty() && c->in_.capacity() != 0) {
       if (c->in_idle_) {
         c->in_.release();
       } else {
         c->in_idle_ = true;  // empty at this sweep: freed at the next one if still empty
+        held = true;
       }
     } else {
       c->in_idle_ = false;
+      held = held || c->in_.capacity() != 0;
     }
     if (c->out_.empty() && c->out_.capacity() != 0) {
       c->out_.release();
     }
+    held = held || c->out_.capacity() != 0;
+  }
+  if (!held) {
+    // Nothing left to free: stop until a ring takes memory again (want_sweep()).
+    (void)sweep_timer->detach();
+    sweep_armed = false;
   }
 }
 
@@ -442,8 +451,8 @@ void loop_internals::run() {
   // connection is busy (it will likely need them again) and freed by this sweep once they have
   // stayed empty, so an idle connection holds no buffer memory.
   if (opts->buffer_sweep_interval.count() > 0) {
+    // Not attached yet: want_sweep() arms it when a connection's ring first takes memory.
     sweep_timer = std::make_unique<evnet::ticker>(*base, [this] { release_idle_buffers(); });
-    (void)sweep_timer->attach(opts->buffer_sweep_interval);
   }
   // The loop thread owns its base for the whole run: the per-round ownership checks of
   // event_base::loop_once() and poller::poll_once() are made once here.
