@@ -112,7 +112,9 @@ struct engine_options {
   std::size_t high_water_mark = 4u << 20;
   /// How often each loop frees connection buffers that stayed empty: an output buffer empty at
   /// a sweep, an input buffer empty at two sweeps in a row (buffers above 4 KiB are freed as
-  /// soon as they empty). 0 = never sweep (small buffers are then kept until the conn closes).
+  /// soon as they empty). The sweep runs only while some connection of the loop holds buffer
+  /// memory, so a loop whose connections buffer nothing never wakes up for it. 0 = never sweep
+  /// (small buffers are then kept until the conn closes).
   std::chrono::milliseconds buffer_sweep_interval{5000};
   /// Bound on bytes queued by send()/send_async() from other threads plus buffered output;
   /// 0 = unlimited (not recommended).
