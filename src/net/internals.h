@@ -119,11 +119,10 @@ struct loop_internals {
   // that finds none held. A loop whose connections buffer nothing (every read consumed, every
   // write taken whole by the socket) has no periodic wake-up and no timer to check per round.
   std::unique_ptr<evnet::ticker> sweep_timer;
-  bool sweep_armed = false;
   void release_idle_buffers() noexcept;
   void want_sweep() noexcept {
-    if (!sweep_armed && sweep_timer) {
-      sweep_armed = !sweep_timer->attach(opts->buffer_sweep_interval);
+    if (sweep_timer && !sweep_timer->attached()) {
+      (void)sweep_timer->attach(opts->buffer_sweep_interval);
     }
   }
 

@@ -408,7 +408,6 @@ void loop_internals::release_idle_buffers() noexcept {
   if (!held) {
     // Nothing left to free: stop until a ring takes memory again (want_sweep()).
     (void)sweep_timer->detach();
-    sweep_armed = false;
   }
 }
 
