@@ -266,6 +266,64 @@ TEST(http_server, responses_larger_than_the_head_stage) {
   EXPECT_EQ(rs[1].body, "ok");
 }
 
+TEST(http_server, plaintext_response_bytes_are_exact) {
+  // The common 200 is composed inline (cached status line and Date, literal header and body):
+  // its bytes must be exactly those of the general path, for a keep-alive request (the inline
+  // path) and for the last one (the general path, which adds Connection: close).
+  test_server s(basic_router());
+  client c(s.port());
+  ASSERT_TRUE(c.send(std::string(kGet) +
+                     "GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  bool eof = false;
+  const std::string all = c.recv_until_eof(&eof);
+  ASSERT_TRUE(eof);
+  // "Date: Www, DD Mmm YYYY HH:MM:SS GMT" is 35 bytes; the test takes it from the reply.
+  const std::size_t date_at = all.find("Date: ");
+  ASSERT_NE(date_at, std::string::npos);
+  const std::string date = all.substr(date_at, 35);
+  ASSERT_EQ(date.size(), 35u);
+  EXPECT_EQ(date.substr(date.size() - 4), " GMT");
+  const std::string keep =
+      "HTTP/1.1 200 OK\r\n" + date +
+      "\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+  const std::string last = "HTTP/1.1 200 OK\r\n" + date +
+                           "\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+                           "Content-Length: 13\r\n\r\nHello, World!";
+  // Both answers were written in one batch, so they carry the same Date.
+  EXPECT_EQ(all, keep + last);
+}
+
+TEST(http_server, content_length_of_every_width) {
+  // Bodies whose Content-Length has 1 to 5 digits, around each width's edges: the inline writer
+  // formats up to 4 digits, the general one the rest; HEAD sends the length without the body.
+  http::router r;
+  r.get("/len/:n", [](const http::request& req, http::response& res) {
+    const std::size_t n = std::stoul(std::string(req.param("n")));
+    res.start(200).body(std::string(n, static_cast<char>('a' + n % 26)));
+  });
+  test_server s(std::move(r));
+  client c(s.port());
+  const std::size_t sizes[] = {0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10000, 12345};
+  std::string reqs;
+  for (std::size_t n : sizes) {
+    reqs += "GET /len/" + std::to_string(n) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  }
+  ASSERT_TRUE(c.send(reqs));
+  auto rs = read_replies(c, std::size(sizes));
+  ASSERT_EQ(rs.size(), std::size(sizes));
+  for (std::size_t i = 0; i < std::size(sizes); ++i) {
+    const std::size_t n = sizes[i];
+    EXPECT_EQ(rs[i].status, 200);
+    EXPECT_EQ(rs[i].header("content-length"), std::to_string(n));
+    EXPECT_EQ(rs[i].body, std::string(n, static_cast<char>('a' + n % 26))) << n;
+  }
+  ASSERT_TRUE(c.send("HEAD /len/1234 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto head = read_replies(c, 1, nullptr, true);
+  ASSERT_EQ(head.size(), 1u);
+  EXPECT_EQ(head[0].header("content-length"), "1234");
+  EXPECT_EQ(head[0].body, "");
+}
+
 TEST(http_server, unfinished_response_is_flushed_then_closed) {
   http::router r;
   r.get("/half", [](const http::request&, http::response& res) {

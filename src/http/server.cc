@@ -11,12 +11,10 @@
 #include "http/date.h"
 
 namespace evnet::http {
-namespace {
-
 // Short byte strings (header names and values, small bodies) are copied inline with
 // overlapping word loads: a call to memcpy costs more than the work for strings of a few bytes.
 // Longer ones go to the library.
-void copy_bytes(char* d, const char* s, std::size_t n) noexcept {
+void detail::copy_bytes(char* d, const char* s, std::size_t n) noexcept {
   if (n > 16) {
     if (n <= 64) {
       detail::copy_blocks16(d, s, n);  // the cached status line and Date are 54 bytes
@@ -42,8 +40,6 @@ void copy_bytes(char* d, const char* s, std::size_t n) noexcept {
   }
 }
 
-}  // namespace
-
 // ---- response ----
 
 void detail::out_buffer::grow(std::size_t n) {
@@ -60,10 +56,10 @@ void detail::out_buffer::grow(std::size_t n) {
 }
 
 inline void response::put(std::string_view bytes) {
-  copy_bytes(out_.extend(bytes.size()), bytes.data(), bytes.size());
+  detail::copy_bytes(out_.extend(bytes.size()), bytes.data(), bytes.size());
 }
 
-response& response::start(int status, std::string_view reason) {
+response& response::start_general(int status, std::string_view reason) {
   started_ = true;
   // "HTTP/1.1 200 OK\r\nDate: ...\r\n": the server passes the batch's copy of the cached view;
   // a response made without one (or before the first refresh) asks the cache itself.
@@ -93,20 +89,7 @@ response& response::start(int status, std::string_view reason) {
   return *this;
 }
 
-response& response::header(std::string_view name, std::string_view value) {
-  char* at = out_.extend(name.size() + value.size() + 4);
-  copy_bytes(at, name.data(), name.size());
-  at += name.size();
-  at[0] = ':';
-  at[1] = ' ';
-  copy_bytes(at + 2, value.data(), value.size());
-  at += 2 + value.size();
-  at[0] = '\r';
-  at[1] = '\n';
-  return *this;
-}
-
-void response::body(std::string_view body) {
+void response::body_general(std::string_view body) {
   // "Content-Length: <n>\r\n\r\n" composed in place (room for the longest number, the rest
   // given back), then the body.
   constexpr std::string_view kName = "Content-Length: ";

@@ -147,6 +147,27 @@ class out_buffer {
   std::size_t capacity_ = 0;
 };
 
+/// Length of "HTTP/1.1 200 OK\r\nDate: <IMF-fixdate>\r\n" (the fixed-width Date line).
+inline constexpr std::size_t kOkHeadBytes = 17 + 6 + 29 + 2;
+
+/// Copies n bytes for the response writer. Inline, so that a length known where it is called
+/// (a literal header name or body) becomes a few stores; other lengths take copy_bytes, which
+/// for a few bytes is cheaper than a call into memcpy.
+void copy_bytes(char* d, const char* s, std::size_t n) noexcept;
+#if defined(__GNUC__)
+[[gnu::always_inline]]
+#endif
+inline void
+copy_short(char* d, const char* s, std::size_t n) noexcept {
+#if defined(__GNUC__)
+  if (__builtin_constant_p(n)) {
+    std::memcpy(d, s, n);
+    return;
+  }
+#endif
+  copy_bytes(d, s, n);
+}
+
 }  // namespace detail
 
 /// Builds the response to one request into the connection's output for the batch. A handler
@@ -159,11 +180,53 @@ class response {
  public:
   /// Status line, then the Date header and, when this is the connection's last response,
   /// "Connection: close". Must be called first, once.
-  response& start(int status, std::string_view reason = {});
+  response& start(int status, std::string_view reason = {}) {
+    // The common answer (200, nothing to add to the head) copies the cached status line and
+    // Date in one constant-length copy, inline in the handler.
+    if (status == 200 && reason.empty() && ok_head_.size() == detail::kOkHeadBytes && !last_ &&
+        !keep_alive_10_) {
+      started_ = true;
+      std::memcpy(out_.extend(detail::kOkHeadBytes), ok_head_.data(), detail::kOkHeadBytes);
+      return *this;
+    }
+    return start_general(status, reason);
+  }
   /// Adds a header (after start()). Name and value must not contain CR/LF.
-  response& header(std::string_view name, std::string_view value);
+  response& header(std::string_view name, std::string_view value) {
+    char* at = out_.extend(name.size() + value.size() + 4);
+    detail::copy_short(at, name.data(), name.size());
+    at += name.size();
+    at[0] = ':';
+    at[1] = ' ';
+    detail::copy_short(at + 2, value.data(), value.size());
+    at += 2 + value.size();
+    at[0] = '\r';
+    at[1] = '\n';
+    return *this;
+  }
   /// Content-Length and the body (omitted for a HEAD request); ends the response.
-  void body(std::string_view body);
+  void body(std::string_view body) {
+    // A body under 10,000 bytes: its Content-Length digits are written here, inline, so that a
+    // literal body costs a handful of stores; longer ones (and HEAD) are formatted out of line.
+    const std::size_t n = body.size();
+    if (n >= 10000 || head_request_) {
+      body_general(body);
+      return;
+    }
+    constexpr std::string_view kName = "Content-Length: ";
+    const std::size_t digits = n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : 4;
+    char* at = out_.extend(kName.size() + digits + 4 + n);
+    std::memcpy(at, kName.data(), kName.size());
+    at += kName.size();
+    std::size_t v = n;
+    for (std::size_t i = digits; i-- > 0; v /= 10) {
+      at[i] = static_cast<char>('0' + v % 10);
+    }
+    at += digits;
+    std::memcpy(at, "\r\n\r\n", 4);
+    detail::copy_short(at + 4, body.data(), n);
+    finished_ = true;
+  }
   /// Starts a chunked body (Transfer-Encoding: chunked).
   void begin_chunked();
   /// One chunk of a chunked body.
@@ -189,6 +252,8 @@ class response {
 
  private:
   void put(std::string_view bytes);
+  response& start_general(int status, std::string_view reason);
+  void body_general(std::string_view body);
 
   detail::out_buffer& out_;
   std::string_view ok_head_;
