@@ -223,7 +223,8 @@ class response {
       at[i] = static_cast<char>('0' + v % 10);
     }
     at += digits;
-    std::memcpy(at, "\r\n\r\n", 4);
+    constexpr std::string_view kEnd = "\r\n\r\n";  // copied without a terminating NUL
+    std::memcpy(at, kEnd.data(), kEnd.size());
     detail::copy_short(at + 4, body.data(), n);
     finished_ = true;
   }
