@@ -1295,9 +1295,11 @@ def write_results(cfg, args, results, info, elapsed):
     for k, v in info.items():
         md.append("- **%s**: %s" % (k, v))
     md.append("- **system calls counted with**: %s, in counting runs of their own (%.1f s "
-              "windows), one per server in each of the first %d round(s); the tables show the "
-              "median" % (cfg.syscall_tool or "nothing available", cfg.count_window,
-                          cfg.count_rounds))
+              "windows): %s" % (
+                  cfg.syscall_tool or "nothing available", cfg.count_window,
+                  "one per server, in the first round" if cfg.count_rounds == 1 else
+                  "one per server in each of the %d rounds; the tables show the median" %
+                  cfg.count_rounds))
     md.append("")
     csv_rows = []
     for cr in results:
