@@ -964,7 +964,6 @@ def interleaved(cfg, cr, servers, one_run):
                 vals = [x[k] for x in runs if x.get(k) is not None]
                 if vals:
                     merged[k] = statistics.median(vals)
-            merged["count_runs"] = len(runs)
             counting[key] = merged
     for srv in avail:
         cr.rows.append((srv, samples[srv.key], counting.get(srv.key), errors.get(srv.key)))
