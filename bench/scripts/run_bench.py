@@ -15,6 +15,7 @@ reason, and the script exits non-zero if any verification failed.
 import argparse
 import csv
 import datetime
+import glob
 import os
 import re
 import resource
@@ -165,7 +166,7 @@ def free_port():
 def start_server(srv, cpus=SERVER_CPU, extra=(), wrapper=(), timeout=10.0, logdir=None):
     """Starts srv pinned to `cpus`. Returns Running or raises RuntimeError."""
     if srv.kind == "nginx":
-        return start_nginx(cpus)
+        return start_nginx(cpus, wrapper, timeout)
     errlog = open(os.path.join(logdir, srv.key + ".stderr"), "ab") if logdir else subprocess.DEVNULL
     cmd = pin(cpus, list(wrapper) + [srv.path, "--port", "0"] + list(srv.args) + list(extra))
     proc = spawn(cmd, stdout=subprocess.PIPE, stderr=errlog, stdin=subprocess.DEVNULL,
@@ -177,18 +178,18 @@ def start_server(srv, cpus=SERVER_CPU, extra=(), wrapper=(), timeout=10.0, logdi
     return Running(proc, port, proc.pid)
 
 
-def start_nginx(cpus):
+def start_nginx(cpus, wrapper=(), timeout=10.0):
     tmp = tempfile.mkdtemp(prefix="evnet-bench-nginx-")
     port = free_port()
     with open(os.path.join(ROOT, "bench/nginx/nginx.conf.in")) as f:
         conf = f.read().replace("@DIR@", tmp).replace("@PORT@", str(port))
     with open(os.path.join(tmp, "nginx.conf"), "w") as f:
         f.write(conf)
-    cmd = pin(cpus, ["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp + "/",
-                     "-e", os.path.join(tmp, "error.log")])
+    cmd = pin(cpus, list(wrapper) + ["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p",
+                                     tmp + "/", "-e", os.path.join(tmp, "error.log")])
     proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                  stdin=subprocess.DEVNULL, preexec_fn=raise_nofile)
-    deadline = time.time() + 10
+    deadline = time.time() + timeout
     worker = None
     while time.time() < deadline and proc.poll() is None:
         try:
@@ -410,6 +411,17 @@ def echo_run(cfg, srv, case, count_syscalls=False, cpus=SERVER_CPU, extra=()):
             cfg.notes.append("%s: %s" % (srv.label, serr))
 
 
+def wrk_command(case, port, secs):
+    """wrk on one thread against /plaintext, pipelined through bench/wrk/pipeline.lua if the case
+    asks for it."""
+    url = "http://127.0.0.1:%d" % port
+    cmd = ["wrk", "-t1", "-c%d" % case["conns"], "-d%ds" % secs, "--latency", "--timeout", "5s"]
+    if case.get("pipeline"):
+        return cmd + ["-s", os.path.join(ROOT, "bench/wrk/pipeline.lua"), url, "--",
+                      "/plaintext", str(case["pipeline"])]
+    return cmd + [url + "/plaintext"]
+
+
 def wrk_run(cfg, srv, case, count_syscalls=False):
     try:
         run = start_server(srv, logdir=cfg.tmp)
@@ -423,13 +435,7 @@ def wrk_run(cfg, srv, case, count_syscalls=False):
                 return None, "HTTP check failed: " + err
             cfg.http_checked.add(srv.key)
         dur = cfg.count_wrk_secs if count_syscalls else cfg.wrk_secs
-        url = "http://127.0.0.1:%d" % run.port
-        cmd = ["wrk", "-t1", "-c%d" % case["conns"], "-d%ds" % dur, "--latency", "--timeout", "5s"]
-        if case.get("pipeline"):
-            cmd += ["-s", os.path.join(ROOT, "bench/wrk/pipeline.lua"), url, "--",
-                    "/plaintext", str(case["pipeline"])]
-        else:
-            cmd += [url + "/plaintext"]
+        cmd = wrk_command(case, run.port, dur)
         if count_syscalls:
             counter = SyscallCounter(cfg.syscall_tool, run.pid, cfg.tmp)
             counter.start(windowed=False)
@@ -619,6 +625,52 @@ def callgrind_run(cfg, srv, case, messages):
     if not m:
         return None, "no totals in the callgrind profile"
     return (int(m.group(1)), total), None
+
+
+def callgrind_wrk_run(cfg, srv, case, secs):
+    """Runs srv under callgrind while wrk drives `case` for `secs` seconds; returns ((total Ir of
+    all the server's processes, requests answered), None) or (None, error). nginx's worker is a
+    fork of its master, so every process writes its own profile (%p) and they are summed; the
+    worker runs as another user (nobody), so the profiles go to a directory anyone may write."""
+    cgdir = tempfile.mkdtemp(prefix="evnet-bench-callgrind-")
+    try:
+        os.chmod(cgdir, 0o1777)
+        return callgrind_wrk_profiles(cfg, srv, case, secs, os.path.join(cgdir, "callgrind"))
+    finally:
+        shutil.rmtree(cgdir, ignore_errors=True)
+
+
+def callgrind_wrk_profiles(cfg, srv, case, secs, stem):
+    wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s.%%p.out" % stem]
+    try:
+        run = start_server(srv, wrapper=wrapper, timeout=60, logdir=cfg.tmp)
+    except RuntimeError as e:
+        return None, str(e)
+    try:
+        try:
+            r = subprocess.run(pin(LOAD_CPU, wrk_command(case, run.port, secs)),
+                               capture_output=True, text=True, timeout=secs + 60)
+        except subprocess.TimeoutExpired:
+            return None, "wrk timed out"
+        m = re.search(r"^\s*(\d+) requests in", r.stdout, re.M)
+        if r.returncode != 0 or not m:
+            return None, "wrk failed: " + (r.stderr.strip() or r.stdout.strip())[:200]
+        reqs = int(m.group(1))
+    finally:
+        serr = stop_server(run)
+        if serr:
+            cfg.notes.append("%s under callgrind: %s" % (srv.label, serr))
+    total = 0
+    profiles = glob.glob(stem + ".*.out")
+    for path in profiles:
+        with open(path) as f:
+            mt = re.search(r"^(?:totals|summary):\s*(\d+)", f.read(), re.M)
+        if not mt:
+            return None, "no totals in the callgrind profile " + os.path.basename(path)
+        total += int(mt.group(1))
+    if not profiles:
+        return None, "callgrind wrote no profile"
+    return (total, reqs), None
 
 
 # --------------------------------------------------------------------------------------------
@@ -1092,6 +1144,8 @@ def main():
             elif kind == "http":
                 interleaved(cfg, cr, http_servers,
                             lambda srv, cnt, c=case: wrk_run(cfg, srv, c, cnt))
+                if cfg.callgrind and case["key"] == "http-pipe16":
+                    callgrind_case(cfg, cr, case)
             elif kind == "idle":
                 for srv in echo_servers:
                     if not srv.available():
@@ -1127,6 +1181,20 @@ def main():
 def callgrind_case(cfg, cr, case):
     """Instructions per message from two callgrind runs of different lengths (the difference
     cancels start-up, connection set-up and shutdown)."""
+    if case["kind"] == "http":
+        # wrk runs for a time, not a number of requests: two lengths, subtracted the same way.
+        t1, t2 = (1, 3) if not cfg.full else (2, 6)
+        log("bench:   callgrind: wrk for %d s and %d s per server …" % (t1, t2))
+        for srv, samples, _, err in cr.rows:
+            if err:
+                continue
+            a, e1 = callgrind_wrk_run(cfg, srv, case, t1)
+            b, e2 = (None, None) if e1 else callgrind_wrk_run(cfg, srv, case, t2)
+            if e1 or e2:
+                cfg.notes.append("%s: callgrind failed: %s" % (srv.label, e1 or e2))
+            elif b[1] > a[1]:
+                cr.instr[srv.key] = (b[0] - a[0]) / float(b[1] - a[1])
+        return
     m1, m2 = (5000, 25000) if not cfg.full else (10000, 50000)
     log("bench:   callgrind: %d and %d messages per server …" % (m1, m2))
     for srv, samples, _, err in cr.rows:
