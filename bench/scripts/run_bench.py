@@ -616,15 +616,20 @@ def callgrind_run(cfg, srv, case, messages):
         serr = stop_server(run)
         if serr:
             cfg.notes.append("%s under callgrind: %s" % (srv.label, serr))
+    ir, err = callgrind_total(out)
+    return (None, err) if err else ((ir, total), None)
+
+
+def callgrind_total(path):
+    """(total Ir, None) from one callgrind profile, or (None, error)."""
     try:
-        with open(out) as f:
-            text = f.read()
+        with open(path) as f:
+            m = re.search(r"^(?:totals|summary):\s*(\d+)", f.read(), re.M)
     except OSError:
         return None, "callgrind wrote no profile"
-    m = re.search(r"^(?:totals|summary):\s*(\d+)", text, re.M)
     if not m:
-        return None, "no totals in the callgrind profile"
-    return (int(m.group(1)), total), None
+        return None, "no totals in the callgrind profile " + os.path.basename(path)
+    return int(m.group(1)), None
 
 
 def callgrind_wrk_run(cfg, srv, case, secs):
@@ -663,11 +668,10 @@ def callgrind_wrk_profiles(cfg, srv, case, secs, stem):
     total = 0
     profiles = glob.glob(stem + ".*.out")
     for path in profiles:
-        with open(path) as f:
-            mt = re.search(r"^(?:totals|summary):\s*(\d+)", f.read(), re.M)
-        if not mt:
-            return None, "no totals in the callgrind profile " + os.path.basename(path)
-        total += int(mt.group(1))
+        ir, err = callgrind_total(path)
+        if err:
+            return None, err
+        total += ir
     if not profiles:
         return None, "callgrind wrote no profile"
     return (total, reqs), None
