@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <set>
@@ -245,6 +248,95 @@ TEST(net_transports, local_address_of_a_unix_conn_is_the_listener_path_and_cache
   EXPECT_NE(h.first.find(path), std::string::npos) << h.first;
   EXPECT_TRUE(h.same_object);
   EXPECT_EQ(h.at_close, h.first);
+}
+
+// peer_address() for each kind of peer: an IPv4 or IPv6 one is kept inline in the conn, a named
+// Unix peer (longer than that) in a block of its own, an unnamed Unix peer as "(unnamed)". Each
+// is the address the client sees as its own (getsockname), and still readable in on_close after
+// the peer reset the connection.
+struct peer_address_handler : booted_handler {
+  action on_open(conn& c) override {
+    std::lock_guard<std::mutex> lock(mu);
+    at_open = c.peer_address();
+    return action::none;
+  }
+  void on_close(conn& c, std::error_code) override {
+    std::lock_guard<std::mutex> lock(mu);
+    at_close = c.peer_address();
+    closed = true;
+  }
+  std::mutex mu;
+  socket_address at_open, at_close;
+  bool closed = false;
+};
+
+// Connects fd (a fresh socket of the listener's family) to `to`, resets it (SO_LINGER 0) and
+// returns the address the client had, as getsockname reports it.
+socket_address connect_and_reset(int fd, const socket_address& to) {
+  EXPECT_EQ(::connect(fd, to.data(), to.length()), 0) << std::strerror(errno);
+  auto mine = socket_address::local_of(fd);
+  EXPECT_TRUE(mine);
+  linger lg{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  ::close(fd);
+  return mine ? *mine : socket_address{};
+}
+
+void expect_peer(peer_address_handler& h, const socket_address& client) {
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard<std::mutex> lock(h.mu);
+    return h.closed;
+  }));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_EQ(h.at_open.family(), client.family());
+  EXPECT_TRUE(h.at_open == client) << h.at_open.to_string() << " vs " << client.to_string();
+  EXPECT_TRUE(h.at_close == client) << h.at_close.to_string() << " vs " << client.to_string();
+}
+
+TEST(net_transports, peer_address_of_every_kind_of_peer) {
+  {
+    SCOPED_TRACE("tcp4");
+    peer_address_handler h;
+    engine_runner r;
+    ASSERT_TRUE(r.start(h, test::local_tcp()));
+    const socket_address client =
+        connect_and_reset(::socket(AF_INET, SOCK_STREAM, 0), r.get().listen_addresses().at(0));
+    EXPECT_NE(client.port(), 0);
+    expect_peer(h, client);
+  }
+  {
+    SCOPED_TRACE("tcp6");
+    peer_address_handler h;
+    engine_runner r;
+    if (r.start(h, {"tcp6://[::1]:0"})) {
+      const socket_address client =
+          connect_and_reset(::socket(AF_INET6, SOCK_STREAM, 0), r.get().listen_addresses().at(0));
+      EXPECT_EQ(client.to_string().rfind("[::1]:", 0), 0u) << client.to_string();
+      expect_peer(h, client);
+    }
+  }
+  for (const bool named : {false, true}) {
+    SCOPED_TRACE(named ? "unix, named client" : "unix, unnamed client");
+    peer_address_handler h;
+    const std::string path = temp_socket_path(named ? "peer_named" : "peer_unnamed");
+    engine_runner r;
+    ASSERT_TRUE(r.start(h, {"unix://" + path}));
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const std::string client_path = temp_socket_path("peer_client_with_a_long_name");
+    if (named) {
+      ::unlink(client_path.c_str());
+      auto a = socket_address::from_unix_path(client_path);
+      ASSERT_TRUE(a);
+      ASSERT_EQ(::bind(fd, a->data(), a->length()), 0) << std::strerror(errno);
+    }
+    auto to = socket_address::from_unix_path(path);
+    ASSERT_TRUE(to);
+    const socket_address client = connect_and_reset(fd, *to);
+    expect_peer(h, client);
+    std::lock_guard<std::mutex> lock(h.mu);
+    EXPECT_EQ(h.at_open.to_string(), named ? client_path : "(unnamed)");
+    ::unlink(client_path.c_str());
+  }
 }
 
 // In reuse_port mode a Unix path still has one listener (loop 0's), but its connections are

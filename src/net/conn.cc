@@ -88,6 +88,31 @@ void conn::set_state(conn_state s) noexcept {
   refresh_gates();
 }
 
+socket_address conn::peer_address() const noexcept {
+  if (peer_long_) {
+    return *peer_long_;
+  }
+  return {reinterpret_cast<const sockaddr*>(peer_short_), peer_short_len_};
+}
+
+void conn::set_peer(const socket_address& a) {
+  if (kind_ != transport::udp && a.length() <= sizeof peer_short_) {
+    std::memcpy(peer_short_, a.data(), a.length());
+    peer_short_len_ = static_cast<std::uint8_t>(a.length());
+    peer_long_.reset();
+    return;
+  }
+  if (peer_long_) {
+    *peer_long_ = a;
+  } else {
+    peer_long_ = std::make_unique<socket_address>(a);
+  }
+}
+
+std::mutex& conn::xq_mu() const noexcept {
+  return li_->send_queue_locks[id_ % loop_internals::kSendQueueLocks];
+}
+
 const socket_address& conn::local_address() const noexcept {
   // Allocated on first use: few connections are ever asked, and an inline socket_address would
   // cost every idle connection 136 bytes.
@@ -254,14 +279,15 @@ std::error_code conn::write_udp(const iovec* iov, int iovcnt) noexcept {
     return errc::closed;
   }
   if (iovcnt == 1) {
-    udp_batch_->queue(peer_, {static_cast<const std::byte*>(iov[0].iov_base), iov[0].iov_len});
+    udp_batch_->queue(*peer_long_,
+                      {static_cast<const std::byte*>(iov[0].iov_base), iov[0].iov_len});
     return {};
   }
   std::string joined;  // rare: a multi-piece datagram
   for (int i = 0; i < iovcnt; ++i) {
     joined.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
   }
-  udp_batch_->queue(peer_, as_bytes(joined));
+  udp_batch_->queue(*peer_long_, as_bytes(joined));
   return {};
 }
 
@@ -605,7 +631,7 @@ void conn::handle_udp_read(int listen_fd, std::uint32_t events) noexcept {
     }
     in_udp_batch_ = true;
     for (const detail::udp_datagram& d : *got) {
-      peer_ = d.peer;
+      *peer_long_ = d.peer;
       scratch_ = as_chars(d.data);
       lp.enter();
       const action a = lp.h->on_traffic(*this);
@@ -668,7 +694,7 @@ void conn::fail_connect(std::error_code ec) noexcept {
   std::shared_ptr<conn> keep = std::move(self_);
   if (auto cb = std::move(dial_result_)) {
     lp.enter();
-    cb(nullptr, ec);
+    (*cb)(nullptr, ec);
     lp.leave();
   }
   lp.retire(std::move(keep));
@@ -688,7 +714,7 @@ void conn::open_in_loop() noexcept {
   if (dial_result_) {
     auto cb = std::move(dial_result_);
     lp.enter();
-    cb(this, {});
+    (*cb)(this, {});
     lp.leave();
     if (state_.load(std::memory_order_relaxed) != conn_state::open) {
       return;
@@ -925,7 +951,7 @@ std::error_code conn::queue_send(std::string data, send_callback done) {
   // the drain, so a flood of small sends cannot bury other tasks (a close()) in the loop's queue.
   bool schedule = false;
   {
-    std::lock_guard<std::mutex> lock(xq_mu_);
+    std::lock_guard<std::mutex> lock(xq_mu());
     xq_.push_back({std::move(data), std::move(done)});
     if (!xq_scheduled_) {
       xq_scheduled_ = schedule = true;
@@ -938,7 +964,7 @@ std::error_code conn::queue_send(std::string data, send_callback done) {
   if (loop_->post([self] { self->drain_sends(); })) {
     // The loop has stopped: nothing was scheduled before us (the queue was idle), so ours is
     // the only entry. Take it back; a failed start never invokes its callback.
-    std::lock_guard<std::mutex> lock(xq_mu_);
+    std::lock_guard<std::mutex> lock(xq_mu());
     xq_.clear();
     xq_scheduled_ = false;
     queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
@@ -950,7 +976,7 @@ std::error_code conn::queue_send(std::string data, send_callback done) {
 void conn::drain_sends() noexcept {
   std::vector<queued_send> batch;
   {
-    std::lock_guard<std::mutex> lock(xq_mu_);
+    std::lock_guard<std::mutex> lock(xq_mu());
     batch.swap(xq_);
     xq_scheduled_ = false;
   }

@@ -7,6 +7,7 @@
 // boot data and atomics.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -93,6 +94,11 @@ struct loop_internals {
     std::lock_guard lock(pending_timers_mu);
     return pending_timers.erase(id) != 0;
   }
+
+  // The locks of the conns' cross-thread send queues (conn::xq_mu()), striped by conn id:
+  // senders to different conns rarely share one, and a conn does not carry a 40-byte mutex.
+  static constexpr std::size_t kSendQueueLocks = 16;
+  std::array<std::mutex, kSendQueueLocks> send_queue_locks;
 
   // User callbacks running on this loop (nesting depth). Closes requested while one runs are
   // queued in pending_closes and performed when the outermost callback returns.

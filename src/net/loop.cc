@@ -150,7 +150,7 @@ void loop_internals::adopt(int fd, const socket_address& peer, transport kind) {
     return;
   }
   std::shared_ptr<conn> c = make_conn(fd, kind, false);
-  c->peer_ = peer;
+  c->set_peer(peer);
   if (std::error_code ec = poll->add(c->attachment_, interest::read_write, trigger_mode::edge)) {
     c->discard_output_ = true;
     c->do_close();  // not opened: no on_close
@@ -183,9 +183,12 @@ void loop_internals::start_dial(const socket_address& addr, transport kind, dial
   }
   (void)apply_socket_options(*fd, kind, ei.sockopts);
   std::shared_ptr<conn> c = make_conn(*fd, kind, true);
-  c->peer_ = addr;
+  c->set_peer(addr);
   c->context_ = std::move(options.context);
-  c->dial_result_ = std::move(options.on_result);
+  if (options.on_result) {
+    c->dial_result_ =
+        std::make_unique<std::function<void(conn*, std::error_code)>>(std::move(options.on_result));
+  }
   c->set_state(in_progress ? conn_state::connecting : conn_state::open);
   if (std::error_code ec = poll->add(c->attachment_, interest::read_write, trigger_mode::edge)) {
     c->set_state(conn_state::connecting);
@@ -215,6 +218,7 @@ std::error_code loop_internals::add_listener(listen_spec& spec, int fd) {
     l->udp = std::make_shared<conn>(self, fd, transport::udp, false);
     l->udp->id_ = eng.internals().next_conn_id.fetch_add(1, std::memory_order_relaxed);
     l->udp->opened_ = false;
+    l->udp->peer_long_ = std::make_unique<socket_address>();  // each datagram's sender
     l->batch = std::make_unique<udp_batch>(16, 65535);
     l->udp->udp_batch_ = l->batch.get();
     l->attachment.callback = [this, raw](int, std::uint32_t events) {
