@@ -2,3 +2,4 @@
 evnet_test(test_event LAYERS event)
 evnet_test(test_event_timers LAYERS event)
 evnet_test(test_event_threads LAYERS event LABELS tsan)
+evnet_test(test_event_signals LAYERS event LABELS tsan)

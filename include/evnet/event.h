@@ -49,18 +49,31 @@ inline constexpr std::uint32_t read = 1;     ///< fd is readable (or at EOF / in
 inline constexpr std::uint32_t write = 2;    ///< fd is writable (or in error)
 inline constexpr std::uint32_t timeout = 4;  ///< the timeout given to attach() passed
 inline constexpr std::uint32_t persist = 8;  ///< stay attached after firing (else one-shot)
-/// The fd argument is a signal number (Linux: signalfd). Attaching the first event for a
-/// signal blocks it with pthread_sigmask in the calling thread, and it stays blocked after the
-/// last event detaches (unblocking could deliver a pending one with its default action).
-/// If the signal's disposition is SIG_IGN (as SIGINT is in background jobs), it is reset to
-/// SIG_DFL, because an ignored signal is discarded even while blocked. Block the signal in
-/// every thread (simplest: in main() before starting threads), otherwise
-/// the kernel may deliver it to another thread and signalfd never sees it. Several deliveries
-/// in one round coalesce into one callback. Other platforms: attach fails with
-/// errc::unsupported (the kqueue backend does not expose EVFILT_SIGNAL yet).
+/// The fd argument is a signal number. How it arrives is event_base_options::signals:
+/// - signalfd (Linux's default): attaching the first event for a signal blocks it with
+///   pthread_sigmask in the calling thread, and it stays blocked after the last event detaches
+///   (unblocking could deliver a pending one with its default action). If the signal's
+///   disposition is SIG_IGN (as SIGINT is in background jobs), it is reset to SIG_DFL, because
+///   an ignored signal is discarded even while blocked. Block the signal in every thread
+///   (simplest: in main() before starting threads), otherwise the kernel may deliver it to
+///   another thread and signalfd never sees it.
+/// - self_pipe (the default elsewhere, and on request on Linux): the first event for a signal
+///   in the process installs a sigaction handler (SA_RESTART) that writes the signal number
+///   to a pipe of each base watching it; the previous disposition is restored when the last
+///   event for it, in any base, detaches. Do not block the signal, and do not install another
+///   handler for it meanwhile. At most 16 bases watch one signal at once (then attach fails
+///   with EBUSY).
+/// Several deliveries in one round coalesce into one callback.
 inline constexpr std::uint32_t signal = 16;
 }  // namespace ev_flag
 // NOLINTEND(readability-identifier-naming)
+
+/// How signal events (ev_flag::signal) reach the base; see ev_flag::signal.
+enum class signal_delivery : std::uint8_t {
+  automatic,  ///< signalfd on Linux, self_pipe elsewhere
+  signalfd,   ///< Linux only (elsewhere attaching a signal event fails with errc::unsupported)
+  self_pipe,  ///< a sigaction handler writes to a pipe the loop reads; every POSIX system
+};
 
 /// Which structure keeps the pending timers. Both are measured in bench/README.md.
 enum class timer_structure : std::uint8_t {
@@ -82,6 +95,8 @@ struct event_base_options {
   /// Callbacks run per loop round, at most; the rest stay queued for the next round (which
   /// then polls without blocking). Bounds latency of I/O behind a burst of ready events.
   std::size_t max_callbacks_per_round = 1024;
+  /// How signal events are delivered (see ev_flag::signal).
+  signal_delivery signals = signal_delivery::automatic;
 };
 
 class event;

@@ -2,11 +2,15 @@
 #include "evnet/event.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cassert>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -18,9 +22,6 @@
 #if defined(__linux__)
 #include <pthread.h>
 #include <sys/signalfd.h>
-#include <unistd.h>
-
-#include <csignal>
 #define EVNET_HAVE_SIGNALFD 1
 #endif
 
@@ -52,6 +53,90 @@ interest to_interest(std::uint32_t flags) noexcept {
   }
 }
 
+// ---- signal delivery through a self-pipe (every POSIX system) --------------------------------
+//
+// One process-wide sigaction handler per watched signal writes the signal number, one byte, to
+// the pipe of every base watching it; each base reads its pipe in the loop like any fd. The
+// handler only loads atomics and calls write(), both async-signal-safe. A base leaving the
+// table clears its slot, then waits until no handler is running before it may close the pipe,
+// so a handler never writes to a closed (or reused) descriptor.
+
+constexpr int kMaxSignalBases = 16;  // bases watching one signal at once
+
+// Write ends plus one (0: free slot). Zero-initialised before any code runs.
+constinit std::atomic<int> g_sig_pipes[kMaxSignal][kMaxSignalBases];
+constinit std::atomic<int> g_sig_handlers_running{0};
+// Changes to the table and the dispositions (never touched by the handler).
+constinit std::mutex g_sig_mu;
+constinit int g_sig_watchers[kMaxSignal] = {};
+struct sigaction g_sig_previous[kMaxSignal];  // restored when the last watcher leaves
+
+void self_pipe_handler(int signo) {
+  g_sig_handlers_running.fetch_add(1, std::memory_order_acq_rel);
+  if (signo > 0 && signo < kMaxSignal) {
+    const int saved = errno;
+    const auto byte = static_cast<unsigned char>(signo);
+    for (std::atomic<int>& slot : g_sig_pipes[signo]) {
+      const int fd = slot.load(std::memory_order_acquire) - 1;
+      if (fd >= 0) {
+        // A full pipe (EAGAIN) already holds this signal's byte: deliveries coalesce anyway.
+        [[maybe_unused]] const ssize_t n = ::write(fd, &byte, 1);
+      }
+    }
+    errno = saved;
+  }
+  g_sig_handlers_running.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+std::error_code self_pipe_watch(int signo, int write_fd) {
+  std::lock_guard<std::mutex> lock(g_sig_mu);
+  std::atomic<int>* free_slot = nullptr;
+  for (std::atomic<int>& slot : g_sig_pipes[signo]) {
+    if (slot.load(std::memory_order_relaxed) == 0) {
+      free_slot = &slot;
+      break;
+    }
+  }
+  if (free_slot == nullptr) {
+    return std::make_error_code(std::errc::device_or_resource_busy);
+  }
+  free_slot->store(write_fd + 1, std::memory_order_release);
+  if (g_sig_watchers[signo] == 0) {
+    struct sigaction sa {};
+    sa.sa_handler = &self_pipe_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (::sigaction(signo, &sa, &g_sig_previous[signo]) != 0) {
+      const std::error_code ec(errno, std::system_category());
+      free_slot->store(0, std::memory_order_release);
+      return ec;
+    }
+  }
+  ++g_sig_watchers[signo];
+  return {};
+}
+
+void self_pipe_unwatch(int signo, int write_fd) noexcept {
+  std::lock_guard<std::mutex> lock(g_sig_mu);
+  for (std::atomic<int>& slot : g_sig_pipes[signo]) {
+    if (slot.load(std::memory_order_relaxed) == write_fd + 1) {
+      slot.store(0, std::memory_order_release);
+      if (--g_sig_watchers[signo] == 0) {
+        ::sigaction(signo, &g_sig_previous[signo], nullptr);
+      }
+      break;
+    }
+  }
+}
+
+// After a base's slots are cleared: a handler that loaded one of its descriptors before the
+// clear has finished with it once no handler runs.
+void self_pipe_quiesce() noexcept {
+  while (g_sig_handlers_running.load(std::memory_order_acquire) != 0) {
+    std::this_thread::yield();
+  }
+}
+
 }  // namespace
 
 /// All events watching one fd share this poller registration (the poller allows one
@@ -78,6 +163,7 @@ class base_impl {
     }
 #ifdef EVNET_HAVE_SIGNALFD
     sigemptyset(&sigmask_);
+    use_signalfd_ = options.signals != signal_delivery::self_pipe;
 #endif
   }
 
@@ -114,6 +200,16 @@ class base_impl {
       ::close(sigfd_);
     }
 #endif
+    if (sig_pipe_[1] >= 0) {
+      for (int signo = 1; signo < kMaxSignal; ++signo) {
+        if (sig_heads_[signo] != nullptr) {
+          self_pipe_unwatch(signo, sig_pipe_[1]);
+        }
+      }
+      self_pipe_quiesce();
+      ::close(sig_pipe_[0]);
+      ::close(sig_pipe_[1]);
+    }
   }
 
   base_impl(const base_impl&) = delete;
@@ -353,12 +449,36 @@ class base_impl {
   // ---- signals -------------------------------------------------------------------------------
 
   std::error_code watch_signal(event* ev) {
-#ifdef EVNET_HAVE_SIGNALFD
     const int signo = ev->fd_;
     if (signo < 1 || signo >= kMaxSignal || signo == SIGKILL || signo == SIGSTOP) {
       return errc::invalid_argument;
     }
     if (sig_heads_[signo] == nullptr) {
+      if (std::error_code ec = start_signal(signo)) {
+        return ec;
+      }
+    }
+    ev->watch_next_ = sig_heads_[signo];
+    if (sig_heads_[signo] != nullptr) {
+      sig_heads_[signo]->watch_pprev_ = &ev->watch_next_;
+    }
+    ev->watch_pprev_ = &sig_heads_[signo];
+    sig_heads_[signo] = ev;
+    return {};
+  }
+
+  void unwatch_signal(event* ev) noexcept {
+    unlink_watch(ev);
+    const int signo = ev->fd_;
+    if (signo > 0 && signo < kMaxSignal && sig_heads_[signo] == nullptr) {
+      stop_signal(signo);
+    }
+  }
+
+  // The first event for signo in this base: have the signal delivered here.
+  std::error_code start_signal(int signo) {
+#ifdef EVNET_HAVE_SIGNALFD
+    if (use_signalfd_) {
       // signalfd only sees signals that are blocked; otherwise the default action (or a
       // handler) takes them first. Block it in this thread (documented in event.h).
       sigset_t one;
@@ -382,33 +502,82 @@ class base_impl {
         sigdelset(&sigmask_, signo);
         return ec;
       }
+      return {};
     }
-    ev->watch_next_ = sig_heads_[signo];
-    if (sig_heads_[signo] != nullptr) {
-      sig_heads_[signo]->watch_pprev_ = &ev->watch_next_;
-    }
-    ev->watch_pprev_ = &sig_heads_[signo];
-    sig_heads_[signo] = ev;
-    return {};
 #else
-    (void)ev;
-    return errc::unsupported;
+    if (options_.signals == signal_delivery::signalfd) {
+      return errc::unsupported;
+    }
 #endif
+    if (std::error_code ec = open_signal_pipe()) {
+      return ec;
+    }
+    return self_pipe_watch(signo, sig_pipe_[1]);
   }
 
-  void unwatch_signal(event* ev) noexcept {
+  // The last event for signo in this base is gone.
+  void stop_signal(int signo) noexcept {
 #ifdef EVNET_HAVE_SIGNALFD
-    unlink_watch(ev);
-    const int signo = ev->fd_;
-    if (signo > 0 && signo < kMaxSignal && sig_heads_[signo] == nullptr) {
+    if (use_signalfd_) {
       // The signal stays blocked: unblocking could deliver a pending one with its default
       // action (terminating the process for SIGINT/SIGTERM).
       sigdelset(&sigmask_, signo);
       (void)update_signalfd();
+      return;
     }
-#else
-    (void)ev;
 #endif
+    // The previous disposition is back once no base watches the signal; the pipe stays open
+    // for the base's life (a byte already in it is ignored: nobody watches that signal now).
+    self_pipe_unwatch(signo, sig_pipe_[1]);
+  }
+
+  std::error_code open_signal_pipe() {
+    if (sig_pipe_[0] >= 0) {
+      return {};
+    }
+    int fds[2];
+    if (::pipe(fds) != 0) {
+      return last_system_error();
+    }
+    for (const int fd : fds) {
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    }
+    sig_att_.fd = fds[0];
+    sig_att_.callback = [this](int, std::uint32_t) {
+      on_signal_pipe();
+      return poll_action::proceed;
+    };
+    if (std::error_code ec = poller_->add(sig_att_, interest::read)) {
+      ::close(fds[0]);
+      ::close(fds[1]);
+      return ec;
+    }
+    sig_pipe_[0] = fds[0];
+    sig_pipe_[1] = fds[1];
+    return {};
+  }
+
+  void on_signal_pipe() noexcept {
+    unsigned char got[64];
+    for (;;) {
+      const ssize_t n = ::read(sig_pipe_[0], got, sizeof got);
+      if (n <= 0) {
+        break;  // EAGAIN: drained
+      }
+      for (ssize_t i = 0; i < n; ++i) {
+        const int signo = got[i];
+        if (signo >= kMaxSignal) {
+          continue;
+        }
+        for (event* e = sig_heads_[signo]; e != nullptr; e = e->watch_next_) {
+          activate(e, ev_flag::signal);
+        }
+      }
+      if (static_cast<std::size_t>(n) < sizeof got) {
+        break;
+      }
+    }
   }
 
 #ifdef EVNET_HAVE_SIGNALFD
@@ -767,11 +936,15 @@ class base_impl {
   event* all_ = nullptr;
   std::atomic<bool> exit_requested_{false};
   std::atomic<std::thread::id> running_{};  // the thread inside loop_once(), if any
-#ifdef EVNET_HAVE_SIGNALFD
-  int sigfd_ = -1;
-  poll_attachment sig_att_;
-  sigset_t sigmask_;
+  // Signals: the events watching each signal number, and how the signals arrive (signalfd on
+  // Linux unless signal_delivery::self_pipe was asked for; a self-pipe elsewhere).
   event* sig_heads_[kMaxSignal] = {};
+  poll_attachment sig_att_;     // the signalfd or the self-pipe's read end
+  int sig_pipe_[2] = {-1, -1};  // self-pipe: read end, write end
+#ifdef EVNET_HAVE_SIGNALFD
+  bool use_signalfd_ = true;
+  int sigfd_ = -1;
+  sigset_t sigmask_;
 #endif
 };
 

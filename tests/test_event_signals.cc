@@ -1,0 +1,186 @@
+// Signal events delivered through the self-pipe (signal_delivery::self_pipe): the portable way,
+// the default where there is no signalfd. A binary of its own: test_event's signalfd cases
+// block SIGUSR1/SIGUSR2 in the thread, and a blocked signal never reaches a handler.
+#include <gtest/gtest.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "evnet/event.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using evnet::ev_flag::persist;
+using evnet::ev_flag::signal;
+using evnet::ev_flag::timeout;
+using clk = std::chrono::steady_clock;
+
+std::unique_ptr<evnet::event_base> make_pipe_base() {
+  evnet::event_base_options o;
+  o.signals = evnet::signal_delivery::self_pipe;
+  auto b = evnet::event_base::create(o);
+  EXPECT_TRUE(b.has_value()) << b.error().message();
+  return std::move(*b);
+}
+
+template <class Pred>
+void run_until(evnet::event_base& b, Pred done, std::chrono::milliseconds budget = 2000ms) {
+  const auto end = clk::now() + budget;
+  while (!done() && clk::now() < end) {
+    evnet::timer wake(b, [] {});
+    ASSERT_FALSE(wake.attach(10ms));
+    ASSERT_FALSE(b.loop_once(false));
+  }
+}
+
+// The handler the process had before evnet's, to see it restored.
+std::atomic<int> g_own_handler_calls{0};
+void own_handler(int) {
+  g_own_handler_calls.fetch_add(1);
+}
+
+void (*current_handler(int signo))(int) {
+  struct sigaction now {};
+  ::sigaction(signo, nullptr, &now);
+  return now.sa_handler;
+}
+
+// Puts back the default disposition whatever a test left.
+struct restore_default {
+  explicit restore_default(int s) : signo(s) {}
+  ~restore_default() { std::signal(signo, SIG_DFL); }
+  int signo;
+};
+
+TEST(event_signals, self_pipe_event_fires_on_each_raise) {
+  restore_default guard(SIGUSR1);
+  auto b = make_pipe_base();
+  std::vector<std::uint32_t> fired;
+  evnet::event ev(*b, SIGUSR1, signal | persist, [&](int signo, std::uint32_t f) {
+    EXPECT_EQ(signo, SIGUSR1);
+    fired.push_back(f);
+  });
+  ASSERT_FALSE(ev.attach());
+  ASSERT_EQ(::raise(SIGUSR1), 0);  // not blocked: evnet's handler runs now and writes the pipe
+  run_until(*b, [&] { return !fired.empty(); });
+  ASSERT_EQ(fired.size(), 1U);
+  EXPECT_EQ(fired[0], signal);
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  run_until(*b, [&] { return fired.size() == 2; });
+  EXPECT_EQ(fired.size(), 2U);
+}
+
+TEST(event_signals, self_pipe_restores_the_previous_disposition_after_the_last_watcher) {
+  restore_default guard(SIGUSR1);
+  std::signal(SIGUSR1, &own_handler);
+  g_own_handler_calls = 0;
+  auto b1 = make_pipe_base();
+  auto b2 = make_pipe_base();
+  int calls1 = 0;
+  int calls2 = 0;
+  auto e1 = std::make_unique<evnet::event>(*b1, SIGUSR1, signal | persist,
+                                           [&](int, std::uint32_t) { ++calls1; });
+  auto e2 = std::make_unique<evnet::event>(*b2, SIGUSR1, signal | persist,
+                                           [&](int, std::uint32_t) { ++calls2; });
+  ASSERT_FALSE(e1->attach());
+  ASSERT_FALSE(e2->attach());
+  EXPECT_NE(current_handler(SIGUSR1), &own_handler);
+
+  // Both bases see one delivery; the process's own handler does not run.
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  run_until(*b1, [&] { return calls1 == 1; });
+  run_until(*b2, [&] { return calls2 == 1; });
+  EXPECT_EQ(calls1, 1);
+  EXPECT_EQ(calls2, 1);
+  EXPECT_EQ(g_own_handler_calls.load(), 0);
+
+  // One watcher left: still evnet's.
+  e1.reset();
+  EXPECT_NE(current_handler(SIGUSR1), &own_handler);
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  run_until(*b2, [&] { return calls2 == 2; });
+  EXPECT_EQ(calls2, 2);
+  EXPECT_EQ(g_own_handler_calls.load(), 0);
+
+  // None left: the process's handler is back and gets the next one.
+  ASSERT_FALSE(e2->detach());
+  EXPECT_EQ(current_handler(SIGUSR1), &own_handler);
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  EXPECT_EQ(g_own_handler_calls.load(), 1);
+  EXPECT_EQ(calls1, 1);
+  EXPECT_EQ(calls2, 2);
+}
+
+TEST(event_signals, self_pipe_receives_a_signal_that_was_ignored_and_ignores_it_again_after) {
+  restore_default guard(SIGUSR2);
+  std::signal(SIGUSR2, SIG_IGN);  // as SIGINT is in a background job
+  auto b = make_pipe_base();
+  int calls = 0;
+  {
+    evnet::event ev(*b, SIGUSR2, signal, [&](int, std::uint32_t) { ++calls; });
+    ASSERT_FALSE(ev.attach());
+    ASSERT_EQ(::raise(SIGUSR2), 0);
+    ASSERT_FALSE(b->dispatch());  // one-shot: returns after it fired
+    EXPECT_EQ(calls, 1);
+  }
+  EXPECT_EQ(current_handler(SIGUSR2), SIG_IGN);
+}
+
+TEST(event_signals, self_pipe_wakes_a_blocked_dispatch_when_another_thread_is_signalled) {
+  restore_default guard(SIGUSR1);
+  auto b = make_pipe_base();
+  std::atomic<bool> fired{false};
+  std::atomic<bool> armed{false};
+  // Started before attach(), so the thread's signal mask is the process's plain one whatever
+  // attach() does to the calling thread. raise() there runs the handler on that thread while
+  // the loop thread sleeps in the poller.
+  std::thread other([&] {
+    while (!armed.load()) {
+      std::this_thread::sleep_for(1ms);
+    }
+    std::this_thread::sleep_for(50ms);
+    ASSERT_EQ(::raise(SIGUSR1), 0);
+  });
+  evnet::event ev(*b, SIGUSR1, signal | timeout,
+                  [&](int, std::uint32_t f) { fired = (f & signal) != 0; });
+  ASSERT_FALSE(ev.attach(5s));  // the timeout only bounds a failure
+  armed = true;
+  const auto start = clk::now();
+  ASSERT_FALSE(b->dispatch());
+  other.join();
+  EXPECT_TRUE(fired.load());
+  EXPECT_LT(clk::now() - start, 4s);
+}
+
+TEST(event_signals, destroying_a_base_that_still_watches_gives_the_signal_back) {
+  restore_default guard(SIGUSR2);
+  std::signal(SIGUSR2, &own_handler);
+  g_own_handler_calls = 0;
+  auto b = make_pipe_base();
+  auto ev = std::make_unique<evnet::event>(*b, SIGUSR2, signal, [](int, std::uint32_t) {});
+  ASSERT_FALSE(ev->attach());
+  EXPECT_NE(current_handler(SIGUSR2), &own_handler);
+  b.reset();  // the event is orphaned (the base must outlive its events; this is the fallback)
+  EXPECT_EQ(current_handler(SIGUSR2), &own_handler);
+  ASSERT_EQ(::raise(SIGUSR2), 0);
+  EXPECT_EQ(g_own_handler_calls.load(), 1);
+  EXPECT_EQ(ev->attach(), evnet::errc::closed);
+}
+
+TEST(event_signals, self_pipe_rejects_bad_signal_numbers) {
+  auto b = make_pipe_base();
+  evnet::event kill_ev(*b, SIGKILL, signal, [](int, std::uint32_t) {});
+  EXPECT_EQ(kill_ev.attach(), evnet::errc::invalid_argument);
+  evnet::event stop_ev(*b, SIGSTOP, signal, [](int, std::uint32_t) {});
+  EXPECT_EQ(stop_ev.attach(), evnet::errc::invalid_argument);
+  evnet::event big(*b, 65, signal, [](int, std::uint32_t) {});
+  EXPECT_EQ(big.attach(), evnet::errc::invalid_argument);
+}
+
+}  // namespace
