@@ -121,7 +121,8 @@ struct poll_attachment {
   // embedded after its owner's other hot fields adds 16 bytes to them, not 56.)
 
   /// If not null, called on the loop thread instead of `callback` (see poll_function). Set
-  /// before add(), unchanged while registered.
+  /// before add(), unchanged while registered. When it is null, add() sets it to an internal
+  /// forwarder to `callback` (which then must stay set while registered).
   poll_function function = nullptr;
   /// Free for the owner of the attachment (typically the object `function` acts on); the poller
   /// never reads it.

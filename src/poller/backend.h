@@ -159,15 +159,16 @@ inline std::error_code registration_error(int err) noexcept {
   }
 }
 
+/// The `function` poller::add() gives an attachment that has only a poll_callback. Loop thread.
+inline poll_action call_poll_callback(poll_attachment& a, std::uint32_t bits) {
+  return a.callback(a.fd, bits);
+}
+
 /// Each backend maps its readiness bits to io_event bits itself (epoll and io_uring share
-/// poll_bits.h); this helper keeps the callback invocation in one place: the plain function if
-/// the attachment has one (a direct call, no std::function invoker), else the poll_callback.
-/// Loop thread.
+/// poll_bits.h); this helper keeps the callback invocation in one place: one direct call of the
+/// attachment's function (poller::add() made it non-null). Loop thread.
 inline bool dispatch_attachment(poll_attachment* a, std::uint32_t bits) {
-  if (a->function != nullptr) [[likely]] {
-    return a->function(*a, bits) == poll_action::stop;
-  }
-  return a->callback(a->fd, bits) == poll_action::stop;
+  return a->function(*a, bits) == poll_action::stop;
 }
 
 }  // namespace evnet::detail

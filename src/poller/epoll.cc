@@ -15,6 +15,10 @@
 namespace evnet::detail {
 namespace {
 
+// What epoll_wait can report for what epoll_bits() asks: each of these is an io_event bit, so
+// dispatch hands the kernel's mask over unchanged.
+static_assert(((EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLERR | EPOLLHUP) & ~io_event::all) == 0);
+
 std::uint32_t epoll_bits(interest what, trigger_mode mode) noexcept {
   // EPOLLRDHUP is always requested so a half-close is reported as read_hangup even to a
   // write-only registration.
@@ -86,7 +90,7 @@ class epoll_backend final : public poller_backend {
       }
       return std::error_code(errno, std::system_category());
     }
-    std::size_t ran = 0;
+    std::size_t skipped = 0;  // wake-ups and removed attachments: counted, rare
     // A local pointer: the array is not reallocated during dispatch, and the compiler could not
     // otherwise keep it in a register across the opaque callbacks.
     epoll_event* const evs = events_.data();
@@ -99,13 +103,16 @@ class epoll_backend final : public poller_backend {
         if (p != nullptr) {
           on_wake();
         }
+        ++skipped;
         continue;
       }
-      ++ran;
-      if (dispatch_attachment(static_cast<poll_attachment*>(p), io_bits(evs[i].events))) {
+      // epoll reports only what was asked (readable, writable, read hang-up) plus error and
+      // hang-up, all io_event bits already: no mask needed (static_asserts in poll_bits.h).
+      if (dispatch_attachment(static_cast<poll_attachment*>(p), evs[i].events)) {
         stop_in_loop_ = true;
       }
     }
+    const std::size_t ran = static_cast<std::size_t>(n) - skipped;
     batch_size_ = 0;
     const auto cap =
         next_capacity(static_cast<std::size_t>(capacity_), static_cast<std::size_t>(n));

@@ -152,6 +152,11 @@ std::error_code poller::add(poll_attachment& a, interest what, trigger_mode mode
   if (a.owner_ != nullptr) {
     return errc::already_registered;
   }
+  if (a.function == nullptr) {
+    // Dispatch makes one direct call per event: a callback-only attachment goes through a
+    // forwarder, so no event pays a test for which of the two is set.
+    a.function = &detail::call_poll_callback;
+  }
   if (std::error_code ec = b.add(a, what, mode)) {
     return ec;
   }
