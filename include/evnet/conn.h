@@ -147,7 +147,11 @@ class conn : public std::enable_shared_from_this<conn> {
     if (in_.empty()) {
       const std::size_t len = n < scratch_.size() ? n : scratch_.size();
       v.first = {reinterpret_cast<const std::byte*>(scratch_.data()), len};
-      scratch_.remove_prefix(len);
+      if (len == scratch_.size()) {
+        scratch_.remove_suffix(len);  // all of it (next() with no argument): only the size moves
+      } else {
+        scratch_.remove_prefix(len);
+      }
       return v;
     }
     v = in_.peek(n);
@@ -178,8 +182,8 @@ class conn : public std::enable_shared_from_this<conn> {
   /// For UDP, sends one datagram to peer_address().
   std::error_code write(const void* data, std::size_t n) {
     // Inline fast path (the common case of a request/response server): open, nothing buffered,
-    // no deadline bookkeeping, and the kernel takes every byte.
-    if (!write_slow_ && out_.empty()) [[likely]] {
+    // no deadline bookkeeping, and the kernel takes every byte. slow_ covers the first three.
+    if (!slow_) [[likely]] {
       const ssize_t w = ::send(fd_, data, n, MSG_NOSIGNAL);
       if (w == static_cast<ssize_t>(n)) [[likely]] {
         out_accepted_ += n;
@@ -276,6 +280,7 @@ class conn : public std::enable_shared_from_this<conn> {
   static poll_action on_poll_event(poll_attachment& a, std::uint32_t events) noexcept;
   void set_state(conn_state s) noexcept;
   void refresh_gates() noexcept;
+  void refresh_slow() noexcept;
   std::error_code write_two(const input_view& data);
   std::error_code write_gated(const void* data, std::size_t n);
   std::error_code write_slow(const void* data, std::size_t n);
@@ -283,7 +288,10 @@ class conn : public std::enable_shared_from_this<conn> {
   void after_traffic_slow() noexcept;
   void handle_read(bool until_eof) noexcept;
   bool read_in_place(bool until_eof) noexcept;
+  void read_fast() noexcept;
+  void read_fast_rare(ssize_t n) noexcept;
   void read_loop(bool until_eof) noexcept;
+  template <bool Fast>
   void deliver() noexcept;
   void handle_udp_read(int listen_fd, std::uint32_t events) noexcept;
   void handle_connect(std::uint32_t events) noexcept;
@@ -319,7 +327,10 @@ class conn : public std::enable_shared_from_this<conn> {
   // open, EOF, paused, shut down, UDP) so the hot paths test one byte.
   bool read_gate_ = false;
   bool write_gate_ = false;
-  bool write_slow_ = false;      // write_gate_ || stamp_: the inline write() tests this one byte
+  // Anything off the common path: read_gate_ || write_gate_ || stamp_ || output buffered ||
+  // a max_input smaller than one read. The event path and the inline write() test this one
+  // byte; refresh_slow() recomputes it wherever one of those changes.
+  bool slow_ = false;
   bool close_pending_ = false;   // a close was requested inside a callback
   bool discard_output_ = false;  // abort(): drop output on close
   bool opened_ = false;          // on_open was called (so on_close is owed)

@@ -55,7 +55,7 @@ conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
     write_ns_ = std::chrono::nanoseconds(o->write_timeout).count();
   }
   stamp_ = idle_ns_ > 0 || read_ns_ > 0 || write_ns_ > 0;
-  write_slow_ = write_gate_ || stamp_;
+  refresh_slow();
 }
 
 void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::milliseconds read,
@@ -66,7 +66,7 @@ void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::millisecond
   write_ns_ = std::chrono::nanoseconds(write).count();
   const bool had = stamp_;
   stamp_ = idle_ns_ > 0 || read_ns_ > 0 || write_ns_ > 0;
-  write_slow_ = write_gate_ || stamp_;
+  refresh_slow();
   if (!stamp_) {
     return;
   }
@@ -80,7 +80,12 @@ void conn::refresh_gates() noexcept {
   const bool open = state_.load(std::memory_order_relaxed) == conn_state::open;
   read_gate_ = !open || read_eof_ || read_paused_;
   write_gate_ = !open || shutdown_pending_ || write_shutdown_ || kind_ == transport::udp;
-  write_slow_ = write_gate_ || stamp_;
+  refresh_slow();
+}
+
+void conn::refresh_slow() noexcept {
+  slow_ = read_gate_ || write_gate_ || stamp_ || !out_.empty() ||
+          li_->max_input < loop_internals::kScratchSize;
 }
 
 void conn::set_state(conn_state s) noexcept {
@@ -292,6 +297,7 @@ std::error_code conn::write_udp(const iovec* iov, int iovcnt) noexcept {
 }
 
 void conn::buffered_output() noexcept {
+  slow_ = true;  // output waits: writes queue behind it, events flush it
   loop_internals& lp = loop_->internals();
   lp.want_sweep();
   want_drain_ = true;
@@ -356,6 +362,7 @@ bool conn::flush() noexcept {
 
 void conn::output_drained() noexcept {
   out_bytes_.store(0, std::memory_order_relaxed);
+  refresh_slow();
   if (out_.capacity() > kKeepCapacity) {
     out_.release();
   }
@@ -388,16 +395,49 @@ constexpr std::uint32_t kHangupBits = io_event::read_hangup | io_event::hangup |
 }  // namespace
 
 [[gnu::always_inline]] inline void conn::handle_io(std::uint32_t events) noexcept {
-  // Steady state of a request/response connection: open, nothing buffered, readable.
-  if (read_gate_ || !out_.empty()) [[unlikely]] {
+  // Steady state of a request/response connection: open, nothing buffered, no deadlines,
+  // readable. One byte says whether anything else applies; a hang-up or error (once in a
+  // connection's life) takes the general path too.
+  if (slow_ || (events & kHangupBits) != 0) [[unlikely]] {
     handle_io_slow(events);
     return;
   }
-  // With a hang-up in the same event, a short read does not mean "nothing more": the EOF (or
-  // error) is still to be read, and no new edge will announce it.
-  if ((events & kReadBits) != 0) {
-    handle_read((events & kHangupBits) != 0);
+  if ((events & io_event::readable) != 0) {
+    if (!in_.empty()) [[unlikely]] {
+      read_loop(false);
+      return;
+    }
+    read_fast();
   }
+}
+
+// The fast path's read: slow_ clear (so no deadline to stamp and no max_input one read can
+// pass), no input kept, no hang-up in the event. A short read means the socket is drained: no
+// second read() just to see EAGAIN. The rare results (EOF, error, a full buffer: more may be
+// waiting) are told apart before the handler's call, which leaves one value fewer to keep
+// across it.
+[[gnu::always_inline]] inline void conn::read_fast() noexcept {
+  char* const scratch = li_->scratch.get();
+  const ssize_t n = ::read(fd_, scratch, loop_internals::kScratchSize);
+  // One compare for n <= 0 and n == kScratchSize.
+  if (static_cast<std::size_t>(n) - 1 >= loop_internals::kScratchSize - 1) [[unlikely]] {
+    read_fast_rare(n);
+    return;
+  }
+  scratch_ = std::string_view(scratch, static_cast<std::size_t>(n));
+  deliver<true>();
+}
+
+void conn::read_fast_rare(ssize_t n) noexcept {
+  if (n <= 0) {
+    if (read_failed(n)) {
+      read_loop(false);  // EINTR
+    }
+    return;
+  }
+  scratch_ = std::string_view(li_->scratch.get(), static_cast<std::size_t>(n));
+  deliver<true>();
+  read_loop(false);  // the buffer was full: read on
 }
 
 void conn::handle_io_slow(std::uint32_t events) noexcept {
@@ -428,6 +468,8 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
 // input kept from before (the steady state of a request/response connection). Returns whether
 // to read again. Inlined into on_poll_event with no loop around it, so that across the handler
 // call only `this` and two flags stay live: fewer registers to save on every message.
+// One read into the loop's scratch buffer and the handler's turn, for a connection with no
+// input kept from before. Returns whether to read again.
 [[gnu::always_inline]] inline bool conn::read_in_place(bool until_eof) noexcept {
   loop_internals& lp = *li_;
   char* const scratch = lp.scratch.get();
@@ -448,17 +490,20 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
   // hang-up came with the event: then the EOF or error is still to be read, and no new edge
   // will announce it).
   const bool again = static_cast<std::size_t>(n) == loop_internals::kScratchSize || until_eof;
-  deliver();
+  deliver<false>();
   return again;
 }
 
-// The handler's turn; then what it left unconsumed is kept.
+// The handler's turn; then what it left unconsumed is kept. Fast: the input ring was empty
+// before the call, so it cannot hold memory the handler just freed (a ring emptied some other
+// way is left to the buffer sweep).
+template <bool Fast>
 [[gnu::always_inline]] inline void conn::deliver() noexcept {
   loop_internals& lp = *li_;
   ++lp.depth;
   const action a = lp.h->on_traffic(*this);
   lp.leave();
-  if (!scratch_.empty() || in_.capacity() > kKeepCapacity) {
+  if (!scratch_.empty() || (!Fast && in_.capacity() > kKeepCapacity)) {
     [[unlikely]] after_traffic_slow();
   }
   if (a != action::none) {
@@ -497,7 +542,7 @@ void conn::read_loop(bool until_eof) noexcept {
     if (!after_read_rare(in_.size() > li_->max_input)) {
       return;
     }
-    deliver();
+    deliver<false>();
     if (static_cast<std::size_t>(n) < asked && !until_eof) {
       return;
     }
@@ -740,7 +785,7 @@ void conn::request_close(std::error_code reason, bool discard_output) noexcept {
   }
   if (st == conn_state::closing) {
     // Already flushing; a failure (or abort) while flushing ends it now.
-    if (discard_output && lp.depth == 0) {
+    if (discard_output && lp.nesting() == 0) {
       discard_output_ = true;
       do_close();
     } else if (discard_output) {
@@ -756,11 +801,11 @@ void conn::request_close(std::error_code reason, bool discard_output) noexcept {
   }
   close_reason_ = reason;
   discard_output_ = discard_output;
-  if (lp.depth > 0) {
+  if (lp.nesting() > 0) {
     // Inside a callback: close when the outermost callback returns, so the handler never sees
     // the conn change state (or its on_close run) underneath it.
     close_pending_ = true;
-    lp.pending_closes.push_back(shared_from_this());
+    lp.queue_close(shared_from_this());
     return;
   }
   begin_close();

@@ -101,17 +101,29 @@ struct loop_internals {
   std::array<std::mutex, kSendQueueLocks> send_queue_locks;
 
   // User callbacks running on this loop (nesting depth). Closes requested while one runs are
-  // queued in pending_closes and performed when the outermost callback returns.
+  // queued in pending_closes and performed when the outermost callback returns. `depth` also
+  // carries kClosesQueued while the queue is not empty, so leaving the outermost callback is
+  // one decrement and one compare whether or not closes wait (this runs once per message).
+  static constexpr int kClosesQueued = 1 << 24;
   int depth = 0;
   std::vector<std::shared_ptr<conn>> pending_closes;
   std::vector<std::unique_ptr<evnet::timer>> dead_timers;  // conn timers, freed after the round
   std::size_t max_input = 0;  // opts->max_input, or SIZE_MAX for "unlimited"
 
+  /// How many user callbacks are running. Loop thread.
+  int nesting() const noexcept { return depth & (kClosesQueued - 1); }
   /// Marks the start of a user callback. Loop thread.
   void enter() noexcept { ++depth; }
   /// Marks its end; the outermost one performs queued closes. Loop thread.
-  void leave() noexcept {
-    if (--depth == 0 && !pending_closes.empty()) drain_closes();
+  [[gnu::always_inline]] void leave() noexcept {
+    if (--depth == kClosesQueued) drain_closes();
+  }
+  /// Queues c's close for when the outermost callback returns. Loop thread.
+  void queue_close(std::shared_ptr<conn> c) {
+    if (pending_closes.empty()) {
+      depth += kClosesQueued;
+    }
+    pending_closes.push_back(std::move(c));
   }
   void drain_closes() noexcept;
 

@@ -126,7 +126,10 @@ void loop_internals::retire(std::shared_ptr<conn> c) {
 }
 
 void loop_internals::drain_closes() noexcept {
-  ++depth;  // closes requested by on_close handlers below join this batch
+  // Closes requested by on_close handlers below join this batch (the queue is not empty while
+  // it is walked, so they add no second kClosesQueued).
+  depth -= kClosesQueued;
+  ++depth;
   // An index, not a range-for: those handlers append to pending_closes while it is walked.
   // NOLINTNEXTLINE(modernize-loop-convert)
   for (std::size_t i = 0; i < pending_closes.size(); ++i) {
