@@ -731,7 +731,7 @@ void conn::fail_connect(std::error_code ec) noexcept {
   fd_ = -1;
   if (deadline_timer_) {
     deadline_timer_->detach();
-    lp.dead_timers.push_back(std::move(deadline_timer_));
+    lp.retire_timer(std::move(deadline_timer_));
   }
   lp.conn_count.fetch_sub(1, std::memory_order_relaxed);
   lp.eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
@@ -855,7 +855,7 @@ void conn::do_close() noexcept {
   }
   if (deadline_timer_) {
     deadline_timer_->detach();
-    lp.dead_timers.push_back(std::move(deadline_timer_));
+    lp.retire_timer(std::move(deadline_timer_));
   }
   armed_ns_ = 0;
   scratch_ = {};

@@ -181,9 +181,20 @@ struct loop_internals {
   /// Frees what the round retired (closed conns, conn timers, finished loop timers). Most
   /// rounds retire nothing, so the test is inline and the call is skipped. Loop thread.
   void after_round() noexcept {
-    if (!graveyard.empty() || !dead_timers.empty() || !finished_timers.empty()) [[unlikely]] {
+    if (retired) [[unlikely]] {
       free_retired();
     }
+  }
+  bool retired = false;  // graveyard, dead_timers or finished_timers holds something
+  /// A conn timer to free after the round. Loop thread.
+  void retire_timer(std::unique_ptr<evnet::timer> t) {
+    dead_timers.push_back(std::move(t));
+    retired = true;
+  }
+  /// A loop timer (run_after/run_every) to forget after the round. Loop thread.
+  void finish_timer(timer_id id) {
+    finished_timers.push_back(id);
+    retired = true;
   }
   void free_retired() noexcept;
   void start_ticker();

@@ -123,6 +123,7 @@ void loop_internals::unlink_live(conn* c) noexcept {
 
 void loop_internals::retire(std::shared_ptr<conn> c) {
   graveyard.push_back(std::move(c));
+  retired = true;
 }
 
 void loop_internals::drain_closes() noexcept {
@@ -347,7 +348,7 @@ timer_id loop_internals::add_timer(timer_id id, std::chrono::nanoseconds delay, 
   } else {
     e->once = std::make_unique<evnet::timer>(*base, [this, raw, id] {
       raw->done = true;
-      finished_timers.push_back(id);
+      finish_timer(id);
       enter();
       raw->fn();
       leave();
@@ -375,7 +376,7 @@ void loop_internals::cancel_in_loop(timer_id id) noexcept {
   }
   e.done = true;
   // Freed after the round: the timer may be cancelling itself from its own callback.
-  finished_timers.push_back(id);
+  finish_timer(id);
 }
 
 // ---- run ----
@@ -419,6 +420,7 @@ void loop_internals::release_idle_buffers() noexcept {
 }
 
 void loop_internals::free_retired() noexcept {
+  retired = false;
   graveyard.clear();
   dead_timers.clear();
   for (timer_id id : finished_timers) {
