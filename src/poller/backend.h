@@ -57,8 +57,9 @@ class poller_backend {
   /// Waits up to timeout_ms (-1 = forever) and dispatches every fetched event: callbacks of
   /// attachments (setting stop_in_loop_ when one returns poll_action::stop) and the wake-up
   /// event (calling on_wake()). Returns the number of callbacks run (EINTR counts as an empty
-  /// round), or the kernel error. Adjusts the event array size afterwards. Loop thread.
-  virtual result<std::size_t> wait_and_dispatch(int timeout_ms) = 0;
+  /// round), or the kernel error as -errno (a plain integer: it comes back in a register, once
+  /// per round). Adjusts the event array size afterwards. Loop thread.
+  virtual std::ptrdiff_t wait_and_dispatch(int timeout_ms) = 0;
   /// Blanks events already fetched for `a` later in the batch being dispatched, so a callback
   /// that removes (and frees) `a` is never followed by a call through a dangling pointer.
   /// Loop thread; a no-op outside dispatch.

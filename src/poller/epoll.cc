@@ -82,15 +82,15 @@ class epoll_backend final : public poller_backend {
     return {};
   }
 
-  result<std::size_t> wait_and_dispatch(int timeout_ms) override {
+  std::ptrdiff_t wait_and_dispatch(int timeout_ms) override {
     const int n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
     if (n < 0) {
       if (errno == EINTR) {
-        return std::size_t{0};  // a signal: an empty round, not an error
+        return 0;  // a signal: an empty round, not an error
       }
-      return std::error_code(errno, std::system_category());
+      return -errno;
     }
-    std::size_t skipped = 0;  // wake-ups and removed attachments: counted, rare
+    std::ptrdiff_t skipped = 0;  // wake-ups and removed attachments: counted, rare
     // A local pointer: the array is not reallocated during dispatch, and the compiler could not
     // otherwise keep it in a register across the opaque callbacks.
     epoll_event* const evs = events_.data();
@@ -112,7 +112,7 @@ class epoll_backend final : public poller_backend {
         stop_in_loop_ = true;
       }
     }
-    const std::size_t ran = static_cast<std::size_t>(n) - skipped;
+    const auto ran = static_cast<std::ptrdiff_t>(n) - skipped;
     batch_size_ = 0;
     const auto cap =
         next_capacity(static_cast<std::size_t>(capacity_), static_cast<std::size_t>(n));

@@ -344,7 +344,7 @@ class io_uring_backend final : public poller_backend {
     return ec;
   }
 
-  result<std::size_t> wait_and_dispatch(int timeout_ms) override {
+  std::ptrdiff_t wait_and_dispatch(int timeout_ms) override {
     // Level registrations that fired last round, and multishots the kernel ended, are armed
     // again; their SQEs go out with this round's single io_uring_enter.
     if (!rearm_.empty()) {
@@ -378,7 +378,7 @@ class io_uring_backend final : public poller_backend {
     }
     for (;;) {
       if (std::error_code ec = enter(timeout_ms)) {
-        return ec;
+        return -ec.value();  // a system error (errno) from io_uring_enter
       }
       bool woke = false;
       const bool reaped_any = reap(woke);
@@ -395,7 +395,7 @@ class io_uring_backend final : public poller_backend {
       }
     }
 
-    std::size_t ran = 0;
+    std::ptrdiff_t ran = 0;
     for (std::size_t i = 0; i < batch_size_; ++i) {
       const ready& r = batch_[i];
       // A callback earlier in the batch may have removed (and freed) or modified this one;

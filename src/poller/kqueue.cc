@@ -163,7 +163,7 @@ class kqueue_backend final : public poller_backend {
     return apply(changes, n);
   }
 
-  result<std::size_t> wait_and_dispatch(int timeout_ms) override {
+  std::ptrdiff_t wait_and_dispatch(int timeout_ms) override {
     struct timespec ts;
     struct timespec* tsp = nullptr;
     if (timeout_ms >= 0) {
@@ -174,11 +174,11 @@ class kqueue_backend final : public poller_backend {
     const int n = ::kevent(kq_, nullptr, 0, events_.data(), static_cast<int>(events_.size()), tsp);
     if (n < 0) {
       if (errno == EINTR) {
-        return std::size_t{0};
+        return 0;
       }
-      return std::error_code(errno, std::system_category());
+      return -errno;
     }
-    std::size_t ran = 0;
+    std::ptrdiff_t ran = 0;
     batch_size_ = n;
     for (int i = 0; i < n; ++i) {
       const struct kevent& k = events_[i];

@@ -259,8 +259,9 @@ namespace {
     if (b.pending_.load(std::memory_order_relaxed) != 0) {
       timeout_ms = 0;
     }
-    out = b.wait_and_dispatch(timeout_ms);
-    if (out) [[likely]] {
+    const std::ptrdiff_t ran = b.wait_and_dispatch(timeout_ms);
+    if (ran >= 0) [[likely]] {
+      out = static_cast<std::size_t>(ran);
       if (b.pending_.load(std::memory_order_relaxed) != 0 && !b.close_deferred_) {
         run_tasks(b);
       }
@@ -269,6 +270,8 @@ namespace {
         b.stop_requested_.store(false, std::memory_order_relaxed);
         out = errc::stopped;
       }
+    } else {
+      out = std::error_code(static_cast<int>(-ran), std::system_category());
     }
   }
   b.in_round_ = false;
