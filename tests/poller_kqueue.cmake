@@ -112,3 +112,21 @@ foreach(_variant IN ITEMS user nouser)
       PROPERTIES TIMEOUT ${_timeout} ${_labels} ENVIRONMENT "${_evnet_kq_env}")
   endforeach()
 endforeach()
+
+# 3. The event layer as it is built on a BSD: its sources compiled again with EVNET_KQUEUE_SHIM
+#    (no signalfd: signal events go through the self-pipe) over the emulated kqueue poller
+#    (EVTFILT_USER variant), and the event suites run against it with EVNET_POLLER=kqueue.
+file(GLOB _evnet_kq_event_srcs CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/src/event/*.cc")
+add_library(evnet_event_kqemu OBJECT ${_evnet_kq_event_srcs})
+target_include_directories(evnet_event_kqemu PRIVATE ${PROJECT_SOURCE_DIR}/src)
+set_target_properties(evnet_event_kqemu PROPERTIES POSITION_INDEPENDENT_CODE ON)
+target_link_libraries(evnet_event_kqemu PUBLIC evnet_poller_kqemu_user)
+foreach(_suite event event_timers event_signals)
+  set(_exe test_${_suite}_kqueue)
+  add_executable(${_exe} ${CMAKE_CURRENT_SOURCE_DIR}/test_${_suite}.cc)
+  target_link_libraries(${_exe} PRIVATE evnet_event_kqemu evnet_poller_kqemu_user evnet_common
+                        GTest::gtest GTest::gtest_main)
+  target_include_directories(${_exe} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+  gtest_discover_tests(${_exe} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
+    TEST_PREFIX "kqueue." PROPERTIES TIMEOUT 120 ENVIRONMENT "${_evnet_kq_env}")
+endforeach()

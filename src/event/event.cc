@@ -19,7 +19,9 @@
 #include "event/timer_heap.h"
 #include "event/timer_wheel.h"
 
-#if defined(__linux__)
+// EVNET_KQUEUE_SHIM (tests/poller_kqueue.cmake) builds the event layer as on a BSD: over the
+// kqueue backend, with signals through the self-pipe.
+#if defined(__linux__) && !defined(EVNET_KQUEUE_SHIM)
 #include <pthread.h>
 #include <sys/signalfd.h>
 #define EVNET_HAVE_SIGNALFD 1
