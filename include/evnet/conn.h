@@ -367,16 +367,22 @@ class conn : public std::enable_shared_from_this<conn> {
 
   // Deadlines, in the loop clock's nanoseconds. One timer per conn serves every deadline
   // (idle, read, write, close linger, connect): it is armed for the earliest one and, when it
-  // fires, re-armed lazily for what remains, so recording activity costs one store.
-  std::int64_t idle_ns_ = 0;  // per-conn timeouts (engine_options' by default)
-  std::int64_t read_ns_ = 0;
-  std::int64_t write_ns_ = 0;
-  std::int64_t last_read_ns_ = 0;
-  std::int64_t last_write_ns_ = 0;
-  std::int64_t closing_deadline_ns_ = 0;
-  std::int64_t connect_deadline_ns_ = 0;
-  std::int64_t armed_ns_ = 0;  // when deadline_timer_ fires; 0 = not armed
-  std::unique_ptr<evnet::timer> deadline_timer_;
+  // fires, re-armed lazily for what remains, so recording activity costs one store. Only a
+  // conn that has a deadline (a timeout set, a connect timeout, a close linger) carries the
+  // block: the others pay 8 bytes, not 72. stamp_ implies dl_.
+  struct deadline_state {
+    std::int64_t idle_ns = 0;  // per-conn timeouts (engine_options' by default)
+    std::int64_t read_ns = 0;
+    std::int64_t write_ns = 0;
+    std::int64_t last_read_ns = 0;
+    std::int64_t last_write_ns = 0;
+    std::int64_t closing_ns = 0;  // close linger ends
+    std::int64_t connect_ns = 0;  // connect timeout
+    std::int64_t armed_ns = 0;    // when `timer` fires; 0 = not armed
+    std::unique_ptr<evnet::timer> timer;
+  };
+  std::unique_ptr<deadline_state> dl_;
+  deadline_state& deadlines();  // allocated on first use
   // Dialed conns only, until the dial's outcome is known (a pointer: 8 bytes on every
   // accepted conn instead of 32).
   std::unique_ptr<std::function<void(conn*, std::error_code)>> dial_result_;

@@ -50,28 +50,48 @@ conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
     : loop_(&owner), li_(&owner.internals()), fd_(fd), kind_(kind), client_(client) {
   refresh_gates();
   if (const engine_options* o = li_->opts) {
-    idle_ns_ = std::chrono::nanoseconds(o->idle_timeout).count();
-    read_ns_ = std::chrono::nanoseconds(o->read_timeout).count();
-    write_ns_ = std::chrono::nanoseconds(o->write_timeout).count();
+    const std::int64_t idle = std::chrono::nanoseconds(o->idle_timeout).count();
+    const std::int64_t read = std::chrono::nanoseconds(o->read_timeout).count();
+    const std::int64_t write = std::chrono::nanoseconds(o->write_timeout).count();
+    if (idle > 0 || read > 0 || write > 0) {
+      deadline_state& d = deadlines();
+      d.idle_ns = idle;
+      d.read_ns = read;
+      d.write_ns = write;
+      stamp_ = true;
+    }
   }
-  stamp_ = idle_ns_ > 0 || read_ns_ > 0 || write_ns_ > 0;
   refresh_slow();
+}
+
+conn::deadline_state& conn::deadlines() {
+  if (!dl_) {
+    dl_ = std::make_unique<deadline_state>();
+  }
+  return *dl_;
 }
 
 void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::milliseconds read,
                         std::chrono::milliseconds write) noexcept {
   assert(loop_->in_loop_thread());
-  idle_ns_ = std::chrono::nanoseconds(idle).count();
-  read_ns_ = std::chrono::nanoseconds(read).count();
-  write_ns_ = std::chrono::nanoseconds(write).count();
+  const std::int64_t idle_ns = std::chrono::nanoseconds(idle).count();
+  const std::int64_t read_ns = std::chrono::nanoseconds(read).count();
+  const std::int64_t write_ns = std::chrono::nanoseconds(write).count();
   const bool had = stamp_;
-  stamp_ = idle_ns_ > 0 || read_ns_ > 0 || write_ns_ > 0;
+  stamp_ = idle_ns > 0 || read_ns > 0 || write_ns > 0;
   refresh_slow();
+  if (!stamp_ && !dl_) {
+    return;
+  }
+  deadline_state& d = deadlines();
+  d.idle_ns = idle_ns;
+  d.read_ns = read_ns;
+  d.write_ns = write_ns;
   if (!stamp_) {
     return;
   }
   if (!had) {
-    last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
+    d.last_read_ns = d.last_write_ns = loop_internals::clock_ns();
   }
   arm_deadline();
 }
@@ -173,7 +193,7 @@ std::error_code conn::write_slow(const void* data, std::size_t n) {
   }
   out_accepted_ += n;
   if (stamp_) {
-    last_write_ns_ = loop_internals::clock_ns();
+    dl_->last_write_ns = loop_internals::clock_ns();
   }
   return std::error_code(0, detail::g_system_category);
 }
@@ -209,7 +229,7 @@ std::error_code conn::write_rest(const char* p, std::size_t n, ssize_t w) {
   }
   out_accepted_ += n;
   if (stamp_) {
-    last_write_ns_ = loop_internals::clock_ns();
+    dl_->last_write_ns = loop_internals::clock_ns();
   }
   out_.append(p + sent, n - sent);
   buffered_output();
@@ -261,7 +281,7 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
       sent = static_cast<std::size_t>(w);
     }
     if (stamp_) {
-      last_write_ns_ = loop_internals::clock_ns();
+      dl_->last_write_ns = loop_internals::clock_ns();
     }
     if (sent == total) {
       return {};
@@ -302,7 +322,7 @@ void conn::buffered_output() noexcept {
   lp.want_sweep();
   want_drain_ = true;
   out_bytes_.store(out_.size(), std::memory_order_relaxed);
-  if (write_ns_ > 0) {
+  if (dl_ && dl_->write_ns > 0) {
     arm_deadline();
   }
   const std::size_t hwm = lp.opts->high_water_mark;
@@ -335,7 +355,7 @@ bool conn::flush() noexcept {
   }
   out_.discard(static_cast<std::size_t>(w));
   if (stamp_) {
-    last_write_ns_ = loop_internals::clock_ns();
+    dl_->last_write_ns = loop_internals::clock_ns();
   }
   if (completions_ && !completions_->items.empty()) {
     const std::uint64_t flushed = out_accepted_ - out_.size();
@@ -551,7 +571,7 @@ void conn::read_loop(bool until_eof) noexcept {
 
 bool conn::after_read_rare(bool over) noexcept {
   if (stamp_) {
-    last_read_ns_ = loop_internals::clock_ns();
+    dl_->last_read_ns = loop_internals::clock_ns();
   }
   if (over) {
     scratch_ = {};
@@ -729,9 +749,9 @@ void conn::fail_connect(std::error_code ec) noexcept {
     ::close(fd_);
   }
   fd_ = -1;
-  if (deadline_timer_) {
-    deadline_timer_->detach();
-    lp.retire_timer(std::move(deadline_timer_));
+  if (dl_ && dl_->timer) {
+    dl_->timer->detach();
+    lp.retire_timer(std::move(dl_->timer));
   }
   lp.conn_count.fetch_sub(1, std::memory_order_relaxed);
   lp.eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
@@ -750,11 +770,11 @@ void conn::open_in_loop() noexcept {
   set_state(conn_state::open);
   opened_ = true;
   if (stamp_) {
-    last_read_ns_ = last_write_ns_ = loop_internals::clock_ns();
+    dl_->last_read_ns = dl_->last_write_ns = loop_internals::clock_ns();
     arm_deadline();
-  } else if (deadline_timer_) {
-    deadline_timer_->detach();  // a connect timeout no longer applies
-    armed_ns_ = 0;
+  } else if (dl_ && dl_->timer) {
+    dl_->timer->detach();  // a connect timeout no longer applies
+    dl_->armed_ns = 0;
   }
   if (dial_result_) {
     auto cb = std::move(dial_result_);
@@ -832,7 +852,7 @@ void conn::begin_close() noexcept {
       do_close();
       return;
     }
-    closing_deadline_ns_ = now + linger;
+    deadlines().closing_ns = now + linger;
     arm_deadline();
     return;
   }
@@ -853,11 +873,13 @@ void conn::do_close() noexcept {
     ::close(fd_);
     fd_ = -1;
   }
-  if (deadline_timer_) {
-    deadline_timer_->detach();
-    lp.retire_timer(std::move(deadline_timer_));
+  if (dl_ && dl_->timer) {
+    dl_->timer->detach();
+    lp.retire_timer(std::move(dl_->timer));
   }
-  armed_ns_ = 0;
+  if (dl_) {
+    dl_->armed_ns = 0;
+  }
   scratch_ = {};
   in_.release();
   out_.release();
@@ -894,26 +916,30 @@ void conn::complete_sends(std::error_code ec) noexcept {
 // ---- deadlines ----
 
 std::int64_t conn::next_deadline() const noexcept {
+  if (!dl_) {
+    return kNever;
+  }
+  const deadline_state& t = *dl_;
   const conn_state st = state_.load(std::memory_order_relaxed);
   if (st == conn_state::connecting) {
-    return connect_deadline_ns_ != 0 ? connect_deadline_ns_ : kNever;
+    return t.connect_ns != 0 ? t.connect_ns : kNever;
   }
   if (st == conn_state::closing) {
-    return closing_deadline_ns_ != 0 ? closing_deadline_ns_ : kNever;
+    return t.closing_ns != 0 ? t.closing_ns : kNever;
   }
   if (st != conn_state::open) {
     return kNever;
   }
   std::int64_t d = kNever;
-  if (idle_ns_ > 0) {
-    const std::int64_t last = last_read_ns_ > last_write_ns_ ? last_read_ns_ : last_write_ns_;
-    d = std::min(d, last + idle_ns_);
+  if (t.idle_ns > 0) {
+    const std::int64_t last = t.last_read_ns > t.last_write_ns ? t.last_read_ns : t.last_write_ns;
+    d = std::min(d, last + t.idle_ns);
   }
-  if (read_ns_ > 0 && !read_paused_ && !read_eof_) {
-    d = std::min(d, last_read_ns_ + read_ns_);
+  if (t.read_ns > 0 && !read_paused_ && !read_eof_) {
+    d = std::min(d, t.last_read_ns + t.read_ns);
   }
-  if (write_ns_ > 0 && !out_.empty()) {
-    d = std::min(d, last_write_ns_ + write_ns_);
+  if (t.write_ns > 0 && !out_.empty()) {
+    d = std::min(d, t.last_write_ns + t.write_ns);
   }
   return d;
 }
@@ -923,46 +949,48 @@ void conn::arm_deadline() noexcept {
   if (d == kNever) {
     return;  // a timer already armed fires harmlessly and is not re-armed
   }
-  if (armed_ns_ != 0 && armed_ns_ <= d) {
+  deadline_state& t = *dl_;  // a deadline exists, so the block does
+  if (t.armed_ns != 0 && t.armed_ns <= d) {
     return;  // fires earlier; re-armed lazily then
   }
   loop_internals& lp = loop_->internals();
-  if (!deadline_timer_) {
-    deadline_timer_ = std::make_unique<evnet::timer>(*lp.base, [this] { on_deadline(); });
+  if (!t.timer) {
+    t.timer = std::make_unique<evnet::timer>(*lp.base, [this] { on_deadline(); });
   }
   // Relative to the base's cached round time, which is never ahead of the clock: the timer
   // may fire late by the age of that cache (then re-armed lazily), never early.
   const std::int64_t delay = d - lp.now_ns();
-  deadline_timer_->rearm(std::chrono::nanoseconds(delay > 0 ? delay : 0));
-  armed_ns_ = d;
+  t.timer->rearm(std::chrono::nanoseconds(delay > 0 ? delay : 0));
+  t.armed_ns = d;
 }
 
 void conn::on_deadline() noexcept {
-  armed_ns_ = 0;
+  deadline_state& t = *dl_;  // its timer fired
+  t.armed_ns = 0;
   const std::int64_t now = loop_internals::clock_ns();
   const conn_state st = state_.load(std::memory_order_relaxed);
   if (st == conn_state::connecting) {
-    if (connect_deadline_ns_ != 0 && now >= connect_deadline_ns_) {
+    if (t.connect_ns != 0 && now >= t.connect_ns) {
       fail_connect(make_error_code(errc::connect_timeout));
       return;
     }
   } else if (st == conn_state::closing) {
-    if (closing_deadline_ns_ != 0 && now >= closing_deadline_ns_) {
+    if (t.closing_ns != 0 && now >= t.closing_ns) {
       discard_output_ = true;
       do_close();
       return;
     }
   } else if (st == conn_state::open) {
-    if (write_ns_ > 0 && !out_.empty() && now >= last_write_ns_ + write_ns_) {
+    if (t.write_ns > 0 && !out_.empty() && now >= t.last_write_ns + t.write_ns) {
       request_close(make_error_code(errc::write_timeout), true);
       return;
     }
-    if (read_ns_ > 0 && !read_paused_ && !read_eof_ && now >= last_read_ns_ + read_ns_) {
+    if (t.read_ns > 0 && !read_paused_ && !read_eof_ && now >= t.last_read_ns + t.read_ns) {
       request_close(make_error_code(errc::read_timeout), false);
       return;
     }
-    const std::int64_t last = last_read_ns_ > last_write_ns_ ? last_read_ns_ : last_write_ns_;
-    if (idle_ns_ > 0 && now >= last + idle_ns_) {
+    const std::int64_t last = t.last_read_ns > t.last_write_ns ? t.last_read_ns : t.last_write_ns;
+    if (t.idle_ns > 0 && now >= last + t.idle_ns) {
       request_close(make_error_code(errc::idle_timeout), false);
       return;
     }
@@ -1203,7 +1231,7 @@ void conn::resume_read() noexcept {
   read_paused_ = false;
   refresh_gates();
   if (stamp_) {
-    last_read_ns_ = loop_internals::clock_ns();
+    dl_->last_read_ns = loop_internals::clock_ns();
   }
   // The socket is edge-triggered: bytes that arrived while paused produced their edge already,
   // so read now (from a fresh stack, not inside the caller's callback).

@@ -204,7 +204,7 @@ void loop_internals::start_dial(const socket_address& addr, transport kind, dial
     return;
   }
   if (options.timeout.count() > 0) {
-    c->connect_deadline_ns_ = clock_ns() + std::chrono::nanoseconds(options.timeout).count();
+    c->deadlines().connect_ns = clock_ns() + std::chrono::nanoseconds(options.timeout).count();
     c->arm_deadline();
   }
 }
