@@ -485,11 +485,8 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
 }
 
 // One read into the loop's scratch buffer and the handler's turn, for a connection with no
-// input kept from before (the steady state of a request/response connection). Returns whether
-// to read again. Inlined into on_poll_event with no loop around it, so that across the handler
-// call only `this` and two flags stay live: fewer registers to save on every message.
-// One read into the loop's scratch buffer and the handler's turn, for a connection with no
-// input kept from before. Returns whether to read again.
+// input kept from before, on the general path (deadlines, a small max_input, a hang-up in the
+// event; read_fast() is the common case). Returns whether to read again.
 [[gnu::always_inline]] inline bool conn::read_in_place(bool until_eof) noexcept {
   loop_internals& lp = *li_;
   char* const scratch = lp.scratch.get();
