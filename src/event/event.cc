@@ -61,7 +61,10 @@ interest to_interest(std::uint32_t flags) noexcept {
 // the pipe of every base watching it; each base reads its pipe in the loop like any fd. The
 // handler only loads atomics and calls write(), both async-signal-safe. A base leaving the
 // table clears its slot, then waits until no handler is running before it may close the pipe,
-// so a handler never writes to a closed (or reused) descriptor.
+// so a handler never writes to a closed (or reused) descriptor. The handler's "running" count
+// and slot load, and the base's slot store and count load, are sequentially consistent: with
+// weaker orders each side could miss the other's write (a handler still holding the old fd
+// while the base sees no handler running).
 
 constexpr int kMaxSignalBases = 16;  // bases watching one signal at once
 
@@ -74,12 +77,12 @@ constinit int g_sig_watchers[kMaxSignal] = {};
 struct sigaction g_sig_previous[kMaxSignal];  // restored when the last watcher leaves
 
 void self_pipe_handler(int signo) {
-  g_sig_handlers_running.fetch_add(1, std::memory_order_acq_rel);
+  g_sig_handlers_running.fetch_add(1, std::memory_order_seq_cst);
   if (signo > 0 && signo < kMaxSignal) {
     const int saved = errno;
     const auto byte = static_cast<unsigned char>(signo);
     for (std::atomic<int>& slot : g_sig_pipes[signo]) {
-      const int fd = slot.load(std::memory_order_acquire) - 1;
+      const int fd = slot.load(std::memory_order_seq_cst) - 1;
       if (fd >= 0) {
         // A full pipe (EAGAIN) already holds this signal's byte: deliveries coalesce anyway.
         [[maybe_unused]] const ssize_t n = ::write(fd, &byte, 1);
@@ -87,7 +90,7 @@ void self_pipe_handler(int signo) {
     }
     errno = saved;
   }
-  g_sig_handlers_running.fetch_sub(1, std::memory_order_acq_rel);
+  g_sig_handlers_running.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 std::error_code self_pipe_watch(int signo, int write_fd) {
@@ -122,7 +125,7 @@ void self_pipe_unwatch(int signo, int write_fd) noexcept {
   std::lock_guard<std::mutex> lock(g_sig_mu);
   for (std::atomic<int>& slot : g_sig_pipes[signo]) {
     if (slot.load(std::memory_order_relaxed) == write_fd + 1) {
-      slot.store(0, std::memory_order_release);
+      slot.store(0, std::memory_order_seq_cst);
       if (--g_sig_watchers[signo] == 0) {
         ::sigaction(signo, &g_sig_previous[signo], nullptr);
       }
@@ -134,7 +137,7 @@ void self_pipe_unwatch(int signo, int write_fd) noexcept {
 // After a base's slots are cleared: a handler that loaded one of its descriptors before the
 // clear has finished with it once no handler runs.
 void self_pipe_quiesce() noexcept {
-  while (g_sig_handlers_running.load(std::memory_order_acquire) != 0) {
+  while (g_sig_handlers_running.load(std::memory_order_seq_cst) != 0) {
     std::this_thread::yield();
   }
 }
