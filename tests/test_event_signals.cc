@@ -173,6 +173,31 @@ TEST(event_signals, destroying_a_base_that_still_watches_gives_the_signal_back) 
   EXPECT_EQ(ev->attach(), evnet::errc::closed);
 }
 
+// The table holds 16 bases per signal (event.h): the 17th is refused with EBUSY and nothing is
+// left behind; once one leaves, another may join.
+TEST(event_signals, self_pipe_refuses_a_seventeenth_base_for_one_signal) {
+  restore_default guard(SIGUSR2);
+  std::vector<std::unique_ptr<evnet::event_base>> bases;
+  std::vector<std::unique_ptr<evnet::event>> events;
+  for (int i = 0; i < 16; ++i) {
+    bases.push_back(make_pipe_base());
+    events.push_back(std::make_unique<evnet::event>(*bases.back(), SIGUSR2, signal | persist,
+                                                    [](int, std::uint32_t) {}));
+    ASSERT_FALSE(events.back()->attach()) << "base " << i;
+  }
+  auto extra_base = make_pipe_base();
+  int extra_calls = 0;
+  evnet::event extra(*extra_base, SIGUSR2, signal | persist,
+                     [&](int, std::uint32_t) { ++extra_calls; });
+  EXPECT_EQ(extra.attach(), std::make_error_code(std::errc::device_or_resource_busy));
+  EXPECT_FALSE(extra.attached());
+  events.front().reset();  // one base leaves
+  ASSERT_FALSE(extra.attach());
+  ASSERT_EQ(::raise(SIGUSR2), 0);
+  run_until(*extra_base, [&] { return extra_calls == 1; });
+  EXPECT_EQ(extra_calls, 1);
+}
+
 TEST(event_signals, self_pipe_rejects_bad_signal_numbers) {
   auto b = make_pipe_base();
   evnet::event kill_ev(*b, SIGKILL, signal, [](int, std::uint32_t) {});
