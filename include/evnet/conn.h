@@ -383,6 +383,7 @@ class conn : public std::enable_shared_from_this<conn> {
   };
   std::unique_ptr<deadline_state> dl_;
   deadline_state& deadlines();  // allocated on first use
+  void retire_deadline_timer() noexcept;
   // Dialed conns only, until the dial's outcome is known (a pointer: 8 bytes on every
   // accepted conn instead of 32).
   std::unique_ptr<std::function<void(conn*, std::error_code)>> dial_result_;

@@ -48,7 +48,6 @@ std::error_code sys_error(int err) noexcept {
 
 conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
     : loop_(&owner), li_(&owner.internals()), fd_(fd), kind_(kind), client_(client) {
-  refresh_gates();
   if (const engine_options* o = li_->opts) {
     const std::int64_t idle = std::chrono::nanoseconds(o->idle_timeout).count();
     const std::int64_t read = std::chrono::nanoseconds(o->read_timeout).count();
@@ -61,7 +60,7 @@ conn::conn(loop& owner, int fd, transport kind, bool client) noexcept
       stamp_ = true;
     }
   }
-  refresh_slow();
+  refresh_gates();  // and slow_, which depends on stamp_
 }
 
 conn::deadline_state& conn::deadlines() {
@@ -746,10 +745,7 @@ void conn::fail_connect(std::error_code ec) noexcept {
     ::close(fd_);
   }
   fd_ = -1;
-  if (dl_ && dl_->timer) {
-    dl_->timer->detach();
-    lp.retire_timer(std::move(dl_->timer));
-  }
+  retire_deadline_timer();
   lp.conn_count.fetch_sub(1, std::memory_order_relaxed);
   lp.eng.internals().conn_count.fetch_sub(1, std::memory_order_relaxed);
   lp.unlink_live(this);
@@ -870,13 +866,7 @@ void conn::do_close() noexcept {
     ::close(fd_);
     fd_ = -1;
   }
-  if (dl_ && dl_->timer) {
-    dl_->timer->detach();
-    lp.retire_timer(std::move(dl_->timer));
-  }
-  if (dl_) {
-    dl_->armed_ns = 0;
-  }
+  retire_deadline_timer();
   scratch_ = {};
   in_.release();
   out_.release();
@@ -911,6 +901,18 @@ void conn::complete_sends(std::error_code ec) noexcept {
 }
 
 // ---- deadlines ----
+
+// A closed conn's timer may be the one running now: it is freed after the round.
+void conn::retire_deadline_timer() noexcept {
+  if (!dl_) {
+    return;
+  }
+  if (dl_->timer) {
+    dl_->timer->detach();
+    li_->retire_timer(std::move(dl_->timer));
+  }
+  dl_->armed_ns = 0;
+}
 
 std::int64_t conn::next_deadline() const noexcept {
   if (!dl_) {
