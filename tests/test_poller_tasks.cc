@@ -492,5 +492,26 @@ TEST(PollerTasks, producers_racing_close_every_task_accounted_once) {
   EXPECT_EQ(p->pending_tasks(), 0U);
 }
 
+// Once a producer's task has run, its trigger() no longer touches the poller, so the task may
+// lead to the poller's destruction (as an engine's stop does) while trigger() is returning.
+// The loop spins without blocking, so it often runs the task before the producer's wake-up
+// write: that write must already be done (ASan: use after free; TSan: a race with the
+// destructor's close of the wake-up descriptor, when it is not).
+TEST(PollerTasks, poller_may_be_destroyed_once_a_foreign_task_ran) {
+  for (int i = 0; i < 300; ++i) {
+    auto p = open_poller();
+    std::atomic<bool> ran{false};
+    std::thread producer(
+        [&] { EXPECT_FALSE(p->trigger(task_priority::high, [&] { ran.store(true); })); });
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!ran.load() && std::chrono::steady_clock::now() < deadline) {
+      ASSERT_TRUE(p->poll_once(0ms));
+    }
+    ASSERT_TRUE(ran.load());
+    p.reset();
+    producer.join();
+  }
+}
+
 }  // namespace
 }  // namespace evnet::test

@@ -5,7 +5,7 @@
 // kqueue.cc, io_uring.cc) implements the kernel side by deriving from poller_backend.
 //
 // Wake-up protocol (shared by every backend):
-//   producer: lock; push task; ++pending_; unlock; if (!wake_pending_.exchange(true)) wake();
+//   producer: lock; push task; ++pending_; if (!wake_pending_.exchange(true)) wake(); unlock;
 //   loop:     on the wake-up event: wake_pending_.store(false)  (BEFORE draining the queues),
 //             then after I/O dispatch: if (pending_ != 0) lock, swap the queues out, run them.
 // A producer that finds wake_pending_ already set skips the system call: the loop has not yet
@@ -13,7 +13,9 @@
 // producer that pushes after the clear sees the flag false and wakes the loop again, so no
 // wake-up is lost. Second line of defence: before it blocks, the loop looks at pending_ and
 // does not wait at all when tasks are queued. A producer on the loop thread itself (inside a
-// round) never writes: that check covers it.
+// round) never writes: that check covers it. The write happens under the queue lock so that
+// close() (which takes it) cannot complete, and the backend be destroyed, while a producer
+// has yet to write (see poller::trigger).
 #pragma once
 
 #include <atomic>

@@ -359,19 +359,19 @@ std::error_code poller::trigger(task_priority priority, task fn) {
     return errc::invalid_argument;
   }
   detail::poller_backend& b = *backend_;
-  {
-    std::lock_guard<std::mutex> lock(b.task_mutex_);
-    if (b.tasks_closed_) {
-      return errc::closed;  // fn is destroyed on return, never run
-    }
-    (priority == task_priority::high ? b.high_ : b.low_).push_back(std::move(fn));
-    b.pending_.fetch_add(1, std::memory_order_relaxed);
+  // The wake-up is written before the lock is released. Once it is released the loop may run
+  // the task, and what the task starts may end with the poller closed and destroyed (an engine
+  // whose stop() the task requested); close() takes this lock, so it cannot finish while a
+  // producer is still between its push and its wake-up. Only a producer that wins the
+  // coalescing exchange writes, so the lock is rarely held across the system call.
+  std::lock_guard<std::mutex> lock(b.task_mutex_);
+  if (b.tasks_closed_) {
+    return errc::closed;  // fn is destroyed on return, never run
   }
+  (priority == task_priority::high ? b.high_ : b.low_).push_back(std::move(fn));
+  b.pending_.fetch_add(1, std::memory_order_relaxed);
   // The loop queueing for itself needs no wake-up: it looks at pending_ before blocking.
-  if (tls_polling == &b) {
-    return {};
-  }
-  if (!b.wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+  if (tls_polling != &b && !b.wake_pending_.exchange(true, std::memory_order_acq_rel)) {
     b.wake();
   }
   return {};
