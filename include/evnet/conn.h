@@ -95,7 +95,7 @@ class conn : public std::enable_shared_from_this<conn> {
   bool is_open() const noexcept { return state() == conn_state::open; }
   /// tcp, unix_stream or udp. Any thread.
   transport kind() const noexcept { return kind_; }
-  /// True for a connection made by engine::dial. Any thread.
+  /// True for a connection made by engine::dial (false when accepted or adopted). Any thread.
   bool is_client() const noexcept { return client_; }
   /// The loop that serves this connection. Any thread.
   evnet::loop& owner() const noexcept { return *loop_; }

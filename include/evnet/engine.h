@@ -142,6 +142,18 @@ struct dial_options {
   std::function<void(conn*, std::error_code)> on_result;
 };
 
+/// Options for engine::adopt().
+struct adopt_options {
+  /// Stored in the conn's context() before on_open runs.
+  std::any context;
+  /// Loop to serve the connection; -1 = chosen by engine_options::balance.
+  int loop = -1;
+  /// Called once on the serving loop's thread: with the conn and {} just before on_open, or
+  /// with nullptr and errc::engine_stopping when the engine stopped before the loop took the
+  /// socket (the engine has then closed it). May be empty.
+  std::function<void(conn*, std::error_code)> on_result;
+};
+
 /// The reactor engine. Construct, then run(); stop() from anywhere.
 class engine {
  public:
@@ -201,6 +213,20 @@ class engine {
   /// (not running / stopping). Host names other than numeric literals and "localhost" are
   /// resolved in the calling thread (may block).
   std::error_code dial(std::string_view url, dial_options options = {});
+
+  /// Hands an already connected stream socket (TCP over IPv4/IPv6, or a Unix stream socket:
+  /// one end of a socketpair(), a connection accepted or made by other code, an inherited fd) to
+  /// one of the loops, which then serves it like an accepted connection with the run's handler:
+  /// on_open ... on_close, the engine's socket options (TCP_NODELAY, keep-alive, buffer sizes),
+  /// deadlines and limits; is_client() is false. It is not counted against max_connections
+  /// (nor are dialed ones). The fd is made non-blocking and close-on-exec.
+  /// Any thread while running (from on_boot on). On success the engine owns the fd and closes
+  /// it; on an error return the caller still owns it, untouched apart from the checks:
+  /// errc::bad_descriptor (not an open socket), errc::unsupported (not SOCK_STREAM, or not
+  /// AF_INET/AF_INET6/AF_UNIX), errc::invalid_argument (a listening socket),
+  /// std::errc::not_connected (not connected, or a connect still in progress),
+  /// errc::stopped (not running / stopping).
+  std::error_code adopt(int fd, adopt_options options = {});
 
   /// Internal state, for the net layer's own files.
   detail::engine_internals& internals() noexcept { return *in_; }

@@ -1,7 +1,9 @@
-// evnet — engine: listeners, loop threads, stop, dial (see include/evnet/engine.h).
+// evnet — engine: listeners, loop threads, stop, dial, adopt (see include/evnet/engine.h).
 #include "evnet/engine.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
@@ -84,6 +86,7 @@ std::error_code engine::run(handler& h, const std::vector<std::string>& addresse
   in.sockopts.keep_alive_interval = options.keep_alive_interval;
   in.sockopts.send_buffer = options.send_buffer;
   in.sockopts.recv_buffer = options.recv_buffer;
+  in.loops.clear();  // the previous run's (see the end of run())
   in.specs.clear();
   in.conn_count.store(0);
   in.refused.store(0);
@@ -172,7 +175,12 @@ std::error_code engine::run(handler& h, const std::vector<std::string>& addresse
   }
 
   h.on_shutdown(*this);
-  in.loops.clear();
+  // The loops are kept, closed, until the next run() or the engine's destruction: another
+  // thread may still hold a conn of this run and call send() or close() on it, racing the
+  // end of the run; those must find a closed loop that refuses, not freed memory.
+  for (auto& l : in.loops) {
+    l->internals().release_after_run();
+  }
   in.specs.clear();
   in.stop_flag.store(false);
   running_.store(false, std::memory_order_release);
@@ -269,6 +277,91 @@ std::error_code engine::dial(std::string_view url, dial_options options) {
   std::error_code ec =
       li.self.post([&li, opts, kind, target] { li.start_dial(target, kind, *opts); });
   if (ec) {
+    li.conn_count.fetch_sub(1, std::memory_order_relaxed);
+    in.conn_count.fetch_sub(1, std::memory_order_relaxed);
+    return errc::stopped;
+  }
+  return {};
+}
+
+namespace {
+
+// What engine::adopt() accepts: an open, connected, non-listening stream socket of a family the
+// loops serve. Reads only; returns its transport and peer.
+result<std::pair<transport, socket_address>> check_adoptable(int fd) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    return make_error_code(errc::bad_descriptor);  // closed, or not a socket (ENOTSOCK)
+  }
+  if (type != SOCK_STREAM) {
+    return make_error_code(errc::unsupported);
+  }
+  auto local = socket_address::local_of(fd);
+  if (!local) {
+    return local.error();
+  }
+  transport kind = transport::tcp;
+  switch (local->family()) {
+    case AF_INET:
+    case AF_INET6:
+      break;
+    case AF_UNIX:
+      kind = transport::unix_stream;
+      break;
+    default:
+      return make_error_code(errc::unsupported);
+  }
+  int listening = 0;
+  len = sizeof listening;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening != 0) {
+    return make_error_code(errc::invalid_argument);
+  }
+  auto peer = socket_address::peer_of(fd);
+  if (!peer) {
+    return peer.error();  // ENOTCONN: never connected, or a connect still in progress
+  }
+  // A connect that failed leaves a socket with no peer for getpeername but a pending error;
+  // one that is still in progress is ENOTCONN above on Linux. Take a pending error as fatal.
+  int soerr = 0;
+  len = sizeof soerr;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr != 0) {
+    return std::error_code(soerr, std::system_category());
+  }
+  return std::pair<transport, socket_address>{kind, *peer};
+}
+
+}  // namespace
+
+std::error_code engine::adopt(int fd, adopt_options options) {
+  detail::engine_internals& in = *in_;
+  if (!running() || in.stop_flag.load(std::memory_order_acquire) || in.loops.empty()) {
+    return errc::stopped;
+  }
+  auto checked = check_adoptable(fd);
+  if (!checked) {
+    return checked.error();
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    return last_system_error();
+  }
+  const std::size_t n = in.loops.size();
+  const std::size_t idx = options.loop >= 0 ? static_cast<std::size_t>(options.loop) % n
+                                            : in.pick_loop(&checked->second);
+  detail::loop_internals& li = in.loops[idx]->internals();
+  auto r = std::make_shared<detail::adopt_request>();
+  r->kind = checked->first;
+  r->peer = checked->second;
+  r->options = std::move(options);
+  r->loop_count = &li.conn_count;
+  r->engine_count = &in.conn_count;
+  li.conn_count.fetch_add(1, std::memory_order_relaxed);
+  in.conn_count.fetch_add(1, std::memory_order_relaxed);
+  r->fd = fd;
+  if (li.self.post([&li, r] { li.start_adopt(*r); })) {
+    r->fd = -1;  // refused: the caller keeps the fd
     li.conn_count.fetch_sub(1, std::memory_order_relaxed);
     in.conn_count.fetch_sub(1, std::memory_order_relaxed);
     return errc::stopped;

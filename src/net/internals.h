@@ -53,6 +53,25 @@ struct listener {
   std::unique_ptr<udp_batch> batch;  // UDP: recvmmsg/sendmmsg buffers
 };
 
+/// A socket handed over by engine::adopt(), travelling to its loop in a posted task. If the
+/// task never runs (the loop finished first), the destructor closes the fd and gives back the
+/// connection counts taken for it.
+struct adopt_request {
+  int fd = -1;  // -1 once the loop took it
+  transport kind = transport::tcp;
+  socket_address peer;
+  adopt_options options;
+  std::atomic<std::size_t>* loop_count = nullptr;
+  std::atomic<std::size_t>* engine_count = nullptr;
+
+  adopt_request() = default;
+  adopt_request(const adopt_request&) = delete;
+  adopt_request& operator=(const adopt_request&) = delete;
+  ~adopt_request() { abandon(); }
+  /// Closes the fd, if still held, and gives back the counts.
+  void abandon() noexcept;
+};
+
 /// Per-loop state. Loop thread only unless marked.
 struct loop_internals {
   loop_internals(loop& l, engine& e);
@@ -173,11 +192,15 @@ struct loop_internals {
 
   // Client connections.
   void start_dial(const socket_address& addr, transport kind, dial_options& options);
+  void start_adopt(struct adopt_request& r);
 
   // Run.
   std::error_code init();
   void run();
   void begin_stop();
+  /// After run() and on_shutdown: frees what a finished loop no longer needs (the read buffer,
+  /// the poller's kernel object), keeping what a late cross-thread call reads. Engine thread.
+  void release_after_run() noexcept;
   /// Frees what the round retired (closed conns, conn timers, finished loop timers). Most
   /// rounds retire nothing, so the test is inline and the call is skipped. Loop thread.
   void after_round() noexcept {

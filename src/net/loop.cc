@@ -209,6 +209,48 @@ void loop_internals::start_dial(const socket_address& addr, transport kind, dial
   }
 }
 
+void adopt_request::abandon() noexcept {
+  if (fd < 0) {
+    return;
+  }
+  ::close(fd);
+  fd = -1;
+  loop_count->fetch_sub(1, std::memory_order_relaxed);
+  engine_count->fetch_sub(1, std::memory_order_relaxed);
+}
+
+void loop_internals::start_adopt(adopt_request& r) {
+  if (stopping) {
+    r.abandon();
+    if (r.options.on_result) {
+      enter();
+      r.options.on_result(nullptr, make_error_code(errc::engine_stopping));
+      leave();
+    }
+    return;
+  }
+  const int fd = std::exchange(r.fd, -1);
+  (void)apply_socket_options(fd, r.kind, eng.internals().sockopts);
+  std::shared_ptr<conn> c = make_conn(fd, r.kind, false);
+  c->set_peer(r.peer);
+  c->context_ = std::move(r.options.context);
+  if (std::error_code ec = poll->add(c->attachment_, interest::read_write, trigger_mode::edge)) {
+    c->discard_output_ = true;
+    c->do_close();  // not opened: no on_close; gives back the counts and closes the fd
+    if (r.options.on_result) {
+      enter();
+      r.options.on_result(nullptr, ec);
+      leave();
+    }
+    return;
+  }
+  if (r.options.on_result) {
+    c->dial_result_ = std::make_unique<std::function<void(conn*, std::error_code)>>(
+        std::move(r.options.on_result));
+  }
+  c->open_in_loop();  // calls on_result, then on_open
+}
+
 // ---- listeners ----
 
 std::error_code loop_internals::add_listener(listen_spec& spec, int fd) {
@@ -520,6 +562,13 @@ void loop_internals::run() {
   stop_timer.reset();
   sweep_timer.reset();
   t_current_loop = nullptr;
+}
+
+void loop_internals::release_after_run() noexcept {
+  scratch.reset();
+  // Its tasks ran in run()'s last rounds; a late post() is refused by `closed` before it
+  // reaches the poller, and the poller refuses it too once closed.
+  (void)poll->close();
 }
 
 }  // namespace detail
