@@ -270,6 +270,49 @@ TEST(http_parser, upgrade_and_expect_flags) {
   EXPECT_TRUE(e.messages[0].expect_continue);
 }
 
+TEST(http_parser, valid_host_values_are_accepted) {
+  for (const char* host : {"example.com", "example.com:8080", "127.0.0.1:80", "[::1]", "[::1]:443",
+                           "a%20b", "xn--bcher-kva.example", "a-b_c~d!$&'()*+,;=", ""}) {
+    SCOPED_TRACE(host);
+    auto o = req(std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n");
+    EXPECT_EQ(o.error_status, 0);
+    EXPECT_EQ(o.messages.size(), 1u);
+  }
+}
+
+// RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; it is read
+// (chunked), and the connection is not kept alive, whatever Connection says.
+TEST(http_parser, http10_with_transfer_encoding_is_not_kept_alive) {
+  auto o =
+      req("POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "3\r\nabc\r\n0\r\n\r\n");
+  ASSERT_EQ(o.error_status, 0);
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_TRUE(o.messages[0].chunked);
+  EXPECT_EQ(o.messages[0].body, "abc");
+  EXPECT_FALSE(o.messages[0].keep_alive);
+  // Without Transfer-Encoding the same request keeps the connection.
+  auto k = req("POST / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc");
+  ASSERT_EQ(k.messages.size(), 1u);
+  EXPECT_TRUE(k.messages[0].keep_alive);
+}
+
+// RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
+TEST(http_parser, http10_expect_continue_is_ignored) {
+  auto o = req("PUT /x HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz");
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_FALSE(o.messages[0].expect_continue);
+}
+
+TEST(http_parser, chunk_size_may_be_followed_by_whitespace_before_crlf_or_extension) {
+  auto o =
+      req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "2 \t ;x=y\r\nxx\r\n1\t\r\nz\r\n0\r\n\r\n");
+  ASSERT_EQ(o.error_status, 0);
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_EQ(o.messages[0].body, "xxz");
+}
+
 TEST(http_parser, upgrade_leaves_following_bytes_unconsumed) {
   http::request_parser p;
   std::string in =
@@ -315,6 +358,42 @@ TEST(http_parser, malformed_inputs_give_400_family) {
        400},
       {"cl_overflow",
        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400},
+      // RFC 9112 §3.2: more than one Host, or an invalid Host value.
+      {"two_hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+      {"two_equal_hosts_other_case", "GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", 400},
+      {"two_hosts_http10", "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+      {"host_with_space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+      {"host_with_slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400},
+      {"host_with_at", "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", 400},
+      {"host_bad_port", "GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400},
+      {"host_two_colons", "GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400},
+      {"host_bad_pct", "GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", 400},
+      {"host_unclosed_bracket", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400},
+      {"host_junk_after_bracket", "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", 400},
+      // Transfer-Encoding lines are one list (RFC 9110 §5.3): gzip then chunked on two lines
+      // is "gzip, chunked", which cannot be decoded; chunked must be applied once.
+      {"te_gzip_then_chunked_split",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n",
+       501},
+      {"te_chunked_on_two_lines",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n",
+       501},
+      {"te_chunked_on_three_lines",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+       "chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+       501},
+      // Chunk lines end in CRLF only, and after the size come only whitespace and ';'.
+      {"chunk_size_bare_lf",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\nxx\r\n0\r\n\r\n", 400},
+      {"chunk_ext_bare_lf",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2;\nxx\r\n0\r\n\r\n", 400},
+      {"chunk_data_bare_lf",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxx\n0\r\n\r\n", 400},
+      {"chunk_size_junk_after_space",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2 ff\r\nxx\r\n0\r\n\r\n",
+       400},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);

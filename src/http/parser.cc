@@ -35,6 +35,26 @@ constexpr std::array<bool, 256> make_tchar_table() {
 }
 constexpr auto kTchar = make_tchar_table();
 
+// reg-name bytes of a Host value (RFC 3986 §3.2.2: unreserved, sub-delims, and '%' of a
+// pct-encoding); also the bytes of an IPv6 or IPvFuture literal inside brackets (':' added).
+constexpr std::array<bool, 256> make_host_table() {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) {
+    t[c] = true;
+  }
+  for (int c = 'a'; c <= 'z'; ++c) {
+    t[c] = true;
+  }
+  for (int c = 'A'; c <= 'Z'; ++c) {
+    t[c] = true;
+  }
+  for (char c : std::string_view("-._~!$&'()*+,;=%")) {
+    t[static_cast<unsigned char>(c)] = true;
+  }
+  return t;
+}
+constexpr auto kHostChar = make_host_table();
+
 // Request-target bytes for the fast path: 0 ends the target (CTL, SP, DEL), 2 is '?', 1 is any
 // other byte. The same set parse_start_line accepts.
 constexpr std::array<std::uint8_t, 256> make_target_table() {
@@ -239,6 +259,47 @@ int hex_value(char c) noexcept {
   return -1;
 }
 
+// A Host field value: uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2), or empty (a
+// target without an authority). A '%' must start a pct-encoding.
+bool valid_host(std::string_view v) noexcept {
+  std::size_t i = 0;
+  const std::size_t n = v.size();
+  if (n != 0 && v[0] == '[') {
+    for (i = 1; i < n && v[i] != ']'; ++i) {
+      const char c = v[i];
+      if (!kHostChar[static_cast<unsigned char>(c)] && c != ':') {
+        return false;
+      }
+    }
+    if (i == n || i == 1) {
+      return false;  // no closing bracket, or an empty literal
+    }
+    ++i;
+  } else {
+    for (; i < n && v[i] != ':'; ++i) {
+      const char c = v[i];
+      if (!kHostChar[static_cast<unsigned char>(c)]) {
+        return false;
+      }
+      if (c == '%' && (i + 2 >= n || hex_value(v[i + 1]) < 0 || hex_value(v[i + 2]) < 0)) {
+        return false;
+      }
+    }
+  }
+  if (i == n) {
+    return true;
+  }
+  if (v[i] != ':') {
+    return false;
+  }
+  for (++i; i < n; ++i) {
+    if (v[i] < '0' || v[i] > '9') {
+      return false;
+    }
+  }
+  return true;
+}
+
 method method_from(std::string_view m) noexcept {
   switch (m.size()) {
     case 3:
@@ -371,7 +432,7 @@ void parser::reset() noexcept {
   head_len_ = line_start_ = trailer_start_ = 0;
   remaining_ = body_total_ = 0;
   chunk_digits_ = 0;
-  chunk_ext_ = chunk_cr_ = false;
+  chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
   error_status_ = 0;
   error_reason_ = "";
 }
@@ -528,10 +589,10 @@ parse_step parser::parse_state(std::string_view in) {
         char c = in[i];
         if (c == '\r' && !chunk_cr_) {
           chunk_cr_ = true;
-        } else if (c == '\n') {
+        } else if (c == '\n' && chunk_cr_) {  // CRLF only: RFC 9112 §7.1
           state_ = state::chunk_size;
           chunk_digits_ = 0;
-          chunk_ext_ = chunk_cr_ = false;
+          chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
           remaining_ = 0;
           parse_step s = parse(in.substr(i + 1));
           s.consumed += i + 1;
@@ -547,6 +608,11 @@ parse_step parser::parse_state(std::string_view in) {
       for (std::size_t i = 0; i < in.size(); ++i) {
         char c = in[i];
         if (c == '\n') {
+          // CRLF only (RFC 9112 §7.1; bare LF is tolerated in the head, not here): a front end
+          // that took a bare LF as part of an extension would frame the body differently.
+          if (!chunk_cr_) {
+            return fail(400, "bare LF in chunk size line");
+          }
           if (chunk_digits_ == 0) {
             return fail(400, "missing chunk size");
           }
@@ -584,8 +650,17 @@ parse_step parser::parse_state(std::string_view in) {
           }
           continue;
         }
+        if (chunk_ws_) {
+          // After the size only whitespace, then ';' and an extension, or the CRLF.
+          if (c == ';') {
+            chunk_ext_ = true;
+          } else if (c != ' ' && c != '\t') {
+            return fail(400, "bad chunk size");
+          }
+          continue;
+        }
         int h = hex_value(c);
-        if (h >= 0 && !chunk_cr_) {
+        if (h >= 0) {
           if (remaining_ >> 60) {
             return fail(400, "chunk size overflow");
           }
@@ -593,8 +668,12 @@ parse_step parser::parse_state(std::string_view in) {
           ++chunk_digits_;
           continue;
         }
-        if (chunk_digits_ > 0 && (c == ';' || c == ' ' || c == '\t')) {
+        if (chunk_digits_ > 0 && c == ';') {
           chunk_ext_ = true;
+          continue;
+        }
+        if (chunk_digits_ > 0 && (c == ' ' || c == '\t')) {
+          chunk_ws_ = true;
           continue;
         }
         return fail(400, "bad chunk size");
@@ -680,6 +759,7 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
       (1u << 6) | (1u << 7) | (1u << 10) | (1u << 14) | (1u << 17);
   bool interpreted = false;
   bool host = false;
+  bool host_field = false;  // the field being scanned is Host
   const char* const e = b + n;
   const char* p = b;
   // Method: "GET " by one compare, anything else by the tchar scan of parse_start_line.
@@ -760,7 +840,11 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
     if (name_len < 32 && ((kInterpretedLengths >> name_len) & 1u) != 0) {
       interpreted = true;
     } else if (name_len == 4 && name_is(std::string_view(name, 4), "host")) {
+      if (host) {
+        return 0;  // a second Host: the line-by-line path answers 400
+      }
       host = true;
+      host_field = true;
     }
     ++p;
     while (p < e && (*p == ' ' || *p == '\t')) {
@@ -771,6 +855,12 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
     const char* value_end = p;  // trailing OWS is not part of the value
     while (value_end != value && (value_end[-1] == ' ' || value_end[-1] == '\t')) {
       --value_end;
+    }
+    if (host_field) {
+      host_field = false;
+      if (!valid_host(std::string_view(value, static_cast<std::size_t>(value_end - value)))) {
+        return 0;  // the line-by-line path answers 400
+      }
     }
     if (e - p < 2 || p[0] != '\r' || p[1] != '\n') {
       return 0;
@@ -929,6 +1019,10 @@ parse_step parser::on_head_complete() {
   bool te_chunked = false;
   bool conn_close = false, conn_keep_alive = false, conn_upgrade = false, has_upgrade = false;
   bool host = false;
+  // Transfer-Encoding field lines are one list (RFC 9110 §5.3): its tokens are counted over
+  // all of them, and the last one must be the only one, "chunked".
+  int te_tokens = 0;
+  bool te_last_chunked = false;
   // Dispatch on the name's length first: most fields are none of these, and the length check
   // is one comparison instead of a case-insensitive compare per candidate.
   for (const auto& h : msg_.headers) {
@@ -936,11 +1030,18 @@ parse_step parser::on_head_complete() {
     switch (n.size()) {
       case 4:
         if (name_is(n, "host")) {
+          // RFC 9112 §3.2: more than one Host, or an invalid one, is a 400.
+          if (request && (host || !valid_host(h.value))) {
+            return fail(400, host ? "more than one Host header" : "invalid Host header");
+          }
           host = true;
         }
         break;
       case 6:
-        if (request && name_is(n, "expect") && iequals(h.value, "100-continue")) {
+        // An HTTP/1.0 request's 100-continue expectation is ignored (RFC 9110 §10.1.1): a
+        // 1.0 client is never sent a 1xx response.
+        if (request && msg_.version_minor >= 1 && name_is(n, "expect") &&
+            iequals(h.value, "100-continue")) {
           msg_.expect_continue = true;
         }
         break;
@@ -988,22 +1089,26 @@ parse_step parser::on_head_complete() {
       case 17:
         if (name_is(n, "transfer-encoding")) {
           has_te = true;
-          // Only "chunked" alone is decodable here; it must be the final coding (RFC 9112 §6.3).
-          int count = 0;
-          bool last_chunked = false;
           for_each_token(h.value, [&](std::string_view t) {
-            ++count;
-            last_chunked = iequals(t, "chunked");
+            ++te_tokens;
+            te_last_chunked = iequals(t, "chunked");
             return false;
           });
-          te_chunked = last_chunked && count == 1 && !te_chunked;
         }
         break;
       default:
         break;
     }
   }
+  // Only "chunked" alone is decodable here; it must be the final coding (RFC 9112 §6.3), and
+  // applied once.
+  te_chunked = te_tokens == 1 && te_last_chunked;
   msg_.keep_alive = msg_.version_minor >= 1 ? !conn_close : (conn_keep_alive && !conn_close);
+  if (has_te && msg_.version_minor == 0) {
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a 1.0
+    // intermediary may have framed it otherwise); it is served, then the connection closes.
+    msg_.keep_alive = false;
+  }
   msg_.upgrade = conn_upgrade && has_upgrade;
 
   if (request) {
@@ -1021,7 +1126,7 @@ parse_step parser::on_head_complete() {
       msg_.chunked = true;
       remaining_ = 0;
       chunk_digits_ = 0;
-      chunk_ext_ = chunk_cr_ = false;
+      chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
       state_ = state::chunk_size;
     } else if (msg_.has_content_length && msg_.content_length > 0) {
       if (msg_.content_length > limits_.max_body_bytes) {
@@ -1043,7 +1148,7 @@ parse_step parser::on_head_complete() {
     msg_.chunked = true;
     remaining_ = 0;
     chunk_digits_ = 0;
-    chunk_ext_ = chunk_cr_ = false;
+    chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
     state_ = state::chunk_size;
   } else if (!has_te && msg_.has_content_length) {
     if (msg_.content_length > limits_.max_body_bytes) {

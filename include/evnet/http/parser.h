@@ -206,6 +206,7 @@ class parser {
   std::uint64_t body_total_ = 0;   // decoded body bytes so far
   std::uint32_t chunk_digits_ = 0;
   bool chunk_ext_ = false;        // inside a chunk extension
+  bool chunk_ws_ = false;         // whitespace after the chunk size (';' or CRLF next)
   bool chunk_cr_ = false;         // saw CR in chunk_crlf / chunk size line
   bool fast_path_ = true;         // tests turn it off to compare against the line-by-line path
   std::uint64_t fast_heads_ = 0;  // heads parsed by fast_request_head (tests read it)
