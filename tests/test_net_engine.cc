@@ -894,5 +894,72 @@ TEST(net_engine, engine_can_run_again_after_run_returns) {
   t2.join();
 }
 
+// Lines that arrived in one read are answered one per call, pausing after each (backpressure
+// for a pipelined protocol) and resuming from a timer. The lines already buffered when reading
+// was paused are offered to on_traffic on resume; they used to wait for the peer's next bytes.
+struct line_pacer : booted_handler {
+  action on_traffic(conn& c) override {
+    const input_view v = c.peek();
+    std::string s(v.size(), '\0');
+    v.copy_to(0, std::as_writable_bytes(std::span<char>(s)));
+    const auto nl = s.find('\n');
+    if (nl == std::string::npos) {
+      return action::none;
+    }
+    c.discard(nl + 1);
+    c.write(s.substr(0, nl + 1));
+    c.pause_read();
+    auto self = c.shared_from_this();
+    c.owner().run_after(20ms, [self] { self->resume_read(); });
+    return action::none;
+  }
+};
+
+TEST(net_engine, resume_read_delivers_input_buffered_before_the_pause) {
+  line_pacer h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_tcp(r.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "a\nb\nc\n"));  // one write: usually one read on the server
+  EXPECT_EQ(recv_n(fd, 6), "a\nb\nc\n");   // 5 s timeout
+  // And the peer's EOF while the last lines wait still lets them all out first.
+  ASSERT_TRUE(send_all(fd, "d\ne\n"));
+  ::shutdown(fd, SHUT_WR);
+  EXPECT_EQ(recv_n(fd, 4), "d\ne\n");
+  ::close(fd);
+}
+
+// On the loop thread send_async() writes at once like send(), so the two keep their order;
+// its completion still comes later, never inside the call.
+struct mixed_sender : booted_handler {
+  action on_open(conn& c) override {
+    EXPECT_FALSE(c.send_async("A", [this](std::error_code ec) {
+      EXPECT_FALSE(ec);
+      done++;
+    }));
+    EXPECT_FALSE(c.send("B"));
+    EXPECT_FALSE(c.write("C"));
+    EXPECT_EQ(done.load(), 0);  // not inside the call, nor before on_open returns
+    return action::none;
+  }
+  std::atomic<int> done{0};
+};
+
+TEST(net_engine, send_async_on_the_loop_thread_keeps_order_with_send_and_write) {
+  mixed_sender h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_tcp(r.port());
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(recv_n(fd, 3), "ABC");
+  ASSERT_TRUE(wait_for([&] { return h.done.load() == 1; }));
+  ::close(fd);
+}
+
 }  // namespace
 }  // namespace evnet

@@ -1,10 +1,13 @@
 // Faults the net layer must survive: resets, half-closes, descriptor exhaustion, SIGPIPE,
 // closing inside callbacks, sends racing the close, slow readers, stopping under load.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <csignal>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -470,6 +473,125 @@ TEST(net_faults, stop_with_1000_active_connections_returns_within_2s) {
   for (int fd : fds) {
     ::close(fd);
   }
+}
+
+// A client that connects with a small receive buffer and never reads.
+int connect_non_reader(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The "drop slow clients" policy: abort in on_high_water. A cross-thread send_async whose
+// bytes crossed the mark and were then thrown away completes with errc::aborted; it used to
+// complete with success.
+struct hwm_aborter : booted_handler {
+  action on_open(conn& c) override {
+    std::lock_guard<std::mutex> lock(mu);
+    held = c.shared_from_this();
+    return action::none;
+  }
+  void on_high_water(conn& c) override { c.abort(make_error_code(errc::queue_full)); }
+  void on_close(conn& c, std::error_code ec) override {
+    (void)c;
+    std::lock_guard<std::mutex> lock(mu);
+    close_reason = ec;
+    closed = true;
+  }
+  std::shared_ptr<conn> get() {
+    std::lock_guard<std::mutex> lock(mu);
+    return held;
+  }
+  std::mutex mu;
+  std::shared_ptr<conn> held;
+  std::error_code close_reason;
+  bool closed = false;
+};
+
+TEST(net_faults, send_async_thrown_away_by_an_abort_in_on_high_water_completes_aborted) {
+  hwm_aborter h;
+  engine_options o;
+  o.loops = 1;
+  o.high_water_mark = std::size_t{64} * 1024;
+  o.send_buffer = 4096;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_non_reader(r.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(wait_for([&] { return h.get() != nullptr; }));
+  std::promise<std::error_code> done;
+  auto f = done.get_future();
+  ASSERT_FALSE(h.get()->send_async(std::string(std::size_t{8} << 20, 'x'),
+                                   [&](std::error_code ec) { done.set_value(ec); }));
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(f.get(), make_error_code(errc::aborted));
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard<std::mutex> lock(h.mu);
+    return h.closed;
+  }));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_EQ(h.close_reason, make_error_code(errc::queue_full));
+  ::close(fd);
+}
+
+// abort() on a conn already closing (flushing to a peer that does not read) ends the flush at
+// once from a loop callback too, with the abort's reason; from a callback it used to be
+// ignored until close_linger ran out.
+struct closing_aborter : booted_handler {
+  action on_open(conn& c) override {
+    c.write(std::string(std::size_t{8} << 20, 'z'));
+    c.close();  // closing: the flush is bounded by close_linger (10 s here)
+    auto self = c.shared_from_this();
+    c.owner().run_after(50ms, [this, self] {
+      EXPECT_EQ(self->state(), conn_state::closing);
+      aborted_at = std::chrono::steady_clock::now();
+      self->abort(make_error_code(errc::write_timeout));
+    });
+    return action::none;
+  }
+  void on_close(conn& c, std::error_code ec) override {
+    (void)c;
+    std::lock_guard<std::mutex> lock(mu);
+    reason = ec;
+    after_abort = std::chrono::steady_clock::now() - aborted_at;
+    closed = true;
+  }
+  std::mutex mu;
+  std::chrono::steady_clock::time_point aborted_at;
+  std::chrono::steady_clock::duration after_abort{};
+  std::error_code reason;
+  bool closed = false;
+};
+
+TEST(net_faults, abort_from_a_callback_ends_a_closing_conns_flush) {
+  closing_aborter h;
+  engine_options o;
+  o.loops = 1;
+  o.send_buffer = 8192;
+  o.close_linger = 10s;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_non_reader(r.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(wait_for(
+      [&] {
+        std::lock_guard<std::mutex> lock(h.mu);
+        return h.closed;
+      },
+      5s));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_EQ(h.reason, make_error_code(errc::write_timeout));
+  EXPECT_LT(h.after_abort, std::chrono::seconds(2));  // not close_linger's 10 s
+  ::close(fd);
 }
 
 }  // namespace

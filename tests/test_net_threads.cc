@@ -365,5 +365,67 @@ TEST(net_threads, engine_timers_from_many_threads) {
   EXPECT_EQ(fired.load(), 100);
 }
 
+// Threads holding a conn keep calling send_async() while the engine stops and run() returns.
+// Every call must get an answer (an error, or a completion), never touch freed memory: the
+// loops used to be destroyed at the end of run() while a sender that had seen the conn open
+// was about to use its loop (ASan: heap-use-after-free within a few rounds).
+struct holder_handler : booted_handler {
+  action on_open(conn& c) override {
+    std::lock_guard<std::mutex> lock(mu);
+    held = c.shared_from_this();
+    return action::none;
+  }
+  std::shared_ptr<conn> get() {
+    std::lock_guard<std::mutex> lock(mu);
+    return held;
+  }
+  std::mutex mu;
+  std::shared_ptr<conn> held;
+};
+
+TEST(net_threads, send_async_racing_the_end_of_run_is_answered_and_safe) {
+  for (int round = 0; round < 40; ++round) {
+    holder_handler h;
+    engine_options o;
+    o.loops = 1;
+    o.stop_grace = 0ms;
+    engine_runner r;
+    ASSERT_TRUE(r.start(h, local_tcp(), o));
+    const int fd = connect_tcp(r.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(wait_for([&] { return h.get() != nullptr; }));
+    std::shared_ptr<conn> c = h.get();
+    std::atomic<bool> go{true};
+    std::atomic<long> accepted{0};
+    std::atomic<long> completed{0};
+    std::vector<std::thread> senders;
+    senders.reserve(2);
+    for (int t = 0; t < 2; ++t) {
+      senders.emplace_back([&] {
+        while (go.load()) {
+          if (!c->send_async("x", [&completed](std::error_code) { completed++; })) {
+            accepted++;
+          }
+        }
+      });
+    }
+    std::this_thread::sleep_for(2ms);
+    r.stop();  // returns after run(): the loops are closed
+    std::this_thread::sleep_for(2ms);
+    go = false;
+    for (auto& t : senders) {
+      t.join();
+    }
+    EXPECT_EQ(c->send("late"), make_error_code(errc::closed));
+    {
+      std::lock_guard<std::mutex> lock(h.mu);
+      h.held.reset();
+    }
+    c.reset();  // the last reference: completions of sends still queued run now (aborted)
+    EXPECT_EQ(completed.load(), accepted.load()) << "round " << round;
+    ::close(fd);
+  }
+}
+
 }  // namespace
 }  // namespace evnet

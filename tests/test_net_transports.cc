@@ -1,4 +1,5 @@
 // Tests of the engine's other transports: UDP datagrams and Unix stream sockets.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -434,6 +435,116 @@ TEST(net_transports, tcp6_loopback) {
   ASSERT_TRUE(send_all(fd, "six"));
   EXPECT_EQ(recv_n(fd, 3), "six");
   ::close(fd);
+}
+
+// close(), abort() and action::close on a UDP listener's conn leave the listener alone: it
+// keeps serving, the connection count stays 0 and max_connections still admits TCP clients.
+// (The listener's fd used to be closed, the count went below zero, and the fd number was
+// closed a second time at stop, possibly someone else's by then.)
+struct udp_closer : booted_handler {
+  action on_traffic(conn& c) override {
+    const std::string d = c.read_all();
+    c.write("[" + d + "]");
+    fd.store(c.fd());
+    if (d == "close") {
+      c.close();
+    } else if (d == "abort") {
+      c.abort(make_error_code(errc::aborted));
+    } else if (d == "action") {
+      return action::close;
+    }
+    return action::none;
+  }
+  action on_open(conn& c) override {
+    (void)c;
+    tcp_opened++;
+    return action::none;
+  }
+  void on_accept_error(std::error_code ec) override {
+    (void)ec;
+    accept_errors++;
+  }
+  std::atomic<int> fd{-1};
+  std::atomic<int> tcp_opened{0};
+  std::atomic<int> accept_errors{0};
+};
+
+TEST(net_transports, closing_a_udp_listeners_conn_leaves_the_listener_serving) {
+  udp_closer h;
+  engine_options o;
+  o.loops = 1;
+  o.max_connections = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"udp://127.0.0.1:0", "tcp://127.0.0.1:0"}, o));
+  const int u = udp_client();
+  for (const char* m : {"close", "abort", "action", "still here"}) {
+    udp_send(u, r.port(0), m);
+    EXPECT_EQ(udp_recv(u), std::string("[") + m + "]");
+  }
+  EXPECT_GE(::fcntl(h.fd.load(), F_GETFD), 0);  // the listener's fd is still open
+  EXPECT_EQ(r.get().connection_count(), 0u);
+  const int t = test::connect_tcp(r.port(1));  // admitted: the count did not wrap
+  ASSERT_GE(t, 0);
+  ASSERT_TRUE(wait_for([&] { return h.tcp_opened.load() == 1; }));
+  EXPECT_EQ(h.accept_errors.load(), 0);
+  ::close(t);
+  ::close(u);
+}
+
+// write() on a UDP conn outside on_traffic (a timer) sends at once, as send_to() does; it
+// used to wait in the batch until another datagram arrived.
+struct udp_late_writer : booted_handler {
+  action on_traffic(conn& c) override {
+    if (c.read_all() == "ping") {
+      auto self = c.shared_from_this();
+      c.owner().run_after(20ms, [self] { EXPECT_FALSE(self->write("late")); });
+    }
+    return action::none;
+  }
+};
+
+TEST(net_transports, udp_write_from_a_timer_is_sent_at_once) {
+  udp_late_writer h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"udp://127.0.0.1:0"}, o));
+  const int u = udp_client();
+  udp_send(u, r.port(0), "ping");
+  EXPECT_EQ(udp_recv(u), "late");  // 3 s receive timeout
+  ::close(u);
+}
+
+// writev() with more pieces than one writev call takes still sends one datagram.
+struct udp_many_pieces : booted_handler {
+  action on_traffic(conn& c) override {
+    c.discard();
+    std::vector<std::string> owned;
+    for (int i = 0; i < 100; ++i) {
+      owned.push_back(std::to_string(i % 10));
+    }
+    const std::vector<std::string_view> parts(owned.begin(), owned.end());
+    EXPECT_FALSE(c.writev(parts));
+    return action::none;
+  }
+};
+
+TEST(net_transports, udp_writev_of_many_pieces_is_one_datagram) {
+  udp_many_pieces h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"udp://127.0.0.1:0"}, o));
+  const int u = udp_client();
+  udp_send(u, r.port(0), "x");
+  std::string want;
+  for (int i = 0; i < 100; ++i) {
+    want += std::to_string(i % 10);
+  }
+  EXPECT_EQ(udp_recv(u), want);
+  test::set_timeouts(u, 200ms);
+  EXPECT_EQ(udp_recv(u), "<timeout>");  // and nothing more
+  ::close(u);
 }
 
 }  // namespace

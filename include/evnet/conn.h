@@ -221,7 +221,8 @@ class conn : public std::enable_shared_from_this<conn> {
   std::error_code send(std::string data);
   /// Like send(), and `done` runs on the loop thread once the bytes have all been handed to the
   /// kernel ({}), or with errc::aborted if the conn closed first. If send_async returns an
-  /// error, `done` is never called. Any thread.
+  /// error, `done` is never called. Any thread. On the loop thread the bytes are written at
+  /// once, in order with write() and send(); `done` still runs later, never inside this call.
   std::error_code send_async(std::string data, send_callback done);
   /// UDP only: sends `data` as one datagram to `to` — typically a peer_address() copied in
   /// on_traffic, to answer later or from another thread. Any thread; on the loop thread the
@@ -239,9 +240,13 @@ class conn : public std::enable_shared_from_this<conn> {
   /// Requests a graceful close: stop reading, flush pending output (bounded by
   /// engine_options::close_linger), close the fd, call on_close with an empty reason. Inside a
   /// callback of this conn the close happens when the callback returns; from another thread it
-  /// is posted to the loop. Idempotent; a no-op once closing. Any thread.
+  /// is posted to the loop. Idempotent; a no-op once closing. Any thread. A UDP listener's
+  /// conn is not closed (its socket is the listener's; stopping the engine closes it), and the
+  /// same holds for abort() and action::close.
   void close() noexcept;
-  /// Like close() but discards pending output and reports `reason` to on_close. Any thread.
+  /// Like close() but discards pending output and reports `reason` to on_close (unless an
+  /// earlier abort gave one). On a conn already closing (flushing after close()) it ends the
+  /// flush: at once, or inside a callback when the outermost callback returns. Any thread.
   void abort(std::error_code reason) noexcept;
   /// Shuts down our sending side (FIN) once pending output is flushed; reading continues.
   /// Returns errc::closed when not open. Loop thread.

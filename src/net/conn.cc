@@ -247,7 +247,7 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
     return errc::closed;
   }
   constexpr std::size_t kMaxIov = 64;
-  if (parts.size() > kMaxIov) {
+  if (parts.size() > kMaxIov && kind_ != transport::udp) {
     // Rare: write the pieces one by one (still one stream, in order).
     for (std::string_view part : parts) {
       if (auto ec = write(part.data(), part.size())) {
@@ -255,6 +255,14 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
       }
     }
     return {};
+  }
+  if (kind_ == transport::udp && parts.size() > kMaxIov) {
+    // Rare: the pieces still form one datagram.
+    std::string joined;
+    for (std::string_view part : parts) {
+      joined.append(part);
+    }
+    return write(joined);
   }
   iovec iov[kMaxIov];
   std::size_t total = 0;
@@ -305,13 +313,21 @@ std::error_code conn::write_udp(const iovec* iov, int iovcnt) noexcept {
   if (iovcnt == 1) {
     udp_batch_->queue(*peer_long_,
                       {static_cast<const std::byte*>(iov[0].iov_base), iov[0].iov_len});
-    return {};
+  } else {
+    std::string joined;  // rare: a multi-piece datagram
+    for (int i = 0; i < iovcnt; ++i) {
+      joined.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+    }
+    udp_batch_->queue(*peer_long_, as_bytes(joined));
   }
-  std::string joined;  // rare: a multi-piece datagram
-  for (int i = 0; i < iovcnt; ++i) {
-    joined.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+  // As send_to(): inside the receive batch the reply leaves with the batch's (one sendmmsg);
+  // elsewhere (a timer, a task) it leaves now.
+  if (!in_udp_batch_) {
+    auto r = udp_batch_->flush(fd_);
+    if (!r) {
+      return r.error();
+    }
   }
-  udp_batch_->queue(*peer_long_, as_bytes(joined));
   return {};
 }
 
@@ -792,17 +808,30 @@ void conn::request_close(std::error_code reason, bool discard_output) noexcept {
   if (st == conn_state::closed) {
     return;
   }
+  if (kind_ == transport::udp && !opened_) {
+    // A UDP listener's conn: its socket is the listener's, and it was never counted as a
+    // connection. Closing it would kill the listener; the engine's stop closes it.
+    return;
+  }
   if (st == conn_state::connecting) {
     fail_connect(reason ? reason : make_error_code(errc::aborted));
     return;
   }
   if (st == conn_state::closing) {
-    // Already flushing; a failure (or abort) while flushing ends it now.
-    if (discard_output && lp.nesting() == 0) {
-      discard_output_ = true;
+    // Already flushing; a failure (or abort) while flushing ends it now, or, inside a
+    // callback, when the outermost callback returns. Its reason replaces a plain close's.
+    if (!discard_output) {
+      return;
+    }
+    discard_output_ = true;
+    if (!close_reason_) {
+      close_reason_ = reason;
+    }
+    if (lp.nesting() == 0) {
       do_close();
-    } else if (discard_output) {
-      discard_output_ = true;
+    } else if (!close_pending_) {
+      close_pending_ = true;
+      lp.queue_close(shared_from_this());
     }
     return;
   }
@@ -827,7 +856,13 @@ void conn::request_close(std::error_code reason, bool discard_output) noexcept {
 void conn::begin_close() noexcept {
   close_pending_ = false;
   const conn_state st = state_.load(std::memory_order_relaxed);
-  if (st == conn_state::closed || st == conn_state::closing) {
+  if (st == conn_state::closed) {
+    return;
+  }
+  if (st == conn_state::closing) {
+    if (discard_output_) {
+      do_close();  // aborted while flushing (request_close)
+    }
     return;
   }
   set_state(conn_state::closing);
@@ -1053,14 +1088,18 @@ void conn::drain_sends() noexcept {
     xq_scheduled_ = false;
   }
   loop_internals& lp = *li_;
+  // The whole batch is one callback context: a close or abort requested meanwhile (by the
+  // completions, or by on_high_water inside write()) happens after it, so a completion is
+  // never reported as a success for bytes a close then threw away (they complete with
+  // errc::aborted when the close runs).
+  lp.enter();
   for (queued_send& q : batch) {
     queued_bytes_.fetch_sub(q.data.size(), std::memory_order_relaxed);
     send_callback cb = std::move(q.done);
-    if (state_.load(std::memory_order_relaxed) != conn_state::open) {
+    if (state_.load(std::memory_order_relaxed) != conn_state::open ||
+        (close_pending_ && discard_output_)) {
       if (cb) {
-        lp.enter();
         cb(make_error_code(errc::aborted));
-        lp.leave();
       }
       continue;
     }
@@ -1069,13 +1108,9 @@ void conn::drain_sends() noexcept {
       continue;
     }
     if (wec) {
-      lp.enter();
       cb(wec);
-      lp.leave();
     } else if (out_.empty()) {
-      lp.enter();
       cb({});
-      lp.leave();
     } else {
       if (!completions_) {
         completions_ = std::make_unique<detail::send_completion_list>();
@@ -1083,6 +1118,7 @@ void conn::drain_sends() noexcept {
       completions_->items.emplace_back(out_accepted_, std::move(cb));
     }
   }
+  lp.leave();
 }
 
 std::error_code conn::send_to_in_loop(const socket_address& to, std::string_view data) noexcept {
@@ -1156,7 +1192,40 @@ std::error_code conn::send(std::string data) {
 }
 
 std::error_code conn::send_async(std::string data, send_callback done) {
-  return queue_send(std::move(data), std::move(done));
+  if (kind_ == transport::udp || !loop_->in_loop_thread()) {
+    return queue_send(std::move(data), std::move(done));
+  }
+  // On the loop thread, as send(): written now, in order with write() and send(). Only the
+  // completion waits; it never runs inside this call.
+  if (state_.load(std::memory_order_relaxed) != conn_state::open) {
+    return errc::closed;
+  }
+  if (std::error_code ec = write(data)) {
+    return ec;
+  }
+  if (!done) {
+    return {};
+  }
+  if (!out_.empty() && state_.load(std::memory_order_relaxed) == conn_state::open) {
+    if (!completions_) {
+      completions_ = std::make_unique<detail::send_completion_list>();
+    }
+    completions_->items.emplace_back(out_accepted_, std::move(done));
+    return {};
+  }
+  // All handed to the kernel (or the conn closed inside write(), dropping the rest).
+  const std::error_code result =
+      out_.empty() && state_.load(std::memory_order_relaxed) == conn_state::open
+          ? std::error_code{}
+          : make_error_code(errc::aborted);
+  std::shared_ptr<conn> self = shared_from_this();
+  (void)loop_->post([self, result, cb = std::move(done)] {
+    loop_internals& lp = *self->li_;
+    lp.enter();
+    cb(result);
+    lp.leave();
+  });
+  return {};
 }
 
 void conn::close() noexcept {
@@ -1234,11 +1303,20 @@ void conn::resume_read() noexcept {
   }
   // The socket is edge-triggered: bytes that arrived while paused produced their edge already,
   // so read now (from a fresh stack, not inside the caller's callback).
+  // Bytes already in the input buffer (they came with the read that preceded the pause, or
+  // the handler left them) are offered to on_traffic first: no new edge would announce them.
   std::shared_ptr<conn> self = shared_from_this();
   (void)loop_->post([self] {
-    if (self->state() == conn_state::open && !self->read_paused_) {
-      self->handle_read(true);
+    if (self->state() != conn_state::open || self->read_paused_) {
+      return;
     }
+    if (!self->in_.empty()) {
+      self->deliver<false>();
+      if (self->state() != conn_state::open || self->read_paused_) {
+        return;
+      }
+    }
+    self->handle_read(true);
   });
 }
 
