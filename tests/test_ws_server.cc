@@ -533,4 +533,94 @@ TEST(ws_client, handshake_refused_by_plain_http_server) {
   EXPECT_EQ(h.wait_failure(), "server did not switch protocols");
 }
 
+// A one-shot handshake peer on 127.0.0.1:0 that answers the client's upgrade with `extra`
+// header lines: a stand-in for a misbehaving server (ours would never answer this way).
+class fake_ws_peer {
+ public:
+  explicit fake_ws_peer(std::string extra) {
+    lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(lfd_, 4), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this, extra = std::move(extra)] {
+      const int fd = ::accept(lfd_, nullptr, nullptr);
+      if (fd < 0) {
+        return;
+      }
+      timeval tv{5, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      std::string req;
+      char buf[2048];
+      while (req.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) {
+          break;
+        }
+        req.append(buf, static_cast<std::size_t>(n));
+      }
+      const std::size_t k = req.find("Sec-WebSocket-Key: ");
+      if (k != std::string::npos) {
+        const auto acc = ws::accept_key(std::string_view(req).substr(k + 19, 24));
+        const std::string resp =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Accept: " +
+            std::string(acc.data(), acc.size()) + "\r\n" + extra + "\r\n";
+        (void)::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL);
+      }
+      // Hold the connection until the client gives up on it.
+      while (::recv(fd, buf, sizeof buf, 0) > 0) {
+      }
+      ::close(fd);
+    });
+  }
+  ~fake_ws_peer() {
+    ::shutdown(lfd_, SHUT_RDWR);
+    thread_.join();
+    ::close(lfd_);
+  }
+  fake_ws_peer(const fake_ws_peer&) = delete;
+  fake_ws_peer& operator=(const fake_ws_peer&) = delete;
+  std::string url() const { return "ws://127.0.0.1:" + std::to_string(port_) + "/"; }
+
+ private:
+  int lfd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+// RFC 6455 §4.1: a subprotocol the client did not offer fails the connection.
+TEST(ws_client, subprotocol_the_client_did_not_offer_fails_the_connection) {
+  for (const char* offer : {"chat", ""}) {
+    SCOPED_TRACE(offer);
+    fake_ws_peer peer("Sec-WebSocket-Protocol: evil\r\n");
+    client_handler h;
+    ws::client_options co;
+    co.protocols = offer;
+    co.permessage_deflate = false;
+    ws::client cl(h, co);
+    ASSERT_FALSE(cl.start());
+    ASSERT_FALSE(cl.connect(peer.url()));
+    EXPECT_EQ(h.wait_failure(), "server selected a subprotocol we did not offer");
+    cl.stop();
+  }
+  // An offered one is taken.
+  fake_ws_peer peer("Sec-WebSocket-Protocol: chat\r\n");
+  client_handler h;
+  ws::client_options co;
+  co.protocols = "superchat, chat";
+  co.permessage_deflate = false;
+  ws::client cl(h, co);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(peer.url()));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->subprotocol(), "chat");
+  cl.stop();
+}
+
 }  // namespace

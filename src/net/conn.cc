@@ -1069,11 +1069,12 @@ std::error_code conn::queue_send(std::string data, send_callback done) {
   }
   std::shared_ptr<conn> self = shared_from_this();
   if (loop_->post([self] { self->drain_sends(); })) {
-    // The loop has stopped: nothing was scheduled before us (the queue was idle), so ours is
-    // the only entry. Take it back; a failed start never invokes its callback.
+    // The loop has stopped. The queue was idle when we pushed, so ours is the first entry;
+    // take it back (a failed start never invokes its callback). Entries other threads pushed
+    // behind it meanwhile were accepted: they stay, and "scheduled" stays set so nobody posts
+    // again; the conn's destructor completes them with errc::aborted.
     std::lock_guard<std::mutex> lock(xq_mu());
-    xq_.clear();
-    xq_scheduled_ = false;
+    xq_.erase(xq_.begin());
     queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
     return errc::closed;
   }

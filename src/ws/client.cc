@@ -9,6 +9,29 @@
 namespace evnet::ws {
 namespace {
 
+// Whether `chosen` is one of the comma-separated tokens of `offer` (compared exactly:
+// subprotocol names are case-sensitive).
+bool offered_protocol(std::string_view offer, std::string_view chosen) {
+  if (chosen.empty()) {
+    return false;
+  }
+  while (!offer.empty()) {
+    const std::size_t comma = offer.find(',');
+    std::string_view t = offer.substr(0, comma);
+    offer = comma == std::string_view::npos ? std::string_view{} : offer.substr(comma + 1);
+    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) {
+      t.remove_prefix(1);
+    }
+    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) {
+      t.remove_suffix(1);
+    }
+    if (t == chosen) {
+      return true;
+    }
+  }
+  return false;
+}
+
 struct parsed_url {
   std::string host_port;  // "127.0.0.1:8080"
   std::string target;     // "/path?q"
@@ -220,7 +243,13 @@ class client::impl final : public evnet::handler {
         return action::close;
       }
     }
-    std::string protocol(m.header("sec-websocket-protocol"));
+    bool has_protocol = false;
+    std::string protocol(m.header("sec-websocket-protocol", &has_protocol));
+    if (has_protocol && !offered_protocol(opts_.protocols, protocol)) {
+      // RFC 6455 §4.1: a subprotocol the client did not offer fails the connection.
+      fail(c, st, "server selected a subprotocol we did not offer");
+      return action::close;
+    }
     if (st.timer) {
       c.owner().cancel(st.timer), st.timer = 0;
     }
