@@ -235,5 +235,42 @@ TEST(net_client, dial_pending_at_stop_reports_engine_stopping) {
   EXPECT_EQ(out.ec, make_error_code(errc::engine_stopping)) << out.ec.message();
 }
 
+// A conn closed inside on_result never reaches on_open, so on_close is not owed either (the
+// handler's contract: on_close exactly once for every conn whose on_open was called). It used
+// to get on_close without on_open.
+struct open_close_counter : booted_handler {
+  action on_open(conn& c) override {
+    (c.is_client() ? client_opens : server_opens)++;
+    return action::none;
+  }
+  void on_close(conn& c, std::error_code ec) override {
+    (void)ec;
+    (c.is_client() ? client_closes : server_closes)++;
+  }
+  std::atomic<int> client_opens{0}, client_closes{0}, server_opens{0}, server_closes{0};
+};
+
+TEST(net_client, conn_closed_in_on_result_gets_neither_on_open_nor_on_close) {
+  open_close_counter h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"tcp://127.0.0.1:0"}));
+  dial_outcome out;
+  dial_options d;
+  d.on_result = [&out](conn* c, std::error_code ec) {
+    out.callback()(c, ec);
+    if (c != nullptr) {
+      c->close();
+    }
+  };
+  ASSERT_FALSE(r.get().dial("tcp://127.0.0.1:" + std::to_string(r.port()), std::move(d)));
+  // The server side sees the connection open and then the client's close.
+  ASSERT_TRUE(wait_for([&] { return h.server_closes.load() == 1; }));
+  EXPECT_EQ(h.server_opens.load(), 1);
+  EXPECT_EQ(out.count(), 1);
+  EXPECT_EQ(h.client_opens.load(), 0);
+  EXPECT_EQ(h.client_closes.load(), 0);
+  EXPECT_EQ(r.get().connection_count(), 0u);
+}
+
 }  // namespace
 }  // namespace evnet

@@ -138,7 +138,8 @@ struct dial_options {
   int loop = -1;
   /// Called once on the serving loop's thread: with the conn and {} just before on_open, or
   /// with nullptr and the error (ECONNREFUSED, errc::connect_timeout, errc::engine_stopping...)
-  /// when the connection never opened. May be empty.
+  /// when the connection never opened. May be empty. Closing the conn here means on_open is
+  /// not called, nor on_close.
   std::function<void(conn*, std::error_code)> on_result;
 };
 

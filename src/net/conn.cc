@@ -777,7 +777,6 @@ void conn::fail_connect(std::error_code ec) noexcept {
 void conn::open_in_loop() noexcept {
   loop_internals& lp = loop_->internals();
   set_state(conn_state::open);
-  opened_ = true;
   if (stamp_) {
     dl_->last_read_ns = dl_->last_write_ns = loop_internals::clock_ns();
     arm_deadline();
@@ -791,9 +790,10 @@ void conn::open_in_loop() noexcept {
     (*cb)(this, {});
     lp.leave();
     if (state_.load(std::memory_order_relaxed) != conn_state::open) {
-      return;
+      return;  // closed by on_result: on_open was not called, so on_close is not owed
     }
   }
+  opened_ = true;
   lp.enter();
   const action a = lp.h->on_open(*this);
   lp.leave();
