@@ -460,4 +460,185 @@ TEST(http_server, many_connections_across_loops) {
   EXPECT_EQ(ok.load(), 80);
 }
 
+// ---------------- responses the RFCs constrain (found by review; each failed before) ----------
+
+http::router rfc_router(std::atomic<int>* upgrades = nullptr,
+                        std::atomic<int>* big_calls = nullptr) {
+  http::router r = basic_router();
+  r.get("/nocontent", [](const http::request&, http::response& res) { res.start(204).body(""); });
+  r.get("/notmodified",
+        [](const http::request&, http::response& res) { res.start(304).body("ignored"); });
+  r.get("/chunked204", [](const http::request&, http::response& res) {
+    res.start(204).begin_chunked();
+    res.chunk("ignored");
+    res.end_chunked();
+  });
+  r.get("/big", [big_calls](const http::request&, http::response& res) {
+    if (big_calls != nullptr) {
+      (*big_calls)++;
+    }
+    res.start(200).body(std::string(std::size_t{32} * 1024, 'b'));
+  });
+  r.get("/huge", [](const http::request&, http::response& res) {
+    res.start(200).body(std::string(std::size_t{4} << 20, 'h'));
+  });
+  r.upgrade("/up",
+            [upgrades](evnet::conn&, const http::message&,
+                       std::string& out) -> std::unique_ptr<http::upgraded_protocol> {
+              if (upgrades != nullptr) {
+                (*upgrades)++;
+              }
+              out +=
+                  "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+              return nullptr;
+            });
+  return r;
+}
+
+// RFC 9110 §9.3.2: no content in a response to HEAD, the 500 for a throwing handler included.
+TEST(http_server, head_request_500_has_no_body) {
+  test_server s(rfc_router());
+  client c(s.port());
+  ASSERT_TRUE(c.send("HEAD /throw HTTP/1.1\r\nHost: x\r\n\r\n"));
+  bool eof = false;
+  const std::string all = c.recv_until_eof(&eof);
+  EXPECT_TRUE(eof);
+  ASSERT_EQ(all.rfind("HTTP/1.1 500", 0), 0u) << all;
+  EXPECT_EQ(all.find("\r\n\r\n") + 4, all.size()) << "bytes after the head: " << all;
+}
+
+// RFC 9110 §6.4.1, §8.6: 1xx, 204 and 304 have no content and no Content-Length, whatever the
+// handler passes; the pipelined response after them is framed correctly.
+TEST(http_server, no_content_statuses_carry_no_length_and_no_body) {
+  test_server s(rfc_router());
+  client c(s.port());
+  ASSERT_TRUE(c.send(
+      "GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\nGET /notmodified HTTP/1.1\r\nHost: x\r\n\r\n"
+      "GET /chunked204 HTTP/1.1\r\nHost: x\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string all;
+  while (all.find("Hello, World!") == std::string::npos) {
+    std::string more = c.recv_some();
+    ASSERT_FALSE(more.empty()) << "so far: " << all;
+    all += more;
+  }
+  const std::size_t plain = all.find("HTTP/1.1 200");
+  ASSERT_NE(plain, std::string::npos);
+  const std::string first_three = all.substr(0, plain);
+  EXPECT_EQ(first_three.find("Content-Length"), std::string::npos) << first_three;
+  EXPECT_EQ(first_three.find("Transfer-Encoding"), std::string::npos) << first_three;
+  EXPECT_EQ(first_three.find("ignored"), std::string::npos) << first_three;
+  // Three heads, each ending in an empty line, and nothing between them.
+  std::size_t at = 0;
+  for (const char* status : {"HTTP/1.1 204", "HTTP/1.1 304", "HTTP/1.1 204"}) {
+    ASSERT_EQ(first_three.compare(at, 12, status), 0) << first_three;
+    at = first_three.find("\r\n\r\n", at) + 4;
+  }
+  EXPECT_EQ(at, first_three.size());
+  EXPECT_TRUE(all.ends_with("Hello, World!"));
+}
+
+// RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client; a streamed body is sent as it is
+// and ended by closing the connection, even when the client asked for keep-alive.
+TEST(http_server, streamed_body_to_http10_is_unframed_and_ends_with_the_close) {
+  for (const char* extra : {"", "Connection: keep-alive\r\n"}) {
+    SCOPED_TRACE(extra);
+    test_server s(rfc_router());
+    client c(s.port());
+    ASSERT_TRUE(c.send(std::string("GET /chunked HTTP/1.0\r\n") + extra + "\r\n"));
+    bool eof = false;
+    const std::string all = c.recv_until_eof(&eof);
+    EXPECT_TRUE(eof);
+    EXPECT_EQ(all.find("Transfer-Encoding"), std::string::npos) << all;
+    EXPECT_NE(all.find("Connection: close"), std::string::npos) << all;
+    EXPECT_TRUE(all.ends_with("\r\n\r\npart1,part2")) << all;
+  }
+}
+
+// An upgrade request with a body is refused (400) before the upgrade handler sees it: its
+// body bytes would otherwise be taken for the new protocol's.
+TEST(http_server, upgrade_request_with_a_body_is_refused) {
+  std::atomic<int> upgrades{0};
+  test_server s(rfc_router(&upgrades));
+  client c(s.port());
+  ASSERT_TRUE(
+      c.send("GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+             "Content-Length: 5\r\n\r\nhello"));
+  bool eof = false;
+  auto r = read_replies(c, 1, &eof);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 400);
+  EXPECT_EQ(upgrades.load(), 0);
+  // Without a body the upgrade handler decides (here: 426).
+  client c2(s.port());
+  ASSERT_TRUE(
+      c2.send("GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
+  auto r2 = read_replies(c2, 1);
+  ASSERT_EQ(r2.size(), 1u);
+  EXPECT_EQ(r2[0].status, 426);
+  EXPECT_EQ(upgrades.load(), 1);
+}
+
+// The keep-alive timeout is for a connection with nothing in progress: a client still
+// downloading a response is not idle. (It used to be closed mid-download once the timeout
+// and close_linger had passed.)
+TEST(http_server, keep_alive_timeout_does_not_cut_a_slow_download) {
+  http::server_options o;
+  o.keep_alive_timeout = 100ms;
+  evnet::engine_options eo;
+  eo.close_linger = 100ms;
+  eo.send_buffer = 16 * 1024;
+  test_server s(rfc_router(), o, eo);
+  client c(s.port());
+  int small = 16 * 1024;
+  ::setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  ASSERT_TRUE(c.send("GET /huge HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string all;
+  const std::size_t want = std::size_t{4} << 20;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (all.size() < want + 40 && std::chrono::steady_clock::now() - t0 < 20s) {
+    std::string more = c.recv_some();
+    if (more.empty()) {
+      break;
+    }
+    all += more;
+    if (std::chrono::steady_clock::now() - t0 < 800ms) {
+      std::this_thread::sleep_for(20ms);  // slow for well past the keep-alive timeout
+    }
+  }
+  const std::size_t head = all.find("\r\n\r\n");
+  ASSERT_NE(head, std::string::npos);
+  EXPECT_EQ(all.size() - (head + 4), want) << "the download was cut";
+}
+
+// Pipelined requests from a client that never reads: the server stops answering (and
+// reading) once max_pending_output bytes wait, instead of buffering every response; when the
+// client reads, the rest are answered, in order.
+TEST(http_server, pipelined_requests_wait_while_responses_are_unread) {
+  std::atomic<int> calls{0};
+  http::server_options o;
+  o.max_pending_output = 64 * 1024;
+  evnet::engine_options eo;
+  eo.send_buffer = 16 * 1024;
+  test_server s(rfc_router(nullptr, &calls), o, eo);
+  client c(s.port());
+  int small = 16 * 1024;
+  ::setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  constexpr int kRequests = 200;  // 6.4 MiB of responses
+  std::string reqs;
+  for (int i = 0; i < kRequests; ++i) {
+    reqs += "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+  }
+  ASSERT_TRUE(c.send(reqs));
+  std::this_thread::sleep_for(300ms);
+  // The limit plus what the two sockets' buffers hold, in 32 KiB responses: well under 200.
+  EXPECT_LT(calls.load(), 40) << "responses were produced for a client that does not read";
+  auto r = read_replies(c, kRequests);
+  ASSERT_EQ(r.size(), static_cast<std::size_t>(kRequests));
+  for (const auto& x : r) {
+    EXPECT_EQ(x.status, 200);
+    EXPECT_EQ(x.body.size(), std::size_t{32} * 1024);
+  }
+  EXPECT_EQ(calls.load(), kRequests);
+}
+
 }  // namespace

@@ -61,6 +61,7 @@ inline void response::put(std::string_view bytes) {
 
 response& response::start_general(int status, std::string_view reason) {
   started_ = true;
+  bodiless_status_ = status < 200 || status == 204 || status == 304;
   // "HTTP/1.1 200 OK\r\nDate: ...\r\n": the server passes the batch's copy of the cached view;
   // a response made without one (or before the first refresh) asks the cache itself.
   std::string_view ok_head = ok_head_;
@@ -90,6 +91,11 @@ response& response::start_general(int status, std::string_view reason) {
 }
 
 void response::body_general(std::string_view body) {
+  if (bodiless_status_) {
+    put("\r\n");  // no content, so no Content-Length either (RFC 9110 §8.6)
+    finished_ = true;
+    return;
+  }
   // "Content-Length: <n>\r\n\r\n" composed in place (room for the longest number, the rest
   // given back), then the body.
   constexpr std::string_view kName = "Content-Length: ";
@@ -107,12 +113,31 @@ void response::body_general(std::string_view body) {
 }
 
 void response::begin_chunked() {
+  if (bodiless_status_) {
+    put("\r\n");
+    return;
+  }
+  if (http10_) {
+    // RFC 9112 §6.1: no Transfer-Encoding to a 1.0 client; the close ends the body. ("close"
+    // also overrides a "keep-alive" start() may have confirmed.)
+    if (!last_) {
+      put("Connection: close\r\n");
+    }
+    put("\r\n");
+    raw_body_ = true;
+    must_close_ = true;
+    return;
+  }
   put("Transfer-Encoding: chunked\r\n\r\n");
 }
 
 void response::chunk(std::string_view data) {
-  if (head_request_ || data.empty()) {
+  if (head_request_ || bodiless_status_ || data.empty()) {
     return;  // an empty chunk would end the stream
+  }
+  if (raw_body_) {
+    put(data);
+    return;
   }
   char size[24];
   char* end = std::to_chars(size, size + 20, data.size(), 16).ptr;
@@ -124,7 +149,7 @@ void response::chunk(std::string_view data) {
 }
 
 void response::end_chunked() {
-  if (!head_request_) {
+  if (!head_request_ && !bodiless_status_ && !raw_body_) {
     put("0\r\n\r\n");
   }
   finished_ = true;
@@ -139,8 +164,9 @@ struct server::session {
   std::string upgrade_out;  // what an upgrade handler and its protocol write (std::string API)
   std::string body;         // request body when buffer_body
   std::unique_ptr<upgraded_protocol> upgraded;
-  bool closing = false;    // the last response is staged; further input is ignored
-  bool lingering = false;  // an error was answered; input is drained until EOF or linger ends
+  bool closing = false;        // the last response is staged; further input is ignored
+  bool lingering = false;      // an error was answered; input is drained until EOF or linger ends
+  bool output_paused = false;  // max_pending_output reached: reading paused until on_drain
   std::chrono::steady_clock::time_point last_activity;
   std::chrono::steady_clock::time_point head_start;
   timer_id timer = 0;
@@ -243,6 +269,11 @@ void server::on_timer(evnet::conn& c, session& s) {
       }
     }
   } else if (opts_.keep_alive_timeout.count() > 0) {
+    // Idle means no request in progress and nothing left to deliver: a client still
+    // downloading a response is not idle (a stalled one is engine_options::write_timeout's).
+    if (c.outbound_size() > 0) {
+      s.last_activity = now;
+    }
     deadline = s.last_activity + opts_.keep_alive_timeout;
     if (now >= deadline) {
       c.close();
@@ -276,7 +307,8 @@ void server::answer_error(evnet::conn&, session& s, int status, std::string_view
 void server::dispatch(evnet::conn& c, session& s) {
   const http::message& m = s.parser.message();
   bool last = !m.keep_alive;
-  response res(s.out, m.method == method::head, last, !last && m.version_minor == 0, s.ok_head);
+  response res(s.out, m.method == method::head, last, !last && m.version_minor == 0, s.ok_head,
+               m.version_minor == 0);
   int status = 404;
   const route_params* params = nullptr;
   const route_handler* h = router_.find_exact(m.method, m.path, status);
@@ -308,12 +340,13 @@ void server::dispatch(evnet::conn& c, session& s) {
     }
     if (failed || !res.started()) {
       s.out.truncate(mark);
-      response r500(s.out, false, true, false);
+      response r500(s.out, m.method == method::head, true, false);
       r500.start(500).header("Content-Type", "text/plain").body("Internal Server Error\n");
       last = true;
-    } else if (!res.finished()) {
+    } else if (!res.finished() || res.must_close()) {
       // A handler that started but did not finish a response leaves the stream unframed;
-      // the only honest repair is to end the connection after what was written.
+      // the only honest repair is to end the connection after what was written. (A body
+      // streamed to an HTTP/1.0 client is ended by the close.)
       last = true;
     }
   }
@@ -351,6 +384,13 @@ action server::handle_input(evnet::conn& c, session& s) {
           const http::message& m = s.parser.message();
           if (m.upgrade) {
             if (const upgrade_handler* up = router_.find_upgrade(m.path)) {
+              if (m.chunked || (m.has_content_length && m.content_length > 0)) {
+                // The body would have to be read as HTTP before the switch; an upgrade with
+                // one is refused rather than its bytes taken for the new protocol's.
+                answer_error(c, s, 400, "upgrade request with a body");
+                stop = true;
+                break;
+              }
               s.upgraded = (*up)(c, m, s.upgrade_out);
               s.out.append(s.upgrade_out);  // after any response before it in this batch
               s.upgrade_out.clear();
@@ -365,7 +405,7 @@ action server::handle_input(evnet::conn& c, session& s) {
           if (s.parser.complete_without_body()) {
             // No body follows: the request is complete now, without the `done` round trip.
             dispatch(c, s);
-            if (s.closing) {
+            if (s.closing || over_output_limit(c, s)) {
               stop = true;
             }
             s.head_start = now;
@@ -383,7 +423,7 @@ action server::handle_input(evnet::conn& c, session& s) {
           continue;
         case parse_event::done:
           dispatch(c, s);
-          if (s.closing) {
+          if (s.closing || over_output_limit(c, s)) {
             stop = true;
           }
           if (s.parser.idle()) {
@@ -422,6 +462,16 @@ action server::handle_input(evnet::conn& c, session& s) {
     }
     return action::none;
   }
+  if (s.output_paused && !s.closing) {
+    if (c.outbound_size() == 0) {
+      // The kernel took it all: no drain will come, so carry on with the requests left.
+      s.output_paused = false;
+      return c.inbound_size() > 0 ? handle_input(c, s) : action::none;
+    }
+    // The rest of the pipeline waits in the input buffer; on_drain resumes.
+    c.pause_read();
+    return action::none;
+  }
   if (s.lingering) {
     // Stop sending but keep reading for a while, so the client reads our answer rather than
     // a reset caused by unread data in our receive buffer.
@@ -451,6 +501,23 @@ action server::on_traffic(evnet::conn& c) {
     return action::none;
   }
   return handle_input(c, *s);
+}
+
+bool server::over_output_limit(evnet::conn& c, session& s) const noexcept {
+  if (opts_.max_pending_output == 0 ||
+      s.out.size() + c.outbound_size() < opts_.max_pending_output) {
+    return false;
+  }
+  s.output_paused = true;
+  return true;
+}
+
+void server::on_drain(evnet::conn& c) {
+  session* s = session_of(c);
+  if (s != nullptr && s->output_paused && !s->upgraded) {
+    s->output_paused = false;
+    c.resume_read();  // offers the requests already read first
+  }
 }
 
 action server::on_read_eof(evnet::conn& c) {

@@ -18,7 +18,11 @@ class hooked_http_server final : public http::server {
  public:
   using http::server::server;
   void on_high_water(evnet::conn& c) override { (void)forward_high_water(c); }
-  void on_drain(evnet::conn& c) override { (void)forward_drain(c); }
+  void on_drain(evnet::conn& c) override {
+    if (!forward_drain(c)) {
+      http::server::on_drain(c);  // not upgraded: a paused HTTP pipeline may resume
+    }
+  }
 };
 
 }  // namespace

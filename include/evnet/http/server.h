@@ -204,12 +204,13 @@ class response {
     at[1] = '\n';
     return *this;
   }
-  /// Content-Length and the body (omitted for a HEAD request); ends the response.
+  /// Content-Length and the body (omitted for a HEAD request); ends the response. For a status
+  /// that has no content (1xx, 204, 304: RFC 9110 §6.4.1) neither is sent.
   void body(std::string_view body) {
     // A body under 10,000 bytes: its Content-Length digits are written here, inline, so that a
     // literal body costs a handful of stores; longer ones (and HEAD) are formatted out of line.
     const std::size_t n = body.size();
-    if (n >= 10000 || head_request_) {
+    if (n >= 10000 || head_request_ || bodiless_status_) {
       body_general(body);
       return;
     }
@@ -228,7 +229,9 @@ class response {
     detail::copy_short(at + 4, body.data(), n);
     finished_ = true;
   }
-  /// Starts a chunked body (Transfer-Encoding: chunked).
+  /// Starts a chunked body (Transfer-Encoding: chunked). To an HTTP/1.0 client, which does not
+  /// know chunked coding (RFC 9112 §6.1), the chunks are sent as they are and the end of the
+  /// body is the end of the connection, which closes after this response.
   void begin_chunked();
   /// One chunk of a chunked body.
   void chunk(std::string_view data);
@@ -238,18 +241,22 @@ class response {
   bool started() const noexcept { return started_; }
   /// True once the response is complete.
   bool finished() const noexcept { return finished_; }
+  /// True when the connection must close after this response (a streamed body to an HTTP/1.0
+  /// client, delimited by the close).
+  bool must_close() const noexcept { return must_close_; }
 
   /// Internal: made by the server for each request. `last`: the connection closes after this
   /// response; `keep_alive_10`: an HTTP/1.0 client asked for keep-alive (must be confirmed).
   /// `ok_head`: "HTTP/1.1 200 OK\r\nDate: ...\r\n" from this thread's Date cache, or empty for
-  /// the response to read the cache itself.
+  /// the response to read the cache itself. `http10`: the request was HTTP/1.0.
   response(detail::out_buffer& out, bool head_request, bool last, bool keep_alive_10,
-           std::string_view ok_head = {}) noexcept
+           std::string_view ok_head = {}, bool http10 = false) noexcept
       : out_(out),
         ok_head_(ok_head),
         head_request_(head_request),
         last_(last),
-        keep_alive_10_(keep_alive_10) {}
+        keep_alive_10_(keep_alive_10),
+        http10_(http10) {}
 
  private:
   void put(std::string_view bytes);
@@ -261,8 +268,12 @@ class response {
   bool head_request_;
   bool last_;
   bool keep_alive_10_;
+  bool http10_;
   bool started_ = false;
   bool finished_ = false;
+  bool bodiless_status_ = false;  // 1xx, 204, 304: no Content-Length, no body
+  bool raw_body_ = false;         // chunks sent unframed (HTTP/1.0), ended by the close
+  bool must_close_ = false;
 };
 
 /// A route handler. Runs on the connection's loop thread.
@@ -428,6 +439,11 @@ struct server_options {
   /// After an error answer the server stops sending, then keeps reading (and discarding) for at
   /// most this long so the client sees the answer instead of a reset.
   std::chrono::milliseconds linger{2000};
+  /// Backpressure for pipelining: once a connection's unsent responses reach this many bytes,
+  /// the server answers no further request and stops reading from it until they have all been
+  /// sent (requests already read wait in the input buffer). A client that pipelines requests
+  /// and never reads the answers so costs at most this plus one response. 0 disables.
+  std::size_t max_pending_output = 1u << 20;
   /// Called from the server's on_boot (thread that called run()) with the engine, e.g. to print
   /// the bound port.
   std::function<void(evnet::engine&)> on_boot;
@@ -461,6 +477,9 @@ class server : public evnet::handler {
   action on_read_eof(evnet::conn& c) override;
   /// evnet::handler: tears the session down (and the upgraded protocol's). Loop thread of `c`.
   void on_close(evnet::conn& c, std::error_code reason) override;
+  /// evnet::handler: output all sent; resumes a connection paused by max_pending_output.
+  /// Loop thread of `c`.
+  void on_drain(evnet::conn& c) override;
 
  private:
   struct session;
@@ -468,6 +487,7 @@ class server : public evnet::handler {
   action handle_input(evnet::conn& c, session& s);
   void answer_error(evnet::conn& c, session& s, int status, std::string_view reason);
   void dispatch(evnet::conn& c, session& s);
+  bool over_output_limit(evnet::conn& c, session& s) const noexcept;
   void arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds after);
   void on_timer(evnet::conn& c, session& s);
   void answer_timeout(evnet::conn& c, session& s, std::string_view reason);
