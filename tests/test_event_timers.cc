@@ -222,6 +222,37 @@ TEST_P(base_timers, timer_cancels_itself_and_a_sibling_due_in_same_round) {
   EXPECT_EQ(c, 0);
 }
 
+// A delay as large as nanoseconds::max() is "never" (in our lifetime), not a deadline that
+// wrapped into the past: it used to overflow (UBSan: signed overflow) and fire at once.
+TEST_P(base_timers, huge_delays_do_not_wrap_into_the_past) {
+  auto b = make();
+  int huge_fired = 0;
+  bool short_fired = false;
+  const auto max = std::chrono::nanoseconds::max();
+  evnet::timer t1(*b, [&] { ++huge_fired; });
+  evnet::timer t2(*b, [&] { ++huge_fired; });
+  evnet::ticker k(*b, [&] { ++huge_fired; });
+  evnet::timer near_max(*b, [&] { ++huge_fired; });
+  evnet::timer shortt(*b, [&] { short_fired = true; });
+  ASSERT_FALSE(t1.attach(max));
+  ASSERT_FALSE(t2.attach(1ms));
+  ASSERT_FALSE(t2.rearm(max));
+  ASSERT_FALSE(k.attach(max));
+  ASSERT_FALSE(near_max.attach(max - 1ms));
+  ASSERT_FALSE(shortt.attach(20ms));
+  const auto start = clk::now();
+  while (!short_fired && clk::now() - start < 5s) {
+    ASSERT_FALSE(b->loop_once());
+  }
+  EXPECT_TRUE(short_fired);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_FALSE(b->loop_once(true));
+  }
+  EXPECT_EQ(huge_fired, 0);
+  EXPECT_TRUE(t1.attached());
+  EXPECT_TRUE(k.attached());
+}
+
 TEST_P(base_timers, rearm_pushes_the_deadline_back) {
   auto b = make();
   clk::time_point fired{};

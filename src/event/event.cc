@@ -44,6 +44,13 @@ std::int64_t clock_ns() noexcept {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+// now + delay, capped: a delay as large as nanoseconds::max() means "not in our lifetime",
+// never a deadline that wrapped into the past.
+std::int64_t deadline_after(std::int64_t now, std::int64_t delay) noexcept {
+  std::int64_t d;
+  return __builtin_add_overflow(now, delay, &d) ? INT64_MAX : d;
+}
+
 interest to_interest(std::uint32_t flags) noexcept {
   switch (flags & kIoFlags) {
     case ev_flag::read:
@@ -664,7 +671,7 @@ class base_impl {
     ev->attached_ = true;
     ++attached_;
     if (timeout_ns > 0) {
-      add_timer(ev, current_ns() + timeout_ns);
+      add_timer(ev, deadline_after(current_ns(), timeout_ns));
     } else if (!sig && !io) {
       activate(ev, ev_flag::timeout);  // a zero-delay timer: ready now, runs this or next round
     }
@@ -704,7 +711,7 @@ class base_impl {
     ev->fired_ = 0;
     ev->timeout_ns_ = timeout_ns;
     if (timeout_ns > 0) {
-      add_timer(ev, current_ns() + timeout_ns);
+      add_timer(ev, deadline_after(current_ns(), timeout_ns));
     } else if (timer_only) {
       activate(ev, ev_flag::timeout);
     }
@@ -750,12 +757,12 @@ class base_impl {
       std::int64_t next;
       if ((fired & ev_flag::timeout) != 0 && !ev->queued()) {
         // From the previous deadline, so a ticker does not drift; skip whole missed periods.
-        next = static_cast<timer_node*>(ev)->deadline + period;
+        next = deadline_after(static_cast<timer_node*>(ev)->deadline, period);
         if (next <= now_ns_) {
           next += ((now_ns_ - next) / period + 1) * period;
         }
       } else {
-        next = now_ns_ + period;  // readiness (or activate()) restarts the inactivity timeout
+        next = deadline_after(now_ns_, period);  // readiness (or activate()) restarts it
       }
       cancel_timer(ev);
       add_timer(ev, next);
@@ -858,7 +865,7 @@ class base_impl {
       now_ns_ = clock_ns();
       const std::int64_t ns = *next - now_ns_;
       // Round up: waking a little late is fine, waking early only costs another round.
-      wait = std::chrono::milliseconds(ns <= 0 ? 0 : (ns + 999'999) / 1'000'000);
+      wait = std::chrono::milliseconds(ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0));
     }
     result<std::size_t> r = Held ? held_->poll_once(wait) : poller_->poll_once(wait);
     if (!r && r.error() != errc::stopped) {

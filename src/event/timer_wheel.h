@@ -145,7 +145,8 @@ class timer_wheel {
     if (deadline_ns <= 0) {
       return 0;
     }
-    return static_cast<std::uint64_t>((deadline_ns + tick_ns_ - 1) / tick_ns_);
+    // Rounded up without deadline + tick - 1, which overflows for a capped deadline.
+    return static_cast<std::uint64_t>(deadline_ns / tick_ns_ + (deadline_ns % tick_ns_ != 0));
   }
 
   // The tick of the earliest thing expire() would have to do: fire the due list, re-file the
