@@ -788,6 +788,54 @@ TEST(event, random_reentrant_operations_keep_bookkeeping_consistent_heap) {
   random_reentrant_operations(evnet::timer_structure::heap);
 }
 
+// A one-shot event is detached before its callback, so the callback may close the fd. With the
+// file still open elsewhere (a dup here; a child process or a passed fd in real life) nothing of
+// the old registration may remain: it used to stay in epoll, keep the loop from sleeping and
+// report its readiness to the next user of the fd number.
+TEST(event, one_shot_callback_may_close_its_fd_while_the_file_lives_on) {
+  auto b = make_base();
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+  const int keep = ::dup(p[0]);  // another reference to the same open file
+  ASSERT_GE(keep, 0);
+  ASSERT_EQ(::write(p[1], "x", 1), 1);  // readable, and stays so: nobody reads
+  int fired = 0;
+  evnet::event e(*b, p[0], read, [&](int fd, std::uint32_t) {
+    ++fired;
+    ::close(fd);
+  });
+  ASSERT_FALSE(e.attach());
+  ASSERT_FALSE(b->loop_once());
+  ASSERT_EQ(fired, 1);
+  EXPECT_EQ(b->poller().registered_count(), 0u);
+  // Only a 100 ms timer is left: the loop must sleep, not spin on the old registration.
+  bool done = false;
+  evnet::timer t(*b, [&] { done = true; });
+  ASSERT_FALSE(t.attach(100ms));
+  int rounds = 0;
+  while (!done && rounds < 1000) {
+    ASSERT_FALSE(b->loop_once());
+    ++rounds;
+  }
+  EXPECT_TRUE(done);
+  EXPECT_LT(rounds, 20) << "the loop kept waking for a closed fd";
+  // A new pipe that gets the old fd number sees no readiness of the old file.
+  int q[2];
+  ASSERT_EQ(::pipe2(q, O_NONBLOCK | O_CLOEXEC), 0);
+  int spurious = 0;
+  evnet::event e2(*b, q[0], read | persist, [&](int, std::uint32_t) { ++spurious; });
+  ASSERT_FALSE(e2.attach());
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_FALSE(b->loop_once(true));
+  }
+  EXPECT_EQ(spurious, 0) << "fd " << q[0] << " (the old one was " << p[0] << ")";
+  e2.detach();
+  ::close(keep);
+  ::close(p[1]);
+  ::close(q[0]);
+  ::close(q[1]);
+}
+
 TEST(event, tcp_accept_and_echo_over_loopback) {
   auto b = make_base();
   int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -752,6 +752,16 @@ class base_impl {
         deferred = existing_slot(ev->fd_);
       }
       detach(ev, true);
+      if (deferred != nullptr && deferred->head == nullptr) {
+        // Nothing else watches the fd: leave the kernel now, while the fd is surely open. The
+        // callback may close it (allowed: the event is detached), and a removal after that
+        // fails with EBADF, leaving the registration in epoll for as long as the file stays
+        // open elsewhere (a dup, a child): it would keep the loop busy and report the old
+        // file's readiness to whatever later gets the fd number. A one-shot event re-attached
+        // by its callback so costs one add more.
+        reconcile(deferred);
+        deferred = nullptr;
+      }
     } else if (ev->attached_ && ev->timeout_ns_ > 0) {
       const std::int64_t period = ev->timeout_ns_;
       std::int64_t next;
