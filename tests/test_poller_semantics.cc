@@ -136,6 +136,31 @@ TEST(PollerSemantics, oneshot_needs_rearm_via_modify) {
   EXPECT_FALSE(p->remove(r.att));
 }
 
+// One-shot for read and write: one report, then the whole registration stays disarmed (on
+// kqueue, whose EV_DISPATCH disables only the filter that fired, the read filter used to report
+// the data that arrived later without a re-arm).
+TEST(PollerSemantics, oneshot_read_write_is_reported_once_until_modify) {
+  auto p = open_poller();
+  socket_pair sp;
+  recorder r(sp.a.get());
+  ASSERT_FALSE(p->add(r.att, interest::read_write, trigger_mode::oneshot));
+  EXPECT_EQ(run_round(*p), 1U);  // writable
+  ASSERT_EQ(r.calls.size(), 1U);
+  EXPECT_NE(r.calls[0] & io_event::writable, 0U);
+  // Data arrives: still disarmed, for the read side too.
+  write_byte(sp.b.get());
+  EXPECT_EQ(run_round(*p), 0U);
+  EXPECT_EQ(run_round(*p), 0U);
+  // Re-armed: both conditions hold, and they come in one report.
+  ASSERT_FALSE(p->modify(r.att, interest::read_write));
+  EXPECT_EQ(run_round(*p), 1U);
+  EXPECT_EQ(run_round(*p), 0U);
+  ASSERT_EQ(r.calls.size(), 2U);
+  EXPECT_NE(r.calls[1] & io_event::readable, 0U);
+  EXPECT_NE(r.calls[1] & io_event::writable, 0U);
+  EXPECT_FALSE(p->remove(r.att));
+}
+
 TEST(PollerSemantics, oneshot_rearmed_from_inside_its_callback) {
   auto p = open_poller();
   socket_pair sp;

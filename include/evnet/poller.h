@@ -21,7 +21,8 @@
 // (readiness through IORING_OP_POLL_ADD; tested where the kernel allows io_uring). kqueue on
 // BSD/macOS is compiled there but never run on those systems (this project's CI is Linux-only;
 // it runs the kqueue backend against a kqueue emulation over epoll instead); on kqueue a
-// descriptor ready for read and write is reported in two callbacks, and a second attachment for
+// descriptor ready for read and write is reported in two callbacks (one for a one-shot
+// registration, which is disarmed as a whole as on epoll), and a second attachment for
 // an already registered fd is not detected. On io_uring a poll request holds a reference to the
 // file, so a descriptor closed without remove() stays open in the kernel until remove() or
 // close() (the other differences are listed at the top of src/poller/io_uring.cc).

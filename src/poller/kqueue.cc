@@ -197,31 +197,13 @@ class kqueue_backend final : public poller_backend {
       if (p == nullptr) {
         continue;  // removed earlier in this batch
       }
-      std::uint32_t bits = 0;
-      if ((k.flags & EV_ERROR) != 0) {
-        bits |= io_event::error;
-      } else if (k.filter == EVFILT_READ) {
-        bits |= io_event::readable;
-        if ((k.flags & EV_EOF) != 0) {
-          bits |= io_event::read_hangup;
-          // fflags carries the socket error (e.g. ECONNRESET) when the peer reset.
-          if (k.fflags != 0) {
-            bits |= io_event::hangup | io_event::error;
-          } else if (hung_up(k.ident)) {
-            bits |= io_event::hangup;
-          }
-        }
-      } else if (k.filter == EVFILT_WRITE) {
-        bits |= io_event::writable;
-        if ((k.flags & EV_EOF) != 0) {
-          bits |= io_event::hangup;
-          if (k.fflags != 0) {
-            bits |= io_event::error;
-          }
-        }
+      auto* const a = static_cast<poll_attachment*>(p);
+      std::uint32_t bits = bits_of(k);
+      if (a->mode_ == trigger_mode::oneshot && a->interest_ == interest::read_write) [[unlikely]] {
+        bits |= oneshot_both(*a, i, n, k.filter);
       }
       ++ran;
-      if (dispatch_attachment(static_cast<poll_attachment*>(p), bits)) {
+      if (dispatch_attachment(a, bits)) {
         stop_in_loop_ = true;
       }
     }
@@ -231,6 +213,60 @@ class kqueue_backend final : public poller_backend {
       std::vector<struct kevent>(cap).swap(events_);
     }
     return ran;
+  }
+
+  // The io_event bits of one kevent.
+  static std::uint32_t bits_of(const struct kevent& k) noexcept {
+    std::uint32_t bits = 0;
+    if ((k.flags & EV_ERROR) != 0) {
+      bits |= io_event::error;
+    } else if (k.filter == EVFILT_READ) {
+      bits |= io_event::readable;
+      if ((k.flags & EV_EOF) != 0) {
+        bits |= io_event::read_hangup;
+        // fflags carries the socket error (e.g. ECONNRESET) when the peer reset.
+        if (k.fflags != 0) {
+          bits |= io_event::hangup | io_event::error;
+        } else if (hung_up(k.ident)) {
+          bits |= io_event::hangup;
+        }
+      }
+    } else if (k.filter == EVFILT_WRITE) {
+      bits |= io_event::writable;
+      if ((k.flags & EV_EOF) != 0) {
+        bits |= io_event::hangup;
+        if (k.fflags != 0) {
+          bits |= io_event::error;
+        }
+      }
+    }
+    return bits;
+  }
+
+  // A one-shot registration for read and write is two EV_DISPATCH knotes, and EV_DISPATCH
+  // disables only the one that fired. epoll's one-shot disarms the whole registration, and so
+  // does the contract: "reported once, then disarmed until modify() re-arms it". So the other
+  // filter's entry later in this batch is folded into this report (one callback), and if the
+  // other filter did not fire it is disabled too; modify() enables both again. Returns the
+  // folded bits.
+  std::uint32_t oneshot_both(poll_attachment& a, int i, int n, short fired_filter) noexcept {
+    std::uint32_t bits = 0;
+    bool other_fired = false;
+    for (int j = i + 1; j < n; ++j) {
+      if (from_udata(events_[j].udata) == &a) {
+        bits |= bits_of(events_[j]);
+        other_fired = other_fired || events_[j].filter != fired_filter;
+        events_[j].udata = to_udata(nullptr);
+      }
+    }
+    if (!other_fired) {
+      struct kevent change;
+      set_kev(change, static_cast<std::uintptr_t>(a.fd),
+              fired_filter == EVFILT_READ ? EVFILT_WRITE : EVFILT_READ, EV_DISABLE | EV_RECEIPT,
+              &a);
+      (void)apply(&change, 1);
+    }
+    return bits;
   }
 
   void invalidate(const poll_attachment& a) noexcept override {
