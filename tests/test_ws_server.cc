@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "evnet/engine.h"
@@ -531,6 +532,29 @@ TEST(ws_client, handshake_refused_by_plain_http_server) {
   ASSERT_FALSE(cl.start());
   ASSERT_FALSE(cl.connect("ws://127.0.0.1:" + std::to_string(s.port()) + "/elsewhere"));
   EXPECT_EQ(h.wait_failure(), "server did not switch protocols");
+}
+
+// A handler that throws in on_open: the server fails the connection with 1011. When the peer
+// answers the close, the server closes TCP at once; it used to wait for close_timeout.
+class throwing_open_handler : public recording_handler {
+ public:
+  void on_open(const ws::connection_ptr&) override { throw std::runtime_error("handler threw"); }
+};
+
+TEST(ws_server, failure_outside_on_traffic_closes_tcp_when_the_peer_answers) {
+  throwing_open_handler server_h;
+  ws::options so;
+  so.close_timeout = 4000ms;
+  test_ws_server s(server_h, so);
+  raw_ws c(s.port());
+  std::string data;
+  ws::read_step st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::close);
+  EXPECT_EQ(st.code, 1011);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c.send_frame(ws::opcode::close, std::string("\x03\xf3", 2)));  // 1011 echoed
+  EXPECT_TRUE(c.eof_follows());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "TCP stayed open until close_timeout";
 }
 
 // A one-shot handshake peer on 127.0.0.1:0 that answers the client's upgrade with `extra`

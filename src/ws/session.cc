@@ -403,8 +403,11 @@ bool session::process(char* data, std::size_t len, std::size_t& consumed) {
 
 action session::on_traffic(evnet::conn& c) {
   if (done_) {
+    // Failed outside on_traffic (a handler threw in on_open, on_high_water or on_drain): our
+    // close frame is out, and whatever the peer sends now (its close reply, typically) ends
+    // the TCP connection, instead of close_timeout.
     c.discard();
-    return action::none;
+    return action::close;
   }
   // The input bytes belong to this connection until consumed, so frames are unmasked in place.
   const evnet::conn::writable_view v = c.peek_writable();
