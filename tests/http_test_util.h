@@ -30,21 +30,29 @@ struct reply {
   }
 };
 
-// Reads from `c` until `n` responses are parsed, EOF, or timeout. `eof` tells whether the
-// server closed the connection (checked only after the responses, with a short wait).
+// Reads from `c` until `n` responses are parsed, the server closes, or the receive timeout
+// passes. `eof` tells whether the server really closed the connection (recv() returned 0): when
+// the responses end first, one more receive checks it. `timed_out` tells whether a receive timed
+// out instead (the connection was still open then) — never counted as a close.
 inline std::vector<reply> read_replies(client& c, std::size_t n, bool* eof = nullptr,
-                                       bool head_request = false) {
+                                       bool head_request = false, bool* timed_out = nullptr) {
   std::vector<reply> out;
   http::response_parser p;
   p.set_head_request(head_request);
   reply cur;
   bool closed = false;
-  while (out.size() < n && !closed) {
+  bool timeout = false;
+  bool stopped = false;  // EOF, timeout or error before `n` responses
+  while (out.size() < n) {
     bool e = false;
-    std::string data = c.recv_some(&e);
+    bool t = false;
+    std::string data = c.recv_some(&e, &t);
     if (data.empty()) {
-      closed = true;
-      if (p.finish_on_eof()) {
+      stopped = true;
+      closed = e;
+      timeout = t;
+      // A response delimited by the close ends there; not on a timeout or an error.
+      if (closed && p.finish_on_eof()) {
         (void)p.parse({});
         out.push_back(cur);
       }
@@ -71,14 +79,18 @@ inline std::vector<reply> read_replies(client& c, std::size_t n, bool* eof = nul
       }
     }
   }
+  if (eof && !stopped) {
+    bool e = false;
+    bool t = false;
+    std::string more = c.recv_some(&e, &t);
+    closed = more.empty() && e;
+    timeout = more.empty() && t;
+  }
   if (eof) {
-    if (closed) {
-      *eof = true;
-    } else {
-      bool e = false;
-      std::string more = c.recv_some(&e);
-      *eof = more.empty() && e;
-    }
+    *eof = closed;
+  }
+  if (timed_out) {
+    *timed_out = timeout;
   }
   return out;
 }

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -234,12 +235,19 @@ struct client {
     }
     return true;
   }
-  /// Receives once (up to 64 KiB); "" on EOF, timeout or error (see `eof`).
-  std::string recv_some(bool* eof = nullptr) {
+  /// Receives once (up to 64 KiB); "" on EOF, timeout or error. `eof` is set only for a real
+  /// EOF (recv() returned 0); `timed_out` only when the receive timeout passed first.
+  std::string recv_some(bool* eof = nullptr, bool* timed_out = nullptr) {
     char buf[65536];
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    ssize_t n = 0;
+    do {
+      n = ::recv(fd, buf, sizeof buf, 0);
+    } while (n < 0 && errno == EINTR);
     if (eof) {
       *eof = n == 0;
+    }
+    if (timed_out) {
+      *timed_out = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     }
     return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
   }

@@ -370,10 +370,12 @@ TEST(http_server, connection_close_is_honoured_and_rest_ignored) {
   ASSERT_TRUE(c.send("GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" +
                      std::string(kGet)));
   bool eof = false;
-  auto r = read_replies(c, 2, &eof);
+  bool timed_out = false;
+  auto r = read_replies(c, 2, &eof, false, &timed_out);
   ASSERT_EQ(r.size(), 1u);
   EXPECT_FALSE(r[0].keep_alive);
-  EXPECT_TRUE(eof);
+  EXPECT_FALSE(timed_out) << "the server kept the connection open after Connection: close";
+  EXPECT_TRUE(eof) << "the server must close the connection after Connection: close";
 }
 
 TEST(http_server, method_not_allowed_405_and_handler_exception_500) {
@@ -383,11 +385,13 @@ TEST(http_server, method_not_allowed_405_and_handler_exception_500) {
       c.send("DELETE /plaintext HTTP/1.1\r\nHost: x\r\n\r\nGET /throw HTTP/1.1\r\n"
              "Host: x\r\n\r\n"));
   bool eof = false;
-  auto r = read_replies(c, 2, &eof);
+  bool timed_out = false;
+  auto r = read_replies(c, 2, &eof, false, &timed_out);
   ASSERT_EQ(r.size(), 2u);
   EXPECT_EQ(r[0].status, 405);
   EXPECT_EQ(r[0].header("allow"), "GET, HEAD");  // an exact route's 405 lists its methods
   EXPECT_EQ(r[1].status, 500);
+  EXPECT_FALSE(timed_out) << "after a 500 the connection stayed open";
   EXPECT_TRUE(eof) << "after a 500 the connection closes";
 }
 

@@ -2,6 +2,7 @@
 // closing inside callbacks, sends racing the close, slow readers, stopping under load.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -117,27 +118,76 @@ TEST(net_faults, peer_reset_while_reading_is_paused) {
 }
 
 TEST(net_faults, sigpipe_never_kills_the_process) {
+  // The default action of SIGPIPE ends the process: a write() to the reset socket without
+  // MSG_NOSIGNAL would kill this test binary.
   std::signal(SIGPIPE, SIG_DFL);
   struct h_t : booted_handler {
     action on_traffic(conn& c) override {
-      c.discard();
-      // The peer has reset: every write fails (EPIPE/ECONNRESET) instead of raising SIGPIPE.
-      for (int i = 0; i < 10; ++i) {
-        errors += c.write(std::string_view("after reset")) ? 1 : 0;
+      if (first.exchange(false)) {
+        c.discard();
+        write_after_reset(c);
+        return action::none;
       }
+      c.write(c.read_all());  // later connections echo
       return action::none;
     }
+    // Holds the loop inside this callback (so the engine cannot notice the reset first) until
+    // the peer's RST has landed on the socket, then writes to it.
+    void write_after_reset(conn& c) {
+      in_traffic = true;
+      if (!wait_for([&] { return reset_sent.load(); }, 5s)) {
+        return;
+      }
+      pollfd p{c.fd(), POLLOUT, 0};
+      const auto end = std::chrono::steady_clock::now() + 2s;
+      while (std::chrono::steady_clock::now() < end && (p.revents & (POLLERR | POLLHUP)) == 0) {
+        p.revents = 0;
+        ::poll(&p, 1, 10);
+      }
+      // Take the pending ECONNRESET: the next send() then meets the shut-down socket and fails
+      // with EPIPE — the very case in which the kernel raises SIGPIPE unless MSG_NOSIGNAL is
+      // given. (Only the socket error is read; the conn's own state is untouched.)
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(c.fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+      so_error = err;
+      for (int i = 0; i < 10; ++i) {
+        if (auto ec = c.write(std::string_view("after reset"))) {
+          if (errors++ == 0) {
+            first_error = ec.value();
+            first_error_is_system = ec.category() == std::system_category();
+          }
+        }
+      }
+      done = true;
+    }
+    std::atomic<bool> first{true};
+    std::atomic<bool> in_traffic{false};
+    std::atomic<bool> reset_sent{false};
+    std::atomic<bool> done{false};
+    std::atomic<int> so_error{0};
     std::atomic<int> errors{0};
+    std::atomic<int> first_error{0};
+    std::atomic<bool> first_error_is_system{false};
   } h;
   engine_runner r;
   ASSERT_TRUE(r.start(h, local_tcp()));
   const int fd = connect_tcp(r.port());
+  ASSERT_GE(fd, 0);
   ASSERT_TRUE(send_all(fd, "x"));
+  ASSERT_TRUE(wait_for([&] { return h.in_traffic.load(); }, 5s));
   reset_close(fd);
-  // A second connection proves the process (and loop) survived.
-  std::this_thread::sleep_for(50ms);
+  h.reset_sent = true;
+  ASSERT_TRUE(wait_for([&] { return h.done.load(); }, 5s)) << "the handler never wrote";
+  EXPECT_EQ(h.so_error.load(), ECONNRESET) << "the RST had not landed before the writes";
+  ASSERT_GE(h.errors.load(), 1) << "no write failed: the reset socket was never written to";
+  EXPECT_TRUE(h.first_error_is_system.load());
+  EXPECT_EQ(h.first_error.load(), EPIPE) << std::system_category().message(h.first_error.load());
+  // Still alive (a SIGPIPE would have ended the process above); a second connection is served.
   const int fd2 = connect_tcp(r.port());
   ASSERT_GE(fd2, 0);
+  ASSERT_TRUE(send_all(fd2, "ping"));
+  EXPECT_EQ(recv_n(fd2, 4), "ping");
   ::close(fd2);
   r.stop();
   EXPECT_TRUE(r.result() == std::error_code());

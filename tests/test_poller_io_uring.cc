@@ -28,23 +28,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Why io_uring may legitimately be missing here: disabled by sysctl, or a seccomp filter (the
-// default profile of container runtimes refuses io_uring_setup). Empty when neither applies.
-std::string io_uring_blocked_reason() {
-  std::ifstream disabled("/proc/sys/kernel/io_uring_disabled");
-  int value = 0;
-  if (disabled >> value && value != 0) {
-    return "kernel.io_uring_disabled=" + std::to_string(value);
-  }
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("Seccomp:", 0) == 0 && line.find('2') != std::string::npos) {
-      return "a seccomp filter is active";
-    }
-  }
-  return {};
-}
+// io_uring_blocked_reason() (poller_test_util.h) tells why io_uring may legitimately be missing.
 
 // Every case is skipped where io_uring is unavailable for a known reason; anywhere else an
 // io_uring poller that fails to open is a failure, not a skip.

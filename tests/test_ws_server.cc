@@ -2,6 +2,7 @@
 // crafts frames, then evnet's own ws::client against ws::server (echo, close codes, limits,
 // permessage-deflate, cross-thread sends). Real sockets on 127.0.0.1.
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <condition_variable>
 #include <future>
@@ -464,6 +465,136 @@ TEST(ws_client, permessage_deflate_negotiated_and_used) {
   ASSERT_EQ(msgs.size(), 2u);
   EXPECT_EQ(msgs[0].second, big);
   EXPECT_EQ(msgs[1].second, "short");
+}
+
+// RFC 7692 §7.2.1 by hand with zlib (not evnet's codec): raw DEFLATE (windowBits -15) ended with
+// Z_SYNC_FLUSH, whose trailing 00 00 ff ff is removed.
+std::string raw_deflate(std::string_view in) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, static_cast<uLong>(in.size())) + 16, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+  EXPECT_EQ(z.avail_in, 0u);
+  out.resize(out.size() - z.avail_out);
+  deflateEnd(&z);
+  EXPECT_GE(out.size(), 4u);
+  EXPECT_EQ(out.substr(out.size() - 4), std::string("\x00\x00\xff\xff", 4));
+  out.resize(out.size() - 4);
+  return out;
+}
+
+// The inverse: appends 00 00 ff ff and inflates raw DEFLATE; "" (and a test failure) on error.
+std::string raw_inflate(std::string_view in) {
+  std::string src(in);
+  src.append("\x00\x00\xff\xff", 4);
+  z_stream z{};
+  EXPECT_EQ(inflateInit2(&z, -15), Z_OK);
+  z.next_in = reinterpret_cast<Bytef*>(src.data());
+  z.avail_in = static_cast<uInt>(src.size());
+  std::string out;
+  char buf[4096];
+  int rc = Z_OK;
+  while (rc == Z_OK && z.avail_in > 0) {
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof buf;
+    rc = inflate(&z, Z_SYNC_FLUSH);
+    out.append(buf, sizeof buf - z.avail_out);
+  }
+  inflateEnd(&z);
+  EXPECT_TRUE(rc == Z_OK || rc == Z_BUF_ERROR) << "inflate: " << rc;
+  return rc == Z_OK || rc == Z_BUF_ERROR ? out : std::string();
+}
+
+// permessage-deflate on the wire, with a client written here from the RFCs: it offers the
+// extension, sends a masked text message compressed by zlib with RSV1 set, and reads the echo's
+// frame itself. The server must have inflated ours (else the echo differs) and compressed its
+// own: RSV1 set, a payload smaller than the text that inflates back to it.
+TEST(ws_server, permessage_deflate_frames_are_compressed_on_the_wire) {
+  recording_handler h;
+  test_ws_server s(h);
+  ASSERT_GT(s.port(), 0);
+  proto_test::client tcp(s.port());
+  ASSERT_TRUE(tcp.ok());
+  ASSERT_TRUE(
+      tcp.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"));
+  std::string in;
+  while (in.find("\r\n\r\n") == std::string::npos) {
+    std::string more = tcp.recv_some();
+    ASSERT_FALSE(more.empty()) << "no complete handshake response: " << in;
+    in += more;
+  }
+  const std::size_t head_end = in.find("\r\n\r\n") + 4;
+  const std::string head = in.substr(0, head_end);
+  in.erase(0, head_end);
+  ASSERT_EQ(head.rfind("HTTP/1.1 101", 0), 0u) << head;
+  // RFC 6455 §1.3's sample key and accept value.
+  EXPECT_NE(head.find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), std::string::npos)
+      << head;
+  ASSERT_NE(head.find("Sec-WebSocket-Extensions: permessage-deflate"), std::string::npos) << head;
+
+  std::string text;
+  for (int i = 0; i < 40; ++i) {
+    text += "compressible text, line " + std::to_string(i % 4) + "; ";
+  }
+  ASSERT_LT(text.size(), 65536u);
+  const std::string payload = raw_deflate(text);
+  ASSERT_LT(payload.size(), text.size());
+  // FIN | RSV1 | text; MASK | 16-bit length; masking key; masked payload (RFC 6455 §5.2, §5.3).
+  std::string frame;
+  frame.push_back(static_cast<char>(0x80 | 0x40 | 0x1));
+  if (payload.size() < 126) {
+    frame.push_back(static_cast<char>(0x80 | payload.size()));
+  } else {
+    frame.push_back(static_cast<char>(0x80 | 126));
+    frame.push_back(static_cast<char>(payload.size() >> 8));
+    frame.push_back(static_cast<char>(payload.size() & 0xff));
+  }
+  const char key[4] = {0x12, 0x34, 0x56, 0x78};
+  frame.append(key, 4);
+  for (std::size_t i = 0; i < payload.size(); ++i) {
+    frame.push_back(static_cast<char>(payload[i] ^ key[i % 4]));
+  }
+  ASSERT_TRUE(tcp.send(frame));
+
+  // The echo: one unmasked frame (FIN, RSV1, text).
+  auto need = [&](std::size_t n) {
+    while (in.size() < n) {
+      std::string more = tcp.recv_some();
+      if (more.empty()) {
+        return false;
+      }
+      in += more;
+    }
+    return true;
+  };
+  ASSERT_TRUE(need(2)) << "no echo frame";
+  const auto b0 = static_cast<unsigned char>(in[0]);
+  const auto b1 = static_cast<unsigned char>(in[1]);
+  EXPECT_EQ(b0 & 0x80, 0x80) << "FIN";
+  EXPECT_EQ(b0 & 0x40, 0x40) << "RSV1: the server's echo is not compressed";
+  EXPECT_EQ(b0 & 0x30, 0) << "RSV2/RSV3";
+  ASSERT_EQ(b0 & 0x0f, 0x1) << "opcode (a close here means the server rejected our frame)";
+  ASSERT_EQ(b1 & 0x80, 0) << "a server frame is not masked";
+  std::size_t len = b1 & 0x7f;
+  std::size_t at = 2;
+  if (len == 126) {
+    ASSERT_TRUE(need(4));
+    len = (static_cast<std::size_t>(static_cast<unsigned char>(in[2])) << 8) |
+          static_cast<unsigned char>(in[3]);
+    at = 4;
+  }
+  ASSERT_NE(len, 127u) << "unexpectedly large echo";
+  ASSERT_TRUE(need(at + len)) << "echo frame cut short";
+  const std::string echoed = in.substr(at, len);
+  EXPECT_LT(echoed.size(), text.size()) << "the echo's payload is not compressed";
+  EXPECT_EQ(raw_inflate(echoed), text);
 }
 
 TEST(ws_client, subprotocol_selected_and_context_takeover_negotiated) {

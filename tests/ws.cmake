@@ -11,7 +11,8 @@ if(EVNET_BUILD_EXAMPLES)
   add_dependencies(test_ws_example ws_echo_server ws_client)
 endif()
 # In-process ws::server with a raw-socket client and evnet's own ws::client (several threads).
-evnet_test(test_ws_server LAYERS ws LABELS tsan TIMEOUT 120)
+# Links zlib itself: one case compresses and inflates frames by hand, without evnet's codec.
+evnet_test(test_ws_server LAYERS ws LIBS ZLIB::ZLIB LABELS tsan TIMEOUT 120)
 # Write backpressure (on_high_water / on_drain, buffered_amount) against clients that stop
 # reading; the server and the client run on their own threads.
 # The last case runs the ws_echo_server example.
