@@ -15,6 +15,7 @@
 #include <cstring>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -96,6 +97,26 @@ class engine_runner {
   std::error_code result_;
   std::atomic<bool> done_{false};
   std::vector<socket_address> addrs_;
+};
+
+/// Records the calls of a dial or adopt on_result callback (any thread).
+struct result_log {
+  std::mutex mu;
+  int calls = 0;
+  bool had_conn = false;
+  std::error_code ec;
+  std::function<void(conn*, std::error_code)> callback() {
+    return [this](conn* c, std::error_code e) {
+      std::lock_guard<std::mutex> lock(mu);
+      ++calls;
+      had_conn = c != nullptr;
+      ec = e;
+    };
+  }
+  int count() {
+    std::lock_guard<std::mutex> lock(mu);
+    return calls;
+  }
 };
 
 /// Polls `pred` every 2 ms until it is true or `timeout` passes.

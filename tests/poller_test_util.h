@@ -287,6 +287,23 @@ inline std::string io_uring_blocked_reason() {
   return {};
 }
 
+/// Opens an io_uring poller once to see whether this machine allows it. Returns {} when it
+/// opens; otherwise sets `blocked` to the known reason (io_uring_blocked_reason()) when the
+/// failure is errc::unsupported and the machine explains it, and returns the open error.
+inline std::error_code try_open_io_uring(std::string& blocked) {
+  poller_options o;
+  o.backend = backend_kind::io_uring;
+  auto p = poller::open(o);
+  if (p) {
+    return {};
+  }
+  const std::string reason = io_uring_blocked_reason();
+  if (p.error() == errc::unsupported) {
+    blocked = reason;
+  }
+  return p.error();
+}
+
 /// The poller suites run a second time with EVNET_POLLER=io_uring (tests/poller_io_uring.cmake).
 /// There, before any case, io_uring is opened once. If it cannot be and the reason is a known
 /// property of the machine (io_uring_blocked_reason()), no case runs: the skip message carries
@@ -301,21 +318,18 @@ class io_uring_rerun_environment : public ::testing::Environment {
     if (env == nullptr || std::string_view(env) != "io_uring") {
       return;
     }
-    poller_options o;
-    o.backend = backend_kind::io_uring;
-    auto p = poller::open(o);
-    if (p) {
+    std::string reason;
+    const std::error_code ec = try_open_io_uring(reason);
+    if (!ec) {
       return;
     }
-    const std::string reason = io_uring_blocked_reason();
-    if (p.error() == errc::unsupported && !reason.empty()) {
+    if (!reason.empty()) {
       GTEST_SKIP() << "EVNET_IO_URING_UNAVAILABLE: io_uring cannot be used here (" << reason
                    << "); the io_uring re-run of this suite is skipped";
     }
     // Non-fatal: a fatal failure here would make gtest mark every case skipped.
     ADD_FAILURE() << "EVNET_POLLER=io_uring but the io_uring poller failed to open: "
-                  << p.error().message()
-                  << " (no known reason: not sysctl, seccomp, ENOSYS or EPERM)";
+                  << ec.message() << " (no known reason: not sysctl, seccomp, ENOSYS or EPERM)";
   }
 };
 

@@ -23,6 +23,7 @@ namespace {
 using namespace std::chrono_literals;
 using test::booted_handler;
 using test::engine_runner;
+using test::result_log;
 using test::wait_for;
 
 // Echoes; "bye" makes the server close. Records what the adopted conns looked like on open.
@@ -80,25 +81,6 @@ struct echo_handler : booted_handler {
   std::vector<bool> nodelay;
   std::vector<std::string> peers;
   std::vector<std::error_code> close_errors;
-};
-
-struct result_log {
-  std::mutex mu;
-  int calls = 0;
-  bool had_conn = false;
-  std::error_code ec;
-  std::function<void(conn*, std::error_code)> callback() {
-    return [this](conn* c, std::error_code e) {
-      std::lock_guard<std::mutex> lock(mu);
-      ++calls;
-      had_conn = c != nullptr;
-      ec = e;
-    };
-  }
-  int count() {
-    std::lock_guard<std::mutex> lock(mu);
-    return calls;
-  }
 };
 
 bool fd_is_open(int fd) {

@@ -17,6 +17,7 @@ namespace {
 using namespace std::chrono_literals;
 using test::booted_handler;
 using test::engine_runner;
+using test::result_log;
 using test::wait_for;
 
 // Echoes on the server side; on the client side sends a greeting and collects the answer.
@@ -54,32 +55,13 @@ struct both_sides : booted_handler {
   std::atomic<int> client_closed{0};
 };
 
-struct dial_outcome {
-  std::mutex mu;
-  int calls = 0;
-  bool had_conn = false;
-  std::error_code ec;
-  std::function<void(conn*, std::error_code)> callback() {
-    return [this](conn* c, std::error_code e) {
-      std::lock_guard<std::mutex> lock(mu);
-      ++calls;
-      had_conn = c != nullptr;
-      ec = e;
-    };
-  }
-  int count() {
-    std::lock_guard<std::mutex> lock(mu);
-    return calls;
-  }
-};
-
 TEST(net_client, dial_connects_and_is_served_by_the_handler) {
   both_sides h;
   engine_options o;
   o.loops = 2;
   engine_runner r;
   ASSERT_TRUE(r.start(h, {"tcp://127.0.0.1:0"}, o));
-  dial_outcome out;
+  result_log out;
   dial_options d;
   d.timeout = 2s;
   d.context = std::string("hello");
@@ -107,7 +89,7 @@ TEST(net_client, dial_refused_reports_econnrefused_once) {
   ::getsockname(probe, reinterpret_cast<sockaddr*>(&a), &len);
   const int port = ntohs(a.sin_port);
   ::close(probe);
-  dial_outcome out;
+  result_log out;
   dial_options d;
   d.on_result = out.callback();
   ASSERT_FALSE(r.get().dial("tcp://127.0.0.1:" + std::to_string(port), std::move(d)));
@@ -170,7 +152,7 @@ TEST(net_client, dial_times_out_with_connect_timeout) {
   ASSERT_TRUE(r.start(h, {}));
   const full_listener l;
   ASSERT_TRUE(l.listening());
-  dial_outcome out;
+  result_log out;
   dial_options d;
   d.timeout = 200ms;
   d.on_result = out.callback();
@@ -202,7 +184,7 @@ TEST(net_client, dial_unix_socket) {
 TEST(net_client, dial_that_cannot_start_never_calls_back) {
   both_sides h;
   engine e;
-  dial_outcome out;
+  result_log out;
   dial_options d0;
   d0.on_result = out.callback();
   EXPECT_EQ(e.dial("tcp://127.0.0.1:1", std::move(d0)), make_error_code(errc::stopped));
@@ -224,7 +206,7 @@ TEST(net_client, dial_pending_at_stop_reports_engine_stopping) {
   ASSERT_TRUE(r.start(h, {}));
   const full_listener l;
   ASSERT_TRUE(l.listening());
-  dial_outcome out;
+  result_log out;
   dial_options d;
   d.on_result = out.callback();
   ASSERT_FALSE(r.get().dial(l.url(), std::move(d)));
@@ -254,7 +236,7 @@ TEST(net_client, conn_closed_in_on_result_gets_neither_on_open_nor_on_close) {
   open_close_counter h;
   engine_runner r;
   ASSERT_TRUE(r.start(h, {"tcp://127.0.0.1:0"}));
-  dial_outcome out;
+  result_log out;
   dial_options d;
   d.on_result = [&out](conn* c, std::error_code ec) {
     out.callback()(c, ec);

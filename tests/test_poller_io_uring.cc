@@ -35,17 +35,15 @@ using namespace std::chrono_literals;
 class PollerIoUring : public ::testing::Test {
  protected:
   void SetUp() override {
-    poller_options o;
-    o.backend = backend_kind::io_uring;
-    auto p = poller::open(o);
-    if (p) {
+    std::string reason;
+    const std::error_code ec = try_open_io_uring(reason);
+    if (!ec) {
       return;
     }
-    const std::string reason = io_uring_blocked_reason();
-    if (p.error() == errc::unsupported && !reason.empty()) {
+    if (!reason.empty()) {
       GTEST_SKIP() << "io_uring unavailable: " << reason;
     }
-    FAIL() << "io_uring poller failed to open: " << p.error().message();
+    FAIL() << "io_uring poller failed to open: " << ec.message();
   }
 };
 

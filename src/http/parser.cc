@@ -16,8 +16,8 @@
 namespace evnet::http {
 namespace {
 
-// RFC 9110 tchar: the characters allowed in methods and field names.
-constexpr std::array<bool, 256> make_tchar_table() {
+// ASCII letters and digits, plus the bytes of `extra`.
+constexpr std::array<bool, 256> make_alnum_table(std::string_view extra) {
   std::array<bool, 256> t{};
   for (int c = '0'; c <= '9'; ++c) {
     t[c] = true;
@@ -28,30 +28,22 @@ constexpr std::array<bool, 256> make_tchar_table() {
   for (int c = 'A'; c <= 'Z'; ++c) {
     t[c] = true;
   }
-  for (char c : std::string_view("!#$%&'*+-.^_`|~")) {
+  for (char c : extra) {
     t[static_cast<unsigned char>(c)] = true;
   }
   return t;
+}
+
+// RFC 9110 tchar: the characters allowed in methods and field names.
+constexpr std::array<bool, 256> make_tchar_table() {
+  return make_alnum_table("!#$%&'*+-.^_`|~");
 }
 constexpr auto kTchar = make_tchar_table();
 
 // reg-name bytes of a Host value (RFC 3986 §3.2.2: unreserved, sub-delims, and '%' of a
 // pct-encoding); also the bytes of an IPv6 or IPvFuture literal inside brackets (':' added).
 constexpr std::array<bool, 256> make_host_table() {
-  std::array<bool, 256> t{};
-  for (int c = '0'; c <= '9'; ++c) {
-    t[c] = true;
-  }
-  for (int c = 'a'; c <= 'z'; ++c) {
-    t[c] = true;
-  }
-  for (int c = 'A'; c <= 'Z'; ++c) {
-    t[c] = true;
-  }
-  for (char c : std::string_view("-._~!$&'()*+,;=%")) {
-    t[static_cast<unsigned char>(c)] = true;
-  }
-  return t;
+  return make_alnum_table("-._~!$&'()*+,;=%");
 }
 constexpr auto kHostChar = make_host_table();
 
