@@ -140,10 +140,14 @@ inline void set_timeouts(int fd, std::chrono::milliseconds t) {
 }
 
 /// A blocking TCP client connected to 127.0.0.1:port (5 s I/O timeouts); -1 on failure.
-inline int connect_tcp(std::uint16_t port) {
+/// `rcvbuf` > 0 sets SO_RCVBUF before connecting (a small window: a peer that reads slowly).
+inline int connect_tcp(std::uint16_t port, int rcvbuf = 0) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     return -1;
+  }
+  if (rcvbuf > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   }
   sockaddr_in a{};
   a.sin_family = AF_INET;

@@ -525,22 +525,6 @@ TEST(net_faults, stop_with_1000_active_connections_returns_within_2s) {
   }
 }
 
-// A client that connects with a small receive buffer and never reads.
-int connect_non_reader(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int small = 4096;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // The "drop slow clients" policy: abort in on_high_water. A cross-thread send_async whose
 // bytes crossed the mark and were then thrown away completes with errc::aborted; it used to
 // complete with success.
@@ -575,7 +559,7 @@ TEST(net_faults, send_async_thrown_away_by_an_abort_in_on_high_water_completes_a
   o.send_buffer = 4096;
   engine_runner r;
   ASSERT_TRUE(r.start(h, local_tcp(), o));
-  const int fd = connect_non_reader(r.port());
+  const int fd = connect_tcp(r.port(), 4096);  // a client that never reads
   ASSERT_GE(fd, 0);
   ASSERT_TRUE(wait_for([&] { return h.get() != nullptr; }));
   std::promise<std::error_code> done;
@@ -630,7 +614,7 @@ TEST(net_faults, abort_from_a_callback_ends_a_closing_conns_flush) {
   o.close_linger = 10s;
   engine_runner r;
   ASSERT_TRUE(r.start(h, local_tcp(), o));
-  const int fd = connect_non_reader(r.port());
+  const int fd = connect_tcp(r.port(), 4096);  // a client that never reads
   ASSERT_GE(fd, 0);
   ASSERT_TRUE(wait_for(
       [&] {
