@@ -175,6 +175,7 @@ int main(int argc, char** argv) {
       char* end = nullptr;
       const long v = std::strtol(argv[++i], &end, 10);
       if (*end != '\0' || v < 0 || v > 65535) {
+        std::fprintf(stderr, "bad value for %s: %s\n", a.c_str(), argv[i]);
         usage(stderr);
         return 2;
       }
@@ -182,6 +183,11 @@ int main(int argc, char** argv) {
         port = static_cast<int>(v);
       }
       continue;
+    }
+    if (a == "--port" || a == "--loops") {
+      std::fprintf(stderr, "%s needs a value\n", a.c_str());
+    } else {
+      std::fprintf(stderr, "unknown option: %s\n", a.c_str());
     }
     usage(stderr);
     return 2;

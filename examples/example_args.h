@@ -73,7 +73,11 @@ inline int parse_port_loops(int argc, char** argv, long& port, long& loops,
       (a == "--port" ? port : loops) = v;
       continue;
     }
-    std::fprintf(stderr, "unknown argument: %s\n", argv[i]);
+    if (a == "--port" || a == "--loops") {
+      std::fprintf(stderr, "%s needs a value\n", argv[i]);
+    } else {
+      std::fprintf(stderr, "unknown argument: %s\n", argv[i]);
+    }
     usage(argv[0]);
     return 2;
   }

@@ -33,11 +33,17 @@ int main(int argc, char** argv) {
       char* end = nullptr;
       const long v = std::strtol(argv[++i], &end, 10);
       if (*end != '\0' || v < 0 || (a == "--period-ms" && v == 0)) {
+        std::fprintf(stderr, "bad value for %s: %s\n", a.c_str(), argv[i]);
         usage(stderr);
         return 2;
       }
       (a == "--count" ? count : period_ms) = v;
       continue;
+    }
+    if (a == "--period-ms" || a == "--count") {
+      std::fprintf(stderr, "%s needs a value\n", a.c_str());
+    } else {
+      std::fprintf(stderr, "unknown option: %s\n", a.c_str());
     }
     usage(stderr);
     return 2;

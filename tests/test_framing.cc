@@ -3,6 +3,7 @@
 // (as a ring buffer's two halves are), plus encoders and a randomized round trip.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -155,6 +156,19 @@ TEST(framing, input_view_subview_and_copy) {
 }
 
 // ---- line_decoder ----------------------------------------------------------------------------
+
+// SIZE_MAX as the maximum ("no limit") must not wrap the search limit to 0, which rejected
+// every line.
+TEST(framing, line_max_length_of_size_max_means_no_limit) {
+  for (std::size_t max : {SIZE_MAX, SIZE_MAX - 1}) {
+    expect_frames("hello\nworld\n", [max] { return lines(line_delimiter::lf, max); },
+                  {"hello", "world"});
+    expect_frames("hello\r\nworld\r\n", [max] { return lines(line_delimiter::crlf, max); },
+                  {"hello", "world"});
+    expect_frames("hello\r\nworld\n", [max] { return lines(line_delimiter::lf_or_crlf, max); },
+                  {"hello", "world"});
+  }
+}
 
 TEST(framing, line_lf_basic) {
   expect_frames("hello\nworld\n", [] { return lines(line_delimiter::lf); }, {"hello", "world"});

@@ -5,6 +5,7 @@
 #include <future>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "evnet/engine.h"
 #include "evnet/http/parser.h"
@@ -94,6 +95,37 @@ TEST(http_example, help_exits_zero) {
   ASSERT_TRUE(proto_test::executable(bin));
   EXPECT_EQ(proto_test::run({bin, "--help"}, out, 10s), 0);
   EXPECT_NE(out.find("--port"), std::string::npos);
+}
+
+// Every example names a bad option: an unknown one, one missing its value, a bad value; exit 2.
+TEST(examples, bad_options_are_named_and_exit_2) {
+  struct probe {
+    const char* binary;
+    std::vector<std::string> args;
+    const char* says;
+  };
+  const std::vector<probe> probes = {
+      {"http_server", {"--bogus"}, "unknown argument: --bogus"},
+      {"http_server", {"--port"}, "--port needs a value"},
+      {"http_server", {"--port", "x"}, "bad value for --port"},
+      {"ws_echo_server", {"--loops"}, "--loops needs a value"},
+      {"event_echo", {"--bogus"}, "unknown option: --bogus"},
+      {"event_echo", {"--port", "99999"}, "bad value for --port"},
+      {"ticker", {"--bogus"}, "unknown option: --bogus"},
+      {"ticker", {"--count"}, "--count needs a value"},
+  };
+  for (const probe& p : probes) {
+    const std::string bin = proto_test::binary_dir() + "/examples/" + p.binary;
+    if (!proto_test::executable(bin)) {
+      ADD_FAILURE() << bin << " not built";
+      continue;
+    }
+    std::vector<std::string> argv{bin};
+    argv.insert(argv.end(), p.args.begin(), p.args.end());
+    std::string out;
+    EXPECT_EQ(proto_test::run(argv, out, 10s), 2) << p.binary << " " << p.args[0];
+    EXPECT_NE(out.find(p.says), std::string::npos) << p.binary << ": " << out;
+  }
 }
 
 // ---------------- curl against the example ----------------

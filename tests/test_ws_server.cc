@@ -654,6 +654,25 @@ TEST(ws_client, connection_refused_reports_failure) {
   EXPECT_EQ(cl.connect("http://not-ws"), evnet::errc::bad_address);
 }
 
+// What goes into the request line and Host is checked: no space, control byte or fragment
+// (a URL with CR LF used to inject headers); an IPv6 literal without a port gets port 80, as
+// other hosts do (it used to be refused).
+TEST(ws_client, url_is_checked_before_it_reaches_the_request) {
+  client_handler h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  for (const char* bad : {"ws://127.0.0.1:1/a HTTP/1.1\r\nX-Injected: 1", "ws://127.0.0.1:1/a b",
+                          "ws://127.0.0.1:1/a\tb", "ws://127.0.0.1:1/p#frag", "ws://[::1/",
+                          "ws://[::1]x/", "ws://127.0.0.1\r\n:1/"}) {
+    EXPECT_EQ(cl.connect(bad), evnet::errc::bad_address) << bad;
+  }
+  // Accepted (the dials themselves may then fail: nothing listens on port 80 or 1).
+  for (const char* good : {"ws://[::1]/", "ws://[::1]", "ws://[::1]:1/x?y=1", "ws://127.0.0.1/"}) {
+    EXPECT_FALSE(cl.connect(good)) << good;
+  }
+  cl.stop();
+}
+
 TEST(ws_client, handshake_refused_by_plain_http_server) {
   // ws::server routes only "/", so another path is a plain 404 and the client must fail.
   recording_handler server_h;

@@ -89,7 +89,9 @@ std::string_view frame::text(std::string& scratch) const {
 result<std::optional<frame>> line_decoder::decode(input_view in) noexcept {
   const std::size_t max_delim = opts_.delimiter == line_delimiter::lf ? 1 : 2;
   // No acceptable line can end beyond this many bytes; searching further is pointless.
-  const std::size_t limit = opts_.max_line_length + max_delim;
+  // (Capped: max_line_length may be SIZE_MAX, "no limit".)
+  const std::size_t limit =
+      opts_.max_line_length > SIZE_MAX - max_delim ? SIZE_MAX : opts_.max_line_length + max_delim;
   const std::size_t n = in.size() < limit ? in.size() : limit;
   std::size_t pos = scanned_ <= n ? scanned_ : 0;
   for (;;) {

@@ -42,14 +42,34 @@ bool parse_ws_url(std::string_view url, parsed_url& out) {
     return false;
   }
   url.remove_prefix(5);
+  // What goes into the request line and Host: no space or control byte (which could inject
+  // headers), and no fragment (RFC 6455 §3: a ws URI has none).
+  for (char c : url) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == '#') {
+      return false;
+    }
+  }
   std::size_t slash = url.find('/');
   std::string_view hp = url.substr(0, slash);
   if (hp.empty()) {
     return false;
   }
   out.host_port = std::string(hp);
-  if (hp.find(':') == std::string_view::npos && hp.front() != '[') {
-    out.host_port += ":80";
+  bool has_port = false;
+  if (hp.front() == '[') {
+    const std::size_t close = hp.find(']');
+    if (close == std::string_view::npos) {
+      return false;
+    }
+    has_port = close + 1 < hp.size();
+    if (has_port && hp[close + 1] != ':') {
+      return false;
+    }
+  } else {
+    has_port = hp.find(':') != std::string_view::npos;
+  }
+  if (!has_port) {
+    out.host_port += ":80";  // the default port, for an IPv6 literal too
   }
   out.target = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
   return true;
