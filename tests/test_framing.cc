@@ -170,6 +170,16 @@ TEST(framing, line_max_length_of_size_max_means_no_limit) {
   }
 }
 
+// An offset so large that offset + field size would wrap is refused as invalid.
+TEST(framing, length_field_offset_that_would_wrap_is_invalid) {
+  length_field_options o;
+  o.length_field_size = 4;
+  o.length_field_offset = SIZE_MAX - 1;
+  EXPECT_EQ(o.validate(), make_error_code(errc::invalid_argument));
+  o.length_field_offset = 3;
+  EXPECT_FALSE(o.validate());
+}
+
 TEST(framing, line_lf_basic) {
   expect_frames("hello\nworld\n", [] { return lines(line_delimiter::lf); }, {"hello", "world"});
 }

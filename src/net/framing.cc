@@ -131,7 +131,10 @@ std::error_code length_field_options::validate() const noexcept {
     case 2:
     case 4:
     case 8:
-      return {};
+      // header_size() (offset + field) must not wrap.
+      return length_field_offset > SIZE_MAX - length_field_size
+                 ? make_error_code(errc::invalid_argument)
+                 : std::error_code{};
     default:
       return make_error_code(errc::invalid_argument);
   }
