@@ -251,41 +251,58 @@ int hex_value(char c) noexcept {
   return -1;
 }
 
+// Byte classes of a Host value: 1 a reg-name byte that stands for itself, 2 '%' (starts a
+// pct-encoding), 3 ':' (starts the port); 0 anything else.
+constexpr std::array<std::uint8_t, 256> make_host_class_table() {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[c] = kHostChar[c] ? 1 : 0;
+  }
+  t['%'] = 2;
+  t[':'] = 3;
+  return t;
+}
+constexpr auto kHostClass = make_host_class_table();
+
 // A Host field value: uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2), or empty (a
 // target without an authority). A '%' must start a pct-encoding.
 bool valid_host(std::string_view v) noexcept {
-  std::size_t i = 0;
-  const std::size_t n = v.size();
-  if (n != 0 && v[0] == '[') {
-    for (i = 1; i < n && v[i] != ']'; ++i) {
-      const char c = v[i];
-      if (!kHostChar[static_cast<unsigned char>(c)] && c != ':') {
+  const char* p = v.data();
+  const char* const e = p + v.size();
+  if (p != e && *p == '[') {
+    for (++p; p != e && *p != ']'; ++p) {
+      if (!kHostChar[static_cast<unsigned char>(*p)] && *p != ':') {
         return false;
       }
     }
-    if (i == n || i == 1) {
+    if (p == e || p == v.data() + 1) {
       return false;  // no closing bracket, or an empty literal
     }
-    ++i;
+    ++p;
+    if (p != e && *p != ':') {
+      return false;
+    }
   } else {
-    for (; i < n && v[i] != ':'; ++i) {
-      const char c = v[i];
-      if (!kHostChar[static_cast<unsigned char>(c)]) {
-        return false;
+    for (; p != e; ++p) {
+      const std::uint8_t k = kHostClass[static_cast<unsigned char>(*p)];
+      if (k == 1) {
+        continue;
       }
-      if (c == '%' && (i + 2 >= n || hex_value(v[i + 1]) < 0 || hex_value(v[i + 2]) < 0)) {
-        return false;
+      if (k == 3) {
+        break;
       }
+      if (k == 2 && e - p > 2 && hex_value(p[1]) >= 0 && hex_value(p[2]) >= 0) {
+        p += 2;
+        continue;
+      }
+      return false;
     }
   }
-  if (i == n) {
+  if (p == e) {
     return true;
   }
-  if (v[i] != ':') {
-    return false;
-  }
-  for (++i; i < n; ++i) {
-    if (v[i] < '0' || v[i] > '9') {
+  for (++p; p != e; ++p) {  // the port
+    if (static_cast<unsigned>(*p - '0') > 9) {
       return false;
     }
   }
@@ -745,6 +762,34 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
 // be faster, never different (tests/test_http_parser.cc compares the two on every case).
 // `plain` is set when no field but Host has a name on_head_complete interprets (by its length)
 // and a 1.1 request has Host, so the caller may skip on_head_complete.
+// Validates a Host value the connection has not sent before and remembers it. Out of line:
+// the common case is the remembered one (known_valid_host).
+bool parser::remember_valid_host(std::string_view v) noexcept {
+  if (!valid_host(v)) {
+    return false;
+  }
+  if (v.size() <= sizeof valid_host_) {
+    std::memcpy(valid_host_, v.data(), v.size());
+    valid_host_len_ = static_cast<std::uint8_t>(v.size());
+  }
+  return true;
+}
+
+// The fast path's Host check: the value the connection sent last time (a typical
+// "host:port" of 8 to 16 bytes is two overlapping word compares), else validate.
+[[gnu::always_inline]] inline bool parser::known_valid_host(std::string_view v) noexcept {
+  const std::size_t n = v.size();
+  if (n == valid_host_len_) {
+    const char* const d = v.data();
+    if (n >= 8 && n <= 16
+            ? load64(d) == load64(valid_host_) && load64(d + n - 8) == load64(valid_host_ + n - 8)
+            : std::memcmp(d, valid_host_, n) == 0) {
+      return true;
+    }
+  }
+  return remember_valid_host(v);
+}
+
 std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain) {
   // Lengths of the field names on_head_complete looks at, other than "host" (4).
   constexpr std::uint32_t kInterpretedLengths =
@@ -752,6 +797,7 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
   bool interpreted = false;
   bool host = false;
   bool host_field = false;  // the field being scanned is Host
+  std::string_view host_value;
   const char* const e = b + n;
   const char* p = b;
   // Method: "GET " by one compare, anything else by the tchar scan of parse_start_line.
@@ -848,11 +894,9 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
     while (value_end != value && (value_end[-1] == ' ' || value_end[-1] == '\t')) {
       --value_end;
     }
-    if (host_field) {
+    if (host_field) {  // checked after the loop: no call in it
       host_field = false;
-      if (!valid_host(std::string_view(value, static_cast<std::size_t>(value_end - value)))) {
-        return 0;  // the line-by-line path answers 400
-      }
+      host_value = std::string_view(value, static_cast<std::size_t>(value_end - value));
     }
     if (e - p < 2 || p[0] != '\r' || p[1] != '\n') {
       return 0;
@@ -864,6 +908,9 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
   const auto used = static_cast<std::size_t>(p - b);
   if (used > limits_.max_head_bytes) {
     return 0;
+  }
+  if (host && !known_valid_host(host_value)) {
+    return 0;  // the line-by-line path answers 400
   }
   // Views must outlive the caller's input: copy the head to where the views point.
   copy_head(buf, b, used);

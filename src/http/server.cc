@@ -362,6 +362,18 @@ action server::handle_input(evnet::conn& c, session& s) {
   detail::refresh_date();
   s.ok_head = detail::cached_ok_and_date();
   bool stop = false;
+  // Bytes of responses this batch may stage before max_pending_output is reached: checked
+  // with one compare per request.
+  const std::size_t max_out = opts_.max_pending_output == 0 ? SIZE_MAX : opts_.max_pending_output;
+  const std::size_t pending = c.outbound_size();
+  const std::size_t out_room = pending >= max_out ? 0 : max_out - pending;
+  auto over_output_limit = [&s, out_room] {
+    if (s.out.size() < out_room) [[likely]] {
+      return false;
+    }
+    s.output_paused = true;
+    return true;
+  };
   auto now = c.owner().now();
   s.last_activity = now;
   if (s.parser.idle()) {
@@ -405,7 +417,7 @@ action server::handle_input(evnet::conn& c, session& s) {
           if (s.parser.complete_without_body()) {
             // No body follows: the request is complete now, without the `done` round trip.
             dispatch(c, s);
-            if (s.closing || over_output_limit(c, s)) {
+            if (s.closing || over_output_limit()) {
               stop = true;
             }
             s.head_start = now;
@@ -423,7 +435,7 @@ action server::handle_input(evnet::conn& c, session& s) {
           continue;
         case parse_event::done:
           dispatch(c, s);
-          if (s.closing || over_output_limit(c, s)) {
+          if (s.closing || over_output_limit()) {
             stop = true;
           }
           if (s.parser.idle()) {
@@ -501,15 +513,6 @@ action server::on_traffic(evnet::conn& c) {
     return action::none;
   }
   return handle_input(c, *s);
-}
-
-bool server::over_output_limit(evnet::conn& c, session& s) const noexcept {
-  if (opts_.max_pending_output == 0 ||
-      s.out.size() + c.outbound_size() < opts_.max_pending_output) {
-    return false;
-  }
-  s.output_paused = true;
-  return true;
 }
 
 void server::on_drain(evnet::conn& c) {

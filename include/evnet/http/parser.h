@@ -193,6 +193,8 @@ class parser {
   bool parse_field_line(std::string_view line, std::vector<header_field>& into);
   parse_step accumulate_lines(std::string_view input, bool trailers);
   parse_step finish_message(std::size_t consumed);
+  bool known_valid_host(std::string_view v) noexcept;
+  bool remember_valid_host(std::string_view v) noexcept;
 
   kind kind_;
   state state_ = state::start;
@@ -205,10 +207,14 @@ class parser {
   std::uint64_t remaining_ = 0;    // body or chunk bytes left
   std::uint64_t body_total_ = 0;   // decoded body bytes so far
   std::uint32_t chunk_digits_ = 0;
-  bool chunk_ext_ = false;        // inside a chunk extension
-  bool chunk_ws_ = false;         // whitespace after the chunk size (';' or CRLF next)
-  bool chunk_cr_ = false;         // saw CR in chunk_crlf / chunk size line
-  bool fast_path_ = true;         // tests turn it off to compare against the line-by-line path
+  bool chunk_ext_ = false;  // inside a chunk extension
+  bool chunk_ws_ = false;   // whitespace after the chunk size (';' or CRLF next)
+  bool chunk_cr_ = false;   // saw CR in chunk_crlf / chunk size line
+  bool fast_path_ = true;   // tests turn it off to compare against the line-by-line path
+  // The last Host value found valid on this connection: a client sends the same one every
+  // time, so the fast path compares it instead of validating it again.
+  std::uint8_t valid_host_len_ = 0xff;  // 0xff: none yet
+  char valid_host_[39] = {};
   std::uint64_t fast_heads_ = 0;  // heads parsed by fast_request_head (tests read it)
   int error_status_ = 0;
   const char* error_reason_ = "";

@@ -487,7 +487,6 @@ class server : public evnet::handler {
   action handle_input(evnet::conn& c, session& s);
   void answer_error(evnet::conn& c, session& s, int status, std::string_view reason);
   void dispatch(evnet::conn& c, session& s);
-  bool over_output_limit(evnet::conn& c, session& s) const noexcept;
   void arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds after);
   void on_timer(evnet::conn& c, session& s);
   void answer_timeout(evnet::conn& c, session& s, std::string_view reason);
