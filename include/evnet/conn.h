@@ -311,6 +311,7 @@ class conn : public std::enable_shared_from_this<conn> {
   void buffered_output() noexcept;
   void output_drained() noexcept;
   void complete_sends(std::error_code ec) noexcept;
+  void complete_when_flushed(send_callback cb);
   void arm_deadline() noexcept;
   void on_deadline() noexcept;
   std::int64_t next_deadline() const noexcept;

@@ -125,7 +125,6 @@ void response::begin_chunked() {
     }
     put("\r\n");
     raw_body_ = true;
-    must_close_ = true;
     return;
   }
   put("Transfer-Encoding: chunked\r\n\r\n");

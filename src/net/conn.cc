@@ -247,7 +247,15 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
     return errc::closed;
   }
   constexpr std::size_t kMaxIov = 64;
-  if (parts.size() > kMaxIov && kind_ != transport::udp) {
+  if (parts.size() > kMaxIov) {
+    if (kind_ == transport::udp) {
+      // Rare: the pieces still form one datagram.
+      std::string joined;
+      for (std::string_view part : parts) {
+        joined.append(part);
+      }
+      return write(joined);
+    }
     // Rare: write the pieces one by one (still one stream, in order).
     for (std::string_view part : parts) {
       if (auto ec = write(part.data(), part.size())) {
@@ -255,14 +263,6 @@ std::error_code conn::writev(std::span<const std::string_view> parts) {
       }
     }
     return {};
-  }
-  if (kind_ == transport::udp && parts.size() > kMaxIov) {
-    // Rare: the pieces still form one datagram.
-    std::string joined;
-    for (std::string_view part : parts) {
-      joined.append(part);
-    }
-    return write(joined);
   }
   iovec iov[kMaxIov];
   std::size_t total = 0;
@@ -1113,13 +1113,17 @@ void conn::drain_sends() noexcept {
     } else if (out_.empty()) {
       cb({});
     } else {
-      if (!completions_) {
-        completions_ = std::make_unique<detail::send_completion_list>();
-      }
-      completions_->items.emplace_back(out_accepted_, std::move(cb));
+      complete_when_flushed(std::move(cb));
     }
   }
   lp.leave();
+}
+
+void conn::complete_when_flushed(send_callback cb) {
+  if (!completions_) {
+    completions_ = std::make_unique<detail::send_completion_list>();
+  }
+  completions_->items.emplace_back(out_accepted_, std::move(cb));
 }
 
 std::error_code conn::send_to_in_loop(const socket_address& to, std::string_view data) noexcept {
@@ -1207,18 +1211,13 @@ std::error_code conn::send_async(std::string data, send_callback done) {
   if (!done) {
     return {};
   }
-  if (!out_.empty() && state_.load(std::memory_order_relaxed) == conn_state::open) {
-    if (!completions_) {
-      completions_ = std::make_unique<detail::send_completion_list>();
-    }
-    completions_->items.emplace_back(out_accepted_, std::move(done));
+  const bool open = state_.load(std::memory_order_relaxed) == conn_state::open;
+  if (open && !out_.empty()) {
+    complete_when_flushed(std::move(done));
     return {};
   }
   // All handed to the kernel (or the conn closed inside write(), dropping the rest).
-  const std::error_code result =
-      out_.empty() && state_.load(std::memory_order_relaxed) == conn_state::open
-          ? std::error_code{}
-          : make_error_code(errc::aborted);
+  const std::error_code result = open ? std::error_code{} : make_error_code(errc::aborted);
   std::shared_ptr<conn> self = shared_from_this();
   (void)loop_->post([self, result, cb = std::move(done)] {
     loop_internals& lp = *self->li_;

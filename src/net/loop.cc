@@ -220,13 +220,16 @@ void adopt_request::abandon() noexcept {
 }
 
 void loop_internals::start_adopt(adopt_request& r) {
-  if (stopping) {
-    r.abandon();
+  auto refuse = [&](std::error_code ec) {
     if (r.options.on_result) {
       enter();
-      r.options.on_result(nullptr, make_error_code(errc::engine_stopping));
+      r.options.on_result(nullptr, ec);
       leave();
     }
+  };
+  if (stopping) {
+    r.abandon();
+    refuse(make_error_code(errc::engine_stopping));
     return;
   }
   const int fd = std::exchange(r.fd, -1);
@@ -237,11 +240,7 @@ void loop_internals::start_adopt(adopt_request& r) {
   if (std::error_code ec = poll->add(c->attachment_, interest::read_write, trigger_mode::edge)) {
     c->discard_output_ = true;
     c->do_close();  // not opened: no on_close; gives back the counts and closes the fd
-    if (r.options.on_result) {
-      enter();
-      r.options.on_result(nullptr, ec);
-      leave();
-    }
+    refuse(ec);
     return;
   }
   if (r.options.on_result) {

@@ -243,7 +243,7 @@ class response {
   bool finished() const noexcept { return finished_; }
   /// True when the connection must close after this response (a streamed body to an HTTP/1.0
   /// client, delimited by the close).
-  bool must_close() const noexcept { return must_close_; }
+  bool must_close() const noexcept { return raw_body_; }
 
   /// Internal: made by the server for each request. `last`: the connection closes after this
   /// response; `keep_alive_10`: an HTTP/1.0 client asked for keep-alive (must be confirmed).
@@ -273,7 +273,6 @@ class response {
   bool finished_ = false;
   bool bodiless_status_ = false;  // 1xx, 204, 304: no Content-Length, no body
   bool raw_body_ = false;         // chunks sent unframed (HTTP/1.0), ended by the close
-  bool must_close_ = false;
 };
 
 /// A route handler. Runs on the connection's loop thread.
