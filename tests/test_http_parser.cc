@@ -280,6 +280,26 @@ TEST(http_parser, valid_host_values_are_accepted) {
   }
 }
 
+// The fast path remembers the last valid Host in a small buffer. Host values of every length
+// around that buffer's size and the byte-sized length (255, 256) are compared and validated
+// correctly, first seen and repeated (a 255-byte Host once read past the buffer under ASan).
+TEST(http_parser, host_values_of_any_length_are_checked) {
+  for (std::size_t len : {1, 7, 8, 16, 17, 38, 39, 40, 254, 255, 256, 1000}) {
+    SCOPED_TRACE(len);
+    const std::string host(len, 'h');
+    const std::string get = "GET / HTTP/1.1\r\nHost: " + host + "\r\n\r\n";
+    auto o = req(get + get);
+    EXPECT_EQ(o.error_status, 0);
+    EXPECT_EQ(o.messages.size(), 2u);
+    // The same length with a byte that is not allowed after a valid one is still refused.
+    std::string bad = host;
+    bad[len / 2] = '"';
+    auto b = req(get + "GET / HTTP/1.1\r\nHost: " + bad + "\r\n\r\n");
+    EXPECT_EQ(b.error_status, 400);
+    EXPECT_EQ(b.messages.size(), 1u);
+  }
+}
+
 // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; it is read
 // (chunked), and the connection is not kept alive, whatever Connection says.
 TEST(http_parser, http10_with_transfer_encoding_is_not_kept_alive) {

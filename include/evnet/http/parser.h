@@ -212,8 +212,10 @@ class parser {
   bool chunk_cr_ = false;   // saw CR in chunk_crlf / chunk size line
   bool fast_path_ = true;   // tests turn it off to compare against the line-by-line path
   // The last Host value found valid on this connection: a client sends the same one every
-  // time, so the fast path compares it instead of validating it again.
-  std::uint8_t valid_host_len_ = 0xff;  // 0xff: none yet
+  // time, so the fast path compares it instead of validating it again. It starts as the empty
+  // value (valid), so the length is never above the buffer's size (a sentinel such as 0xff
+  // would match a 255-byte Host and compare past the buffer: found by fuzz_http_parser).
+  std::uint8_t valid_host_len_ = 0;
   char valid_host_[39] = {};
   std::uint64_t fast_heads_ = 0;  // heads parsed by fast_request_head (tests read it)
   int error_status_ = 0;
