@@ -3,6 +3,7 @@
 // sigaction() is POSIX, declared by <signal.h>; <csignal> only promises std::signal().
 #include <signal.h>  // NOLINT(modernize-deprecated-headers)
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <map>
@@ -829,6 +830,97 @@ TEST(net_engine, stop_flushes_pending_output_and_closes_all) {
   ASSERT_EQ(h.get().size(), 1u);
   EXPECT_EQ(h.get()[0], make_error_code(errc::engine_stopping));
   ::close(fd);
+}
+
+// engine::stop() offers every open connection to on_stopping, once, on its loop thread,
+// before closing it. A farewell written there reaches the peer. action::close (the default)
+// lets the engine close the connection at once; action::none keeps it open and reading until
+// the handler closes it (here on the peer's "ack") or stop_grace ends (engine_stopping). A
+// connection the server closed before the stop is not offered.
+struct farewell_handler : reason_handler {
+  // The first byte a client sends says what its connection does at the stop: 'c' closes at
+  // once, 'a' waits for an ack, 'n' waits for nothing (the grace period ends it), 'q' is
+  // closed by the server before the stop.
+  action on_traffic(conn& c) override {
+    std::string in(c.peek().size(), '\0');
+    c.read(in.data(), in.size());
+    std::lock_guard<std::mutex> lock(mu);
+    for (char ch : in) {
+      const char k = kind.emplace(&c, ch).first->second;
+      if (k == 'q') {
+        return action::close;
+      }
+      if (ch == 'k' && k == 'a') {
+        acked.push_back(k);
+        return action::close;  // the farewell was answered
+      }
+    }
+    return action::none;
+  }
+  action on_stopping(conn& c) override {
+    std::lock_guard<std::mutex> lock(mu);
+    const char k = kind[&c];
+    offered.push_back(k);
+    if (!c.owner().in_loop_thread() || c.state() != conn_state::open) {
+      wrong_context = true;
+    }
+    c.write(std::string("bye ") + k + "\n");
+    return k == 'c' ? action::close : action::none;
+  }
+  bool wrong_context = false;
+  std::vector<char> offered;
+  std::vector<char> acked;
+  std::map<const conn*, char> kind;
+};
+
+TEST(net_engine, on_stopping_lets_each_open_conn_say_goodbye_then_closes_it) {
+  farewell_handler h;
+  engine_options o;
+  o.loops = 2;
+  o.stop_grace = 600ms;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  std::map<char, int> fd;
+  for (char k : {'c', 'a', 'n', 'q'}) {
+    fd[k] = connect_tcp(r.port());
+    ASSERT_GE(fd[k], 0);
+    ASSERT_TRUE(send_all(fd[k], std::string(1, k)));
+  }
+  EXPECT_TRUE(test::sees_close(fd['q']));
+  ASSERT_TRUE(wait_for([&] { return h.get().size() == 1; }));  // 'q' closed before the stop
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard<std::mutex> lock(h.mu);
+    return h.kind.size() == 4;
+  }));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread stopper([&] { r.stop(); });
+  EXPECT_EQ(recv_n(fd['c'], 6), "bye c\n");
+  EXPECT_TRUE(test::sees_close(fd['c']));
+  EXPECT_EQ(recv_n(fd['a'], 6), "bye a\n");
+  EXPECT_EQ(recv_n(fd['n'], 6), "bye n\n");
+  // 'a' is still open and read: its ack ends it, before the grace period.
+  ASSERT_TRUE(send_all(fd['a'], "k"));
+  EXPECT_TRUE(test::sees_close(fd['a']));
+  // 'n' is closed when stop_grace ends.
+  EXPECT_TRUE(test::sees_close(fd['n']));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 550ms);
+  stopper.join();
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_FALSE(h.wrong_context);
+  std::vector<char> offered = h.offered;
+  std::sort(offered.begin(), offered.end());
+  EXPECT_EQ(offered, (std::vector<char>{'a', 'c', 'n'})) << "once per open conn, not 'q'";
+  EXPECT_EQ(h.acked, std::vector<char>{'a'});
+  ASSERT_EQ(h.reasons.size(), 4u);
+  int stopping = 0;
+  for (const auto& ec : h.reasons) {
+    stopping += ec == make_error_code(errc::engine_stopping) ? 1 : 0;
+  }
+  EXPECT_EQ(stopping, 2) << "'c' and 'n' closed by the stop; 'q' and 'a' (on its ack, within "
+                            "the grace period) by the handler";
+  for (auto& [k, f] : fd) {
+    ::close(f);
+  }
 }
 
 engine* g_signal_engine = nullptr;

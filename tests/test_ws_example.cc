@@ -99,6 +99,24 @@ TEST(ws_python, over_16_mib_is_1009) {
   run_python("too_big");
 }
 
+// Stopping the server (SIGTERM) says 1001 "going away" to a connected client and completes
+// the close handshake before the TCP close (Python's websockets reports ConnectionClosedOK).
+TEST(ws_python, server_stop_says_going_away) {
+  if (!python_websockets_available()) {
+    GTEST_SKIP() << "/usr/bin/python3 with the websockets module is not installed";
+  }
+  example ex;
+  ASSERT_GT(ex.port, 0) << "ws_echo_server did not start: " << ex.proc.captured;
+  child py;
+  ASSERT_TRUE(py.start({kPython, proto_test::source_dir() + "/tests/ws_python_client.py",
+                        std::to_string(ex.port), "going_away"}));
+  ASSERT_TRUE(py.wait_for("CONNECTED", 30s)) << py.captured;
+  ex.proc.signal(SIGTERM);
+  EXPECT_EQ(py.wait_exit(30s), 0) << py.captured;
+  EXPECT_NE(py.captured.find("OK going_away"), std::string::npos) << py.captured;
+  EXPECT_EQ(ex.proc.wait_exit(10s), 0) << ex.proc.captured;
+}
+
 TEST(ws_example, exits_zero_on_sigint) {
   example ex;
   ASSERT_GT(ex.port, 0);

@@ -87,9 +87,16 @@ class test_ws_server {
       port_ = f.get();
     }
   }
-  ~test_ws_server() {
-    srv_.stop();
-    thread_.join();
+  ~test_ws_server() { stop(); }
+  // Stops the server and waits for run() to return; returns how long that took.
+  std::chrono::milliseconds stop() {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (thread_.joinable()) {
+      srv_.stop();
+      thread_.join();
+    }
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 t0);
   }
   int port() const { return port_; }
   std::string url() const { return "ws://127.0.0.1:" + std::to_string(port_) + "/"; }
@@ -384,6 +391,45 @@ TEST(ws_server, cross_thread_send_and_close) {
   EXPECT_EQ(conn->send_text("too late"), evnet::errc::closed);
 }
 
+// A stopping server says 1001 "going away" to each open WebSocket and keeps reading until the
+// peer's close reply, which ends the connection (RFC 6455 §7.1.2: a clean close both ways).
+TEST(ws_server, stop_says_going_away_and_completes_the_close_handshake) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "hi"));
+  std::string data;
+  ASSERT_EQ(c.next(data).event, ws::read_event::message);
+  std::future<std::chrono::milliseconds> took =
+      std::async(std::launch::async, [&] { return s.stop(); });
+  auto st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::close);
+  EXPECT_EQ(st.code, ws::close_code::going_away);
+  EXPECT_EQ(data, "going away");
+  ASSERT_TRUE(c.send_frame(ws::opcode::close, "\x03\xE9"));  // 1001 echoed
+  EXPECT_TRUE(c.eof_follows());
+  EXPECT_EQ(h.wait_close().first, ws::close_code::going_away) << "the peer's reply arrived";
+  EXPECT_LT(took.get(), 1000ms) << "the reply ended it, not the stop grace period";
+}
+
+// A peer that never answers the 1001 does not hold the stop beyond the grace period; the
+// server reports 1006 (no close frame received), as for any unanswered close.
+TEST(ws_server, stop_with_a_silent_peer_ends_within_the_grace_period) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  ASSERT_TRUE(h.wait_open());
+  std::future<std::chrono::milliseconds> took =
+      std::async(std::launch::async, [&] { return s.stop(); });
+  std::string data;
+  auto st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::close);
+  EXPECT_EQ(st.code, ws::close_code::going_away);
+  EXPECT_TRUE(c.eof_follows());
+  EXPECT_LT(took.get(), 3000ms);  // stop_grace is 1 s
+  EXPECT_EQ(h.wait_close().first, ws::close_code::abnormal);
+}
+
 // ---------------- evnet's ws::client against ws::server ----------------
 
 class client_handler : public recording_handler {
@@ -425,6 +471,24 @@ TEST(ws_client, echo_and_close_codes_both_sides) {
   auto sc = server_h.wait_close();
   EXPECT_EQ(sc.first, 4003);
   EXPECT_EQ(sc.second, "client done");
+}
+
+// Stopping a client says 1001 "going away" to the server, which echoes it: both sides report
+// 1001.
+TEST(ws_client, stop_says_going_away_to_the_server) {
+  recording_handler server_h;
+  test_ws_server s(server_h);
+  client_handler h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(s.url()));
+  ASSERT_TRUE(h.wait_open());
+  ASSERT_TRUE(server_h.wait_open());
+  cl.stop();
+  EXPECT_EQ(h.wait_close().first, ws::close_code::going_away);
+  auto sc = server_h.wait_close();
+  EXPECT_EQ(sc.first, ws::close_code::going_away);
+  EXPECT_EQ(sc.second, "going away");
 }
 
 TEST(ws_client, server_limit_reported_as_1009) {

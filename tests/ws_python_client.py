@@ -102,7 +102,24 @@ async def too_big():
     check(ws.close_code == 1009, f"close code {ws.close_code}")
 
 
-SCENARIOS = {f.__name__: f for f in [text, binary, fragmented, ping, close, compression, large, too_big]}
+async def going_away():
+    # The test stops the server once this prints CONNECTED: the server must say 1001 and the
+    # close handshake must complete both ways (websockets raises ConnectionClosedOK only when
+    # a close frame was received and its own reply was sent, both with 1000 or 1001).
+    ws = await websockets.connect(URL, compression=None)
+    await echo(ws, "x")
+    print("CONNECTED", flush=True)
+    try:
+        await asyncio.wait_for(ws.recv(), 30)
+        check(False, "the server sent a message instead of closing")
+    except websockets.exceptions.ConnectionClosedOK:
+        pass
+    check(ws.close_code == 1001, f"close code {ws.close_code}")
+    check(ws.close_reason == "going away", f"close reason {ws.close_reason!r}")
+
+
+SCENARIOS = {f.__name__: f for f in [text, binary, fragmented, ping, close, compression, large,
+                                     too_big, going_away]}
 
 if __name__ == "__main__":
     asyncio.run(asyncio.wait_for(SCENARIOS[SCENARIO](), 60))

@@ -122,7 +122,8 @@ struct engine_options {
   /// What happens when send_queue_limit would be exceeded.
   send_queue_policy queue_policy = send_queue_policy::fail;
 
-  /// How long stop() lets connections flush pending output before closing them anyway.
+  /// How long stop() lets connections flush pending output (and handlers finish a farewell
+  /// begun in handler::on_stopping) before closing them anyway.
   std::chrono::milliseconds stop_grace{1000};
   /// Call handler::on_tick (on loop 0) from the start of the run.
   bool ticker = false;
@@ -167,8 +168,9 @@ class engine {
 
   /// Binds every address ("tcp://", "tcp4://", "tcp6://", "udp://", "unix://" URLs; may be
   /// empty for a client-only engine), starts the loops, calls handler.on_boot, serves until
-  /// stop() (or a callback returns action::shutdown), then closes every connection
-  /// (on_close with errc::engine_stopping after a flush bounded by stop_grace), joins the loop
+  /// stop() (or a callback returns action::shutdown), then offers every open connection to
+  /// handler.on_stopping and closes it (on_close with errc::engine_stopping after a flush
+  /// bounded by stop_grace; or by the handler itself, within stop_grace), joins the loop
   /// threads, calls handler.on_shutdown and returns {}. If setup fails (bad address, bind
   /// error) nothing is called on the handler and the error is returned. One run at a time: a
   /// run() while another is executing returns errc::invalid_argument at once; the engine may be

@@ -4,7 +4,7 @@
 // This is a public header.
 //
 // Threading: every connection lives on one loop thread. Callbacks about a connection
-// (on_open, on_traffic, on_read_eof, on_high_water, on_drain, on_close) run on that
+// (on_open, on_traffic, on_read_eof, on_high_water, on_drain, on_stopping, on_close) run on that
 // connection's loop thread, never concurrently for the same connection; callbacks for
 // connections on different loops may run concurrently, so a handler shared by several loops
 // must synchronise its own shared state. on_boot, on_shutdown and on_tick are documented
@@ -96,6 +96,19 @@ class handler {
   /// reached; the socket was accepted and closed at once), EMFILE/ENFILE (a client was shed
   /// with the spare descriptor), or another accept error. Runs on the accepting loop's thread.
   virtual void on_accept_error(std::error_code error) { (void)error; }
+
+  /// The engine is stopping (engine::stop()) and `c` is open. Loop thread of `c`; called once,
+  /// before the engine closes the connection, and not for connections already closing. The
+  /// handler may write a farewell here (a protocol's "going away" message). Return
+  /// action::close (the default) to let the engine close the connection gracefully now (pending
+  /// output flushed within engine_options::stop_grace, on_close with errc::engine_stopping), or
+  /// action::none to keep it open, still reading, and close it yourself, e.g. once the peer has
+  /// answered the farewell: a connection still open when stop_grace ends is closed then (its
+  /// on_close gets errc::engine_stopping).
+  virtual action on_stopping(conn& c) {
+    (void)c;
+    return action::close;
+  }
 
   /// Called once on the thread that called engine::run(), after every connection has been
   /// closed and every loop thread joined, just before run() returns.

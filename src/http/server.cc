@@ -522,6 +522,14 @@ void server::on_drain(evnet::conn& c) {
   }
 }
 
+action server::on_stopping(evnet::conn& c) {
+  session* s = session_of(c);
+  if (s != nullptr && s->upgraded) {
+    return s->upgraded->on_stopping(c);
+  }
+  return action::close;
+}
+
 action server::on_read_eof(evnet::conn& c) {
   (void)c;
   return action::close;

@@ -485,6 +485,14 @@ void loop_internals::begin_stop() {
     all.push_back(c->shared_from_this());
   }
   for (auto& c : all) {
+    if (c->opened_ && c->state() == conn_state::open) {
+      enter();
+      const action a = h->on_stopping(*c);
+      leave();
+      if (a == action::none) {
+        continue;  // the handler closes it (at the latest when the grace period ends)
+      }
+    }
     c->request_close(make_error_code(errc::engine_stopping), false);
   }
 }

@@ -170,6 +170,11 @@ class client::impl final : public evnet::handler {
     }
   }
 
+  action on_stopping(evnet::conn& c) override {
+    auto* st = state(c);
+    return st && st->session ? st->session->on_stopping(c) : action::close;
+  }
+
   void on_close(evnet::conn& c, std::error_code reason) override {
     auto* st = state(c);
     if (!st) {

@@ -440,6 +440,14 @@ void session::on_upgraded(evnet::conn&, std::string& out) {
   out_.clear();
 }
 
+action session::on_stopping(evnet::conn&) {
+  if (done_) {
+    return action::close;
+  }
+  start_close(close_code::going_away, "going away");
+  return action::none;
+}
+
 void session::on_close(evnet::conn& c, std::error_code) {
   if (close_timer_) {
     c.owner().cancel(close_timer_), close_timer_ = 0;

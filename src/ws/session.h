@@ -70,6 +70,10 @@ class session final : public http::upgraded_protocol {
   action on_traffic(evnet::conn& c) override;
   void on_close(evnet::conn& c, std::error_code reason) override;
   void on_upgraded(evnet::conn& c, std::string& out) override;
+  /// The engine is stopping: sends a 1001 "going away" close (unless a close was sent already)
+  /// and keeps the connection open for the peer's reply, which ends it (or close_timeout, or
+  /// the engine's stop grace period).
+  action on_stopping(evnet::conn& c) override;
 
   /// Writes one frame (compressing / masking as negotiated). Loop thread.
   std::error_code write_message(opcode op, std::string_view payload);

@@ -295,6 +295,12 @@ class upgraded_protocol {
     (void)c;
     (void)out;
   }
+  /// The engine is stopping; same contract as evnet::handler::on_stopping. The default lets
+  /// the engine close the connection.
+  virtual action on_stopping(evnet::conn& c) {
+    (void)c;
+    return action::close;
+  }
 };
 
 /// Decides an upgrade request for a path. Runs on the connection's loop thread. Either appends
@@ -479,6 +485,9 @@ class server : public evnet::handler {
   /// evnet::handler: output all sent; resumes a connection paused by max_pending_output.
   /// Loop thread of `c`.
   void on_drain(evnet::conn& c) override;
+  /// evnet::handler: the engine is stopping; an upgraded connection's protocol decides (a
+  /// WebSocket session says "going away"), any other is closed. Loop thread of `c`.
+  action on_stopping(evnet::conn& c) override;
 
  private:
   struct session;

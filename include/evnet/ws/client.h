@@ -31,8 +31,9 @@ class client {
  public:
   /// `h` must outlive the client. Owner thread.
   explicit client(handler& h, client_options o = {});
-  /// Stops the engine (closing every connection: on_close runs with 1006 for connections whose
-  /// close handshake had not finished) and joins its thread.
+  /// Stops the engine and joins its thread: each open WebSocket is sent a 1001 "going away"
+  /// close and ends when the server's reply arrives (on_close with 1001) or when the engine's
+  /// stop_grace ends (on_close with 1006); a connection still in its handshake fails.
   ~client();
   client(const client&) = delete;
   client& operator=(const client&) = delete;

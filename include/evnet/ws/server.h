@@ -49,6 +49,9 @@ class server {
   /// eo.high_water_mark is the threshold of handler::on_high_water.
   std::error_code run(const std::vector<std::string>& addresses, const engine_options& eo = {});
   /// Stops run(). Any thread; async-signal-safe (atomic loads and stores, then engine::stop()).
+  /// Each open WebSocket is sent a 1001 "going away" close and ends when the peer's close reply
+  /// arrives (on_close with 1001), or when the engine's stop_grace (or close_timeout) ends
+  /// (on_close with 1006); plain HTTP connections are closed after their output is flushed.
   /// The request is remembered: a stop() before run() makes run() return right after it has
   /// bound its addresses, and so does every later run() of this server.
   void stop() noexcept;
