@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -65,6 +66,10 @@ class recording_handler : public ws::handler {
     return failures_.empty() ? "" : failures_[0];
   }
 
+  std::mutex& mu() { return mu_; }
+  // The closes so far; hold mu() while reading.
+  const std::vector<std::pair<std::uint16_t, std::string>>& closes() const { return closes_; }
+
  protected:
   std::mutex mu_;
   std::condition_variable cv_;
@@ -73,6 +78,19 @@ class recording_handler : public ws::handler {
   ws::connection_ptr last_;
   int opened_ = 0;
 };
+
+// Polls pred every 5 ms until it holds or `timeout` passes.
+template <typename Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) {
+      return false;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
 
 class test_ws_server {
  public:
@@ -430,6 +448,73 @@ TEST(ws_server, stop_with_a_silent_peer_ends_within_the_grace_period) {
   EXPECT_EQ(h.wait_close().first, ws::close_code::abnormal);
 }
 
+// Keepalive (options::ping_interval): a silent peer is pinged; its pong (like any frame)
+// keeps the connection, and another silence brings another ping.
+TEST(ws_server, keepalive_pings_a_silent_peer_and_its_pong_keeps_the_connection) {
+  recording_handler h;
+  ws::options o;
+  o.ping_interval = 100ms;
+  o.ping_timeout = 400ms;
+  test_ws_server s(h, o);
+  raw_ws c(s.port());
+  std::string data;
+  for (int i = 0; i < 2; ++i) {
+    ws::read_step st = c.next(data);
+    ASSERT_EQ(st.event, ws::read_event::ping) << "round " << i;
+    ASSERT_TRUE(c.send_frame(ws::opcode::pong, data));
+  }
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "still here"));
+  ws::read_step st = c.next(data);
+  while (st.event == ws::read_event::ping) {  // a third ping may come first on a slow machine
+    ASSERT_TRUE(c.send_frame(ws::opcode::pong, data));
+    st = c.next(data);
+  }
+  ASSERT_EQ(st.event, ws::read_event::message);
+  EXPECT_EQ(data, "still here");
+  std::lock_guard<std::mutex> lk(h.mu());
+  EXPECT_TRUE(h.closes().empty()) << "closed with " << h.closes()[0].first;
+}
+
+// A peer that answers nothing within ping_timeout is failed with 1011 and its TCP connection
+// closed without waiting close_timeout for a reply.
+TEST(ws_server, keepalive_fails_a_peer_that_never_answers_with_1011) {
+  recording_handler h;
+  ws::options o;
+  o.ping_interval = 100ms;
+  o.ping_timeout = 300ms;
+  o.close_timeout = 10s;
+  test_ws_server s(h, o);
+  raw_ws c(s.port());
+  std::string data;
+  ASSERT_EQ(c.next(data).event, ws::read_event::ping);
+  const auto t0 = std::chrono::steady_clock::now();
+  ws::read_step st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::close);
+  EXPECT_EQ(st.code, ws::close_code::internal_error);
+  EXPECT_EQ(data, "keepalive ping timeout");
+  EXPECT_TRUE(c.eof_follows());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "waited close_timeout for a reply";
+  EXPECT_EQ(h.wait_close().first, ws::close_code::internal_error);
+}
+
+// A peer that keeps talking is never pinged.
+TEST(ws_server, keepalive_does_not_ping_a_busy_peer) {
+  recording_handler h;
+  ws::options o;
+  o.ping_interval = 300ms;
+  o.ping_timeout = 300ms;
+  test_ws_server s(h, o);
+  raw_ws c(s.port());
+  std::string data;
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(c.send_frame(ws::opcode::text, "m" + std::to_string(i)));
+    ws::read_step st = c.next(data);
+    ASSERT_EQ(st.event, ws::read_event::message) << "message " << i;
+    EXPECT_EQ(data, "m" + std::to_string(i));
+    std::this_thread::sleep_for(30ms);
+  }
+}
+
 // ---------------- evnet's ws::client against ws::server ----------------
 
 class client_handler : public recording_handler {
@@ -489,6 +574,32 @@ TEST(ws_client, stop_says_going_away_to_the_server) {
   auto sc = server_h.wait_close();
   EXPECT_EQ(sc.first, ws::close_code::going_away);
   EXPECT_EQ(sc.second, "going away");
+}
+
+// The client's keepalive pings the server when it is silent; the server answers, so the
+// connection lives on (and still echoes).
+TEST(ws_client, keepalive_pings_are_answered_by_the_server) {
+  struct ping_counter : recording_handler {
+    void on_ping(const ws::connection_ptr&, std::string_view) override { ++pings; }
+    std::atomic<int> pings{0};
+  } server_h;
+  test_ws_server s(server_h);
+  client_handler h;
+  ws::client_options co;
+  co.ping_interval = 100ms;
+  co.ping_timeout = 300ms;
+  ws::client cl(h, co);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(s.url()));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(wait_until([&] { return server_h.pings.load() >= 2; }, 10s));
+  EXPECT_FALSE(c->send_text("after pings"));
+  auto msgs = h.wait_messages(1);
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].second, "after pings");
+  std::lock_guard<std::mutex> lk(h.mu());
+  EXPECT_TRUE(h.closes().empty());
 }
 
 TEST(ws_client, server_limit_reported_as_1009) {

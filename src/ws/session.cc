@@ -124,9 +124,44 @@ session::session(evnet::conn& c, handler& h, const options& o, role r, std::stri
   if (role_ == role::server) {
     sessions_of_thread()[&tcp_] = this;
   }
+  if (opts_.ping_interval.count() > 0) {
+    arm_keepalive(opts_.ping_interval);
+  }
+}
+
+// The timer runs on the loop thread inside a callback scope (a close it causes is deferred
+// until it returns) and is cancelled in on_close, so `this` is alive whenever it fires.
+void session::arm_keepalive(std::chrono::milliseconds after) {
+  keepalive_timer_ = tcp_.owner().run_after(after, [this] { keepalive_check(); });
+}
+
+void session::keepalive_check() {
+  keepalive_timer_ = 0;
+  if (close_sent_ || done_) {
+    return;  // closing: close_timeout governs from here
+  }
+  if (heard_ || tcp_.read_paused()) {
+    heard_ = false;
+    ping_out_ = false;
+    arm_keepalive(opts_.ping_interval);
+    return;
+  }
+  if (!ping_out_) {
+    ping_out_ = true;
+    write_frame(opcode::ping, {}, false);
+    arm_keepalive(opts_.ping_timeout.count() > 0 ? opts_.ping_timeout : opts_.ping_interval);
+    return;
+  }
+  // Silent through a whole ping timeout: the peer (or the path to it) is gone. Say why, but
+  // do not wait close_timeout for a reply that will not come.
+  fail(close_code::internal_error, "keepalive ping timeout");
+  tcp_.close();
 }
 
 session::~session() {
+  if (keepalive_timer_) {
+    tcp_.owner().cancel(keepalive_timer_);
+  }
   if (conn_) {
     conn_->session_ = nullptr;
   }
@@ -200,8 +235,10 @@ void session::write_frame(opcode op, std::string_view payload, bool rsv1) {
   auto key = random_mask_key();
   char* p = out_.reserve(kMaxFrameHeader + payload.size());
   std::size_t n = write_frame_header(p, op, payload.size(), true, rsv1, key.data());
-  std::memcpy(p + n, payload.data(), payload.size());
-  apply_mask(p + n, payload.size(), key.data());
+  if (!payload.empty()) {  // an empty view may have no data pointer (memcpy's is nonnull)
+    std::memcpy(p + n, payload.data(), payload.size());
+    apply_mask(p + n, payload.size(), key.data());
+  }
   out_.commit(n + payload.size());
   if (staging_ == staging::none) {
     flush();
@@ -402,6 +439,7 @@ bool session::process(char* data, std::size_t len, std::size_t& consumed) {
 }
 
 action session::on_traffic(evnet::conn& c) {
+  heard_ = true;
   if (done_) {
     // Failed outside on_traffic (a handler threw in on_open, on_high_water or on_drain): our
     // close frame is out, and whatever the peer sends now (its close reply, typically) ends
@@ -451,6 +489,9 @@ action session::on_stopping(evnet::conn&) {
 void session::on_close(evnet::conn& c, std::error_code) {
   if (close_timer_) {
     c.owner().cancel(close_timer_), close_timer_ = 0;
+  }
+  if (keepalive_timer_) {
+    c.owner().cancel(keepalive_timer_), keepalive_timer_ = 0;
   }
   conn_->state_.store(connection::kClosed, std::memory_order_release);
   conn_->above_high_water_.store(false, std::memory_order_release);

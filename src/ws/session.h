@@ -103,6 +103,9 @@ class session final : public http::upgraded_protocol {
   // Processes one contiguous piece of input; returns false when input processing must stop.
   bool process(char* data, std::size_t len, std::size_t& consumed);
   void fail(std::uint16_t code, std::string_view reason);
+  // Keepalive (options::ping_interval): the timer's next check, and the check itself.
+  void arm_keepalive(std::chrono::milliseconds after);
+  void keepalive_check();
   // Runs a handler callback; an exception fails the connection with 1011.
   template <typename F>
   void guarded(F&& f);
@@ -122,7 +125,9 @@ class session final : public http::upgraded_protocol {
   bool flushing_ = false;  // inside flush(): see there
   bool close_sent_ = false;
   bool close_received_ = false;
-  bool done_ = false;  // stop processing input (closing)
+  bool done_ = false;      // stop processing input (closing)
+  bool heard_ = false;     // keepalive: bytes arrived since the last check
+  bool ping_out_ = false;  // keepalive: our ping awaits any sign of life
   std::uint16_t close_code_ = close_code::abnormal;
   std::size_t n_borrowed_ = 0;
   std::size_t borrowed_bytes_ = 0;  // sum of borrowed_[i].len
@@ -148,6 +153,7 @@ class session final : public http::upgraded_protocol {
   std::string scratch_;  // compression output
   std::string close_reason_;
   timer_id close_timer_ = 0;
+  timer_id keepalive_timer_ = 0;
 };
 
 }  // namespace evnet::ws::detail

@@ -172,6 +172,16 @@ struct options {
   subprotocol_selector select_protocol;
   /// After we send a close frame, how long to wait for the peer's before closing TCP.
   std::chrono::milliseconds close_timeout{5000};
+  /// Keepalive (0 = off, the default): a connection from which nothing has been received for
+  /// ping_interval is sent a ping, checked every ping_interval (so the ping goes out between
+  /// one and two intervals of silence). If nothing at all arrives within ping_timeout after
+  /// that ping (a pong, or any other frame), the peer is taken for gone: the connection is
+  /// failed with 1011 "keepalive ping timeout" and its TCP connection closed without waiting
+  /// for a reply (on_close with 1011). While the application has paused reading
+  /// (raw().pause_read()) silence is not held against the peer. Pings from the peer are
+  /// answered whether or not this is on.
+  std::chrono::milliseconds ping_interval{0};
+  std::chrono::milliseconds ping_timeout{20000};
 };
 
 }  // namespace evnet::ws
