@@ -1,10 +1,13 @@
 // In-process HTTP server: limits, timeouts, pipelining and edge cases over real sockets.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "evnet/engine.h"
 #include "evnet/http/parser.h"
@@ -32,9 +35,12 @@ class test_server {
       port_ = f.get();
     }
   }
-  ~test_server() {
-    srv_->stop();
-    thread_.join();
+  ~test_server() { stop(); }
+  void stop() {
+    if (thread_.joinable()) {
+      srv_->stop();
+      thread_.join();
+    }
   }
   int port() const { return port_; }
   std::error_code error() const { return ec_; }
@@ -643,6 +649,215 @@ TEST(http_server, pipelined_requests_wait_while_responses_are_unread) {
     EXPECT_EQ(x.body.size(), std::size_t{32} * 1024);
   }
   EXPECT_EQ(calls.load(), kRequests);
+}
+
+// ---------------- deferred responses (response::defer) ----------------
+
+// Worker threads that answer deferred responses after a delay, joined by the destructor.
+class workers {
+ public:
+  ~workers() {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto& t : threads_) {
+      t.join();
+    }
+  }
+  void later(std::chrono::milliseconds delay, std::function<void()> fn) {
+    std::lock_guard<std::mutex> lk(mu_);
+    threads_.emplace_back([delay, fn = std::move(fn)] {
+      std::this_thread::sleep_for(delay);
+      fn();
+    });
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::thread> threads_;
+};
+
+// GET /slow/:ms answers "slow <ms>" from a worker thread after that many milliseconds;
+// GET /plaintext answers at once; GET /stream streams three chunks over time from a worker.
+http::router deferred_router(workers& w, std::atomic<int>* refused = nullptr) {
+  http::router r = basic_router();
+  r.get("/slow/:ms", [&w, refused](const http::request& req, http::response& res) {
+    const std::string ms(req.param("ms"));
+    http::deferred_response d = res.defer();
+    w.later(std::chrono::milliseconds(std::stoi(ms)), [d, ms, refused]() mutable {
+      if (d.respond(200, "text/plain", "slow " + ms) && refused != nullptr) {
+        ++*refused;
+      }
+    });
+  });
+  r.get("/stream", [&w](const http::request&, http::response& res) {
+    http::deferred_response d = res.defer();
+    w.later(10ms, [d]() mutable {
+      EXPECT_FALSE(d.respond([](http::response& r) { r.start(200).begin_chunked(); }));
+      for (const char* part : {"a,", "b,", "c"}) {
+        std::this_thread::sleep_for(20ms);
+        EXPECT_FALSE(d.respond([part](http::response& r) { r.chunk(part); }));
+      }
+      EXPECT_FALSE(d.respond([](http::response& r) { r.end_chunked(); }));
+    });
+  });
+  return r;
+}
+
+// Pipelined requests behind a deferred one wait, and the answers come back in request order.
+TEST(http_deferred, answers_from_another_thread_keep_pipelined_order) {
+  workers w;
+  test_server s(deferred_router(w));
+  client c(s.port());
+  ASSERT_TRUE(c.send(std::string(kGet) + "GET /slow/80 HTTP/1.1\r\nHost: x\r\n\r\n" + kGet +
+                     "GET /slow/10 HTTP/1.1\r\nHost: x\r\n\r\n" + kGet));
+  auto r = read_replies(c, 5);
+  ASSERT_EQ(r.size(), 5u);
+  const char* want[] = {"Hello, World!", "slow 80", "Hello, World!", "slow 10", "Hello, World!"};
+  for (std::size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(r[i].status, 200) << i;
+    EXPECT_EQ(r[i].body, want[i]) << i;
+    EXPECT_TRUE(r[i].keep_alive) << i;
+  }
+}
+
+// A deferred response may be streamed over several calls; the connection then carries on.
+TEST(http_deferred, a_chunked_stream_over_time_then_keep_alive) {
+  workers w;
+  test_server s(deferred_router(w));
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto r = read_replies(c, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].header("transfer-encoding"), "chunked");
+  EXPECT_EQ(r[0].body, "a,b,c");
+  ASSERT_TRUE(c.send(kGet));
+  r = read_replies(c, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].body, "Hello, World!");
+}
+
+// No keep-alive, header or body timeout runs while the application works on an answer.
+TEST(http_deferred, timeouts_do_not_run_while_an_answer_is_awaited) {
+  workers w;
+  http::server_options o;
+  o.keep_alive_timeout = 150ms;
+  o.header_timeout = 150ms;
+  test_server s(deferred_router(w), o);
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /slow/600 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto r = read_replies(c, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].body, "slow 600");
+  ASSERT_TRUE(c.send(kGet));
+  EXPECT_EQ(read_replies(c, 1).size(), 1u);
+}
+
+// Dropping the handle unanswered, or a fill that throws before starting, is a 500 and the
+// connection closes (what was pipelined behind is not answered: the server cannot tell how
+// the application meant to go on). defer() after start() gives an empty handle.
+TEST(http_deferred, abandoned_or_failing_answers_are_500_and_close) {
+  http::router r;
+  r.get("/drop", [](const http::request&, http::response& res) { (void)res.defer(); });
+  r.get("/throw", [](const http::request&, http::response& res) {
+    http::deferred_response d = res.defer();
+    EXPECT_FALSE(d.respond([](http::response&) -> void { throw std::runtime_error("x"); }));
+  });
+  r.get("/late", [](const http::request&, http::response& res) {
+    res.start(200);
+    http::deferred_response d = res.defer();
+    EXPECT_FALSE(static_cast<bool>(d));
+    EXPECT_EQ(d.respond(200, "text/plain", "x"), evnet::errc::invalid_argument);
+    res.header("Content-Type", "text/plain").body("started");
+  });
+  test_server s(std::move(r));
+  for (const char* path : {"/drop", "/throw"}) {
+    client c(s.port());
+    ASSERT_TRUE(c.send(std::string("GET ") + path + " HTTP/1.1\r\nHost: x\r\n\r\n" + kGet));
+    bool eof = false;
+    auto replies = read_replies(c, 2, &eof);
+    ASSERT_EQ(replies.size(), 1u) << path;
+    EXPECT_EQ(replies[0].status, 500) << path;
+    EXPECT_TRUE(eof) << path;
+  }
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /late HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto replies = read_replies(c, 1);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].body, "started");
+}
+
+// A client that asked to close gets the deferred answer, then the close. One that shuts its
+// sending side while waiting is taken for gone (as nginx and Go's net/http do): the answer is
+// dropped, the connection closed, and respond() reports errc::closed.
+TEST(http_deferred, connection_close_ends_after_the_answer_and_half_close_drops_it) {
+  workers w;
+  std::atomic<int> refused{0};
+  test_server s(deferred_router(w, &refused));
+  {
+    client c(s.port());
+    ASSERT_TRUE(c.send("GET /slow/50 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    bool eof = false;
+    auto r = read_replies(c, 2, &eof);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].body, "slow 50");
+    EXPECT_FALSE(r[0].keep_alive);
+    EXPECT_TRUE(eof);
+  }
+  EXPECT_EQ(refused.load(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /slow/300 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_EQ(::shutdown(c.fd, SHUT_WR), 0);
+  bool eof = false;
+  auto r = read_replies(c, 1, &eof);
+  EXPECT_TRUE(r.empty());
+  EXPECT_TRUE(eof);
+  for (int i = 0; i < 200 && refused.load() == 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(refused.load(), 1) << "the worker's respond() was told the connection closed";
+}
+
+// Once the connection is gone, respond() reports errc::closed and done() is true.
+TEST(http_deferred, respond_after_the_client_left_reports_closed) {
+  std::mutex mu;
+  http::deferred_response kept;
+  std::atomic<bool> deferred{false};
+  http::router r;
+  r.get("/keep", [&](const http::request&, http::response& res) {
+    std::lock_guard<std::mutex> lk(mu);
+    kept = res.defer();
+    deferred = true;
+  });
+  test_server s(std::move(r));
+  {
+    client c(s.port());
+    ASSERT_TRUE(c.send("GET /keep HTTP/1.1\r\nHost: x\r\n\r\n"));
+    for (int i = 0; i < 500 && !deferred; ++i) {
+      std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_TRUE(deferred);
+  }
+  std::lock_guard<std::mutex> lk(mu);
+  for (int i = 0; i < 500 && !kept.done(); ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(kept.done());
+  EXPECT_EQ(kept.respond(200, "text/plain", "nobody listens"), evnet::errc::closed);
+}
+
+// An engine stop lets a pending deferred answer arrive within the grace period, then closes.
+TEST(http_deferred, stop_waits_for_a_pending_answer_within_the_grace_period) {
+  workers w;
+  test_server s(deferred_router(w));
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /slow/300 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::this_thread::sleep_for(50ms);  // the request is being worked on
+  std::thread stopper([&] { s.stop(); });
+  bool eof = false;
+  auto r = read_replies(c, 2, &eof);
+  stopper.join();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].body, "slow 300");
+  EXPECT_TRUE(eof);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "evnet/http/server.h"
 
 #include <any>
+#include <atomic>
 #include <charconv>
 #include <cstring>
 
@@ -154,6 +155,93 @@ void response::end_chunked() {
   finished_ = true;
 }
 
+// ---- deferred responses ----
+
+// What a deferred response needs after its handler returned. The flags and `loop` are set
+// once, on the loop thread, before any other thread sees the state; `out` and `res` are used
+// on the loop thread only; `done` is read anywhere.
+struct detail::deferred_state {
+  std::weak_ptr<evnet::conn> conn;
+  evnet::loop* loop = nullptr;
+  bool head_request = false;
+  bool last = false;
+  bool keep_alive_10 = false;
+  bool http10 = false;
+  std::atomic<bool> done{false};  // finished, or the connection closed
+  detail::out_buffer out;
+  std::unique_ptr<response> res;  // made by the first fill
+};
+
+struct deferred_response::owner {
+  std::shared_ptr<detail::deferred_state> st;
+  owner() = default;
+  owner(const owner&) = delete;
+  owner& operator=(const owner&) = delete;
+  // The last handle is gone: an unfinished response is ended as an abandoned handler's is.
+  ~owner() {
+    if (st && !st->done.load(std::memory_order_acquire)) {
+      (void)st->loop->post([s = std::move(st)] { server::run_deferred(s, {}); });
+    }
+  }
+};
+
+deferred_response response::defer() {
+  if (conn_ == nullptr || defer_slot_ == nullptr || started_ || *defer_slot_) {
+    return {};
+  }
+  auto st = std::make_shared<detail::deferred_state>();
+  st->conn = conn_->shared_from_this();
+  st->loop = &conn_->owner();
+  st->head_request = head_request_;
+  st->last = last_;
+  st->keep_alive_10 = keep_alive_10_;
+  st->http10 = http10_;
+  *defer_slot_ = st;
+  auto o = std::make_shared<deferred_response::owner>();
+  o->st = std::move(st);
+  return deferred_response(std::move(o));
+}
+
+std::error_code deferred_response::respond(std::function<void(response&)> fill) {
+  if (!owner_) {
+    return errc::invalid_argument;
+  }
+  const std::shared_ptr<detail::deferred_state>& st = owner_->st;
+  if (!fill) {
+    return errc::invalid_argument;
+  }
+  if (st->done.load(std::memory_order_acquire)) {
+    return errc::closed;
+  }
+  if (st->loop->post([st, f = std::move(fill)] { server::run_deferred(st, f); })) {
+    return errc::closed;  // the loop has stopped
+  }
+  return {};
+}
+
+std::error_code deferred_response::respond(int status, std::string_view content_type,
+                                           std::string_view body) {
+  return respond([status, type = std::string(content_type), b = std::string(body)](response& r) {
+    r.start(status).header("Content-Type", type).body(b);
+  });
+}
+
+bool deferred_response::done() const noexcept {
+  return !owner_ || owner_->st->done.load(std::memory_order_acquire);
+}
+
+// While a response is deferred the connection keeps reading, so that a client that leaves is
+// seen (its EOF closes the connection and the application's handle reports done()); requests
+// it pipelines meanwhile stay in the input buffer, unparsed, and reading pauses once they are
+// more than one request head's worth, so they cannot grow it without bound.
+namespace {
+void hold_input_while_deferred(evnet::conn& c, std::size_t max_head) noexcept {
+  if (c.inbound_size() > max_head) {
+    c.pause_read();
+  }
+}
+}  // namespace
+
 // ---- server ----
 
 struct server::session {
@@ -163,6 +251,10 @@ struct server::session {
   std::string upgrade_out;  // what an upgrade handler and its protocol write (std::string API)
   std::string body;         // request body when buffer_body
   std::unique_ptr<upgraded_protocol> upgraded;
+  // A response deferred by its handler and not yet finished: nothing else is parsed or
+  // answered meanwhile (response::defer()).
+  std::shared_ptr<detail::deferred_state> deferred;
+  bool stopping = false;       // the engine stops: close once the deferred response is sent
   bool closing = false;        // the last response is staged; further input is ignored
   bool lingering = false;      // an error was answered; input is drained until EOF or linger ends
   bool output_paused = false;  // max_pending_output reached: reading paused until on_drain
@@ -242,6 +334,13 @@ void server::arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds aft
 void server::on_timer(evnet::conn& c, session& s) {
   using namespace std::chrono;
   if (s.upgraded || c.state() != conn_state::open) {
+    return;
+  }
+  if (s.deferred) {
+    // Waiting for the application, not for the client: no timeout applies. Look again later.
+    if (auto wait = shortest_timeout(); wait.count() > 0) {
+      arm_timer(c, s, wait);
+    }
     return;
   }
   if (s.lingering || s.closing) {
@@ -331,11 +430,20 @@ void server::dispatch(evnet::conn& c, session& s) {
   } else {
     std::size_t mark = s.out.size();
     bool failed = false;
+    res.conn_ = &c;
+    res.defer_slot_ = &s.deferred;
     try {
       (*h)(request{m, s.body, c, params}, res);
     } catch (...) {
       // No exception may cross the loop: answer 500 instead of what the handler left.
       failed = true;
+    }
+    if (s.deferred) [[unlikely]] {
+      // Answered later (run_deferred); whatever went into `res` after defer() is dropped. A
+      // handler that threw after deferring dropped its handle too: the abandoned response
+      // becomes a 500 there.
+      s.out.truncate(mark);
+      return;
     }
     if (failed || !res.started()) {
       s.out.truncate(mark);
@@ -355,6 +463,11 @@ void server::dispatch(evnet::conn& c, session& s) {
 }
 
 action server::handle_input(evnet::conn& c, session& s) {
+  if (s.deferred) [[unlikely]] {
+    // A response is awaited: the input waits until run_deferred resumes (see there).
+    hold_input_while_deferred(c, opts_.limits.max_head_bytes);
+    return action::none;
+  }
   input_view v = c.peek();
   std::size_t total = 0;
   // One clock read per batch: every response of the batch takes its Date from this.
@@ -416,7 +529,7 @@ action server::handle_input(evnet::conn& c, session& s) {
           if (s.parser.complete_without_body()) {
             // No body follows: the request is complete now, without the `done` round trip.
             dispatch(c, s);
-            if (s.closing || over_output_limit()) {
+            if (s.closing || s.deferred || over_output_limit()) {
               stop = true;
             }
             s.head_start = now;
@@ -434,7 +547,7 @@ action server::handle_input(evnet::conn& c, session& s) {
           continue;
         case parse_event::done:
           dispatch(c, s);
-          if (s.closing || over_output_limit()) {
+          if (s.closing || s.deferred || over_output_limit()) {
             stop = true;
           }
           if (s.parser.idle()) {
@@ -471,6 +584,11 @@ action server::handle_input(evnet::conn& c, session& s) {
     if (c.inbound_size() > 0) {
       return s.upgraded->on_traffic(c);
     }
+    return action::none;
+  }
+  if (s.deferred) [[unlikely]] {
+    hold_input_while_deferred(
+        c, opts_.limits.max_head_bytes);  // the requests behind the deferred one wait
     return action::none;
   }
   if (s.output_paused && !s.closing) {
@@ -516,7 +634,7 @@ action server::on_traffic(evnet::conn& c) {
 
 void server::on_drain(evnet::conn& c) {
   session* s = session_of(c);
-  if (s != nullptr && s->output_paused && !s->upgraded) {
+  if (s != nullptr && s->output_paused && !s->upgraded && !s->deferred) {
     s->output_paused = false;
     c.resume_read();  // offers the requests already read first
   }
@@ -527,11 +645,17 @@ action server::on_stopping(evnet::conn& c) {
   if (s != nullptr && s->upgraded) {
     return s->upgraded->on_stopping(c);
   }
+  if (s != nullptr && s->deferred) {
+    s->stopping = true;  // the answer may still come within the grace period; then close
+    return action::none;
+  }
   return action::close;
 }
 
 action server::on_read_eof(evnet::conn& c) {
   (void)c;
+  // Also while a response is deferred: a client that shut its side is taken for gone (as nginx
+  // and Go's net/http do), so the application learns it (deferred_response::done()).
   return action::close;
 }
 
@@ -543,11 +667,70 @@ void server::on_close(evnet::conn& c, std::error_code reason) {
   if (s->upgraded) {
     s->upgraded->on_close(c, reason);
   }
+  if (s->deferred) {
+    s->deferred->done.store(true, std::memory_order_release);
+  }
   if (s->timer) {
     c.owner().cancel(s->timer);
   }
   c.context().reset();
   delete s;
+}
+
+// On the loop thread, for a deferred response: runs the application's fill (an empty one: the
+// last handle was dropped), sends what it wrote, and once the response is complete lets the
+// connection go on with the requests that waited (or closes it).
+void server::run_deferred(const std::shared_ptr<detail::deferred_state>& st,
+                          const std::function<void(response&)>& fill) noexcept {
+  if (st->done.load(std::memory_order_relaxed)) {
+    return;
+  }
+  std::shared_ptr<evnet::conn> c = st->conn.lock();
+  session* s = c ? session_of(*c) : nullptr;
+  if (s == nullptr || s->deferred != st || c->state() != conn_state::open) {
+    return;  // the connection closed meanwhile
+  }
+  detail::refresh_date();  // outside any batch
+  if (!st->res) {
+    st->res = std::make_unique<response>(st->out, st->head_request, st->last, st->keep_alive_10,
+                                         std::string_view{}, st->http10);
+  }
+  response& r = *st->res;
+  bool failed = !fill;
+  if (fill) {
+    try {
+      fill(r);
+    } catch (...) {
+      failed = true;
+    }
+  }
+  bool close = false;
+  if (failed && !r.started()) {
+    st->out.clear();
+    response r500(st->out, st->head_request, true, false);
+    r500.start(500).header("Content-Type", "text/plain").body("Internal Server Error\n");
+    close = true;
+  } else if (failed) {
+    close = true;  // a started response cannot be repaired: cut the stream
+  }
+  if (st->out.size() != 0) {
+    (void)c->write(st->out.view());
+    st->out.clear();
+  }
+  if (!close && !r.finished()) {
+    return;  // more to come (a stream), from later calls
+  }
+  st->done.store(true, std::memory_order_release);
+  s->deferred.reset();
+  if (close || st->last || r.must_close() || s->stopping) {
+    c->close();
+    return;
+  }
+  s->last_activity = s->head_start = c->owner().now();
+  // Offers the requests that waited in the input buffer first (resume_read does, from a fresh
+  // stack), then reads on; the pause makes that happen whether or not reading was paused.
+  c->pause_read();
+  c->resume_read();
 }
 
 }  // namespace evnet::http

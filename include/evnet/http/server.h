@@ -170,9 +170,17 @@ copy_short(char* d, const char* s, std::size_t n) noexcept {
 
 }  // namespace detail
 
+class response;
+class deferred_response;
+class server;
+
+namespace detail {
+struct deferred_state;
+}  // namespace detail
+
 /// Builds the response to one request into the connection's output for the batch. A handler
-/// must finish it (body(), or end_chunked() after begin_chunked()) before returning; a handler
-/// that does not start a response gets a 500. Loop thread only.
+/// must finish it (body(), or end_chunked() after begin_chunked()) before returning, or
+/// defer() it; a handler that does neither gets a 500. Loop thread only.
 ///
 /// Every piece is written in place into that output (no intermediate string); only the
 /// Content-Length digits are formatted per response.
@@ -245,6 +253,16 @@ class response {
   /// client, delimited by the close).
   bool must_close() const noexcept { return raw_body_; }
 
+  /// Answers later: the handler returns without a response and the returned handle sends it,
+  /// from any thread, when it is ready (work on a thread pool, a call to another service).
+  /// Until it is finished the connection answers nothing else: requests pipelined behind this
+  /// one wait, unread, in order, and no keep-alive or header timeout runs. Must be called
+  /// before start(); afterwards this object must not be used (what is written to it is
+  /// dropped). Returns an empty handle (whose respond() fails with errc::invalid_argument) if
+  /// the response was started, or for a response not made by the server. Handler only (loop
+  /// thread). See deferred_response.
+  deferred_response defer();
+
   /// Internal: made by the server for each request. `last`: the connection closes after this
   /// response; `keep_alive_10`: an HTTP/1.0 client asked for keep-alive (must be confirmed).
   /// `ok_head`: "HTTP/1.1 200 OK\r\nDate: ...\r\n" from this thread's Date cache, or empty for
@@ -263,8 +281,12 @@ class response {
   response& start_general(int status, std::string_view reason);
   void body_general(std::string_view body);
 
+  friend class server;
   detail::out_buffer& out_;
   std::string_view ok_head_;
+  // Set by the server for a handler's response (defer() needs them); null otherwise.
+  evnet::conn* conn_ = nullptr;
+  std::shared_ptr<detail::deferred_state>* defer_slot_ = nullptr;
   bool head_request_;
   bool last_;
   bool keep_alive_10_;
@@ -273,6 +295,46 @@ class response {
   bool finished_ = false;
   bool bodiless_status_ = false;  // 1xx, 204, 304: no Content-Length, no body
   bool raw_body_ = false;         // chunks sent unframed (HTTP/1.0), ended by the close
+};
+
+/// The handle of a response deferred by response::defer(). Copies share one response. Every
+/// member may be called from any thread.
+///
+/// respond(fill) runs `fill` on the connection's loop thread with the deferred response, which
+/// it fills as a handler would (start, header, body; or begin_chunked and chunks); what it
+/// writes is sent at once. A response may be built over several calls (a chunked stream: one
+/// call begins it, later ones add chunks, the last ends it); calls run in the order they were
+/// made from one thread. Once a call has finished the response, the connection goes on with the
+/// requests that waited behind it (or closes, if the request asked for it). A `fill` that
+/// throws, or that neither starts nor finishes a response while the last handle is dropped,
+/// ends it as a handler would: a 500 if nothing was started, else the connection is closed
+/// (the stream is cut). When the last copy of the handle is destroyed before the response was
+/// finished, the same happens.
+///
+/// The request (its head, body and params) is not kept: copy what the answer needs before the
+/// handler returns. respond() returns errc::closed when the connection has closed or the
+/// response was finished (fill is then not run), errc::invalid_argument for an empty handle.
+/// A connection that closes while a fill is queued drops it. An engine stop waits for pending
+/// deferred responses up to engine_options::stop_grace, then closes their connections.
+class deferred_response {
+ public:
+  deferred_response() = default;
+  /// See the class comment. Any thread.
+  std::error_code respond(std::function<void(response&)> fill);
+  /// Shorthand: the whole response at once (status, Content-Type, body; the strings are
+  /// copied). Any thread.
+  std::error_code respond(int status, std::string_view content_type, std::string_view body);
+  /// True once the response is finished or its connection closed: further respond() calls
+  /// fail. Any thread.
+  bool done() const noexcept;
+  /// False for an empty handle.
+  explicit operator bool() const noexcept { return owner_ != nullptr; }
+
+ private:
+  friend class response;
+  struct owner;  // the last copy's destruction ends an unfinished response
+  explicit deferred_response(std::shared_ptr<owner> o) : owner_(std::move(o)) {}
+  std::shared_ptr<owner> owner_;
 };
 
 /// A route handler. Runs on the connection's loop thread.
@@ -490,8 +552,13 @@ class server : public evnet::handler {
   action on_stopping(evnet::conn& c) override;
 
  private:
+  friend class deferred_response;
+  friend class response;
   struct session;
   static session* session_of(evnet::conn& c) noexcept;
+  // Runs a deferred response's fill on its loop thread (fill empty: the handle was dropped).
+  static void run_deferred(const std::shared_ptr<detail::deferred_state>& st,
+                           const std::function<void(response&)>& fill) noexcept;
   action handle_input(evnet::conn& c, session& s);
   void answer_error(evnet::conn& c, session& s, int status, std::string_view reason);
   void dispatch(evnet::conn& c, session& s);
