@@ -676,6 +676,43 @@ TEST(http_response_parser, length_chunked_and_eof_bodies) {
   EXPECT_EQ(c.messages[1].status, 200);
 }
 
+// A body delimited by the close has no size to check up front: the bytes up to max_body_bytes
+// are delivered and the first byte beyond is a 413, whatever the input's split (whole, it used
+// to be refused without delivering anything, byte by byte after delivering the limit: found by
+// fuzz_http_parser).
+TEST(http_response_parser, close_delimited_body_over_the_limit_is_cut_at_the_limit) {
+  http::parser_limits limits;
+  limits.max_body_bytes = 8;
+  const std::string head = "HTTP/1.0 200 OK\r\n\r\n";
+  const std::string body = "0123456789abcdef";
+  for (std::size_t split : {std::size_t{0}, std::size_t{1}, std::size_t{3}, std::size_t{7}}) {
+    SCOPED_TRACE(split);
+    http::parser p(http::parser::kind::response, limits);
+    std::string got;
+    int error = 0;
+    const std::string in = head + body;
+    for (std::size_t pos = 0; pos < in.size() && error == 0;) {
+      const std::size_t n = split == 0 ? in.size() : std::min(split, in.size() - pos);
+      std::string_view piece(in.data() + pos, n);
+      pos += n;
+      for (;;) {
+        http::parse_step st = p.parse(piece);
+        piece.remove_prefix(st.consumed);
+        if (st.event == http::parse_event::body) {
+          got.append(st.body);
+        } else if (st.event == http::parse_event::error) {
+          error = p.error_status();
+          break;
+        } else if (st.event == http::parse_event::need_more) {
+          break;
+        }
+      }
+    }
+    EXPECT_EQ(got, "01234567");
+    EXPECT_EQ(error, 413);
+  }
+}
+
 TEST(http_response_parser, malformed_status_line) {
   EXPECT_EQ(resp("HTTP/1.1 2x0 OK\r\n\r\n").error_status, 400);
   EXPECT_EQ(resp("HTTP/1.1200 OK\r\n\r\n").error_status, 400);

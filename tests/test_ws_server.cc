@@ -450,12 +450,17 @@ TEST(ws_server, stop_with_a_silent_peer_ends_within_the_grace_period) {
 
 // Keepalive (options::ping_interval): a silent peer is pinged; its pong (like any frame)
 // keeps the connection, and another silence brings another ping.
+// Options with keepalive on.
+ws::options keepalive(std::chrono::milliseconds interval, std::chrono::milliseconds timeout) {
+  ws::options o;
+  o.ping_interval = interval;
+  o.ping_timeout = timeout;
+  return o;
+}
+
 TEST(ws_server, keepalive_pings_a_silent_peer_and_its_pong_keeps_the_connection) {
   recording_handler h;
-  ws::options o;
-  o.ping_interval = 100ms;
-  o.ping_timeout = 400ms;
-  test_ws_server s(h, o);
+  test_ws_server s(h, keepalive(100ms, 400ms));
   raw_ws c(s.port());
   std::string data;
   for (int i = 0; i < 2; ++i) {
@@ -479,9 +484,7 @@ TEST(ws_server, keepalive_pings_a_silent_peer_and_its_pong_keeps_the_connection)
 // closed without waiting close_timeout for a reply.
 TEST(ws_server, keepalive_fails_a_peer_that_never_answers_with_1011) {
   recording_handler h;
-  ws::options o;
-  o.ping_interval = 100ms;
-  o.ping_timeout = 300ms;
+  ws::options o = keepalive(100ms, 300ms);
   o.close_timeout = 10s;
   test_ws_server s(h, o);
   raw_ws c(s.port());
@@ -500,10 +503,7 @@ TEST(ws_server, keepalive_fails_a_peer_that_never_answers_with_1011) {
 // A peer that keeps talking is never pinged.
 TEST(ws_server, keepalive_does_not_ping_a_busy_peer) {
   recording_handler h;
-  ws::options o;
-  o.ping_interval = 300ms;
-  o.ping_timeout = 300ms;
-  test_ws_server s(h, o);
+  test_ws_server s(h, keepalive(300ms, 300ms));
   raw_ws c(s.port());
   std::string data;
   for (int i = 0; i < 30; ++i) {

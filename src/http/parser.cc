@@ -585,11 +585,15 @@ parse_step parser::parse_state(std::string_view in) {
       if (in.empty()) {
         return {parse_event::need_more, 0, {}};
       }
-      body_total_ += in.size();
-      if (body_total_ > limits_.max_body_bytes) {
+      // The body's size is unknown until the close: the bytes up to the limit are delivered,
+      // whatever the input's split, and the first byte beyond it is the error.
+      const std::uint64_t room = limits_.max_body_bytes - body_total_;
+      if (room == 0) {
         return fail(413, "body too large");
       }
-      return {parse_event::body, in.size(), in};
+      const std::size_t n = in.size() < room ? in.size() : static_cast<std::size_t>(room);
+      body_total_ += n;
+      return {parse_event::body, n, in.substr(0, n)};
     }
 
     case state::chunk_crlf: {
