@@ -235,6 +235,13 @@ bool deferred_response::done() const noexcept {
 // it pipelines meanwhile stay in the input buffer, unparsed, and reading pauses once they are
 // more than one request head's worth, so they cannot grow it without bound.
 namespace {
+// The answer to a handler (or deferred fill) that failed before starting a response; the
+// connection closes after it.
+void write_internal_error(detail::out_buffer& out, bool head_request) {
+  response r500(out, head_request, true, false);
+  r500.start(500).header("Content-Type", "text/plain").body("Internal Server Error\n");
+}
+
 void hold_input_while_deferred(evnet::conn& c, std::size_t max_head) noexcept {
   if (c.inbound_size() > max_head) {
     c.pause_read();
@@ -447,8 +454,7 @@ void server::dispatch(evnet::conn& c, session& s) {
     }
     if (failed || !res.started()) {
       s.out.truncate(mark);
-      response r500(s.out, m.method == method::head, true, false);
-      r500.start(500).header("Content-Type", "text/plain").body("Internal Server Error\n");
+      write_internal_error(s.out, m.method == method::head);
       last = true;
     } else if (!res.finished() || res.must_close()) {
       // A handler that started but did not finish a response leaves the stream unframed;
@@ -704,14 +710,12 @@ void server::run_deferred(const std::shared_ptr<detail::deferred_state>& st,
       failed = true;
     }
   }
-  bool close = false;
+  // A failed fill closes the connection: after a 500 if nothing was started, else the started
+  // response cannot be repaired and the stream is cut.
+  const bool close = failed;
   if (failed && !r.started()) {
     st->out.clear();
-    response r500(st->out, st->head_request, true, false);
-    r500.start(500).header("Content-Type", "text/plain").body("Internal Server Error\n");
-    close = true;
-  } else if (failed) {
-    close = true;  // a started response cannot be repaired: cut the stream
+    write_internal_error(st->out, st->head_request);
   }
   if (st->out.size() != 0) {
     (void)c->write(st->out.view());
