@@ -14,3 +14,6 @@ endif()
 # Router path patterns (:name, *name): matching tables, refused routes, and the server over
 # sockets (the server runs on its own thread: labelled tsan).
 evnet_test(test_http_router LAYERS http LABELS tsan TIMEOUT 60)
+# Streaming request bodies (router::stream, body_reader) over sockets; the server runs on its
+# own thread: labelled tsan.
+evnet_test(test_http_stream LAYERS http LABELS tsan TIMEOUT 120)

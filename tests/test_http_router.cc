@@ -16,12 +16,14 @@
 #include "evnet/error.h"
 #include "evnet/http/parser.h"
 #include "evnet/http/server.h"
+#include "http_server_test_util.h"
 #include "http_test_util.h"
 
 namespace http = evnet::http;
 using namespace std::chrono_literals;
 using proto_test::client;
 using proto_test::read_replies;
+using proto_test::test_server;
 
 namespace {
 
@@ -358,35 +360,6 @@ TEST(http_router, upgrade_paths_are_exact_only) {
 }
 
 // ---------------- through the server, over real sockets ----------------
-
-// An in-process server on its own thread, on 127.0.0.1 and a port the kernel picks.
-class test_server {
- public:
-  explicit test_server(http::router r) {
-    auto p = std::make_shared<std::promise<int>>();
-    auto f = p->get_future();
-    http::server_options o;
-    o.on_boot = [p](evnet::engine& e) { p->set_value(e.listen_addresses().at(0).port()); };
-    srv_ = std::make_unique<http::server>(std::move(r), o);
-    thread_ = std::thread([this] { ec_ = srv_->run({"tcp://127.0.0.1:0"}); });
-    if (f.wait_for(10s) == std::future_status::ready) {
-      port_ = f.get();
-    }
-  }
-  ~test_server() {
-    srv_->stop();
-    thread_.join();
-  }
-  test_server(const test_server&) = delete;
-  test_server& operator=(const test_server&) = delete;
-  int port() const { return port_; }
-
- private:
-  std::unique_ptr<http::server> srv_;
-  std::thread thread_;
-  std::error_code ec_;
-  int port_ = 0;
-};
 
 // Every handler answers with its name and what it read through request::param.
 http::router socket_router() {

@@ -12,6 +12,7 @@
 #include "evnet/engine.h"
 #include "evnet/http/parser.h"
 #include "evnet/http/server.h"
+#include "http_server_test_util.h"
 #include "http_test_util.h"
 
 namespace http = evnet::http;
@@ -19,38 +20,9 @@ using namespace std::chrono_literals;
 using proto_test::client;
 using proto_test::kGet;
 using proto_test::read_replies;
+using proto_test::test_server;
 
 namespace {
-
-// An in-process server on its own thread.
-class test_server {
- public:
-  explicit test_server(http::router r, http::server_options o = {}, evnet::engine_options eo = {}) {
-    auto p = std::make_shared<std::promise<int>>();
-    auto f = p->get_future();
-    o.on_boot = [p](evnet::engine& e) { p->set_value(e.listen_addresses().at(0).port()); };
-    srv_ = std::make_unique<http::server>(std::move(r), o);
-    thread_ = std::thread([this, eo] { ec_ = srv_->run({"tcp://127.0.0.1:0"}, eo); });
-    if (f.wait_for(10s) == std::future_status::ready) {
-      port_ = f.get();
-    }
-  }
-  ~test_server() { stop(); }
-  void stop() {
-    if (thread_.joinable()) {
-      srv_->stop();
-      thread_.join();
-    }
-  }
-  int port() const { return port_; }
-  std::error_code error() const { return ec_; }
-
- private:
-  std::unique_ptr<http::server> srv_;
-  std::thread thread_;
-  std::error_code ec_;
-  int port_ = 0;
-};
 
 http::router basic_router() {
   http::router r;

@@ -2,6 +2,7 @@
 // `:name` and `*name` segments. See the router comment in evnet/http/server.h for the rules.
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -118,9 +119,51 @@ router& router::add(http::method m, std::string path, route_handler h) {
 
 std::error_code router::try_add(http::method m, std::string path, route_handler h,
                                 std::string* why) {
+  return add_target(m, std::move(path), target{std::move(h), {}}, why);
+}
+
+router& router::stream(http::method m, std::string path, stream_handler h) {
+  std::string why;
+  if (try_stream(m, std::move(path), std::move(h), &why)) {
+    throw std::invalid_argument(why);
+  }
+  return *this;
+}
+
+std::error_code router::try_stream(http::method m, std::string path, stream_handler h,
+                                   std::string* why) {
+  if (!h) {
+    if (why != nullptr) {
+      *why = "evnet::http::router: stream route " + std::string(method_token(m)) + ' ' + path +
+             " refused: empty handler";
+    }
+    return make_error_code(errc::invalid_argument);
+  }
+  // What find() hands to a caller that runs routes itself: the reader over the buffered body.
+  route_handler plain = [h](const request& req, response& res) {
+    std::unique_ptr<body_reader> reader = h(req, res);
+    if (!reader || res.started()) {
+      return;
+    }
+    if (!req.body.empty()) {
+      reader->on_data(req.body, res);
+      if (res.started()) {
+        return;
+      }
+    }
+    reader->on_end(req, res);
+  };
+  std::error_code ec = add_target(m, std::move(path), target{std::move(plain), std::move(h)}, why);
+  if (!ec) {
+    has_streams_ = true;
+  }
+  return ec;
+}
+
+std::error_code router::add_target(http::method m, std::string path, target t, std::string* why) {
   std::string reason;
   if (is_pattern(path)) {
-    reason = add_pattern(m, path, h);
+    reason = add_pattern(m, path, t);
   } else {
     for (const auto& r : routes_) {
       if (r.method == m && r.path == path) {
@@ -129,7 +172,7 @@ std::error_code router::try_add(http::method m, std::string path, route_handler 
       }
     }
     if (reason.empty()) {
-      routes_.push_back({m, std::move(path), std::move(h)});
+      routes_.push_back({m, std::move(path), std::move(t)});
       return {};
     }
   }
@@ -149,7 +192,7 @@ std::error_code router::try_add(http::method m, std::string path, route_handler 
 
 // Checks the whole pattern against its own rules and the tree before changing anything, so a
 // refused pattern leaves the router as it was. Returns the reason for a refusal, or "".
-std::string router::add_pattern(http::method m, std::string_view path, route_handler& h) {
+std::string router::add_pattern(http::method m, std::string_view path, target& h) {
   if (path.empty() || path.front() != '/') {
     return "a pattern must start with '/'";
   }
@@ -284,8 +327,8 @@ router& router::upgrade(std::string path, upgrade_handler h) {
 
 // The exact routes, in the order added (a linear scan: a server has few, and most requests hit
 // one of them). Sets 405 when the path is routed for another method only.
-const route_handler* router::find_exact(http::method m, std::string_view path,
-                                        int& status) const noexcept {
+const router::target* router::find_exact(http::method m, std::string_view path,
+                                         int& status) const noexcept {
   status = 404;
   for (const auto& r : routes_) {
     if (r.path.size() != path.size() || !same_bytes(r.path.data(), path.data(), path.size())) {
@@ -299,26 +342,32 @@ const route_handler* router::find_exact(http::method m, std::string_view path,
   return nullptr;
 }
 
+const router::target* router::find_target(http::method m, std::string_view path, int& status,
+                                          route_params& params) const noexcept {
+  params.size_ = 0;
+  const target* t = find_exact(m, path, status);
+  if (t == nullptr && has_patterns()) {
+    t = find_pattern(m, path, status, params);
+  }
+  return t;
+}
+
 const route_handler* router::find(http::method m, std::string_view path, int& status,
                                   route_params& params) const noexcept {
-  params.size_ = 0;
-  const route_handler* h = find_exact(m, path, status);
-  if (h == nullptr && has_patterns()) {
-    h = find_pattern(m, path, status, params);
-  }
-  return h;
+  const target* t = find_target(m, path, status, params);
+  return t != nullptr ? &t->plain : nullptr;
 }
 
 // No exact route of method `m` matched: the pattern tree, which may turn a 404 into a 405.
-const route_handler* router::find_pattern(http::method m, std::string_view path, int& status,
-                                          route_params& params) const noexcept {
+const router::target* router::find_pattern(http::method m, std::string_view path, int& status,
+                                           route_params& params) const noexcept {
   params.size_ = 0;
   bool other_method = false;
-  const route_handler* h = match(0, path, m, params, other_method);
-  if (h == nullptr && other_method) {
+  const target* t = match(0, path, m, params, other_method);
+  if (t == nullptr && other_method) {
     status = 405;  // match() left `params` empty: each failed branch takes its capture back
   }
-  return h;
+  return t;
 }
 
 const route_handler* router::find(http::method m, std::string_view path,
@@ -334,8 +383,8 @@ const route_handler* router::find(http::method m, std::string_view path,
 // which turns the 404 into a 405 if nothing of method `m` does. Every node on a path from the
 // root belongs to a pattern with at most route_params::kMax parameters, so `params` cannot
 // overflow; the bound is checked anyway.
-const route_handler* router::match(std::uint32_t at, std::string_view rest, http::method m,
-                                   route_params& params, bool& other_method) const noexcept {
+const router::target* router::match(std::uint32_t at, std::string_view rest, http::method m,
+                                    route_params& params, bool& other_method) const noexcept {
   const node& n = nodes_[at];
   if (rest.empty()) {
     for (const auto& ph : n.handlers) {
@@ -356,7 +405,7 @@ const route_handler* router::match(std::uint32_t at, std::string_view rest, http
   for (const auto& lit : n.literals) {
     if (lit.first.size() == segment.size() &&
         same_bytes(lit.first.data(), segment.data(), segment.size())) {
-      if (const route_handler* h = match(lit.second, next, m, params, other_method)) {
+      if (const target* h = match(lit.second, next, m, params, other_method)) {
         return h;
       }
       break;
@@ -366,7 +415,7 @@ const route_handler* router::match(std::uint32_t at, std::string_view rest, http
   if (n.param_child != kNoNode && !segment.empty() && mark < route_params::kMax) {
     params.entries_[mark] = {n.param_name, segment};
     params.size_ = mark + 1;
-    if (const route_handler* h = match(n.param_child, next, m, params, other_method)) {
+    if (const target* h = match(n.param_child, next, m, params, other_method)) {
       return h;
     }
     params.size_ = mark;

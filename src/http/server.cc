@@ -4,6 +4,7 @@
 #include <atomic>
 #include <charconv>
 #include <cstring>
+#include <optional>
 
 #include "evnet/conn.h"
 #include "evnet/loop.h"
@@ -242,6 +243,21 @@ void write_internal_error(detail::out_buffer& out, bool head_request) {
   r500.start(500).header("Content-Type", "text/plain").body("Internal Server Error\n");
 }
 
+// After a handler (or a reader's on_end) answered into `res`, staged in `out` from `mark`: one
+// that failed or started nothing gets a 500 instead. Returns true when the connection must end
+// after this response: then, and also when a started response was left unfinished (the stream
+// is unframed; ending the connection is the only honest repair) or is a body streamed to an
+// HTTP/1.0 client (ended by the close).
+bool settle_response(detail::out_buffer& out, std::size_t mark, const response& res, bool failed,
+                     bool head_request) {
+  if (failed || !res.started()) {
+    out.truncate(mark);
+    write_internal_error(out, head_request);
+    return true;
+  }
+  return !res.finished() || res.must_close();
+}
+
 void hold_input_while_deferred(evnet::conn& c, std::size_t max_head) noexcept {
   if (c.inbound_size() > max_head) {
     c.pause_read();
@@ -257,6 +273,10 @@ struct server::session {
   detail::out_buffer out;   // responses composed during one batch, written with one call
   std::string upgrade_out;  // what an upgrade handler and its protocol write (std::string API)
   std::string body;         // request body when buffer_body
+  // The streaming route's reader of the body being received (router::stream).
+  std::unique_ptr<body_reader> reader;
+  std::uint64_t body_bytes = 0;  // of the current body, counted when checked_body
+  bool checked_body = false;     // the server applies the body limit (routes stream)
   std::unique_ptr<upgraded_protocol> upgraded;
   // A response deferred by its handler and not yet finished: nothing else is parsed or
   // answered meanwhile (response::defer()).
@@ -277,7 +297,13 @@ server::session* server::session_of(evnet::conn& c) noexcept {
   return p ? *p : nullptr;
 }
 
-server::server(router r, server_options opts) : router_(std::move(r)), opts_(std::move(opts)) {}
+server::server(router r, server_options opts)
+    : router_(std::move(r)), opts_(std::move(opts)), parser_limits_(opts_.limits) {
+  if (router_.has_streams() && opts_.max_stream_body_bytes > parser_limits_.max_body_bytes) {
+    // The parser enforces the larger limit; the server checks each body against its route's.
+    parser_limits_.max_body_bytes = opts_.max_stream_body_bytes;
+  }
+}
 server::~server() = default;
 
 std::error_code server::run(const std::vector<std::string>& addresses, const engine_options& eo) {
@@ -291,7 +317,7 @@ void server::on_boot(evnet::engine& e) {
 }
 
 action server::on_open(evnet::conn& c) {
-  auto* s = new session(opts_.limits);
+  auto* s = new session(parser_limits_);
   c.context() = s;
   s->last_activity = s->head_start = c.owner().now();
   if (auto first = shortest_timeout(); first.count() > 0) {
@@ -400,6 +426,13 @@ void server::on_timer(evnet::conn& c, session& s) {
 }
 
 void server::answer_error(evnet::conn&, session& s, int status, std::string_view reason) {
+  if (s.reader) {
+    // A streamed body ends here; its reader hears why (and answers nothing: this answer goes).
+    std::unique_ptr<body_reader> r = std::move(s.reader);
+    r->on_abort(make_error_code(status == 413   ? errc::message_too_big
+                                : status == 408 ? errc::timed_out
+                                                : errc::protocol_error));
+  }
   detail::refresh_date();  // may run from a timer, outside any batch
   response res(s.out, false, true, false);
   res.start(status).header("Content-Type", "text/plain");
@@ -412,60 +445,173 @@ void server::answer_error(evnet::conn&, session& s, int status, std::string_view
 void server::dispatch(evnet::conn& c, session& s) {
   const http::message& m = s.parser.message();
   bool last = !m.keep_alive;
-  response res(s.out, m.method == method::head, last, !last && m.version_minor == 0, s.ok_head,
-               m.version_minor == 0);
-  int status = 404;
-  const route_params* params = nullptr;
-  const route_handler* h = router_.find_exact(m.method, m.path, status);
-  if (!h) {
-    // Not an exact route of this method: the patterns, then HEAD served as GET. Kept off the
-    // exact-route path, which costs what it did before patterns existed.
-    if (router_.has_patterns()) {
-      h = router_.find_pattern(m.method, m.path, status, s.params);
-    }
-    if (!h && m.method == method::head) {
-      h = router_.find(method::get, m.path, status, s.params);
-    }
-    params = &s.params;
-  }
-  if (!h) {
-    res.start(status).header("Content-Type", "text/plain");
-    if (status == 405) {
-      res.header("Allow", router_.allowed(m.path));  // RFC 9110: a 405 lists what is allowed
-    }
-    res.body(status == 405 ? "Method Not Allowed\n" : "Not Found\n");
-  } else {
-    std::size_t mark = s.out.size();
-    bool failed = false;
-    res.conn_ = &c;
-    res.defer_slot_ = &s.deferred;
+  const bool head = m.method == method::head;
+  response res(s.out, head, last, !last && m.version_minor == 0, s.ok_head, m.version_minor == 0);
+  res.conn_ = &c;
+  res.defer_slot_ = &s.deferred;
+  const std::size_t mark = s.out.size();
+  bool failed = false;
+  response* answer = &res;          // the response that is sent
+  std::optional<response> end_res;  // a bodiless streaming route's on_end answers here
+  if (s.reader) [[unlikely]] {
+    // A streamed body is complete: its reader answers.
+    std::unique_ptr<body_reader> r = std::move(s.reader);
     try {
-      (*h)(request{m, s.body, c, params}, res);
+      r->on_end(request{m, {}, c, &s.params}, res);
+    } catch (...) {
+      failed = true;
+    }
+  } else {
+    int status = 404;
+    const route_params* params = nullptr;
+    const router::target* t = router_.find_exact(m.method, m.path, status);
+    if (!t) {
+      // Not an exact route of this method: the patterns, then HEAD served as GET. Kept off the
+      // exact-route path, which costs what it did before patterns existed.
+      if (router_.has_patterns()) {
+        t = router_.find_pattern(m.method, m.path, status, s.params);
+      }
+      if (!t && head) {
+        t = router_.find_target(method::get, m.path, status, s.params);
+      }
+      params = &s.params;
+    }
+    if (!t) {
+      res.start(status).header("Content-Type", "text/plain");
+      if (status == 405) {
+        res.header("Allow", router_.allowed(m.path));  // RFC 9110: a 405 lists what is allowed
+      }
+      res.body(status == 405 ? "Method Not Allowed\n" : "Not Found\n");
+      if (last) {
+        s.closing = true;
+      }
+      return;
+    }
+    try {
+      if (t->stream) [[unlikely]] {
+        // A streaming route for a request without a body: the reader ends at once. What its
+        // handler writes is the answer only when it refuses, and cannot be deferred.
+        res.conn_ = nullptr;
+        res.defer_slot_ = nullptr;
+        const request req{m, {}, c, params};
+        std::unique_ptr<body_reader> r = t->stream(req, res);
+        if (r) {
+          s.out.truncate(mark);
+          answer = &end_res.emplace(s.out, head, last, !last && m.version_minor == 0, s.ok_head,
+                                    m.version_minor == 0);
+          answer->conn_ = &c;
+          answer->defer_slot_ = &s.deferred;
+          r->on_end(req, *answer);
+        } else {
+          failed = !res.finished();
+        }
+      } else {
+        t->plain(request{m, s.body, c, params}, res);
+      }
     } catch (...) {
       // No exception may cross the loop: answer 500 instead of what the handler left.
       failed = true;
     }
-    if (s.deferred) [[unlikely]] {
-      // Answered later (run_deferred); whatever went into `res` after defer() is dropped. A
-      // handler that threw after deferring dropped its handle too: the abandoned response
-      // becomes a 500 there.
-      s.out.truncate(mark);
-      return;
-    }
-    if (failed || !res.started()) {
-      s.out.truncate(mark);
-      write_internal_error(s.out, m.method == method::head);
-      last = true;
-    } else if (!res.finished() || res.must_close()) {
-      // A handler that started but did not finish a response leaves the stream unframed;
-      // the only honest repair is to end the connection after what was written. (A body
-      // streamed to an HTTP/1.0 client is ended by the close.)
-      last = true;
-    }
+  }
+  if (s.deferred) [[unlikely]] {
+    // Answered later (run_deferred); whatever went into `res` after defer() is dropped. A
+    // handler that threw after deferring dropped its handle too: the abandoned response
+    // becomes a 500 there.
+    s.out.truncate(mark);
+    return;
+  }
+  if (settle_response(s.out, mark, *answer, failed, head)) {
+    last = true;
   }
   if (last) {
     s.closing = true;
   }
+}
+
+// The head of a request with a body is complete and routes stream (router::stream): decides
+// who takes the body and under which limit. Returns false when the request was answered now
+// (a refusal); the connection then lingers.
+bool server::begin_body(evnet::conn& c, session& s) {
+  const http::message& m = s.parser.message();
+  s.body_bytes = 0;
+  s.checked_body = true;
+  int status = 404;
+  const router::target* t = router_.find_target(m.method, m.path, status, s.params);
+  if (t == nullptr || !t->stream) {
+    // A buffered route, or none (its 404 or 405 comes once the body is read): the buffered
+    // limit, which the parser no longer applies.
+    if (m.has_content_length && m.content_length > opts_.limits.max_body_bytes) {
+      answer_error(c, s, 413, "body too large");
+      return false;
+    }
+    if (m.expect_continue) {
+      s.out.append("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    return true;
+  }
+  if (m.has_content_length && m.content_length > opts_.max_stream_body_bytes) {
+    answer_error(c, s, 413, "body too large");
+    return false;
+  }
+  // A refusal is the last response: the body that follows is not read as a request.
+  response res(s.out, m.method == method::head, true, false, s.ok_head, m.version_minor == 0);
+  const std::size_t mark = s.out.size();
+  std::unique_ptr<body_reader> reader;
+  bool failed = false;
+  try {
+    reader = t->stream(request{m, {}, c, &s.params}, res);
+  } catch (...) {
+    failed = true;
+  }
+  if (!failed && reader) {
+    s.out.truncate(mark);
+    s.reader = std::move(reader);
+    if (m.expect_continue) {
+      s.out.append("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    return true;
+  }
+  (void)settle_response(s.out, mark, res, failed || !res.finished(), false);
+  s.lingering = true;
+  return false;
+}
+
+// A piece of a body whose limit the server checks (routes stream): handed to the streaming
+// route's reader, or kept for a buffered route. Returns false when the request was answered now
+// (over its limit, or the reader answered early); the connection then lingers.
+bool server::take_body_piece(evnet::conn& c, session& s, std::string_view piece) {
+  s.body_bytes += piece.size();
+  if (!s.reader) {
+    if (s.body_bytes > opts_.limits.max_body_bytes) {
+      answer_error(c, s, 413, "body too large");
+      return false;
+    }
+    if (opts_.buffer_body) {
+      s.body.append(piece);
+    }
+    return true;
+  }
+  if (s.body_bytes > opts_.max_stream_body_bytes) {
+    answer_error(c, s, 413, "body too large");  // tells the reader
+    return false;
+  }
+  const http::message& m = s.parser.message();
+  response early(s.out, m.method == method::head, true, false, s.ok_head, m.version_minor == 0);
+  const std::size_t mark = s.out.size();
+  bool failed = false;
+  try {
+    s.reader->on_data(piece, early);
+  } catch (...) {
+    failed = true;
+  }
+  if (!failed && !early.started()) {
+    return true;
+  }
+  // The reader ended the request itself: no on_abort.
+  s.reader.reset();
+  (void)settle_response(s.out, mark, early, failed || !early.finished(), false);
+  s.lingering = true;
+  return false;
 }
 
 action server::handle_input(evnet::conn& c, session& s) {
@@ -532,6 +678,13 @@ action server::handle_input(evnet::conn& c, session& s) {
             }
           }
           s.body.clear();
+          if (router_.has_streams() && s.parser.in_body()) [[unlikely]] {
+            if (!begin_body(c, s)) {
+              stop = true;
+              break;
+            }
+            continue;
+          }
           if (s.parser.complete_without_body()) {
             // No body follows: the request is complete now, without the `done` round trip.
             dispatch(c, s);
@@ -547,11 +700,19 @@ action server::handle_input(evnet::conn& c, session& s) {
           continue;
         }
         case parse_event::body:
+          if (s.checked_body) [[unlikely]] {
+            if (!take_body_piece(c, s, st.body)) {
+              stop = true;
+              break;
+            }
+            continue;
+          }
           if (opts_.buffer_body) {
             s.body.append(st.body);
           }
           continue;
         case parse_event::done:
+          s.checked_body = false;
           dispatch(c, s);
           if (s.closing || s.deferred || over_output_limit()) {
             stop = true;
@@ -672,6 +833,10 @@ void server::on_close(evnet::conn& c, std::error_code reason) {
   }
   if (s->upgraded) {
     s->upgraded->on_close(c, reason);
+  }
+  if (s->reader) {
+    std::unique_ptr<body_reader> r = std::move(s->reader);
+    r->on_abort(reason ? reason : make_error_code(errc::closed));
   }
   if (s->deferred) {
     s->deferred->done.store(true, std::memory_order_release);

@@ -340,6 +340,51 @@ class deferred_response {
 /// A route handler. Runs on the connection's loop thread.
 using route_handler = std::function<void(const request& req, response& res)>;
 
+/// Takes one request's body as it arrives, for a streaming route (router::stream): the body is
+/// never buffered whole, so an upload of any size costs the connection's input buffer and no
+/// more. Created by the route's stream_handler when the request's head is complete; every
+/// method runs on the connection's loop thread; the server destroys the reader there after its
+/// last call (on_end or on_abort).
+///
+/// Backpressure is the socket's: a piece is handed over synchronously and the next is read only
+/// after on_data returns, so a reader that consumes slowly (a disk write) slows the client
+/// through TCP flow control, and none that returns holds more than one piece.
+class body_reader {
+ public:
+  virtual ~body_reader() = default;
+  /// The next piece of the body, decoded (chunked coding removed); the view is valid during the
+  /// call only. To refuse the rest (too large for this reader, a bad checksum so far), answer
+  /// `early` here (e.g. 413 or 422): the server then calls neither on_end nor on_abort, sends
+  /// the answer with "Connection: close", stops sending, and reads and drops what the client
+  /// still sends for server_options::linger before closing. An early answer that is started
+  /// but not finished, or an exception, is answered 500 the same way.
+  virtual void on_data(std::string_view piece, response& early) = 0;
+  /// The whole body arrived (after a chunked body's trailers, which `req.head.trailers` holds):
+  /// answer `res` as a route handler does, now or deferred (response::defer). `req.body` is
+  /// empty. An exception is answered 500 as a handler's.
+  virtual void on_end(const request& req, response& res) = 0;
+  /// The body will not complete, and no answer from the reader can be sent: the client closed or
+  /// reset (errc::closed, or the connection's own error), the body was malformed
+  /// (errc::protocol_error) or over server_options::max_stream_body_bytes
+  /// (errc::message_too_big) — both answered 400 / 413 by the server —, it stalled past
+  /// server_options::body_timeout (errc::timed_out; answered 408), or the engine stopped
+  /// (errc::engine_stopping). Called at most once, instead of on_end; the default does
+  /// nothing. Must not throw.
+  virtual void on_abort(std::error_code why) noexcept { (void)why; }
+};
+
+/// The handler of a streaming route, called once the request's head is complete, before any
+/// body byte is read. Returns the reader that takes the body (a request without a body gets
+/// on_end at once). Or refuses the request: answer `res` (401, 403, 413 from Content-Length,
+/// 415...) and return nullptr; a client that sent "Expect: 100-continue" is then never told to
+/// continue, and if a body follows, the answer carries "Connection: close" and the body is read
+/// and dropped for server_options::linger before the connection closes. When a reader is
+/// returned, anything written to `res` is dropped; returning nullptr without a finished answer
+/// (or throwing) is answered 500. `res` cannot be deferred (defer() returns an empty handle):
+/// defer in on_end. `req.body` is empty. Loop thread of the connection.
+using stream_handler =
+    std::function<std::unique_ptr<body_reader>(const request& req, response& res)>;
+
 /// A protocol that takes over a connection after an HTTP upgrade (e.g. a WebSocket session).
 /// Its methods run on the connection's loop thread.
 class upgraded_protocol {
@@ -428,6 +473,17 @@ class router {
   router& post(std::string path, route_handler h) {
     return add(method::post, std::move(path), std::move(h));
   }
+  /// Adds a streaming route: `h` is called when a request's head is complete and returns the
+  /// body_reader that receives its body piece by piece (see stream_handler). Same paths,
+  /// precedence and refusals as add(); a method and path can have one route, plain or
+  /// streaming. Bodies of streaming routes are limited by server_options::
+  /// max_stream_body_bytes instead of parser_limits::max_body_bytes. A streaming route found
+  /// through find() and called as a plain route_handler gets the request's buffered body as its
+  /// one piece. Throws like add(). Owner thread, before the server runs.
+  router& stream(http::method m, std::string path, stream_handler h);
+  /// stream() without exceptions, as try_add(). Owner thread, before the server runs.
+  std::error_code try_stream(http::method m, std::string path, stream_handler h,
+                             std::string* why = nullptr);
   /// Routes upgrade requests (Connection: upgrade) for `path` to `h`. Before run(). Upgrade
   /// paths are exact only: ':' and '*' are literal here, and the first of two handlers added
   /// for one path is the one used.
@@ -448,10 +504,16 @@ class router {
   const upgrade_handler* find_upgrade(std::string_view path) const noexcept;
 
  private:
+  // What a route leads to: a plain handler, or for a streaming route the stream handler and,
+  // in `plain`, an adapter that runs it over a buffered body (what find() returns).
+  struct target {
+    route_handler plain;
+    stream_handler stream;  // empty for a plain route
+  };
   struct route {
     http::method method;
     std::string path;
-    route_handler handler;
+    target handler;
   };
   // The pattern tree: one node per segment position. Children are indices into nodes_ (so the
   // router stays copyable). A handler is kept at the node where its pattern ends, or in the
@@ -459,7 +521,7 @@ class router {
   static constexpr std::uint32_t kNoNode = ~std::uint32_t{0};
   struct pattern_handler {
     http::method method;
-    route_handler handler;
+    target handler;
   };
   struct node {
     std::vector<std::pair<std::string, std::uint32_t>> literals;  // segment → child
@@ -469,21 +531,25 @@ class router {
     std::vector<pattern_handler> handlers;                        // patterns ending here
     std::vector<pattern_handler> catch_all_handlers;              // `*name` patterns here
   };
-  std::string add_pattern(http::method m, std::string_view path, route_handler& h);
+  std::error_code add_target(http::method m, std::string path, target t, std::string* why);
+  std::string add_pattern(http::method m, std::string_view path, target& t);
   // The server calls these two itself so that a request for an exact route costs one call, as
   // before patterns existed: the tree is reached only on a miss, and only if a pattern exists.
   friend class server;
-  const route_handler* find_exact(http::method m, std::string_view path,
-                                  int& status) const noexcept;
+  const target* find_exact(http::method m, std::string_view path, int& status) const noexcept;
   bool has_patterns() const noexcept { return !nodes_.empty(); }
-  const route_handler* find_pattern(http::method m, std::string_view path, int& status,
-                                    route_params& params) const noexcept;
-  const route_handler* match(std::uint32_t at, std::string_view rest, http::method m,
-                             route_params& params, bool& other_method) const noexcept;
+  bool has_streams() const noexcept { return has_streams_; }
+  const target* find_pattern(http::method m, std::string_view path, int& status,
+                             route_params& params) const noexcept;
+  const target* find_target(http::method m, std::string_view path, int& status,
+                            route_params& params) const noexcept;
+  const target* match(std::uint32_t at, std::string_view rest, http::method m, route_params& params,
+                      bool& other_method) const noexcept;
 
   std::vector<route> routes_;
   std::vector<node> nodes_;  // empty until the first pattern; nodes_[0] is the root ('/')
   std::vector<std::pair<std::string, upgrade_handler>> upgrades_;
+  bool has_streams_ = false;  // a streaming route was added
 };
 
 /// Server settings.
@@ -501,8 +567,14 @@ struct server_options {
   /// disables.
   std::chrono::milliseconds keep_alive_timeout{60000};
   /// Collect request bodies for handlers (request::body). When false, bodies are read and
-  /// discarded as they arrive, so no memory is spent on them.
+  /// discarded as they arrive, so no memory is spent on them. (Streaming routes are not
+  /// affected: their readers get every piece.)
   bool buffer_body = true;
+  /// Largest body a streaming route (router::stream) accepts: a larger Content-Length is
+  /// answered 413 before the reader is created, a chunked body is cut with 413 at the first byte
+  /// beyond it (the reader gets on_abort). Streamed bodies are not kept, so the default is no
+  /// limit; buffered routes keep limits.max_body_bytes.
+  std::uint64_t max_stream_body_bytes = UINT64_MAX;
   /// After an error answer the server stops sending, then keeps reading (and discarding) for at
   /// most this long so the client sees the answer instead of a reset.
   std::chrono::milliseconds linger{2000};
@@ -562,6 +634,8 @@ class server : public evnet::handler {
   action handle_input(evnet::conn& c, session& s);
   void answer_error(evnet::conn& c, session& s, int status, std::string_view reason);
   void dispatch(evnet::conn& c, session& s);
+  bool begin_body(evnet::conn& c, session& s);
+  bool take_body_piece(evnet::conn& c, session& s, std::string_view piece);
   void arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds after);
   void on_timer(evnet::conn& c, session& s);
   void answer_timeout(evnet::conn& c, session& s, std::string_view reason);
@@ -569,6 +643,7 @@ class server : public evnet::handler {
 
   router router_;
   server_options opts_;
+  parser_limits parser_limits_;  // opts_.limits, with the larger body limit if routes stream
   evnet::engine engine_;
 };
 

@@ -1,0 +1,535 @@
+// Streaming request bodies (router::stream, http::body_reader) over real sockets: pieces arrive
+// as they are read and are never buffered whole; refusals at the head and mid-body; limits;
+// client resets, timeouts and malformed bodies reach the reader as on_abort; deferred answers.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "evnet/error.h"
+#include "evnet/http/server.h"
+#include "http_server_test_util.h"
+#include "http_test_util.h"
+
+namespace http = evnet::http;
+using namespace std::chrono_literals;
+using proto_test::client;
+using proto_test::read_replies;
+using proto_test::test_server;
+
+namespace {
+
+// What the readers of one test saw; written on the loop thread, read by the test.
+struct upload_log {
+  std::mutex mu;
+  std::condition_variable cv;
+  int handler_calls = 0;
+  int ends = 0;
+  int aborts = 0;
+  std::error_code abort_reason;
+  std::uint64_t bytes = 0;
+  std::size_t pieces = 0;
+  std::size_t largest = 0;
+  std::string data;
+  std::string trailer;
+
+  // Waits until `pred` holds (under the lock) or 5 s pass; returns whether it held.
+  template <class Pred>
+  bool wait(Pred pred) {
+    std::unique_lock<std::mutex> lk(mu);
+    return cv.wait_for(lk, 5s, [&] { return pred(*this); });
+  }
+};
+
+// Records every piece; answers "bytes=N" at the end. Answers `refuse_after` bytes early with
+// 413 when set, or throws from on_data / on_end when asked to.
+class recording_reader : public http::body_reader {
+ public:
+  explicit recording_reader(std::shared_ptr<upload_log> log) : log_(std::move(log)) {}
+  std::uint64_t refuse_after = UINT64_MAX;
+  bool throw_in_data = false;
+  bool throw_in_end = false;
+
+  void on_data(std::string_view piece, http::response& early) override {
+    std::uint64_t total = 0;
+    {
+      std::lock_guard<std::mutex> lk(log_->mu);
+      log_->bytes += piece.size();
+      log_->pieces += 1;
+      log_->largest = std::max(log_->largest, piece.size());
+      log_->data.append(piece);
+      total = log_->bytes;
+    }
+    log_->cv.notify_all();
+    if (throw_in_data) {
+      throw std::runtime_error("reader failed");
+    }
+    if (total > refuse_after) {
+      early.start(413).header("Content-Type", "text/plain").body("enough\n");
+    }
+  }
+  void on_end(const http::request& req, http::response& res) override {
+    if (throw_in_end) {
+      throw std::runtime_error("reader failed at the end");
+    }
+    std::string answer;
+    {
+      std::lock_guard<std::mutex> lk(log_->mu);
+      log_->ends += 1;
+      log_->trailer = std::string(req.head.header("X-Never"));  // a head field: absent
+      for (const auto& t : req.head.trailers) {
+        log_->trailer += std::string(t.name) + "=" + std::string(t.value);
+      }
+      answer = "bytes=" + std::to_string(log_->bytes);
+    }
+    log_->cv.notify_all();
+    res.start(200).header("Content-Type", "text/plain").body(answer);
+  }
+  void on_abort(std::error_code why) noexcept override {
+    {
+      std::lock_guard<std::mutex> lk(log_->mu);
+      log_->aborts += 1;
+      log_->abort_reason = why;
+    }
+    log_->cv.notify_all();
+  }
+
+ private:
+  std::shared_ptr<upload_log> log_;
+};
+
+struct reader_config {
+  std::uint64_t refuse_after = UINT64_MAX;
+  bool throw_in_data = false;
+  bool throw_in_end = false;
+};
+
+// PUT /upload streams into a recording reader; PUT /locked refuses at the head with 401;
+// PUT /broken throws from the stream handler; POST /echo is a buffered route; GET /plaintext.
+http::router stream_router(const std::shared_ptr<upload_log>& log, reader_config cfg = {}) {
+  http::router r;
+  r.stream(http::method::put, "/upload",
+           [log, cfg](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+             {
+               std::lock_guard<std::mutex> lk(log->mu);
+               log->handler_calls += 1;
+             }
+             auto rd = std::make_unique<recording_reader>(log);
+             rd->refuse_after = cfg.refuse_after;
+             rd->throw_in_data = cfg.throw_in_data;
+             rd->throw_in_end = cfg.throw_in_end;
+             return rd;
+           });
+  r.stream(http::method::put, "/locked",
+           [log](const http::request&, http::response& res) -> std::unique_ptr<http::body_reader> {
+             {
+               std::lock_guard<std::mutex> lk(log->mu);
+               log->handler_calls += 1;
+             }
+             res.start(401).header("Content-Type", "text/plain").body("no\n");
+             return nullptr;
+           });
+  r.stream(http::method::put, "/broken",
+           [](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+             throw std::runtime_error("handler failed");
+           });
+  r.post("/echo", [](const http::request& req, http::response& res) {
+    res.start(200).header("Content-Type", "application/octet-stream").body(req.body);
+  });
+  r.get("/plaintext", [](const http::request&, http::response& res) {
+    res.start(200).header("Content-Type", "text/plain").body("Hello, World!");
+  });
+  return r;
+}
+
+std::string pattern_bytes(std::size_t n) {
+  std::string s(n, '\0');
+  std::uint32_t x = 12345;
+  for (auto& c : s) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+// `body` in chunked coding, `chunk` bytes per chunk, then `trailer` lines and the end.
+std::string chunked(std::string_view body, std::size_t chunk, std::string_view trailer = {}) {
+  std::string out;
+  char size[32];
+  for (std::size_t at = 0; at < body.size(); at += chunk) {
+    std::size_t n = std::min(chunk, body.size() - at);
+    std::snprintf(size, sizeof size, "%zx\r\n", n);
+    out += size;
+    out.append(body.substr(at, n));
+    out += "\r\n";
+  }
+  out += "0\r\n";
+  out += trailer;
+  out += "\r\n";
+  return out;
+}
+
+std::string put_head(std::string_view path, std::string_view framing) {
+  return "PUT " + std::string(path) + " HTTP/1.1\r\nHost: x\r\n" + std::string(framing) + "\r\n";
+}
+
+std::string length_framing(std::size_t n) {
+  return "Content-Length: " + std::to_string(n) + "\r\n";
+}
+
+// Sends `data` in `step`-byte writes (the server sees it over several reads).
+bool send_in_steps(client& c, std::string_view data, std::size_t step) {
+  for (std::size_t at = 0; at < data.size(); at += step) {
+    if (!c.send(data.substr(at, std::min(step, data.size() - at)))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST(http_stream, a_large_body_arrives_in_pieces_and_the_connection_is_kept) {
+  auto log = std::make_shared<upload_log>();
+  test_server s(stream_router(log));  // buffered limit: the default 1 MiB
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  const std::string body = pattern_bytes(8u << 20);  // 8 MiB: 8 times the buffered limit
+  ASSERT_TRUE(c.send(put_head("/upload", length_framing(body.size()))));
+  ASSERT_TRUE(send_in_steps(c, body, 64 * 1024));
+  ASSERT_TRUE(c.send(proto_test::kGet));  // pipelined behind the upload
+  auto r = read_replies(c, 2);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].status, 200);
+  EXPECT_EQ(r[0].body, "bytes=8388608");
+  EXPECT_TRUE(r[0].keep_alive);
+  EXPECT_EQ(r[1].body, "Hello, World!");
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->handler_calls, 1);
+  EXPECT_EQ(log->ends, 1);
+  EXPECT_EQ(log->aborts, 0);
+  EXPECT_TRUE(log->data == body) << "the reader must get every byte, in order";
+  // Handed over as read, not collected: many pieces, none near the body's size.
+  EXPECT_GT(log->pieces, 8u);
+  EXPECT_LE(log->largest, 1u << 20);
+}
+
+TEST(http_stream, chunked_body_split_anywhere_is_decoded_with_its_trailers) {
+  auto log = std::make_shared<upload_log>();
+  test_server s(stream_router(log));
+  ASSERT_GT(s.port(), 0);
+  const std::string body = pattern_bytes(3000);
+  const std::string wire =
+      put_head("/upload", "Transfer-Encoding: chunked\r\n") + chunked(body, 700, "X-Sum: 42\r\n");
+  for (std::size_t step : {std::size_t{1}, std::size_t{7}, std::size_t{1000}}) {
+    {
+      std::lock_guard<std::mutex> lk(log->mu);
+      log->data.clear();
+      log->bytes = 0;
+    }
+    client c(s.port());
+    ASSERT_TRUE(send_in_steps(c, wire, step));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u) << "step " << step;
+    EXPECT_EQ(r[0].body, "bytes=3000");
+    std::lock_guard<std::mutex> lk(log->mu);
+    EXPECT_TRUE(log->data == body) << "step " << step;
+    EXPECT_EQ(log->trailer, "X-Sum=42");
+  }
+}
+
+TEST(http_stream, refusal_at_the_head_sends_no_100_continue_and_closes_after_the_answer) {
+  auto log = std::make_shared<upload_log>();
+  test_server s(stream_router(log));
+  ASSERT_GT(s.port(), 0);
+  {
+    // Refused: the client, which waits for 100 Continue before its body, gets the final answer
+    // instead, marked as the last; what it then sends anyway is read and dropped, and the
+    // connection ends with EOF (not a reset that could destroy the answer).
+    client c(s.port());
+    ASSERT_TRUE(c.send(put_head("/locked", length_framing(200000) + "Expect: 100-continue\r\n")));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 401);
+    EXPECT_EQ(r[0].body, "no\n");
+    EXPECT_FALSE(r[0].keep_alive);
+    (void)c.send(pattern_bytes(200000));
+    bool eof = false;
+    (void)c.recv_until_eof(&eof);
+    EXPECT_TRUE(eof);
+  }
+  {
+    // Accepted: 100 Continue first, then the answer.
+    client c(s.port());
+    ASSERT_TRUE(c.send(put_head("/upload", length_framing(5) + "Expect: 100-continue\r\n")));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 100);
+    ASSERT_TRUE(c.send("hello"));
+    r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].body, "bytes=5");
+  }
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->handler_calls, 2);
+  EXPECT_EQ(log->aborts, 0);
+}
+
+TEST(http_stream, a_request_without_a_body_ends_its_reader_at_once) {
+  auto log = std::make_shared<upload_log>();
+  test_server s(stream_router(log));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  // No body: on_end at once; a refusal of a bodiless request keeps the connection.
+  ASSERT_TRUE(c.send(put_head("/upload", length_framing(0)) + put_head("/locked", "") +
+                     put_head("/upload", "")));
+  auto r = read_replies(c, 3);
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0].body, "bytes=0");
+  EXPECT_EQ(r[1].status, 401);
+  EXPECT_TRUE(r[1].keep_alive);
+  EXPECT_EQ(r[2].body, "bytes=0");
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->ends, 2);
+}
+
+TEST(http_stream, an_early_answer_from_the_reader_stops_the_upload) {
+  auto log = std::make_shared<upload_log>();
+  reader_config cfg;
+  cfg.refuse_after = 100000;
+  test_server s(stream_router(log, cfg));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  const std::string body = pattern_bytes(4u << 20);
+  ASSERT_TRUE(c.send(put_head("/upload", length_framing(body.size()))));
+  // The server stops reading the body but drains it: every send completes.
+  std::thread sender([&c, &body] { (void)send_in_steps(c, body, 64 * 1024); });
+  auto r = read_replies(c, 1);
+  sender.join();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 413);
+  EXPECT_EQ(r[0].body, "enough\n");
+  EXPECT_FALSE(r[0].keep_alive);
+  bool eof = false;
+  (void)c.recv_until_eof(&eof);
+  EXPECT_TRUE(eof);
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->ends, 0);
+  EXPECT_EQ(log->aborts, 0) << "a reader that answered is not told it was aborted";
+  EXPECT_LT(log->bytes, body.size());
+}
+
+TEST(http_stream, a_client_that_resets_mid_body_aborts_the_reader_once) {
+  auto log = std::make_shared<upload_log>();
+  test_server s(stream_router(log));
+  ASSERT_GT(s.port(), 0);
+  {
+    client c(s.port());
+    ASSERT_TRUE(c.send(put_head("/upload", length_framing(1000000))));
+    ASSERT_TRUE(c.send(pattern_bytes(300000)));
+    ASSERT_TRUE(log->wait([](upload_log& l) { return l.bytes == 300000; }));
+    linger lg{1, 0};  // close with a reset
+    ::setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
+  ASSERT_TRUE(log->wait([](upload_log& l) { return l.aborts == 1; }));
+  {
+    std::lock_guard<std::mutex> lk(log->mu);
+    EXPECT_TRUE(log->abort_reason) << "a reset is an error";
+    EXPECT_EQ(log->ends, 0);
+  }
+  {
+    // A clean half-close before the body is complete aborts too.
+    client c(s.port());
+    ASSERT_TRUE(c.send(put_head("/upload", "Transfer-Encoding: chunked\r\n") + "10\r\nabc"));
+    ASSERT_TRUE(log->wait([](upload_log& l) { return l.bytes == 300003; }));
+    ::shutdown(c.fd, SHUT_WR);
+    ASSERT_TRUE(log->wait([](upload_log& l) { return l.aborts == 2; }));
+  }
+  std::this_thread::sleep_for(50ms);
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->aborts, 2);
+  EXPECT_EQ(log->ends, 0);
+}
+
+TEST(http_stream, stream_limit_malformed_body_and_stall_abort_with_413_400_408) {
+  auto log = std::make_shared<upload_log>();
+  http::server_options o;
+  o.max_stream_body_bytes = 10000;
+  o.body_timeout = 300ms;
+  test_server s(stream_router(log), o);
+  ASSERT_GT(s.port(), 0);
+  struct abort_case {
+    std::string wire;
+    int status;
+    evnet::errc reason;
+  };
+  const std::vector<abort_case> cases = {
+      {put_head("/upload", "Transfer-Encoding: chunked\r\n") + chunked(pattern_bytes(20000), 4000),
+       413, evnet::errc::message_too_big},
+      {put_head("/upload", "Transfer-Encoding: chunked\r\n") + "10\r\n0123456789abcdef\r\nzz\r\n",
+       400, evnet::errc::protocol_error},
+      {put_head("/upload", length_framing(5000)) + "only this", 408, evnet::errc::timed_out},
+  };
+  int aborts = 0;
+  for (const auto& k : cases) {
+    client c(s.port());
+    ASSERT_TRUE(c.send(k.wire));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u) << k.status;
+    EXPECT_EQ(r[0].status, k.status);
+    EXPECT_FALSE(r[0].keep_alive);
+    ++aborts;
+    ASSERT_TRUE(log->wait([aborts](upload_log& l) { return l.aborts == aborts; }));
+    std::lock_guard<std::mutex> lk(log->mu);
+    EXPECT_EQ(log->abort_reason, make_error_code(k.reason)) << k.status;
+  }
+  {
+    // A Content-Length over the limit is refused before any reader exists.
+    client c(s.port());
+    ASSERT_TRUE(c.send(put_head("/upload", length_framing(10001))));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 413);
+  }
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->handler_calls, 3);
+  EXPECT_EQ(log->ends, 0);
+}
+
+TEST(http_stream, buffered_routes_keep_their_own_limit_beside_streaming_ones) {
+  auto log = std::make_shared<upload_log>();
+  http::server_options o;
+  o.limits.max_body_bytes = 1000;  // streams: no limit
+  test_server s(stream_router(log), o);
+  ASSERT_GT(s.port(), 0);
+  const std::string post_cl = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ";
+  {
+    client c(s.port());
+    ASSERT_TRUE(c.send(post_cl + "1000\r\n\r\n" + std::string(1000, 'a')));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].body, std::string(1000, 'a'));
+  }
+  for (const std::string& wire :
+       {post_cl + "1001\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+            chunked(std::string(1500, 'b'), 600)}) {
+    client c(s.port());
+    ASSERT_TRUE(c.send(wire));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 413);
+  }
+  {
+    // The streaming route beside it takes 100 times that.
+    client c(s.port());
+    ASSERT_TRUE(c.send(put_head("/upload", length_framing(100000)) + pattern_bytes(100000)));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].body, "bytes=100000");
+  }
+}
+
+TEST(http_stream, exceptions_in_the_handler_or_the_reader_are_500) {
+  for (int where = 0; where < 3; ++where) {
+    auto log = std::make_shared<upload_log>();
+    reader_config cfg;
+    cfg.throw_in_data = where == 1;
+    cfg.throw_in_end = where == 2;
+    test_server s(stream_router(log, cfg));
+    ASSERT_GT(s.port(), 0);
+    client c(s.port());
+    ASSERT_TRUE(
+        c.send(put_head(where == 0 ? "/broken" : "/upload", length_framing(10)) + "0123456789"));
+    auto r = read_replies(c, 1);
+    ASSERT_EQ(r.size(), 1u) << where;
+    EXPECT_EQ(r[0].status, 500) << where;
+    EXPECT_FALSE(r[0].keep_alive) << where;
+    bool eof = false;
+    (void)c.recv_until_eof(&eof);
+    EXPECT_TRUE(eof) << where;
+  }
+}
+
+TEST(http_stream, on_end_may_defer_and_requests_behind_wait_in_order) {
+  auto log = std::make_shared<upload_log>();
+  std::mutex mu;
+  std::vector<http::deferred_response> pending;
+  http::router r;
+  struct deferring_reader : http::body_reader {
+    std::mutex* mu;
+    std::vector<http::deferred_response>* pending;
+    std::size_t n = 0;
+    void on_data(std::string_view piece, http::response&) override { n += piece.size(); }
+    void on_end(const http::request&, http::response& res) override {
+      std::lock_guard<std::mutex> lk(*mu);
+      pending->push_back(res.defer());
+    }
+  };
+  r.stream(http::method::put, "/later",
+           [&](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+             auto rd = std::make_unique<deferring_reader>();
+             rd->mu = &mu;
+             rd->pending = &pending;
+             return rd;
+           });
+  r.get("/plaintext", [](const http::request&, http::response& res) {
+    res.start(200).header("Content-Type", "text/plain").body("Hello, World!");
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.send(put_head("/later", length_framing(4)) + "abcd" + proto_test::kGet));
+  http::deferred_response d;
+  for (int i = 0; i < 500 && !d; ++i) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      if (!pending.empty()) {
+        d = pending.front();
+      }
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(d);
+  std::thread([d]() mutable { EXPECT_FALSE(d.respond(202, "text/plain", "later")); }).join();
+  auto replies = read_replies(c, 2);
+  ASSERT_EQ(replies.size(), 2u);
+  EXPECT_EQ(replies[0].status, 202);
+  EXPECT_EQ(replies[0].body, "later");
+  EXPECT_EQ(replies[1].body, "Hello, World!");
+}
+
+TEST(http_stream, an_engine_stop_aborts_an_upload_in_progress) {
+  auto log = std::make_shared<upload_log>();
+  test_server s(stream_router(log));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.send(put_head("/upload", length_framing(1000)) + "part"));
+  ASSERT_TRUE(log->wait([](upload_log& l) { return l.bytes == 4; }));
+  s.stop();
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->aborts, 1);
+  EXPECT_TRUE(log->abort_reason);
+  EXPECT_EQ(log->ends, 0);
+}
+
+TEST(http_stream, stream_routes_are_refused_like_plain_ones) {
+  http::router r;
+  auto h = [](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+    return nullptr;
+  };
+  r.stream(http::method::put, "/u/:id", h);
+  EXPECT_THROW(r.stream(http::method::put, "/u/:id", h), std::invalid_argument);
+  EXPECT_THROW(r.add(http::method::put, "/u/:id", [](const http::request&, http::response&) {}),
+               std::invalid_argument)
+      << "one route per method and path, plain or streaming";
+  EXPECT_TRUE(r.try_stream(http::method::put, "/v", {}));  // empty handler
+  r.stream(http::method::put, "/v", h);
+}
