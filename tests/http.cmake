@@ -17,3 +17,8 @@ evnet_test(test_http_router LAYERS http LABELS tsan TIMEOUT 60)
 # Streaming request bodies (router::stream, body_reader) over sockets; the server runs on its
 # own thread: labelled tsan.
 evnet_test(test_http_stream LAYERS http LABELS tsan TIMEOUT 120)
+# The upload_server example (streaming request bodies) driven by curl.
+evnet_test(test_http_upload_example LAYERS http LIBS ZLIB::ZLIB TIMEOUT 180)
+if(EVNET_BUILD_EXAMPLES)
+  add_dependencies(test_http_upload_example upload_server)
+endif()

@@ -4,7 +4,6 @@
 #include <atomic>
 #include <charconv>
 #include <cstring>
-#include <optional>
 
 #include "evnet/conn.h"
 #include "evnet/loop.h"
@@ -444,75 +443,58 @@ void server::answer_error(evnet::conn&, session& s, int status, std::string_view
 
 void server::dispatch(evnet::conn& c, session& s) {
   const http::message& m = s.parser.message();
-  bool last = !m.keep_alive;
+  const bool last = !m.keep_alive;
   const bool head = m.method == method::head;
+  int status = 404;
+  const route_params* params = nullptr;
+  const router::target* t = router_.find_exact(m.method, m.path, status);
+  if (!t) {
+    // Not an exact route of this method: the patterns, then HEAD served as GET. Kept off the
+    // exact-route path, which costs what it did before patterns existed.
+    if (router_.has_patterns()) {
+      t = router_.find_pattern(m.method, m.path, status, s.params);
+    }
+    if (!t && head) {
+      t = router_.find_target(method::get, m.path, status, s.params);
+    }
+    params = &s.params;
+  }
   response res(s.out, head, last, !last && m.version_minor == 0, s.ok_head, m.version_minor == 0);
-  res.conn_ = &c;
-  res.defer_slot_ = &s.deferred;
+  if (!t) {
+    res.start(status).header("Content-Type", "text/plain");
+    if (status == 405) {
+      res.header("Allow", router_.allowed(m.path));  // RFC 9110: a 405 lists what is allowed
+    }
+    res.body(status == 405 ? "Method Not Allowed\n" : "Not Found\n");
+    if (last) {
+      s.closing = true;
+    }
+    return;
+  }
+  if (t->stream) [[unlikely]] {
+    stream_without_body(c, s, *t, params);  // `res` stays unused
+    return;
+  }
   const std::size_t mark = s.out.size();
   bool failed = false;
-  response* answer = &res;          // the response that is sent
-  std::optional<response> end_res;  // a bodiless streaming route's on_end answers here
-  if (s.reader) [[unlikely]] {
-    // A streamed body is complete: its reader answers.
-    std::unique_ptr<body_reader> r = std::move(s.reader);
-    try {
-      r->on_end(request{m, {}, c, &s.params}, res);
-    } catch (...) {
-      failed = true;
-    }
-  } else {
-    int status = 404;
-    const route_params* params = nullptr;
-    const router::target* t = router_.find_exact(m.method, m.path, status);
-    if (!t) {
-      // Not an exact route of this method: the patterns, then HEAD served as GET. Kept off the
-      // exact-route path, which costs what it did before patterns existed.
-      if (router_.has_patterns()) {
-        t = router_.find_pattern(m.method, m.path, status, s.params);
-      }
-      if (!t && head) {
-        t = router_.find_target(method::get, m.path, status, s.params);
-      }
-      params = &s.params;
-    }
-    if (!t) {
-      res.start(status).header("Content-Type", "text/plain");
-      if (status == 405) {
-        res.header("Allow", router_.allowed(m.path));  // RFC 9110: a 405 lists what is allowed
-      }
-      res.body(status == 405 ? "Method Not Allowed\n" : "Not Found\n");
-      if (last) {
-        s.closing = true;
-      }
-      return;
-    }
-    try {
-      if (t->stream) [[unlikely]] {
-        // A streaming route for a request without a body: the reader ends at once. What its
-        // handler writes is the answer only when it refuses, and cannot be deferred.
-        res.conn_ = nullptr;
-        res.defer_slot_ = nullptr;
-        const request req{m, {}, c, params};
-        std::unique_ptr<body_reader> r = t->stream(req, res);
-        if (r) {
-          s.out.truncate(mark);
-          answer = &end_res.emplace(s.out, head, last, !last && m.version_minor == 0, s.ok_head,
-                                    m.version_minor == 0);
-          answer->conn_ = &c;
-          answer->defer_slot_ = &s.deferred;
-          r->on_end(req, *answer);
-        } else {
-          failed = !res.finished();
-        }
-      } else {
-        t->plain(request{m, s.body, c, params}, res);
-      }
-    } catch (...) {
-      // No exception may cross the loop: answer 500 instead of what the handler left.
-      failed = true;
-    }
+  res.conn_ = &c;
+  res.defer_slot_ = &s.deferred;
+  try {
+    t->plain(request{m, s.body, c, params}, res);
+  } catch (...) {
+    // No exception may cross the loop: answer 500 instead of what the handler left.
+    failed = true;
   }
+  conclude(s, res, mark, failed, last);
+}
+
+// What follows a handler's (or a reader's on_end) call on `res`, staged in s.out from `mark`.
+// Inline: it is the end of every plain request's dispatch.
+#if defined(__GNUC__)
+[[gnu::always_inline]]
+#endif
+inline void
+server::conclude(session& s, const response& res, std::size_t mark, bool failed, bool last) {
   if (s.deferred) [[unlikely]] {
     // Answered later (run_deferred); whatever went into `res` after defer() is dropped. A
     // handler that threw after deferring dropped its handle too: the abandoned response
@@ -520,12 +502,55 @@ void server::dispatch(evnet::conn& c, session& s) {
     s.out.truncate(mark);
     return;
   }
-  if (settle_response(s.out, mark, *answer, failed, head)) {
-    last = true;
-  }
-  if (last) {
+  if (settle_response(s.out, mark, res, failed, res.head_request_) || last) {
     s.closing = true;
   }
+}
+
+// The body of a streaming route's request is complete (or there was none): the reader answers,
+// now or deferred, as a route handler does.
+void server::end_stream(evnet::conn& c, session& s, std::unique_ptr<body_reader> r,
+                        const route_params* params) {
+  const http::message& m = s.parser.message();
+  const bool last = !m.keep_alive;
+  response res(s.out, m.method == method::head, last, !last && m.version_minor == 0, s.ok_head,
+               m.version_minor == 0);
+  res.conn_ = &c;
+  res.defer_slot_ = &s.deferred;
+  const std::size_t mark = s.out.size();
+  bool failed = false;
+  try {
+    r->on_end(request{m, {}, c, params}, res);
+  } catch (...) {
+    failed = true;
+  }
+  conclude(s, res, mark, failed, last);
+}
+
+// A streaming route for a request without a body: the reader, if the handler makes one, ends at
+// once. What the handler writes is the answer only when it refuses; it cannot be deferred.
+void server::stream_without_body(evnet::conn& c, session& s, const router::target& t,
+                                 const route_params* params) {
+  const http::message& m = s.parser.message();
+  const bool last = !m.keep_alive;
+  const std::size_t mark = s.out.size();
+  std::unique_ptr<body_reader> r;
+  {
+    response refusal(s.out, m.method == method::head, last, !last && m.version_minor == 0,
+                     s.ok_head, m.version_minor == 0);
+    bool failed = false;
+    try {
+      r = t.stream(request{m, {}, c, params}, refusal);
+    } catch (...) {
+      failed = true;
+    }
+    if (failed || !r) {
+      conclude(s, refusal, mark, failed || !refusal.finished(), last);
+      return;
+    }
+  }
+  s.out.truncate(mark);
+  end_stream(c, s, std::move(r), params);
 }
 
 // The head of a request with a body is complete and routes stream (router::stream): decides
@@ -712,8 +737,16 @@ action server::handle_input(evnet::conn& c, session& s) {
           }
           continue;
         case parse_event::done:
-          s.checked_body = false;
-          dispatch(c, s);
+          if (s.checked_body) [[unlikely]] {
+            s.checked_body = false;
+            if (s.reader) {
+              end_stream(c, s, std::move(s.reader), &s.params);  // a streamed body is complete
+            } else {
+              dispatch(c, s);
+            }
+          } else {
+            dispatch(c, s);
+          }
           if (s.closing || s.deferred || over_output_limit()) {
             stop = true;
           }

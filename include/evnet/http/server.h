@@ -634,6 +634,11 @@ class server : public evnet::handler {
   action handle_input(evnet::conn& c, session& s);
   void answer_error(evnet::conn& c, session& s, int status, std::string_view reason);
   void dispatch(evnet::conn& c, session& s);
+  void conclude(session& s, const response& res, std::size_t mark, bool failed, bool last);
+  void end_stream(evnet::conn& c, session& s, std::unique_ptr<body_reader> r,
+                  const route_params* params);
+  void stream_without_body(evnet::conn& c, session& s, const router::target& t,
+                           const route_params* params);
   bool begin_body(evnet::conn& c, session& s);
   bool take_body_piece(evnet::conn& c, session& s, std::string_view piece);
   void arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds after);
