@@ -7,15 +7,13 @@
 //   --port P   TCP port on 127.0.0.1... (0.0.0.0; 0 = any free port), default 8080
 //   --loops N  reactor threads (0 = one per core), default 1
 // Prints "listening on <port>" (flushed) once bound; exits 0 on SIGINT/SIGTERM.
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
-#include "evnet/engine.h"
 #include "evnet/http/server.h"
-#include "example_args.h"
+#include "http_example.h"
 
 namespace {
 
@@ -44,22 +42,7 @@ int main(int argc, char** argv) {
 
   evnet::http::server_options opts;
   opts.buffer_body = false;  // bodies are read and discarded
-  opts.on_boot = [](evnet::engine& e) {
-    auto addrs = e.listen_addresses();
-    example::announce(std::to_string(addrs.empty() ? 0u : unsigned{addrs[0].port()}));
-  };
-  evnet::http::server srv(std::move(r), opts);
-  example::stop_on_signals(srv);
-  std::signal(SIGPIPE, SIG_IGN);
-
-  evnet::engine_options eo;
-  eo.loops = static_cast<std::size_t>(loops);
-  eo.accept = loops == 1 ? evnet::accept_model::acceptor : evnet::accept_model::reuse_port;
-  std::error_code ec = srv.run({"tcp://0.0.0.0:" + std::to_string(port)}, eo);
-  example::clear_stop_target<evnet::http::server>();
-  if (ec) {
-    std::fprintf(stderr, "http_server: %s\n", ec.message().c_str());
-    return 1;
-  }
-  return 0;
+  return example::serve_http("http_server", std::move(r), opts,
+                             static_cast<unsigned long long>(port),
+                             static_cast<unsigned long long>(loops));
 }

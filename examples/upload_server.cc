@@ -13,7 +13,6 @@
 #include <zlib.h>
 
 #include <cerrno>
-#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -21,9 +20,8 @@
 #include <memory>
 #include <string>
 
-#include "evnet/engine.h"
 #include "evnet/http/server.h"
-#include "example_args.h"
+#include "http_example.h"
 
 namespace {
 
@@ -109,22 +107,5 @@ int main(int argc, char** argv) {
 
   evnet::http::server_options opts;
   opts.max_stream_body_bytes = max_body;
-  opts.on_boot = [](evnet::engine& e) {
-    auto addrs = e.listen_addresses();
-    example::announce(std::to_string(addrs.empty() ? 0u : unsigned{addrs[0].port()}));
-  };
-  evnet::http::server srv(std::move(r), opts);
-  example::stop_on_signals(srv);
-  std::signal(SIGPIPE, SIG_IGN);
-
-  evnet::engine_options eo;
-  eo.loops = static_cast<std::size_t>(loops);
-  eo.accept = loops == 1 ? evnet::accept_model::acceptor : evnet::accept_model::reuse_port;
-  std::error_code ec = srv.run({"tcp://0.0.0.0:" + std::to_string(port)}, eo);
-  example::clear_stop_target<evnet::http::server>();
-  if (ec) {
-    std::fprintf(stderr, "upload_server: %s\n", ec.message().c_str());
-    return 1;
-  }
-  return 0;
+  return example::serve_http("upload_server", std::move(r), opts, port, loops);
 }
