@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -518,6 +519,154 @@ TEST(http_stream, an_engine_stop_aborts_an_upload_in_progress) {
   EXPECT_EQ(log->aborts, 1);
   EXPECT_TRUE(log->abort_reason);
   EXPECT_EQ(log->ends, 0);
+}
+
+// Pauses the body after each of its first `pauses` pieces and queues the resumer for the test;
+// counts any piece (or end) delivered while it is paused.
+struct pause_log : upload_log {
+  bool paused_now = false;
+  int violations = 0;
+  int pauses = 0;
+  std::vector<http::body_resumer> to_resume;
+};
+
+class pausing_reader : public http::body_reader {
+ public:
+  explicit pausing_reader(std::shared_ptr<pause_log> log) : log_(std::move(log)) {}
+  void on_data(std::string_view piece, http::response&) override {
+    {
+      std::lock_guard<std::mutex> lk(log_->mu);
+      if (log_->paused_now) {
+        log_->violations += 1;
+      }
+      log_->bytes += piece.size();
+      log_->data.append(piece);
+      if (log_->pauses > 0) {
+        log_->pauses -= 1;
+        log_->paused_now = true;
+        pause();
+        log_->to_resume.push_back(resumer());
+      }
+    }
+    log_->cv.notify_all();
+  }
+  void on_end(const http::request&, http::response& res) override {
+    std::string answer;
+    {
+      std::lock_guard<std::mutex> lk(log_->mu);
+      if (log_->paused_now) {
+        log_->violations += 1;
+      }
+      log_->ends += 1;
+      log_->to_resume.push_back(resumer());  // used after the end: must report closed
+      answer = "bytes=" + std::to_string(log_->bytes);
+    }
+    log_->cv.notify_all();
+    res.start(200).header("Content-Type", "text/plain").body(answer);
+  }
+  void on_abort(std::error_code why) noexcept override {
+    {
+      std::lock_guard<std::mutex> lk(log_->mu);
+      log_->aborts += 1;
+      log_->abort_reason = why;
+    }
+    log_->cv.notify_all();
+  }
+
+ private:
+  std::shared_ptr<pause_log> log_;
+};
+
+http::router pausing_router(const std::shared_ptr<pause_log>& log) {
+  http::router r;
+  r.stream(http::method::put, "/upload",
+           [log](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+             return std::make_unique<pausing_reader>(log);
+           });
+  return r;
+}
+
+// Waits for the reader to pause; returns its resumer (empty after 5 s).
+http::body_resumer next_pause(pause_log& log) {
+  std::unique_lock<std::mutex> lk(log.mu);
+  if (!log.cv.wait_for(lk, 5s, [&] { return !log.to_resume.empty(); })) {
+    return {};
+  }
+  http::body_resumer r = log.to_resume.front();
+  log.to_resume.erase(log.to_resume.begin());
+  return r;
+}
+
+TEST(http_stream, a_paused_body_stalls_the_client_until_resumed_from_another_thread) {
+  auto log = std::make_shared<pause_log>();
+  log->pauses = 3;
+  http::server_options o;
+  o.body_timeout = 150ms;  // shorter than each pause: a paused body is not timed out
+  test_server s(pausing_router(log), o);
+  ASSERT_GT(s.port(), 0);
+  client c(s.port(), 10000);
+  const std::string body = pattern_bytes(32u << 20);
+  std::atomic<std::size_t> sent{0};
+  ASSERT_TRUE(c.send(put_head("/upload", length_framing(body.size()))));
+  std::thread sender([&] {
+    for (std::size_t at = 0; at < body.size(); at += 64 * 1024) {
+      if (!c.send(std::string_view(body).substr(
+              at, std::min<std::size_t>(64 * 1024, body.size() - at)))) {
+        return;
+      }
+      sent += std::min<std::size_t>(64 * 1024, body.size() - at);
+    }
+  });
+  for (int i = 0; i < 3; ++i) {
+    http::body_resumer r = next_pause(*log);
+    ASSERT_TRUE(r) << "pause " << i;
+    std::this_thread::sleep_for(300ms);
+    std::uint64_t got = 0;
+    {
+      std::lock_guard<std::mutex> lk(log->mu);
+      got = log->bytes;
+      log->paused_now = false;
+    }
+    if (i == 0) {
+      // Nothing is read while paused: the client is held by the kernel's buffers (a few MiB
+      // on loopback), far from the 32 MiB it wants to send.
+      EXPECT_LT(sent.load(), 20u << 20) << "the client was not held back";
+      EXPECT_LT(got, 20u << 20);
+    }
+    std::thread([r]() mutable { EXPECT_FALSE(r.resume()); }).join();
+  }
+  auto reply = read_replies(c, 1);
+  sender.join();
+  ASSERT_EQ(reply.size(), 1u);
+  EXPECT_EQ(reply[0].status, 200);
+  EXPECT_EQ(reply[0].body, "bytes=" + std::to_string(body.size()));
+  http::body_resumer after_end = next_pause(*log);
+  ASSERT_TRUE(after_end);
+  EXPECT_EQ(after_end.resume(), make_error_code(evnet::errc::closed));
+  EXPECT_EQ(http::body_resumer{}.resume(), make_error_code(evnet::errc::invalid_argument));
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->violations, 0) << "a piece or the end was delivered while paused";
+  EXPECT_EQ(log->aborts, 0);
+  EXPECT_TRUE(log->data == body);
+}
+
+TEST(http_stream, a_client_that_resets_while_the_body_is_paused_aborts_the_reader) {
+  auto log = std::make_shared<pause_log>();
+  log->pauses = 1;
+  test_server s(pausing_router(log));
+  ASSERT_GT(s.port(), 0);
+  http::body_resumer r;
+  {
+    client c(s.port());
+    ASSERT_TRUE(c.send(put_head("/upload", length_framing(100000)) + "abc"));
+    r = next_pause(*log);
+    ASSERT_TRUE(r);
+    linger lg{1, 0};
+    ::setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
+  ASSERT_TRUE(log->wait([](upload_log& l) { return l.aborts == 1; }))
+      << "a reset must end a paused body";
+  EXPECT_EQ(r.resume(), make_error_code(evnet::errc::closed));
 }
 
 TEST(http_stream, stream_routes_are_refused_like_plain_ones) {

@@ -230,6 +230,36 @@ bool deferred_response::done() const noexcept {
   return !owner_ || owner_->st->done.load(std::memory_order_acquire);
 }
 
+// A streamed body's flow control, shared by its reader and the reader's resumers. `loop` and
+// `conn` are set before any other thread sees it; `in_data` and `paused` are used on the loop
+// thread only; `over` is read anywhere.
+struct detail::body_flow {
+  std::weak_ptr<evnet::conn> conn;
+  evnet::loop* loop = nullptr;
+  bool in_data = false;  // on_data is running: pause() applies
+  bool paused = false;
+  std::atomic<bool> over{false};  // the reader got its last call, or the connection closed
+};
+
+void body_reader::pause() noexcept {
+  if (flow_ && flow_->in_data) {
+    flow_->paused = true;
+  }
+}
+
+std::error_code body_resumer::resume() {
+  if (!flow_) {
+    return errc::invalid_argument;
+  }
+  if (flow_->over.load(std::memory_order_acquire)) {
+    return errc::closed;
+  }
+  if (flow_->loop->post([f = flow_] { server::resume_body(f); })) {
+    return errc::closed;  // the loop has stopped
+  }
+  return {};
+}
+
 // While a response is deferred the connection keeps reading, so that a client that leaves is
 // seen (its EOF closes the connection and the application's handle reports done()); requests
 // it pipelines meanwhile stay in the input buffer, unparsed, and reading pauses once they are
@@ -368,7 +398,7 @@ void server::on_timer(evnet::conn& c, session& s) {
   if (s.upgraded || c.state() != conn_state::open) {
     return;
   }
-  if (s.deferred) {
+  if (s.deferred || (s.reader && s.reader->flow_->paused)) {
     // Waiting for the application, not for the client: no timeout applies. Look again later.
     if (auto wait = shortest_timeout(); wait.count() > 0) {
       arm_timer(c, s, wait);
@@ -427,7 +457,7 @@ void server::on_timer(evnet::conn& c, session& s) {
 void server::answer_error(evnet::conn&, session& s, int status, std::string_view reason) {
   if (s.reader) {
     // A streamed body ends here; its reader hears why (and answers nothing: this answer goes).
-    std::unique_ptr<body_reader> r = std::move(s.reader);
+    std::unique_ptr<body_reader> r = take_reader(s);
     r->on_abort(make_error_code(status == 413   ? errc::message_too_big
                                 : status == 408 ? errc::timed_out
                                                 : errc::protocol_error));
@@ -590,6 +620,10 @@ bool server::begin_body(evnet::conn& c, session& s) {
   }
   if (!failed && reader) {
     s.out.truncate(mark);
+    auto flow = std::make_shared<detail::body_flow>();
+    flow->conn = c.shared_from_this();
+    flow->loop = &c.owner();
+    reader->flow_ = std::move(flow);
     s.reader = std::move(reader);
     if (m.expect_continue) {
       s.out.append("HTTP/1.1 100 Continue\r\n\r\n");
@@ -602,47 +636,82 @@ bool server::begin_body(evnet::conn& c, session& s) {
 }
 
 // A piece of a body whose limit the server checks (routes stream): handed to the streaming
-// route's reader, or kept for a buffered route. Returns false when the request was answered now
-// (over its limit, or the reader answered early); the connection then lingers.
-bool server::take_body_piece(evnet::conn& c, session& s, std::string_view piece) {
+// route's reader, or kept for a buffered route. `answered` when the request was answered now
+// (over its limit, or the reader answered early; the connection then lingers), `paused` when the
+// reader paused the body.
+server::piece_result server::take_body_piece(evnet::conn& c, session& s, std::string_view piece) {
   s.body_bytes += piece.size();
   if (!s.reader) {
     if (s.body_bytes > opts_.limits.max_body_bytes) {
       answer_error(c, s, 413, "body too large");
-      return false;
+      return piece_result::answered;
     }
     if (opts_.buffer_body) {
       s.body.append(piece);
     }
-    return true;
+    return piece_result::taken;
   }
   if (s.body_bytes > opts_.max_stream_body_bytes) {
     answer_error(c, s, 413, "body too large");  // tells the reader
-    return false;
+    return piece_result::answered;
   }
   const http::message& m = s.parser.message();
   response early(s.out, m.method == method::head, true, false, s.ok_head, m.version_minor == 0);
   const std::size_t mark = s.out.size();
   bool failed = false;
+  detail::body_flow& flow = *s.reader->flow_;
+  flow.in_data = true;
   try {
     s.reader->on_data(piece, early);
   } catch (...) {
     failed = true;
   }
+  flow.in_data = false;
   if (!failed && !early.started()) {
-    return true;
+    return flow.paused ? piece_result::paused : piece_result::taken;
   }
   // The reader ended the request itself: no on_abort.
-  s.reader.reset();
+  (void)take_reader(s);
   (void)settle_response(s.out, mark, early, failed || !early.finished(), false);
   s.lingering = true;
-  return false;
+  return piece_result::answered;
+}
+
+// Takes the reader out of the session for its last call (or none): its resumers see the body
+// over from now on.
+std::unique_ptr<body_reader> server::take_reader(session& s) noexcept {
+  std::unique_ptr<body_reader> r = std::move(s.reader);
+  if (r && r->flow_) {
+    r->flow_->over.store(true, std::memory_order_release);
+  }
+  return r;
+}
+
+// On the loop thread, for body_resumer::resume: a body still paused by the session's current
+// reader goes on, the pieces already read first (resume_read offers them from a fresh stack).
+void server::resume_body(const std::shared_ptr<detail::body_flow>& f) noexcept {
+  if (f->over.load(std::memory_order_relaxed) || !f->paused) {
+    return;
+  }
+  std::shared_ptr<evnet::conn> c = f->conn.lock();
+  session* s = c ? session_of(*c) : nullptr;
+  if (s == nullptr || !s->reader || s->reader->flow_ != f || c->state() != conn_state::open) {
+    return;
+  }
+  f->paused = false;
+  s->last_activity = c->owner().now();  // the body timeout counts from here
+  c->pause_read();
+  c->resume_read();
 }
 
 action server::handle_input(evnet::conn& c, session& s) {
   if (s.deferred) [[unlikely]] {
     // A response is awaited: the input waits until run_deferred resumes (see there).
     hold_input_while_deferred(c, opts_.limits.max_head_bytes);
+    return action::none;
+  }
+  if (s.reader && s.reader->flow_->paused) [[unlikely]] {
+    c.pause_read();  // a streamed body waits for its reader (resume_body)
     return action::none;
   }
   input_view v = c.peek();
@@ -726,11 +795,11 @@ action server::handle_input(evnet::conn& c, session& s) {
         }
         case parse_event::body:
           if (s.checked_body) [[unlikely]] {
-            if (!take_body_piece(c, s, st.body)) {
-              stop = true;
-              break;
+            if (take_body_piece(c, s, st.body) == piece_result::taken) {
+              continue;
             }
-            continue;
+            stop = true;  // answered (lingering), or paused: the rest waits in the input
+            break;
           }
           if (opts_.buffer_body) {
             s.body.append(st.body);
@@ -740,7 +809,7 @@ action server::handle_input(evnet::conn& c, session& s) {
           if (s.checked_body) [[unlikely]] {
             s.checked_body = false;
             if (s.reader) {
-              end_stream(c, s, std::move(s.reader), &s.params);  // a streamed body is complete
+              end_stream(c, s, take_reader(s), &s.params);  // a streamed body is complete
             } else {
               dispatch(c, s);
             }
@@ -789,6 +858,10 @@ action server::handle_input(evnet::conn& c, session& s) {
   if (s.deferred) [[unlikely]] {
     hold_input_while_deferred(
         c, opts_.limits.max_head_bytes);  // the requests behind the deferred one wait
+    return action::none;
+  }
+  if (s.reader && s.reader->flow_->paused) [[unlikely]] {
+    c.pause_read();  // the reader paused the body: nothing more is read until resume_body
     return action::none;
   }
   if (s.output_paused && !s.closing) {
@@ -868,7 +941,7 @@ void server::on_close(evnet::conn& c, std::error_code reason) {
     s->upgraded->on_close(c, reason);
   }
   if (s->reader) {
-    std::unique_ptr<body_reader> r = std::move(s->reader);
+    std::unique_ptr<body_reader> r = take_reader(*s);
     r->on_abort(reason ? reason : make_error_code(errc::closed));
   }
   if (s->deferred) {

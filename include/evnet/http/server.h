@@ -340,15 +340,41 @@ class deferred_response {
 /// A route handler. Runs on the connection's loop thread.
 using route_handler = std::function<void(const request& req, response& res)>;
 
+namespace detail {
+struct body_flow;
+}  // namespace detail
+
+/// Continues a streamed request body that its reader paused (body_reader::pause). Copies share
+/// one body; every member may be called from any thread.
+class body_resumer {
+ public:
+  body_resumer() = default;
+  /// Lets the body go on: on the connection's loop thread, the pieces already read are offered
+  /// first, then reading from the socket resumes. Resuming a body that is not paused does
+  /// nothing. Returns errc::closed once the body is over (the reader got on_end or on_abort, or
+  /// answered early), errc::invalid_argument for an empty handle. Any thread.
+  std::error_code resume();
+  /// False for an empty handle.
+  explicit operator bool() const noexcept { return flow_ != nullptr; }
+
+ private:
+  friend class body_reader;
+  explicit body_resumer(std::shared_ptr<detail::body_flow> f) : flow_(std::move(f)) {}
+  std::shared_ptr<detail::body_flow> flow_;
+};
+
 /// Takes one request's body as it arrives, for a streaming route (router::stream): the body is
 /// never buffered whole, so an upload of any size costs the connection's input buffer and no
 /// more. Created by the route's stream_handler when the request's head is complete; every
 /// method runs on the connection's loop thread; the server destroys the reader there after its
 /// last call (on_end or on_abort).
 ///
-/// Backpressure is the socket's: a piece is handed over synchronously and the next is read only
-/// after on_data returns, so a reader that consumes slowly (a disk write) slows the client
-/// through TCP flow control, and none that returns holds more than one piece.
+/// Backpressure: a piece is handed over synchronously and the next is read only after on_data
+/// returns, so a reader that consumes slowly (a disk write) slows the client through TCP flow
+/// control, and none that returns holds more than one piece. A reader that hands pieces to
+/// something asynchronous (another connection, a worker thread) calls pause() in on_data and
+/// resumer().resume() once it can take more: meanwhile the server reads nothing more from the
+/// socket, so the client stalls once the kernel's buffers are full.
 class body_reader {
  public:
   virtual ~body_reader() = default;
@@ -371,6 +397,21 @@ class body_reader {
   /// (errc::engine_stopping). Called at most once, instead of on_end; the default does
   /// nothing. Must not throw.
   virtual void on_abort(std::error_code why) noexcept { (void)why; }
+
+ protected:
+  /// From on_data: take no further piece (nor on_end) until resume() is called on resumer().
+  /// The server stops reading the socket; body_timeout does not run while paused (the wait is
+  /// the application's) and restarts on resume; a client that resets or an engine stop still
+  /// ends the body with on_abort. Outside on_data (or before the server has installed the
+  /// reader, i.e. in the stream_handler) it does nothing. Loop thread.
+  void pause() noexcept;
+  /// The handle that resumes this body from any thread; it stays valid (and safe to use) after
+  /// the reader is destroyed. Empty before the server has installed the reader. Loop thread.
+  body_resumer resumer() const { return body_resumer(flow_); }
+
+ private:
+  friend class server;
+  std::shared_ptr<detail::body_flow> flow_;  // set by the server when it installs the reader
 };
 
 /// The handler of a streaming route, called once the request's head is complete, before any
@@ -626,6 +667,7 @@ class server : public evnet::handler {
  private:
   friend class deferred_response;
   friend class response;
+  friend class body_resumer;
   struct session;
   static session* session_of(evnet::conn& c) noexcept;
   // Runs a deferred response's fill on its loop thread (fill empty: the handle was dropped).
@@ -640,7 +682,11 @@ class server : public evnet::handler {
   void stream_without_body(evnet::conn& c, session& s, const router::target& t,
                            const route_params* params);
   bool begin_body(evnet::conn& c, session& s);
-  bool take_body_piece(evnet::conn& c, session& s, std::string_view piece);
+  static std::unique_ptr<body_reader> take_reader(session& s) noexcept;
+  // Runs a body_resumer::resume on its loop thread.
+  static void resume_body(const std::shared_ptr<detail::body_flow>& f) noexcept;
+  enum class piece_result : std::uint8_t { taken, answered, paused };
+  piece_result take_body_piece(evnet::conn& c, session& s, std::string_view piece);
   void arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds after);
   void on_timer(evnet::conn& c, session& s);
   void answer_timeout(evnet::conn& c, session& s, std::string_view reason);
