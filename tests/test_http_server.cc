@@ -88,6 +88,26 @@ TEST(http_server, body_timeout_sends_408_and_closes) {
   }
 }
 
+// The connection's timer sleeps until the keep-alive deadline while it is idle; a request that
+// starts during that sleep must still be held to its own (shorter) header or body timeout.
+TEST(http_server, header_and_body_timeouts_hold_after_an_idle_keep_alive_period) {
+  http::server_options o;
+  o.header_timeout = 300ms;
+  o.body_timeout = 300ms;
+  o.keep_alive_timeout = 6s;
+  test_server s(basic_router(), o);
+  ASSERT_GT(s.port(), 0);
+  for (const char* stalled : {"GET /plaintext HTTP/1.1\r\nHo",
+                              "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab"}) {
+    client c(s.port(), 8000);
+    ASSERT_TRUE(c.send(kGet));
+    ASSERT_EQ(read_replies(c, 1).size(), 1u);
+    std::this_thread::sleep_for(450ms);  // the timer has fired once, idle
+    ASSERT_TRUE(c.send(stalled));
+    expect_408_after_timeout_then_close(c, nullptr);
+  }
+}
+
 TEST(http_server, body_that_keeps_arriving_is_not_timed_out) {
   // Each byte comes well within the body timeout, the whole body well after it.
   http::server_options o;

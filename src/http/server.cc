@@ -451,6 +451,14 @@ void server::on_timer(evnet::conn& c, session& s) {
   if (wait.count() <= 0) {
     wait = milliseconds(1);
   }
+  // Look again within the shortest timeout, whatever this deadline: a request that starts
+  // meanwhile (a head after a keep-alive pause, a body after its head) is then held to its own
+  // timeout, to the millisecond, instead of waiting for this deadline. The handler path never
+  // touches the timer, so a request costs nothing here; an idle connection wakes once per
+  // shortest timeout.
+  if (const auto period = shortest_timeout(); period.count() > 0 && wait > period) {
+    wait = period;
+  }
   arm_timer(c, s, wait);
 }
 
