@@ -145,3 +145,28 @@ TEST(http_upload_curl, an_upload_over_max_body_gets_413) {
     EXPECT_EQ(out, "413") << (chunked ? "chunked" : "Content-Length") << " exit " << st;
   }
 }
+
+TEST(http_upload_example, help_and_bad_options) {
+  const std::string bin = proto_test::binary_dir() + "/examples/upload_server";
+  ASSERT_TRUE(proto_test::executable(bin));
+  std::string out;
+  EXPECT_EQ(proto_test::run({bin, "--help"}, out, 10s), 0);
+  EXPECT_NE(out.find("--max-body"), std::string::npos) << out;
+  struct probe {
+    std::vector<std::string> args;
+    const char* says;
+  };
+  const std::vector<probe> probes = {
+      {{"--bogus"}, "unknown argument: --bogus"},
+      {{"--max-body"}, "--max-body needs a value"},
+      {{"--max-body", "-1"}, "bad value for --max-body"},
+      {{"--port", "65536"}, "bad value for --port"},
+  };
+  for (const probe& p : probes) {
+    std::vector<std::string> argv{bin};
+    argv.insert(argv.end(), p.args.begin(), p.args.end());
+    out.clear();
+    EXPECT_EQ(proto_test::run(argv, out, 10s), 2) << p.args[0];
+    EXPECT_NE(out.find(p.says), std::string::npos) << out;
+  }
+}
