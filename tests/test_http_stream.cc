@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -601,7 +602,9 @@ TEST(http_stream, a_paused_body_stalls_the_client_until_resumed_from_another_thr
   auto log = std::make_shared<pause_log>();
   log->pauses = 3;
   http::server_options o;
-  o.body_timeout = 150ms;  // shorter than each pause: a paused body is not timed out
+  // Shorter than each pause (a paused body is not timed out), long enough for a slow (TSan)
+  // build never to stall that long while the body flows.
+  o.body_timeout = 500ms;
   test_server s(pausing_router(log), o);
   ASSERT_GT(s.port(), 0);
   client c(s.port(), 10000);
@@ -620,7 +623,7 @@ TEST(http_stream, a_paused_body_stalls_the_client_until_resumed_from_another_thr
   for (int i = 0; i < 3; ++i) {
     http::body_resumer r = next_pause(*log);
     ASSERT_TRUE(r) << "pause " << i;
-    std::this_thread::sleep_for(300ms);
+    std::this_thread::sleep_for(800ms);
     std::uint64_t got = 0;
     {
       std::lock_guard<std::mutex> lk(log->mu);
@@ -648,6 +651,37 @@ TEST(http_stream, a_paused_body_stalls_the_client_until_resumed_from_another_thr
   EXPECT_EQ(log->violations, 0) << "a piece or the end was delivered while paused";
   EXPECT_EQ(log->aborts, 0);
   EXPECT_TRUE(log->data == body);
+}
+
+// The body's last piece is paused and the client, having sent everything, waits for the answer:
+// no byte will come to wake the connection, yet the resume must end the body and answer it.
+TEST(http_stream, a_body_paused_on_its_last_piece_is_answered_after_the_resume) {
+  auto log = std::make_shared<pause_log>();
+  log->pauses = 2;
+  test_server s(pausing_router(log));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  // Content-Length (the end is owed without another byte), then a chunked body whose
+  // terminator arrived with the piece.
+  for (const std::string& wire :
+       {put_head("/upload", length_framing(10)) + "0123456789",
+        put_head("/upload", "Transfer-Encoding: chunked\r\n") + "a\r\n0123456789\r\n0\r\n\r\n"}) {
+    ASSERT_TRUE(c.send(wire));
+    http::body_resumer r = next_pause(*log);
+    ASSERT_TRUE(r);
+    {
+      std::lock_guard<std::mutex> lk(log->mu);
+      log->paused_now = false;
+    }
+    std::thread([r]() mutable { EXPECT_FALSE(r.resume()); }).join();
+    auto reply = read_replies(c, 1);
+    ASSERT_EQ(reply.size(), 1u) << wire;
+    EXPECT_EQ(reply[0].status, 200);
+    EXPECT_TRUE(next_pause(*log));  // the resumer on_end queued
+  }
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->violations, 0);
+  EXPECT_EQ(log->ends, 2);
 }
 
 TEST(http_stream, a_client_that_resets_while_the_body_is_paused_aborts_the_reader) {
@@ -681,4 +715,168 @@ TEST(http_stream, stream_routes_are_refused_like_plain_ones) {
       << "one route per method and path, plain or streaming";
   EXPECT_TRUE(r.try_stream(http::method::put, "/v", {}));  // empty handler
   r.stream(http::method::put, "/v", h);
+}
+
+namespace {
+
+// FNV-1a over the bytes, continued from `h`.
+std::uint64_t fnv(std::uint64_t h, std::string_view bytes) {
+  for (unsigned char c : bytes) {
+    h = (h ^ c) * 1099511628211ull;
+  }
+  return h;
+}
+constexpr std::uint64_t kFnvStart = 14695981039346656037ull;
+
+std::string digest_answer(std::uint64_t bytes, std::uint64_t hash) {
+  return "bytes=" + std::to_string(bytes) + " fnv=" + std::to_string(hash);
+}
+
+// Resumes paused bodies from its own thread, a little later, in the order they paused.
+class resumer_thread {
+ public:
+  resumer_thread() : thread_([this] { run(); }) {}
+  ~resumer_thread() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void later(http::body_resumer r) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      queue_.push_back(std::move(r));
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      cv_.wait(lk, [this] { return done_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        return;
+      }
+      http::body_resumer r = std::move(queue_.front());
+      queue_.erase(queue_.begin());
+      lk.unlock();
+      std::this_thread::sleep_for(std::chrono::microseconds(300));
+      (void)r.resume();  // errc::closed if the body was ended meanwhile: fine
+      lk.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<http::body_resumer> queue_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+// Hashes the body; pauses after every third piece and has the resumer thread resume it.
+class hashing_reader : public http::body_reader {
+ public:
+  explicit hashing_reader(resumer_thread& t) : resumers_(t) {}
+  void on_data(std::string_view piece, http::response&) override {
+    bytes_ += piece.size();
+    hash_ = fnv(hash_, piece);
+    if (++pieces_ % 3 == 0) {
+      pause();
+      resumers_.later(resumer());
+    }
+  }
+  void on_end(const http::request&, http::response& res) override {
+    res.start(200).header("Content-Type", "text/plain").body(digest_answer(bytes_, hash_));
+  }
+
+ private:
+  resumer_thread& resumers_;
+  std::uint64_t bytes_ = 0;
+  std::uint64_t hash_ = kFnvStart;
+  std::size_t pieces_ = 0;
+};
+
+}  // namespace
+
+// Pipelined mixes of streamed (paused and resumed from another thread), buffered and bodiless
+// requests, Content-Length and chunked, sent in random splits: every request is answered, in
+// order, with the digest of exactly the body it carried. Seeded, so a failure can be replayed.
+TEST(http_stream, random_pipelined_mixes_over_random_splits_answer_every_body_in_order) {
+  resumer_thread resumers;
+  http::router r;
+  r.stream(
+      http::method::put, "/s",
+      [&resumers](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+        return std::make_unique<hashing_reader>(resumers);
+      });
+  r.post("/b", [](const http::request& req, http::response& res) {
+    res.start(200)
+        .header("Content-Type", "text/plain")
+        .body(digest_answer(req.body.size(), fnv(kFnvStart, req.body)));
+  });
+  r.get("/g", [](const http::request&, http::response& res) {
+    res.start(200).header("Content-Type", "text/plain").body(digest_answer(0, kFnvStart));
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  const unsigned seeds[] = {20261202u, 7u, 4242u};
+  std::mt19937 rng;
+  auto pick = [&rng](std::size_t lo, std::size_t hi) {
+    return std::uniform_int_distribution<std::size_t>(lo, hi)(rng);
+  };
+  const std::string pool = pattern_bytes(300000);
+  for (int step = 0; step < 72; ++step) {
+    const unsigned seed = seeds[step / 24];
+    const int conn = step % 24;
+    if (conn == 0) {
+      rng.seed(seed);
+    }
+    std::string wire;
+    std::vector<std::string> expected;
+    const std::size_t requests = pick(1, 6);
+    for (std::size_t i = 0; i < requests; ++i) {
+      const std::size_t kind = pick(0, 4);  // 0-2 streamed, 3 buffered, 4 bodiless
+      if (kind == 4) {
+        wire += "GET /g HTTP/1.1\r\nHost: x\r\n\r\n";
+        expected.push_back(digest_answer(0, kFnvStart));
+        continue;
+      }
+      const std::size_t size = kind == 3 ? pick(0, 60000) : pick(0, 250000);
+      const std::string_view body = std::string_view(pool).substr(pick(0, 1000), size);
+      const std::string head =
+          kind == 3 ? "POST /b HTTP/1.1\r\nHost: x\r\n" : "PUT /s HTTP/1.1\r\nHost: x\r\n";
+      if (pick(0, 1) == 0) {
+        wire += head + length_framing(size) + "\r\n";
+        wire.append(body);
+      } else {
+        wire += head + "Transfer-Encoding: chunked\r\n\r\n" + chunked(body, pick(1, 70000));
+      }
+      expected.push_back(digest_answer(size, fnv(kFnvStart, body)));
+    }
+    client c(s.port(), 10000);
+    ASSERT_TRUE(c.ok());
+    // The sender splits the wire at random points (one byte to 64 KiB) while the main thread
+    // reads the answers, so neither side's buffers can deadlock the exchange.
+    std::thread sender([&c, &wire, seed, conn] {
+      std::mt19937 split_rng(seed + static_cast<unsigned>(conn));
+      for (std::size_t at = 0; at < wire.size();) {
+        const std::size_t n = std::min(
+            wire.size() - at, std::uniform_int_distribution<std::size_t>(1, 65536)(split_rng));
+        if (!c.send(std::string_view(wire).substr(at, n))) {
+          return;
+        }
+        at += n;
+      }
+    });
+    auto replies = read_replies(c, expected.size());
+    sender.join();
+    ASSERT_EQ(replies.size(), expected.size()) << "seed " << seed << ", connection " << conn;
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_EQ(replies[i].status, 200) << "seed " << seed << ", connection " << conn << ", #" << i;
+      EXPECT_EQ(replies[i].body, expected[i])
+          << "seed " << seed << ", connection " << conn << ", #" << i;
+    }
+  }
 }

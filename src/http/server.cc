@@ -236,6 +236,7 @@ bool deferred_response::done() const noexcept {
 struct detail::body_flow {
   std::weak_ptr<evnet::conn> conn;
   evnet::loop* loop = nullptr;
+  server* srv = nullptr;
   bool in_data = false;  // on_data is running: pause() applies
   bool paused = false;
   std::atomic<bool> over{false};  // the reader got its last call, or the connection closed
@@ -631,6 +632,7 @@ bool server::begin_body(evnet::conn& c, session& s) {
     auto flow = std::make_shared<detail::body_flow>();
     flow->conn = c.shared_from_this();
     flow->loop = &c.owner();
+    flow->srv = this;
     reader->flow_ = std::move(flow);
     s.reader = std::move(reader);
     if (m.expect_continue) {
@@ -708,6 +710,18 @@ void server::resume_body(const std::shared_ptr<detail::body_flow>& f) noexcept {
   }
   f->paused = false;
   s->last_activity = c->owner().now();  // the body timeout counts from here
+  if (c->inbound_size() == 0) {
+    // Nothing buffered for resume_read to offer, but the parser may owe the body's end without
+    // another byte (a Content-Length body whose last piece was paused, its client now waiting
+    // for the answer): let it run now, from this task.
+    if (f->srv->handle_input(*c, *s) == action::close) {
+      c->close();
+      return;
+    }
+    if (s->output_paused || s->deferred || (s->reader && s->reader->flow_->paused)) {
+      return;  // held again: on_drain, run_deferred or the next resume lets it go on
+    }
+  }
   c->pause_read();
   c->resume_read();
 }
