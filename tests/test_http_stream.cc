@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -732,7 +733,8 @@ std::string digest_answer(std::uint64_t bytes, std::uint64_t hash) {
   return "bytes=" + std::to_string(bytes) + " fnv=" + std::to_string(hash);
 }
 
-// Resumes paused bodies from its own thread, a little later, in the order they paused.
+// Resumes paused bodies (and answers deferred responses) from its own thread, a little later,
+// in the order they were handed over.
 class resumer_thread {
  public:
   resumer_thread() : thread_([this] { run(); }) {}
@@ -745,9 +747,14 @@ class resumer_thread {
     thread_.join();
   }
   void later(http::body_resumer r) {
+    later_do([r]() mutable {
+      (void)r.resume();  // errc::closed if the body was ended meanwhile: fine
+    });
+  }
+  void later_do(std::function<void()> fn) {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      queue_.push_back(std::move(r));
+      queue_.push_back(std::move(fn));
     }
     cv_.notify_all();
   }
@@ -760,25 +767,26 @@ class resumer_thread {
       if (queue_.empty()) {
         return;
       }
-      http::body_resumer r = std::move(queue_.front());
+      std::function<void()> fn = std::move(queue_.front());
       queue_.erase(queue_.begin());
       lk.unlock();
       std::this_thread::sleep_for(std::chrono::microseconds(300));
-      (void)r.resume();  // errc::closed if the body was ended meanwhile: fine
+      fn();
       lk.lock();
     }
   }
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<http::body_resumer> queue_;
+  std::vector<std::function<void()>> queue_;
   bool done_ = false;
   std::thread thread_;
 };
 
-// Hashes the body; pauses after every third piece and has the resumer thread resume it.
+// Hashes the body; pauses after every third piece and has the resumer thread resume it. With
+// `deferred`, the answer is deferred and sent from the resumer thread too.
 class hashing_reader : public http::body_reader {
  public:
-  explicit hashing_reader(resumer_thread& t) : resumers_(t) {}
+  hashing_reader(resumer_thread& t, bool deferred) : resumers_(t), deferred_(deferred) {}
   void on_data(std::string_view piece, http::response&) override {
     bytes_ += piece.size();
     hash_ = fnv(hash_, piece);
@@ -788,11 +796,18 @@ class hashing_reader : public http::body_reader {
     }
   }
   void on_end(const http::request&, http::response& res) override {
+    if (deferred_) {
+      resumers_.later_do([d = res.defer(), text = digest_answer(bytes_, hash_)]() mutable {
+        EXPECT_FALSE(d.respond(200, "text/plain", text));
+      });
+      return;
+    }
     res.start(200).header("Content-Type", "text/plain").body(digest_answer(bytes_, hash_));
   }
 
  private:
   resumer_thread& resumers_;
+  bool deferred_;
   std::uint64_t bytes_ = 0;
   std::uint64_t hash_ = kFnvStart;
   std::size_t pieces_ = 0;
@@ -809,7 +824,12 @@ TEST(http_stream, random_pipelined_mixes_over_random_splits_answer_every_body_in
   r.stream(
       http::method::put, "/s",
       [&resumers](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
-        return std::make_unique<hashing_reader>(resumers);
+        return std::make_unique<hashing_reader>(resumers, false);
+      });
+  r.stream(
+      http::method::put, "/d",
+      [&resumers](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+        return std::make_unique<hashing_reader>(resumers, true);
       });
   r.post("/b", [](const http::request& req, http::response& res) {
     res.start(200)
@@ -837,7 +857,8 @@ TEST(http_stream, random_pipelined_mixes_over_random_splits_answer_every_body_in
     std::vector<std::string> expected;
     const std::size_t requests = pick(1, 6);
     for (std::size_t i = 0; i < requests; ++i) {
-      const std::size_t kind = pick(0, 4);  // 0-2 streamed, 3 buffered, 4 bodiless
+      // 0-1 streamed, 2 streamed and answered later, 3 buffered, 4 bodiless
+      const std::size_t kind = pick(0, 4);
       if (kind == 4) {
         wire += "GET /g HTTP/1.1\r\nHost: x\r\n\r\n";
         expected.push_back(digest_answer(0, kFnvStart));
@@ -845,8 +866,9 @@ TEST(http_stream, random_pipelined_mixes_over_random_splits_answer_every_body_in
       }
       const std::size_t size = kind == 3 ? pick(0, 60000) : pick(0, 250000);
       const std::string_view body = std::string_view(pool).substr(pick(0, 1000), size);
-      const std::string head =
-          kind == 3 ? "POST /b HTTP/1.1\r\nHost: x\r\n" : "PUT /s HTTP/1.1\r\nHost: x\r\n";
+      const std::string head = kind == 3   ? "POST /b HTTP/1.1\r\nHost: x\r\n"
+                               : kind == 2 ? "PUT /d HTTP/1.1\r\nHost: x\r\n"
+                                           : "PUT /s HTTP/1.1\r\nHost: x\r\n";
       if (pick(0, 1) == 0) {
         wire += head + length_framing(size) + "\r\n";
         wire.append(body);
