@@ -242,6 +242,33 @@ TEST(net_threads, post_and_dispatch_run_on_the_loop_thread) {
   EXPECT_EQ(r.get().get_loop(0).post(nullptr), make_error_code(errc::invalid_argument));
 }
 
+// A posted task is a callback like on_traffic: a close it causes (here an abort, as a failed
+// write would) takes effect when it returns, so the task can go on using the conn and whatever
+// state its handler keeps for it (which on_close would tear down).
+TEST(net_threads, a_close_caused_inside_a_posted_task_takes_effect_when_it_returns) {
+  keeper h;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp()));
+  const int fd = connect_tcp(r.port());
+  auto c = h.wait_conn();
+  std::promise<std::pair<std::size_t, bool>> seen;
+  ASSERT_FALSE(c->owner().post([&] {
+    c->abort(make_error_code(errc::protocol_error));
+    // Still here: on_close has not run and the conn has not changed state under the task.
+    seen.set_value({h.closed(), c->state() == conn_state::open});
+  }));
+  auto f = seen.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  const auto [closed_inside, open_inside] = f.get();
+  EXPECT_EQ(closed_inside, 0u) << "on_close ran inside the task";
+  EXPECT_TRUE(open_inside);
+  ASSERT_TRUE(wait_for([&] { return h.closed() == 1; }));
+  EXPECT_TRUE(test::sees_close(fd));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_EQ(h.reasons[0], make_error_code(errc::protocol_error));
+  ::close(fd);
+}
+
 TEST(net_threads, pause_read_stops_delivery_until_resume) {
   struct h_t : booted_handler {
     action on_traffic(conn& c) override {

@@ -49,8 +49,10 @@ class loop {
   bool in_loop_thread() const noexcept;
 
   /// Runs `fn` on the loop thread at the end of the current (or next) round; never inside this
-  /// call. Any thread. Errors: errc::closed once the loop has stopped (fn is destroyed unrun);
-  /// errc::invalid_argument for an empty fn.
+  /// call. Like the handler's callbacks and timers, `fn` runs as a callback: a connection it
+  /// closes (or whose write fails) is closed, and its on_close called, when `fn` returns, so
+  /// what `fn` touches is not torn down under it. Any thread. Errors: errc::closed once the
+  /// loop has stopped (fn is destroyed unrun); errc::invalid_argument for an empty fn.
   std::error_code post(std::function<void()> fn);
   /// Runs `fn` now when called on the loop thread, otherwise post(fn) (with post's errors).
   /// Any thread. errc::invalid_argument for an empty fn.

@@ -598,7 +598,20 @@ std::error_code loop::post(std::function<void()> fn) {
   if (in_->closed.load(std::memory_order_acquire)) {
     return errc::closed;
   }
-  return in_->poll->trigger(task_priority::high, std::move(fn));
+  // A task is a callback like the others: a close it causes (a failed write included) takes
+  // effect when it returns, so the conns and handler state it touches stay as they were
+  // during the call.
+  detail::loop_internals* li = in_.get();
+  return in_->poll->trigger(task_priority::high, [li, f = std::move(fn)] {
+    struct scope {
+      detail::loop_internals* li;
+      explicit scope(detail::loop_internals* l) noexcept : li(l) { li->enter(); }
+      ~scope() { li->leave(); }
+      scope(const scope&) = delete;
+      scope& operator=(const scope&) = delete;
+    } guard(li);
+    f();
+  });
 }
 
 std::error_code loop::dispatch(std::function<void()> fn) {
