@@ -704,6 +704,44 @@ TEST(http_stream, a_client_that_resets_while_the_body_is_paused_aborts_the_reade
   EXPECT_EQ(r.resume(), make_error_code(evnet::errc::closed));
 }
 
+// router::find() hands a caller that runs routes itself an adapter for a streaming route: it
+// runs the reader over the request's buffered body (one piece), then on_end; a refusal or an
+// early answer is the answer.
+TEST(http_stream, find_runs_a_streaming_route_over_a_buffered_body) {
+  auto log = std::make_shared<upload_log>();
+  reader_config cfg;
+  cfg.refuse_after = 5;  // a body over 5 bytes gets the reader's early 413
+  auto inner = std::make_shared<http::router>(stream_router(log, cfg));
+  http::router outer;
+  outer.post("/via/*path", [inner](const http::request& req, http::response& res) {
+    int status = 0;
+    const http::route_handler* h =
+        inner->find(http::method::put, "/" + std::string(req.param("path")), status);
+    if (h == nullptr) {
+      res.start(status).body("no route\n");
+      return;
+    }
+    (*h)(http::request{req.head, req.body, req.connection, nullptr}, res);
+  });
+  test_server s(std::move(outer));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  const std::string post = "POST /via/";
+  ASSERT_TRUE(c.send(post + "upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd" + post +
+                     "upload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" + post +
+                     "locked HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi" + post +
+                     "upload HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n123456789"));
+  auto r = read_replies(c, 4);
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[0].body, "bytes=4");
+  EXPECT_EQ(r[1].body, "bytes=4") << "an empty body adds no piece";
+  EXPECT_EQ(r[2].status, 401);
+  EXPECT_EQ(r[3].status, 413);
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->data, "abcd123456789");
+  EXPECT_EQ(log->ends, 2);
+}
+
 TEST(http_stream, stream_routes_are_refused_like_plain_ones) {
   http::router r;
   auto h = [](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
