@@ -51,6 +51,16 @@ struct upload_log {
   }
 };
 
+// What the test readers do in on_abort: count it, keep the reason, wake the test.
+void record_abort(upload_log& log, std::error_code why) noexcept {
+  {
+    std::lock_guard<std::mutex> lk(log.mu);
+    log.aborts += 1;
+    log.abort_reason = why;
+  }
+  log.cv.notify_all();
+}
+
 // Records every piece; answers "bytes=N" at the end. Answers `refuse_after` bytes early with
 // 413 when set, or throws from on_data / on_end when asked to.
 class recording_reader : public http::body_reader {
@@ -95,14 +105,7 @@ class recording_reader : public http::body_reader {
     log_->cv.notify_all();
     res.start(200).header("Content-Type", "text/plain").body(answer);
   }
-  void on_abort(std::error_code why) noexcept override {
-    {
-      std::lock_guard<std::mutex> lk(log_->mu);
-      log_->aborts += 1;
-      log_->abort_reason = why;
-    }
-    log_->cv.notify_all();
-  }
+  void on_abort(std::error_code why) noexcept override { record_abort(*log_, why); }
 
  private:
   std::shared_ptr<upload_log> log_;
@@ -566,14 +569,7 @@ class pausing_reader : public http::body_reader {
     log_->cv.notify_all();
     res.start(200).header("Content-Type", "text/plain").body(answer);
   }
-  void on_abort(std::error_code why) noexcept override {
-    {
-      std::lock_guard<std::mutex> lk(log_->mu);
-      log_->aborts += 1;
-      log_->abort_reason = why;
-    }
-    log_->cv.notify_all();
-  }
+  void on_abort(std::error_code why) noexcept override { record_abort(*log_, why); }
 
  private:
   std::shared_ptr<pause_log> log_;
