@@ -305,8 +305,9 @@ struct server::session {
   std::string body;         // request body when buffer_body
   // The streaming route's reader of the body being received (router::stream).
   std::unique_ptr<body_reader> reader;
-  std::uint64_t body_bytes = 0;  // of the current body, counted when checked_body
-  bool checked_body = false;     // the server applies the body limit (routes stream)
+  // Bytes of the current body, counted when routes stream (begin_body resets it): the server
+  // then checks each body against its route's limit itself.
+  std::uint64_t body_bytes = 0;
   std::unique_ptr<upgraded_protocol> upgraded;
   // A response deferred by its handler and not yet finished: nothing else is parsed or
   // answered meanwhile (response::defer()).
@@ -598,7 +599,6 @@ void server::stream_without_body(evnet::conn& c, session& s, const router::targe
 bool server::begin_body(evnet::conn& c, session& s) {
   const http::message& m = s.parser.message();
   s.body_bytes = 0;
-  s.checked_body = true;
   int status = 404;
   const router::target* t = router_.find_target(m.method, m.path, status, s.params);
   if (t == nullptr || !t->stream) {
@@ -816,7 +816,8 @@ action server::handle_input(evnet::conn& c, session& s) {
           continue;
         }
         case parse_event::body:
-          if (s.checked_body) [[unlikely]] {
+          // Routes stream: begin_body decided who takes this body, under which limit.
+          if (router_.has_streams()) [[unlikely]] {
             if (take_body_piece(c, s, st.body) == piece_result::taken) {
               continue;
             }
@@ -828,13 +829,8 @@ action server::handle_input(evnet::conn& c, session& s) {
           }
           continue;
         case parse_event::done:
-          if (s.checked_body) [[unlikely]] {
-            s.checked_body = false;
-            if (s.reader) {
-              end_stream(c, s, take_reader(s), &s.params);  // a streamed body is complete
-            } else {
-              dispatch(c, s);
-            }
+          if (s.reader) [[unlikely]] {
+            end_stream(c, s, take_reader(s), &s.params);  // a streamed body is complete
           } else {
             dispatch(c, s);
           }
