@@ -65,6 +65,7 @@ if(EXISTS "${CMAKE_CURRENT_SOURCE_DIR}/test_poller_io_uring.cc")
   target_include_directories(test_poller_io_uring PRIVATE ${PROJECT_SOURCE_DIR}/src
                              ${PROJECT_SOURCE_DIR}/tests)
   target_link_libraries(test_poller_io_uring PRIVATE GTest::gtest GTest::gmock GTest::gtest_main)
+  evnet_tsan_test_target(test_poller_io_uring)
   gtest_discover_tests(test_poller_io_uring DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
     PROPERTIES TIMEOUT 120 LABELS tsan SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\]"
     ENVIRONMENT "EVNET_SOURCE_DIR=${PROJECT_SOURCE_DIR};EVNET_BINARY_DIR=${PROJECT_BINARY_DIR}")

@@ -107,6 +107,9 @@ foreach(_variant IN ITEMS user nouser)
       set(_labels "")  # single-threaded, as the semantics suite
       set(_filter "*")
     endif()
+    if(_labels)
+      evnet_tsan_test_target(${_exe})
+    endif()
     gtest_discover_tests(${_exe} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
       TEST_PREFIX "${_prefix}" TEST_FILTER "${_filter}"
       PROPERTIES TIMEOUT ${_timeout} ${_labels} ENVIRONMENT "${_evnet_kq_env}")
