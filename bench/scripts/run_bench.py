@@ -1234,8 +1234,8 @@ def callgrind_case(cfg, cr, case):
 
 
 def goal_lines(results):
-    """The goals of issues 3, 4, 5 and 6, checked against this run's medians ("met" means met in
-    this run; throughput goals on a shared machine can flip between runs, cost goals rarely)."""
+    """The goals of issues 4, 5 and 6, checked against this run ("met" means met in this run;
+    throughput and CPU goals on a shared machine can flip between runs, the others rarely)."""
     out = []
 
     def row(cr, family):
