@@ -700,6 +700,150 @@ TEST(http_stream, a_client_that_resets_while_the_body_is_paused_aborts_the_reade
   EXPECT_EQ(r.resume(), make_error_code(evnet::errc::closed));
 }
 
+// A resume called before the pause it would lift — here from the reader itself, on the piece
+// before the one that pauses, as a worker that frees a slot would — must not lift that pause:
+// the three one-byte chunks arrive in one read, so the stale resume runs on the loop only after
+// the second piece paused.
+TEST(http_stream, a_resume_from_an_earlier_piece_does_not_lift_a_later_pause) {
+  auto log = std::make_shared<pause_log>();
+  http::router r;
+  struct early_resumer : http::body_reader {
+    std::shared_ptr<pause_log> log;
+    int n = 0;
+    void on_data(std::string_view piece, http::response&) override {
+      std::lock_guard<std::mutex> lk(log->mu);
+      if (log->paused_now) {
+        log->violations += 1;
+      }
+      log->data.append(piece);
+      if (++n == 1) {
+        EXPECT_FALSE(resumer().resume());  // nothing is paused yet: a no-op, later too
+      } else if (n == 2) {
+        log->paused_now = true;
+        pause();
+        log->to_resume.push_back(resumer());
+      }
+      log->cv.notify_all();
+    }
+    void on_end(const http::request&, http::response& res) override {
+      std::lock_guard<std::mutex> lk(log->mu);
+      if (log->paused_now) {
+        log->violations += 1;
+      }
+      log->ends += 1;
+      res.start(200).header("Content-Type", "text/plain").body(log->data);
+    }
+  };
+  r.stream(http::method::put, "/upload",
+           [log](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+             auto rd = std::make_unique<early_resumer>();
+             rd->log = log;
+             return rd;
+           });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.send(put_head("/upload", "Transfer-Encoding: chunked\r\n") +
+                     "1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n"));
+  http::body_resumer paused = next_pause(*log);
+  ASSERT_TRUE(paused);
+  std::this_thread::sleep_for(300ms);  // the stale resume has run by now
+  {
+    std::lock_guard<std::mutex> lk(log->mu);
+    EXPECT_EQ(log->data, "ab") << "the stale resume lifted the pause";
+    EXPECT_EQ(log->ends, 0);
+    log->paused_now = false;
+  }
+  std::thread([paused]() mutable { EXPECT_FALSE(paused.resume()); }).join();
+  auto reply = read_replies(c, 1);
+  ASSERT_EQ(reply.size(), 1u);
+  EXPECT_EQ(reply[0].body, "abc");
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->violations, 0);
+}
+
+// on_end defers its answer after a resume (the body's last piece was paused): the connection
+// must read again meanwhile, so that a client that leaves is seen and the application's
+// handle reports done() instead of waiting for nobody.
+TEST(http_stream, a_deferred_answer_after_a_resume_still_sees_the_client_leave) {
+  auto log = std::make_shared<pause_log>();
+  std::mutex mu;
+  http::deferred_response kept;
+  http::router r;
+  struct pause_then_defer : http::body_reader {
+    std::shared_ptr<pause_log> log;
+    std::mutex* mu = nullptr;
+    http::deferred_response* kept = nullptr;
+    bool once = false;
+    void on_data(std::string_view, http::response&) override {
+      if (once) {
+        return;  // (the ten bytes come in one read: this is the last piece)
+      }
+      once = true;
+      std::lock_guard<std::mutex> lk(log->mu);
+      pause();
+      log->to_resume.push_back(resumer());
+      log->cv.notify_all();
+    }
+    void on_end(const http::request&, http::response& res) override {
+      std::lock_guard<std::mutex> lk(*mu);
+      *kept = res.defer();
+    }
+  };
+  r.stream(http::method::put, "/upload",
+           [&](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+             auto rd = std::make_unique<pause_then_defer>();
+             rd->log = log;
+             rd->mu = &mu;
+             rd->kept = &kept;
+             return rd;
+           });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  {
+    client c(s.port());
+    ASSERT_TRUE(c.send(put_head("/upload", length_framing(10)) + "0123456789"));
+    http::body_resumer paused = next_pause(*log);
+    ASSERT_TRUE(paused);
+    std::thread([paused]() mutable { EXPECT_FALSE(paused.resume()); }).join();
+    bool deferred = false;
+    for (int i = 0; i < 500 && !deferred; ++i) {
+      std::this_thread::sleep_for(10ms);
+      std::lock_guard<std::mutex> lk(mu);
+      deferred = static_cast<bool>(kept);
+    }
+    ASSERT_TRUE(deferred);
+    std::lock_guard<std::mutex> lk(mu);
+    EXPECT_FALSE(kept.done());
+  }  // the client closes (FIN)
+  bool done = false;
+  for (int i = 0; i < 250 && !done; ++i) {
+    std::this_thread::sleep_for(10ms);
+    std::lock_guard<std::mutex> lk(mu);
+    done = kept.done();
+  }
+  EXPECT_TRUE(done) << "the client's close went unseen while the answer was deferred";
+}
+
+// HEAD is served by a GET route (RFC 9110 §9.3.2), a streaming one included: a body sent with
+// it goes to the route's reader like any other, under the streaming limit.
+TEST(http_stream, a_head_request_with_a_body_streams_it_to_the_get_route) {
+  auto log = std::make_shared<upload_log>();
+  http::router r;
+  r.stream(http::method::get, "/g",
+           [log](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+             return std::make_unique<recording_reader>(log);
+           });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.send("HEAD /g HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+  ASSERT_TRUE(log->wait([](upload_log& l) { return l.ends == 1; }));
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->data, "hello");
+  EXPECT_EQ(log->bytes, 5u);
+}
+
 // router::find() hands a caller that runs routes itself an adapter for a streaming route: it
 // runs the reader over the request's buffered body (one piece), then on_end; a refusal or an
 // early answer is the answer.

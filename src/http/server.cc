@@ -231,20 +231,30 @@ bool deferred_response::done() const noexcept {
 }
 
 // A streamed body's flow control, shared by its reader and the reader's resumers. `loop` and
-// `conn` are set before any other thread sees it; `in_data` and `paused` are used on the loop
-// thread only; `over` is read anywhere.
+// `conn` are set before any other thread sees it; `in_data`, `paused` and `pause_piece` are
+// used on the loop thread only; `piece` and `over` are read anywhere.
+//
+// A resume counts for the pause made in the on_data call during or after which it was called:
+// resume() reads `piece` (the number of the latest on_data call) and the loop lifts a pause only
+// for a resume that saw that pause's piece or a later one. So a resume that a worker calls for
+// a piece it was handed lifts the pause of that piece's call (whether pause() came before or
+// after the hand-off), and a resume left over from an earlier piece (or called twice) cannot
+// lift a later pause.
 struct detail::body_flow {
   std::weak_ptr<evnet::conn> conn;
   evnet::loop* loop = nullptr;
   server* srv = nullptr;
   bool in_data = false;  // on_data is running: pause() applies
   bool paused = false;
-  std::atomic<bool> over{false};  // the reader got its last call, or the connection closed
+  std::uint64_t pause_piece = 0;        // the on_data call that paused
+  std::atomic<std::uint64_t> piece{0};  // on_data calls so far, counting the one running
+  std::atomic<bool> over{false};        // the reader got its last call, or the connection closed
 };
 
 void body_reader::pause() noexcept {
   if (flow_ && flow_->in_data) {
     flow_->paused = true;
+    flow_->pause_piece = flow_->piece.load(std::memory_order_relaxed);
   }
 }
 
@@ -255,7 +265,8 @@ std::error_code body_resumer::resume() {
   if (flow_->over.load(std::memory_order_acquire)) {
     return errc::closed;
   }
-  if (flow_->loop->post([f = flow_] { server::resume_body(f); })) {
+  const std::uint64_t seen = flow_->piece.load(std::memory_order_acquire);
+  if (flow_->loop->post([f = flow_, seen] { server::resume_body(f, seen); })) {
     return errc::closed;  // the loop has stopped
   }
   return {};
@@ -601,6 +612,9 @@ bool server::begin_body(evnet::conn& c, session& s) {
   s.body_bytes = 0;
   int status = 404;
   const router::target* t = router_.find_target(m.method, m.path, status, s.params);
+  if (t == nullptr && m.method == method::head) {
+    t = router_.find_target(method::get, m.path, status, s.params);  // as dispatch() does
+  }
   if (t == nullptr || !t->stream) {
     // A buffered route, or none (its 404 or 405 comes once the body is read): the buffered
     // limit, which the parser no longer applies.
@@ -670,6 +684,7 @@ server::piece_result server::take_body_piece(evnet::conn& c, session& s, std::st
   const std::size_t mark = s.out.size();
   bool failed = false;
   detail::body_flow& flow = *s.reader->flow_;
+  flow.piece.store(flow.piece.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   flow.in_data = true;
   try {
     s.reader->on_data(piece, early);
@@ -699,8 +714,10 @@ std::unique_ptr<body_reader> server::take_reader(session& s) noexcept {
 
 // On the loop thread, for body_resumer::resume: a body still paused by the session's current
 // reader goes on, the pieces already read first (resume_read offers them from a fresh stack).
-void server::resume_body(const std::shared_ptr<detail::body_flow>& f) noexcept {
-  if (f->over.load(std::memory_order_relaxed) || !f->paused) {
+// `seen`: the on_data call the resume saw (detail::body_flow); an earlier pause's resume does
+// nothing.
+void server::resume_body(const std::shared_ptr<detail::body_flow>& f, std::uint64_t seen) noexcept {
+  if (f->over.load(std::memory_order_relaxed) || !f->paused || seen < f->pause_piece) {
     return;
   }
   std::shared_ptr<evnet::conn> c = f->conn.lock();
@@ -718,9 +735,11 @@ void server::resume_body(const std::shared_ptr<detail::body_flow>& f) noexcept {
       c->close();
       return;
     }
-    if (s->output_paused || s->deferred || (s->reader && s->reader->flow_->paused)) {
-      return;  // held again: on_drain, run_deferred or the next resume lets it go on
+    if (s->output_paused || (s->reader && s->reader->flow_->paused)) {
+      return;  // held again: on_drain or the next resume lets it go on
     }
+    // Reading resumes below, also when on_end deferred its answer: a deferred response keeps
+    // reading (see hold_input_while_deferred), so that a client that leaves is seen.
   }
   c->pause_read();
   c->resume_read();

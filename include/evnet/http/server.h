@@ -350,9 +350,13 @@ class body_resumer {
  public:
   body_resumer() = default;
   /// Lets the body go on: on the connection's loop thread, the pieces already read are offered
-  /// first, then reading from the socket resumes. Resuming a body that is not paused does
-  /// nothing. Returns errc::closed once the body is over (the reader got on_end or on_abort, or
-  /// answered early), errc::invalid_argument for an empty handle. Any thread.
+  /// first, then reading from the socket resumes. A resume counts for a pause made in the
+  /// on_data call during or after which it is called — so a worker handed a piece may resume
+  /// whether the reader called pause() before or after the hand-off — and does nothing for a
+  /// body that is not paused, or is paused by a later on_data call (a resume left over from an
+  /// earlier piece, or a second one, never lifts a later pause). Returns errc::closed once the
+  /// body is over (the reader got on_end or on_abort, or answered early),
+  /// errc::invalid_argument for an empty handle. Any thread.
   std::error_code resume();
   /// False for an empty handle.
   explicit operator bool() const noexcept { return flow_ != nullptr; }
@@ -684,7 +688,7 @@ class server : public evnet::handler {
   bool begin_body(evnet::conn& c, session& s);
   static std::unique_ptr<body_reader> take_reader(session& s) noexcept;
   // Runs a body_resumer::resume on its loop thread.
-  static void resume_body(const std::shared_ptr<detail::body_flow>& f) noexcept;
+  static void resume_body(const std::shared_ptr<detail::body_flow>& f, std::uint64_t seen) noexcept;
   enum class piece_result : std::uint8_t { taken, answered, paused };
   piece_result take_body_piece(evnet::conn& c, session& s, std::string_view piece);
   void arm_timer(evnet::conn& c, session& s, std::chrono::milliseconds after);
