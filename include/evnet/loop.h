@@ -2,7 +2,9 @@
 // connections assigned to it and its timers.
 //
 // This is a public header. Loops are created by engine::run() (one per thread; loop 0 runs on
-// the thread that called run()) and destroyed before run() returns; users get references from
+// the thread that called run()); when run() returns they are closed (post() refuses) but kept
+// until the next run() or the engine's destruction, so that another thread still holding a
+// conn of that run finds a closed loop, not freed memory. Users get references from
 // engine::get_loop() or conn::owner().
 //
 // Threading: a loop belongs to its thread. Methods say whether they are loop-thread-only or safe
@@ -36,7 +38,8 @@ class loop {
  public:
   /// Internal: created by engine::run().
   loop(engine& owner, std::size_t index);
-  /// Destroyed by engine::run() after the loop's thread has finished.
+  /// Destroyed by the next engine::run() or by the engine's destructor (closed, not destroyed,
+  /// when run() returns).
   ~loop();
   loop(const loop&) = delete;
   loop& operator=(const loop&) = delete;

@@ -315,7 +315,9 @@ class response {
 /// handler returns. respond() returns errc::closed when the connection has closed or the
 /// response was finished (fill is then not run), errc::invalid_argument for an empty handle.
 /// A connection that closes while a fill is queued drops it. An engine stop waits for pending
-/// deferred responses up to engine_options::stop_grace, then closes their connections.
+/// deferred responses up to engine_options::stop_grace, then closes their connections. A
+/// handle may be used (and fails with errc::closed) after the server stops, until the server
+/// object is destroyed.
 class deferred_response {
  public:
   deferred_response() = default;
@@ -410,7 +412,9 @@ class body_reader {
   /// reader, i.e. in the stream_handler) it does nothing. Loop thread.
   void pause() noexcept;
   /// The handle that resumes this body from any thread; it stays valid (and safe to use) after
-  /// the reader is destroyed. Empty before the server has installed the reader. Loop thread.
+  /// the reader is destroyed and after the server stops, until the server object is destroyed
+  /// (as a conn is safe until its engine is). Empty before the server has installed the reader.
+  /// Loop thread.
   body_resumer resumer() const { return body_resumer(flow_); }
 
  private:
