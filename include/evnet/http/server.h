@@ -528,7 +528,10 @@ class router {
   /// streaming. Bodies of streaming routes are limited by server_options::
   /// max_stream_body_bytes instead of parser_limits::max_body_bytes. A streaming route found
   /// through find() and called as a plain route_handler gets the request's buffered body as its
-  /// one piece. Throws like add(). Owner thread, before the server runs.
+  /// one piece; there (unlike in the server) an answer that `h` writes while also returning a
+  /// reader is kept, and the reader is destroyed uncalled, and an early answer left unfinished
+  /// by on_data is sent as it stands and the connection closed (as for any plain handler)
+  /// rather than replaced by a 500. Throws like add(). Owner thread, before the server runs.
   router& stream(http::method m, std::string path, stream_handler h);
   /// stream() without exceptions, as try_add(). Owner thread, before the server runs.
   std::error_code try_stream(http::method m, std::string path, stream_handler h,
