@@ -333,6 +333,32 @@ TEST(http_parser, chunk_size_may_be_followed_by_whitespace_before_crlf_or_extens
   EXPECT_EQ(o.messages[0].body, "xxz");
 }
 
+// Every byte of a chunk-size line counts against one bound (4,096 bytes without the CRLF):
+// leading zeros and whitespace too, not only an extension, or a peer could send an endless line
+// that no limit or timeout stops (bytes keep arriving).
+TEST(http_parser, chunk_size_line_is_bounded_whatever_it_is_made_of) {
+  const std::string head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  // Just under the bound: accepted, whatever the line holds.
+  auto ok = req(head + std::string(4095, '0') + "1\r\nz\r\n0\r\n\r\n");
+  ASSERT_EQ(ok.error_status, 0);
+  EXPECT_EQ(ok.messages.at(0).body, "z");
+  EXPECT_EQ(req(head + "1" + std::string(4090, ' ') + ";e\r\nz\r\n0\r\n\r\n").error_status, 0);
+  EXPECT_EQ(req(head + "1" + std::string(4095, '\t') + "\r\nz\r\n0\r\n\r\n").error_status, 0);
+  // Over it: 400, without waiting for the end of the line.
+  for (const std::string& line : {std::string(5000, '0'), "5" + std::string(5000, ' '),
+                                  "5;" + std::string(5000, 'e'), "5 ;" + std::string(5000, 'e')}) {
+    http::request_parser p;
+    std::string in = head + line;
+    http::parse_step st = p.parse(in);
+    while (st.event != http::parse_event::error && st.event != http::parse_event::need_more) {
+      in.erase(0, st.consumed);
+      st = p.parse(in);
+    }
+    EXPECT_EQ(st.event, http::parse_event::error) << line.substr(0, 3);
+    EXPECT_EQ(p.error_status(), 400) << line.substr(0, 3);
+  }
+}
+
 TEST(http_parser, upgrade_leaves_following_bytes_unconsumed) {
   http::request_parser p;
   std::string in =
@@ -488,6 +514,53 @@ TEST(http_parser, body_over_limit_413) {
   auto ok = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789", l);
   EXPECT_EQ(ok.error_status, 0);
   EXPECT_EQ(ok.messages.at(0).body, "0123456789");
+}
+
+// A chunk size near 2^64 must not wrap the running body total past the limit: after one byte,
+// a chunk of 2^64 - 1 bytes took the total back to 0 and the rest of the connection was body.
+TEST(http_parser, chunk_size_that_would_wrap_the_body_total_is_413) {
+  http::parser_limits l;
+  l.max_body_bytes = 1024;
+  for (const char* size : {"FFFFFFFFFFFFFFFF", "fffffffffffffc01", "FFFFFFFFFFFFFBFF"}) {
+    SCOPED_TRACE(size);
+    EXPECT_EQ(req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "1\r\nx\r\n" +
+                      std::string(size) + "\r\n" + std::string(64, 'y'),
+                  l)
+                  .error_status,
+              413);
+  }
+  // Exactly the limit in two chunks is accepted.
+  auto ok =
+      req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "1\r\nx\r\n3ff\r\n" +
+              std::string(1023, 'y') + "\r\n0\r\n\r\n",
+          l);
+  ASSERT_EQ(ok.error_status, 0);
+  EXPECT_EQ(ok.messages.at(0).body.size(), 1024u);
+}
+
+// RFC 9112 §3.2.2: a server MUST accept the absolute form; the path is the part after the
+// authority. target keeps what was sent.
+TEST(http_parser, absolute_form_target_has_the_path_after_the_authority) {
+  struct tcase {
+    const char* target;
+    const char* path;
+    const char* query;
+  };
+  for (const tcase& c : {tcase{"http://example.com:8080/a/b?x=1", "/a/b", "x=1"},
+                         tcase{"HTTP://Example.com/a", "/a", ""}, tcase{"https://h", "/", ""},
+                         tcase{"http://h?q", "/", "q"}, tcase{"coap+tcp://h/x/", "/x/", ""},
+                         tcase{"/plain?y", "/plain", "y"}, tcase{"*", "*", ""},
+                         tcase{"h:80", "h:80", ""}, tcase{"http:/a", "http:/a", ""}}) {
+    SCOPED_TRACE(c.target);
+    auto o = req(std::string("GET ") + c.target + " HTTP/1.1\r\nHost: h\r\n\r\n");
+    ASSERT_EQ(o.error_status, 0);
+    ASSERT_EQ(o.messages.size(), 1u);
+    EXPECT_EQ(o.messages[0].target, c.target);
+    EXPECT_EQ(o.messages[0].path, c.path);
+    EXPECT_EQ(o.messages[0].query, c.query);
+  }
 }
 
 TEST(http_parser, error_is_sticky_until_reset) {

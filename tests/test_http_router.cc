@@ -282,6 +282,8 @@ TEST(http_router, conflicting_registrations_are_refused) {
       {{}, {http::method::get, "/u/:id/x/:id", "b"}, "twice", "GET /u/1/x/2"},
       {{}, {http::method::get, "/u/:id/x/*id", "b"}, "twice", "GET /u/1/x/2"},
       {{}, {http::method::get, "users/:id", "b"}, "start with '/'", ""},
+      {{}, {http::method::other, "/a", "b"}, "never matched", ""},
+      {{}, {http::method::other, "/u/:id", "b"}, "never matched", ""},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(std::string(c.refused.path));
@@ -418,6 +420,24 @@ TEST(http_router, socket_users_42_param_in_body) {
   EXPECT_EQ(r[4].body, "static [css/site.css] found");
   EXPECT_EQ(r[5].body, "static [] found");
   EXPECT_EQ(r[6].body, "form 5 body");
+}
+
+// RFC 9112 §3.2.2: the absolute form reaches the route its path names (it was routed on the
+// whole target, "http://x/users/42", and answered 404).
+TEST(http_router, socket_absolute_form_target_reaches_its_route) {
+  test_server s(socket_router());
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(
+      c.send("GET http://x/users/42 HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET HTTP://x:80/static/a.css?v=1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto r = read_replies(c, 2);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].status, 200);
+  EXPECT_EQ(r[0].body, "user 42");
+  EXPECT_EQ(r[1].status, 200);
+  EXPECT_EQ(r[1].body, "static [a.css] found");
 }
 
 TEST(http_router, socket_head_uses_get_pattern_route) {

@@ -16,6 +16,39 @@
 namespace evnet::http {
 namespace {
 
+// The path of an absolute-form target without its query (RFC 9112 §3.2.2,
+// "http://host:port/p", which a server MUST accept): the part after the authority, "/" when
+// empty. A target that is not in that form (authority-form for CONNECT, "*") is its own path.
+[[gnu::noinline]] std::string_view absolute_form_path_slow(std::string_view t) noexcept {
+  // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then "://"
+  auto alpha = [](char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; };
+  if (!alpha(t.front())) {
+    return t;
+  }
+  std::size_t i = 1;
+  while (i < t.size() && (alpha(t[i]) || (t[i] >= '0' && t[i] <= '9') || t[i] == '+' ||
+                          t[i] == '-' || t[i] == '.')) {
+    ++i;
+  }
+  if (t.substr(i, 3) != "://") {
+    return t;
+  }
+  const std::size_t slash = t.find('/', i + 3);
+  return slash == std::string_view::npos ? std::string_view("/") : t.substr(slash);
+}
+
+// The path of a request target without its query: an origin-form target ("/p") is its own
+// path, checked inline; other forms take absolute_form_path_slow().
+[[gnu::always_inline]] inline std::string_view absolute_form_path(std::string_view t) noexcept {
+  if (t.empty() || t.front() == '/') [[likely]] {
+    return t;
+  }
+  return absolute_form_path_slow(t);
+}
+
+// Longest chunk-size line accepted (size, whitespace and extension, without the CRLF).
+constexpr std::uint32_t kMaxChunkLine = 4096;
+
 // ASCII letters and digits, plus the bytes of `extra`.
 constexpr std::array<bool, 256> make_alnum_table(std::string_view extra) {
   std::array<bool, 256> t{};
@@ -440,7 +473,7 @@ void parser::reset() noexcept {
   state_ = state::start;
   head_len_ = line_start_ = trailer_start_ = 0;
   remaining_ = body_total_ = 0;
-  chunk_digits_ = 0;
+  chunk_line_ = 0;
   chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
   error_status_ = 0;
   error_reason_ = "";
@@ -604,7 +637,7 @@ parse_step parser::parse_state(std::string_view in) {
           chunk_cr_ = true;
         } else if (c == '\n' && chunk_cr_) {  // CRLF only: RFC 9112 §7.1
           state_ = state::chunk_size;
-          chunk_digits_ = 0;
+          chunk_line_ = 0;
           chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
           remaining_ = 0;
           parse_step s = parse(in.substr(i + 1));
@@ -626,7 +659,7 @@ parse_step parser::parse_state(std::string_view in) {
           if (!chunk_cr_) {
             return fail(400, "bare LF in chunk size line");
           }
-          if (chunk_digits_ == 0) {
+          if (chunk_line_ == 0) {
             return fail(400, "missing chunk size");
           }
           std::size_t used = i + 1;
@@ -637,10 +670,12 @@ parse_step parser::parse_state(std::string_view in) {
             s.consumed += used;
             return s;
           }
-          body_total_ += remaining_;
-          if (body_total_ > limits_.max_body_bytes) {
+          // Compared before adding: a chunk size near 2^64 would wrap the running total past
+          // the limit (body_total_ never exceeds max_body_bytes, so the subtraction cannot).
+          if (remaining_ > limits_.max_body_bytes - body_total_) {
             return fail(413, "body too large");
           }
+          body_total_ += remaining_;
           state_ = state::chunk_data;
           parse_step s = parse(in.substr(used));
           s.consumed += used;
@@ -653,18 +688,22 @@ parse_step parser::parse_state(std::string_view in) {
           chunk_cr_ = true;
           continue;
         }
+        // Every byte of the line counts (leading zeros, whitespace, the extension): the line
+        // is bounded so a peer cannot stream it forever. chunk_line_ counts it, which
+        // until the first non-digit is the size's digits.
+        if (++chunk_line_ > kMaxChunkLine) {
+          return fail(400, "chunk size line too long");
+        }
         if (chunk_ext_) {
-          // Extensions are ignored, but bounded so a peer cannot stream them forever.
+          // Extensions are ignored.
           if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) {
             return fail(400, "control character in chunk extension");
-          }
-          if (++chunk_digits_ > 4096) {
-            return fail(400, "chunk extension too long");
           }
           continue;
         }
         if (chunk_ws_) {
-          // After the size only whitespace, then ';' and an extension, or the CRLF.
+          // After the size only whitespace, then ';' and an extension, or the CRLF (tolerated
+          // as Go's net/http does; RFC 9112 §7.1.1 has whitespace only before a ';').
           if (c == ';') {
             chunk_ext_ = true;
           } else if (c != ' ' && c != '\t') {
@@ -678,14 +717,13 @@ parse_step parser::parse_state(std::string_view in) {
             return fail(400, "chunk size overflow");
           }
           remaining_ = (remaining_ << 4) | static_cast<unsigned>(h);
-          ++chunk_digits_;
           continue;
         }
-        if (chunk_digits_ > 0 && c == ';') {
+        if (chunk_line_ > 1 && c == ';') {  // this byte is counted: a digit came before
           chunk_ext_ = true;
           continue;
         }
-        if (chunk_digits_ > 0 && (c == ' ' || c == '\t')) {
+        if (chunk_line_ > 1 && (c == ' ' || c == '\t')) {
           chunk_ws_ = true;
           continue;
         }
@@ -934,10 +972,10 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
   msg_.method_text = rebase(b, static_cast<std::size_t>(method_end - b));
   msg_.target = rebase(t, tlen);
   if (question != nullptr) {
-    msg_.path = rebase(t, static_cast<std::size_t>(question - t));
+    msg_.path = absolute_form_path(rebase(t, static_cast<std::size_t>(question - t)));
     msg_.query = rebase(question + 1, static_cast<std::size_t>(t + tlen - (question + 1)));
   } else {
-    msg_.path = msg_.target;
+    msg_.path = absolute_form_path(msg_.target);
   }
   msg_.version_minor = minor;
   head_len_ = line_start_ = used;
@@ -993,14 +1031,15 @@ bool parser::parse_start_line(std::string_view line) {
     msg_.method_text = m;
     msg_.method = method_from(m);
     msg_.target = target;
+    std::string_view before_query = target;
     if (question) {
       auto q = static_cast<std::size_t>(question - t);
-      msg_.path = target.substr(0, q);
+      before_query = target.substr(0, q);
       msg_.query = target.substr(q + 1);
     } else {
-      msg_.path = target;
       msg_.query = {};
     }
+    msg_.path = absolute_form_path(before_query);
     msg_.version_minor = minor;
     return true;
   }
@@ -1168,7 +1207,7 @@ parse_step parser::on_head_complete() {
       }
       msg_.chunked = true;
       remaining_ = 0;
-      chunk_digits_ = 0;
+      chunk_line_ = 0;
       chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
       state_ = state::chunk_size;
     } else if (msg_.has_content_length && msg_.content_length > 0) {
@@ -1190,7 +1229,7 @@ parse_step parser::on_head_complete() {
   } else if (has_te && te_chunked) {
     msg_.chunked = true;
     remaining_ = 0;
-    chunk_digits_ = 0;
+    chunk_line_ = 0;
     chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
     state_ = state::chunk_size;
   } else if (!has_te && msg_.has_content_length) {

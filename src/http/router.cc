@@ -162,7 +162,9 @@ std::error_code router::try_stream(http::method m, std::string path, stream_hand
 
 std::error_code router::add_target(http::method m, std::string path, target t, std::string* why) {
   std::string reason;
-  if (is_pattern(path)) {
+  if (m == method::other) {
+    reason = "method::other stands for any unrecognised method and is never matched";
+  } else if (is_pattern(path)) {
     reason = add_pattern(m, path, t);
   } else {
     for (const auto& r : routes_) {

@@ -64,8 +64,11 @@ struct message {
   http::method method = http::method::other;  ///< Recognised method, or `other`.
   std::string_view method_text;               ///< The method token as received.
   std::string_view target;                    ///< Request target, e.g. "/a/b?x=1".
-  std::string_view path;                      ///< Target up to '?' (or the whole target).
-  std::string_view query;                     ///< After '?', without it; empty if none.
+  /// Target up to '?' (or the whole target). For an absolute-form target
+  /// ("http://h:8080/a?x=1", RFC 9112 §3.2.2) the part after the authority, "/a" ("/" if
+  /// none); `target` keeps the whole form and the Host field is left as sent.
+  std::string_view path;
+  std::string_view query;  ///< After '?', without it; empty if none.
   // Response fields (response parser only).
   int status = 0;           ///< Status code, e.g. 200.
   std::string_view reason;  ///< Reason phrase, possibly empty.
@@ -206,11 +209,11 @@ class parser {
   std::size_t trailer_start_ = 0;  // where trailers begin in head_buf_
   std::uint64_t remaining_ = 0;    // body or chunk bytes left
   std::uint64_t body_total_ = 0;   // decoded body bytes so far
-  std::uint32_t chunk_digits_ = 0;
-  bool chunk_ext_ = false;  // inside a chunk extension
-  bool chunk_ws_ = false;   // whitespace after the chunk size (';' or CRLF next)
-  bool chunk_cr_ = false;   // saw CR in chunk_crlf / chunk size line
-  bool fast_path_ = true;   // tests turn it off to compare against the line-by-line path
+  std::uint32_t chunk_line_ = 0;   // bytes of the chunk-size line so far (bounded)
+  bool chunk_ext_ = false;         // inside a chunk extension
+  bool chunk_ws_ = false;          // whitespace after the chunk size (only ";" may follow)
+  bool chunk_cr_ = false;          // saw CR in chunk_crlf / chunk size line
+  bool fast_path_ = true;          // tests turn it off to compare against the line-by-line path
   // The last Host value found valid on this connection: a client sends the same one every
   // time, so the fast path compares it instead of validating it again. It starts as the empty
   // value (valid), so the length is never above the buffer's size (a sentinel such as 0xff

@@ -501,8 +501,9 @@ class router {
  public:
   /// Adds a route for method `m` and an exact path or a pattern (see the class comment).
   /// Throws std::invalid_argument, with a message naming the route and the reason, when the
-  /// route is refused: the same method and path added twice; a pattern that does not start
-  /// with '/'; an empty or malformed parameter name, or one used twice in the pattern; a
+  /// route is refused: method::other (it stands for every unrecognised method, so a route for
+  /// it could never be matched); the same method and path added twice; a pattern that does not
+  /// start with '/'; an empty or malformed parameter name, or one used twice in the pattern; a
   /// catch-all that is not the last segment; more than route_params::kMax parameters; or a
   /// parameter at the same position as an earlier pattern's parameter (or catch-all) of
   /// another name (`/users/:id` then `/users/:name/posts`), because one request could not say
