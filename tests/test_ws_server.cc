@@ -231,6 +231,47 @@ TEST(ws_server, echoes_with_same_opcode_and_fragments) {
   EXPECT_EQ(data, "fragmented");
 }
 
+// Empty payloads staged during a callback batch (a ping with the default payload, an empty text)
+// have no data pointer: the staging copy must not hand memcpy a null pointer (UBSan aborted the
+// server process here).
+class empty_payload_handler : public ws::handler {
+ public:
+  void on_open(const ws::connection_ptr& c) override { (void)c->ping(); }
+  void on_message(const ws::connection_ptr& c, ws::opcode, std::string_view) override {
+    (void)c->ping();
+    (void)c->send_text({});
+  }
+  void on_ping(const ws::connection_ptr& c, std::string_view) override { (void)c->send_binary({}); }
+};
+
+TEST(ws_server, empty_ping_and_message_sent_from_callbacks) {
+  empty_payload_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  std::string data = "x";
+  ws::read_step st = c.next(data);  // on_open's ping
+  ASSERT_EQ(st.event, ws::read_event::ping);
+  EXPECT_EQ(data, "");
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "hi"));
+  st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::ping);
+  EXPECT_EQ(data, "");
+  data = "x";
+  st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::message);
+  EXPECT_EQ(st.type, ws::opcode::text);
+  EXPECT_EQ(data, "");
+  ASSERT_TRUE(c.send_frame(ws::opcode::ping, {}));
+  st = c.next(data);  // the automatic pong, then on_ping's empty binary message
+  ASSERT_EQ(st.event, ws::read_event::pong);
+  EXPECT_EQ(data, "");
+  data = "x";
+  st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::message);
+  EXPECT_EQ(st.type, ws::opcode::binary);
+  EXPECT_EQ(data, "");
+}
+
 // Large echoes are written straight from the input (unmasked in place) together with the staged
 // small ones: many of each in one batch (more than the per-batch limit of such payloads), a ping
 // among them, and frames split across reads so that some sit in the connection's own buffer.

@@ -219,7 +219,9 @@ void session::write_frame(opcode op, std::string_view payload, bool rsv1) {
         // Header and payload straight into the staging buffer: one write after the batch.
         char* p = out_.reserve(kMaxFrameHeader + payload.size());
         std::size_t n = write_frame_header(p, op, payload.size(), true, rsv1);
-        std::memcpy(p + n, payload.data(), payload.size());
+        if (!payload.empty()) {  // an empty view may have no data pointer (memcpy's is nonnull)
+          std::memcpy(p + n, payload.data(), payload.size());
+        }
         out_.commit(n + payload.size());
       }
       flush_if_staged_too_much();

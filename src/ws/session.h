@@ -26,6 +26,9 @@ class out_buffer {
   }
   void commit(std::size_t n) noexcept { size_ += n; }
   void append(std::string_view s) {
+    if (s.empty()) {
+      return;  // an empty view may have no data pointer (memcpy's is nonnull)
+    }
     std::memcpy(reserve(s.size()), s.data(), s.size());
     size_ += s.size();
   }
