@@ -517,6 +517,85 @@ TEST(ws_reader, compressed_messages_with_inflater) {
   EXPECT_EQ(read_all(bad, {}, true), log_t{"error:1002"});
 }
 
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; i += 8) {
+    const std::uint64_t v = rng();
+    std::memcpy(s.data() + i, &v, n - i < 8 ? n - i : 8);
+  }
+  return s;
+}
+
+// The limits count inflated bytes: incompressible data grows when deflated, and a message at the
+// limit must still be accepted although its compressed frame is longer than the limit (it was
+// refused with 1009 "frame too large"). Past the limit after inflate it is 1009.
+TEST(ws_reader, compressed_size_limits_count_inflated_bytes) {
+  ws::reader_config cfg;
+  cfg.max_frame_bytes = 4096;
+  cfg.max_message_bytes = 4096;
+  const std::string at_limit = random_bytes(4096, 1);
+  std::string c;
+  ws::deflater d(15, true);
+  ASSERT_TRUE(d.deflate_message(at_limit, c));
+  ASSERT_GT(c.size(), cfg.max_frame_bytes);
+  EXPECT_EQ(read_all(frame(ws::opcode::binary, c, true, true, true), cfg, true),
+            log_t{"binary:" + at_limit});
+  // One byte more, incompressible (the wire length is within the loose bound) or compressible
+  // (a small frame): refused once inflated.
+  c.clear();
+  ASSERT_TRUE(d.deflate_message(random_bytes(4097, 2), c));
+  EXPECT_EQ(read_all(frame(ws::opcode::binary, c, true, true, true), cfg, true),
+            log_t{"error:1009"});
+  c.clear();
+  ASSERT_TRUE(d.deflate_message(std::string(4097, 'a'), c));
+  ASSERT_LT(c.size(), 100u);
+  EXPECT_EQ(read_all(frame(ws::opcode::binary, c, true, true, true), cfg, true),
+            log_t{"error:1009"});
+  // Far past the loose wire bound: refused from the header, before any payload is buffered.
+  EXPECT_EQ(
+      read_all(frame(ws::opcode::binary, std::string(8192, 'x'), true, true, true), cfg, true),
+      log_t{"error:1009"});
+  // A single compressed frame is held to max_frame_bytes after inflate; fragments of a larger
+  // message only to max_message_bytes.
+  cfg.max_message_bytes = 8192;
+  const std::string text(5000, 't');
+  c.clear();
+  ASSERT_TRUE(d.deflate_message(text, c));
+  EXPECT_EQ(read_all(frame(ws::opcode::text, c, true, true, true), cfg, true), log_t{"error:1009"});
+  EXPECT_EQ(read_all(frame(ws::opcode::text, c.substr(0, 4), false, true, true) +
+                         frame(ws::opcode::continuation, c.substr(4), true, true, false),
+                     cfg, true),
+            log_t{"text:" + text});
+}
+
+// After reset() a deflater's output does not refer to earlier messages: what a peer inflates
+// without having seen them (sent uncompressed) decodes.
+TEST(ws_deflate, reset_forgets_the_history) {
+  const std::string first = random_bytes(3000, 3);
+  const std::string second = first.substr(100, 2000);
+  for (bool reset : {false, true}) {
+    ws::deflater d(15, false);
+    std::string c1, c2;
+    ASSERT_TRUE(d.deflate_message(first, c1));
+    if (reset) {
+      d.reset();
+    }
+    ASSERT_TRUE(d.deflate_message(second, c2));
+    ws::inflater i(15, false);
+    std::string back;
+    const ws::inflate_result r = i.inflate_message(c2, back, 1 << 20);
+    if (reset) {
+      EXPECT_EQ(r, ws::inflate_result::ok);
+      EXPECT_EQ(back, second);
+    } else {
+      // Without reset the second message is a back-reference into the first.
+      EXPECT_LT(c2.size(), 100u);
+      EXPECT_TRUE(r != ws::inflate_result::ok || back != second);
+    }
+  }
+}
+
 TEST(ws_reader, compressed_bomb_is_1009) {
   ws::deflater d(15, false, 9);
   std::string bomb;

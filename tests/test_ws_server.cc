@@ -6,8 +6,10 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <future>
 #include <mutex>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
@@ -135,10 +137,11 @@ struct raw_ws {
   }()};
   std::vector<char> pending;
 
-  explicit raw_ws(int port, std::string_view first_frames = {}) : tcp(port) {
+  explicit raw_ws(int port, std::string_view first_frames = {}, std::string_view extensions = {})
+      : tcp(port) {
     std::string key = ws::generate_key();
     std::string req;
-    ws::write_client_request(req, "127.0.0.1", "/", key);
+    ws::write_client_request(req, "127.0.0.1", "/", key, {}, extensions);
     req.append(first_frames);
     EXPECT_TRUE(tcp.send(req));
     std::string resp;
@@ -180,6 +183,44 @@ struct raw_ws {
       }
       pending.assign(more.begin(), more.end());
     }
+  }
+
+  // The next frame from the server as it is on the wire, without the reader (which knows no
+  // permessage-deflate): its first byte (FIN, RSV, opcode) and payload. False on EOF/timeout.
+  bool next_raw(unsigned& b0, std::string& payload) {
+    auto need = [&](std::size_t n) {
+      while (pending.size() < n) {
+        std::string more = tcp.recv_some();
+        if (more.empty()) {
+          return false;
+        }
+        pending.insert(pending.end(), more.begin(), more.end());
+      }
+      return true;
+    };
+    if (!need(2)) {
+      return false;
+    }
+    b0 = static_cast<unsigned char>(pending[0]);
+    std::uint64_t len = static_cast<unsigned char>(pending[1]) & 0x7f;
+    std::size_t at = 2;
+    if (len >= 126) {
+      at = len == 126 ? 4 : 10;
+      if (!need(at)) {
+        return false;
+      }
+      len = 0;
+      for (std::size_t i = 2; i < at; ++i) {
+        len = (len << 8) | static_cast<unsigned char>(pending[i]);
+      }
+    }
+    if (!need(at + len)) {
+      return false;
+    }
+    payload.assign(pending.begin() + static_cast<long>(at),
+                   pending.begin() + static_cast<long>(at + len));
+    pending.erase(pending.begin(), pending.begin() + static_cast<long>(at + len));
+    return true;
   }
 
   bool eof_follows() {
@@ -811,6 +852,100 @@ TEST(ws_server, permessage_deflate_frames_are_compressed_on_the_wire) {
   const std::string echoed = in.substr(at, len);
   EXPECT_LT(echoed.size(), text.size()) << "the echo's payload is not compressed";
   EXPECT_EQ(raw_inflate(echoed), text);
+}
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; i += 8) {
+    const std::uint64_t v = rng();
+    std::memcpy(s.data() + i, &v, n - i < 8 ? n - i : 8);
+  }
+  return s;
+}
+
+// The size limits count inflated bytes. An incompressible message exactly at the limit, evnet
+// client to evnet server and back, both with permessage-deflate: deflate would make it larger
+// than the limit on the wire, and it was refused with 1009 (nothing delivered). Now the sender
+// sends it uncompressed, and a compressed frame may exceed the limit a little anyway.
+TEST(ws_client, incompressible_message_at_the_limit_passes_with_deflate) {
+  constexpr std::size_t kLimit = 1 << 20;
+  recording_handler server_h;  // echoes
+  ws::options so;
+  so.max_frame_bytes = so.max_message_bytes = kLimit;
+  test_ws_server s(server_h, so);
+  client_handler h;
+  ws::client_options co;
+  co.max_frame_bytes = co.max_message_bytes = kLimit;
+  ws::client cl(h, co);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(s.url()));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  ASSERT_NE(c->extensions().find("permessage-deflate"), std::string::npos);
+  const std::string msg = random_bytes(kLimit, 7);
+  EXPECT_FALSE(c->send_binary(msg));
+  std::string text;
+  for (int i = 0; i < 2000; ++i) {
+    text += "compressible after the incompressible " + std::to_string(i % 7) + "\n";
+  }
+  EXPECT_FALSE(c->send_text(text));
+  auto msgs = h.wait_messages(2);
+  ASSERT_EQ(msgs.size(), 2u);
+  EXPECT_EQ(msgs[0].second.size(), msg.size());
+  EXPECT_TRUE(msgs[0].second == msg);
+  EXPECT_EQ(msgs[1].second, text);
+  std::lock_guard<std::mutex> lk(h.mu());
+  EXPECT_TRUE(h.closes().empty());
+}
+
+// A message whose inflated size passes the limit is still refused with 1009, whatever its size
+// on the wire (here a few hundred bytes).
+TEST(ws_client, compressed_message_over_the_limit_after_inflate_is_1009) {
+  constexpr std::size_t kLimit = 1 << 20;
+  recording_handler server_h;
+  ws::options so;
+  so.max_frame_bytes = so.max_message_bytes = kLimit;
+  test_ws_server s(server_h, so);
+  client_handler h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(s.url()));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  ASSERT_NE(c->extensions().find("permessage-deflate"), std::string::npos);
+  EXPECT_FALSE(c->send_binary(std::string(kLimit + 1, 'z')));
+  EXPECT_EQ(h.wait_close().first, 1009);
+  EXPECT_EQ(server_h.wait_close().first, 1009);
+}
+
+// The server's echo of an incompressible message goes out uncompressed (RSV1 clear, RFC 7692
+// §6 lets each message choose), and compression resumes for the next, compressible, message.
+TEST(ws_server, incompressible_echo_is_sent_uncompressed) {
+  recording_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port(), {}, "permessage-deflate");
+  const std::string msg = random_bytes(3000, 9);
+  std::string f;
+  ws::append_frame(f, ws::opcode::binary, raw_deflate(msg), true, true, true);
+  ASSERT_TRUE(c.tcp.send(f));
+  unsigned b0 = 0;
+  std::string payload;
+  ASSERT_TRUE(c.next_raw(b0, payload));
+  EXPECT_EQ(b0, 0x82u) << "FIN, RSV1 clear, binary";
+  EXPECT_TRUE(payload == msg);
+  std::string text;
+  for (int i = 0; i < 100; ++i) {
+    text += "compressible text " + std::to_string(i % 3) + "; ";
+  }
+  f.clear();
+  ws::append_frame(f, ws::opcode::text, raw_deflate(text), true, true, true);
+  ASSERT_TRUE(c.tcp.send(f));
+  ASSERT_TRUE(c.next_raw(b0, payload));
+  EXPECT_EQ(b0, 0xC1u) << "FIN, RSV1, text";
+  EXPECT_LT(payload.size(), text.size());
+  // Inflated without the first message: the server's compressor forgot it.
+  EXPECT_EQ(raw_inflate(payload), text);
 }
 
 TEST(ws_client, subprotocol_selected_and_context_takeover_negotiated) {

@@ -317,4 +317,10 @@ bool deflater::deflate_message(std::string_view message, std::string& out) {
   return true;
 }
 
+void deflater::reset() noexcept {
+  if (impl_->ok) {
+    deflateReset(&impl_->z);
+  }
+}
+
 }  // namespace evnet::ws

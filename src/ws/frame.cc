@@ -29,6 +29,15 @@ constexpr bool is_control(opcode op) noexcept {
   return (static_cast<unsigned>(op) & 0x8) != 0;
 }
 
+// The wire size allowed for `limit` bytes of compressed content: the limits count inflated
+// bytes, but incompressible data grows a little when deflated (5 bytes per 64 KiB stored block,
+// plus the block headers of a short message), so the compressed length is bounded loosely here
+// and the inflated size is checked against `limit` itself when the message is inflated.
+constexpr std::uint64_t compressed_bound(std::uint64_t limit) noexcept {
+  const std::uint64_t slack = limit / 1000 + 1024;
+  return limit > UINT64_MAX - slack ? UINT64_MAX : limit + slack;
+}
+
 std::size_t header_size(unsigned char b1) noexcept {
   std::size_t n = 2;
   unsigned len7 = b1 & 0x7F;
@@ -299,7 +308,11 @@ bool reader::begin_frame(const unsigned char* h) {
     }
     ctrl_len_ = 0;
   } else {
-    if (len > cfg_.max_frame_bytes) {
+    // A frame of a compressed message (RSV1 on its first frame) carries compressed bytes, whose
+    // inflated size is what the limits count: see compressed_bound.
+    const bool compressed =
+        op_ == opcode::continuation ? in_message_ && compressed_ : rsv1 && inflater_;
+    if (len > (compressed ? compressed_bound(cfg_.max_frame_bytes) : cfg_.max_frame_bytes)) {
       return fail(close_code::message_too_big, "frame too large"), false;
     }
     if (op_ == opcode::continuation) {
@@ -320,13 +333,14 @@ bool reader::begin_frame(const unsigned char* h) {
       compressed_ = rsv1;
       msg_type_ = op_;
       msg_len_ = 0;
+      msg_frames_ = 0;
       utf8_.reset();
       msg_buf_.clear();
     }
     msg_len_ += len;
-    // A compressed message may be slightly larger than its inflated form, hence the slack.
-    std::uint64_t limit = cfg_.max_message_bytes + (compressed_ ? 1024 : 0);
-    if (msg_len_ > limit) {
+    ++msg_frames_;
+    if (msg_len_ >
+        (compressed ? compressed_bound(cfg_.max_message_bytes) : cfg_.max_message_bytes)) {
       return fail(close_code::message_too_big, "message too large"), false;
     }
   }
@@ -338,7 +352,13 @@ read_step reader::deliver_message(std::size_t consumed, std::string_view data) {
   in_message_ = false;
   if (compressed_) {
     inflated_.clear();
-    switch (inflater_->inflate_message(data, inflated_, cfg_.max_message_bytes)) {
+    // The inflated size against the real limits: the message's, and the frame's too when the
+    // message was a single frame (the inflated bytes of one fragment are not known apart).
+    std::uint64_t limit = cfg_.max_message_bytes;
+    if (msg_frames_ == 1 && cfg_.max_frame_bytes < limit) {
+      limit = cfg_.max_frame_bytes;
+    }
+    switch (inflater_->inflate_message(data, inflated_, limit)) {
       case inflate_result::ok:
         break;
       case inflate_result::too_big:

@@ -349,8 +349,15 @@ std::error_code session::write_message(opcode op, std::string_view payload) {
     if (!deflater_->deflate_message(payload, scratch_)) {
       return errc::protocol_error;
     }
-    write_frame(op, scratch_, true);
-    return {};
+    if (scratch_.size() < payload.size()) {
+      write_frame(op, scratch_, true);
+      return {};
+    }
+    // Deflate did not help (incompressible data grows a little): the message goes out as it
+    // is, RSV1 clear (RFC 7692 §6 lets each message choose), so that a message within the
+    // peer's limit is not pushed past it on the wire. The compressor saw the message, the peer's
+    // decompressor will not: start its history afresh.
+    deflater_->reset();
   }
   write_frame(op, payload, false);
   return {};

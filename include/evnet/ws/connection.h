@@ -166,7 +166,9 @@ struct options {
   /// Our permessage-deflate preferences (see negotiate_deflate).
   deflate_params deflate;
   /// Messages shorter than this are sent uncompressed even when deflate is on (RSV1 is per
-  /// message), because compressing tiny payloads costs more than it saves.
+  /// message), because compressing tiny payloads costs more than it saves. A message that
+  /// deflate does not make smaller (random or already compressed data) is sent uncompressed
+  /// too, and the compressor's history is then reset.
   std::size_t deflate_min_bytes = 64;
   /// Server: picks the subprotocol (see subprotocol_selector); empty = none.
   subprotocol_selector select_protocol;

@@ -72,6 +72,11 @@ class deflater {
   /// 00 00 FF FF, per RFC 7692 §7.2.1). Returns false on an internal zlib failure.
   bool deflate_message(std::string_view message, std::string& out);
 
+  /// Forgets the compression history, as a new deflater would. Call it when a message that
+  /// deflate_message() compressed is sent uncompressed after all (RSV1 is chosen per message,
+  /// RFC 7692 §6): later messages must not refer back to bytes the peer never inflated.
+  void reset() noexcept;
+
  private:
   struct impl;
   std::unique_ptr<impl> impl_;

@@ -84,11 +84,14 @@ void append_frame(std::string& out, opcode op, std::string_view payload, bool ma
 /// distinct strings.
 void append_close(std::string& out, std::uint16_t code, std::string_view reason, bool mask);
 
-/// Limits and options of a reader.
+/// Limits and options of a reader. The size limits count payload bytes after inflate: the
+/// frames of a compressed message may be a little larger on the wire (up to limit + limit/1000
+/// + 1 KiB, what deflate adds to incompressible data), and its inflated size must be within
+/// max_message_bytes (and max_frame_bytes too when it came in one frame).
 struct reader_config {
   ws::role role = ws::role::server;             ///< Our role (decides the masking rule).
   std::uint64_t max_frame_bytes = 16u << 20;    ///< Larger frames → close 1009.
-  std::uint64_t max_message_bytes = 16u << 20;  ///< Larger messages (after inflate) → 1009.
+  std::uint64_t max_message_bytes = 16u << 20;  ///< Larger messages → 1009.
   bool validate_utf8 = true;                    ///< Check text messages and close reasons.
 };
 
@@ -160,7 +163,8 @@ class reader {
   bool in_message_ = false;
   bool compressed_ = false;
   opcode msg_type_ = opcode::binary;
-  std::uint64_t msg_len_ = 0;
+  std::uint64_t msg_len_ = 0;  // wire bytes of the message so far
+  std::uint64_t msg_frames_ = 0;
   // Sticky error.
   std::uint16_t fail_code_ = 0;
   const char* fail_reason_ = "";
