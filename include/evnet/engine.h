@@ -93,9 +93,9 @@ struct engine_options {
   /// listen() backlog.
   int backlog = 1024;
 
-  /// Maximum connections open at once across the engine (accepted ones; dialled ones count
-  /// too); 0 = unlimited. Beyond it a new client is accepted and closed at once and
-  /// handler::on_accept_error gets errc::connection_limit.
+  /// Maximum connections open at once across the engine (accepted ones; dialled and adopted
+  /// ones count too, but are never refused by it); 0 = unlimited. Beyond it a new client is
+  /// accepted and closed at once and handler::on_accept_error gets errc::connection_limit.
   std::size_t max_connections = 0;
   /// Close a connection with errc::idle_timeout when nothing was read or written for this long.
   std::chrono::milliseconds idle_timeout{0};
@@ -221,8 +221,9 @@ class engine {
   /// one end of a socketpair(), a connection accepted or made by other code, an inherited fd) to
   /// one of the loops, which then serves it like an accepted connection with the run's handler:
   /// on_open ... on_close, the engine's socket options (TCP_NODELAY, keep-alive, buffer sizes),
-  /// deadlines and limits; is_client() is false. It is not counted against max_connections
-  /// (nor are dialed ones). The fd is made non-blocking and close-on-exec.
+  /// deadlines and limits; is_client() is false. Like a dialed connection it counts toward
+  /// max_connections (it holds an fd and buffers as any other) but is never refused by it: the
+  /// limit refuses accepted clients only. The fd is made non-blocking and close-on-exec.
   /// Any thread while running (from on_boot on). On success the engine owns the fd and closes
   /// it; on an error return the caller still owns it, untouched apart from the checks:
   /// errc::bad_descriptor (not an open socket), errc::unsupported (not SOCK_STREAM, or not

@@ -343,8 +343,9 @@ std::error_code engine::adopt(int fd, adopt_options options) {
     return checked.error();
   }
   const int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
-      ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+  const int fd_flags = ::fcntl(fd, F_GETFD);
+  if (flags < 0 || fd_flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      ::fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) != 0) {
     return last_system_error();
   }
   const std::size_t n = in.loops.size();
@@ -361,7 +362,9 @@ std::error_code engine::adopt(int fd, adopt_options options) {
   in.conn_count.fetch_add(1, std::memory_order_relaxed);
   r->fd = fd;
   if (li.self.post([&li, r] { li.start_adopt(*r); })) {
-    r->fd = -1;  // refused: the caller keeps the fd
+    r->fd = -1;  // refused: the caller keeps the fd, with its flags as they were
+    (void)::fcntl(fd, F_SETFL, flags);
+    (void)::fcntl(fd, F_SETFD, fd_flags);
     li.conn_count.fetch_sub(1, std::memory_order_relaxed);
     in.conn_count.fetch_sub(1, std::memory_order_relaxed);
     return errc::stopped;
