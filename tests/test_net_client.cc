@@ -254,5 +254,29 @@ TEST(net_client, conn_closed_in_on_result_gets_neither_on_open_nor_on_close) {
   EXPECT_EQ(r.get().connection_count(), 0u);
 }
 
+// A Unix dial connects at once, inside the loop task that starts it: a close() in on_result
+// is deferred there (a task counts as a callback), and on_open and on_close both ran.
+TEST(net_client, unix_conn_closed_in_on_result_gets_neither_on_open_nor_on_close) {
+  open_close_counter h;
+  const std::string path = "/tmp/evnet_test_dial_close_" + std::to_string(::getpid()) + ".sock";
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, {"unix://" + path}));
+  result_log out;
+  dial_options d;
+  d.on_result = [&out](conn* c, std::error_code ec) {
+    out.callback()(c, ec);
+    if (c != nullptr) {
+      c->close();
+    }
+  };
+  ASSERT_FALSE(r.get().dial("unix://" + path, std::move(d)));
+  ASSERT_TRUE(wait_for([&] { return h.server_closes.load() == 1; }));
+  r.stop();
+  EXPECT_EQ(out.count(), 1);
+  EXPECT_EQ(h.server_opens.load(), 1);
+  EXPECT_EQ(h.client_opens.load(), 0);
+  EXPECT_EQ(h.client_closes.load(), 0);
+}
+
 }  // namespace
 }  // namespace evnet

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <string>
@@ -626,6 +627,178 @@ TEST(net_faults, abort_from_a_callback_ends_a_closing_conns_flush) {
   EXPECT_EQ(h.reason, make_error_code(errc::write_timeout));
   EXPECT_LT(h.after_abort, std::chrono::seconds(2));  // not close_linger's 10 s
   ::close(fd);
+}
+
+// A graceful close (the response written, then action::close) must deliver the whole
+// response even when the peer sent more meanwhile: closing a socket with unread input resets
+// it, and the reset dropped what was still queued (1.2 of 4 MiB arrived, then ECONNRESET).
+TEST(net_faults, graceful_close_with_unread_input_delivers_the_whole_response) {
+  static constexpr std::size_t kResponse = 4u << 20;
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      c.discard();
+      if (answered) {
+        return action::none;
+      }
+      answered = true;
+      (void)c.write(std::string(kResponse, 'r'));
+      return action::close;
+    }
+    void on_close(conn& c, std::error_code ec) override {
+      (void)c;
+      std::lock_guard<std::mutex> lock(mu);
+      reason = ec;
+      closed = true;
+    }
+    bool answered = false;  // loop thread
+    std::mutex mu;
+    std::error_code reason;
+    bool closed = false;
+  } h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_tcp(r.port(), 64 * 1024);  // reads slowly: the response queues up
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "REQUEST\n"));
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(send_all(fd, "a pipelined request the server will not read\n"));
+  std::size_t got = 0;
+  int err = 0;
+  std::vector<char> buf(16384);
+  const auto give_up = std::chrono::steady_clock::now() + 15s;
+  while (std::chrono::steady_clock::now() < give_up) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0) {
+      continue;
+    }
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) {
+      err = n < 0 ? errno : 0;
+      break;
+    }
+    got += static_cast<std::size_t>(n);
+    std::this_thread::sleep_for(200us);
+  }
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  EXPECT_EQ(got, kResponse);
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard<std::mutex> lock(h.mu);
+    return h.closed;
+  }));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_FALSE(h.reason);
+  ::close(fd);
+}
+
+// A close requested inside a loop task (here the task resume_read() posts) is deferred to the
+// task's end, and the read loop kept reading and calling on_traffic (6 more calls) on a conn
+// that had returned action::close.
+TEST(net_faults, no_on_traffic_after_action_close_in_a_resumed_read) {
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      ++calls;
+      if (asked_close) {
+        ++after_close;
+      }
+      if (calls == 1) {
+        // Keep the first bytes unconsumed, pause, and resume a little later while the client
+        // keeps sending.
+        c.pause_read();
+        std::shared_ptr<conn> self = c.shared_from_this();
+        c.owner().run_after(100ms, [self] { self->resume_read(); });
+        return action::none;
+      }
+      c.discard();
+      asked_close = true;
+      return action::close;
+    }
+    void on_close(conn& c, std::error_code ec) override {
+      (void)c;
+      (void)ec;
+      closed = true;
+    }
+    int calls = 0;  // loop thread
+    bool asked_close = false;
+    std::atomic<int> after_close{0};
+    std::atomic<bool> closed{false};
+  } h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_tcp(r.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, std::string(1000, 'a')));
+  std::this_thread::sleep_for(30ms);
+  // Arrives while reading is paused and stays in the kernel until the resume.
+  std::thread sender([fd] { (void)send_all(fd, std::string(300 * 1024, 'b')); });
+  EXPECT_TRUE(wait_for([&] { return h.closed.load(); }));
+  ::shutdown(fd, SHUT_RDWR);
+  sender.join();
+  EXPECT_EQ(h.after_close.load(), 0);
+  ::close(fd);
+}
+
+// Two requests in one callback, each honoured: close() then abort(reason) reports the abort's
+// reason (it was lost: on_close got an empty code), and a write() after an abort() is refused
+// (it went out: the peer received it).
+TEST(net_faults, abort_after_close_keeps_its_reason_and_refuses_later_writes) {
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      const bool first = c.inbound_size() > 0 && c.peek(1)[0] == std::byte{'1'};
+      c.discard();
+      if (first) {
+        c.close();
+        c.abort(std::make_error_code(std::errc::protocol_error));
+      } else {
+        c.abort(make_error_code(errc::aborted));
+        write_after_abort = c.write("AFTER-ABORT");
+      }
+      return action::none;
+    }
+    void on_close(conn& c, std::error_code ec) override {
+      (void)c;
+      std::lock_guard<std::mutex> lock(mu);
+      reasons.push_back(ec);
+    }
+    std::mutex mu;
+    std::vector<std::error_code> reasons;
+    std::error_code write_after_abort;  // loop thread, read after the close is seen
+  } h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int a = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(a, "1"));
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard<std::mutex> lock(h.mu);
+    return h.reasons.size() == 1;
+  }));
+  {
+    std::lock_guard<std::mutex> lock(h.mu);
+    EXPECT_EQ(h.reasons[0], std::make_error_code(std::errc::protocol_error));
+  }
+  const int b = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(b, "2"));
+  char buf[64];
+  ssize_t n = 0;
+  pollfd p{b, POLLIN, 0};
+  if (::poll(&p, 1, 5000) == 1) {
+    n = ::recv(b, buf, sizeof buf, 0);
+  }
+  EXPECT_LE(n, 0) << "the peer received bytes written after abort(): "
+                  << std::string(buf, static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard<std::mutex> lock(h.mu);
+    return h.reasons.size() == 2;
+  }));
+  r.stop();
+  EXPECT_EQ(h.write_after_abort, make_error_code(errc::closed));
+  ::close(a);
+  ::close(b);
 }
 
 }  // namespace

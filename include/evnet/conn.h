@@ -237,16 +237,20 @@ class conn : public std::enable_shared_from_this<conn> {
 
   // ---- control ----
 
-  /// Requests a graceful close: stop reading, flush pending output (bounded by
-  /// engine_options::close_linger), close the fd, call on_close with an empty reason. Inside a
-  /// callback of this conn the close happens when the callback returns; from another thread it
+  /// Requests a graceful close: stop reading (no on_traffic after this call, even inside a
+  /// callback), flush pending output (bounded by engine_options::close_linger), read away what
+  /// the peer sent meanwhile (a socket closed with unread input is reset, and the reset drops
+  /// the output still queued for the peer), close the fd, call on_close with an empty reason.
+  /// Inside a callback of this conn the close happens when the callback returns; from another
+  /// thread it
   /// is posted to the loop. Idempotent; a no-op once closing. Any thread. A UDP listener's
   /// conn is not closed (its socket is the listener's; stopping the engine closes it), and the
   /// same holds for abort() and action::close.
   void close() noexcept;
   /// Like close() but discards pending output and reports `reason` to on_close (unless an
   /// earlier abort gave one). On a conn already closing (flushing after close()) it ends the
-  /// flush: at once, or inside a callback when the outermost callback returns. Any thread.
+  /// flush: at once, or inside a callback when the outermost callback returns (writes after
+  /// it in that callback return errc::closed). Any thread.
   void abort(std::error_code reason) noexcept;
   /// Shuts down our sending side (FIN) once pending output is flushed; reading continues.
   /// Returns errc::closed when not open. Loop thread.
@@ -307,6 +311,7 @@ class conn : public std::enable_shared_from_this<conn> {
   void request_close(std::error_code reason, bool discard_output) noexcept;
   void begin_close() noexcept;
   void do_close() noexcept;
+  void discard_unread_input() noexcept;
   void output_failed(int err) noexcept;
   void buffered_output() noexcept;
   void output_drained() noexcept;

@@ -97,8 +97,12 @@ void conn::set_timeouts(std::chrono::milliseconds idle, std::chrono::millisecond
 
 void conn::refresh_gates() noexcept {
   const bool open = state_.load(std::memory_order_relaxed) == conn_state::open;
-  read_gate_ = !open || read_eof_ || read_paused_;
-  write_gate_ = !open || shutdown_pending_ || write_shutdown_ || kind_ == transport::udp;
+  // A close requested inside a callback (close_pending_) stops reading at once: no more
+  // on_traffic, even from a read loop or a resumed read that runs before the close does. An
+  // abort (a discarding close) also refuses writes at once: it discards pending output.
+  read_gate_ = !open || read_eof_ || read_paused_ || close_pending_;
+  write_gate_ = !open || shutdown_pending_ || write_shutdown_ || kind_ == transport::udp ||
+                (close_pending_ && discard_output_);
   refresh_slow();
 }
 
@@ -789,8 +793,10 @@ void conn::open_in_loop() noexcept {
     lp.enter();
     (*cb)(this, {});
     lp.leave();
-    if (state_.load(std::memory_order_relaxed) != conn_state::open) {
-      return;  // closed by on_result: on_open was not called, so on_close is not owed
+    if (state_.load(std::memory_order_relaxed) != conn_state::open || close_pending_) {
+      // Closed by on_result (at once, or deferred when on_result ran inside a task, as a dial
+      // that connects at once does): on_open is not called, so on_close is not owed.
+      return;
     }
   }
   opened_ = true;
@@ -831,13 +837,21 @@ void conn::request_close(std::error_code reason, bool discard_output) noexcept {
       do_close();
     } else if (!close_pending_) {
       close_pending_ = true;
+      refresh_gates();
       lp.queue_close(shared_from_this());
     }
     return;
   }
   if (close_pending_) {
+    // A second request before the deferred close runs: an abort (or a failed write) after a
+    // plain close() makes it discarding, and its reason is kept unless one was given, as in
+    // the closing state above.
     if (discard_output) {
       discard_output_ = true;
+      if (!close_reason_) {
+        close_reason_ = reason;
+      }
+      refresh_gates();
     }
     return;
   }
@@ -847,6 +861,7 @@ void conn::request_close(std::error_code reason, bool discard_output) noexcept {
     // Inside a callback: close when the outermost callback returns, so the handler never sees
     // the conn change state (or its on_close run) underneath it.
     close_pending_ = true;
+    refresh_gates();
     lp.queue_close(shared_from_this());
     return;
   }
@@ -898,6 +913,9 @@ void conn::do_close() noexcept {
     lp.poll->remove(attachment_);
   }
   if (fd_ >= 0) {
+    if (!discard_output_ && !read_eof_ && kind_ != transport::udp) {
+      discard_unread_input();
+    }
     ::close(fd_);
     fd_ = -1;
   }
@@ -918,6 +936,42 @@ void conn::do_close() noexcept {
   }
   if (keep) {
     lp.retire(std::move(keep));
+  }
+}
+
+// A socket closed with unread input makes the kernel answer with a reset (RFC 1122
+// §4.2.2.13), which throws away the output still queued for the peer: a graceful close (the
+// response flushed to the kernel, then close()) would lose its tail whenever the peer had sent
+// more meanwhile (a pipelined request, the rest of an upload). So what the peer sent is read
+// away first: one system call when nothing is waiting. Bounded: a peer that keeps the buffer
+// full gets the reset after 16 MiB. Input arriving after the close still draws a reset: a
+// lingering close that waits for the peer's FIN is the HTTP server's (server.h).
+void conn::discard_unread_input() noexcept {
+  if (kind_ == transport::tcp) {
+    // MSG_TRUNC on TCP discards in the kernel without copying (Linux >= 2.4.4).
+    constexpr std::size_t kChunk = 1u << 20;
+    for (int i = 0; i < 16;) {
+      const ssize_t n = ::recv(fd_, nullptr, kChunk, MSG_TRUNC | MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n < static_cast<ssize_t>(kChunk)) {
+        return;  // drained, EOF, or an error (the socket is going anyway)
+      }
+      ++i;
+    }
+    return;
+  }
+  char buf[4096];
+  for (int i = 0; i < 4096;) {
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < static_cast<ssize_t>(sizeof buf)) {
+      return;
+    }
+    ++i;
   }
 }
 
