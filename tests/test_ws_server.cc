@@ -19,9 +19,30 @@
 #include "evnet/ws/handshake.h"
 #include "evnet/ws/server.h"
 #include "proto_test_util.h"
+#include "ws/session.h"
 
 namespace ws = evnet::ws;
 using namespace std::chrono_literals;
+
+namespace evnet::ws::detail {
+
+// The bytes held by a connection's per-message buffers (the reader's reassembly and inflate
+// buffers, the session's staging and compression buffers). Loop thread of the connection.
+struct reader_test_access {
+  static std::size_t capacity(const reader& r) {
+    return r.msg_buf_.capacity() + r.inflated_.capacity();
+  }
+};
+struct session_test_access {
+  static std::size_t capacity(const connection& c) {
+    const session* s = session::of(c);
+    return s ? s->out_.capacity() + s->scratch_.capacity() +
+                   reader_test_access::capacity(s->reader_)
+             : 0;
+  }
+};
+
+}  // namespace evnet::ws::detail
 
 namespace {
 
@@ -946,6 +967,64 @@ TEST(ws_server, incompressible_echo_is_sent_uncompressed) {
   EXPECT_LT(payload.size(), text.size());
   // Inflated without the first message: the server's compressor forgot it.
   EXPECT_EQ(raw_inflate(payload), text);
+}
+
+// After a large message, an idle connection gives its large buffers back: both ends, after a
+// 4 MiB incompressible echo (reassembled in the reader, staged in full by the server) and a
+// 4 MiB compressible one (inflated, and compressed into the compression buffer). Each end held
+// several times 4 MiB per connection before.
+class probe_echo : public ws::handler {
+ public:
+  void on_message(const ws::connection_ptr& c, ws::opcode type, std::string_view data) override {
+    if (data == "probe") {
+      (void)c->send_text(std::to_string(ws::detail::session_test_access::capacity(*c)));
+      return;
+    }
+    (void)c->send(type, data);
+  }
+};
+
+class probing_client : public client_handler {
+ public:
+  void on_message(const ws::connection_ptr& c, ws::opcode type, std::string_view data) override {
+    if (type == ws::opcode::text && data.size() < 32) {
+      held_ = ws::detail::session_test_access::capacity(*c);
+    }
+    client_handler::on_message(c, type, data);
+  }
+  std::atomic<std::size_t> held_{0};
+};
+
+TEST(ws_client, buffers_are_released_after_a_large_message) {
+  constexpr std::size_t kBig = 4 << 20;
+  probe_echo server_h;
+  test_ws_server s(server_h);
+  probing_client h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(s.url()));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  ASSERT_NE(c->extensions().find("permessage-deflate"), std::string::npos);
+  const std::string random = random_bytes(kBig, 11);
+  std::string text;
+  while (text.size() < kBig) {
+    text += "a compressible line of text " + std::to_string(text.size() % 13) + "\n";
+  }
+  EXPECT_FALSE(c->send_binary(random));
+  EXPECT_FALSE(c->send_text(text));
+  auto msgs = h.wait_messages(2);
+  ASSERT_EQ(msgs.size(), 2u);
+  EXPECT_TRUE(msgs[0].second == random);
+  EXPECT_TRUE(msgs[1].second == text);
+  // Asked after both echoes arrived, so in a later input batch on both ends.
+  EXPECT_FALSE(c->send_text("probe"));
+  msgs = h.wait_messages(3);
+  ASSERT_EQ(msgs.size(), 3u);
+  // Far below one 4 MiB buffer: each buffer still held is at most 64 KiB.
+  constexpr std::size_t kMost = 1 << 20;
+  EXPECT_LT(std::stoul(msgs[2].second), kMost) << "server side";
+  EXPECT_LT(h.held_.load(), kMost) << "client side";
 }
 
 TEST(ws_client, subprotocol_selected_and_context_takeover_negotiated) {

@@ -247,6 +247,16 @@ void append_close(std::string& out, std::uint16_t code, std::string_view reason,
   append_frame(out, opcode::close, std::string_view(body, 2 + r), mask);
 }
 
+void reader::release_buffers() noexcept {
+  constexpr std::size_t kKeep = 64 * 1024;
+  if (inflated_.capacity() > kKeep) {
+    std::string().swap(inflated_);
+  }
+  if (!in_message_ && msg_buf_.capacity() > kKeep) {
+    std::string().swap(msg_buf_);
+  }
+}
+
 read_step reader::fail(std::uint16_t code, const char* reason) {
   state_ = state::failed;
   fail_code_ = code;

@@ -294,6 +294,7 @@ void session::flush() {
     if (out_.size() == staged && n_borrowed_ == lent) [[likely]] {
       // Nothing was staged during the write.
       out_.clear();
+      out_.shrink(kKeepCapacity);
       n_borrowed_ = 0;
       borrowed_bytes_ = 0;
       break;
@@ -349,15 +350,22 @@ std::error_code session::write_message(opcode op, std::string_view payload) {
     if (!deflater_->deflate_message(payload, scratch_)) {
       return errc::protocol_error;
     }
-    if (scratch_.size() < payload.size()) {
-      write_frame(op, scratch_, true);
+    const bool smaller = scratch_.size() < payload.size();
+    if (smaller) {
+      write_frame(op, scratch_, true);  // copied or written: scratch_ is free again
+    } else {
+      // Deflate did not help (incompressible data grows a little): the message goes out as it
+      // is, RSV1 clear (RFC 7692 §6 lets each message choose), so that a message within the
+      // peer's limit is not pushed past it on the wire. The compressor saw the message, the
+      // peer's decompressor will not: start its history afresh.
+      deflater_->reset();
+    }
+    if (scratch_.capacity() > kKeepCapacity) {
+      std::string().swap(scratch_);
+    }
+    if (smaller) {
       return {};
     }
-    // Deflate did not help (incompressible data grows a little): the message goes out as it
-    // is, RSV1 clear (RFC 7692 §6 lets each message choose), so that a message within the
-    // peer's limit is not pushed past it on the wire. The compressor saw the message, the peer's
-    // decompressor will not: start its history afresh.
-    deflater_->reset();
   }
   write_frame(op, payload, false);
   return {};
@@ -469,6 +477,8 @@ action session::on_traffic(evnet::conn& c) {
   staging_ = staging::none;
   // Written before the input is consumed: borrowed payloads point into it.
   flush();
+  // The messages of this batch are delivered: a large one leaves no large buffer behind.
+  reader_.release_buffers();
   if (done_) {
     c.discard();
   } else {
@@ -485,6 +495,7 @@ void session::on_upgraded(evnet::conn&, std::string& out) {
   staging_ = staging::none;
   out.append(out_.view());
   out_.clear();
+  out_.shrink(kKeepCapacity);
 }
 
 action session::on_stopping(evnet::conn&) {

@@ -12,6 +12,12 @@
 
 namespace evnet::ws::detail {
 
+struct session_test_access;  // tests only: the capacity of the per-connection buffers
+
+/// Per-connection buffers larger than this are freed once they are no longer in use (the reader
+/// keeps the same bound, see reader::release_buffers).
+inline constexpr std::size_t kKeepCapacity = 64 * 1024;
+
 /// A plain growable byte buffer for staged frames: cheaper than std::string appends on the
 /// per-message path (no zero fill, no per-append bookkeeping beyond one capacity check).
 class out_buffer {
@@ -37,6 +43,15 @@ class out_buffer {
   char* data() noexcept { return data_.get(); }
   bool empty() const noexcept { return size_ == 0; }
   void clear() noexcept { size_ = 0; }
+  std::size_t capacity() const noexcept { return cap_; }
+  /// When empty, frees the storage if it is larger than `keep` bytes (one large message must not
+  /// pin its size for the connection's life).
+  void shrink(std::size_t keep) noexcept {
+    if (size_ == 0 && cap_ > keep) {
+      data_.reset();
+      cap_ = 0;
+    }
+  }
   /// Removes the first n bytes (n <= size()).
   void drop_front(std::size_t n) noexcept {
     if (n < size_) {
@@ -96,6 +111,9 @@ class session final : public http::upgraded_protocol {
   static session* of(const evnet::conn& c) noexcept;
 
  private:
+  friend struct session_test_access;
+  // The session of a connection handle (null once closed), for session_test_access.
+  static session* of(const connection& c) noexcept { return c.session_; }
   void write_frame(opcode op, std::string_view payload, bool rsv1);
   // True when `p` lies entirely in the input being processed by on_traffic (see borrowed).
   bool in_input(std::string_view p) const noexcept;

@@ -18,6 +18,10 @@ namespace evnet::ws {
 
 class inflater;
 
+namespace detail {
+struct reader_test_access;  // tests only: the capacity of the message buffers
+}  // namespace detail
+
 /// Frame opcodes (RFC 6455 §5.2).
 enum class opcode : std::uint8_t {
   continuation = 0x0,
@@ -137,8 +141,13 @@ class reader {
   const reader_config& config() const noexcept { return cfg_; }
   /// True when no frame is partially read (a clean point, e.g. for tests).
   bool idle() const noexcept { return state_ == state::header && hdr_len_ == 0 && !in_message_; }
+  /// Frees the buffers of reassembled and inflated messages if they hold more than 64 KiB and
+  /// no message is being assembled, so that one large message does not keep its memory for
+  /// the reader's life. Invalidates the `data` of the last step. Owner thread only.
+  void release_buffers() noexcept;
 
  private:
+  friend struct detail::reader_test_access;
   enum class state : std::uint8_t { header, payload, failed };
 
   read_step fail(std::uint16_t code, const char* reason);
