@@ -103,7 +103,9 @@ struct engine_options {
   std::chrono::milliseconds read_timeout{0};
   /// Close with errc::write_timeout when buffered output made no progress for this long.
   std::chrono::milliseconds write_timeout{0};
-  /// How long a closing connection may take to flush its output before it is closed anyway.
+  /// How long a closing connection may take to flush its output before it is closed anyway
+  /// (its on_close then reports no error: the close was asked for). 0 closes at once, dropping
+  /// whatever output the kernel has not taken yet.
   std::chrono::milliseconds close_linger{5000};
 
   /// Close with errc::input_too_large when unconsumed input would exceed this; 0 = unlimited.
