@@ -1027,6 +1027,43 @@ TEST(ws_client, buffers_are_released_after_a_large_message) {
   EXPECT_LT(h.held_.load(), kMost) << "client side";
 }
 
+// RFC 6455 §11.3.4: Sec-WebSocket-Protocol and Sec-WebSocket-Extensions may be split over
+// several header fields, which form one comma-separated list. Only the first field was read:
+// the selector saw "superchat" alone, and neither "chat" nor permessage-deflate was agreed.
+TEST(ws_server, list_headers_split_over_several_fields_are_joined) {
+  recording_handler h;
+  ws::options o;
+  std::mutex mu;
+  std::string seen;
+  o.select_protocol = [&](std::string_view offered) -> std::string_view {
+    std::lock_guard<std::mutex> lk(mu);
+    seen = std::string(offered);
+    return offered.find("superchat, chat") != std::string_view::npos ? "chat" : "";
+  };
+  test_ws_server s(h, o);
+  proto_test::client tcp(s.port());
+  ASSERT_TRUE(tcp.ok());
+  ASSERT_TRUE(
+      tcp.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Protocol: superchat\r\nsec-websocket-protocol: chat\r\n"
+               "Sec-WebSocket-Extensions: x-unknown\r\n"
+               "SEC-WEBSOCKET-EXTENSIONS: permessage-deflate\r\n\r\n"));
+  std::string in;
+  while (in.find("\r\n\r\n") == std::string::npos) {
+    std::string more = tcp.recv_some();
+    ASSERT_FALSE(more.empty()) << "no complete handshake response: " << in;
+    in += more;
+  }
+  const std::string head = in.substr(0, in.find("\r\n\r\n") + 4);
+  ASSERT_EQ(head.rfind("HTTP/1.1 101", 0), 0u) << head;
+  EXPECT_NE(head.find("Sec-WebSocket-Protocol: chat\r\n"), std::string::npos) << head;
+  EXPECT_NE(head.find("Sec-WebSocket-Extensions: permessage-deflate"), std::string::npos) << head;
+  std::lock_guard<std::mutex> lk(mu);
+  EXPECT_EQ(seen, "superchat, chat");
+}
+
 TEST(ws_client, subprotocol_selected_and_context_takeover_negotiated) {
   recording_handler server_h;
   ws::options so;

@@ -25,6 +25,35 @@ class hooked_http_server final : public http::server {
   }
 };
 
+// The value of the list header `name`: every field with that name (ASCII case-insensitive),
+// joined with ", " in the order received, since a list may be split over several fields (RFC
+// 6455 §11.3.4, RFC 9110 §5.3). One field is returned as it is; `buf` holds a joined value.
+// `found` tells whether any field was present; empty fields add no element.
+std::string_view list_header(const http::message& req, std::string_view name, std::string& buf,
+                             bool& found) {
+  found = false;
+  std::string_view first;
+  std::size_t n = 0;
+  for (const http::header_field& f : req.headers) {
+    if (!http::iequals(f.name, name)) {
+      continue;
+    }
+    found = true;
+    if (f.value.empty()) {
+      continue;
+    }
+    if (n++ == 0) {
+      first = f.value;
+      continue;
+    }
+    if (n == 2) {
+      buf.assign(first);
+    }
+    buf.append(", ").append(f.value);
+  }
+  return n > 1 ? std::string_view(buf) : first;
+}
+
 }  // namespace
 
 bool forward_high_water(evnet::conn& c) {
@@ -56,15 +85,18 @@ void add_endpoint(http::router& r, std::string path, handler& h, const options& 
                 return nullptr;
               }
               std::string protocol;
+              std::string joined_protocols, joined_extensions;
               bool has_protocols = false;
-              std::string_view offered = req.header("sec-websocket-protocol", &has_protocols);
+              std::string_view offered =
+                  list_header(req, "sec-websocket-protocol", joined_protocols, has_protocols);
               if (has_protocols && ep->opts.select_protocol) {
                 protocol = ep->opts.select_protocol(offered);
               }
               std::string ext;
               std::optional<deflate_params> deflate;
               bool has_ext = false;
-              std::string_view ext_offer = req.header("sec-websocket-extensions", &has_ext);
+              std::string_view ext_offer =
+                  list_header(req, "sec-websocket-extensions", joined_extensions, has_ext);
               if (has_ext && ep->opts.permessage_deflate) {
                 deflate = negotiate_deflate(ext_offer, ext, ep->opts.deflate);
               }

@@ -23,7 +23,8 @@ bool is_valid_key(std::string_view key) noexcept;
 /// A fresh random Sec-WebSocket-Key (client side; 16 random bytes, base64).
 std::string generate_key();
 
-/// Chooses a subprotocol from the client's comma-separated Sec-WebSocket-Protocol list.
+/// Chooses a subprotocol from the client's comma-separated Sec-WebSocket-Protocol list (in
+/// ws::server, the values of all the request's Sec-WebSocket-Protocol fields, joined with ", ").
 /// Return one of the offered tokens, or an empty view for "none". Runs on the thread that
 /// validates the handshake (the connection's loop thread in ws::server).
 using subprotocol_selector = std::function<std::string_view(std::string_view offered)>;
