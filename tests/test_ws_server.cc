@@ -1134,10 +1134,29 @@ TEST(ws_client, url_is_checked_before_it_reaches_the_request) {
     EXPECT_EQ(cl.connect(bad), evnet::errc::bad_address) << bad;
   }
   // Accepted (the dials themselves may then fail: nothing listens on port 80 or 1).
-  for (const char* good : {"ws://[::1]/", "ws://[::1]", "ws://[::1]:1/x?y=1", "ws://127.0.0.1/"}) {
+  for (const char* good : {"ws://[::1]/", "ws://[::1]", "ws://[::1]:1/x?y=1", "ws://127.0.0.1/",
+                           "ws://[::1]?y=1", "ws://127.0.0.1:1?y=1"}) {
     EXPECT_FALSE(cl.connect(good)) << good;
   }
   cl.stop();
+}
+
+// RFC 6455 §3: the path of a ws URI may be empty and followed by a query. "ws://host:port?q"
+// was refused as a malformed address (the port was taken to be "port?q"); its request target
+// is "/?q".
+TEST(ws_client, url_with_a_query_and_no_path) {
+  recording_handler server_h;
+  test_ws_server s(server_h);
+  client_handler h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect("ws://127.0.0.1:" + std::to_string(s.port()) + "?room=1"));
+  auto c = h.wait_open();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->target(), "/?room=1");
+  auto sc = server_h.wait_open();
+  ASSERT_TRUE(sc);
+  EXPECT_EQ(sc->target(), "/?room=1");
 }
 
 TEST(ws_client, handshake_refused_by_plain_http_server) {

@@ -49,7 +49,9 @@ bool parse_ws_url(std::string_view url, parsed_url& out) {
       return false;
     }
   }
-  std::size_t slash = url.find('/');
+  // The authority ends at the path or, when the path is empty, at the query (RFC 6455 §3:
+  // "ws://host:port?q" is valid, and its request target is "/?q").
+  const std::size_t slash = url.find_first_of("/?");
   std::string_view hp = url.substr(0, slash);
   if (hp.empty()) {
     return false;
@@ -71,7 +73,13 @@ bool parse_ws_url(std::string_view url, parsed_url& out) {
   if (!has_port) {
     out.host_port += ":80";  // the default port, for an IPv6 literal too
   }
-  out.target = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
+  if (slash == std::string_view::npos) {
+    out.target = "/";
+  } else if (url[slash] == '?') {
+    out.target = "/" + std::string(url.substr(slash));
+  } else {
+    out.target = std::string(url.substr(slash));
+  }
   return true;
 }
 
