@@ -460,6 +460,50 @@ TEST(ws_server, server_initiated_close_waits_for_reply) {
   EXPECT_EQ(h.wait_close().first, 4002);
 }
 
+// connection::close with a code that may not be sent (1006, 1015, 999, 5000...) sent it anyway,
+// and the peer failed the connection with 1002; it now returns invalid_argument and sends
+// nothing. A reason over 123 bytes was cut mid-character (the peer failed with 1007): it is cut
+// at a UTF-8 boundary now.
+class bad_close_handler : public recording_handler {
+ public:
+  // "\xC3\xA9" (é) straddles byte 123: the cut keeps the 122 ASCII bytes.
+  static std::string long_reason() { return std::string(122, 'r') + "\xC3\xA9\xC3\xA9tail"; }
+  void on_message(const ws::connection_ptr& c, ws::opcode, std::string_view data) override {
+    if (data == "bad") {
+      std::string refused;
+      for (std::uint16_t code : {999, 1004, 1006, 1015, 2999, 5000}) {
+        if (c->close(code, "no") == evnet::errc::invalid_argument) {
+          refused += std::to_string(code) + " ";
+        }
+      }
+      (void)c->send_text(refused + (c->is_open() ? "open" : "closing"));
+      return;
+    }
+    (void)c->close(4001, long_reason());
+  }
+};
+
+TEST(ws_server, close_refuses_unsendable_codes_and_cuts_the_reason_on_a_character) {
+  bad_close_handler h;
+  test_ws_server s(h);
+  raw_ws c(s.port());
+  auto sc = h.wait_open();
+  ASSERT_TRUE(sc);
+  EXPECT_EQ(sc->close(1006), evnet::errc::invalid_argument);  // from another thread: checked too
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "bad"));
+  std::string data;
+  ws::read_step st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::message) << "event " << int(st.event) << ": " << data;
+  EXPECT_EQ(data, "999 1004 1006 1015 2999 5000 open");
+  ASSERT_TRUE(c.send_frame(ws::opcode::text, "long"));
+  st = c.next(data);
+  ASSERT_EQ(st.event, ws::read_event::close) << "event " << int(st.event) << ": " << data;
+  EXPECT_EQ(st.code, 4001);
+  EXPECT_EQ(data, std::string(122, 'r'));
+  ASSERT_TRUE(c.send_frame(ws::opcode::close, std::string("\x0f\xa1", 2)));  // 4001
+  EXPECT_EQ(h.wait_close().first, 4001);
+}
+
 TEST(ws_server, close_times_out_without_reply) {
   recording_handler h;
   ws::options o;

@@ -47,7 +47,31 @@ std::error_code connection::ping(std::string_view payload) {
   });
 }
 
+namespace {
+
+// `reason` cut to the 123 bytes a close frame has room for, at a UTF-8 character boundary
+// (never before a continuation byte), so that the peer does not fail the connection with 1007.
+std::string_view fit_close_reason(std::string_view reason) noexcept {
+  constexpr std::size_t kMax = 123;
+  if (reason.size() <= kMax) {
+    return reason;
+  }
+  std::size_t n = kMax;
+  while (n > 0 && (static_cast<unsigned char>(reason[n]) & 0xC0) == 0x80) {
+    --n;
+  }
+  return reason.substr(0, n);
+}
+
+}  // namespace
+
 std::error_code connection::close(std::uint16_t code, std::string_view reason) {
+  // 1005 (and 0) send a close frame without a code; any other code must be one a peer accepts,
+  // or it would fail the connection with 1002 (1006, 1015, 999, 5000...).
+  if (code != 0 && code != close_code::no_status && !is_valid_close_code(code)) {
+    return errc::invalid_argument;
+  }
+  reason = fit_close_reason(reason);
   if (!is_open()) {
     return {};
   }

@@ -51,9 +51,14 @@ class connection : public std::enable_shared_from_this<connection> {
   std::error_code send(opcode type, std::string_view data);
   /// Sends a ping (payload ≤ 125 bytes, else errc::invalid_argument). Any thread.
   std::error_code ping(std::string_view payload = {});
-  /// Starts the close handshake: sends a close frame with `code` and `reason` (≤ 123 bytes),
-  /// then waits for the peer's close frame (bounded by the close timeout) and closes the TCP
-  /// connection. on_close follows. Any thread; a no-op if already closing.
+  /// Starts the close handshake: sends a close frame with `code` and `reason`, then waits for
+  /// the peer's close frame (bounded by the close timeout) and closes the TCP connection.
+  /// on_close follows. Any thread; a no-op if already closing.
+  /// `code` must be one that may be sent (is_valid_close_code: 1000-1003, 1007-1014,
+  /// 3000-4999), or 1005 (or 0) for a close frame without a code and reason; any other (1006,
+  /// 1015, 999...) returns errc::invalid_argument and sends nothing, as a peer would fail the
+  /// connection with 1002 on receiving it. A reason longer than 123 bytes (what the frame has
+  /// room for) is cut to at most 123 bytes at a UTF-8 character boundary.
   std::error_code close(std::uint16_t code = close_code::normal, std::string_view reason = {});
 
   /// True until a close frame was sent or received or the TCP connection closed. Any thread.
