@@ -984,6 +984,31 @@ TEST(ws_client, compressed_message_over_the_limit_after_inflate_is_1009) {
   EXPECT_EQ(server_h.wait_close().first, 1009);
 }
 
+// A server that fails a connection while the peer is still sending (a 4 MiB message over a
+// 64 KiB limit) must not reset it: closing with the peer's bytes unread sent a RST, and the
+// evnet client, still writing, saw the reset before the close frame and reported 1006 (5 runs
+// of 5). The server now follows its close frame with a FIN and reads the rest away.
+TEST(ws_client, message_far_over_the_limit_still_gets_1009_while_the_client_sends) {
+  for (int run = 0; run < 3; ++run) {
+    SCOPED_TRACE(run);
+    recording_handler server_h;
+    ws::options so;
+    so.max_message_bytes = 64 * 1024;
+    test_ws_server s(server_h, so);
+    client_handler h;
+    ws::client_options co;
+    co.permessage_deflate = false;
+    ws::client cl(h, co);
+    ASSERT_FALSE(cl.start());
+    ASSERT_FALSE(cl.connect(s.url()));
+    auto c = h.wait_open();
+    ASSERT_TRUE(c);
+    EXPECT_FALSE(c->send_binary(std::string(std::size_t{4} << 20, 'x')));
+    EXPECT_EQ(h.wait_close().first, 1009);
+    EXPECT_EQ(server_h.wait_close().first, 1009);
+  }
+}
+
 // The server's echo of an incompressible message goes out uncompressed (RSV1 clear, RFC 7692
 // §6 lets each message choose), and compression resumes for the next, compressible, message.
 TEST(ws_server, incompressible_echo_is_sent_uncompressed) {

@@ -428,6 +428,7 @@ void session::fail(std::uint16_t code, std::string_view reason) {
   close_reason_.assign(reason);
   start_close(code, reason);
   done_ = true;
+  failed_ = true;
 }
 
 bool session::process(char* data, std::size_t len, std::size_t& consumed) {
@@ -482,10 +483,13 @@ bool session::process(char* data, std::size_t len, std::size_t& consumed) {
 action session::on_traffic(evnet::conn& c) {
   heard_ = true;
   if (done_) {
+    c.discard();
+    if (lingering_) {
+      return action::none;  // reading the peer's bytes away until its EOF or close_timeout
+    }
     // Failed outside on_traffic (a handler threw in on_open, on_high_water or on_drain): our
     // close frame is out, and whatever the peer sends now (its close reply, typically) ends
     // the TCP connection, instead of close_timeout.
-    c.discard();
     return action::close;
   }
   // The input bytes belong to this connection until consumed, so frames are unmasked in place.
@@ -503,14 +507,25 @@ action session::on_traffic(evnet::conn& c) {
   flush();
   // The messages of this batch are delivered: a large one leaves no large buffer behind.
   reader_.release_buffers();
-  if (done_) {
-    c.discard();
-  } else {
+  if (!done_) {
     c.discard(consumed);
+    return action::none;
   }
-  // After a close frame was received (or the peer broke the protocol) the server closes the
-  // TCP connection once the close reply is flushed (RFC 6455 §7.1.1).
-  return done_ ? action::close : action::none;
+  c.discard();
+  if (failed_ && !close_received_) {
+    // We failed the connection (a message too large, a protocol error) and the peer may be
+    // in the middle of sending: closing now, with its bytes unread, would reset the connection
+    // and the peer, still writing, would see the reset before our close frame. Send a FIN after
+    // the close frame instead and drop what arrives until the peer's EOF (on_read_eof closes)
+    // or close_timeout (start_close armed it).
+    if (!lingering_ && !c.shutdown_write()) {
+      lingering_ = true;
+      return action::none;
+    }
+  }
+  // After a close frame was received the server closes the TCP connection once the close
+  // reply is flushed (RFC 6455 §7.1.1).
+  return action::close;
 }
 
 void session::on_upgraded(evnet::conn&, std::string& out) {

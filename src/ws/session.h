@@ -146,7 +146,13 @@ class session final : public http::upgraded_protocol {
   bool flushing_ = false;  // inside flush(): see there
   bool close_sent_ = false;
   bool close_received_ = false;
-  bool done_ = false;      // stop processing input (closing)
+  bool done_ = false;  // stop processing input (closing)
+  // We failed the connection (fail()) while the peer may still be sending: our close frame is
+  // followed by a FIN and the peer's bytes are read and dropped until its EOF or close_timeout,
+  // so that closing with its bytes unread does not reset the connection before it has read
+  // the close frame (it would see 1006, not our code).
+  bool lingering_ = false;
+  bool failed_ = false;    // fail() was called
   bool heard_ = false;     // keepalive: bytes arrived since the last check
   bool ping_out_ = false;  // keepalive: our ping awaits any sign of life
   std::uint16_t close_code_ = close_code::abnormal;

@@ -177,7 +177,10 @@ struct options {
   std::size_t deflate_min_bytes = 64;
   /// Server: picks the subprotocol (see subprotocol_selector); empty = none.
   subprotocol_selector select_protocol;
-  /// After we send a close frame, how long to wait for the peer's before closing TCP.
+  /// After we send a close frame, how long to wait for the peer's before closing TCP. When we
+  /// fail the connection (1002, 1007, 1009...) the close frame is followed by a FIN and the
+  /// peer's bytes are read and dropped until its EOF or this timeout, so a peer still sending
+  /// reads our close code instead of a reset.
   std::chrono::milliseconds close_timeout{5000};
   /// Keepalive (0 = off, the default): a connection from which nothing has been received for
   /// ping_interval is sent a ping, checked every ping_interval (so the ping goes out between
