@@ -177,7 +177,7 @@ TEST(UDP_BATCH_SUITE, reply_reaches_the_right_sender) {
   ASSERT_EQ(got.size(), 3u);
   for (const auto& d : got) {
     const std::string reply = "echo:" + d.data;
-    batch.queue(d.peer, bytes_of(reply));
+    ASSERT_TRUE(batch.queue(d.peer, bytes_of(reply)));
   }
   EXPECT_EQ(batch.queued(), 3u);
   auto sent = batch.flush(server);
@@ -199,9 +199,9 @@ TEST(UDP_BATCH_SUITE, queue_copies_so_caller_buffers_may_be_reused) {
   const auto to = *socket_address::local_of(client);
   udp_batch batch(4, 64);
   std::string buf = "first";
-  batch.queue(to, bytes_of(buf));
+  ASSERT_TRUE(batch.queue(to, bytes_of(buf)));
   buf = "SECOND";
-  batch.queue(to, bytes_of(buf));
+  ASSERT_TRUE(batch.queue(to, bytes_of(buf)));
   buf.assign(5, '#');
   ASSERT_EQ(*batch.flush(server), 2u);
   EXPECT_EQ(recv_one(client), "first");
@@ -217,7 +217,7 @@ TEST(UDP_BATCH_SUITE, flush_in_capped_batches_keeps_order) {
   udp_batch batch(8, 64);
   batch.set_send_cap_for_test(2);
   for (int i = 0; i < 5; ++i) {
-    batch.queue(to, bytes_of("r" + std::to_string(i)));
+    ASSERT_TRUE(batch.queue(to, bytes_of("r" + std::to_string(i))));
   }
   auto sent = batch.flush(server);
   ASSERT_TRUE(sent);
@@ -236,10 +236,10 @@ TEST(UDP_BATCH_SUITE, partial_sendmmsg_on_rejected_datagram_continues_with_the_r
   const int client = udp_client(server);
   const auto to = *socket_address::local_of(client);
   udp_batch batch(8, 64);
-  batch.queue(to, bytes_of("before"));
+  ASSERT_TRUE(batch.queue(to, bytes_of("before")));
   const std::string huge(70000, 'h');
-  batch.queue(to, bytes_of(huge));
-  batch.queue(to, bytes_of("after"));
+  ASSERT_TRUE(batch.queue(to, bytes_of(huge)));
+  ASSERT_TRUE(batch.queue(to, bytes_of("after")));
   auto sent = batch.flush(server);
   ASSERT_TRUE(sent) << sent.error().message();
   EXPECT_EQ(*sent, 2u);
@@ -247,13 +247,49 @@ TEST(UDP_BATCH_SUITE, partial_sendmmsg_on_rejected_datagram_continues_with_the_r
   EXPECT_EQ(recv_one(client), "before");
   EXPECT_EQ(recv_one(client), "after");
   // When nothing at all could be sent, the error is reported.
-  batch.queue(to, bytes_of(huge));
+  ASSERT_TRUE(batch.queue(to, bytes_of(huge)));
   auto failed = batch.flush(server);
   ASSERT_FALSE(failed);
   EXPECT_EQ(failed.error(), std::errc::message_size);
   EXPECT_EQ(batch.queued(), 0u);
   ::close(client);
   ::close(server);
+}
+
+// While the socket will not take more, the queue stops at kMaxQueuedBytes: queue() refuses the
+// datagram that would pass it (it grew without bound before, at about 200 bytes per datagram
+// here), and accepts again once a flush has sent some.
+TEST(UDP_BATCH_SUITE, queue_is_bounded_while_the_socket_would_block) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  udp_batch batch(16, 1024);
+  std::string msg(1000, 'q');
+  // Fill the receiver until the kernel refuses, so nothing more leaves.
+  for (;;) {
+    ASSERT_TRUE(batch.queue(socket_address{}, bytes_of(msg)));
+    auto r = batch.flush(sv[0]);
+    ASSERT_TRUE(r) << r.error().message();
+    if (batch.queued() > 0) {
+      break;
+    }
+  }
+  std::size_t accepted = batch.queued();
+  while (accepted < 100000 && batch.queue(socket_address{}, bytes_of(msg))) {
+    ++accepted;
+  }
+  EXPECT_LE(accepted * msg.size(), udp_batch::kMaxQueuedBytes);
+  EXPECT_GT(accepted * msg.size(), udp_batch::kMaxQueuedBytes - 2 * msg.size());
+  EXPECT_FALSE(batch.queue(socket_address{}, bytes_of(msg)));
+  // Drain the receiver: a flush sends some, and the queue takes datagrams again.
+  char buf[1024];
+  while (::recv(sv[1], buf, sizeof buf, MSG_DONTWAIT) > 0) {
+  }
+  auto r = batch.flush(sv[0]);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_GT(*r, 0u);
+  EXPECT_TRUE(batch.queue(socket_address{}, bytes_of(msg)));
+  ::close(sv[0]);
+  ::close(sv[1]);
 }
 
 TEST(UDP_BATCH_SUITE, partial_sendmmsg_on_would_block_keeps_the_tail_queued) {
@@ -268,7 +304,7 @@ TEST(UDP_BATCH_SUITE, partial_sendmmsg_on_would_block_keeps_the_tail_queued) {
   for (int i = 0; i < total; ++i) {
     std::string msg = std::to_string(i);
     msg.resize(200, '.');
-    batch.queue(socket_address{}, bytes_of(msg));  // Connected pair: no destination.
+    ASSERT_TRUE(batch.queue(socket_address{}, bytes_of(msg)));  // Connected pair: no destination.
   }
   auto first = batch.flush(sv[0]);
   ASSERT_TRUE(first) << first.error().message();
@@ -312,7 +348,7 @@ TEST(UDP_BATCH_SUITE, ipv6_round_trip) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].data, "six");
   EXPECT_EQ(got[0].peer.family(), AF_INET6);
-  batch.queue(got[0].peer, bytes_of("back"));
+  ASSERT_TRUE(batch.queue(got[0].peer, bytes_of("back")));
   ASSERT_EQ(*batch.flush(*server), 1u);
   EXPECT_EQ(recv_one(client), "back");
   ::close(client);

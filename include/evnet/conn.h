@@ -179,7 +179,8 @@ class conn : public std::enable_shared_from_this<conn> {
   /// bytes were sent or buffered; errc::closed if the conn is closing/closed (nothing sent);
   /// a system error (EPIPE, ECONNRESET) if the socket failed — the conn then closes with that
   /// reason after the current callback. May call handler::on_high_water. Loop thread.
-  /// For UDP, sends one datagram to peer_address().
+  /// For UDP, sends one datagram to peer_address(); errc::queue_full when 4 MiB of datagrams
+  /// are already waiting for the socket to take them (the datagram is dropped).
   std::error_code write(const void* data, std::size_t n) {
     // Inline fast path (the common case of a request/response server): open, nothing buffered,
     // no deadline bookkeeping, and the kernel takes every byte. slow_ covers the first three.
@@ -230,7 +231,8 @@ class conn : public std::enable_shared_from_this<conn> {
   /// threads it is handed to the loop (counted against engine_options::send_queue_limit).
   /// `done`, if given, runs on the loop thread once with {} when the kernel took the datagram
   /// or queued it for the next writability, or with an error. Errors returned (then `done`
-  /// never runs): errc::unsupported (not a UDP conn), errc::closed, errc::queue_full.
+  /// never runs): errc::unsupported (not a UDP conn), errc::closed, errc::queue_full (the
+  /// cross-thread queue is full, or 4 MiB of datagrams already wait for the socket).
   /// (send()/send_async() on a UDP conn from another thread return errc::unsupported: its
   /// peer changes with every datagram, so they would not know where to send.)
   std::error_code send_to(const socket_address& to, std::string data, send_callback done = {});

@@ -314,15 +314,19 @@ std::error_code conn::write_udp(const iovec* iov, int iovcnt) noexcept {
   if (udp_batch_ == nullptr) {
     return errc::closed;
   }
+  bool queued;
   if (iovcnt == 1) {
-    udp_batch_->queue(*peer_long_,
-                      {static_cast<const std::byte*>(iov[0].iov_base), iov[0].iov_len});
+    queued = udp_batch_->queue(*peer_long_,
+                               {static_cast<const std::byte*>(iov[0].iov_base), iov[0].iov_len});
   } else {
     std::string joined;  // rare: a multi-piece datagram
     for (int i = 0; i < iovcnt; ++i) {
       joined.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
     }
-    udp_batch_->queue(*peer_long_, as_bytes(joined));
+    queued = udp_batch_->queue(*peer_long_, as_bytes(joined));
+  }
+  if (!queued) {
+    return errc::queue_full;  // the kernel has not taken the last 4 MiB of replies
   }
   // As send_to(): inside the receive batch the reply leaves with the batch's (one sendmmsg);
   // elsewhere (a timer, a task) it leaves now.
@@ -1184,7 +1188,9 @@ std::error_code conn::send_to_in_loop(const socket_address& to, std::string_view
   if (udp_batch_ == nullptr || state_.load(std::memory_order_relaxed) != conn_state::open) {
     return errc::closed;
   }
-  udp_batch_->queue(to, as_bytes(data));
+  if (!udp_batch_->queue(to, as_bytes(data))) {
+    return errc::queue_full;  // the kernel has not taken the last 4 MiB of datagrams
+  }
   // Inside the receive batch the datagram leaves with the batch's replies (one sendmmsg);
   // elsewhere (a timer, a task) it leaves now. What the kernel will not take stays queued
   // until the socket is writable.

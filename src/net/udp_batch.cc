@@ -96,10 +96,16 @@ result<std::span<const udp_datagram>> udp_batch::receive(int fd) {
   return std::span<const udp_datagram>(in_.data(), got);
 }
 
-void udp_batch::queue(const socket_address& peer, std::span<const std::byte> data) {
+bool udp_batch::queue(const socket_address& peer, std::span<const std::byte> data) {
   const std::size_t offset = out_bytes_.size();
+  // The sent prefix (before out_head_) is not counted: compact_out() drops it.
+  const std::size_t unsent = queued() == 0 ? 0 : offset - out_[out_head_].offset;
+  if (unsent != 0 && unsent + data.size() > kMaxQueuedBytes) {
+    return false;
+  }
   out_bytes_.insert(out_bytes_.end(), data.begin(), data.end());
   out_.push_back(outgoing{peer, offset, data.size()});
+  return true;
 }
 
 void udp_batch::compact_out() noexcept {

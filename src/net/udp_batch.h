@@ -66,10 +66,15 @@ class udp_batch {
   /// connected UDP socket after an ICMP port-unreachable).
   result<std::span<const udp_datagram>> receive(int fd);
 
-  /// Queues a copy of `data` for `peer`. Never blocks and never fails: the datagram is sent by the
-  /// next flush(). Queue as many as you like; flush() sends them in batches of batch_size().
+  /// Most bytes queued and not yet sent: while the socket will not take more (EAGAIN), a
+  /// datagram that would pass this is refused (UDP may drop; memory must not grow unbounded).
+  static constexpr std::size_t kMaxQueuedBytes = 4u << 20;
+
+  /// Queues a copy of `data` for `peer`; the datagram is sent by the next flush(), in batches of
+  /// batch_size(). Never blocks. Returns false (nothing queued) when the bytes queued and not
+  /// yet sent would pass kMaxQueuedBytes; one datagram is always accepted into an empty queue.
   /// An empty `peer` (default-constructed) sends on a connected socket without a destination.
-  void queue(const socket_address& peer, std::span<const std::byte> data);
+  [[nodiscard]] bool queue(const socket_address& peer, std::span<const std::byte> data);
 
   /// Sends the queued datagrams with sendmmsg (or sendto), batch_size() per call, without
   /// blocking. Returns the number sent. Stops and keeps the unsent datagrams queued (in order)
