@@ -236,8 +236,11 @@ class poller {
 
   /// Runs poll rounds until a callback returns poll_action::stop, stop() is called, or the
   /// poller is closed (also from a callback). Blocks the calling thread, which becomes the loop
-  /// thread. Returns an empty error_code on a clean stop or close, errc::wrong_thread if another
-  /// thread is polling, or the kernel error that ended polling. Signals (EINTR) do not end it.
+  /// thread and holds the poller for the whole run (as hold() does), between rounds too: other
+  /// threads' add/modify/remove/close are refused with errc::wrong_thread until it returns.
+  /// Returns an empty error_code on a clean stop or close, errc::wrong_thread if another
+  /// thread is polling, errc::invalid_argument from inside a callback or task, or the kernel
+  /// error that ended polling. Signals (EINTR) do not end it.
   std::error_code poll();
 
   /// Runs one round on the calling thread: waits up to `timeout` (negative = forever, zero =

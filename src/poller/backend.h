@@ -120,7 +120,10 @@ class poller_backend {
   bool in_round_ = false;             ///< loop thread: inside poll_once (callbacks/tasks running)
   bool close_deferred_ = false;       ///< loop thread: close() was called from inside a round
   bool stop_in_loop_ = false;         ///< loop thread: a callback returned poll_action::stop
-  std::atomic<bool> polling_{false};  ///< some thread is inside poll_once
+  std::atomic<bool> polling_{false};  ///< some thread is inside poll_once (or holds it)
+  /// While polling_: the polling thread's token (poller.cc's tls_token), so that thread is
+  /// known as the owner whatever other pollers it also polls or holds.
+  std::atomic<const void*> owner_{nullptr};
   std::atomic<bool> stop_requested_{false};  ///< stop() was called (any thread, signal-safe)
   std::atomic<bool> wake_pending_{false};    ///< a wake-up is in flight (coalescing)
 

@@ -14,14 +14,14 @@
 namespace evnet {
 namespace {
 
-// The poller whose round is running on this thread, if any. Lets trigger() skip the wake-up
-// system call when the loop queues a task for itself (the loop checks pending_ before it
-// blocks), and lets add/modify/remove detect calls from a foreign thread during polling.
-// initial-exec: a single %fs-relative access even when evnet is a shared library (no
-// __tls_get_addr call per round); the variable is one pointer, well within the static TLS
-// reserve.
-thread_local const detail::poller_backend* tls_polling __attribute__((tls_model("initial-exec"))) =
-    nullptr;
+// This thread's identity for the pollers: a poller being polled records the address of its
+// polling thread's token (poller_backend::owner_). It lets trigger() skip the wake-up system
+// call when the loop queues a task for itself (the loop checks pending_ before it blocks), and
+// lets add/modify/remove detect calls from a foreign thread during polling. Kept per poller,
+// not as "the poller this thread polls": a thread may poll a second poller from inside a
+// callback of the first, or hold two, and each must still know it as its owner.
+// initial-exec: a single %fs-relative address even when evnet is a shared library.
+thread_local char tls_token __attribute__((tls_model("initial-exec"))) = 0;
 
 int to_timeout_ms(std::chrono::milliseconds timeout) noexcept {
   if (timeout.count() < 0) {
@@ -60,7 +60,8 @@ void unlink(detail::poller_backend& b, poll_attachment& a) noexcept {
 // add/modify/remove are loop-thread operations. While some thread is polling, a call from
 // another thread would race with dispatch, so it is refused instead of corrupting state.
 bool foreign_thread(const detail::poller_backend& b) noexcept {
-  return tls_polling != &b && b.polling_.load(std::memory_order_relaxed);
+  return b.polling_.load(std::memory_order_relaxed) &&
+         b.owner_.load(std::memory_order_relaxed) != &tls_token;
 }
 
 // The checks modify() and remove() share, in the order their documentation lists the errors.
@@ -194,8 +195,14 @@ std::error_code poller::remove(poll_attachment& a) {
 }
 
 std::error_code poller::poll() {
+  // Held for the whole run, not round by round: between two rounds another thread's
+  // add()/modify()/remove() would be let through and race with the next dispatch.
+  result<holder> h = hold();
+  if (!h) {
+    return h.error() == errc::closed ? std::error_code{} : h.error();
+  }
   for (;;) {
-    result<std::size_t> r = poll_once(std::chrono::milliseconds(-1));
+    result<std::size_t> r = h->poll_once(std::chrono::milliseconds(-1));
     if (!r) {
       std::error_code ec = r.error();
       if (ec == errc::stopped || ec == errc::closed) {
@@ -283,15 +290,17 @@ namespace {
   if (!b.open_ || !b.polling_.compare_exchange_strong(expected, true, std::memory_order_acquire))
       [[unlikely]] {
     // Closed; or polling already: re-entered from a callback on this thread, or another thread.
-    out = !b.open_ ? errc::closed : tls_polling == &b ? errc::invalid_argument : errc::wrong_thread;
+    out = !b.open_                                                 ? errc::closed
+          : b.owner_.load(std::memory_order_relaxed) == &tls_token ? errc::invalid_argument
+                                                                   : errc::wrong_thread;
     return false;
   }
-  tls_polling = &b;
+  b.owner_.store(&tls_token, std::memory_order_relaxed);
   return true;
 }
 
 void release(detail::poller_backend& b) noexcept {
-  tls_polling = nullptr;
+  b.owner_.store(nullptr, std::memory_order_relaxed);
   b.polling_.store(false, std::memory_order_release);
 }
 
@@ -323,7 +332,7 @@ result<poller::holder> poller::hold() {
 
 poller::holder::~holder() {
   if (p_ != nullptr && p_->backend_->polling_.load(std::memory_order_relaxed) &&
-      tls_polling == p_->backend_.get()) {
+      p_->backend_->owner_.load(std::memory_order_relaxed) == &tls_token) {
     release(*p_->backend_);
   }
 }
@@ -371,7 +380,8 @@ std::error_code poller::trigger(task_priority priority, task fn) {
   (priority == task_priority::high ? b.high_ : b.low_).push_back(std::move(fn));
   b.pending_.fetch_add(1, std::memory_order_relaxed);
   // The loop queueing for itself needs no wake-up: it looks at pending_ before blocking.
-  if (tls_polling != &b && !b.wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+  if (b.owner_.load(std::memory_order_relaxed) != &tls_token &&
+      !b.wake_pending_.exchange(true, std::memory_order_acq_rel)) {
     b.wake();
   }
   return {};
