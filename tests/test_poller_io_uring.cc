@@ -386,6 +386,101 @@ TEST_F(PollerIoUring, modify_discards_queued_cqe_of_old_request) {
   EXPECT_FALSE(p->remove(changer));
 }
 
+// An event already fetched for B in this round survives a modify() of B from A's callback, as
+// with epoll (only remove() discards fetched events). It was dropped: a one-shot B re-armed by
+// nobody never ran again, and the relay below stalled (A 1 call, B 0).
+TEST_F(PollerIoUring, modify_from_another_callback_keeps_an_event_already_fetched) {
+  for (backend_kind kind : {backend_kind::epoll, backend_kind::io_uring}) {
+    SCOPED_TRACE(kind == backend_kind::epoll ? "epoll" : "io_uring");
+    auto p = open_kind(kind);
+    ASSERT_TRUE(p);
+    socket_pair s;
+    socket_pair t;
+    poll_attachment a;
+    poll_attachment b;
+    int a_calls = 0;
+    int b_calls = 0;
+    // Two one-shot registrations that re-arm each other (a relay handing the turn over).
+    a.fd = s.a.get();
+    a.callback = [&](int, std::uint32_t) {
+      ++a_calls;
+      drain(s.a.get());
+      drain(t.a.get());
+      EXPECT_FALSE(p->modify(b, interest::read, trigger_mode::oneshot));
+      return poll_action::proceed;
+    };
+    b.fd = t.a.get();
+    b.callback = [&](int, std::uint32_t) {
+      ++b_calls;
+      EXPECT_FALSE(p->modify(a, interest::read, trigger_mode::oneshot));
+      return poll_action::proceed;
+    };
+    ASSERT_FALSE(p->add(a, interest::read, trigger_mode::oneshot));
+    ASSERT_FALSE(p->add(b, interest::read, trigger_mode::oneshot));
+    write_byte(s.b.get());
+    write_byte(t.b.get());
+    // Both are fetched in the first round that sees them (A's first: its byte came first).
+    for (int i = 0; i < 3; ++i) {
+      run_round(*p, 20ms);
+    }
+    EXPECT_EQ(a_calls, 1);
+    EXPECT_EQ(b_calls, 1);
+    write_byte(s.b.get());  // A hears of it only if B ran and re-armed it
+    for (int i = 0; i < 3; ++i) {
+      run_round(*p, 20ms);
+    }
+    EXPECT_EQ(a_calls, 2);
+    EXPECT_FALSE(p->remove(a));
+    EXPECT_FALSE(p->remove(b));
+  }
+}
+
+// The kernel ends every io_uring request of a thread that exits. Registrations made on a
+// set-up thread (allowed while nobody polls), whose remove() of another one flushed the queue
+// from that thread, were reported once with the error bit and never again after it exited.
+// They are armed again from the loop thread, with nothing reported.
+TEST_F(PollerIoUring, registrations_submitted_by_a_thread_that_exited_keep_working) {
+  std::vector<std::unique_ptr<pipe_pair>> pipes;
+  std::vector<std::unique_ptr<recorder>> recs;
+  std::unique_ptr<poller> p;  // destroyed first: the attachments outlive it
+  std::thread setup([&] {
+    p = open_uring();
+    for (int i = 0; i < 3; ++i) {
+      pipes.push_back(std::make_unique<pipe_pair>());
+      recs.push_back(std::make_unique<recorder>(pipes.back()->r.get()));
+      EXPECT_FALSE(p->add(recs.back()->att, interest::read));
+    }
+    EXPECT_FALSE(p->remove(recs.back()->att));  // submits the queue from this thread
+  });
+  setup.join();
+  ASSERT_TRUE(p);
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 2; ++i) {
+      write_byte(pipes[static_cast<std::size_t>(i)]->w.get());
+    }
+    for (int k = 0; k < 5; ++k) {
+      run_round(*p, 20ms);
+    }
+    for (int i = 0; i < 2; ++i) {
+      drain(pipes[static_cast<std::size_t>(i)]->r.get());
+    }
+    for (int k = 0; k < 2; ++k) {
+      run_round(*p, 0ms);  // level mode: the drained pipe is no longer reported
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    const auto& calls = recs[static_cast<std::size_t>(i)]->calls;
+    ASSERT_GE(calls.size(), 3U) << "registration " << i;
+    for (std::uint32_t ev : calls) {
+      EXPECT_EQ(ev & io_event::error, 0U) << "registration " << i;
+      EXPECT_NE(ev & io_event::readable, 0U) << "registration " << i;
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_FALSE(p->remove(recs[static_cast<std::size_t>(i)]->att));
+  }
+}
+
 // Only a stale CQE (the -ECANCELED of a removed registration) arrives during a wait: epoll
 // would have kept waiting, so poll_once must not return early with zero callbacks.
 TEST_F(PollerIoUring, stale_cqe_does_not_end_a_timed_wait_early) {

@@ -138,7 +138,10 @@ inline std::uint32_t poll_events(std::uint32_t mask) noexcept {
 struct slot {
   poll_attachment* att = nullptr;  // null while the slot is free
   std::uint32_t gen = 0;           // generation of the newest request; never reset
-  std::uint32_t mask = 0;          // POLLIN/POLLOUT/POLLRDHUP
+  // Registration id: bumped only when the slot is released, so an event fetched this round
+  // survives a modify() from an earlier callback (it bumps gen), as epoll keeps it.
+  std::uint32_t reg = 0;
+  std::uint32_t mask = 0;  // POLLIN/POLLOUT/POLLRDHUP
   trigger_mode mode = trigger_mode::level;
   bool armed = false;  // a request tagged (index, gen) may still be live in the kernel
   std::uint32_t next_free = kNoSlot;
@@ -149,7 +152,7 @@ struct slot {
 // A registration that is ready this round, with the bits of all its CQEs.
 struct ready {
   std::uint32_t index;
-  std::uint32_t gen;
+  std::uint32_t reg;  // the slot's registration id when the CQE was reaped
   std::uint32_t bits;
 };
 
@@ -398,10 +401,11 @@ class io_uring_backend final : public poller_backend {
     std::ptrdiff_t ran = 0;
     for (std::size_t i = 0; i < batch_size_; ++i) {
       const ready& r = batch_[i];
-      // A callback earlier in the batch may have removed (and freed) or modified this one;
-      // its generation moved on then. Looked up afresh: slots_ may have grown.
+      // A callback earlier in the batch may have removed (and freed) this one: its
+      // registration id moved on then. A modify() does not drop the fetched event (epoll
+      // delivers it too). Looked up afresh: slots_ may have grown.
       const slot& s = slots_[r.index];
-      if (s.gen != r.gen || s.att == nullptr) {
+      if (s.reg != r.reg || s.att == nullptr) {
         continue;
       }
       ++ran;
@@ -490,6 +494,15 @@ class io_uring_backend final : public poller_backend {
         continue;  // stale: removed or modified since
       }
       std::uint32_t bits;
+      if (cqe.res == -ECANCELED) {
+        // Not ours (our cancels made the CQE stale above): the kernel ended the request, as
+        // it does for every request of a thread that exits — one submitted by a set-up
+        // thread (remove() or a full SQ flushes outside the loop). Nothing fired: arm it
+        // again, from the loop thread, whatever its mode, and report nothing.
+        s.armed = false;
+        rearm_.push_back(cqe.user_data);
+        continue;
+      }
       if (cqe.res < 0) {
         // The kernel could not poll the file (or cancelled the request on its own). The
         // registration stays disarmed; the caller hears about it as an error condition.
@@ -507,7 +520,7 @@ class io_uring_backend final : public poller_backend {
       } else {
         s.batch_round = round_;
         s.batch_pos = static_cast<std::uint32_t>(gathered);
-        batch_[gathered++] = ready{index, gen, bits};
+        batch_[gathered++] = ready{index, s.reg, bits};
       }
     }
     // Hand the entries back before any callback runs: a callback's flush (SQ full) may need
@@ -589,6 +602,7 @@ class io_uring_backend final : public poller_backend {
     s.att = nullptr;
     s.armed = false;
     ++s.gen;
+    ++s.reg;
     s.next_free = free_;
     free_ = index;
     const auto f = static_cast<std::size_t>(fd);
