@@ -334,6 +334,52 @@ TEST_P(base_timers, zero_delay_timer_runs_next_round) {
   EXPECT_EQ(n, 1);
 }
 
+// A zero-delay timer armed from a callback runs in the next round, not the current one: one
+// that re-armed itself ran max_callbacks_per_round (1,024) times in one loop_once(), with no
+// I/O polled in between.
+TEST_P(base_timers, zero_delay_timer_rearmed_from_its_callback_runs_once_per_round) {
+  auto b = make();
+  int n = 0;
+  evnet::timer t(*b, [&] {
+    ++n;
+    EXPECT_FALSE(t.attach(0ns));
+  });
+  ASSERT_FALSE(t.attach(0ns));
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_EQ(n, 1);
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_EQ(n, 2);
+  EXPECT_FALSE(t.detach());
+}
+
+// Timers with the same deadline fire in the order they were armed (libuv's promise). The wheel
+// fired them in reverse (its slot lists are LIFO), the heap in no particular order.
+TEST_P(base_timers, equal_deadlines_fire_in_arm_order) {
+  auto b = make();
+  std::vector<int> order;
+  std::vector<std::unique_ptr<evnet::timer>> timers;
+  for (int i = 0; i < 8; ++i) {
+    timers.push_back(std::make_unique<evnet::timer>(*b, [&order, i] { order.push_back(i); }));
+  }
+  // Armed from one timer's callback: the round's cached time makes their deadlines equal.
+  // Several delays: how often the wheel re-files a batch (each re-filing reverses a slot's
+  // list) depends on the level the deadline lands in.
+  for (auto delay : {2ms, 10ms, 200ms}) {
+    order.clear();
+    evnet::timer arm(*b, [&] {
+      for (auto& t : timers) {
+        EXPECT_FALSE(t->attach(delay));
+      }
+    });
+    ASSERT_FALSE(arm.attach(1ms));
+    const auto give_up = std::chrono::steady_clock::now() + 5s;
+    while (order.size() < timers.size() && std::chrono::steady_clock::now() < give_up) {
+      ASSERT_FALSE(b->loop_once(false));
+    }
+    EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7})) << delay.count() << " ms";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(structures, base_timers,
                          ::testing::Values(evnet::timer_structure::wheel,
                                            evnet::timer_structure::heap),

@@ -90,7 +90,10 @@ struct event_base_options {
   /// Timer structure. The wheel won the measurements (bench/README.md "Timer structures").
   timer_structure timers = timer_structure::wheel;
   /// Wheel resolution. A timer fires at the first tick boundary at or after its deadline, so
-  /// it is never early and at most one tick late (plus scheduling latency).
+  /// it is never early. The poller waits in whole milliseconds, rounded up (epoll_wait's unit),
+  /// so a timer is up to one tick plus 1 ms late (plus scheduling latency): about 1.4 ms late
+  /// on average with the default 1 ms tick, and a tick below 1 ms buys no precision. A ticker
+  /// that falls more than a period behind skips the ticks it missed.
   std::chrono::nanoseconds wheel_tick = std::chrono::milliseconds(1);
   /// Callbacks run per loop round, at most; the rest stay queued for the next round (which
   /// then polls without blocking). Bounds latency of I/O behind a burst of ready events.

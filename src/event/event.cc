@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cassert>
 #include <cerrno>
@@ -250,6 +251,7 @@ class base_impl {
   // ---- timers ----------------------------------------------------------------------------------
 
   void add_timer(event* ev, std::int64_t deadline) {
+    ev->spare = timer_seq_++;  // arm order: equal deadlines fire first-armed first
     if (use_heap_) {
       heap_.add(ev, deadline);
     } else {
@@ -273,11 +275,28 @@ class base_impl {
   }
 
   [[gnu::always_inline]] void expire_timers() {
-    auto fire = [this](timer_node* n) { activate(static_cast<event*>(n), ev_flag::timeout); };
+    // Expired timers become ready in deadline order, and in arm order for equal deadlines (as
+    // libuv promises): neither structure pops them that way (the wheel's slot lists are LIFO,
+    // the heap has no tie-break), so one expiry's timers are sorted before they are made ready.
+    expired_.clear();
+    auto collect = [this](timer_node* n) { expired_.push_back(n); };
     if (use_heap_) {
-      heap_.expire(now_ns_, fire);
+      heap_.expire(now_ns_, collect);
     } else {
-      wheel_.expire(now_ns_, fire);
+      wheel_.expire(now_ns_, collect);
+    }
+    if (expired_.size() > 1) {
+      std::sort(expired_.begin(), expired_.end(), [](const timer_node* a, const timer_node* b) {
+        if (a->deadline != b->deadline) {
+          return a->deadline < b->deadline;
+        }
+        // Serial-number order (RFC 1982): correct across the counter's wrap while the armed
+        // timers span fewer than 2^31 arms.
+        return static_cast<std::int32_t>(a->spare - b->spare) < 0;
+      });
+    }
+    for (timer_node* n : expired_) {
+      activate(static_cast<event*>(n), ev_flag::timeout);
     }
   }
 
@@ -673,7 +692,15 @@ class base_impl {
     if (timeout_ns > 0) {
       add_timer(ev, deadline_after(current_ns(), timeout_ns));
     } else if (!sig && !io) {
-      activate(ev, ev_flag::timeout);  // a zero-delay timer: ready now, runs this or next round
+      // A zero-delay timer runs in the next round. Outside a round it is simply ready; inside
+      // one it is queued as already due (deadline 0: the wheel's due list, the heap's top), so
+      // the next round's expiry makes it ready, after that round's poll. Made ready here, a
+      // timer re-arming itself at zero would run max_callbacks_per_round times with no I/O.
+      if (in_round_) {
+        add_timer(ev, 0);
+      } else {
+        activate(ev, ev_flag::timeout);
+      }
     }
     return {};
   }
@@ -916,14 +943,20 @@ class base_impl {
   }
 
   std::error_code dispatch() {
-    if (std::error_code ec = cannot_run()) {
+    // Held for the whole run, not round by round: between two rounds another thread's
+    // attach/detach/rearm would be let through and race with the next round.
+    if (std::error_code ec = hold()) {
       return ec;
     }
+    struct unhold_guard {
+      base_impl& b;
+      ~unhold_guard() { b.unhold(); }
+    } guard{*this};
     for (;;) {
       if (attached_ == 0 && ready_count_ == 0 && poller_->pending_tasks() == 0) {
         return {};
       }
-      std::error_code ec = loop_once(false);
+      std::error_code ec = round<true>(false);
       if (ec == errc::stopped) {
         return {};
       }
@@ -951,6 +984,8 @@ class base_impl {
   bool time_valid_ = false;  // now_ns_ may be used without reading the clock
   timer_wheel wheel_;
   timer_heap heap_;
+  std::uint32_t timer_seq_ = 0;       // arm counter (timer_node::spare), see add_timer
+  std::vector<timer_node*> expired_;  // one expiry's timers, sorted (kept: no allocation)
   std::vector<ready_queue> ready_;
   std::size_t ready_count_ = 0;
   std::size_t attached_ = 0;

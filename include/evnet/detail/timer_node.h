@@ -20,7 +20,7 @@ struct timer_node {
   timer_node** pprev = nullptr;    ///< wheel: the pointer that points at this node
   std::int64_t deadline = 0;       ///< absolute steady-clock nanoseconds
   std::uint32_t pos = kNotQueued;  ///< wheel: level*64+slot; heap: array index
-  std::uint32_t spare = 0;         ///< padding kept explicit; free for the owner's use
+  std::uint32_t spare = 0;         ///< free for the owner's use (the event base: arm order)
 
   /// True while the node is linked into a timer structure.
   bool queued() const noexcept { return pos != kNotQueued; }
