@@ -96,13 +96,18 @@ TEST(event_threads, dispatch_refuses_other_threads_between_rounds_too) {
   ASSERT_EQ(::pipe(fds), 0);
   ASSERT_EQ(::write(fds[1], "x", 1), 1);  // never drained: the persistent read event fires
   // every round and keeps dispatch() turning
+  std::atomic<bool> turning{false};
   evnet::event spinner(*b, fds[0], evnet::ev_flag::read | evnet::ev_flag::persist,
-                       [](int, std::uint32_t) {});
+                       [&](int, std::uint32_t) { turning.store(true, std::memory_order_release); });
   ASSERT_FALSE(spinner.attach());
   evnet::timer victim(*b, [] {});
   long accepted = 0;
   long refused = 0;
   std::thread foreign([&] {
+    // Only once dispatch() runs: before it, another thread may set up the base.
+    while (!turning.load(std::memory_order_acquire)) {
+      std::this_thread::yield();
+    }
     for (int i = 0; i < 200000; ++i) {
       const std::error_code ec = victim.attach(1h);
       if (ec == evnet::errc::wrong_thread) {

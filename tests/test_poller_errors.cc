@@ -385,13 +385,23 @@ TEST(PollerErrors, poll_refuses_other_threads_between_rounds_too) {
   pipe_pair busy;
   write_byte(busy.w.get());  // level-triggered and never drained: poll() turns round after round
   pipe_pair other;
-  poll_attachment spinner = quiet_attachment(busy.r.get());
+  std::atomic<bool> turning{false};
+  poll_attachment spinner;
+  spinner.fd = busy.r.get();
+  spinner.callback = [&](int, std::uint32_t) {
+    turning.store(true, std::memory_order_release);
+    return poll_action::proceed;
+  };
   poll_attachment x = quiet_attachment(other.r.get());
   auto p = open_poller();
   ASSERT_FALSE(p->add(spinner, interest::read));
   long accepted = 0;
   long refused = 0;
   std::thread foreign([&] {
+    // Only once poll() runs: before it, another thread may set up the poller.
+    while (!turning.load(std::memory_order_acquire)) {
+      std::this_thread::yield();
+    }
     for (int i = 0; i < 200000; ++i) {
       const std::error_code ec = p->add(x, interest::read);
       if (ec == errc::wrong_thread) {
