@@ -248,7 +248,7 @@ void append_close(std::string& out, std::uint16_t code, std::string_view reason,
 }
 
 void reader::release_buffers() noexcept {
-  constexpr std::size_t kKeep = 64 * 1024;
+  constexpr std::size_t kKeep = std::size_t{64} * 1024;
   if (inflated_.capacity() > kKeep) {
     std::string().swap(inflated_);
   }
