@@ -15,13 +15,26 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace proto_test {
+
+/// `n` pseudo-random bytes from `seed` (incompressible: deflate makes them larger).
+inline std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; i += 8) {
+    const std::uint64_t v = rng();
+    std::memcpy(s.data() + i, &v, n - i < 8 ? n - i : 8);
+  }
+  return s;
+}
 
 inline std::string binary_dir() {
   const char* d = std::getenv("EVNET_BINARY_DIR");

@@ -12,6 +12,7 @@
 #include "evnet/ws/frame.h"
 #include "evnet/ws/handshake.h"
 #include "evnet/ws/utf8.h"
+#include "proto_test_util.h"
 
 namespace ws = evnet::ws;
 namespace http = evnet::http;
@@ -517,16 +518,6 @@ TEST(ws_reader, compressed_messages_with_inflater) {
   EXPECT_EQ(read_all(bad, {}, true), log_t{"error:1002"});
 }
 
-std::string random_bytes(std::size_t n, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (std::size_t i = 0; i < n; i += 8) {
-    const std::uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, n - i < 8 ? n - i : 8);
-  }
-  return s;
-}
-
 // The limits count inflated bytes: incompressible data grows when deflated, and a message at the
 // limit must still be accepted although its compressed frame is longer than the limit (it was
 // refused with 1009 "frame too large"). Past the limit after inflate it is 1009.
@@ -534,7 +525,7 @@ TEST(ws_reader, compressed_size_limits_count_inflated_bytes) {
   ws::reader_config cfg;
   cfg.max_frame_bytes = 4096;
   cfg.max_message_bytes = 4096;
-  const std::string at_limit = random_bytes(4096, 1);
+  const std::string at_limit = proto_test::random_bytes(4096, 1);
   std::string c;
   ws::deflater d(15, true);
   ASSERT_TRUE(d.deflate_message(at_limit, c));
@@ -544,7 +535,7 @@ TEST(ws_reader, compressed_size_limits_count_inflated_bytes) {
   // One byte more, incompressible (the wire length is within the loose bound) or compressible
   // (a small frame): refused once inflated.
   c.clear();
-  ASSERT_TRUE(d.deflate_message(random_bytes(4097, 2), c));
+  ASSERT_TRUE(d.deflate_message(proto_test::random_bytes(4097, 2), c));
   EXPECT_EQ(read_all(frame(ws::opcode::binary, c, true, true, true), cfg, true),
             log_t{"error:1009"});
   c.clear();
@@ -572,7 +563,7 @@ TEST(ws_reader, compressed_size_limits_count_inflated_bytes) {
 // After reset() a deflater's output does not refer to earlier messages: what a peer inflates
 // without having seen them (sent uncompressed) decodes.
 TEST(ws_deflate, reset_forgets_the_history) {
-  const std::string first = random_bytes(3000, 3);
+  const std::string first = proto_test::random_bytes(3000, 3);
   const std::string second = first.substr(100, 2000);
   for (bool reset : {false, true}) {
     ws::deflater d(15, false);

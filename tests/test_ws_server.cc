@@ -831,6 +831,20 @@ std::string raw_inflate(std::string_view in) {
   return rc == Z_OK || rc == Z_BUF_ERROR ? out : std::string();
 }
 
+// Reads from a raw client until the response head is complete (it may carry more after it);
+// false if the connection ends first.
+bool read_head(proto_test::client& tcp, std::string& in) {
+  while (in.find("\r\n\r\n") == std::string::npos) {
+    std::string more = tcp.recv_some();
+    if (more.empty()) {
+      ADD_FAILURE() << "no complete handshake response: " << in;
+      return false;
+    }
+    in += more;
+  }
+  return true;
+}
+
 // permessage-deflate on the wire, with a client written here from the RFCs: it offers the
 // extension, sends a masked text message compressed by zlib with RSV1 set, and reads the echo's
 // frame itself. The server must have inflated ours (else the echo differs) and compressed its
@@ -847,11 +861,7 @@ TEST(ws_server, permessage_deflate_frames_are_compressed_on_the_wire) {
                "Sec-WebSocket-Version: 13\r\n"
                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"));
   std::string in;
-  while (in.find("\r\n\r\n") == std::string::npos) {
-    std::string more = tcp.recv_some();
-    ASSERT_FALSE(more.empty()) << "no complete handshake response: " << in;
-    in += more;
-  }
+  ASSERT_TRUE(read_head(tcp, in));
   const std::size_t head_end = in.find("\r\n\r\n") + 4;
   const std::string head = in.substr(0, head_end);
   in.erase(0, head_end);
@@ -919,16 +929,6 @@ TEST(ws_server, permessage_deflate_frames_are_compressed_on_the_wire) {
   EXPECT_EQ(raw_inflate(echoed), text);
 }
 
-std::string random_bytes(std::size_t n, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (std::size_t i = 0; i < n; i += 8) {
-    const std::uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, n - i < 8 ? n - i : 8);
-  }
-  return s;
-}
-
 // The size limits count inflated bytes. An incompressible message exactly at the limit, evnet
 // client to evnet server and back, both with permessage-deflate: deflate would make it larger
 // than the limit on the wire, and it was refused with 1009 (nothing delivered). Now the sender
@@ -948,7 +948,7 @@ TEST(ws_client, incompressible_message_at_the_limit_passes_with_deflate) {
   auto c = h.wait_open();
   ASSERT_TRUE(c);
   ASSERT_NE(c->extensions().find("permessage-deflate"), std::string::npos);
-  const std::string msg = random_bytes(kLimit, 7);
+  const std::string msg = proto_test::random_bytes(kLimit, 7);
   EXPECT_FALSE(c->send_binary(msg));
   std::string text;
   for (int i = 0; i < 2000; ++i) {
@@ -1015,7 +1015,7 @@ TEST(ws_server, incompressible_echo_is_sent_uncompressed) {
   recording_handler h;
   test_ws_server s(h);
   raw_ws c(s.port(), {}, "permessage-deflate");
-  const std::string msg = random_bytes(3000, 9);
+  const std::string msg = proto_test::random_bytes(3000, 9);
   std::string f;
   ws::append_frame(f, ws::opcode::binary, raw_deflate(msg), true, true, true);
   ASSERT_TRUE(c.tcp.send(f));
@@ -1075,7 +1075,7 @@ TEST(ws_client, buffers_are_released_after_a_large_message) {
   auto c = h.wait_open();
   ASSERT_TRUE(c);
   ASSERT_NE(c->extensions().find("permessage-deflate"), std::string::npos);
-  const std::string random = random_bytes(kBig, 11);
+  const std::string random = proto_test::random_bytes(kBig, 11);
   std::string text;
   while (text.size() < kBig) {
     text += "a compressible line of text " + std::to_string(text.size() % 13) + "\n";
@@ -1120,11 +1120,7 @@ TEST(ws_server, list_headers_split_over_several_fields_are_joined) {
                "Sec-WebSocket-Extensions: x-unknown\r\n"
                "SEC-WEBSOCKET-EXTENSIONS: permessage-deflate\r\n\r\n"));
   std::string in;
-  while (in.find("\r\n\r\n") == std::string::npos) {
-    std::string more = tcp.recv_some();
-    ASSERT_FALSE(more.empty()) << "no complete handshake response: " << in;
-    in += more;
-  }
+  ASSERT_TRUE(read_head(tcp, in));
   const std::string head = in.substr(0, in.find("\r\n\r\n") + 4);
   ASSERT_EQ(head.rfind("HTTP/1.1 101", 0), 0u) << head;
   EXPECT_NE(head.find("Sec-WebSocket-Protocol: chat\r\n"), std::string::npos) << head;
