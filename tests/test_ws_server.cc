@@ -749,10 +749,12 @@ TEST(ws_client, keepalive_pings_are_answered_by_the_server) {
   EXPECT_TRUE(h.closes().empty());
 }
 
-TEST(ws_client, server_limit_reported_as_1009) {
+// Our client sends `size` bytes (uncompressed) to our server limited to `limit`: both ends
+// must report 1009.
+void expect_1009_both_ends(std::size_t limit, std::size_t size) {
   recording_handler server_h;
   ws::options o;
-  o.max_message_bytes = 1000;
+  o.max_message_bytes = limit;
   test_ws_server s(server_h, o);
   client_handler h;
   ws::client_options co;
@@ -762,9 +764,13 @@ TEST(ws_client, server_limit_reported_as_1009) {
   ASSERT_FALSE(cl.connect(s.url()));
   auto c = h.wait_open();
   ASSERT_TRUE(c);
-  EXPECT_FALSE(c->send_binary(std::string(2000, 'x')));
+  EXPECT_FALSE(c->send_binary(std::string(size, 'x')));
   EXPECT_EQ(h.wait_close().first, 1009);
   EXPECT_EQ(server_h.wait_close().first, 1009);
+}
+
+TEST(ws_client, server_limit_reported_as_1009) {
+  expect_1009_both_ends(1000, 2000);
 }
 
 TEST(ws_client, permessage_deflate_negotiated_and_used) {
@@ -991,21 +997,7 @@ TEST(ws_client, compressed_message_over_the_limit_after_inflate_is_1009) {
 TEST(ws_client, message_far_over_the_limit_still_gets_1009_while_the_client_sends) {
   for (int run = 0; run < 3; ++run) {
     SCOPED_TRACE(run);
-    recording_handler server_h;
-    ws::options so;
-    so.max_message_bytes = 64 * 1024;
-    test_ws_server s(server_h, so);
-    client_handler h;
-    ws::client_options co;
-    co.permessage_deflate = false;
-    ws::client cl(h, co);
-    ASSERT_FALSE(cl.start());
-    ASSERT_FALSE(cl.connect(s.url()));
-    auto c = h.wait_open();
-    ASSERT_TRUE(c);
-    EXPECT_FALSE(c->send_binary(std::string(std::size_t{4} << 20, 'x')));
-    EXPECT_EQ(h.wait_close().first, 1009);
-    EXPECT_EQ(server_h.wait_close().first, 1009);
+    expect_1009_both_ends(std::size_t{64} << 10, std::size_t{4} << 20);
   }
 }
 
