@@ -676,6 +676,15 @@ class client_handler : public recording_handler {
     cv_.wait_for(lk, 10s, [&] { return messages_.size() >= n; });
     return messages_;
   }
+  // Waits until the handshake failed (its reason) or opened ("opened with <extensions>").
+  std::string wait_handshake() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_for(lk, 10s, [&] { return opened_ > 0 || !failures_.empty(); });
+    if (!failures_.empty()) {
+      return failures_[0];
+    }
+    return last_ ? "opened with \"" + last_->extensions() + "\"" : "";
+  }
 
  private:
   std::vector<std::pair<ws::opcode, std::string>> messages_;
@@ -1338,6 +1347,45 @@ TEST(ws_client, subprotocol_the_client_did_not_offer_fails_the_connection) {
   ASSERT_TRUE(c);
   EXPECT_EQ(c->subprotocol(), "chat");
   cl.stop();
+}
+
+// RFC 7692 §7.1.2: the client offered server_max_window_bits=10 (and a bare
+// client_max_window_bits); a response that does not keep to the offer fails the connection.
+// A server window above 10, or none at all (15), went unchecked and the client connected.
+TEST(ws_client, deflate_response_outside_the_offer_fails_the_connection) {
+  for (const char* params : {"; server_max_window_bits=12", "", "; server_max_window_bits=16",
+                             "; server_max_window_bits=7", "; server_max_window_bits",
+                             "; server_max_window_bits=9; server_max_window_bits=9",
+                             "; server_max_window_bits=10; client_max_window_bits",
+                             "; server_max_window_bits=10; client_max_window_bits=16",
+                             "; server_max_window_bits=10; x_unknown"}) {
+    SCOPED_TRACE(params);
+    fake_ws_peer peer(std::string("Sec-WebSocket-Extensions: permessage-deflate") + params +
+                      "\r\n");
+    client_handler h;
+    ws::client_options co;
+    co.deflate.server_max_window_bits = 10;
+    ws::client cl(h, co);
+    ASSERT_FALSE(cl.start());
+    ASSERT_FALSE(cl.connect(peer.url()));
+    EXPECT_EQ(h.wait_handshake(), "server accepted an extension we did not offer");
+    cl.stop();
+  }
+  // The same or a smaller window is taken, with client_max_window_bits named or not.
+  for (const char* params :
+       {"; server_max_window_bits=10", "; server_max_window_bits=9; client_max_window_bits=12"}) {
+    SCOPED_TRACE(params);
+    const std::string ext = std::string("permessage-deflate") + params;
+    fake_ws_peer peer("Sec-WebSocket-Extensions: " + ext + "\r\n");
+    client_handler h;
+    ws::client_options co;
+    co.deflate.server_max_window_bits = 10;
+    ws::client cl(h, co);
+    ASSERT_FALSE(cl.start());
+    ASSERT_FALSE(cl.connect(peer.url()));
+    EXPECT_EQ(h.wait_handshake(), "opened with \"" + ext + "\"");
+    cl.stop();
+  }
 }
 
 }  // namespace

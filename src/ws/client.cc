@@ -269,7 +269,7 @@ class client::impl final : public evnet::handler {
     std::string_view ext = m.header("sec-websocket-extensions", &has_ext);
     if (has_ext) {
       if (opts_.permessage_deflate) {
-        deflate = parse_deflate_response(ext);
+        deflate = parse_deflate_response(ext, opts_.deflate);
       }
       if (!deflate) {
         fail(c, st, "server accepted an extension we did not offer");

@@ -146,7 +146,8 @@ std::string deflate_offer(const deflate_params& want) {
   return s;
 }
 
-std::optional<deflate_params> parse_deflate_response(std::string_view value) {
+std::optional<deflate_params> parse_deflate_response(std::string_view value,
+                                                     const deflate_params& offered) {
   std::string_view ext = value;
   std::string_view first = take(ext, ',');
   if (!ext.empty()) {
@@ -158,6 +159,13 @@ std::optional<deflate_params> parse_deflate_response(std::string_view value) {
   }
   offer o = parse_params(first, true);
   if (!o.ok) {
+    return std::nullopt;
+  }
+  // RFC 7692 §7.1.2.1: a server accepts our server_max_window_bits=N by answering with the same
+  // or a smaller value. A larger one, or none (its window is then 15 bits), is not what we
+  // offered. (client_max_window_bits is always in our offer, so the server may name it.)
+  if (offered.server_max_window_bits < 15 &&
+      (!o.has_server_bits || o.server_bits > offered.server_max_window_bits)) {
     return std::nullopt;
   }
   deflate_params p;

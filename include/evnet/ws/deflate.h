@@ -31,10 +31,13 @@ std::optional<deflate_params> negotiate_deflate(std::string_view offers, std::st
 /// Client side: the offer string for our request (RFC 7692 §7.1).
 std::string deflate_offer(const deflate_params& want = {});
 
-/// Client side: parses the server's Sec-WebSocket-Extensions response to our offer. Returns the
-/// parameters in force, or nullopt if the response is invalid (the client must then fail the
-/// connection with 1010/1002).
-std::optional<deflate_params> parse_deflate_response(std::string_view value);
+/// Client side: parses the server's Sec-WebSocket-Extensions response to our offer. `offered`
+/// is what was given to deflate_offer(). Returns the parameters in force, or nullopt if the
+/// response is invalid (the client must then fail the connection, RFC 7692 §7.1): unknown,
+/// duplicate or malformed parameters, a window outside 8..15, or, when we offered
+/// server_max_window_bits=N, a response without server_max_window_bits or with one above N.
+std::optional<deflate_params> parse_deflate_response(std::string_view value,
+                                                     const deflate_params& offered = {});
 
 /// Outcome of inflater::inflate_message().
 enum class inflate_result : std::uint8_t { ok, too_big, corrupt };
