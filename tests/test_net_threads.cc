@@ -454,5 +454,131 @@ TEST(net_threads, send_async_racing_the_end_of_run_is_answered_and_safe) {
   }
 }
 
+// Several threads keep calling send_async() on live connections (of two loops) while the engine
+// stops. Every send that was accepted must be answered exactly once, by the time run() has
+// returned and the senders have finished, with success or an abort/closed error. A sender that
+// had seen the conn open could queue its send after the close; when its drain task was then
+// refused (the loop had stopped) it took back its own send, but sends other threads had queued
+// behind it were accepted and left to the conn's destructor, and a drain task accepted just
+// before the loop's last rounds was destroyed unrun. The completion here holds its conn (a
+// common pattern), so such an answer never came and the conn leaked.
+TEST(net_threads, send_async_racing_stop_is_answered_exactly_once) {
+  const auto end = std::chrono::steady_clock::now() + 2s;
+  for (int round = 0; round < 60 && std::chrono::steady_clock::now() < end; ++round) {
+    keeper h;
+    engine_options o;
+    o.loops = 2;
+    o.stop_grace = 0ms;
+    engine_runner r;
+    ASSERT_TRUE(r.start(h, local_tcp(), o));
+    constexpr std::size_t kConns = 4;
+    std::vector<int> fds;
+    for (std::size_t i = 0; i < kConns; ++i) {
+      fds.push_back(connect_tcp(r.port()));
+    }
+    ASSERT_TRUE(h.wait_conn(kConns - 1));
+    std::vector<std::shared_ptr<conn>> conns;
+    {
+      std::lock_guard<std::mutex> lock(h.mu);
+      conns = h.conns;
+    }
+    std::atomic<bool> go{true};
+    std::atomic<long> accepted{0};
+    std::atomic<long> completed{0};
+    std::atomic<long> twice{0};
+    std::atomic<long> bad{0};
+    std::vector<std::thread> senders;
+    senders.reserve(4);
+    for (int t = 0; t < 4; ++t) {
+      senders.emplace_back([&, t] {
+        std::size_t i = static_cast<std::size_t>(t);
+        while (go.load(std::memory_order_relaxed)) {
+          std::shared_ptr<conn> c = conns[i++ % kConns];
+          auto once = std::make_shared<std::atomic<bool>>(false);
+          const std::error_code ec = c->send_async("x", [&completed, &twice, &bad, c,
+                                                         once](std::error_code e) {
+            if (once->exchange(true)) {
+              twice++;
+              return;
+            }
+            if (e && e != make_error_code(errc::aborted) && e != make_error_code(errc::closed)) {
+              bad++;
+            }
+            completed++;
+          });
+          if (!ec) {
+            accepted++;
+          }
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200 * (round % 10)));
+    r.stop();
+    go = false;
+    for (auto& t : senders) {
+      t.join();
+    }
+    const long before_release = completed.load();
+    {
+      std::lock_guard<std::mutex> lock(h.mu);
+      h.conns.clear();
+    }
+    conns.clear();
+    EXPECT_EQ(before_release, accepted.load())
+        << "round " << round << ": accepted sends not answered when run() returned and the "
+        << "senders finished (" << completed.load() - before_release
+        << " more answered when the test dropped its conns)";
+    EXPECT_EQ(completed.load(), accepted.load()) << "round " << round;
+    EXPECT_EQ(twice.load(), 0) << "round " << round;
+    EXPECT_EQ(bad.load(), 0) << "round " << round;
+    for (int fd : fds) {
+      ::close(fd);
+    }
+    if (HasFailure()) {
+      break;
+    }
+  }
+}
+
+// Threads keep posting tasks to both loops while the engine stops: a post() that returns {}
+// must run its task (loop.h). A post that tested `closed` just before the loop set it used to
+// queue its task after the loop's last rounds; the poller's close() then destroyed it unrun.
+TEST(net_threads, post_racing_stop_runs_every_accepted_task) {
+  const auto end = std::chrono::steady_clock::now() + 2s;
+  for (int round = 0; round < 200 && std::chrono::steady_clock::now() < end; ++round) {
+    keeper h;
+    engine_options o;
+    o.loops = 2;
+    o.stop_grace = 0ms;
+    engine_runner r;
+    ASSERT_TRUE(r.start(h, local_tcp(), o));
+    std::atomic<bool> go{true};
+    std::atomic<long> accepted{0};
+    std::atomic<long> ran{0};
+    std::vector<std::thread> posters;
+    posters.reserve(4);
+    for (int t = 0; t < 4; ++t) {
+      posters.emplace_back([&, t] {
+        loop& l = r.get().get_loop(static_cast<std::size_t>(t % 2));
+        while (go.load(std::memory_order_relaxed)) {
+          if (!l.post([&ran] { ran++; })) {
+            accepted++;
+          }
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100 * (round % 10)));
+    r.stop();
+    go = false;
+    for (auto& t : posters) {
+      t.join();
+    }
+    EXPECT_EQ(ran.load(), accepted.load()) << "round " << round << ": accepted tasks never ran";
+    if (HasFailure()) {
+      break;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace evnet

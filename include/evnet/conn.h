@@ -76,8 +76,8 @@ class conn : public std::enable_shared_from_this<conn> {
   /// Internal: made by the engine's loops. Not for users (the loop pointer must be valid).
   conn(loop& owner, int fd, transport kind, bool client) noexcept;
   /// Runs wherever the last shared_ptr is released (any thread); by then the loop has closed
-  /// the fd and completed every pending send callback (or the destructor does, with
-  /// errc::aborted, for sends whose drain never ran because the loop stopped).
+  /// the fd and completed every pending send callback (the close answers sends still queued
+  /// from other threads with errc::aborted, and refuses later ones with errc::closed).
   ~conn();
   conn(const conn&) = delete;
   conn& operator=(const conn&) = delete;
@@ -414,11 +414,14 @@ class conn : public std::enable_shared_from_this<conn> {
     std::string data;
     send_callback done;
   };
-  // xq_ and xq_scheduled_ are guarded by one of the loop's striped locks (xq_mu()): a mutex of
-  // its own would add 40 bytes to every connection for a queue most never use.
+  // xq_, xq_scheduled_ and xq_closed_ are guarded by one of the loop's striped locks
+  // (xq_mu()): a mutex of its own would add 40 bytes to every connection for a queue most never
+  // use.
   std::mutex& xq_mu() const noexcept;
   std::vector<queued_send> xq_;
   bool xq_scheduled_ = false;  // a drain task is queued
+  bool xq_closed_ = false;     // do_close() answered the queue: no more sends are queued
+  void abort_queued_sends() noexcept;
   std::atomic<std::size_t> out_bytes_{0};
 
   std::shared_ptr<conn> self_;              // the loop's reference while not closed

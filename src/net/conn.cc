@@ -609,7 +609,8 @@ poll_action conn::on_poll_event(poll_attachment& a, std::uint32_t events) noexce
 }
 
 conn::~conn() {
-  // Sends still queued from other threads whose drain never ran (the loop stopped first).
+  // do_close() answered the cross-thread queue and refuses further sends; this only matters for
+  // a conn that was never served (its loop failed before it reached do_close()).
   for (queued_send& q : xq_) {
     if (q.done) {
       q.done(make_error_code(errc::aborted));
@@ -933,6 +934,9 @@ void conn::do_close() noexcept {
   lp.unlink_live(this);
   std::shared_ptr<conn> keep = std::move(self_);
   complete_sends(make_error_code(errc::aborted));
+  if (kind_ != transport::udp) {
+    abort_queued_sends();  // sends queued from other threads whose drain has not run yet
+  }
   if (opened_) {
     lp.enter();
     lp.h->on_close(*this, close_reason_);
@@ -1114,9 +1118,16 @@ std::error_code conn::queue_send(std::string data, send_callback done) {
   }
   // One task per burst, not per send: sends queue here and the first one of a burst schedules
   // the drain, so a flood of small sends cannot bury other tasks (a close()) in the loop's queue.
+  // The state test above may be stale by now: the queue itself says whether the close has
+  // already answered it (do_close() sets xq_closed_ under the lock), so a send is either queued
+  // before the close, which then answers it, or refused.
   bool schedule = false;
   {
     std::lock_guard<std::mutex> lock(xq_mu());
+    if (xq_closed_) {
+      queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
+      return errc::closed;
+    }
     xq_.push_back({std::move(data), std::move(done)});
     if (!xq_scheduled_) {
       xq_scheduled_ = schedule = true;
@@ -1127,16 +1138,48 @@ std::error_code conn::queue_send(std::string data, send_callback done) {
   }
   std::shared_ptr<conn> self = shared_from_this();
   if (loop_->post([self] { self->drain_sends(); })) {
-    // The loop has stopped. The queue was idle when we pushed, so ours is the first entry;
-    // take it back (a failed start never invokes its callback). Entries other threads pushed
-    // behind it meanwhile were accepted: they stay, and "scheduled" stays set so nobody posts
-    // again; the conn's destructor completes them with errc::aborted.
-    std::lock_guard<std::mutex> lock(xq_mu());
-    xq_.erase(xq_.begin());
-    queued_bytes_.fetch_sub(n, std::memory_order_relaxed);
+    // The loop has stopped, so it closed this conn first, and that close answered every send
+    // queued by then with errc::aborted, ours included: it was accepted.
+    std::vector<queued_send> rest;
+    {
+      std::lock_guard<std::mutex> lock(xq_mu());
+      if (xq_closed_) {
+        return {};
+      }
+      // Not expected (every conn is closed before its loop refuses tasks); should it happen,
+      // ours (the first entry: the queue was idle when we pushed) is taken back and the others,
+      // already accepted, are answered here rather than left without an answer.
+      rest.swap(xq_);
+      xq_scheduled_ = false;
+      xq_closed_ = true;
+    }
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+      queued_bytes_.fetch_sub(rest[i].data.size(), std::memory_order_relaxed);
+      if (i != 0 && rest[i].done) {
+        rest[i].done(make_error_code(errc::aborted));
+      }
+    }
     return errc::closed;
   }
   return {};
+}
+
+void conn::abort_queued_sends() noexcept {
+  std::vector<queued_send> batch;
+  {
+    std::lock_guard<std::mutex> lock(xq_mu());
+    xq_closed_ = true;  // later sends are refused (errc::closed) instead of queued unanswered
+    batch.swap(xq_);    // a drain task still queued finds nothing
+  }
+  loop_internals& lp = *li_;
+  for (queued_send& q : batch) {
+    queued_bytes_.fetch_sub(q.data.size(), std::memory_order_relaxed);
+    if (q.done) {
+      lp.enter();
+      q.done(make_error_code(errc::aborted));
+      lp.leave();
+    }
+  }
 }
 
 void conn::drain_sends() noexcept {

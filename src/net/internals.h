@@ -148,6 +148,10 @@ struct loop_internals {
 
   bool stopping = false;
   std::atomic<bool> closed{false};  // any thread: no more posts accepted
+  // loop::post() calls between their test of `closed` and the task's hand-off to the poller
+  // (any thread). run() waits for this to reach zero after setting `closed`, so every task a
+  // post() accepted is queued before the last rounds and runs in them.
+  std::atomic<int> posting{0};
   std::unique_ptr<evnet::timer> stop_timer;
   std::int64_t stop_deadline_ns = 0;
   std::unique_ptr<evnet::timer> tick_timer;

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <thread>
 
 #include "evnet/conn.h"
 #include "evnet/engine.h"
@@ -552,9 +553,23 @@ void loop_internals::run() {
   rest.clear();
   after_round();
   // Refuse new tasks, then run the ones already queued (send completions learn of the abort).
-  closed.store(true, std::memory_order_release);
+  // A post() that found `closed` still false may not have queued its task yet: wait for it, or
+  // the task would be queued after the last rounds and destroyed unrun by the poller's close(),
+  // though post() said it was accepted. (Seq-cst on both sides: a post() that does not see
+  // `closed` has raised `posting` before this load, so it is waited for.)
+  closed.store(true, std::memory_order_seq_cst);
+  while (posting.load(std::memory_order_seq_cst) != 0) {
+    std::this_thread::yield();
+  }
   (void)held->loop_once(true);
   (void)held->loop_once(true);
+  // A stop() from another thread that lands just before a round makes the poller skip that
+  // round's tasks (seen for the first of these two when stop() is called again and again): run
+  // rounds until none is left. Bounded: the tasks run here cannot queue others (`closed` is
+  // set).
+  for (int i = 0; i < 16 && poll->pending_tasks() != 0; ++i) {
+    (void)held->loop_once(true);
+  }
   after_round();
   for (auto& [id, e] : timers) {
     if (e->once) {
@@ -595,7 +610,18 @@ std::error_code loop::post(std::function<void()> fn) {
   if (!fn) {
     return errc::invalid_argument;
   }
-  if (in_->closed.load(std::memory_order_acquire)) {
+  // Counted from before the test of `closed` until the task is queued: the loop's run() waits
+  // for the count to drop after it sets `closed`, so an accepted task always runs.
+  struct posting_scope {
+    std::atomic<int>& n;
+    explicit posting_scope(std::atomic<int>& c) noexcept : n(c) {
+      n.fetch_add(1, std::memory_order_seq_cst);
+    }
+    ~posting_scope() { n.fetch_sub(1, std::memory_order_release); }
+    posting_scope(const posting_scope&) = delete;
+    posting_scope& operator=(const posting_scope&) = delete;
+  } counted(in_->posting);
+  if (in_->closed.load(std::memory_order_seq_cst)) {
     return errc::closed;
   }
   // A task is a callback like the others: a close it causes (a failed write included) takes
