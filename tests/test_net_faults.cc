@@ -801,5 +801,55 @@ TEST(net_faults, abort_after_close_keeps_its_reason_and_refuses_later_writes) {
   ::close(b);
 }
 
+// shutdown_write() on a socket the peer has reset: ::shutdown() fails (ENOTCONN) and nothing is
+// half-closed. The write side used to be marked shut all the same: a second call then reported
+// success for a half-close that never happened, and on_close got a different error later (the
+// read's ECONNRESET) than the one shutdown_write() had returned. Now the failure closes the
+// conn with that error (as a failed write does), and nothing claims a half-close.
+TEST(net_faults, shutdown_write_after_a_peer_reset_claims_no_half_close) {
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      c.discard();
+      in_traffic = true;
+      // Wait, inside the callback (so the loop cannot notice it first), for the peer's reset.
+      pollfd p{c.fd(), 0, 0};
+      reset_seen = ::poll(&p, 1, 5000) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
+      first = c.shutdown_write();
+      second = c.shutdown_write();
+      return action::none;
+    }
+    void on_close(conn& c, std::error_code ec) override {
+      (void)c;
+      std::lock_guard<std::mutex> lock(mu);
+      reason = ec;
+      closed = true;
+    }
+    std::atomic<bool> in_traffic{false};
+    bool reset_seen = false;  // loop thread; read after the close is seen
+    std::error_code first;
+    std::error_code second;
+    std::mutex mu;
+    std::error_code reason;
+    std::atomic<bool> closed{false};
+  } h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_tcp(r.port());
+  ASSERT_TRUE(send_all(fd, "x"));
+  ASSERT_TRUE(wait_for([&] { return h.in_traffic.load(); }));
+  reset_close(fd);
+  ASSERT_TRUE(wait_for([&] { return h.closed.load(); }));
+  r.stop();
+  ASSERT_TRUE(h.reset_seen);
+  EXPECT_TRUE(h.first) << "shutdown_write() on a reset socket reported success";
+  EXPECT_TRUE(h.second) << "a second shutdown_write() reported success: the failed one was "
+                           "recorded as a half-close ("
+                        << h.first.message() << ")";
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_EQ(h.reason, h.first) << "on_close did not get the error shutdown_write() returned";
+}
+
 }  // namespace
 }  // namespace evnet

@@ -255,7 +255,12 @@ class conn : public std::enable_shared_from_this<conn> {
   /// it in that callback return errc::closed). Any thread.
   void abort(std::error_code reason) noexcept;
   /// Shuts down our sending side (FIN) once pending output is flushed; reading continues.
-  /// Returns errc::closed when not open. Loop thread.
+  /// Returns errc::closed when not open (or aborting), errc::unsupported for UDP. If the kernel
+  /// refuses the shutdown (the peer has reset the connection), nothing is half-closed: the error
+  /// is returned (ECONNRESET, or ENOTCONN) and the conn closes with it after the current
+  /// callback, as after a failed write(). With output still pending the shutdown happens after
+  /// the flush, and such a failure then closes the conn with its error (on_close reports it).
+  /// Loop thread.
   std::error_code shutdown_write() noexcept;
   /// Stops reading from the socket (backpressure); the kernel buffers, then the peer stalls.
   /// Loop thread.
@@ -313,6 +318,7 @@ class conn : public std::enable_shared_from_this<conn> {
   void request_close(std::error_code reason, bool discard_output) noexcept;
   void begin_close() noexcept;
   void do_close() noexcept;
+  std::error_code shutdown_now() noexcept;
   void discard_unread_input() noexcept;
   void output_failed(int err) noexcept;
   void buffered_output() noexcept;

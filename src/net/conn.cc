@@ -412,9 +412,10 @@ void conn::output_drained() noexcept {
   above_high_water_ = false;
   if (shutdown_pending_ && fd_ >= 0) {
     shutdown_pending_ = false;
-    write_shutdown_ = true;
     refresh_gates();
-    ::shutdown(fd_, SHUT_WR);
+    if (shutdown_now()) {
+      return;  // the socket failed: the conn is closing with that error
+    }
   }
   if (state_.load(std::memory_order_relaxed) == conn_state::closing) {
     do_close();
@@ -1363,7 +1364,8 @@ void conn::abort(std::error_code reason) noexcept {
 
 std::error_code conn::shutdown_write() noexcept {
   assert(loop_->in_loop_thread());
-  if (state_.load(std::memory_order_relaxed) != conn_state::open) {
+  if (state_.load(std::memory_order_relaxed) != conn_state::open ||
+      (close_pending_ && discard_output_)) {
     return errc::closed;
   }
   if (kind_ == transport::udp) {
@@ -1373,16 +1375,29 @@ std::error_code conn::shutdown_write() noexcept {
     return {};
   }
   if (out_.empty()) {
-    write_shutdown_ = true;
-    refresh_gates();
-    if (::shutdown(fd_, SHUT_WR) != 0) {
-      return sys_error(errno);
-    }
-    return {};
+    return shutdown_now();
   }
   shutdown_pending_ = true;
   refresh_gates();
   return {};
+}
+
+// The write side is marked shut only once the kernel has sent our FIN. If it refuses (the peer
+// reset the connection: ENOTCONN), nothing was half-closed: the conn closes with the socket's
+// error (ECONNRESET, the cause, when the kernel still holds it), as after a failed write().
+std::error_code conn::shutdown_now() noexcept {
+  if (::shutdown(fd_, SHUT_WR) == 0) {
+    write_shutdown_ = true;
+    refresh_gates();
+    return detail::no_error();
+  }
+  const int err = errno;
+  std::error_code ec = detail::socket_error(fd_);
+  if (!ec) {
+    ec = sys_error(err);
+  }
+  request_close(ec, true);
+  return ec;
 }
 
 void conn::pause_read() noexcept {
