@@ -851,5 +851,241 @@ TEST(net_faults, shutdown_write_after_a_peer_reset_claims_no_half_close) {
   EXPECT_EQ(h.reason, h.first) << "on_close did not get the error shutdown_write() returned";
 }
 
+// Graceful close while the peer is still sending (an upload the server refused): the peer must
+// still read the whole answer. The server answers the first bytes of an upload and closes;
+// the client goes on uploading a few MiB and only then reads, slowly (a small receive buffer:
+// most of the answer is still queued in the server's kernel when its close completes). Data
+// arriving at a closed socket draws a reset, and the reset throws away what is still queued:
+// the client read only the part of the answer its window held, then ECONNRESET/EOF.
+TEST(net_faults, graceful_close_lingers_while_the_peer_is_still_sending) {
+  static constexpr std::size_t kAnswer = 1u << 20;
+  struct h_t : booted_handler {
+    action on_traffic(conn& c) override {
+      c.discard();
+      if (answered) {
+        return action::none;
+      }
+      answered = true;
+      (void)c.write(std::string(kAnswer, 'a'));
+      return action::close;
+    }
+    void on_close(conn& c, std::error_code ec) override {
+      (void)c;
+      std::lock_guard<std::mutex> lock(mu);
+      reason = ec;
+      closed = true;
+    }
+    bool answered = false;  // loop thread
+    std::mutex mu;
+    std::error_code reason;
+    bool closed = false;
+  } h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_tcp(r.port(), 64 * 1024);
+  ASSERT_GE(fd, 0);
+  const std::string chunk(64u << 10, 'u');
+  for (int i = 0; i < 4; ++i) {  // more than the server reads before it answers
+    ASSERT_TRUE(send_all(fd, chunk));
+  }
+  std::this_thread::sleep_for(50ms);  // the server has answered and closed by now
+  std::size_t sent = 0;
+  int send_err = 0;
+  while (sent < (4u << 20)) {
+    const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    if (n <= 0) {
+      send_err = n < 0 ? errno : 0;
+      break;
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+  std::size_t got = 0;
+  int err = 0;
+  std::vector<char> buf(16384);
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) {
+      err = n < 0 ? errno : 0;
+      break;
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  EXPECT_EQ(got, kAnswer) << "the client read " << got << " of " << kAnswer << " bytes, then "
+                          << (err != 0 ? std::strerror(err) : "EOF") << " (after its first 256 KiB"
+                          << " it sent " << sent << " more bytes"
+                          << (send_err != 0 ? std::string(", then ") + std::strerror(send_err)
+                                            : std::string())
+                          << ")";
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  ::close(fd);
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard<std::mutex> lock(h.mu);
+    return h.closed;
+  }));
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_FALSE(h.reason) << h.reason.message();
+}
+// Answers the first bytes of its one connection and closes gracefully; reports how long the
+// close took (from the answer to on_close) and its reason. With `refuse`, the input is left
+// unconsumed (a request refused without reading its body), otherwise it is consumed.
+struct answer_then_close : booted_handler {
+  explicit answer_then_close(bool refuse) : refuse_(refuse) {}
+  action on_traffic(conn& c) override {
+    if (!refuse_) {
+      c.discard();
+    }
+    if (answered) {
+      return action::none;
+    }
+    answered = true;
+    (void)c.write(std::string_view("answer"));
+    closed_at = std::chrono::steady_clock::now();
+    seen = true;
+    return action::close;
+  }
+  void on_close(conn& c, std::error_code ec) override {
+    (void)c;
+    std::lock_guard<std::mutex> lock(mu);
+    took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 closed_at);
+    reason = ec;
+    ++closes;
+  }
+  int close_count() {
+    std::lock_guard<std::mutex> lock(mu);
+    return closes;
+  }
+  bool answered_seen() const { return seen.load(); }
+  const bool refuse_;
+  bool answered = false;  // loop thread
+  std::atomic<bool> seen{false};
+  std::chrono::steady_clock::time_point closed_at;
+  std::mutex mu;
+  std::chrono::milliseconds took{0};
+  std::error_code reason;
+  int closes = 0;
+};
+
+// A client that sends `chunk` bytes every `pause` (never reading) until a send fails or
+// `limit` passes; returns what it sent and the error.
+struct endless_sender {
+  std::size_t sent = 0;
+  int err = 0;
+  void run(int fd, std::size_t chunk, std::chrono::microseconds pause,
+           std::chrono::milliseconds limit) {
+    const std::string data(chunk, 'u');
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EAGAIN) {
+        continue;  // SO_SNDTIMEO ran out: the server is not reading; go on until `limit`
+      }
+      if (n <= 0) {
+        err = n < 0 ? errno : 0;
+        return;
+      }
+      sent += static_cast<std::size_t>(n);
+      if (pause.count() > 0) {
+        std::this_thread::sleep_for(pause);
+      }
+    }
+  }
+};
+
+// The lingering close is bounded: a peer that never stops sending is cut off (the fd closed,
+// the peer reset) after engine_options::lingering_close, or once 16 MiB were read away, and
+// on_close still reports the close's own (empty) reason. A peer that sends nothing more is
+// closed at once.
+TEST(net_faults, lingering_close_cuts_off_a_peer_that_never_stops_sending) {
+  {
+    // A quiet peer: no linger, although lingering_close is long.
+    answer_then_close h(false);
+    engine_options o;
+    o.loops = 1;
+    o.lingering_close = 30s;
+    engine_runner r;
+    ASSERT_TRUE(r.start(h, local_tcp(), o));
+    const int fd = connect_tcp(r.port());
+    ASSERT_TRUE(send_all(fd, "request"));
+    EXPECT_EQ(test::recv_until_eof(fd), "answer");
+    ASSERT_TRUE(wait_for([&] { return h.close_count() == 1; }));
+    std::lock_guard<std::mutex> lock(h.mu);
+    EXPECT_LT(h.took, 1000ms) << "a graceful close lingered for a peer that sent nothing more";
+    EXPECT_FALSE(h.reason) << h.reason.message();
+    ::close(fd);
+  }
+  {
+    // A slow endless sender, its upload refused: cut off by time.
+    answer_then_close h(true);
+    engine_options o;
+    o.loops = 1;
+    o.lingering_close = 300ms;
+    engine_runner r;
+    ASSERT_TRUE(r.start(h, local_tcp(), o));
+    const int fd = connect_tcp(r.port());
+    test::set_timeouts(fd, 100ms);
+    endless_sender s;
+    s.run(fd, 16u << 10, 5ms, 10s);
+    ASSERT_TRUE(wait_for([&] { return h.close_count() == 1; }));
+    EXPECT_TRUE(s.err == ECONNRESET || s.err == EPIPE) << std::strerror(s.err);
+    EXPECT_LT(s.sent, std::size_t{16} << 20);
+    std::lock_guard<std::mutex> lock(h.mu);
+    EXPECT_GE(h.took, 250ms) << "the close did not linger";
+    EXPECT_LT(h.took, 5000ms) << "the close lingered past lingering_close";
+    EXPECT_FALSE(h.reason) << h.reason.message();
+    ::close(fd);
+  }
+  {
+    // A fast endless sender (whose upload the server reads): cut off by the 16 MiB bound, long
+    // before lingering_close.
+    answer_then_close h(false);
+    engine_options o;
+    o.loops = 1;
+    o.lingering_close = 60s;
+    engine_runner r;
+    ASSERT_TRUE(r.start(h, local_tcp(), o));
+    const int fd = connect_tcp(r.port());
+    test::set_timeouts(fd, 100ms);
+    endless_sender s;
+    s.run(fd, 256u << 10, 0us, 10s);
+    ASSERT_TRUE(wait_for([&] { return h.close_count() == 1; }));
+    EXPECT_TRUE(s.err == ECONNRESET || s.err == EPIPE) << std::strerror(s.err);
+    EXPECT_GE(s.sent, std::size_t{16} << 20);
+    std::lock_guard<std::mutex> lock(h.mu);
+    EXPECT_LT(h.took, 10000ms) << "the close was not cut off by the byte bound";
+    EXPECT_FALSE(h.reason) << h.reason.message();
+    ::close(fd);
+  }
+}
+
+// stop() does not wait for a lingering close beyond its grace period: the fd is closed (the
+// peer, still sending, is reset), on_close runs once, and run() returns.
+TEST(net_faults, stop_ends_a_lingering_close_within_the_grace_period) {
+  answer_then_close h(true);
+  engine_options o;
+  o.loops = 1;
+  o.lingering_close = 60s;
+  o.stop_grace = 200ms;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_tcp(r.port());
+  test::set_timeouts(fd, 100ms);
+  endless_sender s;
+  std::thread client([&] { s.run(fd, 16u << 10, 5ms, 10s); });
+  ASSERT_TRUE(wait_for([&] { return h.answered_seen(); }));
+  std::this_thread::sleep_for(100ms);  // lingering now
+  EXPECT_EQ(h.close_count(), 0);
+  const std::chrono::milliseconds took = r.stop();
+  client.join();
+  EXPECT_LT(took, 2000ms);
+  EXPECT_EQ(h.close_count(), 1);
+  EXPECT_TRUE(s.err == ECONNRESET || s.err == EPIPE) << std::strerror(s.err);
+  std::lock_guard<std::mutex> lock(h.mu);
+  EXPECT_FALSE(h.reason) << h.reason.message();  // the close's own reason, not engine_stopping
+  ::close(fd);
+}
+
 }  // namespace
 }  // namespace evnet

@@ -12,7 +12,9 @@
 //               fails goes straight to closed and only its dial callback is told.
 //   open        on_open has run (or is running); input is read and on_traffic called.
 //   closing     a close was requested: reading stopped; pending output is being flushed
-//               (bounded by engine_options::close_linger). No more on_traffic.
+//               (bounded by engine_options::close_linger), then, if the peer is still sending,
+//               its input read away until its EOF (engine_options::lingering_close). No more
+//               on_traffic.
 //   closed      the fd is closed, on_close has run (exactly once), queued cross-thread sends and
 //               unfinished send_async() completions were completed with errc::aborted.
 //
@@ -243,6 +245,10 @@ class conn : public std::enable_shared_from_this<conn> {
   /// callback), flush pending output (bounded by engine_options::close_linger), read away what
   /// the peer sent meanwhile (a socket closed with unread input is reset, and the reset drops
   /// the output still queued for the peer), close the fd, call on_close with an empty reason.
+  /// If the peer may still be sending (input was left unconsumed, or there was input to read
+  /// away), the close lingers first: our FIN is sent and what arrives is read away until the
+  /// peer's EOF, for at most engine_options::lingering_close and 16 MiB; the conn stays closing
+  /// meanwhile.
   /// Inside a callback of this conn the close happens when the callback returns; from another
   /// thread it
   /// is posted to the loop. Idempotent; a no-op once closing. Any thread. A UDP listener's
@@ -319,7 +325,10 @@ class conn : public std::enable_shared_from_this<conn> {
   void begin_close() noexcept;
   void do_close() noexcept;
   std::error_code shutdown_now() noexcept;
-  void discard_unread_input() noexcept;
+  enum class drain_result : std::uint8_t { drained, finished, over_budget };
+  drain_result discard_input(std::uint64_t* budget) noexcept;
+  bool start_lingering(std::uint64_t budget) noexcept;
+  void linger_read() noexcept;
   void output_failed(int err) noexcept;
   void buffered_output() noexcept;
   void output_drained() noexcept;
@@ -359,8 +368,10 @@ class conn : public std::enable_shared_from_this<conn> {
   bool write_shutdown_ = false;
   bool above_high_water_ = false;
   bool want_drain_ = false;
-  bool in_idle_ = false;  // in_ was empty (holding memory) at the last buffer sweep
-  bool stamp_ = false;    // record activity times: some deadline applies to this conn
+  bool in_idle_ = false;          // in_ was empty (holding memory) at the last buffer sweep
+  bool stamp_ = false;            // record activity times: some deadline applies to this conn
+  bool unread_at_close_ = false;  // the close left input unconsumed: the peer may still send
+  bool lingering_ = false;  // closing: output flushed, FIN sent, reading away until the peer's EOF
 
   // Input: bytes read this round that still sit in the loop's scratch buffer (never copied if
   // the callback consumes them), after the bytes kept from earlier rounds in in_.
@@ -395,9 +406,10 @@ class conn : public std::enable_shared_from_this<conn> {
     std::int64_t write_ns = 0;
     std::int64_t last_read_ns = 0;
     std::int64_t last_write_ns = 0;
-    std::int64_t closing_ns = 0;  // close linger ends
-    std::int64_t connect_ns = 0;  // connect timeout
-    std::int64_t armed_ns = 0;    // when `timer` fires; 0 = not armed
+    std::int64_t closing_ns = 0;    // close linger ends (or the lingering close's read phase)
+    std::uint64_t linger_left = 0;  // bytes a lingering close may still read away
+    std::int64_t connect_ns = 0;    // connect timeout
+    std::int64_t armed_ns = 0;      // when `timer` fires; 0 = not armed
     std::unique_ptr<evnet::timer> timer;
   };
   std::unique_ptr<deadline_state> dl_;

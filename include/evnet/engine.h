@@ -107,6 +107,16 @@ struct engine_options {
   /// (its on_close then reports no error: the close was asked for). 0 closes at once, dropping
   /// whatever output the kernel has not taken yet.
   std::chrono::milliseconds close_linger{5000};
+  /// A graceful close whose peer may still be sending (the close left input unconsumed, or
+  /// input waited in the socket when the output had been flushed) lingers: our FIN is sent and
+  /// what the peer sends is read away until its EOF, for at most this long and 16 MiB, then the
+  /// fd is closed and on_close follows, with the close's reason (nginx's and Apache's "lingering
+  /// close"). A socket closed while input arrives is reset, and the reset drops the part of the
+  /// answer the kernel still holds for the peer. No linger for a peer that sent nothing more,
+  /// nor at all when close_linger is 0 (close at once); during stop() a linger ends with
+  /// stop_grace at the latest. A lingering connection still counts toward max_connections.
+  /// 0 = never linger.
+  std::chrono::milliseconds lingering_close{3000};
 
   /// Close with errc::input_too_large when unconsumed input would exceed this; 0 = unlimited.
   std::size_t max_input = 64u << 20;

@@ -39,6 +39,9 @@ namespace {
 // once buffered a partial message likely will again) and cost at most this much.
 constexpr std::size_t kKeepCapacity = 4096;
 constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+// What a graceful close reads away at most (at the close, then while lingering) before it
+// gives up and lets the kernel reset the connection.
+constexpr std::uint64_t kLingerBudget = std::uint64_t{16} << 20;
 
 std::error_code sys_error(int err) noexcept {
   return {err, std::system_category()};
@@ -489,6 +492,10 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
     handle_connect(events);
     return;
   }
+  if (lingering_) {
+    linger_read();
+    return;
+  }
   if ((events & io_event::writable) != 0 && !out_.empty()) {
     if (!flush()) {
       return;
@@ -887,6 +894,7 @@ void conn::begin_close() noexcept {
     return;
   }
   set_state(conn_state::closing);
+  unread_at_close_ = !scratch_.empty() || !in_.empty();
   scratch_ = {};
   if (!discard_output_ && !out_.empty() && fd_ >= 0) {
     // Let the buffered output drain (EPOLLOUT is already armed, edge-triggered); give up after
@@ -913,15 +921,22 @@ void conn::do_close() noexcept {
   if (state_.load(std::memory_order_relaxed) == conn_state::closed) {
     return;
   }
+  if (!lingering_ && fd_ >= 0 && !discard_output_ && !read_eof_ && kind_ != transport::udp) {
+    // A graceful close: read away what the peer sent meanwhile (see discard_input()). If there
+    // was some, or the close left input unconsumed, the peer may still be sending: the close
+    // lingers until its EOF.
+    std::uint64_t budget = kLingerBudget;
+    if (discard_input(&budget) == drain_result::drained &&
+        (budget != kLingerBudget || unread_at_close_) && start_lingering(budget)) {
+      return;
+    }
+  }
   set_state(conn_state::closed);
   close_pending_ = false;
   if (attachment_.registered()) {
     lp.poll->remove(attachment_);
   }
   if (fd_ >= 0) {
-    if (!discard_output_ && !read_eof_ && kind_ != transport::udp) {
-      discard_unread_input();
-    }
     ::close(fd_);
     fd_ = -1;
   }
@@ -949,38 +964,88 @@ void conn::do_close() noexcept {
 }
 
 // A socket closed with unread input makes the kernel answer with a reset (RFC 1122
-// §4.2.2.13), which throws away the output still queued for the peer: a graceful close (the
-// response flushed to the kernel, then close()) would lose its tail whenever the peer had sent
-// more meanwhile (a pipelined request, the rest of an upload). So what the peer sent is read
-// away first: one system call when nothing is waiting. Bounded: a peer that keeps the buffer
-// full gets the reset after 16 MiB. Input arriving after the close still draws a reset: a
-// lingering close that waits for the peer's FIN is the HTTP server's (server.h).
-void conn::discard_unread_input() noexcept {
-  if (kind_ == transport::tcp) {
-    // MSG_TRUNC on TCP discards in the kernel without copying (Linux >= 2.4.4).
-    constexpr std::size_t kChunk = 1u << 20;
-    for (int i = 0; i < 16;) {
-      const ssize_t n = ::recv(fd_, nullptr, kChunk, MSG_TRUNC | MSG_DONTWAIT);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n < static_cast<ssize_t>(kChunk)) {
-        return;  // drained, EOF, or an error (the socket is going anyway)
-      }
-      ++i;
+// §4.2.2.13), and so does one that receives data after it was closed; the reset throws away the
+// output still queued for the peer: a graceful close (the response flushed to the kernel, then
+// close()) would lose its tail whenever the peer had sent more meanwhile (a pipelined request,
+// the rest of an upload) or was still sending. So what the peer sent is read away first (one
+// system call when nothing is waiting), and if there was some, or the handler had left input
+// unconsumed (it refused a request without reading all of it), the close lingers: our FIN goes
+// out and what arrives is read away until the peer's EOF (start_lingering()). Bounded: a peer
+// that keeps sending gets the reset after 16 MiB in all, or engine_options::lingering_close.
+//
+// Reads away what the socket holds, up to *budget bytes (decremented): drained (nothing more
+// for now), finished (the peer's EOF, or the socket failed: nothing more will come) or
+// over_budget.
+conn::drain_result conn::discard_input(std::uint64_t* budget) noexcept {
+  const bool tcp = kind_ == transport::tcp;
+  // MSG_TRUNC on TCP discards in the kernel without copying (Linux >= 2.4.4); a Unix stream
+  // socket needs a buffer. Not the loop's read buffer: this may run from the end of another
+  // conn's on_traffic (a close it requested), whose unconsumed input is still there.
+  char buf[16384];
+  for (;;) {
+    if (*budget == 0) {
+      return drain_result::over_budget;
     }
-    return;
-  }
-  char buf[4096];
-  for (int i = 0; i < 4096;) {
-    const ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) {
+    const std::size_t room = tcp ? std::size_t{1} << 20 : sizeof buf;
+    const std::size_t want = *budget < room ? static_cast<std::size_t>(*budget) : room;
+    const ssize_t n = tcp ? ::recv(fd_, nullptr, want, MSG_TRUNC | MSG_DONTWAIT)
+                          : ::recv(fd_, buf, want, MSG_DONTWAIT);
+    if (n > 0) {
+      *budget -= static_cast<std::uint64_t>(n);
       continue;
     }
-    if (n < static_cast<ssize_t>(sizeof buf)) {
-      return;
+    if (n == 0) {
+      return drain_result::finished;
     }
-    ++i;
+    if (errno == EINTR) {
+      continue;
+    }
+    return errno == EAGAIN || errno == EWOULDBLOCK ? drain_result::drained : drain_result::finished;
+  }
+}
+
+// The output is flushed (to the kernel) and the peer is still sending: send our FIN and keep the
+// fd, reading away what arrives (linger_read()) until the peer's EOF, `budget` more bytes, or
+// engine_options::lingering_close (cut short by the end of stop()'s grace period); then
+// do_close() closes it, with the close's reason. False (close at once) when lingering is off
+// (lingering_close or close_linger 0), or nothing is left to protect.
+bool conn::start_lingering(std::uint64_t budget) noexcept {
+  loop_internals& lp = *li_;
+  if (lp.opts->close_linger.count() <= 0 || !out_.empty() || !attachment_.registered()) {
+    return false;
+  }
+  std::int64_t bound = std::chrono::nanoseconds(lp.opts->lingering_close).count();
+  const std::int64_t now = loop_internals::clock_ns();
+  if (lp.stopping && lp.stop_deadline_ns - now < bound) {
+    bound = lp.stop_deadline_ns - now;
+  }
+  if (bound <= 0) {
+    return false;
+  }
+  if (!write_shutdown_ && ::shutdown(fd_, SHUT_WR) != 0) {
+    return false;  // the peer reset the connection: nothing left to protect
+  }
+  lingering_ = true;
+  write_shutdown_ = true;
+  if (state_.load(std::memory_order_relaxed) != conn_state::closing) {
+    set_state(conn_state::closing);
+  }
+  close_pending_ = false;
+  scratch_ = {};
+  in_.release();
+  out_.release();
+  deadline_state& d = deadlines();
+  d.linger_left = budget;
+  d.closing_ns = now + bound;
+  arm_deadline();
+  return true;
+}
+
+// A lingering conn's fd event: read away what came; close at the peer's EOF (or a failure, or
+// when the byte budget is spent).
+void conn::linger_read() noexcept {
+  if (discard_input(&dl_->linger_left) != drain_result::drained) {
+    do_close();
   }
 }
 

@@ -543,7 +543,8 @@ void loop_internals::run() {
     if (c->state() == conn_state::connecting) {
       c->fail_connect(make_error_code(errc::engine_stopping));
     } else {
-      if (!c->close_reason_) {
+      if (!c->close_reason_ && !c->lingering_) {
+        // (A lingering close had flushed its output: it keeps the reason it was asked with.)
         c->close_reason_ = make_error_code(errc::engine_stopping);
       }
       c->discard_output_ = true;
