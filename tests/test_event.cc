@@ -179,6 +179,75 @@ TEST(event, one_shot_reattached_in_callback_fires_again) {
   EXPECT_EQ(calls, 5);
 }
 
+TEST(event, callback_cleared_inside_itself_stays_cleared) {
+  // set_callback({}) from inside the callback used to be undone when the callback returned
+  // (the dispatcher restored the running callback whenever cb_ was empty).
+  auto b = make_base();
+  sockpair sp;
+  int calls = 0;
+  evnet::event* self = nullptr;
+  evnet::event ev(*b, sp.fd[0], read | persist, [&](int, std::uint32_t) {
+    sp.drain();
+    ++calls;
+    self->set_callback({});
+  });
+  self = &ev;
+  ASSERT_FALSE(ev.attach());
+  sp.send();
+  run_until(*b, [&] { return calls == 1; });
+  // Still attached, fires again, but nothing runs; activate() sees no callback.
+  sp.send();
+  round_with_wake(*b, 20ms);
+  round_with_wake(*b, 20ms);
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(ev.attached());
+  EXPECT_EQ(ev.activate(read), evnet::errc::invalid_argument);
+}
+
+TEST(event, callback_replaced_inside_itself_takes_effect_next_firing) {
+  auto b = make_base();
+  sockpair sp;
+  int first = 0;
+  int second = 0;
+  evnet::event* self = nullptr;
+  evnet::event ev(*b, sp.fd[0], read | persist, [&](int, std::uint32_t) {
+    sp.drain();
+    ++first;
+    self->set_callback([&](int, std::uint32_t) {
+      sp.drain();
+      ++second;
+    });
+    sp.send();
+  });
+  self = &ev;
+  ASSERT_FALSE(ev.attach());
+  sp.send();
+  run_until(*b, [&] { return second == 1; });
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 1);
+}
+
+TEST(event, one_shot_cleared_inside_itself_cannot_reattach) {
+  auto b = make_base();
+  sockpair sp;
+  std::error_code reattach;
+  evnet::event* self = nullptr;
+  int calls = 0;
+  evnet::event ev(*b, sp.fd[0], read, [&](int, std::uint32_t) {
+    sp.drain();
+    ++calls;
+    self->set_callback({});
+    reattach = self->attach();
+  });
+  self = &ev;
+  ASSERT_FALSE(ev.attach());
+  sp.send();
+  run_until(*b, [&] { return calls == 1; });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(reattach, evnet::errc::invalid_argument);
+  EXPECT_FALSE(ev.attached());
+}
+
 TEST(event, persist_read_timeout_is_an_inactivity_timeout) {
   auto b = make_base();
   sockpair sp;

@@ -268,7 +268,10 @@ class event : private detail::timer_node {
   /// callback).
   std::error_code activate(std::uint32_t fired_flags);
 
-  /// Replaces the callback. Loop thread only (also from inside the callback itself).
+  /// Replaces the callback. Loop thread only (also from inside the callback itself, where the
+  /// new callback takes effect from the next firing and the running one finishes). An empty
+  /// callback makes the event's firings do nothing (it stays attached: detach() it to stop
+  /// watching); attach() and activate() refuse an event without a callback.
   void set_callback(event_callback cb);
 
   /// True while attached (a one-shot event is detached just before its callback runs).
@@ -310,6 +313,7 @@ class event : private detail::timer_node {
   std::uint32_t fired_ = 0;
   std::uint8_t priority_ = 0;
   bool attached_ = false;
+  bool cb_replaced_ = false;  // set_callback() called while the dispatcher runs the callback
   event_callback cb_;
 };
 

@@ -667,7 +667,7 @@ class base_impl {
       return errc::already_registered;
     }
     // While its callback runs, the callback lives in the dispatcher's local (destroyed_ set).
-    if (timeout_ns < 0 || (!ev->cb_ && ev->destroyed_ == nullptr)) {
+    if (timeout_ns < 0 || (!ev->cb_ && (ev->destroyed_ == nullptr || ev->cb_replaced_))) {
       return errc::invalid_argument;
     }
     const bool sig = (ev->flags_ & ev_flag::signal) != 0;
@@ -810,12 +810,18 @@ class base_impl {
     // The callback runs from a local copy so that destroying the event (and with it cb_)
     // inside the callback does not destroy the running function object.
     event_callback cb = std::move(ev->cb_);
-    cb(ev->fd_, fired);
+    ev->cb_replaced_ = false;
+    if (cb) [[likely]] {
+      cb(ev->fd_, fired);
+    }
     if (!destroyed) {
       ev->destroyed_ = nullptr;
-      if (!ev->cb_) {
+      // Restored unless the callback replaced itself, with an empty callback too: testing cb_
+      // for emptiness cannot tell set_callback({}) from "not replaced".
+      if (!ev->cb_replaced_) {
         ev->cb_ = std::move(cb);
       }
+      ev->cb_replaced_ = false;
     }
     if (deferred != nullptr) {
       reconcile(deferred);
@@ -1142,7 +1148,7 @@ std::error_code event::activate(std::uint32_t fired_flags) {
   if (base_->foreign_thread()) {
     return errc::wrong_thread;
   }
-  if (!cb_ && destroyed_ == nullptr) {
+  if (!cb_ && (destroyed_ == nullptr || cb_replaced_)) {
     return errc::invalid_argument;
   }
   base_->activate(this, fired_flags);
@@ -1151,6 +1157,9 @@ std::error_code event::activate(std::uint32_t fired_flags) {
 
 void event::set_callback(event_callback cb) {
   cb_ = std::move(cb);
+  if (destroyed_ != nullptr) {
+    cb_replaced_ = true;  // inside its own callback: process() must not restore the old one
+  }
 }
 
 // ---- timer / ticker ----------------------------------------------------------------------------
