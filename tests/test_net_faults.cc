@@ -1038,9 +1038,11 @@ TEST(net_faults, lingering_close_cuts_off_a_peer_that_never_stops_sending) {
     ::close(fd);
   }
   {
-    // A fast endless sender (whose upload the server reads): cut off by the 16 MiB bound, long
-    // before lingering_close.
-    answer_then_close h(false);
+    // A fast endless sender, its upload refused: cut off by the 16 MiB bound, long before
+    // lingering_close. (Refused, so that the close lingers for certain: a handler that consumed
+    // its input lingers only if more has arrived by the time the output is flushed, which with
+    // a sender between two send() calls is a race.)
+    answer_then_close h(true);
     engine_options o;
     o.loops = 1;
     o.lingering_close = 60s;
