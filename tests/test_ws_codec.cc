@@ -1,6 +1,7 @@
 // WebSocket codecs: handshake, UTF-8, frame reader/writer and permessage-deflate. Every reader
 // case is re-fed whole, byte by byte, in random splits and at every two-way split.
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <cstring>
 #include <random>
@@ -442,7 +443,7 @@ TEST(ws_deflate, negotiation_table) {
       {"permessage-deflate; server_max_window_bits=10", true,
        "permessage-deflate; server_max_window_bits=10"},
       {"permessage-deflate; server_max_window_bits=8, permessage-deflate", true,
-       "permessage-deflate"},
+       "permessage-deflate; server_max_window_bits=8"},
       {"permessage-deflate; server_max_window_bits=16", false, ""},
       {"permessage-deflate; unknown_param", false, ""},
       {"permessage-deflate; server_no_context_takeover; server_no_context_takeover", false, ""},
@@ -465,6 +466,79 @@ TEST(ws_deflate, negotiation_table) {
   }
   EXPECT_FALSE(ws::parse_deflate_response("permessage-deflate; client_max_window_bits"));
   EXPECT_FALSE(ws::parse_deflate_response("permessage-deflate, permessage-deflate"));
+}
+
+// RFC 7692 §7.1.1.1: a server accepts our server_no_context_takeover by naming it; a response
+// without it does not accept our offer (the client must fail the connection). Unasked, the
+// server may name it. A server's client_max_window_bits=8 is kept as 8 (it was raised to 9).
+TEST(ws_deflate, response_must_accept_server_no_context_takeover) {
+  ws::deflate_params offered;
+  offered.server_no_context_takeover = true;
+  EXPECT_FALSE(ws::parse_deflate_response("permessage-deflate", offered));
+  EXPECT_FALSE(
+      ws::parse_deflate_response("permessage-deflate; client_no_context_takeover", offered));
+  auto p = ws::parse_deflate_response("permessage-deflate; server_no_context_takeover", offered);
+  ASSERT_TRUE(p);
+  EXPECT_TRUE(p->server_no_context_takeover);
+  p = ws::parse_deflate_response("permessage-deflate; server_no_context_takeover");
+  ASSERT_TRUE(p);
+  EXPECT_TRUE(p->server_no_context_takeover);
+  p = ws::parse_deflate_response("permessage-deflate; client_max_window_bits=8");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->client_max_window_bits, 8);
+}
+
+// A compressor asked for an 8-bit window (a peer's client_max_window_bits=8, or its offer of
+// server_max_window_bits=8, which the server now accepts) must not refer back farther than 256
+// bytes. zlib has no 8-bit raw window and runs with 9; this checks, against zlib's own inflate
+// held to 256 bytes, that its matches still stay within 250 bytes: messages full of repeats at
+// every distance up to 600, with and without context takeover, at three levels.
+TEST(ws_deflate, window_of_8_bits_stays_within_256_bytes) {
+  std::mt19937 rng(7);
+  std::string data;
+  while (data.size() < (256u << 10)) {
+    const std::size_t d = 1 + rng() % 600;
+    if (data.size() < d) {
+      data += static_cast<char>(rng());
+      continue;
+    }
+    const std::size_t len = 3 + rng() % 40;
+    for (std::size_t k = 0; k < len; ++k) {
+      data += data[data.size() - d];
+    }
+    data += static_cast<char>(rng());
+  }
+  for (int level : {1, 6, 9}) {
+    for (bool nct : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "level " << level << (nct ? ", no context takeover" : ""));
+      ws::deflater d(8, nct, level);
+      z_stream z{};
+      ASSERT_EQ(inflateInit2(&z, -8), Z_OK);
+      std::size_t compressed_total = 0;
+      for (std::size_t at = 0; at < data.size(); at += 64u << 10) {
+        const std::string_view msg = std::string_view(data).substr(at, 64u << 10);
+        std::string c;
+        ASSERT_TRUE(d.deflate_message(msg, c));
+        compressed_total += c.size();
+        c += std::string("\x00\x00\xff\xff", 4);  // RFC 7692 §7.2.2
+        std::string back(msg.size() + 64, '\0');
+        z.next_in = reinterpret_cast<Bytef*>(c.data());
+        z.avail_in = static_cast<uInt>(c.size());
+        z.next_out = reinterpret_cast<Bytef*>(back.data());
+        z.avail_out = static_cast<uInt>(back.size());
+        const int r = inflate(&z, Z_SYNC_FLUSH);
+        ASSERT_TRUE(r == Z_OK || r == Z_BUF_ERROR) << r << " " << (z.msg ? z.msg : "");
+        ASSERT_EQ(z.avail_in, 0u);
+        back.resize(back.size() - z.avail_out);
+        ASSERT_EQ(back, msg);
+        if (nct) {
+          ASSERT_EQ(inflateReset(&z), Z_OK);
+        }
+      }
+      inflateEnd(&z);
+      EXPECT_LT(compressed_total, data.size() * 3 / 4) << "no matches were made";
+    }
+  }
 }
 
 TEST(ws_deflate, round_trip_with_and_without_context_takeover) {

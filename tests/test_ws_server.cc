@@ -1388,4 +1388,26 @@ TEST(ws_client, deflate_response_outside_the_offer_fails_the_connection) {
   }
 }
 
+// RFC 7692 §7.1.1.1: with server_no_context_takeover in our offer, a response without it accepts
+// an offer we did not make (a server that ignored our request to keep no context); the client
+// opened such connections.
+TEST(ws_client, deflate_response_without_offered_server_no_context_takeover_fails) {
+  for (const bool named : {false, true}) {
+    const std::string ext = named ? "permessage-deflate; server_no_context_takeover"
+                                  : "permessage-deflate; client_max_window_bits=10";
+    SCOPED_TRACE(ext);
+    fake_ws_peer peer("Sec-WebSocket-Extensions: " + ext + "\r\n");
+    client_handler h;
+    ws::client_options co;
+    co.deflate.server_no_context_takeover = true;
+    ws::client cl(h, co);
+    ASSERT_FALSE(cl.start());
+    ASSERT_FALSE(cl.connect(peer.url()));
+    EXPECT_EQ(h.wait_handshake(),
+              named ? "opened with \"" + ext + "\""
+                    : std::string("server accepted an extension we did not offer"));
+    cl.stop();
+  }
+}
+
 }  // namespace

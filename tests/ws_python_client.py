@@ -6,6 +6,7 @@ Prints "OK <scenario>" and exits 0 when the scenario passed; raises (exit 1) oth
 Exit 77 means the websockets module is missing (the caller skips).
 """
 import asyncio
+import random
 import sys
 
 try:
@@ -79,6 +80,21 @@ async def compression():
         for m in ["short", "compress me " * 10000, bytes(range(256)) * 100]:
             got = await echo(ws, m)
             check(got == m, "compressed echo differs")
+    # An offer of an 8-bit server window (and no context takeover): the server used to decline
+    # it (zlib has no 8-bit raw window); now it accepts, and Python's inflater, held to 256 bytes
+    # (zlib wbits=-8), must take what it compresses.
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    offer = ClientPerMessageDeflateFactory(server_max_window_bits=8, server_no_context_takeover=True)
+    async with websockets.connect(URL, extensions=[offer], compression=None) as ws:
+        check(len(ws.extensions) == 1, f"8-bit window offer declined: {ws.extensions}")
+        params = ws.extensions[0]
+        check(params.remote_max_window_bits == 8, f"server window {params.remote_max_window_bits}")
+        check(params.remote_no_context_takeover, "server_no_context_takeover not accepted")
+        rng = random.Random(5)
+        block = bytes(rng.randrange(256) for _ in range(600))
+        for m in ["compress me " * 10000, block * 200, bytes(range(256)) * 100]:
+            got = await echo(ws, m)
+            check(got == m, "compressed echo (8-bit window) differs")
     async with websockets.connect(URL, compression=None) as ws:
         check(not ws.extensions, "extension without an offer")
         check(await echo(ws, "plain") == "plain", "plain echo")

@@ -93,16 +93,12 @@ std::optional<deflate_params> negotiate_deflate(std::string_view offers, std::st
     if (!o.ok) {
       continue;
     }
-    // zlib cannot produce raw deflate with a 256-byte window, so decline such an offer.
-    if (o.has_server_bits && o.server_bits < 9) {
-      continue;
-    }
     deflate_params p;
     p.server_no_context_takeover = o.server_nct || want.server_no_context_takeover;
     p.client_no_context_takeover = o.client_nct || want.client_no_context_takeover;
     p.server_max_window_bits = o.has_server_bits ? o.server_bits : 15;
     if (want.server_max_window_bits < p.server_max_window_bits) {
-      p.server_max_window_bits = want.server_max_window_bits < 9 ? 9 : want.server_max_window_bits;
+      p.server_max_window_bits = want.server_max_window_bits < 8 ? 8 : want.server_max_window_bits;
     }
     // We may only name client_max_window_bits if the client offered it.
     p.client_max_window_bits = o.has_client_bits ? o.client_bits : 15;
@@ -168,11 +164,16 @@ std::optional<deflate_params> parse_deflate_response(std::string_view value,
       (!o.has_server_bits || o.server_bits > offered.server_max_window_bits)) {
     return std::nullopt;
   }
+  // §7.1.1.1: a server accepts our server_no_context_takeover by naming it too; a response
+  // without it accepts an offer we did not make. (It may name it unasked.)
+  if (offered.server_no_context_takeover && !o.server_nct) {
+    return std::nullopt;
+  }
   deflate_params p;
   p.server_no_context_takeover = o.server_nct;
   p.client_no_context_takeover = o.client_nct;
   p.server_max_window_bits = o.server_bits;
-  p.client_max_window_bits = o.client_bits < 9 ? 9 : o.client_bits;
+  p.client_max_window_bits = o.client_bits;  // 8 too: see deflater::deflater()
   return p;
 }
 
@@ -271,6 +272,9 @@ struct deflater::impl {
 
 deflater::deflater(int window_bits, bool no_context_takeover, int level)
     : impl_(std::make_unique<impl>()) {
+  // zlib's raw deflate has no 256-byte window: asked for 8 bits it uses 9. That still keeps to
+  // a peer's 8: with a 512-byte window zlib never matches farther back than the window less its
+  // 262-byte lookahead, 250 bytes (test ws_deflate.window_of_8_bits_stays_within_256_bytes).
   if (window_bits < 9) {
     window_bits = 9;
   }

@@ -16,8 +16,8 @@ namespace evnet::ws {
 struct deflate_params {
   bool server_no_context_takeover = false;  ///< Server resets its compressor per message.
   bool client_no_context_takeover = false;  ///< Client resets its compressor per message.
-  int server_max_window_bits = 15;          ///< LZ77 window of the server's compressor (9..15).
-  int client_max_window_bits = 15;          ///< LZ77 window of the client's compressor (9..15).
+  int server_max_window_bits = 15;          ///< LZ77 window of the server's compressor (8..15).
+  int client_max_window_bits = 15;          ///< LZ77 window of the client's compressor (8..15).
 };
 
 /// Server side: picks the first acceptable permessage-deflate offer in a
@@ -34,8 +34,9 @@ std::string deflate_offer(const deflate_params& want = {});
 /// Client side: parses the server's Sec-WebSocket-Extensions response to our offer. `offered`
 /// is what was given to deflate_offer(). Returns the parameters in force, or nullopt if the
 /// response is invalid (the client must then fail the connection, RFC 7692 §7.1): unknown,
-/// duplicate or malformed parameters, a window outside 8..15, or, when we offered
-/// server_max_window_bits=N, a response without server_max_window_bits or with one above N.
+/// duplicate or malformed parameters, a window outside 8..15, or a response that does not accept
+/// what we offered: with server_max_window_bits=N offered, one without server_max_window_bits
+/// or with one above N; with server_no_context_takeover offered, one without it.
 std::optional<deflate_params> parse_deflate_response(std::string_view value,
                                                      const deflate_params& offered = {});
 
@@ -65,7 +66,7 @@ class inflater {
 /// Compresses messages of one direction. Owner thread only.
 class deflater {
  public:
-  /// `window_bits` is our max_window_bits; `no_context_takeover` our flag.
+  /// `window_bits` is our max_window_bits (8..15); `no_context_takeover` our flag.
   deflater(int window_bits, bool no_context_takeover, int level = 1);
   ~deflater();
   deflater(const deflater&) = delete;
