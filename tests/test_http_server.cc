@@ -376,6 +376,38 @@ TEST(http_server, connection_close_is_honoured_and_rest_ignored) {
   EXPECT_TRUE(eof) << "the server must close the connection after Connection: close";
 }
 
+// RFC 9112 §9.6: a server that sends "Connection: close" must close after that response. A
+// handler that sends it itself (as Go's net/http lets one) ends the connection as a client's
+// "Connection: close" does: the request pipelined behind it is not answered. Also for a
+// deferred answer, and with "close" among other options in any case.
+TEST(http_server, handler_connection_close_ends_the_connection) {
+  http::router r = basic_router();
+  r.get("/bye", [](const http::request&, http::response& res) {
+    res.start(200).header("connection", "keep-alive, Close").body("bye");
+  });
+  r.get("/bye-later", [](const http::request&, http::response& res) {
+    http::deferred_response d = res.defer();
+    EXPECT_FALSE(d.respond([](http::response& later) {
+      later.start(200).header("Connection", "close").body("later");
+    }));
+  });
+  test_server s(std::move(r));
+  for (const char* path : {"/bye", "/bye-later"}) {
+    SCOPED_TRACE(path);
+    client c(s.port(), 2000);
+    ASSERT_TRUE(c.send(std::string("GET ") + path + " HTTP/1.1\r\nHost: x\r\n\r\n" + kGet));
+    bool eof = false;
+    bool timed_out = false;
+    auto replies = read_replies(c, 2, &eof, false, &timed_out);
+    ASSERT_GE(replies.size(), 1u);
+    EXPECT_EQ(replies[0].status, 200);
+    EXPECT_FALSE(replies[0].keep_alive);
+    EXPECT_EQ(replies.size(), 1u) << "a request after the handler's Connection: close was answered";
+    EXPECT_FALSE(timed_out) << "the connection stayed open after the handler's Connection: close";
+    EXPECT_TRUE(eof) << "the server must close after sending Connection: close";
+  }
+}
+
 TEST(http_server, method_not_allowed_405_and_handler_exception_500) {
   test_server s(basic_router());
   client c(s.port());

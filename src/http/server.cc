@@ -10,6 +10,7 @@
 #include "evnet/ring_buffer.h"
 #include "http/bytes.h"
 #include "http/date.h"
+#include "http/text.h"
 
 namespace evnet::http {
 // Short byte strings (header names and values, small bodies) are copied inline with
@@ -58,6 +59,26 @@ void detail::out_buffer::grow(std::size_t n) {
 
 inline void response::put(std::string_view bytes) {
   detail::copy_bytes(out_.extend(bytes.size()), bytes.data(), bytes.size());
+}
+
+// A handler's own "Connection" header: with the "close" option the peer is told this is the
+// last response, so the server must close after it (RFC 9112 §9.6) rather than keep reading
+// requests the client will not wait for.
+void response::note_connection(std::string_view name, std::string_view value) noexcept {
+  if (!iequals(name, "Connection")) {
+    return;
+  }
+  while (!value.empty()) {
+    const std::size_t comma = value.find(',');
+    if (iequals(detail::trim_ows(value.substr(0, comma)), "close")) {
+      close_requested_ = true;
+      return;
+    }
+    if (comma == std::string_view::npos) {
+      return;
+    }
+    value.remove_prefix(comma + 1);
+  }
 }
 
 response& response::start_general(int status, std::string_view reason) {

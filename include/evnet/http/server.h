@@ -199,8 +199,14 @@ class response {
     }
     return start_general(status, reason);
   }
-  /// Adds a header (after start()). Name and value must not contain CR/LF.
+  /// Adds a header (after start()). Name and value must not contain CR/LF. A "Connection"
+  /// header whose value has the "close" option makes this the connection's last response: the
+  /// server closes the connection after it and answers no request pipelined behind it
+  /// (RFC 9112 §9.6, as Go's net/http does for a handler that sets it).
   response& header(std::string_view name, std::string_view value) {
+    if (name.size() == 10) [[unlikely]] {  // "Connection"; a literal name of another length
+      note_connection(name, value);        // folds this away
+    }
     char* at = out_.extend(name.size() + value.size() + 4);
     detail::copy_short(at, name.data(), name.size());
     at += name.size();
@@ -249,9 +255,9 @@ class response {
   bool started() const noexcept { return started_; }
   /// True once the response is complete.
   bool finished() const noexcept { return finished_; }
-  /// True when the connection must close after this response (a streamed body to an HTTP/1.0
-  /// client, delimited by the close).
-  bool must_close() const noexcept { return raw_body_; }
+  /// True when the connection must close after this response: a streamed body to an HTTP/1.0
+  /// client (delimited by the close), or a "Connection: close" header added by header().
+  bool must_close() const noexcept { return raw_body_ || close_requested_; }
 
   /// Answers later: the handler returns without a response and the returned handle sends it,
   /// from any thread, when it is ready (work on a thread pool, a call to another service).
@@ -278,6 +284,7 @@ class response {
 
  private:
   void put(std::string_view bytes);
+  void note_connection(std::string_view name, std::string_view value) noexcept;
   response& start_general(int status, std::string_view reason);
   void body_general(std::string_view body);
 
@@ -295,6 +302,7 @@ class response {
   bool finished_ = false;
   bool bodiless_status_ = false;  // 1xx, 204, 304: no Content-Length, no body
   bool raw_body_ = false;         // chunks sent unframed (HTTP/1.0), ended by the close
+  bool close_requested_ = false;  // the handler sent "Connection: close"
 };
 
 /// The handle of a response deferred by response::defer(). Copies share one response. Every
