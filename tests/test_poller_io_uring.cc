@@ -481,6 +481,40 @@ TEST_F(PollerIoUring, registrations_submitted_by_a_thread_that_exited_keep_worki
   }
 }
 
+// The same, seen from one blocking wait of a poller opened by the loop thread (so its wake-up
+// request lives on): the -ECANCELED CQEs of the set-up thread's requests are all the wait
+// finds. It went back to waiting with the registrations re-armed only at the next round, so a
+// byte already in the pipe was not reported within the wait (without a timeout, poll() would
+// have waited forever). epoll reports it in this one call.
+TEST_F(PollerIoUring, a_wait_that_finds_cancelled_registrations_rearms_them_before_resuming) {
+  pipe_pair pipe;
+  pipe_pair other;
+  std::unique_ptr<recorder> rec;
+  std::unique_ptr<recorder> removed;
+  std::unique_ptr<poller> p = open_uring();  // destroyed first: the attachments outlive it
+  ASSERT_TRUE(p);
+  std::thread setup([&] {
+    rec = std::make_unique<recorder>(pipe.r.get());
+    removed = std::make_unique<recorder>(other.r.get());
+    EXPECT_FALSE(p->add(rec->att, interest::read));
+    EXPECT_FALSE(p->add(removed->att, interest::read));
+    EXPECT_FALSE(p->remove(removed->att));  // submits the queue from this thread
+  });
+  setup.join();
+  write_byte(pipe.w.get());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = p->poll_once(5000ms);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(*r, 1U) << "after "
+                    << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
+                    << " ms";
+  ASSERT_EQ(rec->calls.size(), 1U);
+  EXPECT_NE(rec->calls[0] & io_event::readable, 0U);
+  EXPECT_EQ(rec->calls[0] & io_event::error, 0U);
+  EXPECT_FALSE(p->remove(rec->att));
+}
+
 // Only a stale CQE (the -ECANCELED of a removed registration) arrives during a wait: epoll
 // would have kept waiting, so poll_once must not return early with zero callbacks.
 TEST_F(PollerIoUring, stale_cqe_does_not_end_a_timed_wait_early) {

@@ -351,22 +351,7 @@ class io_uring_backend final : public poller_backend {
     // Level registrations that fired last round, and multishots the kernel ended, are armed
     // again; their SQEs go out with this round's single io_uring_enter.
     if (!rearm_.empty()) {
-      std::vector<std::uint64_t> batch;
-      batch.swap(rearm_);
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        const std::uint64_t tag = batch[i];
-        const auto index = static_cast<std::uint32_t>(tag);
-        if (index < slots_.size() && slots_[index].gen == static_cast<std::uint32_t>(tag >> 32) &&
-            slots_[index].att != nullptr && !slots_[index].armed && arm(index)) {
-          // The SQ is full and the kernel will not take more now: the rest waits a round.
-          rearm_.insert(rearm_.end(), batch.begin() + static_cast<std::ptrdiff_t>(i), batch.end());
-          break;
-        }
-      }
-      batch.clear();
-      if (rearm_.empty()) {
-        rearm_.swap(batch);  // keep the capacity
-      }
+      rearm_pending();
     }
     if (!wake_armed_) {
       arm_wake();
@@ -387,6 +372,12 @@ class io_uring_backend final : public poller_backend {
       const bool reaped_any = reap(woke);
       if (batch_size_ != 0 || woke || !reaped_any || timeout_ms == 0) {
         break;
+      }
+      // Registrations the kernel cancelled (a -ECANCELED that is not ours) must be armed
+      // before the wait resumes: re-armed only at the next round, they would miss what
+      // arrives meanwhile, and a wait without a timeout would never end.
+      if (!rearm_.empty()) {
+        rearm_pending();
       }
       if (timeout_ms > 0) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -415,6 +406,28 @@ class io_uring_backend final : public poller_backend {
     }
     capacity_ = next_capacity(capacity_, batch_size_);
     return ran;
+  }
+
+  // Queues a POLL_ADD for every registration in rearm_ still waiting for one (level ones that
+  // fired, multishots the kernel ended, requests it cancelled); they go out with the next
+  // io_uring_enter.
+  void rearm_pending() {
+    std::vector<std::uint64_t> batch;
+    batch.swap(rearm_);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const std::uint64_t tag = batch[i];
+      const auto index = static_cast<std::uint32_t>(tag);
+      if (index < slots_.size() && slots_[index].gen == static_cast<std::uint32_t>(tag >> 32) &&
+          slots_[index].att != nullptr && !slots_[index].armed && arm(index)) {
+        // The SQ is full and the kernel will not take more now: the rest waits a round.
+        rearm_.insert(rearm_.end(), batch.begin() + static_cast<std::ptrdiff_t>(i), batch.end());
+        break;
+      }
+    }
+    batch.clear();
+    if (rearm_.empty()) {
+      rearm_.swap(batch);  // keep the capacity
+    }
   }
 
   // Submits every queued SQE and waits up to timeout_ms (-1: forever, 0: not at all) for a
