@@ -162,7 +162,7 @@ class io_uring_backend final : public poller_backend {
       : poller_backend(options),
         wakefd_(wakefd),
         capacity_(options.initial_events),
-        batch_(options.max_events) {}
+        batch_(options.initial_events) {}
 
   ~io_uring_backend() override {
     close_kernel();
@@ -404,7 +404,13 @@ class io_uring_backend final : public poller_backend {
         stop_in_loop_ = true;
       }
     }
-    capacity_ = next_capacity(capacity_, batch_size_);
+    const std::size_t cap = next_capacity(capacity_, batch_size_);
+    if (cap != capacity_) {
+      // A fresh vector, as epoll.cc's event array: it follows the capacity both ways, so memory
+      // is that of the rounds seen, not of max_events (which may be up to INT_MAX).
+      std::vector<ready>(cap).swap(batch_);
+      capacity_ = cap;
+    }
     return ran;
   }
 
@@ -763,8 +769,8 @@ class io_uring_backend final : public poller_backend {
   std::uint32_t free_ = kNoSlot;
   std::vector<fd_entry> by_fd_;       // fd → its current slot (epoll's one-registration-per-fd)
   std::vector<std::uint64_t> rearm_;  // tags to arm again at the next round
-  // This round's ready registrations: batch_[0, batch_size_). Sized for max_events_ once, so
-  // gathering never reallocates.
+  // This round's ready registrations: batch_[0, batch_size_). Sized to capacity_ between
+  // rounds (never beyond), so gathering never reallocates.
   std::vector<ready> batch_;
   std::size_t batch_size_ = 0;
   std::uint64_t round_ = 0;
