@@ -808,6 +808,43 @@ TEST(http_response_writer, writes_status_headers_body) {
   EXPECT_EQ(b.body, "Hello, World!");
 }
 
+// Response splitting: a CR or LF in a reason phrase or a header value is sent as a space, and
+// a header whose name holds one is dropped, so no text given to the writer adds a line.
+TEST(http_response_writer, line_breaks_cannot_split_the_response) {
+  std::string out;
+  http::response_writer w(out);
+  w.status(302, "Found\r\nX-Injected: 1")
+      .header("Location", "/a\r\nSet-Cookie: evil=1")
+      .header("X-Bad\nSet-Cookie: evil=2", "v")
+      .header("X-Long", "0123456789abcdef\r\n\r\nHTTP/1.1 200 OK")
+      .header("X-Tab", "a\tb")
+      .body("moved");
+  EXPECT_EQ(out,
+            "HTTP/1.1 302 Found  X-Injected: 1\r\n"
+            "Location: /a  Set-Cookie: evil=1\r\n"
+            "X-Long: 0123456789abcdef    HTTP/1.1 200 OK\r\n"
+            "X-Tab: a\tb\r\n"
+            "Content-Length: 5\r\n\r\nmoved");
+  // A CR or LF at every position of values of every length up to 40 (the check reads eight
+  // bytes at a time), among tabs and bytes just above and below those it looks for.
+  for (std::size_t n = 1; n <= 40; ++n) {
+    for (std::size_t at = 0; at < n; ++at) {
+      for (char brk : {'\r', '\n'}) {
+        std::string v(n, '\x0e');
+        for (std::size_t i = 0; i < n; i += 3) {
+          v[i] = i % 2 ? '\t' : '\xff';
+        }
+        v[at] = brk;
+        std::string expect = v;
+        expect[at] = ' ';
+        std::string line;
+        http::response_writer(line).header("X", v);
+        ASSERT_EQ(line, "X: " + expect + "\r\n") << n << " " << at;
+      }
+    }
+  }
+}
+
 TEST(http_response_writer, chunked_stream_round_trips) {
   std::string out;
   http::response_writer w(out);

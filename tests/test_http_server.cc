@@ -408,6 +408,39 @@ TEST(http_server, handler_connection_close_ends_the_connection) {
   }
 }
 
+// A CR or LF in a header or a reason phrase (text a handler took from a decoded query string,
+// say) must not end the line: it would add fields of the sender's choosing, or end the head
+// early and make the rest a body or a second response (response splitting). Each is sent as a
+// space, as Go's net/http does, and a header whose name holds one is dropped; the framing
+// holds, so the request pipelined behind is answered as the second response.
+TEST(http_server, line_breaks_in_headers_cannot_split_the_response) {
+  http::router r = basic_router();
+  r.get("/split", [](const http::request&, http::response& res) {
+    res.start(302, "Found\r\nX-Injected: reason")
+        .header("Location", "/a\r\nSet-Cookie: evil=1")
+        .header("X-Bad\r\nSet-Cookie: evil=2", "v")
+        .header("X-Long", "0123456789abcdef\nX-Injected: long\r\n\r\nHTTP/1.1 200 OK")
+        .header("X-Tab", "a\tb")
+        .body("moved");
+  });
+  test_server s(std::move(r));
+  client c(s.port(), 2000);
+  ASSERT_TRUE(c.send("GET /split HTTP/1.1\r\nHost: x\r\n\r\n" + std::string(kGet)));
+  auto replies = read_replies(c, 2);
+  ASSERT_GE(replies.size(), 1u);
+  const proto_test::reply& moved = replies[0];
+  EXPECT_EQ(moved.status, 302);
+  EXPECT_EQ(moved.header("set-cookie"), "");
+  EXPECT_EQ(moved.header("x-injected"), "");
+  EXPECT_EQ(moved.header("location"), "/a  Set-Cookie: evil=1");
+  EXPECT_EQ(moved.header("x-long"), "0123456789abcdef X-Injected: long    HTTP/1.1 200 OK");
+  EXPECT_EQ(moved.header("x-tab"), "a\tb");
+  EXPECT_EQ(moved.body, "moved");
+  ASSERT_EQ(replies.size(), 2u);
+  EXPECT_EQ(replies[1].status, 200);
+  EXPECT_EQ(replies[1].body, "Hello, World!");
+}
+
 TEST(http_server, method_not_allowed_405_and_handler_exception_500) {
   test_server s(basic_router());
   client c(s.port());

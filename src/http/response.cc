@@ -133,6 +133,22 @@ std::string_view http_date() noexcept {
                              : std::string_view();
 }
 
+namespace {
+// Appends `bytes` with each CR and LF made a space: caller's text inside a line of the head
+// cannot end that line (response splitting).
+void append_in_line(std::string& out, std::string_view bytes) {
+  const std::size_t at = out.size();
+  out.append(bytes);
+  if (detail::may_hold_line_break(bytes.data(), bytes.size())) [[unlikely]] {
+    for (std::size_t i = at; i < out.size(); ++i) {
+      if (out[i] == '\r' || out[i] == '\n') {
+        out[i] = ' ';
+      }
+    }
+  }
+}
+}  // namespace
+
 response_writer& response_writer::status(int status, std::string_view reason) {
   // The common status lines are literals: one append instead of four.
   if (reason.empty()) {
@@ -150,15 +166,19 @@ response_writer& response_writer::status(int status, std::string_view reason) {
   char code[13];
   detail::status_line_prefix(code, status);
   out_.append(code, 13);
-  out_.append(reason);
+  append_in_line(out_, reason);
   out_.append("\r\n", 2);
   return *this;
 }
 
 response_writer& response_writer::header(std::string_view name, std::string_view value) {
+  if (detail::may_hold_line_break(name.data(), name.size()) &&
+      name.find_first_of("\r\n") != std::string_view::npos) [[unlikely]] {
+    return *this;  // no field name holds a line break: dropped, as Go's net/http does
+  }
   out_.append(name);
   out_.append(": ", 2);
-  out_.append(value);
+  append_in_line(out_, value);
   out_.append("\r\n", 2);
   return *this;
 }

@@ -81,6 +81,33 @@ void response::note_connection(std::string_view name, std::string_view value) no
   }
 }
 
+// Caller's text inside a line of the head: each CR and LF is sent as a space, so that it
+// cannot end the line and write lines of its own (response splitting).
+void response::put_in_line(std::string_view bytes) {
+  char* at = out_.extend(bytes.size());
+  detail::copy_bytes(at, bytes.data(), bytes.size());
+  if (detail::may_hold_line_break(bytes.data(), bytes.size())) [[unlikely]] {
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+      if (at[i] == '\r' || at[i] == '\n') {
+        at[i] = ' ';
+      }
+    }
+  }
+}
+
+// header() for a name or value that may hold a CR or LF (or only a tab, or another control
+// byte: the quick test cannot tell).
+response& response::header_with_breaks(std::string_view name, std::string_view value) {
+  if (name.find_first_of("\r\n") != std::string_view::npos) {
+    return *this;  // no field name holds a line break: dropped, as Go's net/http does
+  }
+  put(name);
+  put(": ");
+  put_in_line(value);
+  put("\r\n");
+  return *this;
+}
+
 response& response::start_general(int status, std::string_view reason) {
   started_ = true;
   bodiless_status_ = status < 200 || status == 204 || status == 304;
@@ -100,7 +127,7 @@ response& response::start_general(int status, std::string_view reason) {
     char line[13];
     detail::status_line_prefix(line, status);
     put(std::string_view(line, sizeof line));
-    put(reason);
+    put_in_line(reason);
     put("\r\n");
     put(ok_head.substr(detail::kOkStatusLine.size()));  // the Date line
   }

@@ -7,10 +7,38 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
 namespace evnet::http {
+
+namespace detail {
+/// False when [p, p + n) holds no CR and no LF; true when it may (any byte below 0x0E counts,
+/// so a tab does too: the caller then looks byte by byte). Eight bytes per step. Pure.
+inline bool may_hold_line_break(const char* p, std::size_t n) noexcept {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+  constexpr std::uint64_t kHigh = 0x8080808080808080ull;
+  auto below_0e = [](std::uint64_t x) { return ((x - 0x0E * kOnes) & ~x & kHigh) != 0; };
+  if (n >= 8) {
+    std::uint64_t x;
+    for (std::size_t i = 0; i + 8 < n; i += 8) {
+      std::memcpy(&x, p + i, 8);
+      if (below_0e(x)) {
+        return true;
+      }
+    }
+    std::memcpy(&x, p + n - 8, 8);
+    return below_0e(x);
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (static_cast<unsigned char>(p[i]) < 0x0E) {
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace detail
 
 /// Standard reason phrase for `status` ("OK", "Not Found", ...); "Unknown" if not listed.
 /// Safe from any thread.
@@ -32,9 +60,13 @@ class response_writer {
   /// Writes into `out` (appends; does not clear). Owner thread only.
   explicit response_writer(std::string& out) noexcept : out_(out) {}
 
-  /// "HTTP/1.1 <status> <reason>\r\n"; an empty reason uses reason_phrase(status).
+  /// "HTTP/1.1 <status> <reason>\r\n"; an empty reason uses reason_phrase(status). A CR or LF
+  /// in `reason` is sent as a space (it would end the status line early).
   response_writer& status(int status, std::string_view reason = {});
-  /// "<name>: <value>\r\n". Name and value must not contain CR or LF (caller's duty).
+  /// "<name>: <value>\r\n". A CR or LF could not be part of a field: it would end the line
+  /// and start a field (or the body) of the caller's data — response splitting. So, as Go's
+  /// net/http does, each CR or LF in `value` is sent as a space, and a field whose `name` holds
+  /// one is not sent at all.
   response_writer& header(std::string_view name, std::string_view value);
   /// "Date: <http_date()>\r\n".
   response_writer& add_date();

@@ -187,7 +187,8 @@ struct deferred_state;
 class response {
  public:
   /// Status line, then the Date header and, when this is the connection's last response,
-  /// "Connection: close". Must be called first, once.
+  /// "Connection: close". Must be called first, once. A CR or LF in `reason` is sent as a
+  /// space.
   response& start(int status, std::string_view reason = {}) {
     // The common answer (200, nothing to add to the head) copies the cached status line and
     // Date in one constant-length copy, inline in the handler.
@@ -199,13 +200,19 @@ class response {
     }
     return start_general(status, reason);
   }
-  /// Adds a header (after start()). Name and value must not contain CR/LF. A "Connection"
-  /// header whose value has the "close" option makes this the connection's last response: the
-  /// server closes the connection after it and answers no request pipelined behind it
-  /// (RFC 9112 §9.6, as Go's net/http does for a handler that sets it).
+  /// Adds a header (after start()). A CR or LF would end the field and let the value write
+  /// fields (or a body) of its own — response splitting — so, as Go's net/http does, each CR or
+  /// LF in `value` is sent as a space, and a header whose `name` holds one is not sent. A
+  /// "Connection" header whose value has the "close" option makes this the connection's last
+  /// response: the server closes the connection after it and answers no request pipelined
+  /// behind it (RFC 9112 §9.6, as Go's net/http does for a handler that sets it).
   response& header(std::string_view name, std::string_view value) {
     if (name.size() == 10) [[unlikely]] {  // "Connection"; a literal name of another length
       note_connection(name, value);        // folds this away
+    }
+    if (detail::may_hold_line_break(name.data(), name.size()) ||
+        detail::may_hold_line_break(value.data(), value.size())) [[unlikely]] {
+      return header_with_breaks(name, value);
     }
     char* at = out_.extend(name.size() + value.size() + 4);
     detail::copy_short(at, name.data(), name.size());
@@ -285,6 +292,8 @@ class response {
  private:
   void put(std::string_view bytes);
   void note_connection(std::string_view name, std::string_view value) noexcept;
+  response& header_with_breaks(std::string_view name, std::string_view value);
+  void put_in_line(std::string_view bytes);
   response& start_general(int status, std::string_view reason);
   void body_general(std::string_view body);
 
