@@ -315,6 +315,36 @@ TEST_P(base_timers, ticker_over_one_second_fires_expected_count_without_drift) {
   EXPECT_GE(ticks.front() - start, 10ms);
 }
 
+// A tick left queued by exit() (the rest of the round's ready events wait for the next round)
+// runs when the loop resumes, possibly many periods later. Its next deadline was computed from
+// the round's cached time, stale then (no other timer made the round read the clock), so it
+// lay in the past and the ticker fired again at once: the missed ticks were replayed as a
+// burst of two instead of skipped.
+TEST_P(base_timers, tick_deferred_by_exit_skips_the_periods_missed_meanwhile) {
+  auto b = make();
+  int ticks = 0;
+  evnet::ticker t(*b, [&] { ++ticks; });
+  evnet::timer stopper(*b, [&] { b->exit(); });
+  ASSERT_FALSE(stopper.set_priority(0));  // runs first, and its exit() leaves the tick queued
+  ASSERT_FALSE(t.set_priority(b->priorities() - 1));
+  ASSERT_FALSE(stopper.attach(100ms));
+  ASSERT_FALSE(t.attach(200ms));
+  std::this_thread::sleep_for(250ms);  // both due
+  EXPECT_EQ(b->loop_once(true), evnet::errc::stopped);
+  EXPECT_EQ(ticks, 0);
+  std::this_thread::sleep_for(1000ms);  // five periods with no loop running
+  const auto resumed = clk::now();
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_EQ(ticks, 1);
+  EXPECT_GT(t.deadline(), resumed)
+      << "next tick "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(resumed - t.deadline()).count()
+      << " ms in the past";
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_EQ(ticks, 1);
+  EXPECT_FALSE(t.detach());
+}
+
 TEST_P(base_timers, far_future_timer_can_be_attached_and_cancelled) {
   auto b = make();
   evnet::timer t(*b, [] { ADD_FAILURE() << "must not fire"; });

@@ -791,15 +791,19 @@ class base_impl {
       }
     } else if (ev->attached_ && ev->timeout_ns_ > 0) {
       const std::int64_t period = ev->timeout_ns_;
+      // current_ns(), not now_ns_: a round whose timer structure was empty after the poll did
+      // not read the clock, and an event whose timeout fired in an earlier round (left queued
+      // by exit() or the callback budget) may run here long after that.
+      const std::int64_t now = current_ns();
       std::int64_t next;
       if ((fired & ev_flag::timeout) != 0 && !ev->queued()) {
         // From the previous deadline, so a ticker does not drift; skip whole missed periods.
         next = deadline_after(static_cast<timer_node*>(ev)->deadline, period);
-        if (next <= now_ns_) {
-          next += ((now_ns_ - next) / period + 1) * period;
+        if (next <= now) {
+          next += ((now - next) / period + 1) * period;
         }
       } else {
-        next = deadline_after(now_ns_, period);  // readiness (or activate()) restarts it
+        next = deadline_after(now, period);  // readiness (or activate()) restarts it
       }
       cancel_timer(ev);
       add_timer(ev, next);
