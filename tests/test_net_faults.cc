@@ -629,32 +629,39 @@ TEST(net_faults, abort_from_a_callback_ends_a_closing_conns_flush) {
   ::close(fd);
 }
 
+// Answers the first bytes of its one connection with `size` bytes (all input consumed) and
+// closes gracefully; records the close's reason.
+struct answer_big_then_close : booted_handler {
+  answer_big_then_close(std::size_t size, char fill) : size_(size), fill_(fill) {}
+  action on_traffic(conn& c) override {
+    c.discard();
+    if (answered) {
+      return action::none;
+    }
+    answered = true;
+    (void)c.write(std::string(size_, fill_));
+    return action::close;
+  }
+  void on_close(conn& c, std::error_code ec) override {
+    (void)c;
+    std::lock_guard<std::mutex> lock(mu);
+    reason = ec;
+    closed = true;
+  }
+  const std::size_t size_;
+  const char fill_;
+  bool answered = false;  // loop thread
+  std::mutex mu;
+  std::error_code reason;
+  bool closed = false;
+};
+
 // A graceful close (the response written, then action::close) must deliver the whole
 // response even when the peer sent more meanwhile: closing a socket with unread input resets
 // it, and the reset dropped what was still queued (1.2 of 4 MiB arrived, then ECONNRESET).
 TEST(net_faults, graceful_close_with_unread_input_delivers_the_whole_response) {
   static constexpr std::size_t kResponse = 4u << 20;
-  struct h_t : booted_handler {
-    action on_traffic(conn& c) override {
-      c.discard();
-      if (answered) {
-        return action::none;
-      }
-      answered = true;
-      (void)c.write(std::string(kResponse, 'r'));
-      return action::close;
-    }
-    void on_close(conn& c, std::error_code ec) override {
-      (void)c;
-      std::lock_guard<std::mutex> lock(mu);
-      reason = ec;
-      closed = true;
-    }
-    bool answered = false;  // loop thread
-    std::mutex mu;
-    std::error_code reason;
-    bool closed = false;
-  } h;
+  answer_big_then_close h(kResponse, 'r');
   engine_options o;
   o.loops = 1;
   engine_runner r;
@@ -859,27 +866,7 @@ TEST(net_faults, shutdown_write_after_a_peer_reset_claims_no_half_close) {
 // the client read only the part of the answer its window held, then ECONNRESET/EOF.
 TEST(net_faults, graceful_close_lingers_while_the_peer_is_still_sending) {
   static constexpr std::size_t kAnswer = 1u << 20;
-  struct h_t : booted_handler {
-    action on_traffic(conn& c) override {
-      c.discard();
-      if (answered) {
-        return action::none;
-      }
-      answered = true;
-      (void)c.write(std::string(kAnswer, 'a'));
-      return action::close;
-    }
-    void on_close(conn& c, std::error_code ec) override {
-      (void)c;
-      std::lock_guard<std::mutex> lock(mu);
-      reason = ec;
-      closed = true;
-    }
-    bool answered = false;  // loop thread
-    std::mutex mu;
-    std::error_code reason;
-    bool closed = false;
-  } h;
+  answer_big_then_close h(kAnswer, 'a');
   engine_options o;
   o.loops = 1;
   engine_runner r;

@@ -454,6 +454,18 @@ TEST(net_threads, send_async_racing_the_end_of_run_is_answered_and_safe) {
   }
 }
 
+// Lets `threads` run for `after`, stops the engine while they still run, then stops and joins
+// them.
+void stop_racing(engine_runner& r, std::atomic<bool>& go, std::vector<std::thread>& threads,
+                 std::chrono::microseconds after) {
+  std::this_thread::sleep_for(after);
+  r.stop();
+  go = false;
+  for (auto& t : threads) {
+    t.join();
+  }
+}
+
 // Several threads keep calling send_async() on live connections (of two loops) while the engine
 // stops. Every send that was accepted must be answered exactly once, by the time run() has
 // returned and the senders have finished, with success or an abort/closed error. A sender that
@@ -512,12 +524,7 @@ TEST(net_threads, send_async_racing_stop_is_answered_exactly_once) {
         }
       });
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(200 * (round % 10)));
-    r.stop();
-    go = false;
-    for (auto& t : senders) {
-      t.join();
-    }
+    stop_racing(r, go, senders, std::chrono::microseconds(200 * (round % 10)));
     const long before_release = completed.load();
     {
       std::lock_guard<std::mutex> lock(h.mu);
@@ -567,12 +574,7 @@ TEST(net_threads, post_racing_stop_runs_every_accepted_task) {
         }
       });
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(100 * (round % 10)));
-    r.stop();
-    go = false;
-    for (auto& t : posters) {
-      t.join();
-    }
+    stop_racing(r, go, posters, std::chrono::microseconds(100 * (round % 10)));
     EXPECT_EQ(ran.load(), accepted.load()) << "round " << round << ": accepted tasks never ran";
     if (HasFailure()) {
       break;
