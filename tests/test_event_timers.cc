@@ -382,6 +382,24 @@ TEST_P(base_timers, zero_delay_timer_rearmed_from_its_callback_runs_once_per_rou
   EXPECT_FALSE(t.detach());
 }
 
+// rearm(0) is detach() + attach(0): inside a round the timer runs in the next round, not the
+// current one. An armed timer re-armed at zero from another callback was made ready at once
+// and ran in the same round.
+TEST_P(base_timers, armed_timer_rearmed_to_zero_inside_a_round_runs_next_round) {
+  auto b = make();
+  int later = 0;
+  evnet::timer t(*b, [&] { ++later; });
+  ASSERT_FALSE(t.attach(1h));
+  evnet::timer kick(*b, [&] { EXPECT_FALSE(t.rearm(0ns)); });
+  ASSERT_FALSE(kick.attach(0ns));
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_EQ(later, 0);
+  EXPECT_TRUE(t.attached());
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_EQ(later, 1);
+  EXPECT_FALSE(t.attached());
+}
+
 // Timers with the same deadline fire in the order they were armed (libuv's promise). The wheel
 // fired them in reverse (its slot lists are LIFO), the heap in no particular order.
 TEST_P(base_timers, equal_deadlines_fire_in_arm_order) {

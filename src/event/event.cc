@@ -740,7 +740,13 @@ class base_impl {
     if (timeout_ns > 0) {
       add_timer(ev, deadline_after(current_ns(), timeout_ns));
     } else if (timer_only) {
-      activate(ev, ev_flag::timeout);
+      // Zero = the next round, as attach(0) (rearm is detach + attach): inside a round queued
+      // as already due, not made ready for this round's dispatch.
+      if (in_round_) {
+        add_timer(ev, 0);
+      } else {
+        activate(ev, ev_flag::timeout);
+      }
     }
     return {};
   }
