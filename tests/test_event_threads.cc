@@ -193,4 +193,37 @@ TEST(event_threads, exit_requested_before_dispatch_returns_at_once) {
   EXPECT_EQ(fired, 1);
 }
 
+// exit() while no loop runs makes the next loop_once() return at once, and only that one. It
+// also asked the poller to stop, a request no round consumed (the base's round returns before
+// polling), so the following blocking loop_once() returned at once too, its timer not yet due
+// and nothing run: from another thread and from the loop thread alike. (The heap: its next
+// deadline is exact, so a blocking round waits until the timer is due; the wheel's is a lower
+// bound that may end a round early at a slot boundary.)
+TEST(event_threads, exit_while_no_loop_runs_stops_only_the_next_loop_once) {
+  for (const bool from_other_thread : {false, true}) {
+    SCOPED_TRACE(from_other_thread ? "from another thread" : "from the loop thread");
+    evnet::event_base_options o;
+    o.timers = evnet::timer_structure::heap;
+    auto created = evnet::event_base::create(o);
+    ASSERT_TRUE(created.has_value());
+    auto b = std::move(*created);
+    if (from_other_thread) {
+      std::thread other([&] { b->exit(); });
+      other.join();
+    } else {
+      b->exit();
+    }
+    EXPECT_EQ(b->loop_once(), evnet::errc::stopped);
+    int fired = 0;
+    evnet::timer t(*b, [&] { ++fired; });
+    ASSERT_FALSE(t.attach(50ms));
+    const auto start = clk::now();
+    EXPECT_FALSE(b->loop_once());  // blocks until the timer is due
+    EXPECT_EQ(fired, 1)
+        << "loop_once() returned after "
+        << std::chrono::duration_cast<std::chrono::microseconds>(clk::now() - start).count()
+        << " us";
+  }
+}
+
 }  // namespace

@@ -189,7 +189,8 @@ class event_base {
 
   /// Makes dispatch() return once the running callback (if any) returns; events still ready
   /// stay queued for the next round. Safe from any thread (wakes a waiting loop). A request
-  /// made while no loop runs makes the next dispatch()/loop_once() return at once.
+  /// made while no loop runs makes the next dispatch()/loop_once() return at once, and only
+  /// that one.
   void exit() noexcept;
 
   /// Queues `fn` to run on the loop thread during the next round (high priority poller task).

@@ -859,8 +859,9 @@ class base_impl {
   // Takes the loop thread's ownership of the base; the reason if it cannot.
   std::error_code acquire() noexcept {
     std::thread::id none;
+    // Sequentially consistent, as exit()'s store and load: see exit().
     if (!running_.compare_exchange_strong(none, std::this_thread::get_id(),
-                                          std::memory_order_acq_rel)) {
+                                          std::memory_order_seq_cst)) {
       return none == std::this_thread::get_id() ? make_error_code(errc::invalid_argument)
                                                 : make_error_code(errc::wrong_thread);
     }
@@ -903,7 +904,8 @@ class base_impl {
   template <bool Held>
   std::error_code round(bool nonblocking) {
     // A plain load first: the locked exchange is paid only when an exit was requested.
-    if (exit_requested_.load(std::memory_order_acquire) &&
+    // (Sequentially consistent, pairing with exit(); a plain mov on x86 all the same.)
+    if (exit_requested_.load(std::memory_order_seq_cst) &&
         exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
       return errc::stopped;
     }
@@ -983,10 +985,15 @@ class base_impl {
   }
 
   void exit() noexcept {
-    exit_requested_.store(true, std::memory_order_release);
-    // From a callback the flag suffices; otherwise wake a loop that may be blocked in the
-    // kernel (a stop that finds no loop running is ignored by the next round).
-    if (running_.load(std::memory_order_acquire) != std::this_thread::get_id()) {
+    exit_requested_.store(true, std::memory_order_seq_cst);
+    // From a callback the flag suffices; so it does when no loop runs: the next round sees it
+    // before it polls. Only a loop running on another thread may be blocked in the kernel and
+    // need the poller's stop. A stop sent with no loop running was never consumed (the round
+    // returns on the flag before polling) and made the round after it skip its wait.
+    // Sequentially consistent with acquire()'s exchange and the round's load: either this
+    // load sees the loop's thread, or that loop's first look at the flag sees it set.
+    const std::thread::id r = running_.load(std::memory_order_seq_cst);
+    if (r != std::thread::id() && r != std::this_thread::get_id()) {
       poller_->stop();
     }
   }
