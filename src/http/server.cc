@@ -347,6 +347,11 @@ bool settle_response(detail::out_buffer& out, std::size_t mark, const response& 
   return !res.finished() || res.must_close();
 }
 
+// What a connection keeps between requests of its composed responses and buffered request
+// body: more (one large upload or answer) is given back once it has been used, as the net
+// layer gives back its ring buffers and the WebSocket layer its message buffers.
+constexpr std::size_t kKeepBuffer = std::size_t{64} * 1024;
+
 void hold_input_while_deferred(evnet::conn& c, std::size_t max_head) noexcept {
   if (c.inbound_size() > max_head) {
     c.pause_read();
@@ -433,7 +438,7 @@ std::chrono::milliseconds server::shortest_timeout() const noexcept {
 void server::answer_timeout(evnet::conn& c, session& s, std::string_view reason) {
   answer_error(c, s, 408, reason);
   (void)c.write(s.out.view());
-  s.out.clear();
+  s.out.clear_and_trim(kKeepBuffer);
   (void)c.shutdown_write();
   arm_timer(c, s, opts_.linger);
 }
@@ -900,6 +905,11 @@ action server::handle_input(evnet::conn& c, session& s) {
             end_stream(c, s, take_reader(s), &s.params);  // a streamed body is complete
           } else {
             dispatch(c, s);
+            if (s.body.capacity() > kKeepBuffer) [[unlikely]] {
+              // Handled (request views end with the handler call): a large body must not stay
+              // allocated until the connection's next request.
+              std::string().swap(s.body);
+            }
           }
           if (s.closing || s.deferred || over_output_limit()) {
             stop = true;
@@ -924,7 +934,7 @@ action server::handle_input(evnet::conn& c, session& s) {
   }
   if (!s.out.empty()) {
     (void)c.write(s.out.view());
-    s.out.clear();
+    s.out.clear_and_trim(kKeepBuffer);
   }
   if (s.upgraded) {
     if (s.timer) {

@@ -109,8 +109,9 @@ namespace detail {
 
 /// The bytes a connection's responses are composed into during one batch (internal: the server
 /// owns one per connection and hands it to the connection with one write). Responses write
-/// straight into it; it grows by doubling and never shrinks, so a connection in its steady state
-/// allocates nothing. Loop thread only.
+/// straight into it; it grows by doubling and is kept between batches, so a connection in its
+/// steady state allocates nothing, unless a batch made it larger than the server keeps
+/// (clear_and_trim()). Loop thread only.
 class out_buffer {
  public:
   /// Makes n more bytes part of the buffer and returns where they start (uninitialised).
@@ -132,6 +133,15 @@ class out_buffer {
   void truncate(std::size_t n) noexcept { size_ = n; }
   /// Drops everything; keeps the memory.
   void clear() noexcept { size_ = 0; }
+  /// Drops everything, and gives the memory back if it grew past `keep` bytes: one large
+  /// response must not stay allocated for the rest of a keep-alive connection.
+  void clear_and_trim(std::size_t keep) noexcept {
+    size_ = 0;
+    if (capacity_ > keep) [[unlikely]] {
+      data_.reset();
+      capacity_ = 0;
+    }
+  }
   /// Number of bytes.
   std::size_t size() const noexcept { return size_; }
   /// True when there are no bytes.
