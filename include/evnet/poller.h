@@ -297,7 +297,9 @@ class poller {
   /// their number is returned. Registered attachments are marked unregistered (their fds stay
   /// open). Loop thread only. From inside a callback or task the close is deferred to the end
   /// of the current round (the rest of the round's tasks are then dropped) and the return value
-  /// is only the number queued at the time of the call. Idempotent: later calls return 0.
+  /// is only the number queued at the time of the call (the low-priority backlog of earlier
+  /// rounds included; from a high-priority task, not the rest of its batch). Idempotent: later
+  /// calls return 0.
   std::size_t close();
 
   /// True until close(). Loop thread only.

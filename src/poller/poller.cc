@@ -399,9 +399,11 @@ std::size_t poller::close() {
     // Called from a callback or task: finishing the round first keeps the batch being
     // dispatched and the task vector being iterated intact. poll_once() closes on its way out.
     b.close_deferred_ = true;
-    std::size_t queued = 0;
+    // Queued as pending_tasks() counts them: the low backlog already swapped out of the queue
+    // (loop-local, and dropped by the deferred close as well) included.
+    std::size_t queued = b.low_run_.size() - b.low_pos_;
     std::lock_guard<std::mutex> lock(b.task_mutex_);
-    queued = b.high_.size() + b.low_.size();
+    queued += b.high_.size() + b.low_.size();
     return queued;
   }
   b.open_ = false;
