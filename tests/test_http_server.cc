@@ -8,6 +8,7 @@ extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 #endif
 
 #include <atomic>
+#include <cctype>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -116,6 +117,58 @@ TEST(http_server, a_large_body_does_not_stay_allocated_on_a_keep_alive_connectio
   EXPECT_TRUE(given_back) << "the idle keep-alive connection still holds "
                           << (after - before) / 1024 << " KiB more than before the upload";
   EXPECT_EQ(post(10), 10u);  // and it still serves
+}
+
+// The framing is the server's: a handler's own Content-Length or Transfer-Encoding header was
+// written beside the server's Content-Length (or chunked coding), giving a response with two
+// lengths, or with both framings, that a client and a proxy may split differently.
+TEST(http_server, a_handlers_framing_headers_are_not_sent) {
+  http::router r;
+  r.get("/length", [](const http::request&, http::response& res) {
+    res.start(200).header("content-length", "5").header("Transfer-Encoding", "chunked");
+    res.body("hello world");
+  });
+  r.get("/chunked", [](const http::request&, http::response& res) {
+    res.start(200).header("Content-Length", "3").begin_chunked();
+    res.chunk("abc");
+    res.end_chunked();
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(
+      c.send("GET /length HTTP/1.1\r\nHost: x\r\n\r\nGET /chunked HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string raw;
+  while (raw.find("0\r\n\r\n") == std::string::npos) {
+    std::string more = c.recv_some();
+    if (more.empty()) {
+      break;
+    }
+    raw += more;
+  }
+  const auto count = [](std::string_view text, std::string_view what) {
+    std::size_t n = 0;
+    for (std::size_t at = text.find(what); at != std::string_view::npos;
+         at = text.find(what, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  const std::size_t second = raw.find("HTTP/1.1", 1);
+  ASSERT_NE(second, std::string::npos) << raw;
+  const std::string first_head = raw.substr(0, raw.find("\r\n\r\n"));
+  const std::string second_head = raw.substr(second, raw.find("\r\n\r\n", second) - second);
+  std::string lower = first_head;
+  for (char& ch : lower) {
+    ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  EXPECT_EQ(count(lower, "content-length"), 1u) << first_head;
+  EXPECT_NE(first_head.find("Content-Length: 11"), std::string::npos) << first_head;
+  EXPECT_EQ(count(first_head, "Transfer-Encoding"), 0u) << first_head;
+  EXPECT_EQ(count(second_head, "Content-Length"), 0u) << second_head;
+  EXPECT_EQ(count(second_head, "Transfer-Encoding: chunked"), 1u) << second_head;
+  EXPECT_EQ(raw.substr(first_head.size() + 4, 11), "hello world");
+  EXPECT_EQ(raw.substr(raw.find("\r\n\r\n", second) + 4), "3\r\nabc\r\n0\r\n\r\n");
 }
 
 TEST(http_server, header_timeout_sends_408_and_closes) {

@@ -81,6 +81,11 @@ void response::note_connection(std::string_view name, std::string_view value) no
   }
 }
 
+// Content-Length and Transfer-Encoding are written by body() and begin_chunked() only.
+bool response::is_framing_field(std::string_view name) noexcept {
+  return iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding");
+}
+
 // Caller's text inside a line of the head: each CR and LF is sent as a space, so that it
 // cannot end the line and write lines of its own (response splitting).
 void response::put_in_line(std::string_view bytes) {

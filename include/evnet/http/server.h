@@ -215,10 +215,17 @@ class response {
   /// LF in `value` is sent as a space, and a header whose `name` holds one is not sent. A
   /// "Connection" header whose value has the "close" option makes this the connection's last
   /// response: the server closes the connection after it and answers no request pipelined
-  /// behind it (RFC 9112 §9.6, as Go's net/http does for a handler that sets it).
+  /// behind it (RFC 9112 §9.6, as Go's net/http does for a handler that sets it). The framing
+  /// is the server's: body() sends Content-Length, begin_chunked() Transfer-Encoding, so a
+  /// "Content-Length" or "Transfer-Encoding" header given here is not sent (a second framing,
+  /// or two lengths, lets a client and a proxy split the stream differently: RFC 9112 §6.3).
   response& header(std::string_view name, std::string_view value) {
     if (name.size() == 10) [[unlikely]] {  // "Connection"; a literal name of another length
       note_connection(name, value);        // folds this away
+    }
+    // "Content-Length" and "Transfer-Encoding"; folds away for literal names of other lengths.
+    if ((name.size() == 14 || name.size() == 17) && is_framing_field(name)) [[unlikely]] {
+      return *this;
     }
     if (detail::may_hold_line_break(name.data(), name.size()) ||
         detail::may_hold_line_break(value.data(), value.size())) [[unlikely]] {
@@ -302,6 +309,7 @@ class response {
  private:
   void put(std::string_view bytes);
   void note_connection(std::string_view name, std::string_view value) noexcept;
+  static bool is_framing_field(std::string_view name) noexcept;
   response& header_with_breaks(std::string_view name, std::string_view value);
   void put_in_line(std::string_view bytes);
   response& start_general(int status, std::string_view reason);
