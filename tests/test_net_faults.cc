@@ -981,6 +981,42 @@ struct endless_sender {
   }
 };
 
+// How a lingering close ended for a client that sends `chunk` bytes every `pause` (never
+// reading) to a server that answered its first bytes, refused the rest and closed.
+struct cut_off {
+  std::size_t sent = 0;               // what the client got to send
+  int err = 0;                        // how its sending ended
+  std::chrono::milliseconds took{0};  // from the answer to on_close
+  std::error_code reason;             // on_close's
+};
+cut_off refuse_an_endless_sender(std::chrono::milliseconds lingering_close, std::size_t chunk,
+                                 std::chrono::microseconds pause) {
+  cut_off out;
+  answer_then_close h(true);
+  engine_options o;
+  o.loops = 1;
+  o.lingering_close = lingering_close;
+  engine_runner r;
+  if (!r.start(h, local_tcp(), o)) {
+    ADD_FAILURE() << "the engine did not start";
+    return out;
+  }
+  const int fd = connect_tcp(r.port());
+  test::set_timeouts(fd, 100ms);
+  endless_sender s;
+  s.run(fd, chunk, pause, 10s);
+  EXPECT_TRUE(wait_for([&] { return h.close_count() == 1; })) << "on_close did not run";
+  out.sent = s.sent;
+  out.err = s.err;
+  {
+    std::lock_guard<std::mutex> lock(h.mu);
+    out.took = h.took;
+    out.reason = h.reason;
+  }
+  ::close(fd);
+  return out;
+}
+
 // The lingering close is bounded: a peer that never stops sending is cut off (the fd closed,
 // the peer reset) after engine_options::lingering_close, or once 16 MiB were read away, and
 // on_close still reports the close's own (empty) reason. A peer that sends nothing more is
@@ -1005,47 +1041,23 @@ TEST(net_faults, lingering_close_cuts_off_a_peer_that_never_stops_sending) {
   }
   {
     // A slow endless sender, its upload refused: cut off by time.
-    answer_then_close h(true);
-    engine_options o;
-    o.loops = 1;
-    o.lingering_close = 300ms;
-    engine_runner r;
-    ASSERT_TRUE(r.start(h, local_tcp(), o));
-    const int fd = connect_tcp(r.port());
-    test::set_timeouts(fd, 100ms);
-    endless_sender s;
-    s.run(fd, 16u << 10, 5ms, 10s);
-    ASSERT_TRUE(wait_for([&] { return h.close_count() == 1; }));
-    EXPECT_TRUE(s.err == ECONNRESET || s.err == EPIPE) << std::strerror(s.err);
-    EXPECT_LT(s.sent, std::size_t{16} << 20);
-    std::lock_guard<std::mutex> lock(h.mu);
-    EXPECT_GE(h.took, 250ms) << "the close did not linger";
-    EXPECT_LT(h.took, 5000ms) << "the close lingered past lingering_close";
-    EXPECT_FALSE(h.reason) << h.reason.message();
-    ::close(fd);
+    const cut_off c = refuse_an_endless_sender(300ms, 16u << 10, 5ms);
+    EXPECT_TRUE(c.err == ECONNRESET || c.err == EPIPE) << std::strerror(c.err);
+    EXPECT_LT(c.sent, std::size_t{16} << 20);
+    EXPECT_GE(c.took, 250ms) << "the close did not linger";
+    EXPECT_LT(c.took, 5000ms) << "the close lingered past lingering_close";
+    EXPECT_FALSE(c.reason) << c.reason.message();
   }
   {
     // A fast endless sender, its upload refused: cut off by the 16 MiB bound, long before
     // lingering_close. (Refused, so that the close lingers for certain: a handler that consumed
     // its input lingers only if more has arrived by the time the output is flushed, which with
     // a sender between two send() calls is a race.)
-    answer_then_close h(true);
-    engine_options o;
-    o.loops = 1;
-    o.lingering_close = 60s;
-    engine_runner r;
-    ASSERT_TRUE(r.start(h, local_tcp(), o));
-    const int fd = connect_tcp(r.port());
-    test::set_timeouts(fd, 100ms);
-    endless_sender s;
-    s.run(fd, 256u << 10, 0us, 10s);
-    ASSERT_TRUE(wait_for([&] { return h.close_count() == 1; }));
-    EXPECT_TRUE(s.err == ECONNRESET || s.err == EPIPE) << std::strerror(s.err);
-    EXPECT_GE(s.sent, std::size_t{16} << 20);
-    std::lock_guard<std::mutex> lock(h.mu);
-    EXPECT_LT(h.took, 10000ms) << "the close was not cut off by the byte bound";
-    EXPECT_FALSE(h.reason) << h.reason.message();
-    ::close(fd);
+    const cut_off c = refuse_an_endless_sender(60s, 256u << 10, 0us);
+    EXPECT_TRUE(c.err == ECONNRESET || c.err == EPIPE) << std::strerror(c.err);
+    EXPECT_GE(c.sent, std::size_t{16} << 20);
+    EXPECT_LT(c.took, 10000ms) << "the close was not cut off by the byte bound";
+    EXPECT_FALSE(c.reason) << c.reason.message();
   }
 }
 
