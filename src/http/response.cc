@@ -139,13 +139,7 @@ namespace {
 void append_in_line(std::string& out, std::string_view bytes) {
   const std::size_t at = out.size();
   out.append(bytes);
-  if (detail::may_hold_line_break(bytes.data(), bytes.size())) [[unlikely]] {
-    for (std::size_t i = at; i < out.size(); ++i) {
-      if (out[i] == '\r' || out[i] == '\n') {
-        out[i] = ' ';
-      }
-    }
-  }
+  detail::blank_line_breaks(out.data() + at, bytes.size());
 }
 }  // namespace
 

@@ -91,13 +91,7 @@ bool response::is_framing_field(std::string_view name) noexcept {
 void response::put_in_line(std::string_view bytes) {
   char* at = out_.extend(bytes.size());
   detail::copy_bytes(at, bytes.data(), bytes.size());
-  if (detail::may_hold_line_break(bytes.data(), bytes.size())) [[unlikely]] {
-    for (std::size_t i = 0; i < bytes.size(); ++i) {
-      if (at[i] == '\r' || at[i] == '\n') {
-        at[i] = ' ';
-      }
-    }
-  }
+  detail::blank_line_breaks(at, bytes.size());
 }
 
 // header() for a name or value that may hold a CR or LF (or only a tab, or another control

@@ -38,6 +38,18 @@ inline bool may_hold_line_break(const char* p, std::size_t n) noexcept {
   }
   return false;
 }
+
+/// Makes each CR and LF in [p, p + n) a space: the caller's text inside a line of a head cannot
+/// end that line and write lines of its own (response splitting). Pure.
+inline void blank_line_breaks(char* p, std::size_t n) noexcept {
+  if (may_hold_line_break(p, n)) [[unlikely]] {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (p[i] == '\r' || p[i] == '\n') {
+        p[i] = ' ';
+      }
+    }
+  }
+}
 }  // namespace detail
 
 /// Standard reason phrase for `status` ("OK", "Not Found", ...); "Unknown" if not listed.
