@@ -345,6 +345,26 @@ TEST_P(base_timers, tick_deferred_by_exit_skips_the_periods_missed_meanwhile) {
   EXPECT_FALSE(t.detach());
 }
 
+// A blocking loop_once() with only a timer armed waits for that timer and runs it. The wheel
+// answers next_deadline() with the start of the timer's slot, a lower bound that lies up to 63
+// ticks early for a timer more than 64 ticks away: the round woke there, re-filed the slot,
+// found nothing due and returned having run nothing.
+TEST_P(base_timers, blocking_loop_once_runs_the_only_timer_armed) {
+  auto b = make();
+  for (auto delay : {100ms, 170ms, 250ms}) {
+    int fired = 0;
+    evnet::timer t(*b, [&] { ++fired; });
+    const auto start = clk::now();
+    ASSERT_FALSE(t.attach(delay));
+    ASSERT_FALSE(b->loop_once(false));
+    const auto waited = clk::now() - start;
+    EXPECT_EQ(fired, 1) << delay.count() << " ms timer: loop_once() returned after "
+                        << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
+                        << " ms having run nothing";
+    EXPECT_GE(waited, delay);
+  }
+}
+
 TEST_P(base_timers, far_future_timer_can_be_attached_and_cancelled) {
   auto b = make();
   evnet::timer t(*b, [] { ADD_FAILURE() << "must not fire"; });

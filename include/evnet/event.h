@@ -157,9 +157,12 @@ class event_base {
   std::error_code dispatch();
 
   /// Runs one round; waits for something to happen unless `nonblocking` (then it only
-  /// collects what is ready now). Returns {} , errc::stopped if exit() was requested (the
-  /// request is consumed), a kernel error, errc::invalid_argument from inside a callback, or
-  /// errc::wrong_thread while another thread runs a round. Loop thread only.
+  /// collects what is ready now). A blocking round that waits for the next timer returns only
+  /// once that timer ran (or something else happened first: readiness, a task, exit()), even
+  /// where the wheel's bound on the deadline ends the kernel's wait early. Returns {} ,
+  /// errc::stopped if exit() was requested (the request is consumed), a kernel error,
+  /// errc::invalid_argument from inside a callback, or errc::wrong_thread while another thread runs
+  /// a round. Loop thread only.
   std::error_code loop_once(bool nonblocking = false);
 
   /// The calling thread's hold on the base (and its poller) across many rounds: loop_once()

@@ -911,33 +911,46 @@ class base_impl {
     }
 
     in_round_ = true;
-    time_valid_ = false;  // until the poll returns: see current_ns()
-    std::chrono::milliseconds wait{-1};
-    if (nonblocking || ready_count_ != 0) {
-      wait = std::chrono::milliseconds(0);
-    } else if (auto next = next_deadline()) {
-      // The clock is read here only: a round that does not block does not need it.
-      now_ns_ = clock_ns();
-      const std::int64_t ns = *next - now_ns_;
-      // Round up: waking a little late is fine, waking early only costs another round.
-      wait = std::chrono::milliseconds(ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0));
-    }
-    result<std::size_t> r = Held ? held_->poll_once(wait) : poller_->poll_once(wait);
-    if (!r && r.error() != errc::stopped) {
-      in_round_ = false;
-      time_valid_ = false;
-      return r.error();
-    }
-    // errc::stopped without an exit() request is a stale wake-up of an earlier cross-thread
-    // exit(): the round simply continues.
+    for (;;) {
+      time_valid_ = false;  // until the poll returns: see current_ns()
+      std::chrono::milliseconds wait{-1};
+      std::int64_t timer_due = -1;  // the deadline a blocking wait ends at, if a timer's
+      if (nonblocking || ready_count_ != 0) {
+        wait = std::chrono::milliseconds(0);
+      } else if (auto next = next_deadline()) {
+        // The clock is read here only: a round that does not block does not need it.
+        now_ns_ = clock_ns();
+        const std::int64_t ns = *next - now_ns_;
+        // Round up: waking a little late is fine, waking early only costs another round.
+        wait = std::chrono::milliseconds(ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0));
+        timer_due = *next;
+      }
+      result<std::size_t> r = Held ? held_->poll_once(wait) : poller_->poll_once(wait);
+      if (!r && r.error() != errc::stopped) {
+        in_round_ = false;
+        time_valid_ = false;
+        return r.error();
+      }
+      // errc::stopped without an exit() request is a stale wake-up of an earlier cross-thread
+      // exit(): the round simply continues.
 
-    // The clock is read here only if a timer may be due (the poll's callbacks may have added
-    // some). Without timers the round's time is read on first use, if anything asks for it
-    // (current_ns()): a base that only watches fds reads no clock at all.
-    if (!(use_heap_ ? heap_.empty() : wheel_.empty())) {
-      now_ns_ = clock_ns();
-      time_valid_ = true;
-      expire_timers();
+      // The clock is read here only if a timer may be due (the poll's callbacks may have added
+      // some). Without timers the round's time is read on first use, if anything asks for it
+      // (current_ns()): a base that only watches fds reads no clock at all.
+      if (!(use_heap_ ? heap_.empty() : wheel_.empty())) {
+        now_ns_ = clock_ns();
+        time_valid_ = true;
+        expire_timers();
+      }
+      // The wheel's next_deadline() is only a lower bound for a timer more than 64 ticks away
+      // (the start of its slot on a higher level, up to 63 ticks early): the wait ended there,
+      // the expiry re-filed the slot and nothing was due. A blocking round that waited for a
+      // timer and was woken by nothing else waits again (now for an exact or closer bound)
+      // rather than return having run nothing. (The heap's deadline is exact: it never loops.)
+      if (timer_due < 0 || !r || *r != 0 || ready_count_ != 0 || !time_valid_ ||
+          now_ns_ < timer_due || exit_requested_.load(std::memory_order_relaxed)) {
+        break;
+      }
     }
     if (ready_count_ != 0) {
       std::size_t budget = options_.max_callbacks_per_round;
