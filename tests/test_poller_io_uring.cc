@@ -824,6 +824,82 @@ bool deny_io_uring_setup_on_this_thread() {
   return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
 }
 
+// Installs, on the calling thread only, a seccomp filter that makes io_uring_enter fail with
+// EBUSY — the kernel's answer while it cannot take submissions (a CQ backlog it cannot post):
+// the submission queue then stays full.
+bool refuse_io_uring_enter_on_this_thread() {
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_enter, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EBUSY & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    return false;
+  }
+  return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+// modify() while the kernel takes no submissions fills the SQ (a modify of a live request
+// queues a cancel and a new poll). The one whose cancel took the last entry and whose new poll
+// found no room returned an error with the old request cancelled and no new one: the
+// registration was silent from then on, though modify()'s contract keeps the previous
+// registration on error. Every registration must still be reported afterwards.
+TEST_F(PollerIoUring, modify_refused_for_a_full_sq_keeps_the_registration_armed) {
+  auto p = open_uring();
+  ASSERT_TRUE(p);
+  constexpr int kN = 140;  // more modifies than the 256-entry SQ holds
+  std::vector<fd_guard> fds;
+  std::vector<std::unique_ptr<recorder>> recs;
+  for (int i = 0; i < kN; ++i) {
+    fds.emplace_back(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    recs.push_back(std::make_unique<recorder>(fds.back().get()));
+    ASSERT_FALSE(p->add(recs.back()->att, interest::read, trigger_mode::level));
+  }
+  EXPECT_EQ(run_round(*p), 0U);  // every poll request is live in the kernel
+  fd_guard odd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  recorder odd_rec(odd.get());
+  int refused = -1;
+  std::error_code refusal;
+  std::thread t([&] {
+    ASSERT_TRUE(refuse_io_uring_enter_on_this_thread());
+    // One add first (one SQE), so a modify (two SQEs) straddles the end of the queue.
+    ASSERT_FALSE(p->add(odd_rec.att, interest::read, trigger_mode::level));
+    for (int i = 0; i < kN && refused < 0; ++i) {
+      if (std::error_code ec = p->modify(recs[static_cast<std::size_t>(i)]->att, interest::read,
+                                         trigger_mode::level)) {
+        refused = i;
+        refusal = ec;
+      }
+    }
+  });
+  t.join();
+  ASSERT_GE(refused, 0) << "every modify was taken: the SQ never filled";
+  EXPECT_EQ(refusal, std::errc::resource_unavailable_try_again) << refusal.message();
+  const std::uint64_t one = 1;
+  for (auto& f : fds) {
+    ASSERT_EQ(::write(f.get(), &one, sizeof one), 8);
+  }
+  ASSERT_EQ(::write(odd.get(), &one, sizeof one), 8);
+  for (int i = 0; i < 5; ++i) {
+    run_round(*p, 100ms);
+  }
+  std::vector<int> silent;
+  for (int i = 0; i < kN; ++i) {
+    if (recs[static_cast<std::size_t>(i)]->calls.empty()) {
+      silent.push_back(i);
+    }
+  }
+  EXPECT_TRUE(silent.empty()) << silent.size() << " registration(s) never reported, the first #"
+                              << silent.front() << " (modify #" << refused << " was refused)";
+  EXPECT_FALSE(odd_rec.calls.empty());
+  for (auto& r : recs) {
+    EXPECT_FALSE(p->remove(r->att));
+  }
+  EXPECT_FALSE(p->remove(odd_rec.att));
+}
+
 TEST_F(PollerIoUring, refused_setup_is_unsupported_and_automatic_keeps_epoll) {
   std::thread t([] {
     ASSERT_TRUE(deny_io_uring_setup_on_this_thread());

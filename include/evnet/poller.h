@@ -221,7 +221,8 @@ class poller {
   /// Changes interest and/or trigger mode; also re-arms a one-shot registration. Loop thread
   /// only. On error `a` keeps its previous registration. Errors: errc::closed;
   /// errc::wrong_thread; errc::not_registered if `a` is not registered with this poller (or the
-  /// kernel says ENOENT); a system error (e.g. EBADF if the fd was closed).
+  /// kernel says ENOENT); a system error (e.g. EBADF if the fd was closed; EAGAIN on io_uring
+  /// while the kernel takes no submissions).
   std::error_code modify(poll_attachment& a, interest what, trigger_mode mode);
   /// Same, keeping the current trigger mode. Loop thread only.
   std::error_code modify(poll_attachment& a, interest what) { return modify(a, what, a.mode_); }

@@ -317,6 +317,12 @@ class io_uring_backend final : public poller_backend {
     if (index == kNoSlot) {
       return errc::not_registered;
     }
+    // Room for the cancel and the new poll first: with the cancel queued in the SQ's last
+    // entry and no room for the poll, the old request would be cancelled and no new one made,
+    // leaving the registration silent while modify() reports an error.
+    if (std::error_code ec = reserve(slots_[index].armed ? 2 : 1)) {
+      return ec;
+    }
     if (std::error_code ec = disarm(index)) {
       return ec;
     }
@@ -700,6 +706,21 @@ class io_uring_backend final : public poller_backend {
     sqe->len = IORING_POLL_ADD_MULTI;
     sqe->user_data = kWakeTag;
     wake_armed_ = true;
+  }
+
+  // Makes sure `n` SQEs can be queued without a flush in between: flushes if fewer entries are
+  // free, and fails with EAGAIN (nothing queued) if the kernel still does not take them.
+  std::error_code reserve(unsigned n) noexcept {
+    if (sq_entries_ - (sq_tail_ - load_acquire(sq_khead_)) >= n) {
+      return {};
+    }
+    if (std::error_code ec = flush()) {
+      return ec;
+    }
+    if (sq_entries_ - (sq_tail_ - load_acquire(sq_khead_)) < n) {
+      return std::make_error_code(std::errc::resource_unavailable_try_again);
+    }
+    return {};
   }
 
   // A zeroed SQE at the tail, flushing the queue first when it is full (a burst of add()s, or
