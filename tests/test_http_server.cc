@@ -682,6 +682,51 @@ TEST(http_server, head_request_500_has_no_body) {
   EXPECT_EQ(all.find("\r\n\r\n") + 4, all.size()) << "bytes after the head: " << all;
 }
 
+// RFC 9110 §9.3.2: the server's own error answers to a HEAD request carry no content either
+// (Content-Length may state the size). They sent their text as a body, which a client reading
+// a response to HEAD takes for the start of the next response.
+TEST(http_server, error_answers_to_head_have_no_body) {
+  http::server_options o;
+  o.limits.max_body_bytes = 1000;
+  o.limits.max_target_bytes = 256;
+  o.header_timeout = 300ms;
+  test_server s(rfc_router(), o);
+  ASSERT_GT(s.port(), 0);
+  struct tcase {
+    const char* name;
+    std::string request;
+    const char* status;
+  };
+  const tcase cases[] = {
+      {"400 field", "HEAD /plaintext HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", "HTTP/1.1 400"},
+      {"400 request line", "HEAD  /plaintext HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400"},
+      {"413", "HEAD /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+       "HTTP/1.1 413"},
+      {"414 line", "HEAD /" + std::string(1000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n",
+       "HTTP/1.1 414"},
+      {"414 unfinished line", "HEAD /" + std::string(1000, 'a'), "HTTP/1.1 414"},
+      {"414 line over the head limit", "HEAD /" + std::string(10000, 'a') + " HTTP/1.1\r\n\r\n",
+       "HTTP/1.1 414"},
+      {"431", "HEAD /plaintext HTTP/1.1\r\nHost: x\r\nX: " + std::string(20000, 'h') + "\r\n\r\n",
+       "HTTP/1.1 431"},
+      {"501", "HEAD /plaintext HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+       "HTTP/1.1 501"},
+      {"505", "HEAD /plaintext HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP/1.1 505"},
+      {"408", "HEAD /plaintext HTTP/1.1\r\nHo", "HTTP/1.1 408"},
+  };
+  for (const tcase& t : cases) {
+    SCOPED_TRACE(t.name);
+    client c(s.port());
+    ASSERT_TRUE(c.send(t.request));
+    bool eof = false;
+    const std::string all = c.recv_until_eof(&eof);
+    EXPECT_TRUE(eof);
+    ASSERT_EQ(all.rfind(t.status, 0), 0u) << all;
+    EXPECT_NE(all.find("Content-Length: "), std::string::npos) << all;
+    EXPECT_EQ(all.find("\r\n\r\n") + 4, all.size()) << "bytes after the head: " << all;
+  }
+}
+
 // RFC 9110 §6.4.1, §8.6: 1xx, 204 and 304 have no content and no Content-Length, whatever the
 // handler passes; the pipelined response after them is framed correctly.
 TEST(http_server, no_content_statuses_carry_no_length_and_no_body) {

@@ -744,6 +744,7 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
     std::size_t take = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - p) + 1 : avail;
     if (head_len_ + take > limits_.max_head_bytes) {
       if (!trailers && line_start_ == 0 && kind_ == kind::request) {
+        note_method(std::string_view(p, take));
         return fail(414, "request line too long");
       }
       return fail(431, trailers ? "trailer section too large" : "header section too large");
@@ -755,6 +756,7 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
       // A request line that has no end yet but is already longer than any allowed target.
       if (!trailers && line_start_ == 0 && kind_ == kind::request &&
           head_len_ > limits_.max_target_bytes + 32) {
+        note_method({});
         return fail(414, "request target too long");
       }
       return {parse_event::need_more, consumed, {}};
@@ -763,6 +765,7 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
     // input was split.
     if (!trailers && line_start_ == 0 && kind_ == kind::request &&
         head_len_ - 1 > limits_.max_target_bytes + 32) {
+      note_method({});
       return fail(414, "request target too long");
     }
     std::string_view line(head_buf_.get() + line_start_, head_len_ - 1 - line_start_);
@@ -793,6 +796,23 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
     }
   }
   return {parse_event::need_more, consumed, {}};
+}
+
+// The method of a request line refused before it is whole (too long), read from its first
+// bytes — the head buffer's, then `more` — so that the answer to a HEAD request has no body
+// either. No known method is longer than 7 bytes, so 8 bytes tell.
+void parser::note_method(std::string_view more) noexcept {
+  char first[8];
+  std::size_t n = head_len_ < sizeof first ? head_len_ : sizeof first;
+  std::memcpy(first, head_buf_.get(), n);
+  for (std::size_t i = 0; i < more.size() && n < sizeof first; ++i) {
+    first[n++] = more[i];
+  }
+  const std::string_view start(first, n);
+  const std::size_t space = start.find(' ');
+  if (space != std::string_view::npos) {
+    msg_.method = method_from(start.substr(0, space));
+  }
 }
 
 // The common case in one pass over the caller's input: a request whose whole head is in `b`
@@ -999,6 +1019,9 @@ bool parser::parse_start_line(std::string_view line) {
       return fail(400, "bad method"), false;
     }
     std::string_view m(b, static_cast<std::size_t>(p - b));
+    // Known before the rest of the line is checked: an error answer to HEAD has no body.
+    msg_.method_text = m;
+    msg_.method = method_from(m);
     const char* t = ++p;
     const char* question = nullptr;
     for (; p < e; ++p) {
@@ -1028,8 +1051,6 @@ bool parser::parse_start_line(std::string_view line) {
       return fail(400, "malformed HTTP version"), false;
     }
     std::string_view target(t, tlen);
-    msg_.method_text = m;
-    msg_.method = method_from(m);
     msg_.target = target;
     std::string_view before_query = target;
     if (question) {

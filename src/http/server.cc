@@ -536,7 +536,9 @@ void server::answer_error(evnet::conn&, session& s, int status, std::string_view
                                                 : errc::protocol_error));
   }
   detail::refresh_date();  // may run from a timer, outside any batch
-  response res(s.out, false, true, false);
+  // A response to HEAD has no content (RFC 9110 §9.3.2), an error answer included: the parser
+  // knows the method once the request line (or, for one too long, its first bytes) was read.
+  response res(s.out, s.parser.message().method == method::head, true, false);
   res.start(status).header("Content-Type", "text/plain");
   std::string body(reason);
   body.push_back('\n');

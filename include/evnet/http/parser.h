@@ -195,6 +195,7 @@ class parser {
   bool parse_start_line(std::string_view line);
   bool parse_field_line(std::string_view line, std::vector<header_field>& into);
   parse_step accumulate_lines(std::string_view input, bool trailers);
+  void note_method(std::string_view more) noexcept;
   parse_step finish_message(std::size_t consumed);
   bool known_valid_host(std::string_view v) noexcept;
   bool remember_valid_host(std::string_view v) noexcept;
