@@ -729,6 +729,38 @@ TEST(event, signal_event_fires_on_raise) {
   EXPECT_EQ(fired.size(), 2U);
 }
 
+// A signal already read from the kernel and queued for the event must survive a rearm() that
+// only pushes its timeout back: rearm() dropped the queued delivery with the timeout, and the
+// signal, consumed from the signalfd, was never reported.
+TEST(event, rearm_keeps_a_signal_delivery_already_queued) {
+  auto b = make_base();
+  int calls = 0;
+  std::uint32_t seen = 0;
+  evnet::event ev(*b, SIGUSR1, signal | persist, [&](int, std::uint32_t f) {
+    ++calls;
+    seen = f;
+  });
+  ASSERT_FALSE(ev.set_priority(b->priorities() - 1));
+  ASSERT_FALSE(ev.attach(1h));
+  bool queued = false;
+  evnet::timer pusher(*b, [&] {
+    queued = ev.ready();  // the round collected the signal before any callback ran
+    EXPECT_FALSE(ev.rearm(1h));
+  });
+  ASSERT_FALSE(pusher.set_priority(0));
+  ASSERT_EQ(::raise(SIGUSR1), 0);  // blocked by attach(): pending for signalfd
+  ASSERT_FALSE(pusher.attach(0ns));
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_TRUE(queued);
+  for (int i = 0; i < 20 && calls == 0; ++i) {
+    round_with_wake(*b);
+  }
+  EXPECT_EQ(calls, 1) << "the signal was lost by rearm()";
+  EXPECT_EQ(seen, signal);
+  EXPECT_TRUE(ev.attached());
+  EXPECT_FALSE(ev.detach());
+}
+
 TEST(event, signal_event_receives_a_signal_that_was_ignored) {
   // Background jobs start with SIGINT ignored; an ignored signal is dropped even if blocked.
   std::signal(SIGUSR2, SIG_IGN);

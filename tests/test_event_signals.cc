@@ -76,6 +76,31 @@ TEST(event_signals, self_pipe_event_fires_on_each_raise) {
   EXPECT_EQ(fired.size(), 2U);
 }
 
+// As event.rearm_keeps_a_signal_delivery_already_queued (signalfd), through the self-pipe: a
+// rearm() that pushes the timeout back keeps the delivery already read from the pipe.
+TEST(event_signals, self_pipe_rearm_keeps_a_signal_delivery_already_queued) {
+  restore_default guard(SIGUSR1);
+  auto b = make_pipe_base();
+  int calls = 0;
+  evnet::event ev(*b, SIGUSR1, signal | persist, [&](int, std::uint32_t) { ++calls; });
+  ASSERT_FALSE(ev.set_priority(b->priorities() - 1));
+  ASSERT_FALSE(ev.attach(1h));
+  bool queued = false;
+  evnet::timer pusher(*b, [&] {
+    queued = ev.ready();
+    EXPECT_FALSE(ev.rearm(1h));
+  });
+  ASSERT_FALSE(pusher.set_priority(0));
+  ASSERT_EQ(::raise(SIGUSR1), 0);  // evnet's handler writes the pipe now
+  ASSERT_FALSE(pusher.attach(0ns));
+  ASSERT_FALSE(b->loop_once(true));
+  EXPECT_TRUE(queued);
+  run_until(
+      *b, [&] { return calls != 0; }, 200ms);
+  EXPECT_EQ(calls, 1) << "the signal was lost by rearm()";
+  EXPECT_FALSE(ev.detach());
+}
+
 TEST(event_signals, self_pipe_restores_the_previous_disposition_after_the_last_watcher) {
   restore_default guard(SIGUSR1);
   std::signal(SIGUSR1, &own_handler);

@@ -258,7 +258,10 @@ class event : private detail::timer_node {
   /// errc::wrong_thread (a round runs on another thread).
   std::error_code detach();
 
-  /// detach() then attach(timeout): the cheap way to push a deadline back. Loop thread only.
+  /// detach() then attach(timeout): the cheap way to push a deadline back. On an attached
+  /// event only the timeout part moves: a timeout that already fired and waits for dispatch is
+  /// dropped, but readiness or a signal delivery already queued stays queued (a caught signal
+  /// is never lost). Loop thread only.
   std::error_code rearm(std::chrono::nanoseconds timeout);
 
   /// Sets the priority (0 = highest, < base.priorities()); takes effect at once, also for a

@@ -734,8 +734,13 @@ class base_impl {
       return errc::invalid_argument;
     }
     cancel_timer(ev);
-    unready(ev);
-    ev->fired_ = 0;
+    // Only a timeout that fired is dropped: the deadline moves. Readiness or a signal already
+    // queued stays queued, as detach() + attach() would have kept it in the kernel: a signal
+    // delivery has been read from the signalfd or the pipe and exists nowhere else.
+    ev->fired_ &= ~ev_flag::timeout;
+    if (ev->fired_ == 0) {
+      unready(ev);
+    }
     ev->timeout_ns_ = timeout_ns;
     if (timeout_ns > 0) {
       add_timer(ev, deadline_after(current_ns(), timeout_ns));
