@@ -216,6 +216,41 @@ TEST(http_server, header_and_body_timeouts_hold_after_an_idle_keep_alive_period)
   }
 }
 
+// A new connection's first request is due within header_timeout of the accept (as nginx's
+// client_header_timeout): one that sends nothing was kept for keep_alive_timeout (here 6 s),
+// and one that waited before starting its head got the whole header timeout again from its
+// first byte.
+TEST(http_server, a_new_connection_gets_the_header_timeout_for_its_first_request) {
+  http::server_options o;
+  o.header_timeout = 600ms;
+  o.keep_alive_timeout = 6s;
+  test_server s(basic_router(), o);
+  ASSERT_GT(s.port(), 0);
+  {
+    client silent(s.port(), 8000);
+    auto t0 = std::chrono::steady_clock::now();
+    bool eof = false;
+    const std::string got = silent.recv_until_eof(&eof);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    EXPECT_TRUE(eof);
+    EXPECT_TRUE(got.empty()) << "no request, no answer: " << got;
+    EXPECT_GE(waited, 500ms);
+    EXPECT_LT(waited, 3s) << "a connection that sent nothing waited for the keep-alive timeout";
+  }
+  {
+    client late(s.port(), 8000);
+    auto t0 = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(450ms);
+    ASSERT_TRUE(late.send("GET /plaintext HTTP/1.1\r\nHo"));
+    bool eof = false;
+    auto r = read_replies(late, 1, &eof);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 408);
+    EXPECT_LT(waited, 900ms) << "the header timeout restarted at the first byte";
+  }
+}
+
 TEST(http_server, body_that_keeps_arriving_is_not_timed_out) {
   // Each byte comes well within the body timeout, the whole body well after it.
   http::server_options o;

@@ -379,6 +379,9 @@ struct server::session {
   bool closing = false;        // the last response is staged; further input is ignored
   bool lingering = false;      // an error was answered; input is drained until EOF or linger ends
   bool output_paused = false;  // max_pending_output reached: reading paused until on_drain
+  // No request head has been received yet: the header timeout runs from the accept (head_start)
+  // until the first one is, whether or not bytes of it came (server_options::header_timeout).
+  bool fresh = true;
   std::chrono::steady_clock::time_point last_activity;
   std::chrono::steady_clock::time_point head_start;
   timer_id timer = 0;
@@ -492,6 +495,15 @@ void server::on_timer(evnet::conn& c, session& s) {
         answer_timeout(c, s, "header timeout");
         return;
       }
+    }
+  } else if (s.fresh && opts_.header_timeout.count() > 0) {
+    // A new connection that has sent nothing (or only empty lines): its first request is due
+    // within the header timeout of the accept, as with nginx's client_header_timeout, not the
+    // keep-alive timeout of a connection that was served. There is no request to answer.
+    deadline = s.head_start + opts_.header_timeout;
+    if (now >= deadline) {
+      c.close();
+      return;
     }
   } else if (opts_.keep_alive_timeout.count() > 0) {
     // Idle means no request in progress and nothing left to deliver: a client still
@@ -829,7 +841,7 @@ action server::handle_input(evnet::conn& c, session& s) {
   };
   auto now = c.owner().now();
   s.last_activity = now;
-  if (s.parser.idle()) {
+  if (s.parser.idle() && !s.fresh) {
     s.head_start = now;
   }
   for (std::string_view piece : {as_chars(v.first), as_chars(v.second)}) {
@@ -847,6 +859,7 @@ action server::handle_input(evnet::conn& c, session& s) {
           break;
         case parse_event::head: {
           const http::message& m = s.parser.message();
+          s.fresh = false;
           if (m.upgrade) {
             if (const upgrade_handler* up = router_.find_upgrade(m.path)) {
               if (m.chunked || (m.has_content_length && m.content_length > 0)) {

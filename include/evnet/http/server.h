@@ -645,14 +645,18 @@ struct server_options {
   /// Parser limits (431/414/413 answers).
   parser_limits limits;
   /// A client that has started a request but not finished its headers within this time gets
-  /// 408 and is closed; 0 disables.
+  /// 408 and is closed; 0 disables. A new connection's first request runs from the accept (as
+  /// nginx's client_header_timeout): its head must be complete within this time of the
+  /// connection being opened, and a connection that has sent nothing by then is closed
+  /// without an answer (there is no request to answer). When disabled, a new connection that
+  /// sends nothing is held to keep_alive_timeout instead.
   std::chrono::milliseconds header_timeout{10000};
   /// A request whose head is complete but whose body (Content-Length or chunked) then receives
   /// no byte for this long gets 408 and is closed; 0 disables. The clock restarts with every
   /// read, so an upload that keeps making progress is never cut off.
   std::chrono::milliseconds body_timeout{30000};
-  /// A keep-alive connection with no request in progress is closed after this long; 0
-  /// disables.
+  /// A keep-alive connection with no request in progress (after its first request; before
+  /// it, header_timeout applies) is closed after this long; 0 disables.
   std::chrono::milliseconds keep_alive_timeout{60000};
   /// Collect request bodies for handlers (request::body). When false, bodies are read and
   /// discarded as they arrive, so no memory is spent on them. (Streaming routes are not
