@@ -440,6 +440,35 @@ TEST(http_router, socket_absolute_form_target_reaches_its_route) {
   EXPECT_EQ(r[1].body, "static [a.css] found");
 }
 
+// RFC 9112 §3.2: "*" is a target for OPTIONS only, and a target that is neither "/..." nor
+// "scheme://..." is no target for GET: both were routed to handlers registered for such paths.
+TEST(http_router, socket_target_forms_the_method_cannot_take_are_400) {
+  http::router r;
+  const auto answer = [](const http::request& req, http::response& res) {
+    res.start(200).body("routed " + std::string(req.head.path));
+  };
+  r.get("*", answer);
+  r.get("foo", answer);
+  r.add(http::method::options, "*", answer);
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  for (const char* line : {"GET * HTTP/1.1", "GET foo HTTP/1.1"}) {
+    SCOPED_TRACE(line);
+    client c(s.port());
+    ASSERT_TRUE(c.send(std::string(line) + "\r\nHost: x\r\n\r\n"));
+    auto rep = read_replies(c, 1);
+    ASSERT_EQ(rep.size(), 1u);
+    EXPECT_EQ(rep[0].status, 400) << rep[0].body;
+    EXPECT_FALSE(rep[0].keep_alive);
+  }
+  client c(s.port());
+  ASSERT_TRUE(c.send("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto rep = read_replies(c, 1);
+  ASSERT_EQ(rep.size(), 1u);
+  EXPECT_EQ(rep[0].status, 200);
+  EXPECT_EQ(rep[0].body, "routed *");
+}
+
 TEST(http_router, socket_head_uses_get_pattern_route) {
   test_server s(socket_router());
   ASSERT_GT(s.port(), 0);

@@ -16,24 +16,31 @@
 namespace evnet::http {
 namespace {
 
-// The path of an absolute-form target without its query (RFC 9112 §3.2.2,
-// "http://host:port/p", which a server MUST accept): the part after the authority, "/" when
-// empty. A target that is not in that form (authority-form for CONNECT, "*") is its own path.
-[[gnu::noinline]] std::string_view absolute_form_path_slow(std::string_view t) noexcept {
+// Where the authority of an absolute-form target begins (after "scheme://"), or 0 when `t`
+// (not empty) is not in that form.
+std::size_t absolute_form_authority(std::string_view t) noexcept {
   // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then "://"
   auto alpha = [](char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; };
   if (!alpha(t.front())) {
-    return t;
+    return 0;
   }
   std::size_t i = 1;
   while (i < t.size() && (alpha(t[i]) || (t[i] >= '0' && t[i] <= '9') || t[i] == '+' ||
                           t[i] == '-' || t[i] == '.')) {
     ++i;
   }
-  if (t.substr(i, 3) != "://") {
+  return t.substr(i, 3) == "://" ? i + 3 : 0;
+}
+
+// The path of an absolute-form target without its query (RFC 9112 §3.2.2,
+// "http://host:port/p", which a server MUST accept): the part after the authority, "/" when
+// empty. A target that is not in that form (authority-form for CONNECT, "*") is its own path.
+[[gnu::noinline]] std::string_view absolute_form_path_slow(std::string_view t) noexcept {
+  const std::size_t authority = absolute_form_authority(t);
+  if (authority == 0) {
     return t;
   }
-  const std::size_t slash = t.find('/', i + 3);
+  const std::size_t slash = t.find('/', authority);
   return slash == std::string_view::npos ? std::string_view("/") : t.substr(slash);
 }
 
@@ -340,6 +347,25 @@ bool valid_host(std::string_view v) noexcept {
     }
   }
   return true;
+}
+
+// RFC 9112 §3.2: the request-target forms a method may use. CONNECT takes only the
+// authority-form (uri-host ":" port, §3.2.3); OPTIONS also the asterisk-form "*" (§3.2.4);
+// every method but CONNECT the origin-form ("/p") and the absolute-form ("scheme://...").
+// Anything else ("GET *", "GET foo") is no target the server could route.
+bool target_fits_method(method m, std::string_view t) noexcept {
+  if (m == method::connect) {
+    const std::size_t colon = t.rfind(':');
+    return colon != std::string_view::npos && colon + 1 < t.size() && t.front() != '/' &&
+           (t.front() != '[' || t[colon - 1] == ']') && valid_host(t);
+  }
+  if (t.front() == '/') {
+    return true;
+  }
+  if (t.size() == 1 && t.front() == '*') {
+    return m == method::options;
+  }
+  return absolute_form_authority(t) != 0;
 }
 
 method method_from(std::string_view m) noexcept {
@@ -889,6 +915,11 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
       p[10] != '\n') {
     return 0;
   }
+  // The origin-form, and "*" for OPTIONS; other forms (and CONNECT) take the slow path, which
+  // checks that the form fits the method (target_fits_method).
+  if (m == method::connect || (*t != '/' && !(tlen == 1 && *t == '*' && m == method::options))) {
+    return 0;
+  }
   const std::uint64_t version = load64(p + 1);
   int minor = 1;
   if (version != word_of<std::uint64_t>("HTTP/1.1")) {
@@ -991,11 +1022,11 @@ std::size_t parser::fast_request_head(const char* b, std::size_t n, bool& plain)
   msg_.method = m;
   msg_.method_text = rebase(b, static_cast<std::size_t>(method_end - b));
   msg_.target = rebase(t, tlen);
-  if (question != nullptr) {
-    msg_.path = absolute_form_path(rebase(t, static_cast<std::size_t>(question - t)));
+  if (question != nullptr) {  // origin-form ("*" has no '?'): the path is the target's start
+    msg_.path = rebase(t, static_cast<std::size_t>(question - t));
     msg_.query = rebase(question + 1, static_cast<std::size_t>(t + tlen - (question + 1)));
   } else {
-    msg_.path = absolute_form_path(msg_.target);
+    msg_.path = msg_.target;
   }
   msg_.version_minor = minor;
   head_len_ = line_start_ = used;
@@ -1051,6 +1082,9 @@ bool parser::parse_start_line(std::string_view line) {
       return fail(400, "malformed HTTP version"), false;
     }
     std::string_view target(t, tlen);
+    if (!target_fits_method(msg_.method, target)) {
+      return fail(400, "request target form not allowed for the method"), false;
+    }
     msg_.target = target;
     std::string_view before_query = target;
     if (question) {

@@ -63,7 +63,11 @@ struct message {
   // Request fields (request parser only).
   http::method method = http::method::other;  ///< Recognised method, or `other`.
   std::string_view method_text;               ///< The method token as received.
-  std::string_view target;                    ///< Request target, e.g. "/a/b?x=1".
+  /// Request target, e.g. "/a/b?x=1". Its form fits the method, or the request is a 400 (RFC
+  /// 9112 §3.2): origin-form ("/p") or absolute-form ("http://h/p") for every method but
+  /// CONNECT, the asterisk-form "*" for OPTIONS only, the authority-form ("h:443") for CONNECT
+  /// only.
+  std::string_view target;
   /// Target up to '?' (or the whole target). For an absolute-form target
   /// ("http://h:8080/a?x=1", RFC 9112 §3.2.2) the part after the authority, "/a" ("/" if
   /// none); `target` keeps the whole form and the Host field is left as sent.
