@@ -215,7 +215,7 @@ class base_impl {
 #endif
     if (sig_pipe_[1] >= 0) {
       for (int signo = 1; signo < kMaxSignal; ++signo) {
-        if (sig_heads_[signo] != nullptr) {
+        if (sig_started_[signo]) {
           self_pipe_unwatch(signo, sig_pipe_[1]);
         }
       }
@@ -484,10 +484,11 @@ class base_impl {
     if (signo < 1 || signo >= kMaxSignal || signo == SIGKILL || signo == SIGSTOP) {
       return errc::invalid_argument;
     }
-    if (sig_heads_[signo] == nullptr) {
+    if (!sig_started_[signo]) {
       if (std::error_code ec = start_signal(signo)) {
         return ec;
       }
+      sig_started_[signo] = true;
     }
     ev->watch_next_ = sig_heads_[signo];
     if (sig_heads_[signo] != nullptr) {
@@ -501,7 +502,7 @@ class base_impl {
   void unwatch_signal(event* ev) noexcept {
     unlink_watch(ev);
     const int signo = ev->fd_;
-    if (signo > 0 && signo < kMaxSignal && sig_heads_[signo] == nullptr) {
+    if (signo > 0 && signo < kMaxSignal && sig_heads_[signo] == nullptr && sig_started_[signo]) {
       stop_signal(signo);
     }
   }
@@ -546,10 +547,19 @@ class base_impl {
     return self_pipe_watch(signo, sig_pipe_[1]);
   }
 
-  // The last event for signo in this base is gone.
+  // The last event for signo in this base is gone. A delivery caught for it and not yet read
+  // goes with it, on both paths, as detach() drops a pending dispatch: the channel is drained
+  // first (deliveries of other signals read meanwhile are queued for their events). Left to
+  // the next round, the self-pipe's byte was dropped or not depending on whether an event was
+  // attached again before it, and the signalfd kept the signal pending for any event attached
+  // later, however much later.
   void stop_signal(int signo) noexcept {
+    sig_started_[signo] = false;
 #ifdef EVNET_HAVE_SIGNALFD
     if (use_signalfd_) {
+      if (sigfd_ >= 0) {
+        on_signal();
+      }
       // The signal stays blocked: unblocking could deliver a pending one with its default
       // action (terminating the process for SIGINT/SIGTERM).
       sigdelset(&sigmask_, signo);
@@ -558,7 +568,10 @@ class base_impl {
     }
 #endif
     // The previous disposition is back once no base watches the signal; the pipe stays open
-    // for the base's life (a byte already in it is ignored: nobody watches that signal now).
+    // for the base's life (a byte that still reaches it is ignored: nobody watches the signal).
+    if (sig_pipe_[0] >= 0) {
+      on_signal_pipe();
+    }
     self_pipe_unwatch(signo, sig_pipe_[1]);
   }
 
@@ -706,14 +719,19 @@ class base_impl {
   }
 
   // Detaches the event; for fd events the poller registration is updated now unless `defer`
-  // (the dispatcher defers it across the event's own callback, which usually re-attaches).
+  // (the dispatcher defers it across the event's own callback, which usually re-attaches), and
+  // so is a signal's delivery.
   void detach(event* ev, bool defer) noexcept {
     if (ev->attached_) {
       ev->attached_ = false;
       --attached_;
       cancel_timer(ev);
       if ((ev->flags_ & ev_flag::signal) != 0) {
-        unwatch_signal(ev);
+        if (defer) {
+          unlink_watch(ev);
+        } else {
+          unwatch_signal(ev);
+        }
       } else if (ev->watch_pprev_ != nullptr) {
         unlink_watch(ev);
         if (!defer) {
@@ -785,9 +803,17 @@ class base_impl {
     const std::uint32_t fired = ev->fired_;
     ev->fired_ = 0;
     fd_slot* deferred = nullptr;
+    int deferred_signal = 0;
     if ((ev->flags_ & ev_flag::persist) == 0) {
       if (ev->attached_ && ev->watch_pprev_ != nullptr && (ev->flags_ & ev_flag::signal) == 0) {
         deferred = existing_slot(ev->fd_);
+      }
+      // A one-shot signal event keeps its signal delivered here across its callback, which
+      // usually attaches it again: stopped in between, the self-pipe path gave the signal back
+      // to its previous disposition (by default, terminating the process) for the length of
+      // the callback, and the signalfd path paid four system calls per firing.
+      if (ev->attached_ && (ev->flags_ & ev_flag::signal) != 0) {
+        deferred_signal = ev->fd_;
       }
       detach(ev, true);
       if (deferred != nullptr && deferred->head == nullptr) {
@@ -840,6 +866,10 @@ class base_impl {
     }
     if (deferred != nullptr) {
       reconcile(deferred);
+    }
+    if (deferred_signal != 0 && sig_heads_[deferred_signal] == nullptr &&
+        sig_started_[deferred_signal]) {
+      stop_signal(deferred_signal);
     }
   }
 
@@ -1037,6 +1067,9 @@ class base_impl {
   // Signals: the events watching each signal number, and how the signals arrive (signalfd on
   // Linux unless signal_delivery::self_pipe was asked for; a self-pipe elsewhere).
   event* sig_heads_[kMaxSignal] = {};
+  // Delivered to this base (start_signal() done): while an event watches the signal, and
+  // across a one-shot signal event's callback (see process()).
+  bool sig_started_[kMaxSignal] = {};
   poll_attachment sig_att_;     // the signalfd or the self-pipe's read end
   int sig_pipe_[2] = {-1, -1};  // self-pipe: read end, write end
 #ifdef EVNET_HAVE_SIGNALFD
