@@ -855,6 +855,22 @@ TEST(http_response_writer, writes_status_headers_body) {
 
 // Response splitting: a CR or LF in a reason phrase or a header value is sent as a space, and
 // a header whose name holds one is dropped, so no text given to the writer adds a line.
+// RFC 9110 §15: a status is three digits, 100..599; any other int was written as it came out
+// of the digit arithmetic ("HTTP/1.1 000 Unknown" for 0 and 1000). It is written as 500.
+TEST(http_response_writer, status_outside_100_to_599_is_written_as_500) {
+  for (int bad : {0, 42, 99, 600, 1000, -5, 2147483647}) {
+    SCOPED_TRACE(bad);
+    std::string out;
+    http::response_writer(out).status(bad, "Mine");
+    EXPECT_EQ(out, "HTTP/1.1 500 Internal Server Error\r\n");
+  }
+  for (int good : {100, 101, 200, 599}) {
+    std::string out;
+    http::response_writer(out).status(good, "R");
+    EXPECT_EQ(out, "HTTP/1.1 " + std::to_string(good) + " R\r\n");
+  }
+}
+
 TEST(http_response_writer, line_breaks_cannot_split_the_response) {
   std::string out;
   http::response_writer w(out);

@@ -762,6 +762,38 @@ TEST(http_server, error_answers_to_head_have_no_body) {
   }
 }
 
+// RFC 9110 §15: a status is three digits, 100..599, and the one response to a request is a
+// final one (2xx..5xx). start() wrote any int: "HTTP/1.1 000", digits out of range for -5 and
+// 1000, and a 1xx after which the client waits for the final response and takes the next one
+// for it. Such a status is sent as 500, the rest of the response as written.
+TEST(http_server, a_status_that_is_not_a_final_three_digit_code_is_sent_as_500) {
+  http::router r = basic_router();
+  r.get("/status/:n", [](const http::request& req, http::response& res) {
+    res.start(std::stoi(std::string(req.param("n"))), "Mine").header("X-Set", "1").body("b");
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  const int bad[] = {0, 42, 99, 100, 101, 199, 600, 1000, -5};
+  std::string reqs;
+  for (int n : bad) {
+    reqs += "GET /status/" + std::to_string(n) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  }
+  reqs += "GET /status/299 HTTP/1.1\r\nHost: x\r\n\r\n";
+  reqs += kGet;
+  client c(s.port());
+  ASSERT_TRUE(c.send(reqs));
+  auto rs = read_replies(c, std::size(bad) + 2);
+  ASSERT_EQ(rs.size(), std::size(bad) + 2);
+  for (std::size_t i = 0; i < std::size(bad); ++i) {
+    SCOPED_TRACE(bad[i]);
+    EXPECT_EQ(rs[i].status, 500);
+    EXPECT_EQ(rs[i].header("x-set"), "1");
+    EXPECT_EQ(rs[i].body, "b");
+  }
+  EXPECT_EQ(rs[std::size(bad)].status, 299);
+  EXPECT_EQ(rs.back().body, "Hello, World!");
+}
+
 // RFC 9110 §6.4.1, §8.6: 1xx, 204 and 304 have no content and no Content-Length, whatever the
 // handler passes; the pipelined response after them is framed correctly.
 TEST(http_server, no_content_statuses_carry_no_length_and_no_body) {

@@ -144,6 +144,11 @@ void append_in_line(std::string& out, std::string_view bytes) {
 }  // namespace
 
 response_writer& response_writer::status(int status, std::string_view reason) {
+  if (status < 100 || status > 599) [[unlikely]] {
+    // RFC 9110 §15: three digits, 100..599; the digits of any other int would be garbage.
+    status = 500;
+    reason = {};
+  }
   // The common status lines are literals: one append instead of four.
   if (reason.empty()) {
     switch (status) {

@@ -109,7 +109,15 @@ response& response::header_with_breaks(std::string_view name, std::string_view v
 
 response& response::start_general(int status, std::string_view reason) {
   started_ = true;
-  bodiless_status_ = status < 200 || status == 204 || status == 304;
+  if (status < 200 || status > 599) [[unlikely]] {
+    // RFC 9110 §15: a status is three digits, and this is the request's one, final, response:
+    // an interim 1xx would leave the client waiting for the final one (and taking the next
+    // response for it). Any other int is no status. Either is the handler's bug: the status
+    // line says 500; what the handler writes after it is sent as written.
+    status = 500;
+    reason = {};
+  }
+  bodiless_status_ = status == 204 || status == 304;
   // "HTTP/1.1 200 OK\r\nDate: ...\r\n": the server passes the batch's copy of the cached view;
   // a response made without one (or before the first refresh) asks the cache itself.
   std::string_view ok_head = ok_head_;

@@ -73,7 +73,9 @@ class response_writer {
   explicit response_writer(std::string& out) noexcept : out_(out) {}
 
   /// "HTTP/1.1 <status> <reason>\r\n"; an empty reason uses reason_phrase(status). A CR or LF
-  /// in `reason` is sent as a space (it would end the status line early).
+  /// in `reason` is sent as a space (it would end the status line early). A status outside
+  /// 100..599 (RFC 9110 §15: three digits) is a caller bug and is written as "500 Internal
+  /// Server Error" (its reason dropped).
   response_writer& status(int status, std::string_view reason = {});
   /// "<name>: <value>\r\n". A CR or LF could not be part of a field: it would end the line
   /// and start a field (or the body) of the caller's data — response splitting. So, as Go's

@@ -198,7 +198,10 @@ class response {
  public:
   /// Status line, then the Date header and, when this is the connection's last response,
   /// "Connection: close". Must be called first, once. A CR or LF in `reason` is sent as a
-  /// space.
+  /// space. `status` must be a final status, 200..599 (RFC 9110 §15): an interim 1xx cannot be
+  /// the one response to a request (the client would wait on for the final one), and other
+  /// ints are not statuses. Any other value is a handler bug and is sent as "500 Internal
+  /// Server Error" (its reason dropped); the headers and body are sent as written.
   response& start(int status, std::string_view reason = {}) {
     // The common answer (200, nothing to add to the head) copies the cached status line and
     // Date in one constant-length copy, inline in the handler.
@@ -243,7 +246,7 @@ class response {
     return *this;
   }
   /// Content-Length and the body (omitted for a HEAD request); ends the response. For a status
-  /// that has no content (1xx, 204, 304: RFC 9110 §6.4.1) neither is sent.
+  /// that has no content (204, 304: RFC 9110 §6.4.1) neither is sent.
   void body(std::string_view body) {
     // A body under 10,000 bytes: its Content-Length digits are written here, inline, so that a
     // literal body costs a handful of stores; longer ones (and HEAD) are formatted out of line.
@@ -327,7 +330,7 @@ class response {
   bool http10_;
   bool started_ = false;
   bool finished_ = false;
-  bool bodiless_status_ = false;  // 1xx, 204, 304: no Content-Length, no body
+  bool bodiless_status_ = false;  // 204, 304: no Content-Length, no body
   bool raw_body_ = false;         // chunks sent unframed (HTTP/1.0), ended by the close
   bool close_requested_ = false;  // the handler sent "Connection: close"
 };
