@@ -394,7 +394,20 @@ TEST(http_parser, malformed_inputs_give_400_family) {
       {"cl_and_te",
        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
        400},
-      {"te_gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+      // RFC 9112 §6.3: a final coding that is not chunked leaves the body's length unknown:
+      // the server MUST answer 400 (it was 501). A coding it cannot decode before a final
+      // chunked is 501 (§6.1).
+      {"te_gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
+      {"te_chunked_then_gzip",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400},
+      {"te_chunked_then_gzip_split",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+       "gzip\r\n\r\n",
+       400},
+      {"te_empty", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n", 400},
+      {"te_gzip_http10", "POST / HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
+      {"te_gzip_then_chunked",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
       {"bad_chunk_size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
        400},
       {"missing_chunk_crlf",

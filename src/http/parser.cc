@@ -1257,7 +1257,14 @@ parse_step parser::on_head_complete() {
       if (msg_.has_content_length) {
         return fail(400, "both Content-Length and Transfer-Encoding");
       }
+      if (!te_last_chunked) {
+        // RFC 9112 §6.3: without chunked as the final coding the body's length cannot be
+        // determined; the server MUST answer 400 and close.
+        return fail(400, "final transfer coding is not chunked");
+      }
       if (!te_chunked) {
+        // Chunked is final, but a coding before it (gzip, a second chunked) is not decoded
+        // here: 501, as for a coding not understood (§6.1).
         return fail(501, "unsupported Transfer-Encoding");
       }
       msg_.chunked = true;
