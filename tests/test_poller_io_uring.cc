@@ -773,6 +773,47 @@ TEST_F(PollerIoUring, fd_number_reused_after_close_without_remove) {
   EXPECT_EQ(p->registered_count(), 0U);
 }
 
+// As fd_number_reused_after_close_without_remove, with eventfds: every eventfd (timerfd,
+// signalfd, ...) shares one anonymous inode, so the device and inode numbers add() compared
+// said "the same file" for any of them, and the new eventfd was refused as already registered
+// where epoll, which forgot the closed one, takes it. A second registration of the very same
+// eventfd is still refused, as epoll's EEXIST, and a dup() of it is another fd: allowed.
+TEST_F(PollerIoUring, fd_number_reused_by_another_eventfd_after_close_without_remove) {
+  for (const backend_kind kind : {backend_kind::epoll, backend_kind::io_uring}) {
+    SCOPED_TRACE(kind == backend_kind::epoll ? "epoll" : "io_uring");
+    auto p = open_kind(kind);
+    ASSERT_TRUE(p);
+    fd_guard old_fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    recorder old_rec(old_fd.get());
+    ASSERT_FALSE(p->add(old_rec.att, interest::read, trigger_mode::level));
+    EXPECT_EQ(run_round(*p), 0U);
+    const int number = old_fd.get();
+    old_fd.reset();
+    fd_guard fresh(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    ASSERT_EQ(::dup2(fresh.get(), number), number);
+    fd_guard reused(number);
+    recorder new_rec(number);
+    std::error_code ec = p->add(new_rec.att, interest::read, trigger_mode::level);
+    EXPECT_FALSE(ec) << "a new eventfd at a reused number refused: " << ec.message();
+    // The same eventfd once more: refused. A dup() of it: another fd, allowed.
+    poll_attachment again = quiet_attachment(number);
+    EXPECT_EQ(p->add(again, interest::read), errc::already_registered);
+    fd_guard dup(::dup(number));
+    poll_attachment twin = quiet_attachment(dup.get());
+    EXPECT_FALSE(p->add(twin, interest::read));
+    const std::uint64_t one = 1;
+    ASSERT_EQ(::write(fresh.get(), &one, sizeof one), 8);
+    EXPECT_GE(run_round(*p, 1000ms), 1U);
+    EXPECT_FALSE(new_rec.calls.empty());
+    if (new_rec.att.registered()) {
+      EXPECT_FALSE(p->remove(new_rec.att));
+    }
+    EXPECT_FALSE(p->remove(twin));
+    (void)p->remove(old_rec.att);  // epoll forgot it (ENOENT); io_uring still holds it
+    EXPECT_EQ(p->registered_count(), 0U);
+  }
+}
+
 // Producers on four threads trigger tasks and stop() while the loop is blocked in
 // io_uring_enter; every task runs once (run under TSan too).
 TEST_F(PollerIoUring, cross_thread_triggers_wake_the_ring) {

@@ -29,7 +29,9 @@
 // with the next round's io_uring_enter inside one. After a CQ overflow (more than 4096 — or
 // 4 × max_events — readiness changes between two rounds) an edge registration may be reported
 // once more than epoll would. add()/modify()/remove() each make one fstat/fcntl call to return
-// epoll's errors (EBADF, EPERM) synchronously.
+// epoll's errors (EBADF, EPERM) synchronously. A registered anonymous-inode file (eventfd,
+// timerfd, signalfd, ...) holds one extra descriptor, a duplicate that lets add() tell, with
+// kcmp(), the same file from another one at the fd number (epoll's EEXIST rule).
 //
 // Lifetime: a CQE's user_data is never the attachment's address. It is a tag (generation << 32 |
 // slot index) into slots_, and every new kernel request for a slot (add, modify, level re-arm,
@@ -43,6 +45,7 @@
 
 #include <fcntl.h>
 #include <linux/io_uring.h>
+#include <linux/kcmp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -145,6 +148,10 @@ struct slot {
   trigger_mode mode = trigger_mode::level;
   bool armed = false;  // a request tagged (index, gen) may still be live in the kernel
   std::uint32_t next_free = kNoSlot;
+  // A duplicate of the registered fd, kept only for a file whose inode is shared by other
+  // files (an eventfd, timerfd, signalfd, ...: one anonymous inode for all), so add() can still
+  // tell the same file from another one at a reused fd number (see add()). -1 otherwise.
+  int twin = -1;
   std::uint32_t batch_pos = 0;    // index in batch_ when batch_round is the current round
   std::uint64_t batch_round = 0;  // round in which this slot was last put in batch_
 };
@@ -259,6 +266,11 @@ class io_uring_backend final : public poller_backend {
     cqes_ = reinterpret_cast<io_uring_cqe*>(cqr + p.cq_off.cqes);
     sq_tail_ = load_acquire(sq_ktail_);
 
+    struct stat wake_st {};
+    if (::fstat(wakefd_, &wake_st) == 0) {
+      wake_dev_ = wake_st.st_dev;
+      wake_ino_ = wake_st.st_ino;
+    }
     arm_wake();
     // Submit the wake-up poll now, so a trigger() before the first round is not lost.
     if (std::error_code ec = flush()) {
@@ -282,19 +294,25 @@ class io_uring_backend final : public poller_backend {
       return std::make_error_code(std::errc::operation_not_permitted);
     }
     const auto fd = static_cast<std::size_t>(a.fd);
+    // Anonymous-inode files (eventfd, timerfd, signalfd, epoll, ...) all share the inode of
+    // the wake-up eventfd: their device and inode numbers say nothing about which file it is.
+    const bool shared_inode = st.st_dev == wake_dev_ && st.st_ino == wake_ino_;
     if (fd < by_fd_.size() && by_fd_[fd].index != kNoSlot) {
       const fd_entry& e = by_fd_[fd];
       // The same open file still behind this fd number: a second registration, as epoll's
       // EEXIST. A different file means the caller closed the old fd without remove() and the
       // number was reused; epoll forgets such a registration, so the new one is allowed (the
       // old slot lives on until its attachment is removed).
-      if (e.dev == st.st_dev && e.ino == st.st_ino) {
+      if (e.dev == st.st_dev && e.ino == st.st_ino &&
+          (!shared_inode || same_file(slots_[e.index].twin, a.fd))) {
         return errc::already_registered;
       }
     }
     const std::uint32_t index = allocate();
     slot& s = slots_[index];
     s.att = &a;
+    // Without a duplicate (EMFILE), a later add() at this number cannot tell: it is allowed.
+    s.twin = shared_inode ? ::fcntl(a.fd, F_DUPFD_CLOEXEC, 0) : -1;
     s.mask = poll_mask(what);
     s.mode = mode;
     if (fd >= by_fd_.size()) {
@@ -586,6 +604,11 @@ class io_uring_backend final : public poller_backend {
       ::close(ring_fd_);
     }
     ring_fd_ = -1;
+    for (slot& s : slots_) {
+      if (s.twin >= 0) {
+        ::close(s.twin);
+      }
+    }
     slots_.clear();
     by_fd_.clear();
     rearm_.clear();
@@ -625,6 +648,10 @@ class io_uring_backend final : public poller_backend {
   void release(std::uint32_t index, int fd) noexcept {
     slot& s = slots_[index];
     s.att = nullptr;
+    if (s.twin >= 0) {
+      ::close(s.twin);
+      s.twin = -1;
+    }
     s.armed = false;
     ++s.gen;
     ++s.reg;
@@ -634,6 +661,18 @@ class io_uring_backend final : public poller_backend {
     if (fd >= 0 && f < by_fd_.size() && by_fd_[f].index == index) {
       by_fd_[f] = fd_entry{};
     }
+  }
+
+  // Whether `fd` is the open file `twin` duplicates (kcmp). Where kcmp is missing or refused
+  // (a seccomp profile), and without a twin, it cannot tell and says no: a new file at a
+  // reused number must not be refused, while a second registration of one file is a mistake
+  // epoll would catch, harmless here (two slots, both reporting).
+  static bool same_file(int twin, int fd) noexcept {
+    if (twin < 0) {
+      return false;
+    }
+    const pid_t self = ::getpid();
+    return ::syscall(SYS_kcmp, self, self, KCMP_FILE, twin, fd) == 0;
   }
 
   std::uint32_t find(const poll_attachment& a) const noexcept {
@@ -765,6 +804,8 @@ class io_uring_backend final : public poller_backend {
 
   int ring_fd_ = -1;
   int wakefd_;
+  dev_t wake_dev_ = 0;  // the wake-up eventfd's device and inode: the anonymous inode's
+  ino_t wake_ino_ = 0;
   bool wake_armed_ = false;
   bool cqe_skip_ = false;
   bool single_mmap_ = false;
