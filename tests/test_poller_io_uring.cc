@@ -941,6 +941,53 @@ TEST_F(PollerIoUring, modify_refused_for_a_full_sq_keeps_the_registration_armed)
   EXPECT_FALSE(p->remove(odd_rec.att));
 }
 
+// remove() whose cancel finds the SQ full and the kernel taking no submissions reports the
+// error and forgets the attachment (poller.h), but the poll request must still be cancelled
+// later: it holds a reference to the file, so a socket closed after such a remove() stayed
+// open in the kernel until the poller was closed, and the peer never saw EOF.
+TEST_F(PollerIoUring, remove_refused_for_a_full_sq_still_releases_the_file) {
+  auto p = open_uring();
+  ASSERT_TRUE(p);
+  constexpr int kN = 140;
+  std::vector<fd_guard> fds;
+  std::vector<std::unique_ptr<recorder>> recs;
+  for (int i = 0; i < kN; ++i) {
+    fds.emplace_back(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    recs.push_back(std::make_unique<recorder>(fds.back().get()));
+    ASSERT_FALSE(p->add(recs.back()->att, interest::read, trigger_mode::level));
+  }
+  socket_pair sp;
+  recorder victim(sp.a.get());
+  ASSERT_FALSE(p->add(victim.att, interest::read, trigger_mode::level));
+  EXPECT_EQ(run_round(*p), 0U);  // every poll request is live in the kernel
+  std::error_code refusal;
+  std::thread t([&] {
+    ASSERT_TRUE(refuse_io_uring_enter_on_this_thread());
+    // Modifies fill the SQ (refused once it is full), then the remove finds no room either.
+    for (auto& r : recs) {
+      if (p->modify(r->att, interest::read, trigger_mode::level)) {
+        break;
+      }
+    }
+    refusal = p->remove(victim.att);
+  });
+  t.join();
+  EXPECT_EQ(refusal, std::errc::resource_unavailable_try_again) << refusal.message();
+  EXPECT_FALSE(victim.att.registered());
+  sp.a.reset();
+  bool eof = false;
+  char c;
+  for (int i = 0; i < 100 && !eof; ++i) {
+    run_round(*p, 1ms);
+    eof = ::read(sp.b.get(), &c, 1) == 0;
+  }
+  EXPECT_TRUE(eof) << "the socket stayed open in the kernel after remove() and close()";
+  EXPECT_TRUE(victim.calls.empty());
+  for (auto& r : recs) {
+    EXPECT_FALSE(p->remove(r->att));
+  }
+}
+
 TEST_F(PollerIoUring, refused_setup_is_unsupported_and_automatic_keeps_epoll) {
   std::thread t([] {
     ASSERT_TRUE(deny_io_uring_setup_on_this_thread());

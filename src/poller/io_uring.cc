@@ -356,6 +356,13 @@ class io_uring_backend final : public poller_backend {
       return errc::not_registered;
     }
     std::error_code ec = disarm(index);
+    if (ec) {
+      // No room for the cancel (the kernel takes no submissions now). The attachment is
+      // forgotten all the same, but its request must not stay live: it holds a reference to
+      // the file, which a close() by the caller would then never really close. Sent with the
+      // next round; the slot's next generation makes the request's CQEs stale meanwhile.
+      cancels_.push_back(make_tag(index, slots_[index].gen));
+    }
     release(index, a.fd);
     // The poll request holds a reference to the file: until the cancel reaches the kernel, a
     // close() of the fd would not really close the socket. Inside a round the cancel goes out
@@ -374,6 +381,9 @@ class io_uring_backend final : public poller_backend {
   std::ptrdiff_t wait_and_dispatch(int timeout_ms) override {
     // Level registrations that fired last round, and multishots the kernel ended, are armed
     // again; their SQEs go out with this round's single io_uring_enter.
+    if (!cancels_.empty()) {
+      cancel_pending();
+    }
     if (!rearm_.empty()) {
       rearm_pending();
     }
@@ -458,6 +468,27 @@ class io_uring_backend final : public poller_backend {
     if (rearm_.empty()) {
       rearm_.swap(batch);  // keep the capacity
     }
+  }
+
+  // Queues the POLL_REMOVEs that remove() could not (see there); what still finds no room waits
+  // for the next round.
+  void cancel_pending() noexcept {
+    std::size_t done = 0;
+    for (; done < cancels_.size(); ++done) {
+      std::error_code ec;
+      io_uring_sqe* sqe = next_sqe(ec);
+      if (sqe == nullptr) {
+        break;
+      }
+      sqe->opcode = IORING_OP_POLL_REMOVE;
+      sqe->fd = -1;
+      sqe->addr = cancels_[done];
+      sqe->user_data = kIgnoreTag;
+      if (cqe_skip_) {
+        sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
+      }
+    }
+    cancels_.erase(cancels_.begin(), cancels_.begin() + static_cast<std::ptrdiff_t>(done));
   }
 
   // Submits every queued SQE and waits up to timeout_ms (-1: forever, 0: not at all) for a
@@ -612,6 +643,7 @@ class io_uring_backend final : public poller_backend {
     slots_.clear();
     by_fd_.clear();
     rearm_.clear();
+    cancels_.clear();
     batch_size_ = 0;
     free_ = kNoSlot;
   }
@@ -829,8 +861,9 @@ class io_uring_backend final : public poller_backend {
   std::size_t capacity_;  // CQEs handled per round: the "event array" of this backend
   std::vector<slot> slots_;
   std::uint32_t free_ = kNoSlot;
-  std::vector<fd_entry> by_fd_;       // fd → its current slot (epoll's one-registration-per-fd)
-  std::vector<std::uint64_t> rearm_;  // tags to arm again at the next round
+  std::vector<fd_entry> by_fd_;         // fd → its current slot (epoll's one-registration-per-fd)
+  std::vector<std::uint64_t> rearm_;    // tags to arm again at the next round
+  std::vector<std::uint64_t> cancels_;  // tags of requests still to cancel (see remove())
   // This round's ready registrations: batch_[0, batch_size_). Sized to capacity_ between
   // rounds (never beyond), so gathering never reallocates.
   std::vector<ready> batch_;
