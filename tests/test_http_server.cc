@@ -841,6 +841,61 @@ TEST(http_server, streamed_body_to_http10_is_unframed_and_ends_with_the_close) {
   }
 }
 
+// An HTTP/1.0 client that asked for keep-alive is told once what happens to the connection.
+// start() confirmed "Connection: keep-alive" before the handler's choice was known, so a
+// streamed body (ended by the close) added "Connection: close" beside it, and so did a
+// handler's own "Connection: close": two contradicting fields.
+TEST(http_server, http10_keep_alive_response_has_one_connection_field) {
+  http::router r = rfc_router();
+  r.get("/bye", [](const http::request&, http::response& res) {
+    res.start(200).header("Connection", "close").body("bye");
+  });
+  r.get("/bye-chunked", [](const http::request&, http::response& res) {
+    res.start(200).header("Connection", "close").begin_chunked();
+    res.chunk("bye");
+    res.end_chunked();
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  struct tcase {
+    const char* path;
+    const char* connection;  // the one Connection value expected
+    const char* body_end;
+  };
+  for (const tcase& t :
+       {tcase{"/chunked", "close", "\r\n\r\npart1,part2"}, tcase{"/bye", "close", "\r\n\r\nbye"},
+        tcase{"/bye-chunked", "close", "\r\n\r\nbye"},
+        tcase{"/nocontent", "keep-alive", "\r\n\r\n"},
+        tcase{"/plaintext", "keep-alive", "\r\n\r\nHello, World!"}}) {
+    SCOPED_TRACE(t.path);
+    client c(s.port());
+    ASSERT_TRUE(
+        c.send(std::string("GET ") + t.path + " HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    std::string all;
+    bool eof = false;
+    if (std::string_view(t.connection) == "close") {
+      all = c.recv_until_eof(&eof);
+      EXPECT_TRUE(eof);
+    } else {
+      while (!all.ends_with(t.body_end)) {
+        std::string more = c.recv_some();
+        ASSERT_FALSE(more.empty()) << all;
+        all += more;
+      }
+    }
+    const std::string head = all.substr(0, all.find("\r\n\r\n") + 2);
+    std::size_t fields = 0;
+    for (std::size_t at = head.find("\r\nConnection: "); at != std::string::npos;
+         at = head.find("\r\nConnection: ", at + 1)) {
+      ++fields;
+    }
+    EXPECT_EQ(fields, 1u) << head;
+    EXPECT_NE(head.find(std::string("\r\nConnection: ") + t.connection + "\r\n"), std::string::npos)
+        << head;
+    EXPECT_TRUE(all.ends_with(t.body_end)) << all;
+  }
+}
+
 // An upgrade request with a body is refused (400) before the upgrade handler sees it: its
 // body bytes would otherwise be taken for the new protocol's.
 TEST(http_server, upgrade_request_with_a_body_is_refused) {

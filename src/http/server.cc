@@ -140,13 +140,24 @@ response& response::start_general(int status, std::string_view reason) {
   }
   if (last_) {
     put("Connection: close\r\n");
-  } else if (keep_alive_10_) {
-    put("Connection: keep-alive\r\n");
   }
+  // An HTTP/1.0 client's keep-alive is confirmed where the head ends (confirm_keep_alive):
+  // the handler may still end the connection, and one Connection field must say so.
   return *this;
 }
 
+// The "keep-alive" an HTTP/1.0 client asked for, confirmed as the head ends: only then is it
+// known that the handler did not end the connection with a "Connection: close" of its own or a
+// body streamed to the close (both answered "close", which a keep-alive beside would
+// contradict).
+void response::confirm_keep_alive() {
+  if (keep_alive_10_ && !close_requested_) {
+    put("Connection: keep-alive\r\n");
+  }
+}
+
 void response::body_general(std::string_view body) {
+  confirm_keep_alive();
   if (bodiless_status_) {
     put("\r\n");  // no content, so no Content-Length either (RFC 9110 §8.6)
     finished_ = true;
@@ -170,13 +181,14 @@ void response::body_general(std::string_view body) {
 
 void response::begin_chunked() {
   if (bodiless_status_) {
+    confirm_keep_alive();
     put("\r\n");
     return;
   }
   if (http10_) {
-    // RFC 9112 §6.1: no Transfer-Encoding to a 1.0 client; the close ends the body. ("close"
-    // also overrides a "keep-alive" start() may have confirmed.)
-    if (!last_) {
+    // RFC 9112 §6.1: no Transfer-Encoding to a 1.0 client; the close ends the body, and the
+    // head says so once (a keep-alive asked for is not confirmed).
+    if (!last_ && !close_requested_) {
       put("Connection: close\r\n");
     }
     put("\r\n");

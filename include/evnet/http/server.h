@@ -249,9 +249,10 @@ class response {
   /// that has no content (204, 304: RFC 9110 §6.4.1) neither is sent.
   void body(std::string_view body) {
     // A body under 10,000 bytes: its Content-Length digits are written here, inline, so that a
-    // literal body costs a handful of stores; longer ones (and HEAD) are formatted out of line.
+    // literal body costs a handful of stores; longer ones (and HEAD, and a keep-alive to
+    // confirm to an HTTP/1.0 client) are formatted out of line.
     const std::size_t n = body.size();
-    if (n >= 10000 || head_request_ || bodiless_status_) {
+    if (n >= 10000 || head_request_ || bodiless_status_ || keep_alive_10_) {
       body_general(body);
       return;
     }
@@ -316,6 +317,7 @@ class response {
   response& header_with_breaks(std::string_view name, std::string_view value);
   void put_in_line(std::string_view bytes);
   response& start_general(int status, std::string_view reason);
+  void confirm_keep_alive();
   void body_general(std::string_view body);
 
   friend class server;
