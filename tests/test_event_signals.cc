@@ -154,6 +154,40 @@ TEST(event_signals, self_pipe_a_signal_during_a_one_shot_callback_reaches_the_re
   EXPECT_FALSE(ev.detach());
 }
 
+// The handler writes one byte per delivery and drops it when the pipe is full, which is fine
+// while the pipe holds a byte of the same signal. A storm of one signal (70,000 before the
+// loop reads: more than the 64 KiB pipe holds) filled it with that signal's bytes, and a
+// different signal arriving then was dropped entirely: its event never fired.
+TEST(event_signals, self_pipe_a_storm_of_one_signal_does_not_drown_another) {
+  restore_default guard1(SIGUSR1);
+  restore_default guard2(SIGUSR2);
+  auto b = make_pipe_base();
+  int storm = 0;
+  int other = 0;
+  evnet::event ev1(*b, SIGUSR1, signal | persist, [&](int, std::uint32_t) { ++storm; });
+  evnet::event ev2(*b, SIGUSR2, signal | persist, [&](int, std::uint32_t) { ++other; });
+  ASSERT_FALSE(ev1.attach());
+  ASSERT_FALSE(ev2.attach());
+  for (int i = 0; i < 70'000; ++i) {
+    ASSERT_EQ(::raise(SIGUSR1), 0);
+  }
+  ASSERT_EQ(::raise(SIGUSR2), 0);
+  run_until(
+      *b, [&] { return other != 0 && storm != 0; }, 500ms);
+  EXPECT_EQ(other, 1) << "SIGUSR2 was lost behind the SIGUSR1 storm";
+  EXPECT_GE(storm, 1);
+  // Later deliveries of both still arrive.
+  const int storm_before = storm;
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  ASSERT_EQ(::raise(SIGUSR2), 0);
+  run_until(
+      *b, [&] { return other == 2 && storm > storm_before; }, 500ms);
+  EXPECT_EQ(other, 2);
+  EXPECT_GT(storm, storm_before);
+  EXPECT_FALSE(ev1.detach());
+  EXPECT_FALSE(ev2.detach());
+}
+
 TEST(event_signals, self_pipe_restores_the_previous_disposition_after_the_last_watcher) {
   restore_default guard(SIGUSR1);
   std::signal(SIGUSR1, &own_handler);

@@ -78,6 +78,11 @@ constexpr int kMaxSignalBases = 16;  // bases watching one signal at once
 
 // Write ends plus one (0: free slot). Zero-initialised before any code runs.
 constinit std::atomic<int> g_sig_pipes[kMaxSignal][kMaxSignalBases];
+// Set by the handler when it writes a slot's byte, cleared by the base once it has read it:
+// the pipe holds at most one byte per signal, so a storm of one signal cannot fill it and
+// drown the byte of another (a delivery whose write is skipped coalesces with the byte still
+// unread, which the base reads and reports after clearing the flag).
+constinit std::atomic<bool> g_sig_unread[kMaxSignal][kMaxSignalBases];
 constinit std::atomic<int> g_sig_handlers_running{0};
 // Changes to the table and the dispositions (never touched by the handler).
 constinit std::mutex g_sig_mu;
@@ -89,10 +94,9 @@ void self_pipe_handler(int signo) {
   if (signo > 0 && signo < kMaxSignal) {
     const int saved = errno;
     const auto byte = static_cast<unsigned char>(signo);
-    for (std::atomic<int>& slot : g_sig_pipes[signo]) {
-      const int fd = slot.load(std::memory_order_seq_cst) - 1;
-      if (fd >= 0) {
-        // A full pipe (EAGAIN) already holds this signal's byte: deliveries coalesce anyway.
+    for (int i = 0; i < kMaxSignalBases; ++i) {
+      const int fd = g_sig_pipes[signo][i].load(std::memory_order_seq_cst) - 1;
+      if (fd >= 0 && !g_sig_unread[signo][i].exchange(true, std::memory_order_seq_cst)) {
         [[maybe_unused]] const ssize_t n = ::write(fd, &byte, 1);
       }
     }
@@ -113,6 +117,7 @@ std::error_code self_pipe_watch(int signo, int write_fd) {
   if (free_slot == nullptr) {
     return std::make_error_code(std::errc::device_or_resource_busy);
   }
+  g_sig_unread[signo][free_slot - g_sig_pipes[signo]].store(false, std::memory_order_seq_cst);
   free_slot->store(write_fd + 1, std::memory_order_release);
   if (g_sig_watchers[signo] == 0) {
     struct sigaction sa {};
@@ -138,6 +143,18 @@ void self_pipe_unwatch(int signo, int write_fd) noexcept {
         ::sigaction(signo, &g_sig_previous[signo], nullptr);
       }
       break;
+    }
+  }
+}
+
+// The base whose pipe's write end is write_fd has read signo's byte: the next delivery writes
+// one again. Cleared before the base reports the signal, so a delivery whose write was skipped
+// meanwhile is covered by that report.
+void self_pipe_read(int signo, int write_fd) noexcept {
+  for (int i = 0; i < kMaxSignalBases; ++i) {
+    if (g_sig_pipes[signo][i].load(std::memory_order_seq_cst) == write_fd + 1) {
+      g_sig_unread[signo][i].store(false, std::memory_order_seq_cst);
+      return;
     }
   }
 }
@@ -614,6 +631,7 @@ class base_impl {
         if (signo >= kMaxSignal) {
           continue;
         }
+        self_pipe_read(signo, sig_pipe_[1]);
         for (event* e = sig_heads_[signo]; e != nullptr; e = e->watch_next_) {
           activate(e, ev_flag::signal);
         }
