@@ -270,6 +270,16 @@ TEST(http_parser, upgrade_and_expect_flags) {
   EXPECT_TRUE(e.messages[0].expect_continue);
 }
 
+// RFC 9110 §7.8: a server MUST ignore an Upgrade field received in an HTTP/1.0 request (1.0
+// has no protocol switch): it was flagged as an upgrade and handed to the upgrade handler.
+TEST(http_parser, upgrade_in_an_http10_request_is_ignored) {
+  auto o = req("GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\n");
+  ASSERT_EQ(o.error_status, 0);
+  ASSERT_EQ(o.messages.size(), 1u);
+  EXPECT_FALSE(o.messages[0].upgrade);
+  EXPECT_TRUE(o.messages[0].keep_alive);
+}
+
 TEST(http_parser, valid_host_values_are_accepted) {
   for (const char* host : {"example.com", "example.com:8080", "127.0.0.1:80", "[::1]", "[::1]:443",
                            "a%20b", "xn--bcher-kva.example", "a-b_c~d!$&'()*+,;=", ""}) {

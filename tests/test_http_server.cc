@@ -920,6 +920,21 @@ TEST(http_server, upgrade_request_with_a_body_is_refused) {
   EXPECT_EQ(upgrades.load(), 1);
 }
 
+// HTTP/1.0 has no upgrade (RFC 9110 §7.8: a server MUST ignore the field in a 1.0 request): it
+// was handed to the upgrade handler. It is a plain request, routed as one (no GET route for
+// /up: 404), and the upgrade handler is not called.
+TEST(http_server, upgrade_field_of_an_http10_request_is_ignored) {
+  std::atomic<int> upgrades{0};
+  test_server s(rfc_router(&upgrades));
+  ASSERT_GT(s.port(), 0);
+  client c3(s.port());
+  ASSERT_TRUE(c3.send("GET /up HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
+  auto r3 = read_replies(c3, 1);
+  ASSERT_EQ(r3.size(), 1u);
+  EXPECT_EQ(r3[0].status, 404);
+  EXPECT_EQ(upgrades.load(), 0);
+}
+
 // The keep-alive timeout is for a connection with nothing in progress: a client still
 // downloading a response is not idle. (It used to be closed mid-download once the timeout
 // and close_linger had passed.)

@@ -1246,7 +1246,8 @@ parse_step parser::on_head_complete() {
     // intermediary may have framed it otherwise); it is served, then the connection closes.
     msg_.keep_alive = false;
   }
-  msg_.upgrade = conn_upgrade && has_upgrade;
+  // HTTP/1.0 has no protocol switch: its Upgrade field is ignored (RFC 9110 §7.8).
+  msg_.upgrade = conn_upgrade && has_upgrade && msg_.version_minor >= 1;
 
   if (request) {
     if (msg_.version_minor >= 1 && !host) {

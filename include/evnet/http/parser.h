@@ -84,7 +84,7 @@ struct message {
   bool has_content_length = false;     ///< A Content-Length header was present.
   bool chunked = false;                ///< Transfer-Encoding: chunked.
   bool keep_alive = true;              ///< Connection persists after this message.
-  bool upgrade = false;                ///< Connection: upgrade and an Upgrade header.
+  bool upgrade = false;                ///< Connection: upgrade and an Upgrade header, in HTTP/1.1.
   bool expect_continue = false;        ///< Expect: 100-continue (requests).
 
   /// First header whose name equals `name` ignoring ASCII case; empty view if absent.
