@@ -967,6 +967,38 @@ TEST(http_server, keep_alive_timeout_does_not_cut_a_slow_download) {
   EXPECT_EQ(all.size() - (head + 4), want) << "the download was cut";
 }
 
+// A client that pipelines its requests and then shuts its sending side (nc -N, a batch
+// client) is owed every answer. When max_pending_output had paused reading, the EOF was read as
+// reading resumed, before the requests left in the input were offered again, and the server
+// closed with them unanswered.
+TEST(http_server, pipelined_requests_before_a_half_close_are_all_answered) {
+  http::server_options o;
+  o.max_pending_output = 64 * 1024;
+  evnet::engine_options eo;
+  eo.send_buffer = 16 * 1024;
+  test_server s(rfc_router(), o, eo);
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  int small = 16 * 1024;
+  ::setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  constexpr int kRequests = 100;  // 3.2 MiB of responses, 64 KiB of which may wait unsent
+  std::string reqs;
+  for (int i = 0; i < kRequests; ++i) {
+    reqs += "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+  }
+  ASSERT_TRUE(c.send(reqs));
+  ASSERT_EQ(::shutdown(c.fd, SHUT_WR), 0);
+  std::this_thread::sleep_for(300ms);  // the server pauses with the requests and the EOF unread
+  bool eof = false;
+  auto r = read_replies(c, kRequests, &eof);
+  ASSERT_EQ(r.size(), std::size_t{kRequests}) << "the connection closed with requests unanswered";
+  for (const auto& rep : r) {
+    EXPECT_EQ(rep.status, 200);
+    EXPECT_EQ(rep.body.size(), std::size_t{32} * 1024);
+  }
+  EXPECT_TRUE(eof) << "the server closes once the last request is answered";
+}
+
 // Pipelined requests from a client that never reads: the server stops answering (and
 // reading) once max_pending_output bytes wait, instead of buffering every response; when the
 // client reads, the rest are answered, in order.

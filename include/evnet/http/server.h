@@ -709,7 +709,10 @@ class server : public evnet::handler {
   /// evnet::handler: parses, routes and answers a batch of requests with one write (or hands
   /// the bytes to the upgraded protocol). Loop thread of `c`.
   action on_traffic(evnet::conn& c) override;
-  /// evnet::handler: the peer finished sending; closes once output is flushed. Loop thread.
+  /// evnet::handler: the peer finished sending; closes once output is flushed. Requests it
+  /// sent before that and still waiting in the input (reading was paused by
+  /// max_pending_output or a body reader) are answered first; a response being deferred is
+  /// not waited for (the client is taken for gone). Loop thread.
   action on_read_eof(evnet::conn& c) override;
   /// evnet::handler: tears the session down (and the upgraded protocol's). Loop thread of `c`.
   void on_close(evnet::conn& c, std::error_code reason) override;
