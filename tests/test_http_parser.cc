@@ -817,6 +817,29 @@ TEST(http_response_parser, length_chunked_and_eof_bodies) {
   EXPECT_EQ(c.messages[1].status, 200);
 }
 
+// RFC 9112 §6.3: a response whose final transfer coding is chunked is framed by the chunks,
+// whatever codings come before it; only one whose final coding is not chunked runs to the
+// close. "gzip, chunked" (one field or two) was read to the close, chunk lines taken for body
+// bytes and the next response swallowed.
+TEST(http_response_parser, final_chunked_coding_frames_the_body) {
+  for (const char* te : {"Transfer-Encoding: gzip, chunked\r\n",
+                         "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"}) {
+    SCOPED_TRACE(te);
+    auto a = resp(std::string("HTTP/1.1 200 OK\r\n") + te +
+                  "\r\n3\r\nabc\r\n0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
+    ASSERT_EQ(a.error_status, 0);
+    ASSERT_EQ(a.messages.size(), 2u);
+    EXPECT_TRUE(a.messages[0].chunked);
+    EXPECT_EQ(a.messages[0].body, "abc");  // still gzip-coded: the caller decodes it
+    EXPECT_EQ(a.messages[1].status, 204);
+  }
+  // Chunked not final: to the close.
+  auto b = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n3\r\nabc", true);
+  ASSERT_EQ(b.messages.size(), 1u);
+  EXPECT_FALSE(b.messages[0].keep_alive);
+  EXPECT_EQ(b.messages[0].body, "3\r\nabc");
+}
+
 // A body delimited by the close has no size to check up front: the bytes up to max_body_bytes
 // are delivered and the first byte beyond is a 413, whatever the input's split (whole, it used
 // to be refused without delivering anything, byte by byte after delivering the limit: found by

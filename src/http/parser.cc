@@ -1289,7 +1289,9 @@ parse_step parser::on_head_complete() {
   int s = msg_.status;
   if (head_request_ || (s >= 100 && s < 200) || s == 204 || s == 304) {
     state_ = state::done_pending;
-  } else if (has_te && te_chunked) {
+  } else if (has_te && te_last_chunked) {
+    // RFC 9112 §6.3: the final coding, chunked, frames the body; codings before it (gzip) are
+    // the content's, left to the caller (the Transfer-Encoding field names them).
     msg_.chunked = true;
     remaining_ = 0;
     chunk_line_ = 0;
