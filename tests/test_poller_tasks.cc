@@ -309,6 +309,49 @@ TEST(PollerTasks, ping_pong_triggers_never_lose_a_wakeup) {
   EXPECT_LT(slowest, 2s) << "a round waited for its timeout: a wake-up was lost";
 }
 
+// A wake-up whose reason is gone must not end a later wait: a task queued from another thread
+// while the loop dispatches I/O runs in that same round (the loop sees it queued after the
+// dispatch), and its wake-up is fetched by the next round's wait, which returned at once with
+// nothing to do, as did the one after a stop() that was consumed before the kernel wait. Both
+// rounds must wait for their timeout instead.
+TEST(PollerTasks, a_stale_wakeup_does_not_end_a_later_wait_early) {
+  auto p = open_poller();
+  socket_pair sp;
+  int ran = 0;
+  poll_attachment a;
+  a.fd = sp.a.get();
+  a.callback = [&](int, std::uint32_t) {
+    char c;
+    EXPECT_EQ(::read(sp.a.get(), &c, 1), 1);
+    std::thread producer([&] { EXPECT_FALSE(p->trigger(task_priority::high, [&] { ++ran; })); });
+    producer.join();
+    return poll_action::proceed;
+  };
+  ASSERT_FALSE(p->add(a, interest::read));
+  write_byte(sp.b.get());
+  EXPECT_EQ(run_round(*p, 1000ms), 1U);
+  EXPECT_EQ(ran, 1);  // the task ran in the round that queued it
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(run_round(*p, 200ms), 0U);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 150ms) << "the round after a task's round returned after "
+                           << std::chrono::duration_cast<std::chrono::microseconds>(waited).count()
+                           << " us";
+  // stop() between rounds: the next round returns at once (documented) and consumes it; the
+  // round after it waits.
+  p->stop();
+  auto r = p->poll_once(10s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::stopped);
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(run_round(*p, 200ms), 0U);
+  waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 150ms) << "the round after a consumed stop() returned after "
+                           << std::chrono::duration_cast<std::chrono::microseconds>(waited).count()
+                           << " us";
+  EXPECT_FALSE(p->remove(a));
+}
+
 TEST(PollerTasks, stop_from_inside_a_task_ends_poll) {
   auto p = open_poller();
   int after = 0;

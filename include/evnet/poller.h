@@ -251,7 +251,9 @@ class poller {
   /// before it (then nothing waits or runs) — and the request is consumed; errc::closed when
   /// the poller is closed (also by close() from inside this round); errc::invalid_argument when
   /// called from inside a callback or task; errc::wrong_thread while another thread polls; or
-  /// the kernel's error. An interrupted wait (EINTR) is an empty round, not an error.
+  /// the kernel's error. An interrupted wait (EINTR) is an empty round, not an error. A
+  /// wake-up left over from a task that already ran or a stop already consumed does not end
+  /// the wait.
   result<std::size_t> poll_once(std::chrono::milliseconds timeout);
 
   /// The calling thread's hold on the poller across many rounds: poll_once() takes the loop

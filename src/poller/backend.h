@@ -80,6 +80,21 @@ class poller_backend {
   /// the facade drains the queues (see the protocol above).
   void on_wake() noexcept { wake_pending_.store(false, std::memory_order_seq_cst); }
 
+  /// After a wait that fetched the wake-up and nothing else (on_wake() called): true when
+  /// nothing is asked of the loop, no task queued and no stop, so the wake-up is stale (its
+  /// task ran in an earlier round that saw it queued after dispatch, or its stop was consumed
+  /// before the kernel wait) and the backend resumes waiting rather than end the round empty.
+  /// The queue is looked at under its lock: a producer that skipped its wake-up because the
+  /// flag was still set has then either queued its task visibly, or takes the lock after us
+  /// and sees the flag clear (so it wakes the resumed wait). Loop thread; rare path.
+  bool stale_wake() noexcept {
+    if (stop_requested_.load(std::memory_order_seq_cst)) {
+      return false;
+    }
+    std::lock_guard<std::mutex> lock(task_mutex_);
+    return pending_.load(std::memory_order_relaxed) == 0;
+  }
+
   /// Event-array sizing policy (gnet's): double when a round filled the array; halve (not
   /// below the initial size) after kShrinkAfterRounds consecutive rounds that used less than a
   /// quarter of it. Returns the new capacity. The hysteresis keeps a bursty server from

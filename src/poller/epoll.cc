@@ -83,7 +83,16 @@ class epoll_backend final : public poller_backend {
   }
 
   std::ptrdiff_t wait_and_dispatch(int timeout_ms) override {
-    const int n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
+    int n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
+    // Nothing but a stale wake-up (see stale_wake()): it was pending before the wait began,
+    // so the wait took no time; wait again, with the same timeout.
+    while (n == 1 && timeout_ms != 0 && events_[0].data.u64 == kWakeTag) [[unlikely]] {
+        on_wake();
+        if (!stale_wake()) {
+          break;
+        }
+        n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
+      }
     if (n < 0) {
       if (errno == EINTR) {
         return 0;  // a signal: an empty round, not an error

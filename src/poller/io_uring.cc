@@ -404,7 +404,8 @@ class io_uring_backend final : public poller_backend {
       }
       bool woke = false;
       const bool reaped_any = reap(woke);
-      if (batch_size_ != 0 || woke || !reaped_any || timeout_ms == 0) {
+      // A wake-up alone ends the wait only if it still has a reason (see stale_wake()).
+      if (batch_size_ != 0 || (woke && !stale_wake()) || !reaped_any || timeout_ms == 0) {
         break;
       }
       // Registrations the kernel cancelled (a -ECANCELED that is not ours) must be armed
@@ -412,6 +413,9 @@ class io_uring_backend final : public poller_backend {
       // arrives meanwhile, and a wait without a timeout would never end.
       if (!rearm_.empty()) {
         rearm_pending();
+      }
+      if (!wake_armed_) {
+        arm_wake();  // a stale wake-up may have ended the multishot
       }
       if (timeout_ms > 0) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -171,7 +171,17 @@ class kqueue_backend final : public poller_backend {
       ts.tv_nsec = static_cast<long>(timeout_ms % 1000) * 1000000L;
       tsp = &ts;
     }
-    const int n = ::kevent(kq_, nullptr, 0, events_.data(), static_cast<int>(events_.size()), tsp);
+    int n = ::kevent(kq_, nullptr, 0, events_.data(), static_cast<int>(events_.size()), tsp);
+    // Nothing but a stale wake-up (see stale_wake()): it was pending before the wait began,
+    // so the wait took no time; wait again, with the same timeout.
+    while (n == 1 && timeout_ms != 0 && from_udata(events_[0].udata) == &kq_) [[unlikely]] {
+        drain_wake();
+        on_wake();
+        if (!stale_wake()) {
+          break;
+        }
+        n = ::kevent(kq_, nullptr, 0, events_.data(), static_cast<int>(events_.size()), tsp);
+      }
     if (n < 0) {
       if (errno == EINTR) {
         return 0;
