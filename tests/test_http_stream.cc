@@ -464,6 +464,37 @@ TEST(http_stream, exceptions_in_the_handler_or_the_reader_are_500) {
   }
 }
 
+// RFC 9110 §9.3.2: the 500 for a HEAD request (with a body, served by the GET route) whose
+// stream handler or reader throws has no content either; the server's 500 was made as for a
+// GET and carried "Internal Server Error\n".
+TEST(http_stream, the_500_for_a_failing_head_request_has_no_body) {
+  for (int where = 0; where < 3; ++where) {
+    SCOPED_TRACE(where);
+    auto log = std::make_shared<upload_log>();
+    http::router r;
+    r.stream(
+        http::method::get, "/g",
+        [log, where](const http::request&, http::response&) -> std::unique_ptr<http::body_reader> {
+          if (where == 0) {
+            throw std::runtime_error("handler failed");
+          }
+          auto rd = std::make_unique<recording_reader>(log);
+          rd->throw_in_data = where == 1;
+          rd->throw_in_end = where == 2;
+          return rd;
+        });
+    test_server s(std::move(r));
+    ASSERT_GT(s.port(), 0);
+    client c(s.port());
+    ASSERT_TRUE(c.send("HEAD /g HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+    bool eof = false;
+    const std::string all = c.recv_until_eof(&eof);
+    EXPECT_TRUE(eof);
+    ASSERT_EQ(all.rfind("HTTP/1.1 500", 0), 0u) << all;
+    EXPECT_EQ(all.find("\r\n\r\n") + 4, all.size()) << "bytes after the head: " << all;
+  }
+}
+
 TEST(http_stream, on_end_may_defer_and_requests_behind_wait_in_order) {
   auto log = std::make_shared<upload_log>();
   std::mutex mu;

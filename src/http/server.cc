@@ -744,7 +744,7 @@ bool server::begin_body(evnet::conn& c, session& s) {
     }
     return true;
   }
-  (void)settle_response(s.out, mark, res, failed || !res.finished(), false);
+  (void)settle_response(s.out, mark, res, failed || !res.finished(), m.method == method::head);
   s.lingering = true;
   return false;
 }
@@ -787,7 +787,7 @@ server::piece_result server::take_body_piece(evnet::conn& c, session& s, std::st
   }
   // The reader ended the request itself: no on_abort.
   (void)take_reader(s);
-  (void)settle_response(s.out, mark, early, failed || !early.finished(), false);
+  (void)settle_response(s.out, mark, early, failed || !early.finished(), m.method == method::head);
   s.lingering = true;
   return piece_result::answered;
 }
