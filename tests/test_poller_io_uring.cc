@@ -533,6 +533,27 @@ TEST_F(PollerIoUring, stale_cqe_does_not_end_a_timed_wait_early) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 150ms);
 }
 
+// The wait resumed after a stale CQE lasts until the caller's whole timeout: its remaining
+// time was truncated to whole milliseconds, so poll_once(200ms) returned after 199.x ms, and an
+// event base waiting for a timer returned before it was due, having run nothing.
+TEST_F(PollerIoUring, a_wait_resumed_after_a_stale_cqe_lasts_the_whole_timeout) {
+  auto p = open_uring();
+  ASSERT_TRUE(p);
+  for (int i = 0; i < 3; ++i) {
+    socket_pair sp;
+    recorder r(sp.a.get());
+    ASSERT_FALSE(p->add(r.att, interest::read, trigger_mode::edge));
+    EXPECT_EQ(run_round(*p), 0U);
+    ASSERT_FALSE(p->trigger(task_priority::high, [&] { EXPECT_FALSE(p->remove(r.att)); }));
+    ASSERT_TRUE(p->poll_once(1000ms));
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(run_round(*p, 200ms), 0U);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    EXPECT_GE(waited, 200ms)
+        << std::chrono::duration_cast<std::chrono::microseconds>(waited).count() << " us";
+  }
+}
+
 // A multishot posts one CQE per wake-up: the peer draining our full send buffer in many reads
 // produces several before the loop polls. epoll reports the fd once per round; so must we.
 TEST_F(PollerIoUring, several_cqes_of_one_registration_make_one_callback) {

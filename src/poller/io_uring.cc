@@ -418,7 +418,9 @@ class io_uring_backend final : public poller_backend {
         arm_wake();  // a stale wake-up may have ended the multishot
       }
       if (timeout_ms > 0) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        // Rounded up, as the first wait's whole milliseconds were: truncated, the resumed
+        // wait ended up to a millisecond before the caller's timeout.
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
           break;
