@@ -226,4 +226,46 @@ TEST(event_threads, exit_while_no_loop_runs_stops_only_the_next_loop_once) {
   }
 }
 
+// exit() from another thread while the loop runs a callback (not waiting in the kernel) ends
+// that loop_once(), and only that one. It also asked the poller to stop, but the poller's
+// round had already ended, so the request stayed pending: the next blocking loop_once()
+// returned at once on it (and on its wake-up), its timer not due and nothing run.
+TEST(event_threads, exit_during_a_callback_does_not_cut_the_next_wait_short) {
+  for (const auto timers : {evnet::timer_structure::heap, evnet::timer_structure::wheel}) {
+    SCOPED_TRACE(timers == evnet::timer_structure::heap ? "heap" : "wheel");
+    evnet::event_base_options o;
+    o.timers = timers;
+    auto created = evnet::event_base::create(o);
+    ASSERT_TRUE(created.has_value());
+    auto b = std::move(*created);
+    std::atomic<bool> in_callback{false};
+    std::atomic<bool> exited{false};
+    evnet::timer busy(*b, [&] {
+      in_callback = true;
+      while (!exited) {
+        std::this_thread::yield();
+      }
+    });
+    ASSERT_FALSE(busy.attach(0ns));
+    std::thread other([&] {
+      while (!in_callback) {
+        std::this_thread::yield();
+      }
+      b->exit();
+      exited = true;
+    });
+    EXPECT_EQ(b->loop_once(), evnet::errc::stopped);
+    other.join();
+    int fired = 0;
+    evnet::timer t(*b, [&] { ++fired; });
+    ASSERT_FALSE(t.attach(50ms));
+    const auto start = clk::now();
+    EXPECT_FALSE(b->loop_once());  // blocks until the timer is due
+    EXPECT_EQ(fired, 1)
+        << "loop_once() returned after "
+        << std::chrono::duration_cast<std::chrono::microseconds>(clk::now() - start).count()
+        << " us";
+  }
+}
+
 }  // namespace

@@ -200,7 +200,8 @@ class event_base {
   /// Makes dispatch() return once the running callback (if any) returns; events still ready
   /// stay queued for the next round. Safe from any thread (wakes a waiting loop). A request
   /// made while no loop runs makes the next dispatch()/loop_once() return at once, and only
-  /// that one.
+  /// that one; one made while a callback runs ends that loop_once() only, and the next one
+  /// waits as usual.
   void exit() noexcept;
 
   /// Queues `fn` to run on the loop thread during the next round (high priority poller task).

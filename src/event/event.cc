@@ -960,6 +960,7 @@ class base_impl {
     // (Sequentially consistent, pairing with exit(); a plain mov on x86 all the same.)
     if (exit_requested_.load(std::memory_order_seq_cst) &&
         exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
+      note_exit_stop();
       return errc::stopped;
     }
 
@@ -984,8 +985,18 @@ class base_impl {
         time_valid_ = false;
         return r.error();
       }
-      // errc::stopped without an exit() request is a stale wake-up of an earlier cross-thread
-      // exit(): the round simply continues.
+      if (!r) [[unlikely]] {
+        // errc::stopped without an exit() request: someone else's poller stop (the round
+        // simply continues), or the stop of an exit() whose own round had ended on the flag
+        // alone (it was sent while that round ran callbacks, after its poll): then it is stale
+        // and the wait starts again, as if it had never been sent.
+        exit_stop_sent_.store(false, std::memory_order_seq_cst);
+        const bool stale = exit_stop_stale_;
+        exit_stop_stale_ = false;
+        if (stale && !exit_requested_.load(std::memory_order_seq_cst)) {
+          continue;
+        }
+      }
 
       // The clock is read here only if a timer may be due (the poll's callbacks may have added
       // some). Without timers the round's time is read on first use, if anything asks for it
@@ -1019,11 +1030,21 @@ class base_impl {
     time_valid_ = false;
     if (exit_requested_.load(std::memory_order_acquire) &&
         exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
+      note_exit_stop();
       return errc::stopped;
     }
     // Not `return {}`: std::error_code's default constructor calls std::system_category(),
     // an out-of-line function, once per round.
     return std::error_code(0, g_system_category);
+  }
+
+  // The round ends on an exit() request. If that exit() also stopped the poller and no poll
+  // has returned that stop yet, it is still to come (or pending): the next round knows it for
+  // stale (see round()).
+  void note_exit_stop() noexcept {
+    if (exit_stop_sent_.exchange(false, std::memory_order_seq_cst)) {
+      exit_stop_stale_ = true;
+    }
   }
 
   std::error_code dispatch() {
@@ -1060,6 +1081,7 @@ class base_impl {
     // load sees the loop's thread, or that loop's first look at the flag sees it set.
     const std::thread::id r = running_.load(std::memory_order_seq_cst);
     if (r != std::thread::id() && r != std::this_thread::get_id()) {
+      exit_stop_sent_.store(true, std::memory_order_seq_cst);  // before the stop can be seen
       poller_->stop();
     }
   }
@@ -1081,6 +1103,11 @@ class base_impl {
   std::vector<std::unique_ptr<fd_slot>> slots_;
   event* all_ = nullptr;
   std::atomic<bool> exit_requested_{false};
+  // exit() stopped the poller and no poll has returned errc::stopped since (any thread).
+  std::atomic<bool> exit_stop_sent_{false};
+  // A round ended on an exit() whose poller stop had not been returned by a poll: the next
+  // errc::stopped without a request is that one (loop thread).
+  bool exit_stop_stale_ = false;
   std::atomic<std::thread::id> running_{};  // the thread inside loop_once(), if any
   // Signals: the events watching each signal number, and how the signals arrive (signalfd on
   // Linux unless signal_delivery::self_pipe was asked for; a self-pipe elsewhere).
