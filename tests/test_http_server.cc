@@ -171,6 +171,33 @@ TEST(http_server, a_handlers_framing_headers_are_not_sent) {
   EXPECT_EQ(raw.substr(raw.find("\r\n\r\n", second) + 4), "3\r\nabc\r\n0\r\n\r\n");
 }
 
+// start() sends the Date; a handler's own Date header was sent beside it, and RFC 9110 §5.3
+// allows one Date field (it is not a list). The server's is kept, the handler's dropped.
+TEST(http_server, a_handlers_date_header_is_not_sent_beside_the_servers) {
+  http::router r;
+  r.get("/dated", [](const http::request&, http::response& res) {
+    res.start(200).header("Date", "Sun, 06 Nov 1994 08:49:37 GMT").header("date", "x");
+    res.header("Vary", "Accept").body("ok");
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /dated HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto rs = read_replies(c, 1);
+  ASSERT_EQ(rs.size(), 1u);
+  std::size_t dates = 0;
+  for (const auto& h : rs[0].headers) {
+    if (http::iequals(h.first, "date")) {
+      ++dates;
+      EXPECT_TRUE(h.second.ends_with(" GMT")) << h.second;
+      EXPECT_NE(h.second, "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+  }
+  EXPECT_EQ(dates, 1u);
+  EXPECT_EQ(rs[0].header("vary"), "Accept");
+  EXPECT_EQ(rs[0].body, "ok");
+}
+
 TEST(http_server, header_timeout_sends_408_and_closes) {
   http::server_options o;
   o.header_timeout = 300ms;

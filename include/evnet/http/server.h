@@ -222,12 +222,19 @@ class response {
   /// is the server's: body() sends Content-Length, begin_chunked() Transfer-Encoding, so a
   /// "Content-Length" or "Transfer-Encoding" header given here is not sent (a second framing,
   /// or two lengths, lets a client and a proxy split the stream differently: RFC 9112 §6.3).
+  /// The Date is the server's too (start() sends it; RFC 9110 §5.3 allows one Date field), so
+  /// a "Date" header given here is not sent either.
   response& header(std::string_view name, std::string_view value) {
     if (name.size() == 10) [[unlikely]] {  // "Connection"; a literal name of another length
       note_connection(name, value);        // folds this away
     }
     // "Content-Length" and "Transfer-Encoding"; folds away for literal names of other lengths.
     if ((name.size() == 14 || name.size() == 17) && is_framing_field(name)) [[unlikely]] {
+      return *this;
+    }
+    // "Date", compared inline (other four-byte names, such as "Vary", pay four byte tests).
+    if (name.size() == 4 && (name[0] | 0x20) == 'd' && (name[1] | 0x20) == 'a' &&
+        (name[2] | 0x20) == 't' && (name[3] | 0x20) == 'e') [[unlikely]] {
       return *this;
     }
     if (detail::may_hold_line_break(name.data(), name.size()) ||
