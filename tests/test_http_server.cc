@@ -198,6 +198,56 @@ TEST(http_server, a_handlers_date_header_is_not_sent_beside_the_servers) {
   EXPECT_EQ(rs[0].body, "ok");
 }
 
+// A handler that answers twice (an early answer without its `return`), or adds a header after
+// the head has ended, wrote those bytes between or inside responses: the second answer was
+// taken by the client for the answer to its next request, and a header written into a chunked
+// body broke its framing. Calls out of order now do nothing.
+TEST(http_server, calls_out_of_order_on_a_response_do_not_reach_the_wire) {
+  http::router r = basic_router();
+  r.get("/twice", [](const http::request&, http::response& res) {
+    res.start(400).body("bad\n");
+    res.start(200).header("X-Second", "1").body("second");  // the missing `return`
+    res.begin_chunked();
+    res.end_chunked();
+  });
+  r.get("/late-header", [](const http::request&, http::response& res) {
+    res.start(200).body("a");
+    res.header("X-Late", "1");
+  });
+  r.get("/header-in-chunks", [](const http::request&, http::response& res) {
+    res.start(200).begin_chunked();
+    res.chunk("a");
+    res.header("X-Late", "1");
+    res.body("no");
+    res.chunk("b");
+    res.end_chunked();
+    res.chunk("c");
+    res.end_chunked();
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(
+      c.send("GET /twice HTTP/1.1\r\nHost: x\r\n\r\nGET /late-header HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /header-in-chunks HTTP/1.1\r\nHost: x\r\n\r\n" +
+             std::string(kGet)));
+  auto rs = read_replies(c, 4);
+  ASSERT_EQ(rs.size(), 4u);
+  EXPECT_EQ(rs[0].status, 400);
+  EXPECT_EQ(rs[0].body, "bad\n");
+  EXPECT_EQ(rs[0].header("x-second"), "");
+  EXPECT_EQ(rs[1].status, 200);
+  EXPECT_EQ(rs[1].body, "a");
+  EXPECT_EQ(rs[2].status, 200);
+  EXPECT_EQ(rs[2].body, "ab");
+  EXPECT_EQ(rs[3].status, 200);
+  EXPECT_EQ(rs[3].body, "Hello, World!") << "the answer to the fourth request";
+  for (const auto& rep : rs) {
+    EXPECT_EQ(rep.header("x-late"), "");
+    EXPECT_TRUE(rep.keep_alive);
+  }
+}
+
 TEST(http_server, header_timeout_sends_408_and_closes) {
   http::server_options o;
   o.header_timeout = 300ms;

@@ -108,7 +108,10 @@ response& response::header_with_breaks(std::string_view name, std::string_view v
 }
 
 response& response::start_general(int status, std::string_view reason) {
-  started_ = true;
+  if (started_) [[unlikely]] {
+    return *this;  // once only (see the class comment)
+  }
+  started_ = head_open_ = true;
   if (status < 200 || status > 599) [[unlikely]] {
     // RFC 9110 §15: a status is three digits, and this is the request's one, final, response:
     // an interim 1xx would leave the client waiting for the final one (and taking the next
@@ -157,6 +160,10 @@ void response::confirm_keep_alive() {
 }
 
 void response::body_general(std::string_view body) {
+  if (!head_open_) [[unlikely]] {
+    return;  // before start(), or the head already ended
+  }
+  head_open_ = false;
   confirm_keep_alive();
   if (bodiless_status_) {
     put("\r\n");  // no content, so no Content-Length either (RFC 9110 §8.6)
@@ -180,6 +187,11 @@ void response::body_general(std::string_view body) {
 }
 
 void response::begin_chunked() {
+  if (!head_open_) [[unlikely]] {
+    return;  // before start(), or the head already ended
+  }
+  head_open_ = false;
+  chunked_ = true;
   if (bodiless_status_) {
     confirm_keep_alive();
     put("\r\n");
@@ -199,7 +211,7 @@ void response::begin_chunked() {
 }
 
 void response::chunk(std::string_view data) {
-  if (head_request_ || bodiless_status_ || data.empty()) {
+  if (!chunked_ || finished_ || head_request_ || bodiless_status_ || data.empty()) {
     return;  // an empty chunk would end the stream
   }
   if (raw_body_) {
@@ -216,6 +228,9 @@ void response::chunk(std::string_view data) {
 }
 
 void response::end_chunked() {
+  if (!chunked_ || finished_) [[unlikely]] {
+    return;  // no chunked body to end
+  }
   if (!head_request_ && !bodiless_status_ && !raw_body_) {
     put("0\r\n\r\n");
   }

@@ -192,6 +192,12 @@ struct deferred_state;
 /// must finish it (body(), or end_chunked() after begin_chunked()) before returning, or
 /// defer() it; a handler that does neither gets a 500. Loop thread only.
 ///
+/// A call out of order does nothing: start() once started, header() before start() or once
+/// the head has ended (body(), begin_chunked()), body() or begin_chunked() outside the head,
+/// chunk() and end_chunked() outside a chunked body. Written, such bytes would land between
+/// or inside responses (a second answer to one request is taken by the client for the answer
+/// to its next one), so a handler bug costs that handler's response, not the connection's.
+///
 /// Every piece is written in place into that output (no intermediate string); only the
 /// Content-Length digits are formatted per response.
 class response {
@@ -206,8 +212,8 @@ class response {
     // The common answer (200, nothing to add to the head) copies the cached status line and
     // Date in one constant-length copy, inline in the handler.
     if (status == 200 && reason.empty() && ok_head_.size() == detail::kOkHeadBytes && !last_ &&
-        !keep_alive_10_) {
-      started_ = true;
+        !keep_alive_10_ && !started_) {
+      started_ = head_open_ = true;
       std::memcpy(out_.extend(detail::kOkHeadBytes), ok_head_.data(), detail::kOkHeadBytes);
       return *this;
     }
@@ -225,6 +231,9 @@ class response {
   /// The Date is the server's too (start() sends it; RFC 9110 §5.3 allows one Date field), so
   /// a "Date" header given here is not sent either.
   response& header(std::string_view name, std::string_view value) {
+    if (!head_open_) [[unlikely]] {
+      return *this;  // before start(), or after the head ended: see the class comment
+    }
     if (name.size() == 10) [[unlikely]] {  // "Connection"; a literal name of another length
       note_connection(name, value);        // folds this away
     }
@@ -259,7 +268,7 @@ class response {
     // literal body costs a handful of stores; longer ones (and HEAD, and a keep-alive to
     // confirm to an HTTP/1.0 client) are formatted out of line.
     const std::size_t n = body.size();
-    if (n >= 10000 || head_request_ || bodiless_status_ || keep_alive_10_) {
+    if (n >= 10000 || head_request_ || bodiless_status_ || keep_alive_10_ || !head_open_) {
       body_general(body);
       return;
     }
@@ -276,6 +285,7 @@ class response {
     constexpr std::string_view kEnd = "\r\n\r\n";  // copied without a terminating NUL
     std::memcpy(at, kEnd.data(), kEnd.size());
     detail::copy_short(at + 4, body.data(), n);
+    head_open_ = false;
     finished_ = true;
   }
   /// Starts a chunked body (Transfer-Encoding: chunked). To an HTTP/1.0 client, which does not
@@ -339,6 +349,8 @@ class response {
   bool http10_;
   bool started_ = false;
   bool finished_ = false;
+  bool head_open_ = false;        // started, and the head not ended yet: header() may write
+  bool chunked_ = false;          // begin_chunked() ended the head: chunk() may write
   bool bodiless_status_ = false;  // 204, 304: no Content-Length, no body
   bool raw_body_ = false;         // chunks sent unframed (HTTP/1.0), ended by the close
   bool close_requested_ = false;  // the handler sent "Connection: close"
