@@ -179,6 +179,15 @@ class event_base {
   /// a round: other threads' loop-thread-only calls get errc::wrong_thread, and this thread's
   /// dispatch()/loop_once() get errc::invalid_argument. Loop thread only; released by the
   /// destructor on the same thread, before the base is destroyed.
+  /// Work for the end of every run_until() round, as libev's check watchers: after each round
+  /// in which *pending is true, fn(arg) runs on the loop thread, outside any callback (a round
+  /// with nothing to do pays one load). pending == nullptr: none.
+  struct round_end {
+    const bool* pending = nullptr;
+    void (*fn)(void*) = nullptr;
+    void* arg = nullptr;
+  };
+
   class holder {
    public:
     holder(holder&& other) noexcept : b_(other.b_) { other.b_ = nullptr; }
@@ -186,6 +195,13 @@ class event_base {
     ~holder();
     /// One round, with the same effects and results as event_base::loop_once().
     std::error_code loop_once(bool nonblocking = false);
+    /// Runs rounds, each as loop_once(false), until `stop` is found set before a round (an
+    /// acquire load; {} is returned), or a round ends with exit() (errc::stopped) or an error
+    /// (returned). For a loop built on the base: it enters once for all its rounds, not once
+    /// per round. Whoever sets `stop` from another thread also wakes the loop (exit(), or a
+    /// task). See round_end for work to do between rounds.
+    std::error_code run_until(const std::atomic<bool>& stop, round_end after);
+    std::error_code run_until(const std::atomic<bool>& stop) { return run_until(stop, {}); }
 
    private:
     friend class event_base;

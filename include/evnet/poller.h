@@ -44,7 +44,8 @@ class poller;
 
 namespace detail {
 class poller_backend;
-}
+struct poller_access;
+}  // namespace detail
 
 /// Which readiness the caller wants to hear about. Hang-up and error conditions are reported
 /// whatever the interest (epoll always reports them; EPOLLRDHUP is always requested).
@@ -272,6 +273,7 @@ class poller {
 
    private:
     friend class poller;
+    friend struct detail::poller_access;
     explicit holder(poller* p) noexcept : p_(p) {}
     poller* p_;
   };
@@ -324,6 +326,7 @@ class poller {
   explicit poller(std::unique_ptr<detail::poller_backend> backend);
   std::unique_ptr<detail::poller_backend> backend_;
   friend class detail::poller_backend;
+  friend struct detail::poller_access;
 };
 
 }  // namespace evnet

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cassert>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -19,6 +20,8 @@
 
 #include "event/timer_heap.h"
 #include "event/timer_wheel.h"
+#include "poller/backend.h"
+#include "poller/round.h"
 
 // EVNET_KQUEUE_SHIM (tests/poller_kqueue.cmake) builds the event layer as on a BSD: over the
 // kqueue backend, with signals through the self-pipe.
@@ -946,16 +949,19 @@ class base_impl {
       return h.error();
     }
     held_.emplace(std::move(*h));
+    held_backend_ = &detail::poller_access::backend(*held_);
     return std::error_code(0, g_system_category);
   }
   void unhold() noexcept {
+    held_backend_ = nullptr;
     held_.reset();
     release();
   }
 
-  // One round; Held: the thread owns the base and its poller already (a holder).
+  // One round; Held: the thread owns the base and its poller already (a holder). Inlined in
+  // its callers (run_until's loop above all): a call level fewer per round.
   template <bool Held>
-  std::error_code round(bool nonblocking) {
+  [[gnu::always_inline]] std::error_code round(bool nonblocking) {
     // A plain load first: the locked exchange is paid only when an exit was requested.
     // (Sequentially consistent, pairing with exit(); a plain mov on x86 all the same.)
     if (exit_requested_.load(std::memory_order_seq_cst) &&
@@ -967,25 +973,43 @@ class base_impl {
     in_round_ = true;
     for (;;) {
       time_valid_ = false;  // until the poll returns: see current_ns()
-      std::chrono::milliseconds wait{-1};
+      int wait_ms = -1;
       std::int64_t timer_due = -1;  // the deadline a blocking wait ends at, if a timer's
       if (nonblocking || ready_count_ != 0) {
-        wait = std::chrono::milliseconds(0);
+        wait_ms = 0;
       } else if (auto next = next_deadline()) {
         // The clock is read here only: a round that does not block does not need it.
         now_ns_ = clock_ns();
         const std::int64_t ns = *next - now_ns_;
         // Round up: waking a little late is fine, waking early only costs another round.
-        wait = std::chrono::milliseconds(ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0));
+        const std::int64_t ms = ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0);
+        wait_ms = ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
         timer_due = *next;
       }
-      result<std::size_t> r = Held ? held_->poll_once(wait) : poller_->poll_once(wait);
-      if (!r && r.error() != errc::stopped) {
-        in_round_ = false;
-        time_valid_ = false;
-        return r.error();
+      // Callbacks run by the poll, or detail::kRoundStopped (see below).
+      std::ptrdiff_t ran;
+      if constexpr (Held) {
+        // The poller's round inline (what holder::poll_once() runs): one call level fewer.
+        detail::poller_backend& pb = *held_backend_;
+        if (!pb.open_) [[unlikely]] {
+          return end_round_early(errc::closed);
+        }
+        ran = detail::poller_round(pb, wait_ms);
+        if (pb.close_deferred_) [[unlikely]] {
+          detail::poller_access::close_deferred(*held_);
+          return end_round_early(errc::closed);
+        }
+        if (ran < 0 && ran != detail::kRoundStopped) [[unlikely]] {
+          return end_round_early(std::error_code(static_cast<int>(-ran), std::system_category()));
+        }
+      } else {
+        result<std::size_t> r = poller_->poll_once(std::chrono::milliseconds(wait_ms));
+        if (!r && r.error() != errc::stopped) {
+          return end_round_early(r.error());
+        }
+        ran = r ? static_cast<std::ptrdiff_t>(*r) : detail::kRoundStopped;
       }
-      if (!r) [[unlikely]] {
+      if (ran == detail::kRoundStopped) [[unlikely]] {
         // errc::stopped without an exit() request: someone else's poller stop (the round
         // simply continues), or the stop of an exit() whose own round had ended on the flag
         // alone (it was sent while that round ran callbacks, after its poll): then it is stale
@@ -1011,8 +1035,8 @@ class base_impl {
       // the expiry re-filed the slot and nothing was due. A blocking round that waited for a
       // timer and was woken by nothing else waits again (now for an exact or closer bound)
       // rather than return having run nothing. (The heap's deadline is exact: it never loops.)
-      if (timer_due < 0 || !r || *r != 0 || ready_count_ != 0 || !time_valid_ ||
-          now_ns_ < timer_due || exit_requested_.load(std::memory_order_relaxed)) {
+      if (timer_due < 0 || ran != 0 || ready_count_ != 0 || !time_valid_ || now_ns_ < timer_due ||
+          exit_requested_.load(std::memory_order_relaxed)) {
         break;
       }
     }
@@ -1044,6 +1068,30 @@ class base_impl {
   void note_exit_stop() noexcept {
     if (exit_stop_sent_.exchange(false, std::memory_order_seq_cst)) {
       exit_stop_stale_ = true;
+    }
+  }
+
+  // A round that ends before its timers and ready events (the poller failed or was closed).
+  [[gnu::noinline]] std::error_code end_round_early(std::error_code ec) noexcept {
+    in_round_ = false;
+    time_valid_ = false;
+    return ec;
+  }
+
+  // event_base::holder::run_until(): rounds as round<true>(false), the loop here so that a
+  // loop built on the base enters it once, not once per round.
+  std::error_code run_until(const std::atomic<bool>& stop, const event_base::round_end& after) {
+    for (;;) {
+      if (stop.load(std::memory_order_acquire)) {
+        return std::error_code(0, g_system_category);
+      }
+      const std::error_code ec = round<true>(false);
+      if (after.pending != nullptr && *after.pending) {
+        after.fn(after.arg);
+      }
+      if (ec) [[unlikely]] {
+        return ec;
+      }
     }
   }
 
@@ -1088,7 +1136,8 @@ class base_impl {
 
   event_base_options options_;
   std::unique_ptr<evnet::poller> poller_;
-  std::optional<poller::holder> held_;  // while an event_base::holder exists
+  std::optional<poller::holder> held_;              // while an event_base::holder exists
+  detail::poller_backend* held_backend_ = nullptr;  // held_'s poller's backend, while held
   std::int64_t now_ns_;
   bool use_heap_;
   bool in_round_ = false;
@@ -1175,6 +1224,9 @@ event_base::holder::~holder() {
 }
 std::error_code event_base::holder::loop_once(bool nonblocking) {
   return b_->round<true>(nonblocking);
+}
+std::error_code event_base::holder::run_until(const std::atomic<bool>& stop, round_end after) {
+  return b_->run_until(stop, after);
 }
 void event_base::exit() noexcept {
   impl_->exit();

@@ -520,19 +520,27 @@ void loop_internals::run() {
     t_current_loop = nullptr;
     return;
   }
+  // Until stop(): the base runs its rounds itself (one entry for all of them); what the rounds
+  // retired is freed after each, as after_round() does.
+  const event_base::round_end free_after{
+      &retired, [](void* self) { static_cast<loop_internals*>(self)->free_retired(); }, this};
   for (;;) {
-    if (!stopping && ei.stop_flag.load(std::memory_order_acquire)) {
-      begin_stop();
+    if (!stopping) {
+      const std::error_code ec = held->run_until(ei.stop_flag, free_after);
+      if (ec && ec != std::error_code(errc::stopped)) {
+        // The kernel facility failed (it should not): stop the whole engine rather than spin.
+        eng.stop();
+      }
+      if (ei.stop_flag.load(std::memory_order_acquire)) {
+        begin_stop();
+      }
+      continue;
     }
-    if (stopping && (live_head == nullptr || clock_ns() >= stop_deadline_ns)) {
+    if (live_head == nullptr || clock_ns() >= stop_deadline_ns) {
       break;
     }
-    const std::error_code ec = held->loop_once(false);
+    (void)held->loop_once(false);  // stopping already: a failure changes nothing now
     after_round();
-    if (ec && ec != std::error_code(errc::stopped) && !stopping) {
-      // The kernel facility failed (it should not): stop the whole engine rather than spin.
-      eng.stop();
-    }
   }
   // Whatever did not finish flushing within the grace period is closed now.
   std::vector<std::shared_ptr<conn>> rest;

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string_view>
@@ -131,10 +132,11 @@ class poller_backend {
   const std::size_t max_events_;
   unsigned sparse_rounds_ = 0;  ///< loop thread
 
-  bool open_ = true;                  ///< loop thread: false after close()
-  bool in_round_ = false;             ///< loop thread: inside poll_once (callbacks/tasks running)
-  bool close_deferred_ = false;       ///< loop thread: close() was called from inside a round
-  bool stop_in_loop_ = false;         ///< loop thread: a callback returned poll_action::stop
+  bool open_ = true;             ///< loop thread: false after close()
+  bool in_round_ = false;        ///< loop thread: inside poll_once (callbacks/tasks running)
+  bool close_deferred_ = false;  ///< loop thread: close() was called from inside a round
+  bool stop_in_loop_ = false;    ///< loop thread: a callback returned poll_action::stop
+  bool inline_epoll_ = false;    ///< an epoll_backend: poller_round() calls its dispatch directly
   std::atomic<bool> polling_{false};  ///< some thread is inside poll_once (or holds it)
   /// While polling_: the polling thread's token (poller.cc's tls_token), so that thread is
   /// known as the owner whatever other pollers it also polls or holds.
@@ -160,6 +162,14 @@ class poller_backend {
   std::vector<task> low_run_;
   std::size_t low_pos_ = 0;  ///< next low task to run in low_run_
 };
+
+/// What the epoll backend's inline dispatch (epoll.h) returns for a wait that fetched nothing
+/// but a stale wake-up (see poller_backend::stale_wake()): the caller waits again, with the same
+/// timeout (the wake-up was pending before the wait began, so the wait took no time).
+inline constexpr std::ptrdiff_t kStaleWake = PTRDIFF_MIN + 1;
+
+/// Runs the queued tasks of one round (poller.cc). Loop thread, inside the round.
+void run_tasks(poller_backend& b);
 
 /// Backend factories. Each returns errc::unsupported where its kernel facility is not
 /// compiled in. Safe from any thread.

@@ -1,5 +1,5 @@
 // evnet — epoll backend (Linux). See backend.h for the contract.
-#include "poller/backend.h"
+#include "poller/epoll.h"
 
 #if defined(__linux__)
 
@@ -38,155 +38,105 @@ std::uint32_t epoll_bits(interest what, trigger_mode mode) noexcept {
   return ev;
 }
 
-class epoll_backend final : public poller_backend {
- public:
-  epoll_backend(const poller_options& options, int epfd, int wakefd)
-      : poller_backend(options),
-        epfd_(epfd),
-        wakefd_(wakefd),
-        events_(options.initial_events),
-        capacity_(static_cast<int>(options.initial_events)) {}
-
-  ~epoll_backend() override {
-    close_kernel();
-    ::close(wakefd_);
-  }
-
-  std::string_view name() const noexcept override { return "epoll"; }
-
-  std::error_code add(poll_attachment& a, interest what, trigger_mode mode) noexcept override {
-    epoll_event ev{};
-    ev.events = epoll_bits(what, mode);
-    ev.data.ptr = &a;
-    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, a.fd, &ev) != 0) {
-      return registration_error(errno);
-    }
-    return {};
-  }
-
-  std::error_code modify(poll_attachment& a, interest what, trigger_mode mode) noexcept override {
-    epoll_event ev{};
-    ev.events = epoll_bits(what, mode);
-    ev.data.ptr = &a;
-    if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, a.fd, &ev) != 0) {
-      return registration_error(errno);
-    }
-    return {};
-  }
-
-  std::error_code remove(poll_attachment& a) noexcept override {
-    epoll_event ev{};  // kernels before 2.6.9 require a non-null pointer
-    if (::epoll_ctl(epfd_, EPOLL_CTL_DEL, a.fd, &ev) != 0) {
-      return registration_error(errno);
-    }
-    return {};
-  }
-
-  std::ptrdiff_t wait_and_dispatch(int timeout_ms) override {
-    int n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
-    // Nothing but a stale wake-up (see stale_wake()): it was pending before the wait began,
-    // so the wait took no time; wait again, with the same timeout.
-    while (n == 1 && timeout_ms != 0 && events_[0].data.u64 == kWakeTag) [[unlikely]] {
-        on_wake();
-        if (!stale_wake()) {
-          break;
-        }
-        n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
-      }
-    if (n < 0) {
-      if (errno == EINTR) {
-        return 0;  // a signal: an empty round, not an error
-      }
-      return -errno;
-    }
-    std::ptrdiff_t skipped = 0;  // wake-ups and removed attachments: counted, rare
-    // A local pointer: the array is not reallocated during dispatch, and the compiler could not
-    // otherwise keep it in a register across the opaque callbacks.
-    epoll_event* const evs = events_.data();
-    batch_size_ = n;
-    for (int i = 0; i < n; ++i) {
-      void* const p = evs[i].data.ptr;
-      // One compare for the two rare cases: 0 (the attachment was removed earlier in this
-      // batch) and kWakeTag (the wake-up eventfd).
-      if (reinterpret_cast<std::uintptr_t>(p) <= kWakeTag) [[unlikely]] {
-        if (p != nullptr) {
-          on_wake();
-        }
-        ++skipped;
-        continue;
-      }
-      // epoll reports only what was asked (readable, writable, read hang-up) plus error and
-      // hang-up, all io_event bits already: no mask needed (static_asserts in poll_bits.h).
-      if (dispatch_attachment(static_cast<poll_attachment*>(p), evs[i].events)) {
-        stop_in_loop_ = true;
-      }
-    }
-    const auto ran = static_cast<std::ptrdiff_t>(n) - skipped;
-    batch_size_ = 0;
-    const auto cap =
-        next_capacity(static_cast<std::size_t>(capacity_), static_cast<std::size_t>(n));
-    if (cap != static_cast<std::size_t>(capacity_)) {
-      // A fresh vector, not resize(): shrinking must give the memory back.
-      std::vector<epoll_event>(cap).swap(events_);
-      capacity_ = static_cast<int>(cap);
-    }
-    return ran;
-  }
-
-  void invalidate(const poll_attachment& a) noexcept override {
-    // Blanking the whole batch (not only the events after the current one) is equally correct,
-    // since earlier entries are never looked at again, and spares the dispatch loop from
-    // tracking its position.
-    for (int i = 0; i < batch_size_; ++i) {
-      if (events_[i].data.ptr == &a) {
-        events_[i].data.ptr = nullptr;
-      }
-    }
-  }
-
-  void wake() noexcept override {
-    // The eventfd is registered edge-triggered, so every write produces one new event and the
-    // loop never has to read it back (one system call per wake-up, not two). Its counter
-    // cannot realistically overflow: writes are coalesced.
-    const std::uint64_t one = 1;
-    const int saved = errno;  // may run in a signal handler
-    [[maybe_unused]] ssize_t r = ::write(wakefd_, &one, sizeof one);
-    errno = saved;
-  }
-
-  void close_kernel() noexcept override {
-    if (epfd_ >= 0) {
-      ::close(epfd_);
-      epfd_ = -1;
-    }
-  }
-
-  std::size_t event_capacity() const noexcept override {
-    return static_cast<std::size_t>(capacity_);
-  }
-
-  // The wake-up registration's user data is kWakeTag, which no attachment's address can be.
-  std::error_code register_wake() noexcept {
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLET;
-    ev.data.u64 = kWakeTag;
-    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) != 0) {
-      return {errno, std::system_category()};
-    }
-    return {};
-  }
-
- private:
-  int epfd_;
-  // The wake-up registration's user data: no attachment lives at address 1.
-  static constexpr std::uintptr_t kWakeTag = 1;
-  int wakefd_;
-  std::vector<epoll_event> events_;
-  int capacity_;        // events_.size(), kept as the int epoll_wait takes (no division per round)
-  int batch_size_ = 0;  // events fetched by the current epoll_wait (0 outside dispatch)
-};
-
 }  // namespace
+
+epoll_backend::epoll_backend(const poller_options& options, int epfd, int wakefd)
+    : poller_backend(options),
+      epfd_(epfd),
+      wakefd_(wakefd),
+      events_(options.initial_events),
+      capacity_(static_cast<int>(options.initial_events)) {
+  inline_epoll_ = true;
+}
+
+epoll_backend::~epoll_backend() {
+  close_kernel();
+  ::close(wakefd_);
+}
+
+std::error_code epoll_backend::add(poll_attachment& a, interest what, trigger_mode mode) noexcept {
+  epoll_event ev{};
+  ev.events = epoll_bits(what, mode);
+  ev.data.ptr = &a;
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, a.fd, &ev) != 0) {
+    return registration_error(errno);
+  }
+  return {};
+}
+
+std::error_code epoll_backend::modify(poll_attachment& a, interest what,
+                                      trigger_mode mode) noexcept {
+  epoll_event ev{};
+  ev.events = epoll_bits(what, mode);
+  ev.data.ptr = &a;
+  if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, a.fd, &ev) != 0) {
+    return registration_error(errno);
+  }
+  return {};
+}
+
+std::error_code epoll_backend::remove(poll_attachment& a) noexcept {
+  epoll_event ev{};  // kernels before 2.6.9 require a non-null pointer
+  if (::epoll_ctl(epfd_, EPOLL_CTL_DEL, a.fd, &ev) != 0) {
+    return registration_error(errno);
+  }
+  return {};
+}
+
+std::ptrdiff_t epoll_backend::wait_failed() noexcept {
+  if (errno == EINTR) {
+    return 0;  // a signal: an empty round, not an error
+  }
+  return -errno;
+}
+
+void epoll_backend::resize_events(std::size_t used) {
+  const auto cap = next_capacity(static_cast<std::size_t>(capacity_), used);
+  if (cap != static_cast<std::size_t>(capacity_)) {
+    // A fresh vector, not resize(): shrinking must give the memory back.
+    std::vector<epoll_event>(cap).swap(events_);
+    capacity_ = static_cast<int>(cap);
+  }
+}
+
+void epoll_backend::invalidate(const poll_attachment& a) noexcept {
+  // Blanking the whole batch (not only the events after the current one) is equally correct,
+  // since earlier entries are never looked at again, and spares the dispatch loop from
+  // tracking its position.
+  for (int i = 0; i < batch_size_; ++i) {
+    if (events_[i].data.ptr == &a) {
+      events_[i].data.ptr = nullptr;
+    }
+  }
+}
+
+void epoll_backend::wake() noexcept {
+  // The eventfd is registered edge-triggered, so every write produces one new event and the
+  // loop never has to read it back (one system call per wake-up, not two). Its counter
+  // cannot realistically overflow: writes are coalesced.
+  const std::uint64_t one = 1;
+  const int saved = errno;  // may run in a signal handler
+  [[maybe_unused]] ssize_t r = ::write(wakefd_, &one, sizeof one);
+  errno = saved;
+}
+
+void epoll_backend::close_kernel() noexcept {
+  if (epfd_ >= 0) {
+    ::close(epfd_);
+    epfd_ = -1;
+  }
+}
+
+// The wake-up registration's user data is kWakeTag, which no attachment's address can be.
+std::error_code epoll_backend::register_wake() noexcept {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  ev.data.u64 = kWakeTag;
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) != 0) {
+    return {errno, std::system_category()};
+  }
+  return {};
+}
 
 result<std::unique_ptr<poller_backend>> make_epoll_backend(const poller_options& options) {
   const int epfd = ::epoll_create1(EPOLL_CLOEXEC);

@@ -10,6 +10,7 @@
 
 #include "poller/backend.h"
 #include "poller/io_uring.h"
+#include "poller/round.h"
 
 namespace evnet {
 namespace {
@@ -217,7 +218,7 @@ std::error_code poller::poll() {
 // bounded batch of low ones. Tasks queued while these run wait for the next round, so a task
 // that re-queues itself cannot starve I/O. If a task calls close(), the rest of the batch is
 // destroyed without running. Kept out of line: the I/O-only round stays small.
-[[gnu::noinline]] static void run_tasks(detail::poller_backend& b) {
+[[gnu::noinline]] void detail::run_tasks(poller_backend& b) {
   std::size_t ran = 0;
   {
     std::lock_guard<std::mutex> lock(b.task_mutex_);
@@ -247,41 +248,18 @@ std::error_code poller::poll() {
 
 namespace {
 
-// One round, for a thread that owns the poller (poll_once() or a holder). The hot path is: one
-// relaxed load of the stop flag and of the task count, the kernel wait and dispatch, the same
-// two loads again. No lock and no system call besides the wait unless tasks are queued or a
-// stop was requested. Every return is through `out`, built in the caller's slot.
+// One round (see detail::poller_round), its result as poll_once() returns it.
 [[gnu::always_inline]] inline void run_round(detail::poller_backend& b,
                                              std::chrono::milliseconds timeout,
                                              result<std::size_t>& out) {
-  b.in_round_ = true;
-  if (b.stop_requested_.load(std::memory_order_relaxed) &&
-      b.stop_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
-    // A stop requested before the round (or by a signal handler) ends it without waiting.
+  const std::ptrdiff_t ran = detail::poller_round(b, to_timeout_ms(timeout));
+  if (ran >= 0) [[likely]] {
+    out = static_cast<std::size_t>(ran);
+  } else if (ran == detail::kRoundStopped) {
     out = errc::stopped;
   } else {
-    // Queued tasks (including a low-priority backlog) must not wait for I/O: just check.
-    // Relaxed is enough: a task queued concurrently also wakes the kernel wait.
-    int timeout_ms = to_timeout_ms(timeout);
-    if (b.pending_.load(std::memory_order_relaxed) != 0) {
-      timeout_ms = 0;
-    }
-    const std::ptrdiff_t ran = b.wait_and_dispatch(timeout_ms);
-    if (ran >= 0) [[likely]] {
-      out = static_cast<std::size_t>(ran);
-      if (b.pending_.load(std::memory_order_relaxed) != 0 && !b.close_deferred_) {
-        run_tasks(b);
-      }
-      if (b.stop_in_loop_ || b.stop_requested_.load(std::memory_order_relaxed)) [[unlikely]] {
-        b.stop_in_loop_ = false;
-        b.stop_requested_.store(false, std::memory_order_relaxed);
-        out = errc::stopped;
-      }
-    } else {
-      out = std::error_code(static_cast<int>(-ran), std::system_category());
-    }
+    out = std::error_code(static_cast<int>(-ran), std::system_category());
   }
-  b.in_round_ = false;
 }
 
 // Takes the loop thread's ownership; on failure stores the reason in `out`.
@@ -346,13 +324,18 @@ result<std::size_t> poller::holder::poll_once(std::chrono::milliseconds timeout)
   }
   run_round(b, timeout, out);
   if (b.close_deferred_) [[unlikely]] {
-    // close() refuses nothing from the loop thread, and must not see the poller as busy.
-    b.close_deferred_ = false;
-    release(b);
-    p_->close();
+    detail::poller_access::close_deferred(*this);
     out = errc::closed;
   }
   return out;
+}
+
+void detail::poller_access::close_deferred(poller::holder& h) {
+  // close() refuses nothing from the loop thread, and must not see the poller as busy.
+  poller_backend& b = *h.p_->backend_;
+  b.close_deferred_ = false;
+  release(b);
+  h.p_->close();
 }
 
 void poller::stop() noexcept {

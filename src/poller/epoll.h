@@ -1,0 +1,103 @@
+// evnet — the epoll backend's class (Linux), an internal header. The class is here, not in
+// epoll.cc, so that poller_round() (round.h) can call its dispatch directly, inlined, rather than
+// through the virtual wait_and_dispatch(): the event base's round, the poller's round and the
+// epoll dispatch then compile to one function. The rest of the backend is in epoll.cc.
+#pragma once
+
+#if defined(__linux__)
+
+#include <sys/epoll.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <vector>
+
+#include "poller/backend.h"
+
+namespace evnet::detail {
+
+class epoll_backend final : public poller_backend {
+ public:
+  epoll_backend(const poller_options& options, int epfd, int wakefd);
+  ~epoll_backend() override;
+
+  std::string_view name() const noexcept override { return "epoll"; }
+  std::error_code add(poll_attachment& a, interest what, trigger_mode mode) noexcept override;
+  std::error_code modify(poll_attachment& a, interest what, trigger_mode mode) noexcept override;
+  std::error_code remove(poll_attachment& a) noexcept override;
+  std::ptrdiff_t wait_and_dispatch(int timeout_ms) override {
+    std::ptrdiff_t ran;
+    do {
+      ran = dispatch_round(timeout_ms);
+    } while (ran == kStaleWake);
+    return ran;
+  }
+  void invalidate(const poll_attachment& a) noexcept override;
+  void wake() noexcept override;
+  void close_kernel() noexcept override;
+  std::size_t event_capacity() const noexcept override {
+    return static_cast<std::size_t>(capacity_);
+  }
+  std::error_code register_wake() noexcept;
+
+  /// wait_and_dispatch(), inline for poller_round(), which calls it again on kStaleWake.
+  [[gnu::always_inline]] std::ptrdiff_t dispatch_round(int timeout_ms) {
+    wait_ms_ = timeout_ms;  // a member: the rare stale wake-up test below needs it
+    const int n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
+    if (n < 0) [[unlikely]] {
+      return wait_failed();
+    }
+    std::ptrdiff_t skipped = 0;  // wake-ups and removed attachments: counted, rare
+    // A local pointer: the array is not reallocated during dispatch, and the compiler could not
+    // otherwise keep it in a register across the opaque callbacks.
+    epoll_event* const evs = events_.data();
+    batch_size_ = n;
+    for (int i = 0; i < n; ++i) {
+      void* const p = evs[i].data.ptr;
+      // One compare for the two rare cases: 0 (the attachment was removed earlier in this
+      // batch) and kWakeTag (the wake-up eventfd).
+      if (reinterpret_cast<std::uintptr_t>(p) <= kWakeTag) [[unlikely]] {
+        if (p != nullptr) {
+          on_wake();
+          // Nothing but a stale wake-up (see stale_wake()): wait again, with the same timeout.
+          // Told apart here, on the wake-up's own rare path, not before the loop on every wait.
+          if (n == 1 && wait_ms_ != 0 && stale_wake()) {
+            batch_size_ = 0;
+            return kStaleWake;
+          }
+        }
+        ++skipped;
+        continue;
+      }
+      // epoll reports only what was asked (readable, writable, read hang-up) plus error and
+      // hang-up, all io_event bits already: no mask needed (static_asserts in poll_bits.h).
+      if (dispatch_attachment(static_cast<poll_attachment*>(p), evs[i].events)) {
+        stop_in_loop_ = true;
+      }
+    }
+    batch_size_ = 0;
+    // Common case first (next_capacity()'s own first test): an array at its initial size that
+    // was not filled keeps its size.
+    if (static_cast<std::size_t>(capacity_) != min_events_ || n == capacity_) [[unlikely]] {
+      resize_events(static_cast<std::size_t>(n));
+    }
+    return static_cast<std::ptrdiff_t>(n) - skipped;
+  }
+
+ private:
+  std::ptrdiff_t wait_failed() noexcept;
+  void resize_events(std::size_t used);
+
+  int epfd_;
+  // The wake-up registration's user data: no attachment lives at address 1.
+  static constexpr std::uintptr_t kWakeTag = 1;
+  int wakefd_;
+  std::vector<epoll_event> events_;
+  int capacity_;        // events_.size(), kept as the int epoll_wait takes (no division per round)
+  int batch_size_ = 0;  // events fetched by the current epoll_wait (0 outside dispatch)
+  int wait_ms_ = 0;     // the current wait's timeout
+};
+
+}  // namespace evnet::detail
+
+#endif  // __linux__
