@@ -974,7 +974,9 @@ class base_impl {
     for (;;) {
       time_valid_ = false;  // until the poll returns: see current_ns()
       int wait_ms = -1;
-      std::int64_t timer_due = -1;  // the deadline a blocking wait ends at, if a timer's
+      // The deadline a blocking wait ends at, if a timer's. A member, not a local: a value kept
+      // across the inlined poll costs the dispatch loop a register.
+      timer_due_ = -1;
       if (nonblocking || ready_count_ != 0) {
         wait_ms = 0;
       } else if (auto next = next_deadline()) {
@@ -984,7 +986,7 @@ class base_impl {
         // Round up: waking a little late is fine, waking early only costs another round.
         const std::int64_t ms = ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0);
         wait_ms = ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
-        timer_due = *next;
+        timer_due_ = *next;
       }
       // Callbacks run by the poll, or detail::kRoundStopped (see below).
       std::ptrdiff_t ran;
@@ -1029,16 +1031,18 @@ class base_impl {
         now_ns_ = clock_ns();
         time_valid_ = true;
         expire_timers();
+        // The wheel's next_deadline() is only a lower bound for a timer more than 64 ticks
+        // away (the start of its slot on a higher level, up to 63 ticks early): the wait ended
+        // there, the expiry re-filed the slot and nothing was due. A blocking round that waited
+        // for a timer and was woken by nothing else waits again (now for an exact or closer
+        // bound) rather than return having run nothing. (The heap's deadline is exact: it
+        // never loops.) Tested here, with the timers, to keep it off the I/O-only round.
+        if (timer_due_ >= 0 && ran == 0 && ready_count_ == 0 && now_ns_ >= timer_due_ &&
+            !exit_requested_.load(std::memory_order_relaxed)) [[unlikely]] {
+          continue;
+        }
       }
-      // The wheel's next_deadline() is only a lower bound for a timer more than 64 ticks away
-      // (the start of its slot on a higher level, up to 63 ticks early): the wait ended there,
-      // the expiry re-filed the slot and nothing was due. A blocking round that waited for a
-      // timer and was woken by nothing else waits again (now for an exact or closer bound)
-      // rather than return having run nothing. (The heap's deadline is exact: it never loops.)
-      if (timer_due < 0 || ran != 0 || ready_count_ != 0 || !time_valid_ || now_ns_ < timer_due ||
-          exit_requested_.load(std::memory_order_relaxed)) {
-        break;
-      }
+      break;
     }
     if (ready_count_ != 0) {
       std::size_t budget = options_.max_callbacks_per_round;
@@ -1081,13 +1085,17 @@ class base_impl {
   // event_base::holder::run_until(): rounds as round<true>(false), the loop here so that a
   // loop built on the base enters it once, not once per round.
   std::error_code run_until(const std::atomic<bool>& stop, const event_base::round_end& after) {
+    // Kept in members, not in registers across the inlined round, whose dispatch loop needs
+    // every callee-saved register it can get.
+    run_stop_ = &stop;
+    run_after_ = after;
     for (;;) {
-      if (stop.load(std::memory_order_acquire)) {
+      if (run_stop_->load(std::memory_order_acquire)) {
         return std::error_code(0, g_system_category);
       }
       const std::error_code ec = round<true>(false);
-      if (after.pending != nullptr && *after.pending) {
-        after.fn(after.arg);
+      if (run_after_.pending != nullptr && *run_after_.pending) {
+        run_after_.fn(run_after_.arg);
       }
       if (ec) [[unlikely]] {
         return ec;
@@ -1141,7 +1149,10 @@ class base_impl {
   std::int64_t now_ns_;
   bool use_heap_;
   bool in_round_ = false;
-  bool time_valid_ = false;  // now_ns_ may be used without reading the clock
+  bool time_valid_ = false;      // now_ns_ may be used without reading the clock
+  std::int64_t timer_due_ = -1;  // round(): the timer deadline its blocking wait ends at, or -1
+  const std::atomic<bool>* run_stop_ = nullptr;  // run_until()'s arguments, while it runs
+  event_base::round_end run_after_;
   timer_wheel wheel_;
   timer_heap heap_;
   std::uint32_t timer_seq_ = 0;       // arm counter (timer_node::spare), see add_timer

@@ -47,7 +47,9 @@ class epoll_backend final : public poller_backend {
     if (n < 0) [[unlikely]] {
       return wait_failed();
     }
-    std::ptrdiff_t skipped = 0;  // wake-ups and removed attachments: counted, rare
+    // Wake-ups and removed attachments are counted (rare) in a member: a local would hold a
+    // register across the callbacks.
+    skipped_ = 0;
     // A local pointer: the array is not reallocated during dispatch, and the compiler could not
     // otherwise keep it in a register across the opaque callbacks.
     epoll_event* const evs = events_.data();
@@ -66,7 +68,7 @@ class epoll_backend final : public poller_backend {
             return kStaleWake;
           }
         }
-        ++skipped;
+        ++skipped_;
         continue;
       }
       // epoll reports only what was asked (readable, writable, read hang-up) plus error and
@@ -81,7 +83,7 @@ class epoll_backend final : public poller_backend {
     if (static_cast<std::size_t>(capacity_) != min_events_ || n == capacity_) [[unlikely]] {
       resize_events(static_cast<std::size_t>(n));
     }
-    return static_cast<std::ptrdiff_t>(n) - skipped;
+    return static_cast<std::ptrdiff_t>(n) - skipped_;
   }
 
  private:
@@ -96,6 +98,7 @@ class epoll_backend final : public poller_backend {
   int capacity_;        // events_.size(), kept as the int epoll_wait takes (no division per round)
   int batch_size_ = 0;  // events fetched by the current epoll_wait (0 outside dispatch)
   int wait_ms_ = 0;     // the current wait's timeout
+  std::ptrdiff_t skipped_ = 0;  // events of the current batch that ran no callback
 };
 
 }  // namespace evnet::detail
