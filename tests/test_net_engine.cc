@@ -1024,6 +1024,36 @@ TEST(net_engine, resume_read_delivers_input_buffered_before_the_pause) {
   ::close(fd);
 }
 
+// Reading paused and resumed twice in one callback re-offers the input it left once: one
+// on_traffic call for the bytes still waiting, not one per resume_read().
+struct pause_resume_twice : booted_handler {
+  action on_traffic(conn& c) override {
+    if (calls.fetch_add(1) == 0) {
+      c.pause_read();
+      c.resume_read();
+      c.pause_read();
+      c.resume_read();
+    }
+    return action::none;  // the bytes stay unconsumed
+  }
+  std::atomic<int> calls{0};
+};
+
+TEST(net_engine, pause_and_resume_twice_in_a_callback_offers_the_input_once) {
+  pause_resume_twice h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_tcp(r.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "abc"));
+  ASSERT_TRUE(wait_for([&] { return h.calls.load() >= 2; }));
+  std::this_thread::sleep_for(300ms);  // a second re-offer would come within this
+  EXPECT_EQ(h.calls.load(), 2) << "the read and one re-offer of the unconsumed input";
+  ::close(fd);
+}
+
 // On the loop thread send_async() writes at once like send(), so the two keep their order;
 // its completion still comes later, never inside the call.
 struct mixed_sender : booted_handler {

@@ -272,7 +272,8 @@ class conn : public std::enable_shared_from_this<conn> {
   /// Loop thread.
   void pause_read() noexcept;
   /// Resumes reading; bytes that arrived meanwhile are read and delivered at once (in a task
-  /// on this loop, not inside this call). Loop thread.
+  /// on this loop, not inside this call), after input the handler left unconsumed is offered
+  /// again (once, however often reading was paused and resumed before that task). Loop thread.
   // NOLINTNEXTLINE(bugprone-exception-escape): only std::bad_alloc (the task), which terminates
   void resume_read() noexcept;
   /// True between pause_read() and resume_read(). Loop thread.
@@ -363,6 +364,7 @@ class conn : public std::enable_shared_from_this<conn> {
   bool discard_output_ = false;  // abort(): drop output on close
   bool opened_ = false;          // on_open was called (so on_close is owed)
   bool read_paused_ = false;
+  bool resume_posted_ = false;  // a resume_read() task is queued: one re-offers the input
   bool read_eof_ = false;
   bool shutdown_pending_ = false;  // shutdown_write() waiting for the flush
   bool write_shutdown_ = false;

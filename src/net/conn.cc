@@ -1488,8 +1488,14 @@ void conn::resume_read() noexcept {
   // so read now (from a fresh stack, not inside the caller's callback).
   // Bytes already in the input buffer (they came with the read that preceded the pause, or
   // the handler left them) are offered to on_traffic first: no new edge would announce them.
+  // One task is enough however often the reading is paused and resumed before it runs
+  // (pause, resume, pause, resume in one callback offered the same input twice).
+  if (resume_posted_) {
+    return;
+  }
   std::shared_ptr<conn> self = shared_from_this();
-  (void)loop_->post([self] {
+  resume_posted_ = !loop_->post([self] {
+    self->resume_posted_ = false;
     if (self->state() != conn_state::open || self->read_paused_) {
       return;
     }
