@@ -1001,9 +1001,6 @@ class base_impl {
           detail::poller_access::close_deferred(*held_);
           return end_round_early(errc::closed);
         }
-        if (ran < 0 && ran != detail::kRoundStopped) [[unlikely]] {
-          return end_round_early(std::error_code(static_cast<int>(-ran), std::system_category()));
-        }
       } else {
         result<std::size_t> r = poller_->poll_once(std::chrono::milliseconds(wait_ms));
         if (!r && r.error() != errc::stopped) {
@@ -1011,15 +1008,11 @@ class base_impl {
         }
         ran = r ? static_cast<std::ptrdiff_t>(*r) : detail::kRoundStopped;
       }
-      if (ran == detail::kRoundStopped) [[unlikely]] {
-        // errc::stopped without an exit() request: someone else's poller stop (the round
-        // simply continues), or the stop of an exit() whose own round had ended on the flag
-        // alone (it was sent while that round ran callbacks, after its poll): then it is stale
-        // and the wait starts again, as if it had never been sent.
-        exit_stop_sent_.store(false, std::memory_order_seq_cst);
-        const bool stale = exit_stop_stale_;
-        exit_stop_stale_ = false;
-        if (stale && !exit_requested_.load(std::memory_order_seq_cst)) {
+      if (ran < 0) [[unlikely]] {  // one test on the common path for the two rare outcomes
+        if (Held && ran != detail::kRoundStopped) {
+          return end_round_early(std::error_code(static_cast<int>(-ran), std::system_category()));
+        }
+        if (exit_stop_was_stale()) {
           continue;
         }
       }
@@ -1064,6 +1057,17 @@ class base_impl {
     // Not `return {}`: std::error_code's default constructor calls std::system_category(),
     // an out-of-line function, once per round.
     return std::error_code(0, g_system_category);
+  }
+
+  // The round's poll ended with errc::stopped without an exit() request: someone else's poller
+  // stop (the round simply continues: false), or the stop of an exit() whose own round had
+  // ended on the flag alone (it was sent while that round ran callbacks, after its poll): then
+  // it is stale and the wait starts again, as if it had never been sent (true).
+  [[gnu::noinline]] bool exit_stop_was_stale() noexcept {
+    exit_stop_sent_.store(false, std::memory_order_seq_cst);
+    const bool stale = exit_stop_stale_;
+    exit_stop_stale_ = false;
+    return stale && !exit_requested_.load(std::memory_order_seq_cst);
   }
 
   // The round ends on an exit() request. If that exit() also stopped the poller and no poll

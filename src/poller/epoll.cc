@@ -90,6 +90,11 @@ std::ptrdiff_t epoll_backend::wait_failed() noexcept {
   return -errno;
 }
 
+bool epoll_backend::woken_in_vain(int n) noexcept {
+  on_wake();
+  return n == 1 && wait_ms_ != 0 && stale_wake();
+}
+
 void epoll_backend::resize_events(std::size_t used) {
   const auto cap = next_capacity(static_cast<std::size_t>(capacity_), used);
   if (cap != static_cast<std::size_t>(capacity_)) {

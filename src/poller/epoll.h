@@ -59,14 +59,11 @@ class epoll_backend final : public poller_backend {
       // One compare for the two rare cases: 0 (the attachment was removed earlier in this
       // batch) and kWakeTag (the wake-up eventfd).
       if (reinterpret_cast<std::uintptr_t>(p) <= kWakeTag) [[unlikely]] {
-        if (p != nullptr) {
-          on_wake();
-          // Nothing but a stale wake-up (see stale_wake()): wait again, with the same timeout.
-          // Told apart here, on the wake-up's own rare path, not before the loop on every wait.
-          if (n == 1 && wait_ms_ != 0 && stale_wake()) {
-            batch_size_ = 0;
-            return kStaleWake;
-          }
+        // Nothing but a stale wake-up (see stale_wake()): wait again, with the same timeout.
+        // Told apart here, on the wake-up's own rare path, not before the loop on every wait.
+        if (p != nullptr && woken_in_vain(n)) {
+          batch_size_ = 0;
+          return kStaleWake;
         }
         ++skipped_;
         continue;
@@ -88,6 +85,9 @@ class epoll_backend final : public poller_backend {
 
  private:
   std::ptrdiff_t wait_failed() noexcept;
+  /// The wake-up event came in a batch of n: on_wake(), and whether it was all the wait
+  /// fetched and stale. Out of line, so that none of it is hoisted into the dispatch loop.
+  [[gnu::noinline]] bool woken_in_vain(int n) noexcept;
   void resize_events(std::size_t used);
 
   int epfd_;

@@ -34,27 +34,29 @@ inline constexpr std::ptrdiff_t kRoundStopped = PTRDIFF_MIN;
     if (b.pending_.load(std::memory_order_relaxed) != 0) {
       timeout_ms = 0;
     }
+    for (;;) {
 #if defined(__linux__)
-    // The epoll backend's dispatch inline, a compare instead of a virtual call.
-    if (b.inline_epoll_) {
-      do {
-        ran = static_cast<epoll_backend&>(b).dispatch_round(timeout_ms);
-      } while (ran == kStaleWake) [[unlikely]];
-    } else {
-      ran = b.wait_and_dispatch(timeout_ms);
-    }
+      // The epoll backend's dispatch inline, a compare instead of a virtual call.
+      ran = b.inline_epoll_ ? static_cast<epoll_backend&>(b).dispatch_round(timeout_ms)
+                            : b.wait_and_dispatch(timeout_ms);
 #else
-    ran = b.wait_and_dispatch(timeout_ms);
+      ran = b.wait_and_dispatch(timeout_ms);
 #endif
-    if (ran >= 0) [[likely]] {
-      if (b.pending_.load(std::memory_order_relaxed) != 0 && !b.close_deferred_) {
-        run_tasks(b);
+      if (ran >= 0) [[likely]] {
+        if (b.pending_.load(std::memory_order_relaxed) != 0 && !b.close_deferred_) {
+          run_tasks(b);
+        }
+        if (b.stop_in_loop_ || b.stop_requested_.load(std::memory_order_relaxed)) [[unlikely]] {
+          b.stop_in_loop_ = false;
+          b.stop_requested_.store(false, std::memory_order_relaxed);
+          ran = kRoundStopped;
+        }
+        break;
       }
-      if (b.stop_in_loop_ || b.stop_requested_.load(std::memory_order_relaxed)) [[unlikely]] {
-        b.stop_in_loop_ = false;
-        b.stop_requested_.store(false, std::memory_order_relaxed);
-        ran = kRoundStopped;
+      if (ran != kStaleWake) {
+        break;  // a kernel error
       }
+      // Woken by nothing but a stale wake-up (epoll, inline): wait again.
     }
   }
   b.in_round_ = false;
