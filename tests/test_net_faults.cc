@@ -11,6 +11,7 @@
 #include <cstring>
 #include <future>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1085,6 +1086,60 @@ TEST(net_faults, stop_ends_a_lingering_close_within_the_grace_period) {
   EXPECT_TRUE(s.err == ECONNRESET || s.err == EPIPE) << std::strerror(s.err);
   std::lock_guard<std::mutex> lock(h.mu);
   EXPECT_FALSE(h.reason) << h.reason.message();  // the close's own reason, not engine_stopping
+  ::close(fd);
+}
+
+// Input a handler left when it paused reading is offered again after the resume, before the
+// peer's EOF is reported, even when the event that resumes reading (a flush that drains the
+// output calls on_drain, which resumes) also reports the FIN that came in meanwhile. The kept
+// bytes used to be skipped: the read saw EOF first and the close followed.
+struct pause_until_drained : booted_handler {
+  action on_traffic(conn& c) override {
+    std::lock_guard lock(mu);
+    const input_view v = c.peek();
+    std::string s(v.size(), '\0');
+    v.copy_to(0, std::as_writable_bytes(std::span<char>(s)));
+    log.push_back(s);
+    if (log.size() == 1) {
+      c.write(std::string(std::size_t{4} << 20, 'x'));  // more than the sockets hold
+      c.pause_read();
+      paused = true;
+    }
+    return action::none;  // leaves the input unconsumed
+  }
+  void on_drain(conn& c) override { c.resume_read(); }
+  action on_read_eof(conn&) override {
+    std::lock_guard lock(mu);
+    log.emplace_back("EOF");
+    return action::close;
+  }
+  std::mutex mu;
+  std::vector<std::string> log;
+  std::atomic<bool> paused{false};
+};
+
+TEST(net_faults, input_kept_across_a_pause_is_offered_before_the_eof_that_came_meanwhile) {
+  pause_until_drained h;
+  engine_options o;
+  o.loops = 1;
+  engine_runner r;
+  ASSERT_TRUE(r.start(h, local_tcp(), o));
+  const int fd = connect_tcp(r.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "abc"));
+  ASSERT_TRUE(wait_for([&] { return h.paused.load(); }));
+  // The FIN arrives while reading is paused: its event is spent without a read.
+  ::shutdown(fd, SHUT_WR);
+  std::this_thread::sleep_for(50ms);
+  // Reading the 4 MiB lets the server's output drain: on_drain resumes reading, in an event
+  // that also carries the readable state the FIN left.
+  EXPECT_EQ(recv_n(fd, std::size_t{4} << 20).size(), std::size_t{4} << 20);
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard lock(h.mu);
+    return !h.log.empty() && h.log.back() == "EOF";
+  }));
+  std::lock_guard lock(h.mu);
+  EXPECT_EQ(h.log, (std::vector<std::string>{"abc", "abc", "EOF"}));
   ::close(fd);
 }
 

@@ -314,6 +314,7 @@ class conn : public std::enable_shared_from_this<conn> {
   void read_fast() noexcept;
   void read_fast_rare(ssize_t n) noexcept;
   void read_loop(bool until_eof) noexcept;
+  bool offer_kept_input() noexcept;
   template <bool Fast>
   void deliver() noexcept;
   void handle_udp_read(int listen_fd, std::uint32_t events) noexcept;
@@ -365,6 +366,7 @@ class conn : public std::enable_shared_from_this<conn> {
   bool opened_ = false;          // on_open was called (so on_close is owed)
   bool read_paused_ = false;
   bool resume_posted_ = false;  // a resume_read() task is queued: one re-offers the input
+  bool offer_kept_ = false;     // input kept from before a pause is yet to be offered again
   bool read_eof_ = false;
   bool shutdown_pending_ = false;  // shutdown_write() waiting for the flush
   bool write_shutdown_ = false;

@@ -571,6 +571,9 @@ template <bool Fast>
 }
 
 void conn::read_loop(bool until_eof) noexcept {
+  if (offer_kept_ && !offer_kept_input()) [[unlikely]] {
+    return;
+  }
   while (!read_gate_) {
     if (in_.empty()) {
       if (!read_in_place(until_eof)) {
@@ -1499,14 +1502,29 @@ void conn::resume_read() noexcept {
     if (self->state() != conn_state::open || self->read_paused_) {
       return;
     }
-    if (!self->in_.empty()) {
-      self->deliver<false>();
-      if (self->state() != conn_state::open || self->read_paused_) {
-        return;
-      }
+    if (!self->offer_kept_input()) {
+      return;
     }
     self->handle_read(true);
   });
+  offer_kept_ = resume_posted_;
+}
+
+// Input kept from before a pause is offered once after the resume, before anything read later
+// (or the peer's EOF) is reported: by resume_read()'s task, or by read_loop() if an I/O event
+// comes first (a flush that drains the output may resume reading, as HTTP's pipelining
+// backpressure does, within the same event that reports the peer's FIN). Returns whether to
+// go on reading.
+bool conn::offer_kept_input() noexcept {
+  if (!offer_kept_) {
+    return true;
+  }
+  offer_kept_ = false;
+  if (in_.empty()) {
+    return true;
+  }
+  deliver<false>();
+  return state_.load(std::memory_order_relaxed) == conn_state::open && !read_paused_;
 }
 
 }  // namespace evnet
