@@ -20,6 +20,19 @@ std::unique_ptr<evnet::event_base> make_base() {
   return std::move(*b);
 }
 
+// The next blocking loop_once() waits for a 50 ms timer and runs it (no leftover stop or
+// wake-up ends it early).
+void expect_a_blocking_loop_once_to_run_a_50ms_timer(evnet::event_base& b) {
+  int fired = 0;
+  evnet::timer t(b, [&] { ++fired; });
+  ASSERT_FALSE(t.attach(50ms));
+  const auto start = clk::now();
+  EXPECT_FALSE(b.loop_once());  // blocks until the timer is due
+  EXPECT_EQ(fired, 1)
+      << "loop_once() returned after "
+      << std::chrono::duration_cast<std::chrono::microseconds>(clk::now() - start).count() << " us";
+}
+
 TEST(event_threads, exit_from_another_thread_wakes_a_blocked_dispatch) {
   auto b = make_base();
   int fds[2];
@@ -214,15 +227,7 @@ TEST(event_threads, exit_while_no_loop_runs_stops_only_the_next_loop_once) {
       b->exit();
     }
     EXPECT_EQ(b->loop_once(), evnet::errc::stopped);
-    int fired = 0;
-    evnet::timer t(*b, [&] { ++fired; });
-    ASSERT_FALSE(t.attach(50ms));
-    const auto start = clk::now();
-    EXPECT_FALSE(b->loop_once());  // blocks until the timer is due
-    EXPECT_EQ(fired, 1)
-        << "loop_once() returned after "
-        << std::chrono::duration_cast<std::chrono::microseconds>(clk::now() - start).count()
-        << " us";
+    expect_a_blocking_loop_once_to_run_a_50ms_timer(*b);
   }
 }
 
@@ -256,15 +261,7 @@ TEST(event_threads, exit_during_a_callback_does_not_cut_the_next_wait_short) {
     });
     EXPECT_EQ(b->loop_once(), evnet::errc::stopped);
     other.join();
-    int fired = 0;
-    evnet::timer t(*b, [&] { ++fired; });
-    ASSERT_FALSE(t.attach(50ms));
-    const auto start = clk::now();
-    EXPECT_FALSE(b->loop_once());  // blocks until the timer is due
-    EXPECT_EQ(fired, 1)
-        << "loop_once() returned after "
-        << std::chrono::duration_cast<std::chrono::microseconds>(clk::now() - start).count()
-        << " us";
+    expect_a_blocking_loop_once_to_run_a_50ms_timer(*b);
   }
 }
 

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -870,13 +871,14 @@ TEST_F(PollerIoUring, cross_thread_triggers_wake_the_ring) {
   stopper.join();
 }
 
-// Installs, on the calling thread only, a seccomp filter that makes io_uring_setup fail with
-// EPERM — what a container runtime's default profile or kernel.io_uring_disabled=2 does.
-bool deny_io_uring_setup_on_this_thread() {
+// Installs, on the calling thread only, a seccomp filter that makes system call `nr` fail
+// with `err`.
+bool fail_syscall_on_this_thread(long nr, int err) {
   sock_filter filter[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<std::uint32_t>(nr), 0, 1),
+      BPF_STMT(BPF_RET | BPF_K,
+               SECCOMP_RET_ERRNO | (static_cast<std::uint32_t>(err) & SECCOMP_RET_DATA)),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
   sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
@@ -886,21 +888,16 @@ bool deny_io_uring_setup_on_this_thread() {
   return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
 }
 
-// Installs, on the calling thread only, a seccomp filter that makes io_uring_enter fail with
-// EBUSY — the kernel's answer while it cannot take submissions (a CQ backlog it cannot post):
-// the submission queue then stays full.
+// io_uring_setup fails with EPERM — what a container runtime's default profile or
+// kernel.io_uring_disabled=2 does.
+bool deny_io_uring_setup_on_this_thread() {
+  return fail_syscall_on_this_thread(__NR_io_uring_setup, EPERM);
+}
+
+// io_uring_enter fails with EBUSY — the kernel's answer while it cannot take submissions (a CQ
+// backlog it cannot post): the submission queue then stays full.
 bool refuse_io_uring_enter_on_this_thread() {
-  sock_filter filter[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_enter, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EBUSY & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-    return false;
-  }
-  return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+  return fail_syscall_on_this_thread(__NR_io_uring_enter, EBUSY);
 }
 
 // modify() while the kernel takes no submissions fills the SQ (a modify of a live request
