@@ -61,7 +61,8 @@ class poller_backend {
   /// attachments (setting stop_in_loop_ when one returns poll_action::stop) and the wake-up
   /// event (calling on_wake()). Returns the number of callbacks run (EINTR counts as an empty
   /// round), or the kernel error as -errno (a plain integer: it comes back in a register, once
-  /// per round). Adjusts the event array size afterwards. Loop thread.
+  /// per round), or kStaleWake for a wait that fetched only a stale wake-up (poller_round()
+  /// then waits again). Adjusts the event array size afterwards. Loop thread.
   virtual std::ptrdiff_t wait_and_dispatch(int timeout_ms) = 0;
   /// Blanks events already fetched for `a` later in the batch being dispatched, so a callback
   /// that removes (and frees) `a` is never followed by a call through a dangling pointer.
@@ -163,8 +164,8 @@ class poller_backend {
   std::size_t low_pos_ = 0;  ///< next low task to run in low_run_
 };
 
-/// What the epoll backend's inline dispatch (epoll.h) returns for a wait that fetched nothing
-/// but a stale wake-up (see poller_backend::stale_wake()): the caller waits again, with the same
+/// What a backend's dispatch (epoll's, epoll.h) returns for a wait that fetched nothing but a
+/// stale wake-up (see poller_backend::stale_wake()): the caller waits again, with the same
 /// timeout (the wake-up was pending before the wait began, so the wait took no time).
 inline constexpr std::ptrdiff_t kStaleWake = PTRDIFF_MIN + 1;
 

@@ -25,13 +25,7 @@ class epoll_backend final : public poller_backend {
   std::error_code add(poll_attachment& a, interest what, trigger_mode mode) noexcept override;
   std::error_code modify(poll_attachment& a, interest what, trigger_mode mode) noexcept override;
   std::error_code remove(poll_attachment& a) noexcept override;
-  std::ptrdiff_t wait_and_dispatch(int timeout_ms) override {
-    std::ptrdiff_t ran;
-    do {
-      ran = dispatch_round(timeout_ms);
-    } while (ran == kStaleWake);
-    return ran;
-  }
+  std::ptrdiff_t wait_and_dispatch(int timeout_ms) override { return dispatch_round(timeout_ms); }
   void invalidate(const poll_attachment& a) noexcept override;
   void wake() noexcept override;
   void close_kernel() noexcept override;
@@ -40,7 +34,7 @@ class epoll_backend final : public poller_backend {
   }
   std::error_code register_wake() noexcept;
 
-  /// wait_and_dispatch(), inline for poller_round(), which calls it again on kStaleWake.
+  /// wait_and_dispatch(), inline for poller_round().
   [[gnu::always_inline]] std::ptrdiff_t dispatch_round(int timeout_ms) {
     wait_ms_ = timeout_ms;  // a member: the rare stale wake-up test below needs it
     const int n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);

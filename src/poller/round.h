@@ -56,7 +56,7 @@ inline constexpr std::ptrdiff_t kRoundStopped = PTRDIFF_MIN;
       if (ran != kStaleWake) {
         break;  // a kernel error
       }
-      // Woken by nothing but a stale wake-up (epoll, inline): wait again.
+      // Woken by nothing but a stale wake-up (kStaleWake): wait again.
     }
   }
   b.in_round_ = false;
