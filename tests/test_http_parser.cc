@@ -952,6 +952,29 @@ TEST(http_response_writer, line_breaks_cannot_split_the_response) {
   }
 }
 
+// RFC 9110 §5.1: a field name is a token (one or more tchars). An empty name wrote a line
+// ": v" and a name with a space, ':' or a control byte a line no recipient can parse as the
+// field meant (a strict one refuses the response, a lenient one may read another field). Such
+// a field is not written, as Go's net/http drops it; a NUL in a value, which RFC 9110 §5.5 has
+// a recipient refuse or read as a space, is written as a space, as CR and LF are.
+TEST(http_response_writer, a_field_whose_name_is_not_a_token_is_not_written) {
+  for (std::string_view bad :
+       {std::string_view(""), std::string_view("X Y"), std::string_view("X:Y"),
+        std::string_view("X\0Y", 3), std::string_view("X\tY"), std::string_view("X\x7fY"),
+        std::string_view("X\x80Y"), std::string_view("X(Y)"), std::string_view("X\"Y"),
+        std::string_view("X/Y"), std::string_view("0123456789abcdef0123 X")}) {
+    SCOPED_TRACE(testing::PrintToString(std::string(bad)));
+    std::string out;
+    http::response_writer(out).header(bad, "v");
+    EXPECT_EQ(out, "");
+  }
+  std::string out;
+  http::response_writer(out)
+      .header("!#$%&'*+-.^_`|~0aZ", "v")
+      .header("X-Nul", std::string_view("a\0b\0", 4));
+  EXPECT_EQ(out, "!#$%&'*+-.^_`|~0aZ: v\r\nX-Nul: a b \r\n");
+}
+
 TEST(http_response_writer, chunked_stream_round_trips) {
   std::string out;
   http::response_writer w(out);

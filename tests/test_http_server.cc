@@ -661,6 +661,54 @@ TEST(http_server, line_breaks_in_headers_cannot_split_the_response) {
   EXPECT_EQ(replies[1].body, "Hello, World!");
 }
 
+// RFC 9110 §5.1: a field name is a token. A handler's header with an empty name, or one with
+// a space, ':', a control byte or a byte above 0x7e, went out as written: a line such as
+// ": v" or "X Y: v", which a strict client refuses (the whole response is lost) and a lenient
+// one may read as another field. Such a field is not sent (Go's net/http drops it too); a NUL
+// in a value is sent as a space, as CR and LF are (RFC 9110 §5.5). The response and the one
+// pipelined behind it are answered intact.
+TEST(http_server, a_header_whose_name_is_not_a_token_is_not_sent) {
+  http::router r = basic_router();
+  r.get("/names", [](const http::request&, http::response& res) {
+    res.start(200)
+        .header("", "empty")
+        .header("X Space", "v")
+        .header("X:Colon", "v")
+        .header(std::string_view("X\0Nul", 5), "v")
+        .header("X-High\x80", "v")
+        .header("X-Tab\t", "v")
+        .header("X-Nul-Value", std::string_view("a\0b", 3))
+        .header("X-Good!#$%&'*+-.^_`|~", "v")
+        .body("ok");
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port(), 2000);
+  ASSERT_TRUE(c.send("GET /names HTTP/1.1\r\nHost: x\r\n\r\n" + std::string(kGet)));
+  std::string all;
+  while (all.find("Hello, World!") == std::string::npos) {
+    std::string more = c.recv_some();
+    ASSERT_FALSE(more.empty()) << all;
+    all += more;
+  }
+  const std::string head = all.substr(0, all.find("\r\n\r\n") + 2);
+  EXPECT_EQ(head.find("empty"), std::string::npos) << head;
+  EXPECT_EQ(head.find("X Space"), std::string::npos) << head;
+  EXPECT_EQ(head.find("X:Colon"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Nul: "), std::string::npos) << head;
+  EXPECT_EQ(head.find("X-High"), std::string::npos) << head;
+  EXPECT_EQ(head.find("X-Tab"), std::string::npos) << head;
+  EXPECT_NE(head.find("\r\nX-Nul-Value: a b\r\n"), std::string::npos) << head;
+  EXPECT_NE(head.find("\r\nX-Good!#$%&'*+-.^_`|~: v\r\n"), std::string::npos) << head;
+  // And a client's parser takes both responses.
+  client c2(s.port(), 2000);
+  ASSERT_TRUE(c2.send("GET /names HTTP/1.1\r\nHost: x\r\n\r\n" + std::string(kGet)));
+  auto replies = read_replies(c2, 2);
+  ASSERT_EQ(replies.size(), 2u);
+  EXPECT_EQ(replies[0].body, "ok");
+  EXPECT_EQ(replies[1].body, "Hello, World!");
+}
+
 TEST(http_server, method_not_allowed_405_and_handler_exception_500) {
   test_server s(basic_router());
   client c(s.port());

@@ -134,8 +134,8 @@ std::string_view http_date() noexcept {
 }
 
 namespace {
-// Appends `bytes` with each CR and LF made a space: caller's text inside a line of the head
-// cannot end that line (response splitting).
+// Appends `bytes` with each CR, LF and NUL made a space: caller's text inside a line of the
+// head cannot end that line (response splitting).
 void append_in_line(std::string& out, std::string_view bytes) {
   const std::size_t at = out.size();
   out.append(bytes);
@@ -171,9 +171,8 @@ response_writer& response_writer::status(int status, std::string_view reason) {
 }
 
 response_writer& response_writer::header(std::string_view name, std::string_view value) {
-  if (detail::may_hold_line_break(name.data(), name.size()) &&
-      name.find_first_of("\r\n") != std::string_view::npos) [[unlikely]] {
-    return *this;  // no field name holds a line break: dropped, as Go's net/http does
+  if (!detail::is_token(name)) [[unlikely]] {
+    return *this;  // not a field name (RFC 9110 §5.1): dropped, as Go's net/http does
   }
   out_.append(name);
   out_.append(": ", 2);

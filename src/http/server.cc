@@ -86,7 +86,7 @@ bool response::is_framing_field(std::string_view name) noexcept {
   return iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding");
 }
 
-// Caller's text inside a line of the head: each CR and LF is sent as a space, so that it
+// Caller's text inside a line of the head: each CR, LF and NUL is sent as a space, so that it
 // cannot end the line and write lines of its own (response splitting).
 void response::put_in_line(std::string_view bytes) {
   char* at = out_.extend(bytes.size());
@@ -94,12 +94,9 @@ void response::put_in_line(std::string_view bytes) {
   detail::blank_line_breaks(at, bytes.size());
 }
 
-// header() for a name or value that may hold a CR or LF (or only a tab, or another control
-// byte: the quick test cannot tell).
+// header() for a value that may hold a CR, LF or NUL (or only a tab, or another control byte:
+// the quick test cannot tell); the name is a token.
 response& response::header_with_breaks(std::string_view name, std::string_view value) {
-  if (name.find_first_of("\r\n") != std::string_view::npos) {
-    return *this;  // no field name holds a line break: dropped, as Go's net/http does
-  }
   put(name);
   put(": ");
   put_in_line(value);

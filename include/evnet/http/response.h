@@ -39,16 +39,49 @@ inline bool may_hold_line_break(const char* p, std::size_t n) noexcept {
   return false;
 }
 
-/// Makes each CR and LF in [p, p + n) a space: the caller's text inside a line of a head cannot
-/// end that line and write lines of its own (response splitting). Pure.
+/// Makes each CR, LF and NUL in [p, p + n) a space: the caller's text inside a line of a head
+/// cannot end that line and write lines of its own (response splitting), nor carry the NUL that
+/// RFC 9110 §5.5 has a recipient refuse or read as a space. Pure.
 inline void blank_line_breaks(char* p, std::size_t n) noexcept {
   if (may_hold_line_break(p, n)) [[unlikely]] {
     for (std::size_t i = 0; i < n; ++i) {
-      if (p[i] == '\r' || p[i] == '\n') {
+      if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0') {
         p[i] = ' ';
       }
     }
   }
+}
+
+/// RFC 9110 §5.6.2 tchar, by byte: the bytes of a token (methods, field names).
+struct tchar_table {
+  bool is[256] = {};
+  constexpr tchar_table() {
+    for (int c = '0'; c <= '9'; ++c) {
+      is[c] = true;
+    }
+    for (int c = 'a'; c <= 'z'; ++c) {
+      is[c] = true;
+      is[c - 'a' + 'A'] = true;
+    }
+    for (char c : std::string_view("!#$%&'*+-.^_`|~")) {
+      is[static_cast<unsigned char>(c)] = true;
+    }
+  }
+};
+inline constexpr tchar_table kTchar{};
+
+/// True when `s` is a token (RFC 9110 §5.6.2: one or more tchars), as a field name must be
+/// (§5.1). One table lookup per byte. Pure.
+inline bool is_token(std::string_view s) noexcept {
+  if (s.empty()) {
+    return false;
+  }
+  for (char c : s) {
+    if (!kTchar.is[static_cast<unsigned char>(c)]) {
+      return false;
+    }
+  }
+  return true;
 }
 }  // namespace detail
 
@@ -72,15 +105,17 @@ class response_writer {
   /// Writes into `out` (appends; does not clear). Owner thread only.
   explicit response_writer(std::string& out) noexcept : out_(out) {}
 
-  /// "HTTP/1.1 <status> <reason>\r\n"; an empty reason uses reason_phrase(status). A CR or LF
-  /// in `reason` is sent as a space (it would end the status line early). A status outside
+  /// "HTTP/1.1 <status> <reason>\r\n"; an empty reason uses reason_phrase(status). A CR, LF or
+  /// NUL in `reason` is sent as a space (it would end the status line early). A status outside
   /// 100..599 (RFC 9110 §15: three digits) is a caller bug and is written as "500 Internal
   /// Server Error" (its reason dropped).
   response_writer& status(int status, std::string_view reason = {});
-  /// "<name>: <value>\r\n". A CR or LF could not be part of a field: it would end the line
-  /// and start a field (or the body) of the caller's data — response splitting. So, as Go's
-  /// net/http does, each CR or LF in `value` is sent as a space, and a field whose `name` holds
-  /// one is not sent at all.
+  /// "<name>: <value>\r\n". A field whose `name` is not a token (RFC 9110 §5.1: empty, or
+  /// holding a space, ':', a control byte, a byte above 0x7e...) is not written at all, as Go's
+  /// net/http drops it: no recipient could read it as the field meant. A CR or LF in `value`
+  /// would end the line and start a field (or the body) of the caller's data — response
+  /// splitting — so each is sent as a space, as Go's net/http does, and so is a NUL (RFC 9110
+  /// §5.5: a recipient refuses it or reads it as a space).
   response_writer& header(std::string_view name, std::string_view value);
   /// "Date: <http_date()>\r\n".
   response_writer& add_date();

@@ -203,10 +203,10 @@ struct deferred_state;
 class response {
  public:
   /// Status line, then the Date header and, when this is the connection's last response,
-  /// "Connection: close". Must be called first, once. A CR or LF in `reason` is sent as a
-  /// space. `status` must be a final status, 200..599 (RFC 9110 §15): an interim 1xx cannot be
-  /// the one response to a request (the client would wait on for the final one), and other
-  /// ints are not statuses. Any other value is a handler bug and is sent as "500 Internal
+  /// "Connection: close". Must be called first, once. A CR, LF or NUL in `reason` is sent
+  /// as a space. `status` must be a final status, 200..599 (RFC 9110 §15): an interim 1xx
+  /// cannot be the one response to a request (the client would wait on for the final one), and
+  /// other ints are not statuses. Any other value is a handler bug and is sent as "500 Internal
   /// Server Error" (its reason dropped); the headers and body are sent as written.
   response& start(int status, std::string_view reason = {}) {
     // The common answer (200, nothing to add to the head) copies the cached status line and
@@ -219,9 +219,12 @@ class response {
     }
     return start_general(status, reason);
   }
-  /// Adds a header (after start()). A CR or LF would end the field and let the value write
-  /// fields (or a body) of its own — response splitting — so, as Go's net/http does, each CR or
-  /// LF in `value` is sent as a space, and a header whose `name` holds one is not sent. A
+  /// Adds a header (after start()). A header whose `name` is not a token (RFC 9110 §5.1: empty,
+  /// or holding a space, ':', a control byte, a byte above 0x7e...) is not sent, as Go's
+  /// net/http drops it: no client could read it as the field meant. A CR or LF would end the
+  /// field and let the value write fields (or a body) of its own — response splitting — so, as
+  /// Go's net/http does, each CR or LF in `value` is sent as a space, and so is a NUL (RFC 9110
+  /// §5.5: a recipient refuses it or reads it as a space). A
   /// "Connection" header whose value has the "close" option makes this the connection's last
   /// response: the server closes the connection after it and answers no request pipelined
   /// behind it (RFC 9112 §9.6, as Go's net/http does for a handler that sets it). The framing
@@ -246,8 +249,11 @@ class response {
         (name[2] | 0x20) == 't' && (name[3] | 0x20) == 'e') [[unlikely]] {
       return *this;
     }
-    if (detail::may_hold_line_break(name.data(), name.size()) ||
-        detail::may_hold_line_break(value.data(), value.size())) [[unlikely]] {
+    // A table lookup per byte of the name (a literal's few bytes).
+    if (!detail::is_token(name)) [[unlikely]] {
+      return *this;  // not a field name: dropped
+    }
+    if (detail::may_hold_line_break(value.data(), value.size())) [[unlikely]] {
       return header_with_breaks(name, value);
     }
     char* at = out_.extend(name.size() + value.size() + 4);
