@@ -154,6 +154,31 @@ TEST(event_signals, self_pipe_a_signal_during_a_one_shot_callback_reaches_the_re
   EXPECT_FALSE(ev.detach());
 }
 
+// Self-pipe twin of event.a_drain_inside_a_one_shot_signal_callback_keeps_its_own_signals_delivery:
+// the stop of SIGUSR2's last event, inside SIGUSR1's one-shot callback, drains the pipe and
+// read SIGUSR1's byte while no event of it was linked: the re-attached event never saw it.
+TEST(event_signals, self_pipe_a_drain_inside_a_one_shot_signal_callback_keeps_its_delivery) {
+  restore_default guard1(SIGUSR1);
+  restore_default guard2(SIGUSR2);
+  auto b = make_pipe_base();
+  int calls = 0;
+  evnet::event other(*b, SIGUSR2, signal | persist, [](int, std::uint32_t) {});
+  evnet::event ev(*b, SIGUSR1, signal, [&](int, std::uint32_t) {
+    if (++calls == 1) {
+      EXPECT_EQ(::raise(SIGUSR1), 0);  // evnet's handler writes the pipe now
+      EXPECT_FALSE(other.detach());    // SIGUSR2's last event: its stop drains the pipe
+      EXPECT_FALSE(ev.attach());
+    }
+  });
+  ASSERT_FALSE(other.attach());
+  ASSERT_FALSE(ev.attach());
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  run_until(
+      *b, [&] { return calls >= 2; }, 500ms);
+  EXPECT_EQ(calls, 2) << "the SIGUSR1 read by SIGUSR2's drain was lost";
+  EXPECT_FALSE(ev.detach());
+}
+
 // The handler writes one byte per delivery and drops it when the pipe is full, which is fine
 // while the pipe holds a byte of the same signal. A storm of one signal (70,000 before the
 // loop reads: more than the 64 KiB pipe holds) filled it with that signal's bytes, and a

@@ -68,8 +68,9 @@ inline constexpr std::uint32_t persist = 8;  ///< stay attached after firing (el
 /// base watched the signal but not yet read when the last such event detaches is dropped with
 /// it (as detach() drops a pending dispatch); it never reaches an event attached later. A
 /// one-shot event counts as watching while its callback runs (a signal arriving then reaches
-/// it if the callback attaches it again). A signal sent while no event watches it is not the
-/// base's: with signalfd it stays pending (blocked) until an event is attached for it, with
+/// it if the callback attaches it again, also when the callback's detach of another signal's
+/// last event reads it from the channel meanwhile). A signal sent while no event watches it is not
+/// the base's: with signalfd it stays pending (blocked) until an event is attached for it, with
 /// self_pipe the previous disposition takes it.
 inline constexpr std::uint32_t signal = 16;
 }  // namespace ev_flag

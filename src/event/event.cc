@@ -580,6 +580,7 @@ class base_impl {
       if (sigfd_ >= 0) {
         on_signal();
       }
+      sig_caught_[signo] = false;
       // The signal stays blocked: unblocking could deliver a pending one with its default
       // action (terminating the process for SIGINT/SIGTERM).
       sigdelset(&sigmask_, signo);
@@ -592,7 +593,23 @@ class base_impl {
     if (sig_pipe_[0] >= 0) {
       on_signal_pipe();
     }
+    sig_caught_[signo] = false;
     self_pipe_unwatch(signo, sig_pipe_[1]);
+  }
+
+  // A delivery of signo read from the signalfd or the pipe. With no event linked while the
+  // signal is still delivered here, a one-shot event's callback is running (see process()):
+  // the delivery is kept for what that callback attaches. (Read then when the callback
+  // detaches the last event of another signal, whose stop drains the channel; dropped, the
+  // signal was lost although the callback attached its event again.)
+  void deliver_signal(int signo) noexcept {
+    if (sig_heads_[signo] == nullptr) {
+      sig_caught_[signo] = sig_started_[signo];
+      return;
+    }
+    for (event* e = sig_heads_[signo]; e != nullptr; e = e->watch_next_) {
+      activate(e, ev_flag::signal);
+    }
   }
 
   std::error_code open_signal_pipe() {
@@ -635,9 +652,7 @@ class base_impl {
           continue;
         }
         self_pipe_read(signo, sig_pipe_[1]);
-        for (event* e = sig_heads_[signo]; e != nullptr; e = e->watch_next_) {
-          activate(e, ev_flag::signal);
-        }
+        deliver_signal(signo);
       }
       if (static_cast<std::size_t>(n) < sizeof got) {
         break;
@@ -683,9 +698,7 @@ class base_impl {
         if (signo <= 0 || signo >= kMaxSignal) {
           continue;
         }
-        for (event* e = sig_heads_[signo]; e != nullptr; e = e->watch_next_) {
-          activate(e, ev_flag::signal);
-        }
+        deliver_signal(signo);
       }
       if (count < 16) {
         break;
@@ -888,9 +901,13 @@ class base_impl {
     if (deferred != nullptr) {
       reconcile(deferred);
     }
-    if (deferred_signal != 0 && sig_heads_[deferred_signal] == nullptr &&
-        sig_started_[deferred_signal]) {
-      stop_signal(deferred_signal);
+    if (deferred_signal != 0 && sig_started_[deferred_signal]) {
+      if (sig_heads_[deferred_signal] == nullptr) {
+        stop_signal(deferred_signal);
+      } else if (sig_caught_[deferred_signal]) {
+        sig_caught_[deferred_signal] = false;
+        deliver_signal(deferred_signal);  // read while the callback ran (deliver_signal())
+      }
     }
   }
 
@@ -1179,6 +1196,9 @@ class base_impl {
   // Delivered to this base (start_signal() done): while an event watches the signal, and
   // across a one-shot signal event's callback (see process()).
   bool sig_started_[kMaxSignal] = {};
+  // A delivery read while signo was delivered here but no event was linked (a one-shot
+  // event's callback ran): reported to the events linked when that callback returns.
+  bool sig_caught_[kMaxSignal] = {};
   poll_attachment sig_att_;     // the signalfd or the self-pipe's read end
   int sig_pipe_[2] = {-1, -1};  // self-pipe: read end, write end
 #ifdef EVNET_HAVE_SIGNALFD
