@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -855,6 +856,77 @@ TEST(event, a_drain_inside_a_one_shot_signal_callback_keeps_its_own_signals_deli
       *b, [] { return false; }, 50ms);
   EXPECT_EQ(calls, 10) << "a delivery from before the stop reached an event attached after it";
   EXPECT_FALSE(ev.detach());
+}
+
+// Several bases watching one signal: each one sees every delivery, as on the self-pipe path
+// (event_signals.self_pipe_every_base_watching_a_signal_sees_each_delivery). With signalfd the
+// delivery is pending once and the first base to read its signalfd took it: the other base
+// never saw it (0 of 3 calls).
+TEST(event, every_base_watching_a_signal_sees_each_delivery) {
+  auto b1 = make_base();
+  auto b2 = make_base();
+  int calls1 = 0;
+  int calls2 = 0;
+  evnet::event e1(*b1, SIGUSR1, signal | persist, [&](int, std::uint32_t) { ++calls1; });
+  evnet::event e2(*b2, SIGUSR1, signal | persist, [&](int, std::uint32_t) { ++calls2; });
+  ASSERT_FALSE(e1.attach());
+  ASSERT_FALSE(e2.attach());
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(::raise(SIGUSR1), 0);
+    // Either base may read it first.
+    evnet::event_base& first = i % 2 != 0 ? *b1 : *b2;
+    evnet::event_base& second = i % 2 != 0 ? *b2 : *b1;
+    rounds_until(first, [&] { return (i % 2 != 0 ? calls1 : calls2) == i; });
+    rounds_until(second, [&] { return (i % 2 != 0 ? calls2 : calls1) == i; });
+    EXPECT_EQ(calls1, i);
+    EXPECT_EQ(calls2, i) << "delivery " << i;
+  }
+  // A base that stopped watching gets nothing more, and the other still gets everything.
+  ASSERT_FALSE(e2.detach());
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  rounds_until(*b1, [&] { return calls1 == 4; });
+  rounds_until(
+      *b2, [] { return false; }, 20ms);
+  EXPECT_EQ(calls1, 4);
+  EXPECT_EQ(calls2, 3);
+  // And a base destroyed while it watches leaves nothing behind for the others to reach.
+  ASSERT_FALSE(e2.attach());
+  b2.reset();
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  rounds_until(*b1, [&] { return calls1 == 5; });
+  EXPECT_EQ(calls1, 5);
+}
+
+// The same across threads: a base whose loop is blocked on another thread is woken for a
+// delivery the first base read (raise() directs it at this thread, whose signalfd alone can
+// read it).
+TEST(event, a_signal_read_by_one_base_wakes_another_bases_blocked_loop) {
+  auto b1 = make_base();
+  int calls1 = 0;
+  evnet::event e1(*b1, SIGUSR1, signal | persist, [&](int, std::uint32_t) { ++calls1; });
+  ASSERT_FALSE(e1.attach());  // blocks SIGUSR1 in this thread, and in the thread started below
+  auto b2 = make_base();
+  std::atomic<bool> attached{false};
+  std::atomic<int> calls2{0};
+  std::thread other([&] {
+    evnet::event e2(*b2, SIGUSR1, signal, [&](int, std::uint32_t) { ++calls2; });
+    ASSERT_FALSE(e2.attach());
+    evnet::timer bound(*b2, [] {});
+    ASSERT_FALSE(bound.attach(5s));  // ends the wait only if the delivery never comes
+    attached = true;
+    EXPECT_FALSE(b2->loop_once());
+  });
+  while (!attached) {
+    std::this_thread::sleep_for(1ms);
+  }
+  std::this_thread::sleep_for(20ms);  // the other loop is waiting in the kernel
+  const auto start = clk::now();
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  rounds_until(*b1, [&] { return calls1 == 1; });
+  other.join();
+  EXPECT_EQ(calls1, 1);
+  EXPECT_EQ(calls2.load(), 1);
+  EXPECT_LT(clk::now() - start, 4s);
 }
 
 TEST(event, signal_event_receives_a_signal_that_was_ignored) {

@@ -179,6 +179,31 @@ TEST(event_signals, self_pipe_a_drain_inside_a_one_shot_signal_callback_keeps_it
   EXPECT_FALSE(ev.detach());
 }
 
+// Several bases watching one signal each see every delivery (event.h), on this path as with
+// signalfd (event.every_base_watching_a_signal_sees_each_delivery).
+TEST(event_signals, self_pipe_every_base_watching_a_signal_sees_each_delivery) {
+  restore_default guard(SIGUSR1);
+  auto b1 = make_pipe_base();
+  auto b2 = make_pipe_base();
+  int calls1 = 0;
+  int calls2 = 0;
+  evnet::event e1(*b1, SIGUSR1, signal | persist, [&](int, std::uint32_t) { ++calls1; });
+  evnet::event e2(*b2, SIGUSR1, signal | persist, [&](int, std::uint32_t) { ++calls2; });
+  ASSERT_FALSE(e1.attach());
+  ASSERT_FALSE(e2.attach());
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(::raise(SIGUSR1), 0);
+    run_until(
+        *b1, [&] { return calls1 == i; }, 500ms);
+    run_until(
+        *b2, [&] { return calls2 == i; }, 500ms);
+    EXPECT_EQ(calls1, i);
+    EXPECT_EQ(calls2, i) << "delivery " << i;
+  }
+  EXPECT_FALSE(e1.detach());
+  EXPECT_FALSE(e2.detach());
+}
+
 // The handler writes one byte per delivery and drops it when the pipe is full, which is fine
 // while the pipe holds a byte of the same signal. A storm of one signal (70,000 before the
 // loop reads: more than the 64 KiB pipe holds) filled it with that signal's bytes, and a

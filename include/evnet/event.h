@@ -63,6 +63,11 @@ inline constexpr std::uint32_t persist = 8;  ///< stay attached after firing (el
 ///   event for it, in any base, detaches. Do not block the signal, and do not install another
 ///   handler for it meanwhile. At most 16 bases watch one signal at once (then attach fails
 ///   with EBUSY).
+/// Every base watching a signal sees each delivery, on both paths: the signalfd that reads a
+/// delivery (the kernel gives it to one) has it passed on to the other bases watching it
+/// through their signalfd, as a task their loops run. (Bases on different paths for one
+/// signal do not share: a blocked signal never reaches the self-pipe's handler, and one
+/// caught by the handler never reaches a signalfd.)
 /// Several deliveries in one round coalesce into one callback.
 /// Signals no event watches, the same on both paths: a delivery caught while an event of the
 /// base watched the signal but not yet read when the last such event detaches is dropped with

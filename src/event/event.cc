@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cassert>
 #include <cerrno>
 #include <climits>
@@ -33,6 +34,8 @@
 
 namespace evnet {
 namespace detail {
+
+class base_impl;
 
 namespace {
 
@@ -91,6 +94,14 @@ constinit std::atomic<int> g_sig_handlers_running{0};
 constinit std::mutex g_sig_mu;
 constinit int g_sig_watchers[kMaxSignal] = {};
 struct sigaction g_sig_previous[kMaxSignal];  // restored when the last watcher leaves
+
+// signalfd path: the bases watching each signal (guarded by g_sig_mu). A process-directed
+// signal is pending once, and the first base to read its signalfd takes it; that base passes
+// the delivery on to the others, so every base watching a signal sees each delivery, as on the
+// self-pipe path (event.h, ev_flag::signal).
+#ifdef EVNET_HAVE_SIGNALFD
+std::vector<base_impl*> g_sigfd_bases[kMaxSignal];
+#endif
 
 void self_pipe_handler(int signo) {
   g_sig_handlers_running.fetch_add(1, std::memory_order_seq_cst);
@@ -202,6 +213,15 @@ class base_impl {
 
   ~base_impl() {
     assert(!in_round_ && "an event_base must not be destroyed from inside its callbacks");
+#ifdef EVNET_HAVE_SIGNALFD
+    // Out of the signalfd registry before anything goes: another base's loop may be passing a
+    // delivery on to this one (see forward_signals()).
+    for (int signo = 1; signo < kMaxSignal; ++signo) {
+      if (use_signalfd_ && sig_started_[signo]) {
+        sigfd_unregister(signo);
+      }
+    }
+#endif
     std::size_t orphans = 0;
     // Orphan every event still alive: it must never reach this memory again.
     while (all_ != nullptr) {
@@ -554,6 +574,8 @@ class base_impl {
         sigdelset(&sigmask_, signo);
         return ec;
       }
+      std::lock_guard<std::mutex> lock(g_sig_mu);
+      g_sigfd_bases[signo].push_back(this);
       return {};
     }
 #else
@@ -580,6 +602,8 @@ class base_impl {
       if (sigfd_ >= 0) {
         on_signal();
       }
+      // Deliveries another base passed on and this one has not taken yet go too.
+      sigfd_unregister(signo);
       sig_caught_[signo] = false;
       // The signal stays blocked: unblocking could deliver a pending one with its default
       // action (terminating the process for SIGINT/SIGTERM).
@@ -597,11 +621,11 @@ class base_impl {
     self_pipe_unwatch(signo, sig_pipe_[1]);
   }
 
-  // A delivery of signo read from the signalfd or the pipe. With no event linked while the
-  // signal is still delivered here, a one-shot event's callback is running (see process()):
-  // the delivery is kept for what that callback attaches. (Read then when the callback
-  // detaches the last event of another signal, whose stop drains the channel; dropped, the
-  // signal was lost although the callback attached its event again.)
+  // A delivery of signo read from the signalfd or the pipe (or passed on by another base). With
+  // no event linked while the signal is still delivered here, a one-shot event's callback is
+  // running (see process()): the delivery is kept for what that callback attaches. (Read then
+  // when the callback detaches the last event of another signal, whose stop drains the
+  // channel; dropped, the signal was lost although the callback attached its event again.)
   void deliver_signal(int signo) noexcept {
     if (sig_heads_[signo] == nullptr) {
       sig_caught_[signo] = sig_started_[signo];
@@ -687,6 +711,7 @@ class base_impl {
 
   void on_signal() noexcept {
     signalfd_siginfo info[16];
+    std::uint64_t read_mask = 0;  // bit signo - 1
     for (;;) {
       const ssize_t n = ::read(sigfd_, info, sizeof info);
       if (n <= 0) {
@@ -699,11 +724,62 @@ class base_impl {
           continue;
         }
         deliver_signal(signo);
+        read_mask |= std::uint64_t{1} << (signo - 1);
       }
       if (count < 16) {
         break;
       }
     }
+    if (read_mask != 0) {
+      forward_signals(read_mask);
+    }
+  }
+
+  // The signals in read_mask were read here: pass them on to every other base watching them
+  // through its signalfd (the kernel gave each delivery to one reader only). Each base gets
+  // one task for all it has not taken yet (sig_forwarded_), run by its own loop.
+  void forward_signals(std::uint64_t read_mask) noexcept {
+    std::lock_guard<std::mutex> lock(g_sig_mu);
+    for (int signo = 1; signo < kMaxSignal; ++signo) {
+      const std::uint64_t bit = std::uint64_t{1} << (signo - 1);
+      if ((read_mask & bit) == 0) {
+        continue;
+      }
+      for (base_impl* other : g_sigfd_bases[signo]) {
+        if (other == this || other->sig_forwarded_.fetch_or(bit, std::memory_order_acq_rel) != 0) {
+          continue;  // a task of that base's, not yet run, takes this signal too
+        }
+        bool queued = false;
+        try {
+          queued =
+              !other->poller_->trigger(task_priority::high, [other] { other->take_forwarded(); });
+        } catch (...) {  // std::bad_alloc: the delivery cannot be passed on
+        }
+        if (!queued) {
+          other->sig_forwarded_.store(0, std::memory_order_release);
+        }
+      }
+    }
+  }
+
+  // The task forward_signals() queued: on this base's loop thread, inside a round.
+  void take_forwarded() noexcept {
+    std::uint64_t bits = sig_forwarded_.exchange(0, std::memory_order_acq_rel);
+    while (bits != 0) {
+      const int signo = std::countr_zero(bits) + 1;
+      bits &= bits - 1;
+      if (sig_started_[signo]) {
+        deliver_signal(signo);
+      }
+    }
+  }
+
+  // Leaves the registry for signo; deliveries passed on and not yet taken are dropped with it.
+  void sigfd_unregister(int signo) noexcept {
+    std::lock_guard<std::mutex> lock(g_sig_mu);
+    std::vector<base_impl*>& v = g_sigfd_bases[signo];
+    v.erase(std::remove(v.begin(), v.end(), this), v.end());
+    sig_forwarded_.fetch_and(~(std::uint64_t{1} << (signo - 1)), std::memory_order_acq_rel);
   }
 #endif
 
@@ -1199,6 +1275,8 @@ class base_impl {
   // A delivery read while signo was delivered here but no event was linked (a one-shot
   // event's callback ran): reported to the events linked when that callback returns.
   bool sig_caught_[kMaxSignal] = {};
+  // signalfd: signals other bases read and passed on, not yet taken (bit signo - 1).
+  std::atomic<std::uint64_t> sig_forwarded_{0};
   poll_attachment sig_att_;     // the signalfd or the self-pipe's read end
   int sig_pipe_[2] = {-1, -1};  // self-pipe: read end, write end
 #ifdef EVNET_HAVE_SIGNALFD
