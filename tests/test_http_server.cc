@@ -1021,6 +1021,74 @@ TEST(http_server, http10_keep_alive_response_has_one_connection_field) {
   }
 }
 
+// A handler's own "Connection: keep-alive" on a response after which the server closes (the
+// client asked to close, an HTTP/1.0 request without keep-alive, a body streamed to a 1.0
+// client, which the close ends) went out beside the server's "Connection: close": two fields
+// that contradict each other (the client may wait for a next response on a connection that
+// closes). And to a 1.0 keep-alive request the handler's keep-alive was sent beside the
+// server's confirmation. The wire carries one Connection field, saying what the server does
+// (as Go's net/http replaces the handler's field when it closes after the reply); to an
+// HTTP/1.1 request that stays open the handler's own field is sent as it wrote it.
+TEST(http_server, a_handlers_keep_alive_does_not_contradict_the_servers_close) {
+  http::router r = basic_router();
+  r.get("/ka", [](const http::request&, http::response& res) {
+    res.start(200).header("Connection", "keep-alive").body("ka");
+  });
+  r.get("/ka-chunked", [](const http::request&, http::response& res) {
+    res.start(200).header("connection", "Keep-Alive").begin_chunked();
+    res.chunk("ka");
+    res.end_chunked();
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  struct tcase {
+    const char* name;
+    const char* request;
+    const char* connection;  // the one Connection value expected
+    const char* body_end;
+  };
+  for (const tcase& t :
+       {tcase{"1.1 close", "GET /ka HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "close",
+              "\r\n\r\nka"},
+        tcase{"1.1 close chunked",
+              "GET /ka-chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "close",
+              "0\r\n\r\n"},
+        tcase{"1.0", "GET /ka HTTP/1.0\r\n\r\n", "close", "\r\n\r\nka"},
+        tcase{"1.0 keep-alive streamed",
+              "GET /ka-chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "close", "\r\n\r\nka"},
+        tcase{"1.0 keep-alive", "GET /ka HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "keep-alive",
+              "\r\n\r\nka"},
+        tcase{"1.1", "GET /ka HTTP/1.1\r\nHost: x\r\n\r\n", "keep-alive", "\r\n\r\nka"}}) {
+    SCOPED_TRACE(t.name);
+    client c(s.port(), 2000);
+    ASSERT_TRUE(c.send(t.request));
+    std::string all;
+    bool eof = false;
+    if (std::string_view(t.connection) == "close") {
+      all = c.recv_until_eof(&eof);
+      EXPECT_TRUE(eof);
+    } else {
+      while (!all.ends_with(t.body_end)) {
+        std::string more = c.recv_some();
+        ASSERT_FALSE(more.empty()) << all;
+        all += more;
+      }
+    }
+    const std::string head = all.substr(0, all.find("\r\n\r\n") + 2);
+    std::size_t fields = 0;
+    for (std::size_t at = head.find("\r\n"); at != std::string::npos;
+         at = head.find("\r\n", at + 1)) {
+      if (http::iequals(std::string_view(head).substr(at + 2, 12), "Connection: ")) {
+        ++fields;
+      }
+    }
+    EXPECT_EQ(fields, 1u) << head;
+    EXPECT_NE(head.find(std::string("onnection: ") + t.connection + "\r\n"), std::string::npos)
+        << head;
+    EXPECT_TRUE(all.ends_with(t.body_end)) << all;
+  }
+}
+
 // An upgrade request with a body is refused (400) before the upgrade handler sees it: its
 // body bytes would otherwise be taken for the new protocol's.
 TEST(http_server, upgrade_request_with_a_body_is_refused) {

@@ -63,22 +63,26 @@ inline void response::put(std::string_view bytes) {
 
 // A handler's own "Connection" header: with the "close" option the peer is told this is the
 // last response, so the server must close after it (RFC 9112 §9.6) rather than keep reading
-// requests the client will not wait for.
-void response::note_connection(std::string_view name, std::string_view value) noexcept {
+// requests the client will not wait for. Returns true when the field is not to be sent: the
+// server writes a Connection field of its own for this response (start() said "close" for the
+// last one; to HTTP/1.0 the head's end says "keep-alive" or "close"), and two fields would
+// contradict each other (a handler's "keep-alive" beside the server's "close").
+bool response::note_connection(std::string_view name, std::string_view value) noexcept {
   if (!iequals(name, "Connection")) {
-    return;
+    return false;
   }
   while (!value.empty()) {
     const std::size_t comma = value.find(',');
     if (iequals(detail::trim_ows(value.substr(0, comma)), "close")) {
       close_requested_ = true;
-      return;
+      break;
     }
     if (comma == std::string_view::npos) {
-      return;
+      break;
     }
     value.remove_prefix(comma + 1);
   }
+  return last_ || http10_;
 }
 
 // Content-Length and Transfer-Encoding are written by body() and begin_chunked() only.
@@ -147,12 +151,12 @@ response& response::start_general(int status, std::string_view reason) {
 }
 
 // The "keep-alive" an HTTP/1.0 client asked for, confirmed as the head ends: only then is it
-// known that the handler did not end the connection with a "Connection: close" of its own or a
-// body streamed to the close (both answered "close", which a keep-alive beside would
-// contradict).
+// known that the handler did not end the connection with a "Connection: close" of its own
+// (not sent: note_connection) or a body streamed to the close (begin_chunked says "close").
 void response::confirm_keep_alive() {
-  if (keep_alive_10_ && !close_requested_) {
-    put("Connection: keep-alive\r\n");
+  if (keep_alive_10_) {
+    put(close_requested_ ? std::string_view("Connection: close\r\n")
+                         : std::string_view("Connection: keep-alive\r\n"));
   }
 }
 
@@ -196,8 +200,9 @@ void response::begin_chunked() {
   }
   if (http10_) {
     // RFC 9112 §6.1: no Transfer-Encoding to a 1.0 client; the close ends the body, and the
-    // head says so once (a keep-alive asked for is not confirmed).
-    if (!last_ && !close_requested_) {
+    // head says so once (a keep-alive asked for is not confirmed; the handler's own
+    // Connection field was not sent: note_connection).
+    if (!last_) {
       put("Connection: close\r\n");
     }
     put("\r\n");

@@ -227,7 +227,13 @@ class response {
   /// §5.5: a recipient refuses it or reads it as a space). A
   /// "Connection" header whose value has the "close" option makes this the connection's last
   /// response: the server closes the connection after it and answers no request pipelined
-  /// behind it (RFC 9112 §9.6, as Go's net/http does for a handler that sets it). The framing
+  /// behind it (RFC 9112 §9.6, as Go's net/http does for a handler that sets it). Where the
+  /// server writes a Connection field itself — the connection closes after this response (the
+  /// client asked to close, or an HTTP/1.0 client did not ask for keep-alive), or the request
+  /// is HTTP/1.0 (the server confirms a keep-alive, or says "close" after the handler's close
+  /// or a streamed body) — the handler's Connection header is not sent: one field says what
+  /// the server does, never a "keep-alive" beside its "close" (Go's net/http also replaces the
+  /// handler's field when it closes after the reply). The framing
   /// is the server's: body() sends Content-Length, begin_chunked() Transfer-Encoding, so a
   /// "Content-Length" or "Transfer-Encoding" header given here is not sent (a second framing,
   /// or two lengths, lets a client and a proxy split the stream differently: RFC 9112 §6.3).
@@ -237,8 +243,9 @@ class response {
     if (!head_open_) [[unlikely]] {
       return *this;  // before start(), or after the head ended: see the class comment
     }
-    if (name.size() == 10) [[unlikely]] {  // "Connection"; a literal name of another length
-      note_connection(name, value);        // folds this away
+    // "Connection"; a literal name of another length folds this away.
+    if (name.size() == 10 && note_connection(name, value)) [[unlikely]] {
+      return *this;  // the server's own Connection field says what happens
     }
     // "Content-Length" and "Transfer-Encoding"; folds away for literal names of other lengths.
     if ((name.size() == 14 || name.size() == 17) && is_framing_field(name)) [[unlikely]] {
@@ -335,7 +342,7 @@ class response {
 
  private:
   void put(std::string_view bytes);
-  void note_connection(std::string_view name, std::string_view value) noexcept;
+  bool note_connection(std::string_view name, std::string_view value) noexcept;
   static bool is_framing_field(std::string_view name) noexcept;
   response& header_with_breaks(std::string_view name, std::string_view value);
   void put_in_line(std::string_view bytes);
