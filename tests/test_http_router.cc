@@ -117,7 +117,11 @@ const std::vector<match_case> kCases = {
     {"POST /users/new", "user_post", 200, "id=new"},
     {"POST /users/42", "user_post", 200, "id=42"},
     {"DELETE /users/42", "", 405, ""},
-    {"BREW /users/42", "", 405, ""},
+    // RFC 9110 §9.1: a method the server does not recognise is 501, wherever it is sent (it
+    // was 405 where another method was routed, 404 elsewhere).
+    {"BREW /users/42", "", 501, ""},
+    {"BREW /plaintext", "", 501, ""},
+    {"BREW /nothing", "", 501, ""},
     {"POST /users/42/posts/7", "", 405, ""},
     {"HEAD /users/42", "", 405, ""},  // the server falls back to GET; the router does not
     // Catch-all: may be empty, must follow a '/', keeps inner slashes, excludes the query.
@@ -515,6 +519,38 @@ TEST(http_router, socket_pattern_404_and_405) {
   }
   EXPECT_EQ(r[7].status, 200);
   EXPECT_EQ(r[7].body, "user 42");
+}
+
+// RFC 9110 §9.1: a server SHOULD answer 501 to a method it does not recognise; §15.5.6: 405
+// is for a known method the resource does not allow, and carries Allow. Unknown methods (any
+// token the parser maps to method::other, short or long) were answered 405 or 404 by the
+// route table, as if "FOO" were a method the resource could have allowed.
+TEST(http_router, socket_unknown_method_is_501_known_but_unrouted_is_405) {
+  test_server s(socket_router());
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  const std::string long_method(200, 'X');
+  ASSERT_TRUE(
+      c.send("FOO /users/42 HTTP/1.1\r\nHost: x\r\n\r\n"         // routed for GET
+             "FOO /nothing HTTP/1.1\r\nHost: x\r\n\r\n"          // routed for nothing
+             "PROPFIND /static/a HTTP/1.1\r\nHost: x\r\n\r\n" +  // catch-all
+             long_method +
+             " /users/42 HTTP/1.1\r\nHost: x\r\n\r\n" +
+             "PUT /users/42 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+             "GET /users/42 HTTP/1.1\r\nHost: x\r\n\r\n"));  // still served
+  auto r = read_replies(c, 6);
+  ASSERT_EQ(r.size(), 6u);
+  for (int i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(r[i].status, 501);
+    EXPECT_EQ(r[i].body, "Not Implemented\n");
+    EXPECT_EQ(r[i].header("allow"), "");
+    EXPECT_TRUE(r[i].keep_alive);
+  }
+  EXPECT_EQ(r[4].status, 405);
+  EXPECT_EQ(r[4].header("allow"), "GET, HEAD");
+  EXPECT_EQ(r[5].status, 200);
+  EXPECT_EQ(r[5].body, "user 42");
 }
 
 TEST(http_router, allowed_lists_the_methods_routed_for_a_path) {

@@ -328,7 +328,8 @@ router& router::upgrade(std::string path, upgrade_handler h) {
 }
 
 // The exact routes, in the order added (a linear scan: a server has few, and most requests hit
-// one of them). Sets 405 when the path is routed for another method only.
+// one of them). Sets 405 when the path is routed for another method only, 501 for a method
+// the parser does not recognise (tested on a miss only: no route has method::other).
 const router::target* router::find_exact(http::method m, std::string_view path,
                                          int& status) const noexcept {
   status = 404;
@@ -340,6 +341,11 @@ const router::target* router::find_exact(http::method m, std::string_view path,
       return &r.handler;
     }
     status = 405;
+  }
+  if (m == method::other) {
+    // RFC 9110 §9.1: a method the server does not recognise is 501 Not Implemented, not a 405
+    // (for a known method the resource does not allow) nor a 404.
+    status = 501;
   }
   return nullptr;
 }
@@ -368,6 +374,9 @@ const router::target* router::find_pattern(http::method m, std::string_view path
   const target* t = match(0, path, m, params, other_method);
   if (t == nullptr && other_method) {
     status = 405;  // match() left `params` empty: each failed branch takes its capture back
+  }
+  if (m == method::other) {
+    status = 501;  // as find_exact
   }
   return t;
 }

@@ -623,7 +623,9 @@ void server::dispatch(evnet::conn& c, session& s) {
     if (status == 405) {
       res.header("Allow", router_.allowed(m.path));  // RFC 9110: a 405 lists what is allowed
     }
-    res.body(status == 405 ? "Method Not Allowed\n" : "Not Found\n");
+    res.body(status == 405   ? "Method Not Allowed\n"
+             : status == 501 ? "Not Implemented\n"
+                             : "Not Found\n");
     if (last) {
       s.closing = true;
     }

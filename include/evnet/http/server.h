@@ -560,7 +560,9 @@ using upgrade_handler = std::function<std::unique_ptr<upgraded_protocol>(
 /// `/users/42` the second and `/users/42/posts` the third. When no route of the request's
 /// method matches but a route of another method does, the answer is 405 with an Allow header
 /// listing the methods that are routed for the path (RFC 9110 §15.5.6), for exact routes and
-/// patterns alike; when none matches, 404. HEAD falls back to GET's route.
+/// patterns alike; when none matches, 404. A method the parser does not recognise
+/// (method::other: "FOO", "PROPFIND"...) is answered 501 Not Implemented whatever the path
+/// (RFC 9110 §9.1), without Allow. HEAD falls back to GET's route.
 ///
 /// Exact-path lookups cost what they did before patterns existed: exact routes are kept apart
 /// and checked first, and the pattern tree is only walked when no exact route of the request's
@@ -614,9 +616,10 @@ class router {
   /// for one path is the one used.
   router& upgrade(std::string path, upgrade_handler h);
 
-  /// The handler for a request, or nullptr; `status` tells 404 from 405 when nullptr. What a
-  /// pattern route captured is written to `params` (emptied for an exact route); its views
-  /// point into `path` and into this router. Any thread (read-only).
+  /// The handler for a request, or nullptr; `status` then says why: 404, 405, or 501 for
+  /// method::other (see the class comment). What a pattern route captured is written to
+  /// `params` (emptied for an exact route); its views point into `path` and into this router.
+  /// Any thread (read-only).
   const route_handler* find(http::method m, std::string_view path, int& status,
                             route_params& params) const noexcept;
   /// find() for a caller that does not need the parameters. Any thread (read-only).
