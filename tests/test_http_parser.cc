@@ -369,6 +369,30 @@ TEST(http_parser, chunk_size_line_is_bounded_whatever_it_is_made_of) {
   }
 }
 
+// A request line that never ends (a client that stalls: the server answers 408) leaves the
+// method unparsed; note_unfinished_method() reads it from the line's first bytes when they
+// hold the method token and its space, so the 408 to HEAD follows HEAD's rules.
+TEST(http_parser, an_unfinished_request_lines_method_is_read_once_its_space_came) {
+  struct tcase {
+    std::string input;
+    http::method expect;
+  };
+  for (const tcase& t :
+       {tcase{"HEAD /x HTTP/1.1", http::method::head}, tcase{"\r\nHEAD ", http::method::head},
+        tcase{"HEAD", http::method::other}, tcase{"HEADER /x", http::method::other},
+        tcase{"GET /x HTTP/1.1\r\nHo", http::method::get}}) {
+    SCOPED_TRACE(t.input);
+    for (bool fast : {true, false}) {
+      http::request_parser p;
+      fast_access::set_fast_path(p, fast);
+      http::parse_step st = p.parse(t.input);
+      ASSERT_EQ(st.event, http::parse_event::need_more);
+      p.note_unfinished_method();
+      EXPECT_EQ(p.message().method, t.expect);
+    }
+  }
+}
+
 TEST(http_parser, upgrade_leaves_following_bytes_unconsumed) {
   http::request_parser p;
   std::string in =

@@ -873,6 +873,10 @@ TEST(http_server, error_answers_to_head_have_no_body) {
        "HTTP/1.1 501"},
       {"505", "HEAD /plaintext HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP/1.1 505"},
       {"408", "HEAD /plaintext HTTP/1.1\r\nHo", "HTTP/1.1 408"},
+      // The request line never ended: its method token and the space after it tell HEAD.
+      {"408 unfinished request line", "HEAD /plaintext HTTP/1.1", "HTTP/1.1 408"},
+      {"408 method and space only", "HEAD ", "HTTP/1.1 408"},
+      {"408 after empty lines", "\r\n\r\nHEAD /pl", "HTTP/1.1 408"},
   };
   for (const tcase& t : cases) {
     SCOPED_TRACE(t.name);

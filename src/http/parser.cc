@@ -841,6 +841,13 @@ void parser::note_method(std::string_view more) noexcept {
   }
 }
 
+void parser::note_unfinished_method() noexcept {
+  // The request line is the head buffer's first line (leading empty lines are not kept).
+  if (kind_ == kind::request && state_ == state::head && line_start_ == 0 && head_len_ > 0) {
+    note_method({});
+  }
+}
+
 // The common case in one pass over the caller's input: a request whose whole head is in `b`
 // (n bytes, the first one not CR/LF), CRLF line endings, and nothing the line-by-line path
 // would reject or flag. Returns the head's length (through its blank line) with msg_ filled

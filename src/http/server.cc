@@ -479,6 +479,9 @@ std::chrono::milliseconds server::shortest_timeout() const noexcept {
 // Answers 408 from the timer: the answer is written now (no batch is in progress), the write
 // side is shut, and the connection lingers as after any error answer.
 void server::answer_timeout(evnet::conn& c, session& s, std::string_view reason) {
+  // A request line that never ended holds no parsed method: read it from the line's first
+  // bytes, so that the 408 to "HEAD /x" has no body either.
+  s.parser.note_unfinished_method();
   answer_error(c, s, 408, reason);
   (void)c.write(s.out.view());
   s.out.clear_and_trim(kKeepBuffer);

@@ -166,6 +166,13 @@ class parser {
   /// delimited by the close completes; returns true if that happened (message is done).
   bool finish_on_eof() noexcept;
 
+  /// Request parser only: a request line that has not ended (a client that stalls, answered
+  /// 408) was never parsed, so message().method is `other`; when its first bytes already hold
+  /// a whole method token and the space after it, this sets message().method from them, so
+  /// that an answer to "HEAD /x" follows HEAD's rules (no content). Does nothing otherwise.
+  /// Calling thread: the owner.
+  void note_unfinished_method() noexcept;
+
   /// HTTP status describing the error (400, 413, 414, 431, 501, 505); 0 if none.
   int error_status() const noexcept { return error_status_; }
   /// Short static description of the error; empty if none.
