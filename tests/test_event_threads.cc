@@ -1,10 +1,13 @@
 // Cross-thread uses of an event_base: exit() and run_in_loop() from other threads (tsan).
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
+#include <string>
 #include <thread>
 
 #include "evnet/event.h"
@@ -263,6 +266,97 @@ TEST(event_threads, exit_during_a_callback_does_not_cut_the_next_wait_short) {
     other.join();
     expect_a_blocking_loop_once_to_run_a_50ms_timer(*b);
   }
+}
+
+// A signal handler that is not the base's interrupts the loop's wait (EINTR) again and again,
+// from another thread, until `done`.
+evnet::event_base* g_exit_from_handler = nullptr;
+void plain_handler(int) {}
+void exiting_handler(int) {
+  g_exit_from_handler->exit();
+}
+
+class foreign_signals {
+ public:
+  explicit foreign_signals(void (*handler)(int)) : loop_(::pthread_self()) {
+    struct sigaction sa {};
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGURG, &sa, &previous_);
+    sender_ = std::thread([this] {
+      while (!done_) {
+        ::pthread_kill(loop_, SIGURG);
+        std::this_thread::sleep_for(2ms);
+      }
+    });
+  }
+  ~foreign_signals() {
+    done_ = true;
+    sender_.join();
+    ::sigaction(SIGURG, &previous_, nullptr);
+  }
+
+ private:
+  pthread_t loop_;
+  struct sigaction previous_ {};
+  std::atomic<bool> done_{false};
+  std::thread sender_;
+};
+
+// A blocking loop_once() waits for its timer, or for readiness, through signals a handler that
+// is not the base's takes meanwhile: an interrupted wait is no event (libuv's and libevent's
+// loops wait again). The round could not tell the poller's empty round from one that ran
+// tasks, and returned having run nothing (after about 2 ms, the first signal), on epoll and on
+// io_uring.
+TEST(event_threads, a_foreign_signal_handler_does_not_end_a_blocking_wait) {
+  for (const auto backend : {evnet::backend_kind::epoll, evnet::backend_kind::io_uring}) {
+    for (const auto timers : {evnet::timer_structure::heap, evnet::timer_structure::wheel}) {
+      SCOPED_TRACE(std::string(backend == evnet::backend_kind::epoll ? "epoll" : "io_uring") +
+                   (timers == evnet::timer_structure::heap ? ", heap" : ", wheel"));
+      evnet::event_base_options o;
+      o.poller.backend = backend;
+      o.timers = timers;
+      auto created = evnet::event_base::create(o);
+      if (!created && created.error() == evnet::errc::unsupported) {
+        continue;  // io_uring unavailable here
+      }
+      ASSERT_TRUE(created.has_value()) << created.error().message();
+      auto b = std::move(*created);
+      foreign_signals signals(&plain_handler);
+      // The only thing to wait for is a timer.
+      expect_a_blocking_loop_once_to_run_a_50ms_timer(*b);
+      // No timer: readiness that comes after a few signals.
+      int fds[2];
+      ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+      int reads = 0;
+      evnet::event ev(*b, fds[0], evnet::ev_flag::read, [&](int, std::uint32_t) { ++reads; });
+      ASSERT_FALSE(ev.attach());
+      std::thread writer([&] {
+        std::this_thread::sleep_for(40ms);
+        EXPECT_EQ(::write(fds[1], "x", 1), 1);
+      });
+      EXPECT_FALSE(b->loop_once());
+      writer.join();
+      EXPECT_EQ(reads, 1) << "loop_once() returned before the readiness";
+      ::close(fds[0]);
+      ::close(fds[1]);
+    }
+  }
+}
+
+// A handler that asks the base to exit still ends the wait it interrupted.
+TEST(event_threads, a_signal_handler_calling_exit_ends_a_blocking_wait) {
+  auto b = make_base();
+  g_exit_from_handler = b.get();
+  evnet::timer never(*b, [] { ADD_FAILURE(); });
+  ASSERT_FALSE(never.attach(10s));
+  const auto start = clk::now();
+  {
+    foreign_signals signals(&exiting_handler);
+    EXPECT_EQ(b->loop_once(), evnet::errc::stopped);
+  }
+  EXPECT_LT(clk::now() - start, 5s);
+  g_exit_from_handler = nullptr;
 }
 
 }  // namespace

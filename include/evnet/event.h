@@ -171,9 +171,12 @@ class event_base {
 
   /// Runs one round; waits for something to happen unless `nonblocking` (then it only
   /// collects what is ready now). A blocking round that waits for the next timer returns only
-  /// once that timer ran (or something else happened first: readiness, a task, exit(), or a
-  /// signal handler interrupting the wait, which the poller reports as an empty round), even
-  /// where the wheel's bound on the deadline ends the kernel's wait early. Returns {} ,
+  /// once that timer ran (or something else happened first: readiness, a task, exit()), even
+  /// where the wheel's bound on the deadline ends the kernel's wait early. A signal handler
+  /// that is not the base's interrupting the wait (EINTR) does not end it, as in libuv and
+  /// libevent: the round waits again; a handler that wants the loop back calls exit() (or
+  /// poller().stop(), which is async-signal-safe), or the program watches the signal with an
+  /// ev_flag::signal event. Returns {} ,
   /// errc::stopped if exit() was requested (the request is consumed), a kernel error,
   /// errc::invalid_argument from inside a callback, or errc::wrong_thread while another thread runs
   /// a round. Loop thread only.

@@ -1021,14 +1021,17 @@ class base_impl {
   }
 
   std::error_code loop_once(bool nonblocking) {
-    if (std::error_code ec = acquire()) {
+    // Through the poller's hold, as dispatch(): poll_once() reports a wait a signal handler
+    // interrupted as an empty round, which the round could not tell from one that ran tasks,
+    // and ended instead of waiting again (round()).
+    if (std::error_code ec = hold()) {
       return ec;
     }
-    struct release_guard {
+    struct unhold_guard {
       base_impl& b;
-      ~release_guard() { b.release(); }
+      ~unhold_guard() { b.unhold(); }
     } guard{*this};
-    return round<false>(nonblocking);
+    return round<true>(nonblocking);
   }
 
   // event_base::hold(): the base's and its poller's ownership for a run of rounds.
@@ -1101,11 +1104,19 @@ class base_impl {
         }
         ran = r ? static_cast<std::ptrdiff_t>(*r) : detail::kRoundStopped;
       }
-      if (ran < 0) [[unlikely]] {  // one test on the common path for the two rare outcomes
-        if (Held && ran != detail::kRoundStopped) {
+      if (ran < 0) [[unlikely]] {  // one test on the common path for the rare outcomes
+        if (ran == detail::kInterrupted) {
+          // A signal handler that is not the base's ended the wait, and nothing else happened
+          // (no task, no stop: see poller_backend::interrupted()). A blocking round waits
+          // again, for the time left to its timer, as libuv and libevent do (an exit() the
+          // handler requested ends it).
+          if (wait_ms != 0 && !exit_requested_.load(std::memory_order_relaxed)) {
+            continue;
+          }
+          ran = 0;
+        } else if (Held && ran != detail::kRoundStopped) {
           return end_round_early(std::error_code(static_cast<int>(-ran), std::system_category()));
-        }
-        if (exit_stop_was_stale()) {
+        } else if (exit_stop_was_stale()) {
           continue;
         }
       }

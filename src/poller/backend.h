@@ -34,6 +34,11 @@
 
 namespace evnet::detail {
 
+/// What a backend's wait returns when a signal handler interrupted it (EINTR) and nothing else
+/// is asked of the loop (see poller_backend::interrupted()). poller_round() hands it to its
+/// caller: poll_once() reports an empty round, the event base's blocking round waits again.
+inline constexpr std::ptrdiff_t kInterrupted = PTRDIFF_MIN + 2;
+
 /// Base of every kernel backend. Holds the state the facade shares with the backend; the
 /// virtual functions are the kernel side. Loop-thread members are marked; the task queue is
 /// guarded by task_mutex_; the atomics may be touched from any thread.
@@ -59,10 +64,11 @@ class poller_backend {
   virtual std::error_code remove(poll_attachment& a) noexcept = 0;
   /// Waits up to timeout_ms (-1 = forever) and dispatches every fetched event: callbacks of
   /// attachments (setting stop_in_loop_ when one returns poll_action::stop) and the wake-up
-  /// event (calling on_wake()). Returns the number of callbacks run (EINTR counts as an empty
-  /// round), or the kernel error as -errno (a plain integer: it comes back in a register, once
-  /// per round), or kStaleWake for a wait that fetched only a stale wake-up (poller_round()
-  /// then waits again). Adjusts the event array size afterwards. Loop thread.
+  /// event (calling on_wake()). Returns the number of callbacks run, or the kernel error as
+  /// -errno (a plain integer: it comes back in a register, once per round), or kStaleWake for
+  /// a wait that fetched only a stale wake-up (poller_round() then waits again), or
+  /// interrupted() for a wait that EINTR ended with nothing fetched. Adjusts the event array
+  /// size afterwards. Loop thread.
   virtual std::ptrdiff_t wait_and_dispatch(int timeout_ms) = 0;
   /// Blanks events already fetched for `a` later in the batch being dispatched, so a callback
   /// that removes (and frees) `a` is never followed by a call through a dangling pointer.
@@ -95,6 +101,18 @@ class poller_backend {
     }
     std::lock_guard<std::mutex> lock(task_mutex_);
     return pending_.load(std::memory_order_relaxed) == 0;
+  }
+
+  /// A wait a signal handler interrupted (EINTR) with nothing fetched: kInterrupted when no
+  /// task is queued and no stop requested, so that a caller waiting for something can tell it
+  /// from a round that ran tasks and wait again; otherwise an empty round (0) whose tasks and
+  /// stop poller_round() handles as usual. (A task or stop that comes after this look writes
+  /// the wake-up, so the next wait returns at once.) Loop thread; rare path.
+  std::ptrdiff_t interrupted() const noexcept {
+    return pending_.load(std::memory_order_relaxed) != 0 ||
+                   stop_requested_.load(std::memory_order_seq_cst)
+               ? 0
+               : kInterrupted;
   }
 
   /// Event-array sizing policy (gnet's): double when a round filled the array; halve (not

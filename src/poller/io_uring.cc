@@ -404,6 +404,13 @@ class io_uring_backend final : public poller_backend {
       }
       bool woke = false;
       const bool reaped_any = reap(woke);
+      // Nothing completed although the wait asked for a completion, before its timeout: a
+      // signal handler ended it. io_uring_enter() reports EINTR then, or, when it submitted
+      // SQEs, their count (see backend.h, interrupted()).
+      if (!reaped_any && timeout_ms != 0 &&
+          (eintr_ || timeout_ms < 0 || std::chrono::steady_clock::now() < deadline)) [[unlikely]] {
+        return interrupted();
+      }
       // A wake-up alone ends the wait only if it still has a reason (see stale_wake()).
       if (batch_size_ != 0 || (woke && !stale_wake()) || !reaped_any || timeout_ms == 0) {
         break;
@@ -508,6 +515,7 @@ class io_uring_backend final : public poller_backend {
     kernel_timespec ts{};
     const void* argp = nullptr;
     std::size_t argsz = 0;
+    eintr_ = false;
     if (timeout_ms > 0) {
       ts.tv_sec = timeout_ms / 1000;
       ts.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1000000;
@@ -528,6 +536,7 @@ class io_uring_backend final : public poller_backend {
       if (err != EINTR && err != ETIME && err != EBUSY && err != EAGAIN) {
         return {err, std::system_category()};
       }
+      eintr_ = err == EINTR;
     }
     return {};
   }
@@ -845,6 +854,7 @@ class io_uring_backend final : public poller_backend {
   dev_t wake_dev_ = 0;  // the wake-up eventfd's device and inode: the anonymous inode's
   ino_t wake_ino_ = 0;
   bool wake_armed_ = false;
+  bool eintr_ = false;  // the last io_uring_enter() was interrupted by a signal handler
   bool cqe_skip_ = false;
   bool single_mmap_ = false;
 

@@ -257,6 +257,8 @@ namespace {
     out = static_cast<std::size_t>(ran);
   } else if (ran == detail::kRoundStopped) {
     out = errc::stopped;
+  } else if (ran == detail::kInterrupted) {
+    out = std::size_t{0};  // EINTR: an empty round (poller.h)
   } else {
     out = std::error_code(static_cast<int>(-ran), std::system_category());
   }

@@ -11,8 +11,8 @@
 namespace evnet::detail {
 
 /// What poller_round() returns when the round ends with a stop (poller::stop(), or a callback
-/// that returned poll_action::stop); otherwise it returns the number of callbacks run (>= 0) or
-/// a kernel error as -errno.
+/// that returned poll_action::stop); otherwise it returns the number of callbacks run (>= 0), a
+/// kernel error as -errno, or kInterrupted (backend.h: a signal handler ended the wait).
 inline constexpr std::ptrdiff_t kRoundStopped = PTRDIFF_MIN;
 
 /// One round, for the thread that owns the poller: poll_once() and holder::poll_once() run it,
@@ -54,7 +54,7 @@ inline constexpr std::ptrdiff_t kRoundStopped = PTRDIFF_MIN;
         break;
       }
       if (ran != kStaleWake) {
-        break;  // a kernel error
+        break;  // a kernel error, or kInterrupted
       }
       // Woken by nothing but a stale wake-up (kStaleWake): wait again.
     }
