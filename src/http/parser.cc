@@ -711,6 +711,12 @@ parse_step parser::parse_state(std::string_view in) {
           return fail(400, "bare CR in chunk size line");
         }
         if (c == '\r') {
+          if (chunk_ws_ && !chunk_ext_) {
+            // RFC 9112 §7.1: whitespace after the size only before an extension's ';' (BWS);
+            // "5 \r\n" is refused as llhttp refuses it unless made lenient: a front end that
+            // reads such a line otherwise frames the body differently (request smuggling).
+            return fail(400, "whitespace at the end of a chunk size line");
+          }
           chunk_cr_ = true;
           continue;
         }
@@ -728,8 +734,8 @@ parse_step parser::parse_state(std::string_view in) {
           continue;
         }
         if (chunk_ws_) {
-          // After the size only whitespace, then ';' and an extension, or the CRLF (tolerated
-          // as Go's net/http does; RFC 9112 §7.1.1 has whitespace only before a ';').
+          // After the size's whitespace only more of it, then ';' and an extension (RFC 9112
+          // §7.1.1: BWS before the ';'); a CR here is refused above.
           if (c == ';') {
             chunk_ext_ = true;
           } else if (c != ' ' && c != '\t') {
