@@ -1062,7 +1062,6 @@ class base_impl {
     // (Sequentially consistent, pairing with exit(); a plain mov on x86 all the same.)
     if (exit_requested_.load(std::memory_order_seq_cst) &&
         exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
-      note_exit_stop();
       return errc::stopped;
     }
 
@@ -1155,7 +1154,6 @@ class base_impl {
     time_valid_ = false;
     if (exit_requested_.load(std::memory_order_acquire) &&
         exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
-      note_exit_stop();
       return errc::stopped;
     }
     // Not `return {}`: std::error_code's default constructor calls std::system_category(),
@@ -1163,24 +1161,16 @@ class base_impl {
     return std::error_code(0, g_system_category);
   }
 
-  // The round's poll ended with errc::stopped without an exit() request: someone else's poller
-  // stop (the round simply continues: false), or the stop of an exit() whose own round had
-  // ended on the flag alone (it was sent while that round ran callbacks, after its poll): then
-  // it is stale and the wait starts again, as if it had never been sent (true).
+  // The round's poll ended with errc::stopped: someone else's poller stop (the round simply
+  // continues: false), or the stop of an exit() (exit_stop_sent_, which only this receipt
+  // clears; see exit()). That one ends the round if its request is still pending (the round
+  // returns on the flag); if a round already returned on the request (the stop was sent while
+  // that round ran callbacks, after its poll), the stop is stale and the wait starts again, as
+  // if it had never been sent (true). The flag is cleared before the request is looked at, as
+  // exit() sets them in the other order: an exit() that finds no stop outstanding sends one.
   [[gnu::noinline]] bool exit_stop_was_stale() noexcept {
-    exit_stop_sent_.store(false, std::memory_order_seq_cst);
-    const bool stale = exit_stop_stale_;
-    exit_stop_stale_ = false;
-    return stale && !exit_requested_.load(std::memory_order_seq_cst);
-  }
-
-  // The round ends on an exit() request. If that exit() also stopped the poller and no poll
-  // has returned that stop yet, it is still to come (or pending): the next round knows it for
-  // stale (see round()).
-  void note_exit_stop() noexcept {
-    if (exit_stop_sent_.exchange(false, std::memory_order_seq_cst)) {
-      exit_stop_stale_ = true;
-    }
+    return exit_stop_sent_.exchange(false, std::memory_order_seq_cst) &&
+           !exit_requested_.load(std::memory_order_seq_cst);
   }
 
   // A round that ends before its timers and ready events (the poller failed or was closed).
@@ -1244,8 +1234,23 @@ class base_impl {
     // Sequentially consistent with acquire()'s exchange and the round's load: either this
     // load sees the loop's thread, or that loop's first look at the flag sees it set.
     const std::thread::id r = running_.load(std::memory_order_seq_cst);
-    if (r != std::thread::id() && r != std::this_thread::get_id()) {
-      exit_stop_sent_.store(true, std::memory_order_seq_cst);  // before the stop can be seen
+    if (r == std::thread::id() || r == std::this_thread::get_id()) {
+      return;
+    }
+    // At most one exit() stop is outstanding (sent and not yet returned by a poll), marked by
+    // exit_stop_sent_ before it is sent, so that a round receiving a stop knows it (see
+    // exit_stop_was_stale()). Another one on its way wakes the loop for this request too; a
+    // request a round has already taken (it returned, or returns without waiting) needs none.
+    // The mark used to be stored after the flag unconditionally, and cleared by the receipt:
+    // a round that took the request between this function's flag and its mark, or a receipt
+    // that cleared a second exit()'s mark of a stop still to come, left a stop that looked
+    // like someone else's, and the next blocking loop_once() returned on it having run nothing.
+    if (exit_stop_sent_.load(std::memory_order_seq_cst) ||
+        !exit_requested_.load(std::memory_order_seq_cst)) {
+      return;
+    }
+    bool expected = false;
+    if (exit_stop_sent_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) {
       poller_->stop();
     }
   }
@@ -1271,11 +1276,9 @@ class base_impl {
   std::vector<std::unique_ptr<fd_slot>> slots_;
   event* all_ = nullptr;
   std::atomic<bool> exit_requested_{false};
-  // exit() stopped the poller and no poll has returned errc::stopped since (any thread).
+  // exit() stopped (or is about to stop) the poller and no poll has returned that stop yet:
+  // set by exit(), cleared only by the receipt (exit_stop_was_stale()).
   std::atomic<bool> exit_stop_sent_{false};
-  // A round ended on an exit() whose poller stop had not been returned by a poll: the next
-  // errc::stopped without a request is that one (loop thread).
-  bool exit_stop_stale_ = false;
   std::atomic<std::thread::id> running_{};  // the thread inside loop_once(), if any
   // Signals: the events watching each signal number, and how the signals arrive (signalfd on
   // Linux unless signal_delivery::self_pipe was asked for; a self-pipe elsewhere).
