@@ -712,6 +712,41 @@ TEST(http_stream, a_body_paused_on_its_last_piece_is_answered_after_the_resume) 
   EXPECT_EQ(log->ends, 2);
 }
 
+// A client sends a body, a request behind it, and shuts its sending side while the reader has
+// the body paused: reading is paused, so the EOF is read only after the resume, and the request
+// kept in the input must be answered before the connection closes for it (the net layer offers
+// kept input before the EOF; once the HTTP layer did so itself, with session::peer_eof).
+TEST(http_stream, requests_behind_a_paused_body_are_answered_before_the_clients_eof) {
+  auto log = std::make_shared<pause_log>();
+  log->pauses = 1;
+  test_server s(pausing_router(log));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port());
+  ASSERT_TRUE(c.send(put_head("/upload", length_framing(10)) + "0123456789" +
+                     put_head("/upload", length_framing(3)) + "abc"));
+  ASSERT_EQ(::shutdown(c.fd, SHUT_WR), 0);
+  http::body_resumer r = next_pause(*log);
+  ASSERT_TRUE(r);
+  std::this_thread::sleep_for(100ms);  // the EOF waits in the kernel meanwhile
+  {
+    std::lock_guard<std::mutex> lk(log->mu);
+    log->paused_now = false;
+  }
+  std::thread([r]() mutable { EXPECT_FALSE(r.resume()); }).join();
+  bool eof = false;
+  auto replies = read_replies(c, 2, &eof);
+  ASSERT_EQ(replies.size(), 2u);
+  EXPECT_EQ(replies[0].status, 200);
+  EXPECT_EQ(replies[0].body, "bytes=10");
+  EXPECT_EQ(replies[1].status, 200);
+  EXPECT_EQ(replies[1].body, "bytes=13");
+  EXPECT_TRUE(eof) << "the connection must close after the client's EOF";
+  std::lock_guard<std::mutex> lk(log->mu);
+  EXPECT_EQ(log->violations, 0);
+  EXPECT_EQ(log->ends, 2);
+  EXPECT_EQ(log->aborts, 0);
+}
+
 TEST(http_stream, a_client_that_resets_while_the_body_is_paused_aborts_the_reader) {
   auto log = std::make_shared<pause_log>();
   log->pauses = 1;

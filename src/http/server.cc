@@ -419,10 +419,6 @@ struct server::session {
   // No request head has been received yet: the header timeout runs from the accept (head_start)
   // until the first one is, whether or not bytes of it came (server_options::header_timeout).
   bool fresh = true;
-  // The client shut its sending side while requests it sent still waited in the input (reading
-  // was paused: output backpressure, a paused body reader): they are answered, then the
-  // connection closes (on_read_eof).
-  bool peer_eof = false;
   std::chrono::steady_clock::time_point last_activity;
   std::chrono::steady_clock::time_point head_start;
   timer_id timer = 0;
@@ -1023,19 +1019,13 @@ action server::handle_input(evnet::conn& c, session& s) {
     if (c.outbound_size() == 0) {
       // The kernel took it all: no drain will come, so carry on with the requests left.
       s.output_paused = false;
-      if (c.inbound_size() > 0) {
-        return handle_input(c, s);
-      }
-      return s.peer_eof ? action::close : action::none;
+      return c.inbound_size() > 0 ? handle_input(c, s) : action::none;
     }
     // The rest of the pipeline waits in the input buffer; on_drain resumes.
     c.pause_read();
     return action::none;
   }
   if (s.lingering) {
-    if (s.peer_eof) {
-      return action::close;  // the client sends nothing more: no need to linger
-    }
     // Stop sending but keep reading for a while, so the client reads our answer rather than
     // a reset caused by unread data in our receive buffer.
     (void)c.shutdown_write();
@@ -1045,9 +1035,7 @@ action server::handle_input(evnet::conn& c, session& s) {
     arm_timer(c, s, opts_.linger);
     return action::none;
   }
-  if (s.closing || s.peer_eof) {
-    // With peer_eof everything the client sent has been handled now (a partial request left
-    // can never be completed).
+  if (s.closing) {
     return action::close;
   }
   return action::none;
@@ -1072,10 +1060,6 @@ void server::on_drain(evnet::conn& c) {
   session* s = session_of(c);
   if (s != nullptr && s->output_paused && !s->upgraded && !s->deferred) {
     s->output_paused = false;
-    if (s->peer_eof && c.inbound_size() == 0) {
-      c.close();  // the client's last request is answered, and it sends nothing more
-      return;
-    }
     c.resume_read();  // offers the requests already read first
   }
 }
@@ -1093,22 +1077,15 @@ action server::on_stopping(evnet::conn& c) {
 }
 
 action server::on_read_eof(evnet::conn& c) {
+  (void)c;
   // Also while a response is deferred: a client that shut its side is taken for gone (as nginx
-  // and Go's net/http do), so the application learns it (deferred_response::done()).
-  session* s = session_of(c);
-  if (s == nullptr || s->upgraded || s->deferred || s->lingering || s->closing ||
-      c.inbound_size() == 0) {
-    return action::close;
-  }
-  // Requests the client sent before its EOF still wait in the input: reading was paused
-  // (max_pending_output, a paused body reader) and the EOF was read when it resumed, before
-  // they were offered again. They are answered, as when they come in the same read as the
-  // EOF, and handle_input closes once nothing more can be done (or on_drain, resume_body).
-  s->peer_eof = true;
-  if (s->output_paused || (s->reader && s->reader->flow_->paused)) {
-    return action::none;
-  }
-  return handle_input(c, *s);
+  // and Go's net/http do), so the application learns it (deferred_response::done()). Requests
+  // it sent before its EOF have all been offered by now, also those kept while reading was
+  // paused (max_pending_output, a paused body reader): the net layer offers kept input again
+  // after a resume before it reports the EOF (conn::offer_kept_input), and handle_input
+  // answers every complete request it is offered unless it pauses reading again, which keeps
+  // the EOF unread. What is left is part of a request that can never be completed.
+  return action::close;
 }
 
 void server::on_close(evnet::conn& c, std::error_code reason) {
@@ -1176,8 +1153,7 @@ void server::run_deferred(const std::shared_ptr<detail::deferred_state>& st,
   }
   st->done.store(true, std::memory_order_release);
   s->deferred.reset();
-  if (close || st->last || r.must_close() || s->stopping ||
-      (s->peer_eof && c->inbound_size() == 0)) {
+  if (close || st->last || r.must_close() || s->stopping) {
     c->close();
     return;
   }
