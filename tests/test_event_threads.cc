@@ -268,6 +268,44 @@ TEST(event_threads, exit_during_a_callback_does_not_cut_the_next_wait_short) {
   }
 }
 
+// An exit() stop left stale (sent while a callback ran) and then taken by a poll of the base's
+// poller that is not the base's own: a later exit() from another thread must still wake the
+// loop waiting in the kernel (exit() sends no stop while one of its stops is outstanding).
+TEST(event_threads, exit_still_wakes_the_loop_after_its_stale_stop_was_polled_elsewhere) {
+  auto b = make_base();
+  std::atomic<bool> in_callback{false};
+  std::atomic<bool> exited{false};
+  evnet::timer busy(*b, [&] {
+    in_callback = true;
+    while (!exited) {
+      std::this_thread::yield();
+    }
+  });
+  ASSERT_FALSE(busy.attach(0ns));
+  std::thread first([&] {
+    while (!in_callback) {
+      std::this_thread::yield();
+    }
+    b->exit();
+    exited = true;
+  });
+  EXPECT_EQ(b->loop_once(), evnet::errc::stopped);
+  first.join();
+  auto polled = b->poller().poll_once(0ms);  // takes the stale stop
+  ASSERT_FALSE(polled.has_value());
+  EXPECT_EQ(polled.error(), evnet::errc::stopped);
+  evnet::timer bound(*b, [] {});
+  ASSERT_FALSE(bound.attach(5s));  // ends the wait only if exit() does not
+  std::thread second([&] {
+    std::this_thread::sleep_for(50ms);
+    b->exit();
+  });
+  const auto start = clk::now();
+  EXPECT_EQ(b->loop_once(), evnet::errc::stopped);
+  second.join();
+  EXPECT_LT(clk::now() - start, 4s);
+}
+
 // A signal handler that is not the base's interrupts the loop's wait (EINTR) again and again,
 // from another thread, until `done`.
 evnet::event_base* g_exit_from_handler = nullptr;

@@ -1046,6 +1046,15 @@ class base_impl {
     }
     held_.emplace(std::move(*h));
     held_backend_ = &detail::poller_access::backend(*held_);
+    // An exit() stop marked outstanding that the poller no longer holds was taken by a poll
+    // that is not the base's (poller().poll_once() between the base's rounds): no round will
+    // receive it, and exit() would never send another (see exit()), leaving a loop that waits
+    // in the kernel deaf to it. (A stop marked but not yet sent is unmarked too: the round then
+    // ends on its request, or, if it took the request first, returns once more on the stop.)
+    if (exit_stop_sent_.load(std::memory_order_seq_cst) &&
+        !held_backend_->stop_requested_.load(std::memory_order_seq_cst)) [[unlikely]] {
+      exit_stop_sent_.store(false, std::memory_order_seq_cst);
+    }
     return std::error_code(0, g_system_category);
   }
   void unhold() noexcept {
