@@ -365,6 +365,35 @@ TEST_P(base_timers, blocking_loop_once_runs_the_only_timer_armed) {
   }
 }
 
+// A blocking loop_once() that runs a task returns (event.h: a task ends the wait for the
+// timer). On a wheel whose tick lagged while it idled (here 60 ms at a 10 us tick: more than
+// 4096 ticks), the bound of a new timer's slot lies in the past; the round polled without
+// waiting, ran the task, took the empty expiry for the bound's early wake-up and waited again
+// for the timer: loop_once() returned 20 ms later, once the timer had run.
+TEST_P(base_timers, a_task_ends_a_blocking_loop_once_on_a_wheel_that_idled) {
+  evnet::event_base_options o;
+  o.timers = GetParam();
+  o.wheel_tick = std::chrono::microseconds(10);
+  auto created = evnet::event_base::create(o);
+  ASSERT_TRUE(created.has_value());
+  auto b = std::move(*created);
+  for (int i = 0; i < 8; ++i) {  // the bound is in the past for about 4 timers in 5
+    std::this_thread::sleep_for(60ms);
+    int fired = 0;
+    int ran = 0;
+    evnet::timer t(*b, [&] { ++fired; });
+    ASSERT_FALSE(t.attach(20ms + std::chrono::milliseconds(i)));
+    ASSERT_FALSE(b->run_in_loop([&] { ++ran; }));
+    const auto start = clk::now();
+    EXPECT_FALSE(b->loop_once());
+    EXPECT_EQ(ran, 1);
+    EXPECT_EQ(fired, 0)
+        << "loop_once() waited for the timer after the task ran: "
+        << std::chrono::duration_cast<std::chrono::microseconds>(clk::now() - start).count()
+        << " us";
+  }
+}
+
 TEST_P(base_timers, far_future_timer_can_be_attached_and_cancelled) {
   auto b = make();
   evnet::timer t(*b, [] { ADD_FAILURE() << "must not fire"; });

@@ -1091,6 +1091,11 @@ class base_impl {
         const std::int64_t ms = ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0);
         wait_ms = ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
         timer_due_ = *next;
+        if (ns <= 0 && poller_->pending_tasks() != 0) [[unlikely]] {
+          // The wheel's bound already passed (its tick lagged while it idled) and tasks run in
+          // this poll: the round ends with them, not waiting again below for the timer.
+          timer_due_ = -1;
+        }
       }
       // Callbacks run by the poll, or detail::kRoundStopped (see below).
       std::ptrdiff_t ran;
