@@ -488,6 +488,36 @@ TEST(ws_deflate, response_must_accept_server_no_context_takeover) {
   EXPECT_EQ(p->client_max_window_bits, 8);
 }
 
+// RFC 7692 §7.1.1.2: a client that offers client_no_context_takeover tells the server it will
+// not use context takeover "even if the server doesn't include" the parameter in its response,
+// so a server may reset its decompressor per message on the strength of the offer alone. The
+// client took a response without the parameter as leave to keep its history: its second
+// message then referred back to the first, which such a server's decompressor has forgotten.
+TEST(ws_deflate, an_offered_client_no_context_takeover_holds_without_the_servers_echo) {
+  ws::deflate_params offered;
+  offered.client_no_context_takeover = true;
+  const auto hinted = ws::parse_deflate_response("permessage-deflate", offered);
+  ASSERT_TRUE(hinted);
+  EXPECT_TRUE(hinted->client_no_context_takeover);
+  auto p = ws::parse_deflate_response("permessage-deflate; client_no_context_takeover", offered);
+  ASSERT_TRUE(p);
+  EXPECT_TRUE(p->client_no_context_takeover);
+  p = ws::parse_deflate_response("permessage-deflate");  // not offered: the server decides
+  ASSERT_TRUE(p);
+  EXPECT_FALSE(p->client_no_context_takeover);
+  // What that means on the wire: the client compresses each message on its own, so a server
+  // that resets its inflater per message reads the second message too.
+  ws::deflater client_side(hinted->client_max_window_bits, hinted->client_no_context_takeover);
+  ws::inflater server_side(15, true);
+  for (int i = 0; i < 2; ++i) {
+    std::string wire;
+    ASSERT_TRUE(client_side.deflate_message("the same words, the same words", wire));
+    std::string plain;
+    ASSERT_EQ(server_side.inflate_message(wire, plain, 1000), ws::inflate_result::ok) << i;
+    EXPECT_EQ(plain, "the same words, the same words");
+  }
+}
+
 // A compressor asked for an 8-bit window (a peer's client_max_window_bits=8, or its offer of
 // server_max_window_bits=8, which the server now accepts) must not refer back farther than 256
 // bytes. zlib has no 8-bit raw window and runs with 9; this checks, against zlib's own inflate

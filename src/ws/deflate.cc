@@ -171,7 +171,9 @@ std::optional<deflate_params> parse_deflate_response(std::string_view value,
   }
   deflate_params p;
   p.server_no_context_takeover = o.server_nct;
-  p.client_no_context_takeover = o.client_nct;
+  // §7.1.1.2: our client_no_context_takeover binds us whether or not the server names it (it
+  // may reset its decompressor per message on the strength of the offer alone).
+  p.client_no_context_takeover = o.client_nct || offered.client_no_context_takeover;
   p.server_max_window_bits = o.server_bits;
   p.client_max_window_bits = o.client_bits;  // 8 too: see deflater::deflater()
   return p;

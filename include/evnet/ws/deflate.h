@@ -36,7 +36,9 @@ std::string deflate_offer(const deflate_params& want = {});
 /// response is invalid (the client must then fail the connection, RFC 7692 §7.1): unknown,
 /// duplicate or malformed parameters, a window outside 8..15, or a response that does not accept
 /// what we offered: with server_max_window_bits=N offered, one without server_max_window_bits
-/// or with one above N; with server_no_context_takeover offered, one without it.
+/// or with one above N; with server_no_context_takeover offered, one without it. With
+/// client_no_context_takeover offered, the result has it whether or not the response names it
+/// (RFC 7692 §7.1.1.2: the offer tells the server we will not use context takeover).
 std::optional<deflate_params> parse_deflate_response(std::string_view value,
                                                      const deflate_params& offered = {});
 
