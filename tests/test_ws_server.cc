@@ -1100,6 +1100,38 @@ TEST(ws_client, buffers_are_released_after_a_large_message) {
 // RFC 6455 §11.3.4: Sec-WebSocket-Protocol and Sec-WebSocket-Extensions may be split over
 // several header fields, which form one comma-separated list. Only the first field was read:
 // the selector saw "superchat" alone, and neither "chat" nor permessage-deflate was agreed.
+// A HEAD request with the upgrade fields reaches the endpoint's upgrade handler, which refuses
+// it (400: the handshake must use GET); the refusal carried its text as a body, which a client
+// reading the answer to HEAD (RFC 9110 §9.3.2: no content) takes for the start of the next
+// response. It has the head only now; a GET's refusal (426) keeps its text.
+TEST(ws_server, refusal_of_a_head_upgrade_request_has_no_body) {
+  recording_handler h;
+  test_ws_server s(h);
+  const std::string fields =
+      " / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+  struct tcase {
+    std::string request;
+    const char* status;
+    bool body;
+  };
+  for (const tcase& t :
+       {tcase{"HEAD" + fields + "Sec-WebSocket-Version: 13\r\n\r\n", "HTTP/1.1 400", false},
+        tcase{"GET" + fields + "Sec-WebSocket-Version: 8\r\n\r\n", "HTTP/1.1 426", true}}) {
+    SCOPED_TRACE(t.request.substr(0, 4) + t.status);
+    proto_test::client tcp(s.port());
+    ASSERT_TRUE(tcp.ok());
+    ASSERT_TRUE(tcp.send(t.request));
+    bool eof = false;
+    const std::string all = tcp.recv_until_eof(&eof);
+    EXPECT_TRUE(eof);
+    ASSERT_EQ(all.rfind(t.status, 0), 0u) << all;
+    EXPECT_NE(all.find("Content-Length: "), std::string::npos) << all;
+    const std::size_t end = all.find("\r\n\r\n") + 4;
+    EXPECT_EQ(end < all.size(), t.body) << "bytes after the head: " << all;
+  }
+}
+
 TEST(ws_server, list_headers_split_over_several_fields_are_joined) {
   recording_handler h;
   ws::options o;

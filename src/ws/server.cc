@@ -81,7 +81,13 @@ void add_endpoint(http::router& r, std::string path, handler& h, const options& 
                  std::string& out) -> std::unique_ptr<http::upgraded_protocol> {
               upgrade_check chk = check_upgrade(req);
               if (chk.status != 0) {
+                const std::size_t at = out.size();
                 write_upgrade_refusal(out, chk.status, chk.reason);
+                if (req.method == http::method::head) {
+                  // RFC 9110 §9.3.2: a response to HEAD has no content (its Content-Length
+                  // still says the size); the client would take the text for a next response.
+                  out.resize(out.find("\r\n\r\n", at) + 4);
+                }
                 return nullptr;
               }
               std::string protocol;
