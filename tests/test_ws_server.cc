@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <random>
@@ -1295,7 +1296,9 @@ TEST(ws_server, failure_outside_on_traffic_closes_tcp_when_the_peer_answers) {
 // header lines: a stand-in for a misbehaving server (ours would never answer this way).
 class fake_ws_peer {
  public:
-  explicit fake_ws_peer(std::string extra) {
+  // `then`, if given, runs on the peer's thread after the 101 (with the socket), instead of
+  // holding the connection until the client gives up on it; the socket is closed after it.
+  explicit fake_ws_peer(std::string extra, std::function<void(int)> then = {}) {
     lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -1305,7 +1308,7 @@ class fake_ws_peer {
     socklen_t len = sizeof a;
     ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
     port_ = ntohs(a.sin_port);
-    thread_ = std::thread([this, extra = std::move(extra)] {
+    thread_ = std::thread([this, extra = std::move(extra), then = std::move(then)] {
       const int fd = ::accept(lfd_, nullptr, nullptr);
       if (fd < 0) {
         return;
@@ -1330,8 +1333,12 @@ class fake_ws_peer {
             std::string(acc.data(), acc.size()) + "\r\n" + extra + "\r\n";
         (void)::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL);
       }
-      // Hold the connection until the client gives up on it.
-      while (::recv(fd, buf, sizeof buf, 0) > 0) {
+      if (then) {
+        then(fd);
+      } else {
+        // Hold the connection until the client gives up on it.
+        while (::recv(fd, buf, sizeof buf, 0) > 0) {
+        }
       }
       ::close(fd);
     });
@@ -1379,6 +1386,48 @@ TEST(ws_client, subprotocol_the_client_did_not_offer_fails_the_connection) {
   ASSERT_TRUE(c);
   EXPECT_EQ(c->subprotocol(), "chat");
   cl.stop();
+}
+
+// RFC 6455 §7.1.1: once the close handshake is done the server closes the TCP connection first
+// (so that it, not the client, holds TIME_WAIT); the client SHOULD wait for that, as browsers
+// do. Ours closed TCP as soon as it had echoed the server's close frame: the server read EOF
+// right after the echo. It now waits for the server's FIN (close_timeout at most), then
+// reports the server's code.
+TEST(ws_client, after_the_close_handshake_the_client_waits_for_the_server_to_close_tcp) {
+  std::atomic<int> client_closed_first{-1};
+  client_handler h;
+  {
+    fake_ws_peer peer("", [&](int fd) {
+      const std::string close_frame(
+          "\x88\x05\x03\xe8"
+          "bye",
+          7);  // 1000 "bye", unmasked
+      (void)::send(fd, close_frame.data(), close_frame.size(), MSG_NOSIGNAL);
+      std::string echo;
+      char buf[64];
+      while (echo.size() < 11) {  // 2 + 4 (mask) + 5
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) {
+          return;
+        }
+        echo.append(buf, static_cast<std::size_t>(n));
+      }
+      timeval tv{0, 300000};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      client_closed_first = n == 0 ? 1 : 0;  // 0: the receive timed out, the client waits
+    });
+    ws::client_options co;
+    co.permessage_deflate = false;
+    ws::client cl(h, co);
+    ASSERT_FALSE(cl.start());
+    ASSERT_FALSE(cl.connect(peer.url()));
+    ASSERT_TRUE(h.wait_open());
+    auto closed = h.wait_close();
+    EXPECT_EQ(closed.first, 1000);
+    EXPECT_EQ(closed.second, "bye");
+  }
+  EXPECT_EQ(client_closed_first.load(), 0) << "the client closed TCP before the server did";
 }
 
 // What our client makes of a server's Sec-WebSocket-Extensions answer `ext` to the offer

@@ -523,6 +523,21 @@ action session::on_traffic(evnet::conn& c) {
       return action::none;
     }
   }
+  if (role_ == role::client && close_received_ && !failed_) {
+    // RFC 6455 §7.1.1: the server closes the TCP connection first (so that it, not the
+    // client, holds TIME_WAIT); the client waits for its FIN (the client's on_read_eof closes)
+    // for close_timeout at most, reading and dropping anything else.
+    if (!lingering_) {
+      lingering_ = true;
+      std::weak_ptr<evnet::conn> weak = c.shared_from_this();
+      close_timer_ = c.owner().run_after(opts_.close_timeout, [weak] {
+        if (auto sc = weak.lock()) {
+          sc->close();
+        }
+      });
+    }
+    return action::none;
+  }
   // After a close frame was received the server closes the TCP connection once the close
   // reply is flushed (RFC 6455 §7.1.1).
   return action::close;

@@ -177,7 +177,9 @@ struct options {
   std::size_t deflate_min_bytes = 64;
   /// Server: picks the subprotocol (see subprotocol_selector); empty = none.
   subprotocol_selector select_protocol;
-  /// After we send a close frame, how long to wait for the peer's before closing TCP. When we
+  /// After we send a close frame, how long to wait for the peer's before closing TCP. Once the
+  /// close handshake is done a client also waits this long at most for the server to close the
+  /// TCP connection first (RFC 6455 §7.1.1: the server, not the client, holds TIME_WAIT). When we
   /// fail the connection (1002, 1007, 1009...) the close frame is followed by a FIN and the
   /// peer's bytes are read and dropped until its EOF or this timeout, so a peer still sending
   /// reads our close code instead of a reset.
