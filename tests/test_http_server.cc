@@ -1093,6 +1093,47 @@ TEST(http_server, a_handlers_keep_alive_does_not_contradict_the_servers_close) {
   }
 }
 
+// An upgrade handler that throws (its own code, or a callback it calls, such as a WebSocket
+// endpoint's subprotocol selector) let the exception out of on_traffic, which terminated the
+// process: every connection of the server was lost to one request. It is answered 500 and the
+// connection closed, as for a route handler, and the server goes on serving.
+TEST(http_server, an_upgrade_handler_that_throws_is_answered_500) {
+  http::router r = basic_router();
+  r.upgrade("/up-throw",
+            [](evnet::conn&, const http::message&,
+               std::string& out) -> std::unique_ptr<http::upgraded_protocol> {
+              out += "HTTP/1.1 101 Switching Protocols\r\n";  // half written, then a failure
+              throw std::runtime_error("upgrade handler failed");
+            });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  for (const char* method : {"GET", "HEAD"}) {
+    SCOPED_TRACE(method);
+    client c(s.port(), 2000);
+    ASSERT_TRUE(c.send(std::string(kGet) + method +
+                       " /up-throw HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n"
+                       "Upgrade: x-proto\r\n\r\n" +
+                       kGet));
+    bool eof = false;
+    const std::string all = c.recv_until_eof(&eof);
+    EXPECT_TRUE(eof);
+    const std::size_t second = all.find("HTTP/1.1", 1);
+    ASSERT_NE(second, std::string::npos) << all;
+    EXPECT_EQ(all.rfind("HTTP/1.1 200", 0), 0u) << all;
+    EXPECT_EQ(all.compare(second, 12, "HTTP/1.1 500"), 0) << all;
+    EXPECT_EQ(all.find("101"), std::string::npos) << all;
+    EXPECT_EQ(all.find("HTTP/1.1", second + 1), std::string::npos) << "answered after the 500";
+    if (std::string_view(method) == "HEAD") {
+      EXPECT_TRUE(all.ends_with("\r\n\r\n")) << all;
+    }
+  }
+  client after(s.port());
+  ASSERT_TRUE(after.send(kGet));
+  auto replies = read_replies(after, 1);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].status, 200);
+}
+
 // An upgrade request with a body is refused (400) before the upgrade handler sees it: its
 // body bytes would otherwise be taken for the new protocol's.
 TEST(http_server, upgrade_request_with_a_body_is_refused) {

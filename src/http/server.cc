@@ -911,7 +911,18 @@ action server::handle_input(evnet::conn& c, session& s) {
                 stop = true;
                 break;
               }
-              s.upgraded = (*up)(c, m, s.upgrade_out);
+              try {
+                s.upgraded = (*up)(c, m, s.upgrade_out);
+              } catch (...) {
+                // No exception may cross the loop (it would end the process): what the handler
+                // wrote is dropped and the request answered 500, as a route handler's failure.
+                s.upgraded.reset();
+                s.upgrade_out.clear();
+                write_internal_error(s.out, m.method == method::head);
+                s.closing = true;
+                stop = true;
+                break;
+              }
               s.out.append(s.upgrade_out);  // after any response before it in this batch
               s.upgrade_out.clear();
               if (!s.upgraded) {

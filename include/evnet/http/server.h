@@ -534,7 +534,7 @@ class upgraded_protocol {
 /// Decides an upgrade request for a path. Runs on the connection's loop thread. Either appends
 /// a complete refusal (e.g. 400/426) to `out` and returns nullptr — the connection is then
 /// closed after the write — or appends the 101 response and returns the protocol that takes
-/// over.
+/// over. An exception is answered 500 (what it appended is dropped) and the connection closed.
 using upgrade_handler = std::function<std::unique_ptr<upgraded_protocol>(
     evnet::conn& c, const http::message& req, std::string& out)>;
 
