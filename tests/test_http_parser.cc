@@ -415,6 +415,23 @@ TEST(http_parser, an_unfinished_request_lines_method_is_read_once_its_space_came
   }
 }
 
+// RFC 9112 §3: "A server that receives a method longer than any that it implements SHOULD
+// respond with a 501". A request line too long because of its method was 414 (as if the
+// target were too long); a method is at most 7 bytes here, so 8 method characters before any
+// space tell. A long target after a short method, known or not, stays 414.
+TEST(http_parser, a_request_line_too_long_because_of_its_method_is_501) {
+  const std::string rest = " / HTTP/1.1\r\nHost: a\r\n\r\n";
+  EXPECT_EQ(req(std::string(5000, 'X') + rest).error_status, 501);
+  EXPECT_EQ(req(std::string(10000, 'M') + rest).error_status, 501);  // past the head limit
+  EXPECT_EQ(req("GET /" + std::string(5000, 'a') + " HTTP/1.1\r\nHost: a\r\n\r\n").error_status,
+            414);
+  EXPECT_EQ(req("FOO /" + std::string(5000, 'a') + " HTTP/1.1\r\nHost: a\r\n\r\n").error_status,
+            414);
+  EXPECT_EQ(req("PROPFIND /" + std::string(5000, 'a') + rest).error_status, 501);
+  // Not method characters: a malformed line, still refused for its length.
+  EXPECT_EQ(req(std::string(5000, '(') + rest).error_status, 414);
+}
+
 TEST(http_parser, upgrade_leaves_following_bytes_unconsumed) {
   http::request_parser p;
   std::string in =

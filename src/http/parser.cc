@@ -776,7 +776,9 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
     std::size_t take = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - p) + 1 : avail;
     if (head_len_ + take > limits_.max_head_bytes) {
       if (!trailers && line_start_ == 0 && kind_ == kind::request) {
-        note_method(std::string_view(p, take));
+        if (note_method(std::string_view(p, take))) {
+          return fail(501, "method not implemented");
+        }
         return fail(414, "request line too long");
       }
       return fail(431, trailers ? "trailer section too large" : "header section too large");
@@ -788,7 +790,9 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
       // A request line that has no end yet but is already longer than any allowed target.
       if (!trailers && line_start_ == 0 && kind_ == kind::request &&
           head_len_ > limits_.max_target_bytes + 32) {
-        note_method({});
+        if (note_method({})) {
+          return fail(501, "method not implemented");
+        }
         return fail(414, "request target too long");
       }
       return {parse_event::need_more, consumed, {}};
@@ -797,7 +801,9 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
     // input was split.
     if (!trailers && line_start_ == 0 && kind_ == kind::request &&
         head_len_ - 1 > limits_.max_target_bytes + 32) {
-      note_method({});
+      if (note_method({})) {
+        return fail(501, "method not implemented");
+      }
       return fail(414, "request target too long");
     }
     std::string_view line(head_buf_.get() + line_start_, head_len_ - 1 - line_start_);
@@ -832,8 +838,10 @@ parse_step parser::accumulate_lines(std::string_view in, bool trailers) {
 
 // The method of a request line refused before it is whole (too long), read from its first
 // bytes — the head buffer's, then `more` — so that the answer to a HEAD request has no body
-// either. No known method is longer than 7 bytes, so 8 bytes tell.
-void parser::note_method(std::string_view more) noexcept {
+// either. No known method is longer than 7 bytes, so 8 bytes tell. Returns true when those 8
+// bytes are all method characters: a method longer than any known, which RFC 9112 §3 has a
+// server answer 501 (not 414: the line is long because of its method).
+bool parser::note_method(std::string_view more) noexcept {
   char first[8];
   std::size_t n = head_len_ < sizeof first ? head_len_ : sizeof first;
   std::memcpy(first, head_buf_.get(), n);
@@ -844,13 +852,20 @@ void parser::note_method(std::string_view more) noexcept {
   const std::size_t space = start.find(' ');
   if (space != std::string_view::npos) {
     msg_.method = method_from(start.substr(0, space));
+    return false;
   }
+  for (char c : start) {
+    if (!kTchar[static_cast<unsigned char>(c)]) {
+      return false;
+    }
+  }
+  return n == sizeof first;
 }
 
 void parser::note_unfinished_method() noexcept {
   // The request line is the head buffer's first line (leading empty lines are not kept).
   if (kind_ == kind::request && state_ == state::head && line_start_ == 0 && head_len_ > 0) {
-    note_method({});
+    (void)note_method({});
   }
 }
 

@@ -173,7 +173,9 @@ class parser {
   /// Calling thread: the owner.
   void note_unfinished_method() noexcept;
 
-  /// HTTP status describing the error (400, 413, 414, 431, 501, 505); 0 if none.
+  /// HTTP status describing the error (400, 413, 414, 431, 501, 505); 0 if none. A request
+  /// line too long because of its method (8 or more method characters before any space: no
+  /// known method is that long) is 501, as RFC 9112 §3 asks, not 414.
   int error_status() const noexcept { return error_status_; }
   /// Short static description of the error; empty if none.
   std::string_view error_reason() const noexcept { return error_reason_; }
@@ -206,7 +208,7 @@ class parser {
   bool parse_start_line(std::string_view line);
   bool parse_field_line(std::string_view line, std::vector<header_field>& into);
   parse_step accumulate_lines(std::string_view input, bool trailers);
-  void note_method(std::string_view more) noexcept;
+  bool note_method(std::string_view more) noexcept;
   parse_step finish_message(std::size_t consumed);
   bool known_valid_host(std::string_view v) noexcept;
   bool remember_valid_host(std::string_view v) noexcept;
