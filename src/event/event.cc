@@ -1052,7 +1052,8 @@ class base_impl {
     // in the kernel deaf to it. (A stop marked but not yet sent is unmarked too: the round then
     // ends on its request, or, if it took the request first, returns once more on the stop.)
     if (exit_stop_sent_.load(std::memory_order_seq_cst) &&
-        !held_backend_->stop_requested_.load(std::memory_order_seq_cst)) [[unlikely]] {
+        (held_backend_->pending_.load(std::memory_order_seq_cst) &
+         detail::poller_backend::kStopBit) == 0) [[unlikely]] {
       exit_stop_sent_.store(false, std::memory_order_seq_cst);
     }
     return std::error_code(0, g_system_category);

@@ -63,7 +63,7 @@ class poller_backend {
   /// Removes a registration from the kernel. Loop thread. ENOENT → errc::not_registered.
   virtual std::error_code remove(poll_attachment& a) noexcept = 0;
   /// Waits up to timeout_ms (-1 = forever) and dispatches every fetched event: callbacks of
-  /// attachments (setting stop_in_loop_ when one returns poll_action::stop) and the wake-up
+  /// attachments (request_stop(), relaxed, when one returns poll_action::stop) and the wake-up
   /// event (calling on_wake()). Returns the number of callbacks run, or the kernel error as
   /// -errno (a plain integer: it comes back in a register, once per round), or kStaleWake for
   /// a wait that fetched only a stale wake-up (poller_round() then waits again), or
@@ -96,7 +96,7 @@ class poller_backend {
   /// flag was still set has then either queued its task visibly, or takes the lock after us
   /// and sees the flag clear (so it wakes the resumed wait). Loop thread; rare path.
   bool stale_wake() noexcept {
-    if (stop_requested_.load(std::memory_order_seq_cst)) {
+    if ((pending_.load(std::memory_order_seq_cst) & kStopBit) != 0) {
       return false;
     }
     std::lock_guard<std::mutex> lock(task_mutex_);
@@ -109,11 +109,13 @@ class poller_backend {
   /// stop poller_round() handles as usual. (A task or stop that comes after this look writes
   /// the wake-up, so the next wait returns at once.) Loop thread; rare path.
   std::ptrdiff_t interrupted() const noexcept {
-    return pending_.load(std::memory_order_relaxed) != 0 ||
-                   stop_requested_.load(std::memory_order_seq_cst)
-               ? 0
-               : kInterrupted;
+    return pending_.load(std::memory_order_seq_cst) != 0 ? 0 : kInterrupted;
   }
+
+  /// Sets kStopBit in pending_: stop() (seq_cst; any thread, async-signal-safe: one lock-free
+  /// atomic or), a callback's poll_action::stop or a close() deferred to the round's end
+  /// (relaxed; the loop thread).
+  void request_stop(std::memory_order order) noexcept { pending_.fetch_or(kStopBit, order); }
 
   /// Event-array sizing policy (gnet's): double when a round filled the array; halve (not
   /// below the initial size) after kShrinkAfterRounds consecutive rounds that used less than a
@@ -154,14 +156,12 @@ class poller_backend {
   bool open_ = true;             ///< loop thread: false after close()
   bool in_round_ = false;        ///< loop thread: inside poll_once (callbacks/tasks running)
   bool close_deferred_ = false;  ///< loop thread: close() was called from inside a round
-  bool stop_in_loop_ = false;    ///< loop thread: a callback returned poll_action::stop
   bool inline_epoll_ = false;    ///< an epoll_backend: poller_round() calls its dispatch directly
   std::atomic<bool> polling_{false};  ///< some thread is inside poll_once (or holds it)
   /// While polling_: the polling thread's token (poller.cc's tls_token), so that thread is
   /// known as the owner whatever other pollers it also polls or holds.
   std::atomic<const void*> owner_{nullptr};
-  std::atomic<bool> stop_requested_{false};  ///< stop() was called (any thread, signal-safe)
-  std::atomic<bool> wake_pending_{false};    ///< a wake-up is in flight (coalescing)
+  std::atomic<bool> wake_pending_{false};  ///< a wake-up is in flight (coalescing)
 
   /// Attachments registered, as an intrusive doubly linked list (loop thread), so close() and
   /// the destructor can mark them unregistered.
@@ -173,8 +173,11 @@ class poller_backend {
   std::vector<task> high_;
   std::vector<task> low_;
   bool tasks_closed_ = false;  ///< guarded by task_mutex_
-  /// Tasks queued and not yet run (including the loop's local batch). Any thread.
+  /// Tasks queued and not yet run (including the loop's local batch), and kStopBit: a stop
+  /// was requested (request_stop()). Any thread. One word, so that each of the round's two
+  /// looks at whether anything is asked of the loop besides I/O is one load and one branch.
   std::atomic<std::size_t> pending_{0};
+  static constexpr std::size_t kStopBit = std::size_t{1} << (sizeof(std::size_t) * 8 - 1);
 
   /// Loop-local batches, swapped with the queues under the lock (capacity is reused).
   std::vector<task> high_run_;

@@ -45,7 +45,8 @@ epoll_backend::epoll_backend(const poller_options& options, int epfd, int wakefd
       epfd_(epfd),
       wakefd_(wakefd),
       events_(options.initial_events),
-      capacity_(static_cast<int>(options.initial_events)) {
+      capacity_(static_cast<int>(options.initial_events)),
+      resize_at_(capacity_) {
   inline_epoll_ = true;
 }
 
@@ -90,9 +91,9 @@ std::ptrdiff_t epoll_backend::wait_failed() noexcept {
   return -errno;
 }
 
-bool epoll_backend::woken_in_vain(int n) noexcept {
+bool epoll_backend::woken_in_vain() noexcept {
   on_wake();
-  return n == 1 && wait_ms_ != 0 && stale_wake();
+  return batch_size_ == 1 && wait_ms_ != 0 && stale_wake();
 }
 
 void epoll_backend::resize_events(std::size_t used) {
@@ -101,6 +102,7 @@ void epoll_backend::resize_events(std::size_t used) {
     // A fresh vector, not resize(): shrinking must give the memory back.
     std::vector<epoll_event>(cap).swap(events_);
     capacity_ = static_cast<int>(cap);
+    resize_at_ = cap == min_events_ ? capacity_ : 0;
   }
 }
 

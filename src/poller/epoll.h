@@ -48,14 +48,15 @@ class epoll_backend final : public poller_backend {
     // otherwise keep it in a register across the opaque callbacks.
     epoll_event* const evs = events_.data();
     batch_size_ = n;
-    for (int i = 0; i < n; ++i) {
-      void* const p = evs[i].data.ptr;
+    epoll_event* const end = evs + n;
+    for (epoll_event* e = evs; e != end; ++e) {
+      void* const p = e->data.ptr;
       // One compare for the two rare cases: 0 (the attachment was removed earlier in this
       // batch) and kWakeTag (the wake-up eventfd).
       if (reinterpret_cast<std::uintptr_t>(p) <= kWakeTag) [[unlikely]] {
         // Nothing but a stale wake-up (see stale_wake()): wait again, with the same timeout.
         // Told apart here, on the wake-up's own rare path, not before the loop on every wait.
-        if (p != nullptr && woken_in_vain(n)) {
+        if (p != nullptr && woken_in_vain()) {
           batch_size_ = 0;
           return kStaleWake;
         }
@@ -64,24 +65,31 @@ class epoll_backend final : public poller_backend {
       }
       // epoll reports only what was asked (readable, writable, read hang-up) plus error and
       // hang-up, all io_event bits already: no mask needed (static_asserts in poll_bits.h).
-      if (dispatch_attachment(static_cast<poll_attachment*>(p), evs[i].events)) {
-        stop_in_loop_ = true;
+      if (dispatch_attachment(static_cast<poll_attachment*>(p), e->events)) {
+        request_stop(std::memory_order_relaxed);  // ends the round (round.h)
       }
     }
+    // The batch's size is read back from its member: n kept across the callbacks would cost
+    // the loop a register or a stack slot.
+    const int fetched = batch_size_;
     batch_size_ = 0;
     // Common case first (next_capacity()'s own first test): an array at its initial size that
-    // was not filled keeps its size.
-    if (static_cast<std::size_t>(capacity_) != min_events_ || n == capacity_) [[unlikely]] {
-      resize_events(static_cast<std::size_t>(n));
+    // was not filled keeps its size. One compare (see resize_at_).
+    if (fetched >= resize_at_) [[unlikely]] {
+      resize_events(static_cast<std::size_t>(fetched));
     }
-    return static_cast<std::ptrdiff_t>(n) - skipped_;
+    const std::ptrdiff_t ran = static_cast<std::ptrdiff_t>(fetched) - skipped_;
+    if (ran < 0) {
+      __builtin_unreachable();  // skipped_ <= fetched: the callers' tests for ran < 0 go
+    }
+    return ran;
   }
 
  private:
   std::ptrdiff_t wait_failed() noexcept;
-  /// The wake-up event came in a batch of n: on_wake(), and whether it was all the wait
+  /// The wake-up event came in the current batch: on_wake(), and whether it was all the wait
   /// fetched and stale. Out of line, so that none of it is hoisted into the dispatch loop.
-  [[gnu::noinline]] bool woken_in_vain(int n) noexcept;
+  [[gnu::noinline]] bool woken_in_vain() noexcept;
   void resize_events(std::size_t used);
 
   int epfd_;
@@ -89,9 +97,13 @@ class epoll_backend final : public poller_backend {
   static constexpr std::uintptr_t kWakeTag = 1;
   int wakefd_;
   std::vector<epoll_event> events_;
-  int capacity_;        // events_.size(), kept as the int epoll_wait takes (no division per round)
-  int batch_size_ = 0;  // events fetched by the current epoll_wait (0 outside dispatch)
-  int wait_ms_ = 0;     // the current wait's timeout
+  int capacity_;  // events_.size(), kept as the int epoll_wait takes (no division per round)
+  // A batch of at least this many events asks resize_events(): capacity_ while the array has
+  // its initial size (it grows only when filled), 0 above it (the shrink policy counts every
+  // round). The policy's common case in one compare.
+  int resize_at_;
+  int batch_size_ = 0;          // events fetched by the current epoll_wait (0 outside dispatch)
+  int wait_ms_ = 0;             // the current wait's timeout
   std::ptrdiff_t skipped_ = 0;  // events of the current batch that ran no callback
 };
 

@@ -448,7 +448,7 @@ class io_uring_backend final : public poller_backend {
       }
       ++ran;
       if (dispatch_attachment(s.att, r.bits)) {
-        stop_in_loop_ = true;
+        request_stop(std::memory_order_relaxed);  // ends the round
       }
     }
     const std::size_t cap = next_capacity(capacity_, batch_size_);

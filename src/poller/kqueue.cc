@@ -214,7 +214,7 @@ class kqueue_backend final : public poller_backend {
       }
       ++ran;
       if (dispatch_attachment(a, bits)) {
-        stop_in_loop_ = true;
+        request_stop(std::memory_order_relaxed);  // ends the round
       }
     }
     batch_size_ = 0;

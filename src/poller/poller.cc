@@ -344,7 +344,7 @@ void poller::stop() noexcept {
   detail::poller_backend& b = *backend_;
   // No thread_local access here: TLS may allocate on first use in a shared library, which is
   // not async-signal-safe. Waking unconditionally costs one write when called on the loop.
-  b.stop_requested_.store(true, std::memory_order_seq_cst);
+  b.request_stop(std::memory_order_seq_cst);
   b.wake();
 }
 
@@ -384,6 +384,9 @@ std::size_t poller::close() {
     // Called from a callback or task: finishing the round first keeps the batch being
     // dispatched and the task vector being iterated intact. poll_once() closes on its way out.
     b.close_deferred_ = true;
+    // And the round ends as stopped (detail::poller_round): its caller then looks for the
+    // deferred close on its rare branch, not after every round.
+    b.request_stop(std::memory_order_relaxed);
     // Queued as pending_tasks() counts them: the low backlog already swapped out of the queue
     // (loop-local, and dropped by the deferred close as well) included.
     std::size_t queued = b.low_run_.size() - b.low_pos_;
@@ -429,7 +432,7 @@ std::size_t poller::event_capacity() const noexcept {
 }
 
 std::size_t poller::pending_tasks() const noexcept {
-  return backend_->pending_.load(std::memory_order_relaxed);
+  return backend_->pending_.load(std::memory_order_relaxed) & ~detail::poller_backend::kStopBit;
 }
 
 std::size_t poller::registered_count() const noexcept {
