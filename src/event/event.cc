@@ -297,6 +297,7 @@ class base_impl {
     } else {
       wheel_.add(ev, deadline);
     }
+    count_timers();
   }
 
   void cancel_timer(event* ev) noexcept {
@@ -308,6 +309,13 @@ class base_impl {
     } else {
       wheel_.remove(ev);
     }
+    count_timers();
+  }
+
+  // timers_ follows the timer structure's size (after every add, remove and expiry): the
+  // round's two "any timers?" tests are then one load each, whichever structure is in use.
+  void count_timers() noexcept {
+    timers_ = use_heap_ ? heap_.size() : wheel_.size();
   }
 
   std::optional<std::int64_t> next_deadline() noexcept {
@@ -325,6 +333,7 @@ class base_impl {
     } else {
       wheel_.expire(now_ns_, collect);
     }
+    count_timers();
     if (expired_.size() > 1) {
       std::sort(expired_.begin(), expired_.end(), [](const timer_node* a, const timer_node* b) {
         if (a->deadline != b->deadline) {
@@ -1065,52 +1074,39 @@ class base_impl {
   }
 
   // One round; Held: the thread owns the base and its poller already (a holder). Inlined in
-  // its callers (run_until's loop above all): a call level fewer per round.
-  template <bool Held>
+  // its callers (run_until's loop above all): a call level fewer per round. InRun: a round of
+  // run_until(), which looks for an exit() request and a closed poller itself before its
+  // first round and after round_end's work, the only places where either can come unseen
+  // (see there); such a round skips those two tests at its start. D: how the poller's round
+  // reaches its backend (run_until() decides once).
+  template <bool Held, bool InRun = false, detail::round_dispatch D = detail::round_dispatch::ask>
   [[gnu::always_inline]] std::error_code round(bool nonblocking) {
-    // A plain load first: the locked exchange is paid only when an exit was requested.
-    // (Sequentially consistent, pairing with exit(); a plain mov on x86 all the same.)
-    if (exit_requested_.load(std::memory_order_seq_cst) &&
-        exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
+    static_assert(Held || !InRun);
+    if (!InRun && take_exit_request()) [[unlikely]] {
       return errc::stopped;
     }
 
     in_round_ = true;
+    // time_valid_ is false here (it is true only inside a round), and set false again before
+    // each repeat of the loop below: the cache is invalid until the poll returns.
     for (;;) {
-      time_valid_ = false;  // until the poll returns: see current_ns()
       int wait_ms = -1;
       // The deadline a blocking wait ends at, if a timer's. A member, not a local: a value kept
       // across the inlined poll costs the dispatch loop a register.
       timer_due_ = -1;
-      if (nonblocking || ready_count_ != 0) {
-        wait_ms = 0;
-      } else if (auto next = next_deadline()) {
-        // The clock is read here only: a round that does not block does not need it.
-        now_ns_ = clock_ns();
-        const std::int64_t ns = *next - now_ns_;
-        // Round up: waking a little late is fine, waking early only costs another round.
-        const std::int64_t ms = ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0);
-        wait_ms = ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
-        timer_due_ = *next;
-        if (ns <= 0 && poller_->pending_tasks() != 0) [[unlikely]] {
-          // The wheel's bound already passed (its tick lagged while it idled) and tasks run in
-          // this poll: the round ends with them, not waiting again below for the timer.
-          timer_due_ = -1;
-        }
+      // One test for the round without ready events or timers (the I/O-only round).
+      if ((ready_count_ | timers_) != 0 || nonblocking) {
+        wait_ms = wait_for_ready_or_timers(nonblocking);
       }
       // Callbacks run by the poll, or detail::kRoundStopped (see below).
       std::ptrdiff_t ran;
       if constexpr (Held) {
         // The poller's round inline (what holder::poll_once() runs): one call level fewer.
         detail::poller_backend& pb = *held_backend_;
-        if (!pb.open_) [[unlikely]] {
+        if (!InRun && !pb.open_) [[unlikely]] {
           return end_round_early(errc::closed);
         }
-        ran = detail::poller_round(pb, wait_ms);
-        if (pb.close_deferred_) [[unlikely]] {
-          detail::poller_access::close_deferred(*held_);
-          return end_round_early(errc::closed);
-        }
+        ran = detail::poller_round<D>(pb, wait_ms);
       } else {
         result<std::size_t> r = poller_->poll_once(std::chrono::milliseconds(wait_ms));
         if (!r && r.error() != errc::stopped) {
@@ -1125,20 +1121,34 @@ class base_impl {
           // again, for the time left to its timer, as libuv and libevent do (an exit() the
           // handler requested ends it).
           if (wait_ms != 0 && !exit_requested_.load(std::memory_order_relaxed)) {
+            time_valid_ = false;
             continue;
           }
           ran = 0;
-        } else if (Held && ran != detail::kRoundStopped) {
-          return end_round_early(std::error_code(static_cast<int>(-ran), std::system_category()));
-        } else if (exit_stop_was_stale()) {
-          continue;
+        } else {
+          if constexpr (Held) {
+            // A close() from a callback or task of the poll: deferred to here. Such a round
+            // always ends stopped (poller_round()), so this test sits on the rare branch.
+            if (held_backend_->close_deferred_) {
+              detail::poller_access::close_deferred(*held_);
+              return end_round_early(errc::closed);
+            }
+            if (ran != detail::kRoundStopped) {
+              return end_round_early(
+                  std::error_code(static_cast<int>(-ran), std::system_category()));
+            }
+          }
+          if (exit_stop_was_stale()) {
+            time_valid_ = false;
+            continue;
+          }
         }
       }
 
       // The clock is read here only if a timer may be due (the poll's callbacks may have added
       // some). Without timers the round's time is read on first use, if anything asks for it
       // (current_ns()): a base that only watches fds reads no clock at all.
-      if (!(use_heap_ ? heap_.empty() : wheel_.empty())) {
+      if (timers_ != 0) {
         now_ns_ = clock_ns();
         time_valid_ = true;
         expire_timers();
@@ -1150,6 +1160,7 @@ class base_impl {
         // never loops.) Tested here, with the timers, to keep it off the I/O-only round.
         if (timer_due_ >= 0 && ran == 0 && ready_count_ == 0 && now_ns_ >= timer_due_ &&
             !exit_requested_.load(std::memory_order_relaxed)) [[unlikely]] {
+          time_valid_ = false;
           continue;
         }
       }
@@ -1164,16 +1175,57 @@ class base_impl {
         }
         process(ev);
       }
+      if constexpr (InRun) {
+        // A callback here runs outside the poller's round, so a close() it makes is not
+        // deferred: the next round, which does not test open_, must not start.
+        if (!held_backend_->open_) [[unlikely]] {
+          return end_round_poller_closed();
+        }
+      }
     }
     in_round_ = false;
     time_valid_ = false;
-    if (exit_requested_.load(std::memory_order_acquire) &&
-        exit_requested_.exchange(false, std::memory_order_acq_rel)) [[unlikely]] {
+    if (take_exit_request()) [[unlikely]] {
       return errc::stopped;
     }
     // Not `return {}`: std::error_code's default constructor calls std::system_category(),
     // an out-of-line function, once per round.
     return std::error_code(0, g_system_category);
+  }
+
+  // The round's wait when events are ready (none), or for the next timer (sets timer_due_).
+  [[gnu::always_inline]] int wait_for_ready_or_timers(bool nonblocking) noexcept {
+    if (nonblocking || ready_count_ != 0) {
+      return 0;
+    }
+    if (auto next = next_deadline()) {
+      // The clock is read here only: a round that does not block does not need it.
+      now_ns_ = clock_ns();
+      const std::int64_t ns = *next - now_ns_;
+      // Round up: waking a little late is fine, waking early only costs another round.
+      const std::int64_t ms = ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0);
+      timer_due_ = *next;
+      if (ns <= 0 && poller_->pending_tasks() != 0) [[unlikely]] {
+        // The wheel's bound already passed (its tick lagged while it idled) and tasks run in
+        // this poll: the round ends with them, not waiting again below for the timer.
+        timer_due_ = -1;
+      }
+      return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
+    }
+    return -1;
+  }
+
+  // An exit() request, taken (the flag cleared): the round that sees it ends. A plain load
+  // first: the locked exchange and the rest are paid only when an exit was requested.
+  // (Sequentially consistent, pairing with exit(); a plain mov on x86 all the same.)
+  [[gnu::always_inline]] bool take_exit_request() noexcept {
+    return exit_requested_.load(std::memory_order_seq_cst) && take_exit_request_slow();
+  }
+  [[gnu::noinline]] bool take_exit_request_slow() noexcept {
+    if (!exit_requested_.exchange(false, std::memory_order_acq_rel)) {
+      return false;
+    }
+    return true;
   }
 
   // The round's poll ended with errc::stopped: someone else's poller stop (the round simply
@@ -1186,6 +1238,15 @@ class base_impl {
   [[gnu::noinline]] bool exit_stop_was_stale() noexcept {
     return exit_stop_sent_.exchange(false, std::memory_order_seq_cst) &&
            !exit_requested_.load(std::memory_order_seq_cst);
+  }
+
+  // A run_until() round whose event callback closed the poller: the round ends as any other
+  // (stopped if exit() was called), and run_until() with errc::closed, what the next round
+  // would have returned.
+  [[gnu::noinline]] std::error_code end_round_poller_closed() noexcept {
+    in_round_ = false;
+    time_valid_ = false;
+    return take_exit_request() ? std::error_code(errc::stopped) : std::error_code(errc::closed);
   }
 
   // A round that ends before its timers and ready events (the poller failed or was closed).
@@ -1202,16 +1263,58 @@ class base_impl {
     // every callee-saved register it can get.
     run_stop_ = &stop;
     run_after_ = after;
+    static constexpr bool kNoRoundEnd = false;
+    if (run_after_.pending == nullptr) {
+      run_after_.pending = &kNoRoundEnd;  // one test per round, not two
+    }
+    if (run_stop_->load(std::memory_order_acquire)) {
+      return std::error_code(0, g_system_category);
+    }
+    if (std::error_code ec = run_checks()) {
+      return ec;
+    }
+    // The backend is asked once whether its dispatch can be inlined, not once per round.
+#if defined(__linux__)
+    if (held_backend_->inline_epoll_) {
+      return run_rounds<detail::round_dispatch::epoll_inline>();
+    }
+#endif
+    return run_rounds<detail::round_dispatch::virtual_call>();
+  }
+
+  // What a round of run_until() does not test at its start (see round()): an exit() request,
+  // and a poller closed between rounds.
+  std::error_code run_checks() noexcept {
+    if (take_exit_request()) {
+      return errc::stopped;
+    }
+    if (!held_backend_->open_) {
+      return errc::closed;
+    }
+    return std::error_code(0, g_system_category);
+  }
+
+  template <detail::round_dispatch D>
+  std::error_code run_rounds() {
     for (;;) {
-      if (run_stop_->load(std::memory_order_acquire)) {
-        return std::error_code(0, g_system_category);
-      }
-      const std::error_code ec = round<true>(false);
-      if (run_after_.pending != nullptr && *run_after_.pending) {
+      // No exit() or open_ test at the round's start: each round ends with an exit() test
+      // (and an open_ test if it ran event callbacks, the only ones that can close the poller
+      // at once), and between that and the next round only round_end's work runs, followed
+      // by both tests. An exit() from another thread in between also stops the poller, so
+      // the next round's wait returns at once and the test at that round's end sees the
+      // request (its ready events are not run: the dispatch loop looks at the flag first).
+      std::error_code ec = round<true, true, D>(false);
+      if (*run_after_.pending) [[unlikely]] {
         run_after_.fn(run_after_.arg);
+        if (!ec) {
+          ec = run_checks();
+        }
       }
       if (ec) [[unlikely]] {
         return ec;
+      }
+      if (run_stop_->load(std::memory_order_acquire)) {
+        return std::error_code(0, g_system_category);
       }
     }
   }
@@ -1279,6 +1382,7 @@ class base_impl {
   bool in_round_ = false;
   bool time_valid_ = false;      // now_ns_ may be used without reading the clock
   std::int64_t timer_due_ = -1;  // round(): the timer deadline its blocking wait ends at, or -1
+  std::size_t timers_ = 0;       // timers armed: heap_'s or wheel_'s size (count_timers())
   const std::atomic<bool>* run_stop_ = nullptr;  // run_until()'s arguments, while it runs
   event_base::round_end run_after_;
   timer_wheel wheel_;
