@@ -156,9 +156,7 @@ class conn : public std::enable_shared_from_this<conn> {
       }
       return v;
     }
-    v = in_.peek(n);
-    in_.discard(v.size());
-    return v;
+    return next_buffered(n);
   }
   /// Consumes min(n, inbound_size()) bytes; returns how many. Loop thread.
   std::size_t discard(std::size_t n = static_cast<std::size_t>(-1)) noexcept {
@@ -206,7 +204,9 @@ class conn : public std::enable_shared_from_this<conn> {
     if (data.second.empty()) {
       return write(data.first.data(), data.first.size());
     }
-    return write_two(data);
+    // The pieces by value: a reference passed out of line would make the caller build the
+    // view in memory on every call, the common one-piece case included.
+    return write_two(data.first, data.second);
   }
   /// Writes several pieces as one stream (one writev when nothing is buffered). Same results as
   /// write(). For UDP, the pieces form one datagram. Loop thread.
@@ -304,7 +304,10 @@ class conn : public std::enable_shared_from_this<conn> {
   void set_state(conn_state s) noexcept;
   void refresh_gates() noexcept;
   void refresh_slow() noexcept;
-  std::error_code write_two(const input_view& data);
+  std::error_code write_two(std::span<const std::byte> first, std::span<const std::byte> second);
+  // next() from the input ring: out of line, so a handler's inlined next() keeps no value of
+  // the ring's in registers (each one a save and a restore on every call of the handler).
+  input_view next_buffered(std::size_t n) noexcept;
   std::error_code write_gated(const void* data, std::size_t n);
   std::error_code write_slow(const void* data, std::size_t n);
   std::error_code write_rest(const char* p, std::size_t n, ssize_t sent);

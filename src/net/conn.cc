@@ -242,8 +242,15 @@ std::error_code conn::write_rest(const char* p, std::size_t n, ssize_t w) {
   return {};
 }
 
-std::error_code conn::write_two(const input_view& data) {
-  const std::string_view parts[2] = {as_chars(data.first), as_chars(data.second)};
+input_view conn::next_buffered(std::size_t n) noexcept {
+  const input_view v = in_.peek(n);
+  in_.discard(v.size());
+  return v;
+}
+
+std::error_code conn::write_two(std::span<const std::byte> first,
+                                std::span<const std::byte> second) {
+  const std::string_view parts[2] = {as_chars(first), as_chars(second)};
   return writev(parts);
 }
 
@@ -445,17 +452,17 @@ constexpr std::uint32_t kHangupBits = io_event::read_hangup | io_event::hangup |
   // Steady state of a request/response connection: open, nothing buffered, no deadlines,
   // readable. One byte says whether anything else applies; a hang-up or error (once in a
   // connection's life) takes the general path too.
-  if (slow_ || (events & kHangupBits) != 0) [[unlikely]] {
+  // One test for the event: readable and no hang-up bit (a writable-only event with slow_
+  // clear, where nothing is buffered, also goes the general way; it has nothing to do there).
+  if (slow_ || (events & (kHangupBits | io_event::readable)) != io_event::readable) [[unlikely]] {
     handle_io_slow(events);
     return;
   }
-  if ((events & io_event::readable) != 0) {
-    if (!in_.empty()) [[unlikely]] {
-      read_loop(false);
-      return;
-    }
-    read_fast();
+  if (!in_.empty()) [[unlikely]] {
+    read_loop(false);
+    return;
   }
+  read_fast();
 }
 
 // The fast path's read: slow_ clear (so no deadline to stamp and no max_input one read can
@@ -548,7 +555,7 @@ void conn::handle_io_slow(std::uint32_t events) noexcept {
 template <bool Fast>
 [[gnu::always_inline]] inline void conn::deliver() noexcept {
   loop_internals& lp = *li_;
-  ++lp.depth;
+  lp.enter();
   const action a = lp.h->on_traffic(*this);
   lp.leave();
   if (!scratch_.empty() || (!Fast && in_.capacity() > kKeepCapacity)) {

@@ -120,27 +120,31 @@ struct loop_internals {
   std::array<std::mutex, kSendQueueLocks> send_queue_locks;
 
   // User callbacks running on this loop (nesting depth). Closes requested while one runs are
-  // queued in pending_closes and performed when the outermost callback returns. `depth` also
-  // carries kClosesQueued while the queue is not empty, so leaving the outermost callback is
-  // one decrement and one compare whether or not closes wait (this runs once per message).
-  static constexpr int kClosesQueued = 1 << 24;
-  int depth = 0;
+  // queued in pending_closes and performed when the outermost callback returns. `gate` is
+  // 1 + depth - flag, where flag is 1 while closes are queued (and not being drained): leaving
+  // the outermost callback with closes queued is the one case that takes it to 0, so leave()
+  // is one decrement and one branch on its result whether or not closes wait (this runs once
+  // per message; a decrement compared with 0 is two instructions, with any other value four).
+  int gate = 1;
+  bool closes_flagged = false;  // flag above
   std::vector<std::shared_ptr<conn>> pending_closes;
   std::vector<std::unique_ptr<evnet::timer>> dead_timers;  // conn timers, freed after the round
   std::size_t max_input = 0;  // opts->max_input, or SIZE_MAX for "unlimited"
 
   /// How many user callbacks are running. Loop thread.
-  int nesting() const noexcept { return depth & (kClosesQueued - 1); }
+  int nesting() const noexcept { return gate - 1 + static_cast<int>(closes_flagged); }
   /// Marks the start of a user callback. Loop thread.
-  void enter() noexcept { ++depth; }
+  void enter() noexcept { ++gate; }
   /// Marks its end; the outermost one performs queued closes. Loop thread.
   [[gnu::always_inline]] void leave() noexcept {
-    if (--depth == kClosesQueued) drain_closes();
+    if (--gate == 0) drain_closes();
   }
-  /// Queues c's close for when the outermost callback returns. Loop thread.
+  /// Queues c's close for when the outermost callback returns (only called inside one).
+  /// Loop thread.
   void queue_close(std::shared_ptr<conn> c) {
     if (pending_closes.empty()) {
-      depth += kClosesQueued;
+      closes_flagged = true;
+      --gate;
     }
     pending_closes.push_back(std::move(c));
   }

@@ -129,21 +129,21 @@ void loop_internals::retire(std::shared_ptr<conn> c) {
 
 void loop_internals::drain_closes() noexcept {
   // Closes requested by on_close handlers below join this batch (the queue is not empty while
-  // it is walked, so they add no second kClosesQueued).
-  depth -= kClosesQueued;
-  ++depth;
+  // it is walked, so they do not set the flag again). Entered with gate 0: depth 0, flag 1.
+  closes_flagged = false;
+  gate = 2;  // depth 1 (as if in a callback) while the queue is walked, flag 0
   // An index, not a range-for: those handlers append to pending_closes while it is walked.
   // NOLINTNEXTLINE(modernize-loop-convert)
   for (std::size_t i = 0; i < pending_closes.size(); ++i) {
     std::shared_ptr<conn> c = pending_closes[i];
     if (c->close_pending_) {
-      --depth;
+      --gate;
       c->begin_close();
-      ++depth;
+      ++gate;
     }
   }
   pending_closes.clear();
-  --depth;
+  --gate;
 }
 
 void loop_internals::adopt(int fd, const socket_address& peer, transport kind) {
