@@ -150,6 +150,97 @@ TEST_P(run_until, a_timer_due_while_blocked_runs) {
   EXPECT_GE(clk::now() - start, 30ms);  // never early (event_base_options::wheel_tick)
 }
 
+// A round of run_until() does not test open_ or exit() at its start (only where either can
+// come unseen); these pin the places where they can.
+TEST_P(run_until, a_poll_callback_that_closes_the_poller_ends_it_with_closed) {
+  // The close is deferred to the end of the poller's round, which then ends stopped.
+  ASSERT_EQ(::write(fds[1], "x", 1), 1);
+  std::atomic<bool> stop{false};
+  int calls = 0;
+  evnet::poll_attachment a;
+  a.fd = fds[0];
+  a.callback = [&](int, std::uint32_t) {
+    ++calls;
+    base->poller().close();
+    return evnet::poll_action::proceed;
+  };
+  ASSERT_FALSE(base->poller().add(a, evnet::interest::read));
+  auto held = base->hold();
+  ASSERT_TRUE(held.has_value());
+  EXPECT_EQ(held->run_until(stop), evnet::errc::closed);
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(base->poller().is_open());
+}
+
+TEST_P(run_until, an_event_callback_that_closes_the_poller_ends_it_with_closed) {
+  // A base event's callback runs outside the poller's round: its close() is at once, and the
+  // next round must not wait on the closed poller.
+  std::atomic<bool> stop{false};
+  int fired = 0;
+  evnet::timer t(*base, [&] {
+    ++fired;
+    base->poller().close();
+  });
+  ASSERT_FALSE(t.attach(1ms));
+  auto held = base->hold();
+  ASSERT_TRUE(held.has_value());
+  const auto start = clk::now();
+  EXPECT_EQ(held->run_until(stop), evnet::errc::closed);
+  EXPECT_LT(clk::now() - start, 5s);
+  EXPECT_EQ(fired, 1);
+}
+
+TEST_P(run_until, exit_from_round_end_work_ends_it_with_stopped) {
+  std::atomic<bool> stop{false};
+  bool pending = false;
+  int ends = 0;
+  int fired = 0;
+  evnet::timer t(*base, [&] {
+    ++fired;
+    pending = true;
+  });
+  ASSERT_FALSE(t.attach(1ms));
+  struct ctx {
+    evnet::event_base* b;
+    bool* pending;
+    int* ends;
+  } c{base.get(), &pending, &ends};
+  const evnet::event_base::round_end after{&pending,
+                                           [](void* p) {
+                                             auto& x = *static_cast<ctx*>(p);
+                                             *x.pending = false;
+                                             ++*x.ends;
+                                             x.b->exit();
+                                           },
+                                           &c};
+  auto held = base->hold();
+  ASSERT_TRUE(held.has_value());
+  const auto start = clk::now();
+  // Nothing else would wake the loop: without the test after round_end's work it would block.
+  EXPECT_EQ(held->run_until(stop, after), evnet::errc::stopped);
+  EXPECT_LT(clk::now() - start, 5s);
+  EXPECT_EQ(fired, 1);
+  EXPECT_EQ(ends, 1);
+}
+
+TEST_P(run_until, a_poller_stop_without_the_flag_does_not_end_it) {
+  // Someone else's stop (poller::stop(), not exit() and not the flag): the run goes on.
+  std::atomic<bool> stop{false};
+  std::thread other([&] {
+    std::this_thread::sleep_for(20ms);
+    base->poller().stop();
+    std::this_thread::sleep_for(30ms);
+    stop.store(true, std::memory_order_release);
+    EXPECT_FALSE(base->run_in_loop([] {}));
+  });
+  auto held = base->hold();
+  ASSERT_TRUE(held.has_value());
+  const auto start = clk::now();
+  EXPECT_FALSE(held->run_until(stop));
+  EXPECT_GE(clk::now() - start, 50ms);
+  other.join();
+}
+
 INSTANTIATE_TEST_SUITE_P(backends, run_until,
                          ::testing::Values(evnet::backend_kind::epoll,
                                            evnet::backend_kind::io_uring),
