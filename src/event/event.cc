@@ -1040,7 +1040,7 @@ class base_impl {
       base_impl& b;
       ~unhold_guard() { b.unhold(); }
     } guard{*this};
-    return round<true>(nonblocking);
+    return round(nonblocking);
   }
 
   // event_base::hold(): the base's and its poller's ownership for a run of rounds.
@@ -1073,15 +1073,15 @@ class base_impl {
     release();
   }
 
-  // One round; Held: the thread owns the base and its poller already (a holder). Inlined in
-  // its callers (run_until's loop above all): a call level fewer per round. InRun: a round of
+  // One round, by the thread that holds the base and its poller (hold(): loop_once(),
+  // dispatch() and run_until() all take it). Inlined in its callers (run_until's loop above
+  // all): a call level fewer per round. InRun: a round of
   // run_until(), which looks for an exit() request and a closed poller itself before its
   // first round and after round_end's work, the only places where either can come unseen
   // (see there); such a round skips those two tests at its start. D: how the poller's round
   // reaches its backend (run_until() decides once).
-  template <bool Held, bool InRun = false, detail::round_dispatch D = detail::round_dispatch::ask>
+  template <bool InRun = false, detail::round_dispatch D = detail::round_dispatch::ask>
   [[gnu::always_inline]] std::error_code round(bool nonblocking) {
-    static_assert(Held || !InRun);
     if (!InRun && take_exit_request()) [[unlikely]] {
       return errc::stopped;
     }
@@ -1099,21 +1099,12 @@ class base_impl {
         wait_ms = wait_for_ready_or_timers(nonblocking);
       }
       // Callbacks run by the poll, or detail::kRoundStopped (see below).
-      std::ptrdiff_t ran;
-      if constexpr (Held) {
-        // The poller's round inline (what holder::poll_once() runs): one call level fewer.
-        detail::poller_backend& pb = *held_backend_;
-        if (!InRun && !pb.open_) [[unlikely]] {
-          return end_round_early(errc::closed);
-        }
-        ran = detail::poller_round<D>(pb, wait_ms);
-      } else {
-        result<std::size_t> r = poller_->poll_once(std::chrono::milliseconds(wait_ms));
-        if (!r && r.error() != errc::stopped) {
-          return end_round_early(r.error());
-        }
-        ran = r ? static_cast<std::ptrdiff_t>(*r) : detail::kRoundStopped;
+      // The poller's round inline (what holder::poll_once() runs): one call level fewer.
+      detail::poller_backend& pb = *held_backend_;
+      if (!InRun && !pb.open_) [[unlikely]] {
+        return end_round_early(errc::closed);
       }
+      std::ptrdiff_t ran = detail::poller_round<D>(pb, wait_ms);
       if (ran < 0) [[unlikely]] {  // one test on the common path for the rare outcomes
         if (ran == detail::kInterrupted) {
           // A signal handler that is not the base's ended the wait, and nothing else happened
@@ -1126,17 +1117,14 @@ class base_impl {
           }
           ran = 0;
         } else {
-          if constexpr (Held) {
-            // A close() from a callback or task of the poll: deferred to here. Such a round
-            // always ends stopped (poller_round()), so this test sits on the rare branch.
-            if (held_backend_->close_deferred_) {
-              detail::poller_access::close_deferred(*held_);
-              return end_round_early(errc::closed);
-            }
-            if (ran != detail::kRoundStopped) {
-              return end_round_early(
-                  std::error_code(static_cast<int>(-ran), std::system_category()));
-            }
+          // A close() from a callback or task of the poll: deferred to here. Such a round
+          // always ends stopped (poller_round()), so this test sits on the rare branch.
+          if (held_backend_->close_deferred_) {
+            detail::poller_access::close_deferred(*held_);
+            return end_round_early(errc::closed);
+          }
+          if (ran != detail::kRoundStopped) {
+            return end_round_early(std::error_code(static_cast<int>(-ran), std::system_category()));
           }
           if (exit_stop_was_stale()) {
             time_valid_ = false;
@@ -1256,8 +1244,8 @@ class base_impl {
     return ec;
   }
 
-  // event_base::holder::run_until(): rounds as round<true>(false), the loop here so that a
-  // loop built on the base enters it once, not once per round.
+  // event_base::holder::run_until(): rounds as round<true>(false) (InRun), the loop here so
+  // that a loop built on the base enters it once, not once per round.
   std::error_code run_until(const std::atomic<bool>& stop, const event_base::round_end& after) {
     // Kept in members, not in registers across the inlined round, whose dispatch loop needs
     // every callee-saved register it can get.
@@ -1303,7 +1291,7 @@ class base_impl {
       // by both tests. An exit() from another thread in between also stops the poller, so
       // the next round's wait returns at once and the test at that round's end sees the
       // request (its ready events are not run: the dispatch loop looks at the flag first).
-      std::error_code ec = round<true, true, D>(false);
+      std::error_code ec = round<true, D>(false);
       if (*run_after_.pending) [[unlikely]] {
         run_after_.fn(run_after_.arg);
         if (!ec) {
@@ -1333,7 +1321,7 @@ class base_impl {
       if (attached_ == 0 && ready_count_ == 0 && poller_->pending_tasks() == 0) {
         return {};
       }
-      std::error_code ec = round<true>(false);
+      std::error_code ec = round(false);
       if (ec == errc::stopped) {
         return {};
       }
@@ -1469,7 +1457,7 @@ event_base::holder::~holder() {
   }
 }
 std::error_code event_base::holder::loop_once(bool nonblocking) {
-  return b_->round<true>(nonblocking);
+  return b_->round(nonblocking);
 }
 std::error_code event_base::holder::run_until(const std::atomic<bool>& stop, round_end after) {
   return b_->run_until(stop, after);
