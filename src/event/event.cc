@@ -1107,11 +1107,11 @@ class base_impl {
       std::ptrdiff_t ran = detail::poller_round<D>(pb, wait_ms);
       if (ran < 0) [[unlikely]] {  // one test on the common path for the rare outcomes
         if (ran == detail::kInterrupted) {
-          // A signal handler that is not the base's ended the wait, and nothing else happened
-          // (no task, no stop: see poller_backend::interrupted()). A blocking round waits
-          // again, for the time left to its timer, as libuv and libevent do (an exit() the
-          // handler requested ends it).
-          if (wait_ms != 0 && !exit_requested_.load(std::memory_order_relaxed)) {
+          // A signal handler that is not the base's ended a blocking wait, and nothing else
+          // happened (no task, no stop: see poller_backend::interrupted(), which reports it for
+          // blocking waits only). The round waits again, for the time left to its timer, as
+          // libuv and libevent do (an exit() the handler requested ends it).
+          if (!exit_requested_.load(std::memory_order_relaxed)) {
             time_valid_ = false;
             continue;
           }

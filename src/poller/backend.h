@@ -107,9 +107,11 @@ class poller_backend {
   /// task is queued and no stop requested, so that a caller waiting for something can tell it
   /// from a round that ran tasks and wait again; otherwise an empty round (0) whose tasks and
   /// stop poller_round() handles as usual. (A task or stop that comes after this look writes
-  /// the wake-up, so the next wait returns at once.) Loop thread; rare path.
-  std::ptrdiff_t interrupted() const noexcept {
-    return pending_.load(std::memory_order_seq_cst) != 0 ? 0 : kInterrupted;
+  /// the wake-up, so the next wait returns at once.) A wait that was not to block
+  /// (timeout_ms == 0) is an empty round too: there is nothing to wait again for, and the
+  /// caller need not keep the timeout across the round to tell. Loop thread; rare path.
+  std::ptrdiff_t interrupted(int timeout_ms) const noexcept {
+    return timeout_ms == 0 || pending_.load(std::memory_order_seq_cst) != 0 ? 0 : kInterrupted;
   }
 
   /// Sets kStopBit in pending_: stop() (seq_cst; any thread, async-signal-safe: one lock-free

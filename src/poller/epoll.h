@@ -39,7 +39,7 @@ class epoll_backend final : public poller_backend {
     wait_ms_ = timeout_ms;  // a member: the rare stale wake-up test below needs it
     const int n = ::epoll_wait(epfd_, events_.data(), capacity_, timeout_ms);
     if (n < 0) [[unlikely]] {
-      return errno == EINTR ? interrupted() : wait_failed();
+      return errno == EINTR ? interrupted(timeout_ms) : wait_failed();
     }
     // Wake-ups and removed attachments are counted (rare) in a member: a local would hold a
     // register across the callbacks.

@@ -409,7 +409,7 @@ class io_uring_backend final : public poller_backend {
       // SQEs, their count (see backend.h, interrupted()).
       if (!reaped_any && timeout_ms != 0 &&
           (eintr_ || timeout_ms < 0 || std::chrono::steady_clock::now() < deadline)) [[unlikely]] {
-        return interrupted();
+        return interrupted(timeout_ms);
       }
       // A wake-up alone ends the wait only if it still has a reason (see stale_wake()).
       if (batch_size_ != 0 || (woke && !stale_wake()) || !reaped_any || timeout_ms == 0) {

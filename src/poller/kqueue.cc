@@ -184,7 +184,7 @@ class kqueue_backend final : public poller_backend {
       }
     if (n < 0) {
       if (errno == EINTR) {
-        return interrupted();
+        return interrupted(timeout_ms);
       }
       return -errno;
     }
