@@ -1427,6 +1427,12 @@ def write_results(cfg, args, results, info, elapsed):
     host = socket.gethostname().split(".")[0]
     stamp = datetime.datetime.now().strftime("%Y-%m-%d")
     base = os.path.join(args.results_dir, "%s-%s" % (stamp, host))
+    # A second run on the same day gets its own name (-2, -3, ...): results already stored,
+    # and cited by notes and commits, are never overwritten.
+    n = 2
+    while os.path.exists(base + ".md"):
+        base = os.path.join(args.results_dir, "%s-%s-%d" % (stamp, host, n))
+        n += 1
     mode = "--full" if cfg.full else "--quick"
     md = ["# evnet benchmark: %s, %s" % (stamp, host), ""]
     md.append("`scripts/bench %s` — %d interleaved rounds per case, server pinned to CPU %s, "
