@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +36,25 @@ class run_until : public ::testing::TestWithParam<evnet::backend_kind> {
     for (int fd : fds) {
       if (fd >= 0) ::close(fd);
     }
+  }
+  // Runs run_until() while another thread does `first`, then sets the flag and wakes the loop
+  // with a task; returns how long the run took.
+  clk::duration run_until_another_thread_stops_it(const std::function<void()>& first) {
+    std::atomic<bool> stop{false};
+    std::thread other([&] {
+      first();
+      stop.store(true, std::memory_order_release);
+      EXPECT_FALSE(base->run_in_loop([] {}));
+    });
+    auto held = base->hold();
+    EXPECT_TRUE(held.has_value());
+    const auto start = clk::now();
+    if (held) {
+      EXPECT_FALSE(held->run_until(stop));
+    }
+    const clk::duration took = clk::now() - start;
+    other.join();
+    return took;
   }
   std::unique_ptr<evnet::event_base> base;
   int fds[2] = {-1, -1};
@@ -71,18 +91,7 @@ TEST_P(run_until, a_flag_set_by_a_callback_ends_the_run_after_that_round) {
 
 TEST_P(run_until, another_thread_ends_it_with_the_flag_and_a_task) {
   // Nothing else to do: the loop blocks in the kernel until the task wakes it.
-  std::atomic<bool> stop{false};
-  std::thread other([&] {
-    std::this_thread::sleep_for(50ms);
-    stop.store(true, std::memory_order_release);
-    EXPECT_FALSE(base->run_in_loop([] {}));
-  });
-  auto held = base->hold();
-  ASSERT_TRUE(held.has_value());
-  const auto start = clk::now();
-  EXPECT_FALSE(held->run_until(stop));
-  EXPECT_LT(clk::now() - start, 5s);
-  other.join();
+  EXPECT_LT(run_until_another_thread_stops_it([] { std::this_thread::sleep_for(50ms); }), 5s);
 }
 
 TEST_P(run_until, exit_ends_it_with_stopped_and_the_next_run_goes_on) {
@@ -225,20 +234,12 @@ TEST_P(run_until, exit_from_round_end_work_ends_it_with_stopped) {
 
 TEST_P(run_until, a_poller_stop_without_the_flag_does_not_end_it) {
   // Someone else's stop (poller::stop(), not exit() and not the flag): the run goes on.
-  std::atomic<bool> stop{false};
-  std::thread other([&] {
-    std::this_thread::sleep_for(20ms);
-    base->poller().stop();
-    std::this_thread::sleep_for(30ms);
-    stop.store(true, std::memory_order_release);
-    EXPECT_FALSE(base->run_in_loop([] {}));
-  });
-  auto held = base->hold();
-  ASSERT_TRUE(held.has_value());
-  const auto start = clk::now();
-  EXPECT_FALSE(held->run_until(stop));
-  EXPECT_GE(clk::now() - start, 50ms);
-  other.join();
+  EXPECT_GE(run_until_another_thread_stops_it([this] {
+              std::this_thread::sleep_for(20ms);
+              base->poller().stop();
+              std::this_thread::sleep_for(30ms);
+            }),
+            50ms);
 }
 
 INSTANTIATE_TEST_SUITE_P(backends, run_until,

@@ -234,6 +234,29 @@ TEST(event_threads, exit_while_no_loop_runs_stops_only_the_next_loop_once) {
   }
 }
 
+// A loop_once() whose only callback spins until another thread has called exit(): the round
+// ends stopped, and exit()'s poller stop, sent while the callback ran, is left stale.
+void exit_from_another_thread_during_a_callback(evnet::event_base& b) {
+  std::atomic<bool> in_callback{false};
+  std::atomic<bool> exited{false};
+  evnet::timer busy(b, [&] {
+    in_callback = true;
+    while (!exited) {
+      std::this_thread::yield();
+    }
+  });
+  ASSERT_FALSE(busy.attach(0ns));
+  std::thread other([&] {
+    while (!in_callback) {
+      std::this_thread::yield();
+    }
+    b.exit();
+    exited = true;
+  });
+  EXPECT_EQ(b.loop_once(), evnet::errc::stopped);
+  other.join();
+}
+
 // exit() from another thread while the loop runs a callback (not waiting in the kernel) ends
 // that loop_once(), and only that one. It also asked the poller to stop, but the poller's
 // round had already ended, so the request stayed pending: the next blocking loop_once()
@@ -246,24 +269,7 @@ TEST(event_threads, exit_during_a_callback_does_not_cut_the_next_wait_short) {
     auto created = evnet::event_base::create(o);
     ASSERT_TRUE(created.has_value());
     auto b = std::move(*created);
-    std::atomic<bool> in_callback{false};
-    std::atomic<bool> exited{false};
-    evnet::timer busy(*b, [&] {
-      in_callback = true;
-      while (!exited) {
-        std::this_thread::yield();
-      }
-    });
-    ASSERT_FALSE(busy.attach(0ns));
-    std::thread other([&] {
-      while (!in_callback) {
-        std::this_thread::yield();
-      }
-      b->exit();
-      exited = true;
-    });
-    EXPECT_EQ(b->loop_once(), evnet::errc::stopped);
-    other.join();
+    exit_from_another_thread_during_a_callback(*b);
     expect_a_blocking_loop_once_to_run_a_50ms_timer(*b);
   }
 }
@@ -273,24 +279,7 @@ TEST(event_threads, exit_during_a_callback_does_not_cut_the_next_wait_short) {
 // loop waiting in the kernel (exit() sends no stop while one of its stops is outstanding).
 TEST(event_threads, exit_still_wakes_the_loop_after_its_stale_stop_was_polled_elsewhere) {
   auto b = make_base();
-  std::atomic<bool> in_callback{false};
-  std::atomic<bool> exited{false};
-  evnet::timer busy(*b, [&] {
-    in_callback = true;
-    while (!exited) {
-      std::this_thread::yield();
-    }
-  });
-  ASSERT_FALSE(busy.attach(0ns));
-  std::thread first([&] {
-    while (!in_callback) {
-      std::this_thread::yield();
-    }
-    b->exit();
-    exited = true;
-  });
-  EXPECT_EQ(b->loop_once(), evnet::errc::stopped);
-  first.join();
+  exit_from_another_thread_during_a_callback(*b);
   auto polled = b->poller().poll_once(0ms);  // takes the stale stop
   ASSERT_FALSE(polled.has_value());
   EXPECT_EQ(polled.error(), evnet::errc::stopped);

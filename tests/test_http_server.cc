@@ -974,6 +974,39 @@ TEST(http_server, streamed_body_to_http10_is_unframed_and_ends_with_the_close) {
 // start() confirmed "Connection: keep-alive" before the handler's choice was known, so a
 // streamed body (ended by the close) added "Connection: close" beside it, and so did a
 // handler's own "Connection: close": two contradicting fields.
+// One response read from c: to the EOF when the server closes after it (connection "close"),
+// else until it ends with body_end.
+std::string read_response(client& c, std::string_view connection, std::string_view body_end) {
+  std::string all;
+  if (connection == "close") {
+    bool eof = false;
+    all = c.recv_until_eof(&eof);
+    EXPECT_TRUE(eof);
+    return all;
+  }
+  while (!all.ends_with(body_end)) {
+    std::string more = c.recv_some();
+    if (more.empty()) {
+      ADD_FAILURE() << "the response stopped short: " << all;
+      break;
+    }
+    all += more;
+  }
+  return all;
+}
+
+// The Connection fields (any case) of a response head.
+std::size_t connection_fields(std::string_view head) {
+  std::size_t fields = 0;
+  for (std::size_t at = head.find("\r\n"); at != std::string_view::npos;
+       at = head.find("\r\n", at + 1)) {
+    if (http::iequals(head.substr(at + 2, 12), "Connection: ")) {
+      ++fields;
+    }
+  }
+  return fields;
+}
+
 TEST(http_server, http10_keep_alive_response_has_one_connection_field) {
   http::router r = rfc_router();
   r.get("/bye", [](const http::request&, http::response& res) {
@@ -1000,25 +1033,9 @@ TEST(http_server, http10_keep_alive_response_has_one_connection_field) {
     client c(s.port());
     ASSERT_TRUE(
         c.send(std::string("GET ") + t.path + " HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
-    std::string all;
-    bool eof = false;
-    if (std::string_view(t.connection) == "close") {
-      all = c.recv_until_eof(&eof);
-      EXPECT_TRUE(eof);
-    } else {
-      while (!all.ends_with(t.body_end)) {
-        std::string more = c.recv_some();
-        ASSERT_FALSE(more.empty()) << all;
-        all += more;
-      }
-    }
+    const std::string all = read_response(c, t.connection, t.body_end);
     const std::string head = all.substr(0, all.find("\r\n\r\n") + 2);
-    std::size_t fields = 0;
-    for (std::size_t at = head.find("\r\nConnection: "); at != std::string::npos;
-         at = head.find("\r\nConnection: ", at + 1)) {
-      ++fields;
-    }
-    EXPECT_EQ(fields, 1u) << head;
+    EXPECT_EQ(connection_fields(head), 1u) << head;
     EXPECT_NE(head.find(std::string("\r\nConnection: ") + t.connection + "\r\n"), std::string::npos)
         << head;
     EXPECT_TRUE(all.ends_with(t.body_end)) << all;
@@ -1066,27 +1083,9 @@ TEST(http_server, a_handlers_keep_alive_does_not_contradict_the_servers_close) {
     SCOPED_TRACE(t.name);
     client c(s.port(), 2000);
     ASSERT_TRUE(c.send(t.request));
-    std::string all;
-    bool eof = false;
-    if (std::string_view(t.connection) == "close") {
-      all = c.recv_until_eof(&eof);
-      EXPECT_TRUE(eof);
-    } else {
-      while (!all.ends_with(t.body_end)) {
-        std::string more = c.recv_some();
-        ASSERT_FALSE(more.empty()) << all;
-        all += more;
-      }
-    }
+    const std::string all = read_response(c, t.connection, t.body_end);
     const std::string head = all.substr(0, all.find("\r\n\r\n") + 2);
-    std::size_t fields = 0;
-    for (std::size_t at = head.find("\r\n"); at != std::string::npos;
-         at = head.find("\r\n", at + 1)) {
-      if (http::iequals(std::string_view(head).substr(at + 2, 12), "Connection: ")) {
-        ++fields;
-      }
-    }
-    EXPECT_EQ(fields, 1u) << head;
+    EXPECT_EQ(connection_fields(head), 1u) << head;
     EXPECT_NE(head.find(std::string("onnection: ") + t.connection + "\r\n"), std::string::npos)
         << head;
     EXPECT_TRUE(all.ends_with(t.body_end)) << all;
