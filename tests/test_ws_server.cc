@@ -1258,6 +1258,18 @@ TEST(ws_client, url_with_a_query_and_no_path) {
   EXPECT_EQ(sc->target(), "/?room=1");
 }
 
+// The URI scheme is case-insensitive (RFC 3986 §3.1): "WS://" was refused as a bad address.
+TEST(ws_client, url_scheme_in_any_case) {
+  recording_handler server_h;
+  test_ws_server s(server_h);
+  client_handler h;
+  ws::client cl(h);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect("WS://127.0.0.1:" + std::to_string(s.port()) + "/"));
+  ASSERT_TRUE(h.wait_open());
+  EXPECT_EQ(cl.connect("WSS://127.0.0.1:1/"), evnet::errc::bad_address);  // no TLS
+}
+
 TEST(ws_client, handshake_refused_by_plain_http_server) {
   // ws::server routes only "/", so another path is a plain 404 and the client must fail.
   recording_handler server_h;

@@ -38,7 +38,8 @@ struct parsed_url {
 };
 
 bool parse_ws_url(std::string_view url, parsed_url& out) {
-  if (url.substr(0, 5) != "ws://") {
+  // The scheme is case-insensitive (RFC 3986 §3.1): "WS://h/" is the same URI as "ws://h/".
+  if (!http::iequals(url.substr(0, 5), "ws://")) {
     return false;
   }
   url.remove_prefix(5);
