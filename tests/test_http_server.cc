@@ -1318,6 +1318,23 @@ http::router deferred_router(workers& w, std::atomic<int>* refused = nullptr) {
   return r;
 }
 
+// respond(status, "", body): no Content-Type at all. It used to send an empty
+// "Content-Type: " field, which RFC 9110 §8.3's grammar (type "/" subtype) does not allow.
+TEST(http_deferred, shorthand_without_a_content_type_sends_no_content_type_field) {
+  workers w;
+  http::router r = basic_router();
+  r.get("/untyped", [&w](const http::request&, http::response& res) {
+    http::deferred_response d = res.defer();
+    w.later(1ms, [d]() mutable { EXPECT_FALSE(d.respond(200, "", "x")); });
+  });
+  test_server s(std::move(r));
+  client c(s.port());
+  ASSERT_TRUE(c.send("GET /untyped HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const std::string all = read_response(c, "keep-alive", "\r\n\r\nx");
+  EXPECT_EQ(all.find("Content-Type"), std::string::npos) << all;
+  EXPECT_TRUE(all.starts_with("HTTP/1.1 200 ")) << all;
+}
+
 // Pipelined requests behind a deferred one wait, and the answers come back in request order.
 TEST(http_deferred, answers_from_another_thread_keep_pipelined_order) {
   workers w;

@@ -306,7 +306,11 @@ std::error_code deferred_response::respond(std::function<void(response&)> fill) 
 std::error_code deferred_response::respond(int status, std::string_view content_type,
                                            std::string_view body) {
   return respond([status, type = std::string(content_type), b = std::string(body)](response& r) {
-    r.start(status).header("Content-Type", type).body(b);
+    r.start(status);
+    if (!type.empty()) {
+      r.header("Content-Type", type);  // none rather than an empty field (RFC 9110 §8.3)
+    }
+    r.body(b);
   });
 }
 

@@ -396,7 +396,7 @@ class deferred_response {
   /// See the class comment. Any thread.
   std::error_code respond(std::function<void(response&)> fill);
   /// Shorthand: the whole response at once (status, Content-Type, body; the strings are
-  /// copied). Any thread.
+  /// copied; an empty content_type sends no Content-Type field). Any thread.
   std::error_code respond(int status, std::string_view content_type, std::string_view body);
   /// True once the response is finished or its connection closed: further respond() calls
   /// fail. Any thread.
