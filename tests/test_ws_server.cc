@@ -1163,6 +1163,39 @@ TEST(ws_server, list_headers_split_over_several_fields_are_joined) {
   EXPECT_EQ(seen, "superchat, chat");
 }
 
+// A selector that returns a value the client did not offer (RFC 6455 §4.2.2 allows only one
+// of the offered values, or none): it was written into the 101 as returned, CR LF included.
+TEST(ws_server, a_selected_subprotocol_the_client_did_not_offer_is_refused_with_500) {
+  recording_handler h;
+  ws::options o;
+  static constexpr const char* kPicks[] = {"other", "chat\r\nX-Injected: 1", "cha", "chat"};
+  std::atomic<int> pick{0};  // read on the server's loop thread
+  o.select_protocol = [&](std::string_view) -> std::string_view { return kPicks[pick.load()]; };
+  test_ws_server s(h, o);
+  for (int i = 0; i < 4; ++i) {
+    const char* p = kPicks[i];
+    SCOPED_TRACE(p);
+    pick.store(i);
+    proto_test::client tcp(s.port());
+    ASSERT_TRUE(tcp.ok());
+    ASSERT_TRUE(
+        tcp.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: superchat , chat\r\n\r\n"));
+    std::string in;
+    ASSERT_TRUE(read_head(tcp, in));
+    const std::string head = in.substr(0, in.find("\r\n\r\n") + 4);
+    EXPECT_EQ(head.find("X-Injected"), std::string::npos) << head;
+    if (std::string_view(p) == "chat") {
+      EXPECT_EQ(head.rfind("HTTP/1.1 101", 0), 0u) << head;
+      EXPECT_NE(head.find("Sec-WebSocket-Protocol: chat\r\n"), std::string::npos) << head;
+    } else {
+      EXPECT_EQ(head.rfind("HTTP/1.1 500", 0), 0u) << head;
+      EXPECT_EQ(head.find("Sec-WebSocket-Protocol"), std::string::npos) << head;
+    }
+  }
+}
+
 TEST(ws_client, subprotocol_selected_and_context_takeover_negotiated) {
   recording_handler server_h;
   ws::options so;

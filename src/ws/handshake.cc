@@ -129,8 +129,9 @@ void write_upgrade_response(std::string& out, std::string_view key, std::string_
 void write_upgrade_refusal(std::string& out, int status, std::string_view reason) {
   out.append("HTTP/1.1 ");
   out.append(std::to_string(status));
-  out.append(status == 426 ? " Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
-                           : " Bad Request\r\n");
+  out.append(status == 426   ? " Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
+             : status == 500 ? " Internal Server Error\r\n"
+                             : " Bad Request\r\n");
   out.append("Connection: close\r\nContent-Type: text/plain\r\nContent-Length: ");
   out.append(std::to_string(reason.size() + 1));
   out.append("\r\n\r\n");

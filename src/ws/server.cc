@@ -74,20 +74,45 @@ bool forward_drain(evnet::conn& c) {
   return true;
 }
 
+// Whether p is one of the comma-separated values of a Sec-WebSocket-Protocol offer.
+bool protocol_offered(std::string_view offered, std::string_view p) {
+  while (!offered.empty()) {
+    const std::size_t comma = offered.find(',');
+    std::string_view v = offered.substr(0, comma);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) {
+      v.remove_prefix(1);
+    }
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) {
+      v.remove_suffix(1);
+    }
+    if (v == p) {
+      return true;
+    }
+    if (comma == std::string_view::npos) {
+      break;
+    }
+    offered.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
 void add_endpoint(http::router& r, std::string path, handler& h, const options& o) {
   auto ep = std::make_shared<endpoint>(endpoint{&h, o});
   r.upgrade(std::move(path),
             [ep](evnet::conn& c, const http::message& req,
                  std::string& out) -> std::unique_ptr<http::upgraded_protocol> {
-              upgrade_check chk = check_upgrade(req);
-              if (chk.status != 0) {
+              auto refuse = [&](int status, std::string_view reason) {
                 const std::size_t at = out.size();
-                write_upgrade_refusal(out, chk.status, chk.reason);
+                write_upgrade_refusal(out, status, reason);
                 if (req.method == http::method::head) {
                   // RFC 9110 §9.3.2: a response to HEAD has no content (its Content-Length
                   // still says the size); the client would take the text for a next response.
                   out.resize(out.find("\r\n\r\n", at) + 4);
                 }
+              };
+              upgrade_check chk = check_upgrade(req);
+              if (chk.status != 0) {
+                refuse(chk.status, chk.reason);
                 return nullptr;
               }
               std::string protocol;
@@ -97,6 +122,13 @@ void add_endpoint(http::router& r, std::string path, handler& h, const options& 
                   list_header(req, "sec-websocket-protocol", joined_protocols, has_protocols);
               if (has_protocols && ep->opts.select_protocol) {
                 protocol = ep->opts.select_protocol(offered);
+                if (!protocol.empty() && !protocol_offered(offered, protocol)) {
+                  // RFC 6455 §4.2.2: the server selects one of the values the client offered,
+                  // or none. Anything else is the selector's bug (and a header injection if it
+                  // holds CR LF): refused here rather than sent.
+                  refuse(500, "subprotocol not offered by the client");
+                  return nullptr;
+                }
               }
               std::string ext;
               std::optional<deflate_params> deflate;

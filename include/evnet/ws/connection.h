@@ -175,7 +175,8 @@ struct options {
   /// deflate does not make smaller (random or already compressed data) is sent uncompressed
   /// too, and the compressor's history is then reset.
   std::size_t deflate_min_bytes = 64;
-  /// Server: picks the subprotocol (see subprotocol_selector); empty = none.
+  /// Server: picks the subprotocol (see subprotocol_selector); empty = none. A value that is
+  /// not one of those the client offered is not sent: the handshake is answered 500.
   subprotocol_selector select_protocol;
   /// After we send a close frame, how long to wait for the peer's before closing TCP. Once the
   /// close handshake is done a client also waits this long at most for the server to close the
