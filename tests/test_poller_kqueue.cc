@@ -304,5 +304,55 @@ TEST(PollerKqueue, fd_number_reused_after_close_registers_fresh) {
   EXPECT_EQ(p->remove(old_rec.att), errc::not_registered);  // its knote is long gone
 }
 
+/// The io_event bits of every callback in one zero-timeout round, or-ed.
+std::uint32_t round_bits(poller& p, recorder& rec) {
+  rec.calls.clear();
+  (void)run_round(p);
+  std::uint32_t bits = 0;
+  for (std::uint32_t b : rec.calls) {
+    bits |= b;
+  }
+  return bits;
+}
+
+// modify() from read to write is two kernel changes (delete the read filter, add the write
+// one). The second failing must not leave the first applied: the attachment keeps its read
+// registration, as poller.h promises, and remove() still finds it.
+TEST(PollerKqueue, a_modify_failing_midway_keeps_the_old_registration) {
+  auto p = open_poller(kqueue_options());
+  socket_pair sp;
+  recorder rec(sp.a.get());
+  ASSERT_FALSE(p->add(rec.att, interest::read));
+  kqueue_emul_fail_change(2, ENOMEM);  // the add of the write filter
+  std::error_code ec = p->modify(rec.att, interest::write);
+  kqueue_emul_fail_change(0, 0);
+  EXPECT_EQ(ec, std::errc::not_enough_memory) << ec.message();
+  EXPECT_EQ(rec.att.current_interest(), interest::read);
+  write_byte(sp.b.get());
+  EXPECT_EQ(round_bits(*p, rec), io_event::readable) << "the read filter was lost";
+  EXPECT_FALSE(p->remove(rec.att));
+}
+
+// A mode change deletes and re-adds both filters (four changes); the last failing leaves
+// neither the read filter in the new mode nor the write filter deleted: still level-triggered
+// for both.
+TEST(PollerKqueue, a_mode_change_failing_midway_keeps_the_old_mode_and_interest) {
+  auto p = open_poller(kqueue_options());
+  socket_pair sp;
+  recorder rec(sp.a.get());
+  ASSERT_FALSE(p->add(rec.att, interest::read_write));
+  kqueue_emul_fail_change(4, ENOMEM);  // the re-add of the write filter, edge-triggered
+  std::error_code ec = p->modify(rec.att, interest::read_write, trigger_mode::edge);
+  kqueue_emul_fail_change(0, 0);
+  EXPECT_EQ(ec, std::errc::not_enough_memory) << ec.message();
+  EXPECT_EQ(rec.att.current_mode(), trigger_mode::level);
+  write_byte(sp.b.get());
+  const std::uint32_t both = io_event::readable | io_event::writable;
+  EXPECT_EQ(round_bits(*p, rec), both);
+  // Level-triggered: reported again without draining (edge would report nothing).
+  EXPECT_EQ(round_bits(*p, rec), both);
+  EXPECT_FALSE(p->remove(rec.att));
+}
+
 }  // namespace
 }  // namespace evnet::test

@@ -129,25 +129,53 @@ class kqueue_backend final : public poller_backend {
   }
 
   std::error_code modify(poll_attachment& a, interest what, trigger_mode mode) noexcept override {
+    // Up to four changes (a mode change deletes and re-adds both filters), applied by one
+    // kevent() call that reports each change's own status. One that fails leaves the others
+    // applied, so each change comes with its inverse, and on a failure the applied ones are
+    // undone, last first: the registration is the old one again ("On error `a` keeps its
+    // previous registration", poller.h), not half of each (the read filter gone, the write one
+    // not added, while the facade still records read interest).
     struct kevent changes[4];
+    struct kevent undo[4];  // undo[i] reverses changes[i]; filter 0: nothing to reverse
     int n = 0;
     const interest old = a.current_interest();
+    const trigger_mode old_mode = a.current_mode();
     // The EV_CLEAR/EV_DISPATCH behaviour of an existing knote is fixed when it is added, so a
     // mode change deletes and re-adds the filters.
-    const bool mode_changed = mode != a.current_mode();
+    const bool mode_changed = mode != old_mode;
     const unsigned short flags = EV_ADD | EV_ENABLE | EV_RECEIPT | mode_flags(mode);
     for (short filter : {static_cast<short>(EVFILT_READ), static_cast<short>(EVFILT_WRITE)}) {
       const interest bit = filter == EVFILT_READ ? interest::read : interest::write;
       const bool had = wants(old, bit);
       const bool want = wants(what, bit);
       if (had && (!want || mode_changed)) {
-        set_kev(changes[n++], a.fd, filter, EV_DELETE | EV_RECEIPT, nullptr);
+        set_kev(changes[n], a.fd, filter, EV_DELETE | EV_RECEIPT, nullptr);
+        set_kev(undo[n], a.fd, filter, EV_ADD | EV_ENABLE | EV_RECEIPT | mode_flags(old_mode), &a);
+        ++n;
       }
       if (want) {
-        set_kev(changes[n++], a.fd, filter, flags, &a);
+        set_kev(changes[n], a.fd, filter, flags, &a);
+        if (had && !mode_changed) {
+          undo[n] = {};  // the knote stays; EV_ADD only re-enabled it (re-arms a one-shot)
+        } else {
+          set_kev(undo[n], a.fd, filter, EV_DELETE | EV_RECEIPT, nullptr);
+        }
+        ++n;
       }
     }
-    return apply(changes, n);
+    int status[4];
+    std::error_code ec = apply(changes, n, status);
+    if (ec) {
+      struct kevent reverse[4];
+      int m = 0;
+      for (int i = n - 1; i >= 0; --i) {
+        if (status[i] == 0 && undo[i].filter != 0) {
+          reverse[m++] = undo[i];
+        }
+      }
+      (void)apply(reverse, m);
+    }
+    return ec;
   }
 
   std::error_code remove(poll_attachment& a) noexcept override {
@@ -333,21 +361,36 @@ class kqueue_backend final : public poller_backend {
  private:
   // Applies a change list with EV_RECEIPT, so each change reports its own status instead of
   // the first failure aborting the rest silently.
-  std::error_code apply(struct kevent* changes, int n) noexcept {
+  // The first failure is returned; `status`, if given, receives each change's errno (0: applied),
+  // in the order of the changes (EV_RECEIPT reports every change, in order, and with room for
+  // all of them the call itself fails only before any change, e.g. EBADF for the kqueue).
+  std::error_code apply(struct kevent* changes, int n, int* status = nullptr) noexcept {
     if (n == 0) {
       return {};
     }
     struct kevent out[4];
     const int r = ::kevent(kq_, changes, n, out, n, nullptr);
     if (r < 0) {
-      return {errno, std::system_category()};
+      const int err = errno;
+      for (int i = 0; status != nullptr && i < n; ++i) {
+        status[i] = err;
+      }
+      return {err, std::system_category()};
     }
-    for (int i = 0; i < r; ++i) {
-      if ((out[i].flags & EV_ERROR) != 0 && out[i].data != 0) {
-        return registration_error(static_cast<int>(out[i].data));
+    std::error_code ec;
+    for (int i = 0; i < n; ++i) {
+      // A change without an entry (none should be missing) counts as not applied.
+      const int err = i >= r                           ? EINVAL
+                      : (out[i].flags & EV_ERROR) != 0 ? static_cast<int>(out[i].data)
+                                                       : 0;
+      if (status != nullptr) {
+        status[i] = err;
+      }
+      if (err != 0 && !ec) {
+        ec = registration_error(err);
       }
     }
-    return {};
+    return ec;
   }
 
   void drain_wake() noexcept {

@@ -30,6 +30,9 @@
 //    triggered with NOTE_TRIGGER through an eventfd; EV_CLEAR resets the triggered state on
 //    delivery. A change that only triggers takes no lock and allocates nothing, so kevent() may be
 //    called from a signal handler or any thread for it, as with a real kqueue.
+//  - fault injection for tests (not a kqueue feature): kqueue_emul_fail_change(nth, err) makes
+//    the nth EVFILT_READ/EVFILT_WRITE change from then on (in any kqueue) fail with err, leaving
+//    its knote as it was; the changes around it in the same call are applied as usual.
 //  - timeouts: NULL blocks, a zero timespec polls, others wait (rounded up to milliseconds);
 //    a wait that is woken only by events that turn out to be stale goes on waiting for the rest
 //    of the timeout. A signal interrupts the wait with EINTR.
@@ -221,8 +224,17 @@ void forget_if_stale(kq_state& st, int fd, const struct stat& sb) {
   }
 }
 
+// Fault injection (kqueue_emul_fail_change()): the countdown to the EVFILT_READ/EVFILT_WRITE
+// change that fails, and its errno.
+std::atomic<int> g_fail_countdown{0};
+std::atomic<int> g_fail_errno{0};
+
 // One EVFILT_READ/EVFILT_WRITE change, under st.mu. Returns 0 or an errno.
 int change_fd_filter(kq_state& st, const struct kevent& kev) {
+  if (g_fail_countdown.load(std::memory_order_relaxed) > 0 &&
+      g_fail_countdown.fetch_sub(1, std::memory_order_relaxed) == 1) {
+    return g_fail_errno.load(std::memory_order_relaxed);  // injected: nothing changed
+  }
   if (kev.ident > static_cast<std::uintptr_t>(INT_MAX)) {
     return EBADF;
   }
@@ -489,6 +501,11 @@ std::int64_t now_ms() {
 }
 
 }  // namespace
+
+extern "C" void kqueue_emul_fail_change(int nth, int err) {
+  g_fail_errno.store(err, std::memory_order_relaxed);
+  g_fail_countdown.store(nth, std::memory_order_relaxed);
+}
 
 extern "C" int kqueue(void) {
   auto st = new (std::nothrow) kq_state;

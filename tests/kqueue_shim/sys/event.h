@@ -60,5 +60,8 @@ struct kevent {
   } while (0)
 
 extern "C" int kqueue(void);
+// Not kqueue's: the emulation's fault injection (kqueue_emul.cc). The nth EVFILT_READ or
+// EVFILT_WRITE change from now on fails with errno `err` and changes nothing; 0 disarms it.
+extern "C" void kqueue_emul_fail_change(int nth, int err);
 extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges,
                       struct kevent* eventlist, int nevents, const struct timespec* timeout);
