@@ -500,7 +500,8 @@ void parser::reset() noexcept {
   head_len_ = line_start_ = trailer_start_ = 0;
   remaining_ = body_total_ = 0;
   chunk_line_ = 0;
-  chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
+  chunk_ext_ = chunk_ext::none;
+  chunk_ws_ = chunk_cr_ = false;
   error_status_ = 0;
   error_reason_ = "";
 }
@@ -602,6 +603,56 @@ parse_step parser::parse(std::string_view in) {
   return parse_state(in);
 }
 
+// One byte of a chunk extension (RFC 9112 §7.1.1):
+//   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+//   chunk-ext-name = token; chunk-ext-val = token / quoted-string
+// The line's CR is judged by the caller (an extension may end after a name or a value).
+parser::chunk_ext parser::next_chunk_ext(chunk_ext s, unsigned char c) noexcept {
+  const bool ws = c == ' ' || c == '\t';
+  const bool tchar = kTchar[c];
+  switch (s) {
+    case chunk_ext::before_name:
+      return ws ? s : tchar ? chunk_ext::name : chunk_ext::bad;
+    case chunk_ext::name:
+    case chunk_ext::after_name:
+      if (tchar && s == chunk_ext::name) {
+        return s;
+      }
+      return ws         ? chunk_ext::after_name
+             : c == '=' ? chunk_ext::before_value
+             : c == ';' ? chunk_ext::before_name
+                        : chunk_ext::bad;
+    case chunk_ext::before_value:
+      return ws         ? s
+             : c == '"' ? chunk_ext::quoted
+             : tchar    ? chunk_ext::token_value
+                        : chunk_ext::bad;
+    case chunk_ext::token_value:
+    case chunk_ext::after_quoted:
+    case chunk_ext::after_value:
+      if (tchar && s == chunk_ext::token_value) {
+        return s;
+      }
+      return ws ? chunk_ext::after_value : c == ';' ? chunk_ext::before_name : chunk_ext::bad;
+    case chunk_ext::quoted:
+      // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text (RFC 9110 §5.6.4)
+      if (c == '"') {
+        return chunk_ext::after_quoted;
+      }
+      if (c == '\\') {
+        return chunk_ext::quoted_pair;
+      }
+      return ws || (c >= 0x21 && c != 0x7f) ? s : chunk_ext::bad;
+    case chunk_ext::quoted_pair:
+      // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+      return ws || (c >= 0x21 && c != 0x7f) ? chunk_ext::quoted : chunk_ext::bad;
+    case chunk_ext::none:
+    case chunk_ext::bad:
+      break;
+  }
+  return chunk_ext::bad;
+}
+
 parse_step parser::parse_state(std::string_view in) {
   switch (state_) {
     case state::error:
@@ -664,7 +715,8 @@ parse_step parser::parse_state(std::string_view in) {
         } else if (c == '\n' && chunk_cr_) {  // CRLF only: RFC 9112 §7.1
           state_ = state::chunk_size;
           chunk_line_ = 0;
-          chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
+          chunk_ext_ = chunk_ext::none;
+          chunk_ws_ = chunk_cr_ = false;
           remaining_ = 0;
           parse_step s = parse(in.substr(i + 1));
           s.consumed += i + 1;
@@ -711,11 +763,17 @@ parse_step parser::parse_state(std::string_view in) {
           return fail(400, "bare CR in chunk size line");
         }
         if (c == '\r') {
-          if (chunk_ws_ && !chunk_ext_) {
+          if (chunk_ws_ && chunk_ext_ == chunk_ext::none) {
             // RFC 9112 §7.1: whitespace after the size only before an extension's ';' (BWS);
             // "5 \r\n" is refused as llhttp refuses it unless made lenient: a front end that
             // reads such a line otherwise frames the body differently (request smuggling).
             return fail(400, "whitespace at the end of a chunk size line");
+          }
+          // An extension ends after its name or its value, not inside a quoted string nor
+          // after a ';', an '=' or whitespace.
+          if (chunk_ext_ != chunk_ext::none && chunk_ext_ != chunk_ext::name &&
+              chunk_ext_ != chunk_ext::token_value && chunk_ext_ != chunk_ext::after_quoted) {
+            return fail(400, "malformed chunk extension");
           }
           chunk_cr_ = true;
           continue;
@@ -726,10 +784,12 @@ parse_step parser::parse_state(std::string_view in) {
         if (++chunk_line_ > kMaxChunkLine) {
           return fail(400, "chunk size line too long");
         }
-        if (chunk_ext_) {
-          // Extensions are ignored.
-          if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) {
-            return fail(400, "control character in chunk extension");
+        if (chunk_ext_ != chunk_ext::none) {
+          // Extensions are ignored, but must follow the grammar (a name is a token: "0;\r\n"
+          // is malformed), so that a front end cannot read the line otherwise.
+          chunk_ext_ = next_chunk_ext(chunk_ext_, static_cast<unsigned char>(c));
+          if (chunk_ext_ == chunk_ext::bad) {
+            return fail(400, "malformed chunk extension");
           }
           continue;
         }
@@ -737,7 +797,7 @@ parse_step parser::parse_state(std::string_view in) {
           // After the size's whitespace only more of it, then ';' and an extension (RFC 9112
           // §7.1.1: BWS before the ';'); a CR here is refused above.
           if (c == ';') {
-            chunk_ext_ = true;
+            chunk_ext_ = chunk_ext::before_name;
           } else if (c != ' ' && c != '\t') {
             return fail(400, "bad chunk size");
           }
@@ -752,7 +812,7 @@ parse_step parser::parse_state(std::string_view in) {
           continue;
         }
         if (chunk_line_ > 1 && c == ';') {  // this byte is counted: a digit came before
-          chunk_ext_ = true;
+          chunk_ext_ = chunk_ext::before_name;
           continue;
         }
         if (chunk_line_ > 1 && (c == ' ' || c == '\t')) {
@@ -1299,7 +1359,8 @@ parse_step parser::on_head_complete() {
       msg_.chunked = true;
       remaining_ = 0;
       chunk_line_ = 0;
-      chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
+      chunk_ext_ = chunk_ext::none;
+      chunk_ws_ = chunk_cr_ = false;
       state_ = state::chunk_size;
     } else if (msg_.has_content_length && msg_.content_length > 0) {
       if (msg_.content_length > limits_.max_body_bytes) {
@@ -1323,7 +1384,8 @@ parse_step parser::on_head_complete() {
     msg_.chunked = true;
     remaining_ = 0;
     chunk_line_ = 0;
-    chunk_ext_ = chunk_ws_ = chunk_cr_ = false;
+    chunk_ext_ = chunk_ext::none;
+    chunk_ws_ = chunk_cr_ = false;
     state_ = state::chunk_size;
   } else if (!has_te && msg_.has_content_length) {
     if (msg_.content_length > limits_.max_body_bytes) {

@@ -224,10 +224,25 @@ class parser {
   std::uint64_t remaining_ = 0;    // body or chunk bytes left
   std::uint64_t body_total_ = 0;   // decoded body bytes so far
   std::uint32_t chunk_line_ = 0;   // bytes of the chunk-size line so far (bounded)
-  bool chunk_ext_ = false;         // inside a chunk extension
-  bool chunk_ws_ = false;          // whitespace after the chunk size (only ";" may follow)
-  bool chunk_cr_ = false;          // saw CR in chunk_crlf / chunk size line
-  bool fast_path_ = true;          // tests turn it off to compare against the line-by-line path
+  // Where a chunk-size line's extension is (RFC 9112 §7.1.1); none before its first ';'.
+  enum class chunk_ext : std::uint8_t {
+    none,
+    before_name,   // after ';' (and BWS): a token must follow
+    name,          // in chunk-ext-name
+    after_name,    // BWS after the name: '=' or ';' must follow
+    before_value,  // after '=' (and BWS): a token or a quoted-string must follow
+    token_value,   // in a token value
+    quoted,        // in a quoted-string value
+    quoted_pair,   // after a backslash inside it
+    after_quoted,  // right after the closing quote
+    after_value,   // BWS after the value: ';' must follow
+    bad,           // not the grammar: the line is refused
+  };
+  static chunk_ext next_chunk_ext(chunk_ext s, unsigned char c) noexcept;
+  chunk_ext chunk_ext_ = chunk_ext::none;
+  bool chunk_ws_ = false;  // whitespace after the chunk size (only ";" may follow)
+  bool chunk_cr_ = false;  // saw CR in chunk_crlf / chunk size line
+  bool fast_path_ = true;  // tests turn it off to compare against the line-by-line path
   // The last Host value found valid on this connection: a client sends the same one every
   // time, so the fast path compares it instead of validating it again. It starts as the empty
   // value (valid), so the length is never above the buffer's size (a sentinel such as 0xff
