@@ -69,6 +69,16 @@ interest to_interest(std::uint32_t flags) noexcept {
   }
 }
 
+}  // namespace
+
+// Test hook (tests/test_event_signals.cc): called by stop_signal() on the self-pipe path once it
+// has drained the pipe for the signal's last event, i.e. where a delivery can arrive after the
+// drain. Null in production: one load on that rare path.
+extern void (*g_self_pipe_drained_hook)(int signo);
+void (*g_self_pipe_drained_hook)(int signo) = nullptr;
+
+namespace {
+
 // ---- signal delivery through a self-pipe (every POSIX system) --------------------------------
 //
 // One process-wide sigaction handler per watched signal writes the signal number, one byte, to
@@ -621,13 +631,22 @@ class base_impl {
       return;
     }
 #endif
-    // The previous disposition is back once no base watches the signal; the pipe stays open
-    // for the base's life (a byte that still reaches it is ignored: nobody watches the signal).
+    // Out of the handler's table first, then drained: no byte of signo can reach the pipe
+    // after the drain. The other order left a window (the drain done, the slot still set) in
+    // which a delivery wrote a byte that no drain removed, so the next round reported it to
+    // whatever event was attached by then, however much later. A handler that loaded the slot
+    // before it was cleared may still be writing: self_pipe_quiesce() waits for it. The
+    // previous disposition is back once no base watches the signal; the pipe stays open for
+    // the base's life (it carries the other signals' bytes).
+    self_pipe_unwatch(signo, sig_pipe_[1]);
+    self_pipe_quiesce();
     if (sig_pipe_[0] >= 0) {
       on_signal_pipe();
     }
     sig_caught_[signo] = false;
-    self_pipe_unwatch(signo, sig_pipe_[1]);
+    if (g_self_pipe_drained_hook != nullptr) [[unlikely]] {
+      g_self_pipe_drained_hook(signo);
+    }
   }
 
   // A delivery of signo read from the signalfd or the pipe (or passed on by another base). With
