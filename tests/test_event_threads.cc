@@ -295,6 +295,26 @@ TEST(event_threads, exit_still_wakes_the_loop_after_its_stale_stop_was_polled_el
   EXPECT_LT(clk::now() - start, 4s);
 }
 
+// exit()'s stop from another thread, left pending by a round that returned on the request
+// while a callback ran, and a poller().stop() from elsewhere: the next blocking loop_once()
+// ends on that stop (a round that runs nothing) rather than take it for exit()'s stale one and
+// wait again. The two used to share one bit: the stop was lost, and loop_once() waited for its
+// 3 s bound timer.
+TEST(event_threads, a_poller_stop_arriving_with_a_stale_exit_stop_still_ends_a_round) {
+  auto b = make_base();
+  exit_from_another_thread_during_a_callback(*b);  // exit()'s stop stays pending
+  b->poller().stop();
+  int fired = 0;
+  evnet::timer bound(*b, [&] { ++fired; });
+  ASSERT_FALSE(bound.attach(3s));  // ends the wait only if the stop does not
+  const auto start = clk::now();
+  EXPECT_FALSE(b->loop_once());
+  EXPECT_EQ(fired, 0) << "the poller stop was taken for exit()'s stale one";
+  EXPECT_LT(clk::now() - start, 2s);
+  // Both stops are consumed: the next blocking loop_once() waits for its timer.
+  expect_a_blocking_loop_once_to_run_a_50ms_timer(*b);
+}
+
 // A signal handler that is not the base's interrupts the loop's wait (EINTR) again and again,
 // from another thread, until `done`.
 evnet::event_base* g_exit_from_handler = nullptr;

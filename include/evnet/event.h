@@ -227,10 +227,9 @@ class event_base {
   /// stay queued for the next round. Safe from any thread (wakes a waiting loop). A request
   /// made while no loop runs makes the next dispatch()/loop_once() return at once, and only
   /// that one; one made while a callback runs ends that loop_once() only, and the next one
-  /// waits as usual. (From another thread, exit() wakes the loop with the poller's stop(), and
-  /// the poller's stops coalesce: a poller().stop() from elsewhere arriving together with
-  /// exit()'s is taken for it, so when the loop had already returned on the request, that
-  /// round waits again rather than end on the other stop.)
+  /// waits as usual. (From another thread, exit() wakes the loop with a stop of its own in the
+  /// poller, not poller().stop(): a poller().stop() from elsewhere arriving with it still ends
+  /// the round it reaches, also when the loop had already returned on the exit() request.)
   void exit() noexcept;
 
   /// Queues `fn` to run on the loop thread during the next round (high priority poller task).

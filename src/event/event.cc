@@ -1074,16 +1074,6 @@ class base_impl {
     }
     held_.emplace(std::move(*h));
     held_backend_ = &detail::poller_access::backend(*held_);
-    // An exit() stop marked outstanding that the poller no longer holds was taken by a poll
-    // that is not the base's (poller().poll_once() between the base's rounds): no round will
-    // receive it, and exit() would never send another (see exit()), leaving a loop that waits
-    // in the kernel deaf to it. (A stop marked but not yet sent is unmarked too: the round then
-    // ends on its request, or, if it took the request first, returns once more on the stop.)
-    if (exit_stop_sent_.load(std::memory_order_seq_cst) &&
-        (held_backend_->pending_.load(std::memory_order_seq_cst) &
-         detail::poller_backend::kStopBit) == 0) [[unlikely]] {
-      exit_stop_sent_.store(false, std::memory_order_seq_cst);
-    }
     return std::error_code(0, g_system_category);
   }
   void unhold() noexcept {
@@ -1235,15 +1225,15 @@ class base_impl {
     return true;
   }
 
-  // The round's poll ended with errc::stopped: someone else's poller stop (the round simply
-  // continues: false), or the stop of an exit() (exit_stop_sent_, which only this receipt
-  // clears; see exit()). That one ends the round if its request is still pending (the round
-  // returns on the flag); if a round already returned on the request (the stop was sent while
-  // that round ran callbacks, after its poll), the stop is stale and the wait starts again, as
-  // if it had never been sent (true). The flag is cleared before the request is looked at, as
-  // exit() sets them in the other order: an exit() that finds no stop outstanding sends one.
+  // The round's poll ended with errc::stopped: on someone else's poller stop (kStopBit), which
+  // ends the round (false), or on exit()'s alone (kExitStopBit; see exit()). That one ends the
+  // round if its request is still pending (the round returns on the flag); if a round already
+  // returned on the request (the stop was sent while that round ran callbacks, after its
+  // poll), the stop is stale and the wait starts again, as if it had never been sent (true).
+  // The bits are taken before the request is looked at, as exit() sets them in the other
+  // order. A poller stop that came with exit()'s counts: one bit for both took it for exit()'s.
   [[gnu::noinline]] bool exit_stop_was_stale() noexcept {
-    return exit_stop_sent_.exchange(false, std::memory_order_seq_cst) &&
+    return held_backend_->stops_taken_ == detail::poller_backend::kExitStopBit &&
            !exit_requested_.load(std::memory_order_seq_cst);
   }
 
@@ -1362,21 +1352,16 @@ class base_impl {
     if (r == std::thread::id() || r == std::this_thread::get_id()) {
       return;
     }
-    // At most one exit() stop is outstanding (sent and not yet returned by a poll), marked by
-    // exit_stop_sent_ before it is sent, so that a round receiving a stop knows it (see
-    // exit_stop_was_stale()). Another one on its way wakes the loop for this request too; a
-    // request a round has already taken (it returned, or returns without waiting) needs none.
-    // The mark used to be stored after the flag unconditionally, and cleared by the receipt:
-    // a round that took the request between this function's flag and its mark, or a receipt
-    // that cleared a second exit()'s mark of a stop still to come, left a stop that looked
-    // like someone else's, and the next blocking loop_once() returned on it having run nothing.
-    if (exit_stop_sent_.load(std::memory_order_seq_cst) ||
-        !exit_requested_.load(std::memory_order_seq_cst)) {
+    // A stop of exit()'s own (kExitStopBit), so that a round receiving it can tell it from a
+    // poller stop (exit_stop_was_stale()); at most one is pending, and one on its way wakes
+    // the loop for this request too. A request a round has already taken (it returned, or
+    // returns without waiting) needs none.
+    if (!exit_requested_.load(std::memory_order_seq_cst)) {
       return;
     }
-    bool expected = false;
-    if (exit_stop_sent_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) {
-      poller_->stop();
+    detail::poller_backend& pb = detail::poller_access::backend(*poller_);
+    if (pb.request_exit_stop()) {
+      pb.wake();
     }
   }
 
@@ -1402,9 +1387,6 @@ class base_impl {
   std::vector<std::unique_ptr<fd_slot>> slots_;
   event* all_ = nullptr;
   std::atomic<bool> exit_requested_{false};
-  // exit() stopped (or is about to stop) the poller and no poll has returned that stop yet:
-  // set by exit(), cleared only by the receipt (exit_stop_was_stale()).
-  std::atomic<bool> exit_stop_sent_{false};
   std::atomic<std::thread::id> running_{};  // the thread inside loop_once(), if any
   // Signals: the events watching each signal number, and how the signals arrive (signalfd on
   // Linux unless signal_delivery::self_pipe was asked for; a self-pipe elsewhere).

@@ -96,7 +96,7 @@ class poller_backend {
   /// flag was still set has then either queued its task visibly, or takes the lock after us
   /// and sees the flag clear (so it wakes the resumed wait). Loop thread; rare path.
   bool stale_wake() noexcept {
-    if ((pending_.load(std::memory_order_seq_cst) & kStopBit) != 0) {
+    if ((pending_.load(std::memory_order_seq_cst) & kStopBits) != 0) {
       return false;
     }
     std::lock_guard<std::mutex> lock(task_mutex_);
@@ -118,6 +118,13 @@ class poller_backend {
   /// atomic or), a callback's poll_action::stop or a close() deferred to the round's end
   /// (relaxed; the loop thread).
   void request_stop(std::memory_order order) noexcept { pending_.fetch_or(kStopBit, order); }
+
+  /// Sets kExitStopBit in pending_: the event base's exit() from another thread (any thread,
+  /// async-signal-safe: one lock-free atomic or). True when it was not set already, so the
+  /// caller writes the wake-up (one is on its way otherwise).
+  bool request_exit_stop() noexcept {
+    return (pending_.fetch_or(kExitStopBit, std::memory_order_seq_cst) & kExitStopBit) == 0;
+  }
 
   /// Event-array sizing policy (gnet's): double when a round filled the array; halve (not
   /// below the initial size) after kShrinkAfterRounds consecutive rounds that used less than a
@@ -175,11 +182,21 @@ class poller_backend {
   std::vector<task> high_;
   std::vector<task> low_;
   bool tasks_closed_ = false;  ///< guarded by task_mutex_
-  /// Tasks queued and not yet run (including the loop's local batch), and kStopBit: a stop
-  /// was requested (request_stop()). Any thread. One word, so that each of the round's two
-  /// looks at whether anything is asked of the loop besides I/O is one load and one branch.
+  /// Tasks queued and not yet run (including the loop's local batch), and kStopBits: a stop
+  /// was requested (request_stop(), request_exit_stop()). Any thread. One word, so that each of the
+  /// round's two looks at whether anything is asked of the loop besides I/O is one load and one
+  /// branch.
   std::atomic<std::size_t> pending_{0};
   static constexpr std::size_t kStopBit = std::size_t{1} << (sizeof(std::size_t) * 8 - 1);
+  /// The event base's exit() stop (request_exit_stop()): it ends a round as kStopBit does, but
+  /// is a bit of its own, so that the base can tell it from a poller stop that arrives with it
+  /// (stops_taken_). With one bit for both, such a stop was taken for exit()'s and lost when
+  /// exit()'s turned out stale (its request already taken by an earlier round).
+  static constexpr std::size_t kExitStopBit = kStopBit >> 1;
+  static constexpr std::size_t kStopBits = kStopBit | kExitStopBit;
+  /// The stop bits (kStopBits) that the last round ending with kRoundStopped took (round.h).
+  /// Loop thread.
+  std::size_t stops_taken_ = 0;
 
   /// Loop-local batches, swapped with the queues under the lock (capacity is reused).
   std::vector<task> high_run_;

@@ -432,7 +432,7 @@ std::size_t poller::event_capacity() const noexcept {
 }
 
 std::size_t poller::pending_tasks() const noexcept {
-  return backend_->pending_.load(std::memory_order_relaxed) & ~detail::poller_backend::kStopBit;
+  return backend_->pending_.load(std::memory_order_relaxed) & ~detail::poller_backend::kStopBits;
 }
 
 std::size_t poller::registered_count() const noexcept {

@@ -19,23 +19,24 @@ inline constexpr std::ptrdiff_t kRoundStopped = PTRDIFF_MIN;
 /// or known by the caller for a whole run (the event base's run_until() asks once).
 enum class round_dispatch { ask, epoll_inline, virtual_call };
 
-/// A stop requested (kStopBit in pending_): taken (the bit cleared) with a locked and, out of
-/// line so the round's common path only loads the word.
+/// A stop requested (kStopBits in pending_): taken (the bits cleared, and recorded in
+/// stops_taken_) with a locked and, out of line so the round's common path only loads the word.
 [[gnu::noinline]] inline bool take_stop_request(poller_backend& b) noexcept {
-  return (b.pending_.fetch_and(~poller_backend::kStopBit, std::memory_order_acq_rel) &
-          poller_backend::kStopBit) != 0;
+  b.stops_taken_ = b.pending_.fetch_and(~poller_backend::kStopBits, std::memory_order_acq_rel) &
+                   poller_backend::kStopBits;
+  return b.stops_taken_ != 0;
 }
 
 /// The end of a round that found pending_ non-zero: the queued tasks run (unless close() was
 /// called), then a stop requested during the round (stop(), a callback's poll_action::stop, a
 /// deferred close(), or any of them from a task) ends it: kRoundStopped instead of `ran`.
 inline std::ptrdiff_t finish_asked_round(poller_backend& b, std::ptrdiff_t ran) {
-  if ((b.pending_.load(std::memory_order_relaxed) & ~poller_backend::kStopBit) != 0 &&
+  if ((b.pending_.load(std::memory_order_relaxed) & ~poller_backend::kStopBits) != 0 &&
       !b.close_deferred_) {
     run_tasks(b);
   }
-  if ((b.pending_.load(std::memory_order_relaxed) & poller_backend::kStopBit) != 0) {
-    b.pending_.fetch_and(~poller_backend::kStopBit, std::memory_order_relaxed);
+  if ((b.pending_.load(std::memory_order_relaxed) & poller_backend::kStopBits) != 0) {
+    take_stop_request(b);
     return kRoundStopped;
   }
   return ran;
@@ -57,7 +58,7 @@ template <round_dispatch D = round_dispatch::ask>
   if (const std::size_t asked = b.pending_.load(std::memory_order_relaxed); asked != 0)
       [[unlikely]] {
     // A stop requested before the round (or by a signal handler) ends it without waiting.
-    if ((asked & poller_backend::kStopBit) != 0 && take_stop_request(b)) {
+    if ((asked & poller_backend::kStopBits) != 0 && take_stop_request(b)) {
       b.in_round_ = false;
       return kRoundStopped;
     }
@@ -98,6 +99,7 @@ template <round_dispatch D = round_dispatch::ask>
 /// run the poller's round inline rather than through poller::holder::poll_once().
 struct poller_access {
   static poller_backend& backend(poller::holder& h) noexcept { return *h.p_->backend_; }
+  static poller_backend& backend(poller& p) noexcept { return *p.backend_; }
   /// What holder::poll_once() does after a round in which close() was called from a callback
   /// or task: releases the hold and closes. The round's result is then errc::closed.
   static void close_deferred(poller::holder& h);
