@@ -13,6 +13,10 @@
 #include "event/timer_wheel.h"
 #include "evnet/event.h"
 
+#if defined(EVNET_KQUEUE_SHIM)
+#include <sys/event.h>  // the kqueue emulation's kqueue_emul_before_wait()
+#endif
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -393,6 +397,49 @@ TEST_P(base_timers, a_task_ends_a_blocking_loop_once_on_a_wheel_that_idled) {
         << " us";
   }
 }
+
+#if defined(EVNET_KQUEUE_SHIM)
+// A blocking loop_once() that runs a task returns, also when the task's wake-up lands exactly as
+// the wait for the wheel's early bound of a timer (the start of the timer's slot, here 48 ms
+// before it) ends: the round ran the task, found nothing due at the bound and waited again
+// until the timer ran. The landing is made exact with the kqueue emulation's hook: the task is
+// queued by the loop thread as its wait starts, so no wake-up ends the wait before the bound.
+// (Only in the kqueue-emulation build; the round's logic is the same over every backend.)
+TEST(base_timers_wheel, a_task_whose_wake_up_lands_on_the_wheels_bound_ends_the_wait) {
+  auto created = evnet::event_base::create();
+  ASSERT_TRUE(created.has_value());
+  auto b = std::move(*created);
+  int fired = 0;
+  int ran = 0;
+  evnet::timer t(*b, [&] { ++fired; });
+  // A deadline 48 ticks (1 ms each) past the start of its 64-tick slot, which is the bound.
+  const auto due_tick = [&] {
+    const auto ns = t.deadline().time_since_epoch() / 1ns;
+    return ns / 1'000'000 + (ns % 1'000'000 != 0);
+  };
+  ASSERT_FALSE(t.attach(300ms));
+  ASSERT_FALSE(t.rearm(300ms + std::chrono::milliseconds((48 - due_tick() % 64 + 64) % 64)));
+  ASSERT_GE(due_tick() % 64, 40) << "the clock moved between two attaches";
+  struct queue_a_task {
+    evnet::event_base* base;
+    int* ran;
+  } q{b.get(), &ran};
+  kqueue_emul_before_wait(
+      [](void* arg) {
+        kqueue_emul_before_wait(nullptr, nullptr);
+        auto* q = static_cast<queue_a_task*>(arg);
+        EXPECT_FALSE(q->base->run_in_loop([r = q->ran] { ++*r; }));
+      },
+      &q);
+  const auto start = clk::now();
+  EXPECT_FALSE(b->loop_once());
+  kqueue_emul_before_wait(nullptr, nullptr);
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(fired, 0)
+      << "loop_once() waited for the timer after the task ran: "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(clk::now() - start).count() << " ms";
+}
+#endif
 
 TEST_P(base_timers, far_future_timer_can_be_attached_and_cancelled) {
   auto b = make();

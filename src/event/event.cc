@@ -1074,9 +1074,12 @@ class base_impl {
     }
     held_.emplace(std::move(*h));
     held_backend_ = &detail::poller_access::backend(*held_);
+    // Tasks run by a round end it (see round()): the poller clears the timer bound then.
+    held_backend_->wait_bound_ = &timer_due_;
     return std::error_code(0, g_system_category);
   }
   void unhold() noexcept {
+    held_backend_->wait_bound_ = nullptr;
     held_backend_ = nullptr;
     held_.reset();
     release();
@@ -1199,14 +1202,17 @@ class base_impl {
       // The clock is read here only: a round that does not block does not need it.
       now_ns_ = clock_ns();
       const std::int64_t ns = *next - now_ns_;
-      // Round up: waking a little late is fine, waking early only costs another round.
-      const std::int64_t ms = ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0);
+      // Tasks run by the poll clear it (poller_backend::wait_bound_): the round then ends
+      // with them rather than wait again for the timer (event.h: a task ends the wait), be
+      // they queued before the wait (the wheel's bound already passed when its tick lagged
+      // while it idled: the poll does not wait) or during it, their wake-up landing as the
+      // wait for the bound ended.
       timer_due_ = *next;
-      if (ns <= 0 && poller_->pending_tasks() != 0) [[unlikely]] {
-        // The wheel's bound already passed (its tick lagged while it idled) and tasks run in
-        // this poll: the round ends with them, not waiting again below for the timer.
-        timer_due_ = -1;
+      if (ns <= 0) [[unlikely]] {
+        return 0;
       }
+      // Round up: waking a little late is fine, waking early only costs another round.
+      const std::int64_t ms = ns / 1'000'000 + (ns % 1'000'000 != 0);
       return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
     }
     return -1;

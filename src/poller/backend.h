@@ -197,6 +197,11 @@ class poller_backend {
   /// The stop bits (kStopBits) that the last round ending with kRoundStopped took (round.h).
   /// Loop thread.
   std::size_t stops_taken_ = 0;
+  /// While an event base holds the poller: its round's timer bound (base_impl::timer_due_ in
+  /// event.cc), which run_tasks() sets to -1, so that a round that ran tasks ends with them
+  /// rather than wait again for a timer whose early bound it reached. Loop thread; set on the
+  /// rare path only (tasks queued), so the round pays nothing for it.
+  std::int64_t* wait_bound_ = nullptr;
 
   /// Loop-local batches, swapped with the queues under the lock (capacity is reused).
   std::vector<task> high_run_;

@@ -219,6 +219,9 @@ std::error_code poller::poll() {
 // that re-queues itself cannot starve I/O. If a task calls close(), the rest of the batch is
 // destroyed without running. Kept out of line: the I/O-only round stays small.
 [[gnu::noinline]] void detail::run_tasks(poller_backend& b) {
+  if (b.wait_bound_ != nullptr) {
+    *b.wait_bound_ = -1;  // the event base's round ends with these tasks (backend.h)
+  }
   std::size_t ran = 0;
   {
     std::lock_guard<std::mutex> lock(b.task_mutex_);

@@ -32,7 +32,9 @@
 //    called from a signal handler or any thread for it, as with a real kqueue.
 //  - fault injection for tests (not a kqueue feature): kqueue_emul_fail_change(nth, err) makes
 //    the nth EVFILT_READ/EVFILT_WRITE change from then on (in any kqueue) fail with err, leaving
-//    its knote as it was; the changes around it in the same call are applied as usual.
+//    its knote as it was; the changes around it in the same call are applied as usual. And
+//    kqueue_emul_before_wait(fn, arg): fn(arg) runs on the calling thread as each kevent() call
+//    that collects events starts its wait (after its changes), until it is set back to null.
 //  - timeouts: NULL blocks, a zero timespec polls, others wait (rounded up to milliseconds);
 //    a wait that is woken only by events that turn out to be stale goes on waiting for the rest
 //    of the timeout. A signal interrupts the wait with EINTR.
@@ -228,6 +230,9 @@ void forget_if_stale(kq_state& st, int fd, const struct stat& sb) {
 // change that fails, and its errno.
 std::atomic<int> g_fail_countdown{0};
 std::atomic<int> g_fail_errno{0};
+// kqueue_emul_before_wait(): called on the waiting thread as a kevent() call starts its wait.
+std::atomic<void (*)(void*)> g_before_wait{nullptr};
+std::atomic<void*> g_before_wait_arg{nullptr};
 
 // One EVFILT_READ/EVFILT_WRITE change, under st.mu. Returns 0 or an errno.
 int change_fd_filter(kq_state& st, const struct kevent& kev) {
@@ -507,6 +512,11 @@ extern "C" void kqueue_emul_fail_change(int nth, int err) {
   g_fail_countdown.store(nth, std::memory_order_relaxed);
 }
 
+extern "C" void kqueue_emul_before_wait(void (*fn)(void*), void* arg) {
+  g_before_wait_arg.store(arg, std::memory_order_relaxed);
+  g_before_wait.store(fn, std::memory_order_release);
+}
+
 extern "C" int kqueue(void) {
   auto st = new (std::nothrow) kq_state;
   if (st == nullptr) {
@@ -623,6 +633,9 @@ extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges,
     const std::int64_t ms = static_cast<std::int64_t>(timeout->tv_sec) * 1000 +
                             (timeout->tv_nsec + 999999) / 1000000;  // rounded up
     timeout_ms = static_cast<int>(std::min<std::int64_t>(ms, INT_MAX));
+  }
+  if (void (*fn)(void*) = g_before_wait.load(std::memory_order_acquire); fn != nullptr) {
+    fn(g_before_wait_arg.load(std::memory_order_relaxed));
   }
   const std::int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
   for (;;) {

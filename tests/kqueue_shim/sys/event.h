@@ -63,5 +63,8 @@ extern "C" int kqueue(void);
 // Not kqueue's: the emulation's fault injection (kqueue_emul.cc). The nth EVFILT_READ or
 // EVFILT_WRITE change from now on fails with errno `err` and changes nothing; 0 disarms it.
 extern "C" void kqueue_emul_fail_change(int nth, int err);
+// Also the emulation's: fn(arg) runs on the calling thread as each kevent() call that collects
+// events starts its wait, until set back to null (fn may do that itself).
+extern "C" void kqueue_emul_before_wait(void (*fn)(void*), void* arg);
 extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges,
                       struct kevent* eventlist, int nevents, const struct timespec* timeout);
