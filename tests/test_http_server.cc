@@ -1092,6 +1092,98 @@ TEST(http_server, a_handlers_keep_alive_does_not_contradict_the_servers_close) {
   }
 }
 
+// The value of the one Connection field of a response head ("" if none; the test above checks
+// there is one).
+std::string connection_value(std::string_view head) {
+  for (std::size_t at = head.find("\r\n"); at != std::string_view::npos;
+       at = head.find("\r\n", at + 1)) {
+    if (http::iequals(head.substr(at + 2, 12), "Connection: ")) {
+      const std::size_t start = at + 14;
+      return std::string(head.substr(start, head.find("\r\n", start) - start));
+    }
+  }
+  return {};
+}
+
+// Where the server writes a Connection field itself (the last response, every HTTP/1.0 one)
+// the handler's whole Connection header was dropped (ecc3951), its other options with it: a
+// hop-by-hop field it names ("X-Hop": a proxy must then remove X-Hop), an "upgrade". RFC 9110
+// §7.6.1: the field is a list of options; one field carries them all, the server's "close" (or
+// an HTTP/1.0 keep-alive's answer) among them, each option once and never "keep-alive" beside
+// "close" (the handler's keep-alive is what is dropped). Several Connection headers from the
+// handler are one list too, and a deferred response whose head spans two fills is treated
+// alike.
+TEST(http_server, a_handlers_other_connection_options_are_kept_beside_the_servers_close) {
+  http::router r = basic_router();
+  r.get("/hop", [](const http::request&, http::response& res) {
+    res.start(200).header("Connection", "X-Hop, keep-alive").header("X-Hop", "1").body("hop");
+  });
+  r.get("/hop-chunked", [](const http::request&, http::response& res) {
+    res.start(200).header("Connection", "keep-alive , X-Hop").header("X-Hop", "1");
+    res.begin_chunked();
+    res.chunk("hop");
+    res.end_chunked();
+  });
+  r.get("/two-fields", [](const http::request&, http::response& res) {
+    res.start(200).header("Connection", "X-Hop").header("connection", "upgrade, x-hop");
+    res.header("Upgrade", "y").body("hop");
+  });
+  r.get("/own-close", [](const http::request&, http::response& res) {
+    res.start(200).header("Connection", "keep-alive").header("Connection", "X-Hop, close");
+    res.body("hop");
+  });
+  r.get("/hop-deferred", [](const http::request&, http::response& res) {
+    http::deferred_response d = res.defer();
+    (void)d.respond([](http::response& w) { w.start(200).header("Connection", "X-Hop"); });
+    (void)d.respond([](http::response& w) { w.header("X-Hop", "1").body("hop"); });
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  struct tcase {
+    const char* name;
+    const char* request;
+    const char* connection;  // the one Connection field's value expected
+    bool closes;
+    const char* body_end;
+  };
+  const std::string close11 = " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  for (const tcase& t : {
+           tcase{"1.1 close", "GET /hop", "close, X-Hop", true, "\r\n\r\nhop"},
+           tcase{"1.1 close chunked", "GET /hop-chunked", "close, X-Hop", true, "0\r\n\r\n"},
+           tcase{"1.1 close, two fields", "GET /two-fields", "close, X-Hop, upgrade", true,
+                 "\r\n\r\nhop"},
+           tcase{"1.1 close, deferred", "GET /hop-deferred", "close, X-Hop", true, "\r\n\r\nhop"},
+           tcase{"1.0", "GET /hop HTTP/1.0\r\n\r\n", "close, X-Hop", true, "\r\n\r\nhop"},
+           tcase{"1.0 keep-alive", "GET /hop HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                 "X-Hop, keep-alive", false, "\r\n\r\nhop"},
+           tcase{"1.0 keep-alive streamed",
+                 "GET /hop-chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "X-Hop, close",
+                 true, "\r\n\r\nhop"},
+           tcase{"1.0 keep-alive, deferred",
+                 "GET /hop-deferred HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                 "X-Hop, keep-alive", false, "\r\n\r\nhop"},
+           tcase{"1.1", "GET /hop HTTP/1.1\r\nHost: x\r\n\r\n", "X-Hop, keep-alive", false,
+                 "\r\n\r\nhop"},
+           tcase{"1.1, two fields", "GET /two-fields HTTP/1.1\r\nHost: x\r\n\r\n", "X-Hop, upgrade",
+                 false, "\r\n\r\nhop"},
+           tcase{"1.1, the handler's close", "GET /own-close HTTP/1.1\r\nHost: x\r\n\r\n",
+                 "X-Hop, close", true, "\r\n\r\nhop"},
+       }) {
+    SCOPED_TRACE(t.name);
+    client c(s.port(), 2000);
+    std::string request = t.request;
+    if (request.find(" HTTP/") == std::string::npos) {
+      request += close11;
+    }
+    ASSERT_TRUE(c.send(request));
+    const std::string all = read_response(c, t.closes ? "close" : "", t.body_end);
+    const std::string head = all.substr(0, all.find("\r\n\r\n") + 2);
+    EXPECT_EQ(connection_fields(head), 1u) << head;
+    EXPECT_EQ(connection_value(head), t.connection) << head;
+    EXPECT_TRUE(all.ends_with(t.body_end)) << all;
+  }
+}
+
 // An upgrade handler that throws (its own code, or a callback it calls, such as a WebSocket
 // endpoint's subprotocol selector) let the exception out of on_traffic, which terminated the
 // process: every connection of the server was lost to one request. It is answered 500 and the

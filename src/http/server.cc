@@ -4,6 +4,8 @@
 #include <atomic>
 #include <charconv>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "evnet/conn.h"
 #include "evnet/loop.h"
@@ -57,32 +59,104 @@ void detail::out_buffer::grow(std::size_t n) {
   capacity_ = cap;
 }
 
+void detail::out_buffer::replace(std::size_t at, std::size_t n, std::string_view bytes) {
+  const std::size_t tail = size_ - at - n;
+  if (bytes.size() > n) {
+    (void)extend(bytes.size() - n);
+  } else {
+    size_ -= n - bytes.size();
+  }
+  char* d = data_.get();
+  std::memmove(d + at + bytes.size(), d + at + n, tail);
+  if (!bytes.empty()) {
+    std::memcpy(d + at, bytes.data(), bytes.size());
+  }
+}
+
 inline void response::put(std::string_view bytes) {
   detail::copy_bytes(out_.extend(bytes.size()), bytes.data(), bytes.size());
 }
 
 // A handler's own "Connection" header: with the "close" option the peer is told this is the
 // last response, so the server must close after it (RFC 9112 §9.6) rather than keep reading
-// requests the client will not wait for. Returns true when the field is not to be sent: the
-// server writes a Connection field of its own for this response (start() said "close" for the
-// last one; to HTTP/1.0 the head's end says "keep-alive" or "close"), and two fields would
-// contradict each other (a handler's "keep-alive" beside the server's "close").
+// requests the client will not wait for. Returns true when the field is not to be sent as
+// written: its options go into the response's one Connection field (merge_connection), beside
+// what the server says itself ("close" on the last response, an HTTP/1.0 keep-alive's answer).
 bool response::note_connection(std::string_view name, std::string_view value) noexcept {
   if (!iequals(name, "Connection")) {
     return false;
   }
-  while (!value.empty()) {
-    const std::size_t comma = value.find(',');
-    if (iequals(detail::trim_ows(value.substr(0, comma)), "close")) {
+  for (std::string_view rest = value; !rest.empty();) {
+    const std::size_t comma = rest.find(',');
+    if (iequals(detail::trim_ows(rest.substr(0, comma)), "close")) {
       close_requested_ = true;
       break;
     }
-    if (comma == std::string_view::npos) {
-      break;
-    }
-    value.remove_prefix(comma + 1);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
   }
-  return last_ || http10_;
+  try {
+    merge_connection(value);
+  } catch (...) {
+    // Out of memory composing the field: the handler's other options are not sent; its
+    // "close" is still honoured (the server's close or the connection's end says it).
+  }
+  return true;
+}
+
+// Adds the comma-separated `options` to the head's one Connection field (RFC 9110 §7.6.1; a
+// second field would be the same list split, and a "keep-alive" in one beside a "close" in the
+// other contradicts it): the field already written is rewritten in place with them, or a new
+// one is written. Each option is kept once, in order, and "keep-alive" is dropped from a list
+// that says "close". A CR, LF or NUL in an option is sent as a space (see header()).
+void response::merge_connection(std::string_view options) {
+  std::string_view old;
+  std::size_t old_len = 0;
+  if (connection_line_ != std::string_view::npos) {
+    const std::string_view line = out_.view().substr(connection_line_);
+    old_len = line.find("\r\n") + 2;      // written by this function or start(): it ends
+    old = line.substr(12, old_len - 14);  // after "Connection: ", before the CRLF
+  }
+  std::vector<std::string_view> list;
+  bool close = false;
+  for (std::string_view in : {old, options}) {
+    while (!in.empty()) {
+      const std::size_t comma = in.find(',');
+      const std::string_view t = detail::trim_ows(in.substr(0, comma));
+      in = comma == std::string_view::npos ? std::string_view{} : in.substr(comma + 1);
+      if (t.empty()) {
+        continue;
+      }
+      close = close || iequals(t, "close");
+      bool seen = false;
+      for (std::string_view u : list) {
+        seen = seen || iequals(u, t);
+      }
+      if (!seen) {
+        list.push_back(t);
+      }
+    }
+  }
+  std::string field = "Connection: ";
+  bool first = true;
+  for (std::string_view t : list) {
+    if (close && iequals(t, "keep-alive")) {
+      continue;
+    }
+    if (!first) {
+      field += ", ";
+    }
+    field += t;
+    first = false;
+  }
+  if (first) {
+    return;  // nothing to say (an empty value)
+  }
+  detail::blank_line_breaks(field.data(), field.size());
+  field += "\r\n";
+  if (connection_line_ == std::string_view::npos) {
+    connection_line_ = out_.size();
+  }
+  out_.replace(connection_line_, old_len, field);
 }
 
 // Content-Length and Transfer-Encoding are written by body() and begin_chunked() only.
@@ -143,6 +217,7 @@ response& response::start_general(int status, std::string_view reason) {
     put(ok_head.substr(detail::kOkStatusLine.size()));  // the Date line
   }
   if (last_) {
+    connection_line_ = out_.size();  // the handler's Connection options join this field
     put("Connection: close\r\n");
   }
   // An HTTP/1.0 client's keep-alive is confirmed where the head ends (confirm_keep_alive):
@@ -155,8 +230,7 @@ response& response::start_general(int status, std::string_view reason) {
 // (not sent: note_connection) or a body streamed to the close (begin_chunked says "close").
 void response::confirm_keep_alive() {
   if (keep_alive_10_) {
-    put(close_requested_ ? std::string_view("Connection: close\r\n")
-                         : std::string_view("Connection: keep-alive\r\n"));
+    merge_connection(close_requested_ ? std::string_view("close") : std::string_view("keep-alive"));
   }
 }
 
@@ -200,10 +274,9 @@ void response::begin_chunked() {
   }
   if (http10_) {
     // RFC 9112 §6.1: no Transfer-Encoding to a 1.0 client; the close ends the body, and the
-    // head says so once (a keep-alive asked for is not confirmed; the handler's own
-    // Connection field was not sent: note_connection).
+    // head's one Connection field says so (a keep-alive asked for is not confirmed).
     if (!last_) {
-      put("Connection: close\r\n");
+      merge_connection("close");
     }
     put("\r\n");
     raw_body_ = true;
@@ -1159,7 +1232,10 @@ void server::run_deferred(const std::shared_ptr<detail::deferred_state>& st,
     st->out.clear();
     write_internal_error(st->out, st->head_request);
   }
-  if (st->out.size() != 0) {
+  // A head not ended yet stays in the buffer until it is (or the connection fails): its one
+  // Connection field may still be rewritten (merge_connection), and half a head is of no use
+  // to the client.
+  if (st->out.size() != 0 && (close || !r.head_open_)) {
     (void)c->write(st->out.view());
     st->out.clear();
   }

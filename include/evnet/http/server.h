@@ -131,6 +131,8 @@ class out_buffer {
   }
   /// Drops the bytes after the first n (n <= size()).
   void truncate(std::size_t n) noexcept { size_ = n; }
+  /// Replaces the n bytes at `at` (at + n <= size()) with `bytes`, moving the bytes after them.
+  void replace(std::size_t at, std::size_t n, std::string_view bytes);
   /// Drops everything; keeps the memory.
   void clear() noexcept { size_ = 0; }
   /// Drops everything, and gives the memory back if it grew past `keep` bytes: one large
@@ -227,13 +229,14 @@ class response {
   /// §5.5: a recipient refuses it or reads it as a space). A
   /// "Connection" header whose value has the "close" option makes this the connection's last
   /// response: the server closes the connection after it and answers no request pipelined
-  /// behind it (RFC 9112 §9.6, as Go's net/http does for a handler that sets it). Where the
-  /// server writes a Connection field itself — the connection closes after this response (the
-  /// client asked to close, or an HTTP/1.0 client did not ask for keep-alive), or the request
-  /// is HTTP/1.0 (the server confirms a keep-alive, or says "close" after the handler's close
-  /// or a streamed body) — the handler's Connection header is not sent: one field says what
-  /// the server does, never a "keep-alive" beside its "close" (Go's net/http also replaces the
-  /// handler's field when it closes after the reply). The framing
+  /// behind it (RFC 9112 §9.6, as Go's net/http does for a handler that sets it). The head
+  /// carries one Connection field (RFC 9110 §7.6.1: a list): the options of every "Connection"
+  /// header given here, in order, and what the server says itself — "close" when the
+  /// connection closes after this response (the client asked to close, an HTTP/1.0 client did
+  /// not ask for keep-alive, a body streamed to an HTTP/1.0 client, the handler's own close),
+  /// "keep-alive" to confirm an HTTP/1.0 client's keep-alive — each option once, and never a
+  /// "keep-alive" beside a "close" (the handler's is dropped). The handler's other options
+  /// ("upgrade", the names of hop-by-hop fields) are kept. The framing
   /// is the server's: body() sends Content-Length, begin_chunked() Transfer-Encoding, so a
   /// "Content-Length" or "Transfer-Encoding" header given here is not sent (a second framing,
   /// or two lengths, lets a client and a proxy split the stream differently: RFC 9112 §6.3).
@@ -348,6 +351,7 @@ class response {
   void put_in_line(std::string_view bytes);
   response& start_general(int status, std::string_view reason);
   void confirm_keep_alive();
+  void merge_connection(std::string_view options);
   void body_general(std::string_view body);
 
   friend class server;
@@ -356,6 +360,8 @@ class response {
   // Set by the server for a handler's response (defer() needs them); null otherwise.
   evnet::conn* conn_ = nullptr;
   std::shared_ptr<detail::deferred_state>* defer_slot_ = nullptr;
+  // Where this response's one Connection field starts in out_ (merge_connection); npos: none.
+  std::size_t connection_line_ = std::string_view::npos;
   bool head_request_;
   bool last_;
   bool keep_alive_10_;
@@ -374,12 +380,13 @@ class response {
 ///
 /// respond(fill) runs `fill` on the connection's loop thread with the deferred response, which
 /// it fills as a handler would (start, header, body; or begin_chunked and chunks); what it
-/// writes is sent at once. A response may be built over several calls (a chunked stream: one
-/// call begins it, later ones add chunks, the last ends it); calls run in the order they were
-/// made from one thread. Once a call has finished the response, the connection goes on with the
-/// requests that waited behind it (or closes, if the request asked for it). A `fill` that
-/// throws, or that neither starts nor finishes a response while the last handle is dropped,
-/// ends it as a handler would: a 500 if nothing was started, else the connection is closed
+/// writes is sent at once, but a head only once it has ended (body() or begin_chunked(): its
+/// Connection field may change until then). A response may be built over several calls (a
+/// chunked stream: one call begins it, later ones add chunks, the last ends it); calls run in
+/// the order they were made from one thread. Once a call has finished the response, the connection
+/// goes on with the requests that waited behind it (or closes, if the request asked for it). A
+/// `fill` that throws, or that neither starts nor finishes a response while the last handle is
+/// dropped, ends it as a handler would: a 500 if nothing was started, else the connection is closed
 /// (the stream is cut). When the last copy of the handle is destroyed before the response was
 /// finished, the same happens.
 ///
