@@ -21,6 +21,7 @@
 #include "evnet/ws/server.h"
 #include "proto_test_util.h"
 #include "ws/session.h"
+#include "ws/url.h"
 
 namespace ws = evnet::ws;
 using namespace std::chrono_literals;
@@ -1369,6 +1370,7 @@ class fake_ws_peer {
         }
         req.append(buf, static_cast<std::size_t>(n));
       }
+      request_.set_value(req);
       const std::size_t k = req.find("Sec-WebSocket-Key: ");
       if (k != std::string::npos) {
         const auto acc = ws::accept_key(std::string_view(req).substr(k + 19, 24));
@@ -1396,10 +1398,18 @@ class fake_ws_peer {
   fake_ws_peer(const fake_ws_peer&) = delete;
   fake_ws_peer& operator=(const fake_ws_peer&) = delete;
   std::string url() const { return "ws://127.0.0.1:" + std::to_string(port_) + "/"; }
+  int port() const { return port_; }
+  // The client's upgrade request as the peer read it ("" if none came within 10 s).
+  std::string wait_request() {
+    return request_future_.wait_for(10s) == std::future_status::ready ? request_future_.get()
+                                                                      : std::string();
+  }
 
  private:
   int lfd_ = -1;
   int port_ = 0;
+  std::promise<std::string> request_;
+  std::future<std::string> request_future_ = request_.get_future();
   std::thread thread_;
 };
 
@@ -1526,6 +1536,52 @@ TEST(ws_client, deflate_response_without_offered_server_no_context_takeover_fail
   EXPECT_EQ(client_outcome("permessage-deflate; client_max_window_bits=10", offered), kNotOffered);
   const std::string named = "permessage-deflate; server_no_context_takeover";
   EXPECT_EQ(client_outcome(named, offered), "opened with \"" + named + "\"");
+}
+
+// RFC 6455 §4.1: the Host field is the URI's host "followed by ':' and the port if the port is
+// not the default" (80 for ws), as browsers send it. The client always appended the port,
+// ":80" included ("Host: example.com:80" for "ws://example.com/"), which a server or proxy
+// matching virtual hosts by name compares unequal. An IPv6 literal keeps its brackets in both
+// the Host and the address dialled; an empty port or one with leading zeros is the same port.
+TEST(ws_client, the_host_field_names_the_port_only_when_it_is_not_80) {
+  struct tcase {
+    const char* url;
+    const char* host;  // the Host field
+    const char* dial;  // the address dialled
+  };
+  for (const tcase& t : {
+           tcase{"ws://example.com/", "example.com", "example.com:80"},
+           tcase{"ws://example.com:80/x", "example.com", "example.com:80"},
+           tcase{"WS://example.com:080?q", "example.com", "example.com:80"},
+           tcase{"ws://example.com:/", "example.com", "example.com:80"},
+           tcase{"ws://example.com:8080/", "example.com:8080", "example.com:8080"},
+           tcase{"ws://127.0.0.1:1?y=1", "127.0.0.1:1", "127.0.0.1:1"},
+           tcase{"ws://[::1]", "[::1]", "[::1]:80"},
+           tcase{"ws://[::1]:80/", "[::1]", "[::1]:80"},
+           tcase{"ws://[::1]:8080/p", "[::1]:8080", "[::1]:8080"},
+       }) {
+    SCOPED_TRACE(t.url);
+    ws::detail::ws_url u;
+    ASSERT_TRUE(ws::detail::parse_ws_url(t.url, u));
+    EXPECT_EQ(u.host, t.host);
+    EXPECT_EQ(u.dial, t.dial);
+  }
+  for (const char* bad : {"ws://:80/", "ws://[]/", "ws://h:x/", "ws://h:1:2/", "ws://h:65536/",
+                          "ws://h:123456/", "ws://[::1]x/", "ws://[::1]:x/"}) {
+    ws::detail::ws_url u;
+    EXPECT_FALSE(ws::detail::parse_ws_url(bad, u)) << bad;
+  }
+  // Over a connection: a port that is not 80 is named.
+  fake_ws_peer peer("");
+  client_handler h;
+  ws::client_options co;
+  co.permessage_deflate = false;
+  ws::client cl(h, co);
+  ASSERT_FALSE(cl.start());
+  ASSERT_FALSE(cl.connect(peer.url()));
+  EXPECT_NE(peer.wait_request().find("\r\nHost: 127.0.0.1:" + std::to_string(peer.port()) + "\r\n"),
+            std::string::npos);
+  cl.stop();
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "evnet/ring_buffer.h"
 #include "ws/session.h"
+#include "ws/url.h"
 
 namespace evnet::ws {
 namespace {
@@ -32,12 +33,9 @@ bool offered_protocol(std::string_view offer, std::string_view chosen) {
   return false;
 }
 
-struct parsed_url {
-  std::string host_port;  // "127.0.0.1:8080"
-  std::string target;     // "/path?q"
-};
+}  // namespace
 
-bool parse_ws_url(std::string_view url, parsed_url& out) {
+bool detail::parse_ws_url(std::string_view url, ws_url& out) {
   // The scheme is case-insensitive (RFC 3986 §3.1): "WS://h/" is the same URI as "ws://h/".
   if (!http::iequals(url.substr(0, 5), "ws://")) {
     return false;
@@ -53,27 +51,48 @@ bool parse_ws_url(std::string_view url, parsed_url& out) {
   // The authority ends at the path or, when the path is empty, at the query (RFC 6455 §3:
   // "ws://host:port?q" is valid, and its request target is "/?q").
   const std::size_t slash = url.find_first_of("/?");
-  std::string_view hp = url.substr(0, slash);
-  if (hp.empty()) {
-    return false;
-  }
-  out.host_port = std::string(hp);
-  bool has_port = false;
-  if (hp.front() == '[') {
+  const std::string_view hp = url.substr(0, slash);
+  // host, then ":port" or nothing; an IPv6 literal keeps its brackets in both fields.
+  std::size_t host_end = std::string_view::npos;
+  if (!hp.empty() && hp.front() == '[') {
     const std::size_t close = hp.find(']');
-    if (close == std::string_view::npos) {
-      return false;
+    if (close == std::string_view::npos || close == 1) {
+      return false;  // unclosed, or "[]"
     }
-    has_port = close + 1 < hp.size();
-    if (has_port && hp[close + 1] != ':') {
+    host_end = close + 1;
+    if (host_end < hp.size() && hp[host_end] != ':') {
       return false;
     }
   } else {
-    has_port = hp.find(':') != std::string_view::npos;
+    host_end = hp.find(':');
   }
-  if (!has_port) {
-    out.host_port += ":80";  // the default port, for an IPv6 literal too
+  const std::string_view host = hp.substr(0, host_end);
+  std::string_view port =
+      host_end < hp.size() ? hp.substr(host_end + 1) : std::string_view{};  // after the ':'
+  if (host.empty()) {
+    return false;
   }
+  for (char c : port) {
+    if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  // RFC 3986 §3.2.3: an empty port is the scheme's default; leading zeros name the same port.
+  while (port.size() > 1 && port.front() == '0') {
+    port.remove_prefix(1);
+  }
+  if (port.size() > 5 || (port.size() == 5 && port > "65535")) {
+    return false;
+  }
+  // RFC 6455 §4.1 (item 4 of the client's requirements): the Host is the host, "followed by
+  // ':' and the port if the port is not the default" (80 for ws), as browsers send it.
+  const bool default_port = port.empty() || port == "80";
+  out.host = std::string(host);
+  if (!default_port) {
+    out.host += ':';
+    out.host += port;
+  }
+  out.dial = std::string(host) + ":" + (default_port ? std::string("80") : std::string(port));
   if (slash == std::string_view::npos) {
     out.target = "/";
   } else if (url[slash] == '?') {
@@ -84,10 +103,12 @@ bool parse_ws_url(std::string_view url, parsed_url& out) {
   return true;
 }
 
+namespace {
+
 // Per-connection client state, kept in the conn's context slot.
 struct client_conn {
   std::string url;
-  parsed_url where;
+  detail::ws_url where;
   std::string key;
   http::response_parser parser;
   std::unique_ptr<detail::session> session;
@@ -110,7 +131,7 @@ class client::impl final : public evnet::handler {
     }
     st->key = generate_key();
     std::string req;
-    write_client_request(req, st->where.host_port, st->where.target, st->key, opts_.protocols,
+    write_client_request(req, st->where.host, st->where.target, st->key, opts_.protocols,
                          opts_.permessage_deflate ? deflate_offer(opts_.deflate) : std::string());
     (void)c.write(req);
     if (opts_.handshake_timeout.count() > 0) {
@@ -204,7 +225,7 @@ class client::impl final : public evnet::handler {
   std::error_code connect(std::string_view url) {
     auto st = std::make_shared<client_conn>();
     st->url = std::string(url);
-    if (!parse_ws_url(url, st->where)) {
+    if (!detail::parse_ws_url(url, st->where)) {
       return errc::bad_address;
     }
     evnet::dial_options d;
@@ -214,7 +235,7 @@ class client::impl final : public evnet::handler {
         h_.on_connect_failed(st->url, ec ? ec.message() : "connect failed");
       }
     };
-    return engine_.dial("tcp://" + st->where.host_port, std::move(d));
+    return engine_.dial("tcp://" + st->where.dial, std::move(d));
   }
 
   std::error_code start() {

@@ -41,7 +41,8 @@ class client {
   /// Starts the engine thread; returns once it is ready to dial. Owner thread, once.
   std::error_code start();
   /// Opens "ws://host[:port][/path][?query]" (host a numeric address or "localhost"; port 80
-  /// by default; an empty path is "/", so "ws://host:port?q" requests "/?q"). On success the
+  /// by default; an empty path is "/", so "ws://host:port?q" requests "/?q"). The request's Host
+  /// field names the port only when it is not 80 (RFC 6455 §4.1). On success the
   /// handler's on_open runs on a loop thread; on failure on_connect_failed does. Returns an
   /// error (and calls nothing) if the URL is malformed or the client is not running.
   /// Any thread after start().
