@@ -709,6 +709,49 @@ TEST(http_server, a_header_whose_name_is_not_a_token_is_not_sent) {
   EXPECT_EQ(replies[1].body, "Hello, World!");
 }
 
+// header() has an overload for char arrays (string literals) whose token check runs at compile
+// time; an array holding a shorter string, an array filled at run time, and a std::string name
+// must get the same answer as a literal.
+TEST(http_server, header_names_from_arrays_and_strings_are_checked_like_literals) {
+  http::router r = basic_router();
+  r.get("/names", [](const http::request&, http::response& res) {
+    char short_token[32] = "X-Short";    // the string is shorter than the array
+    char short_bad[32] = "X Short-Bad";  // ... and not a token
+    char full_token[] = "X-Full";        // filled at run time below, then exactly full
+    char full_bad[] = "X-Full-Bad";
+    full_token[1] = '_';
+    full_bad[1] = ':';
+    const std::string str_token = "X-String";
+    const std::string str_bad = "X String";
+    res.start(200)
+        .header(short_token, "1")
+        .header(short_bad, "2")
+        .header(full_token, "3")
+        .header(full_bad, "4")
+        .header(str_token, "5")
+        .header(str_bad, "6")
+        .body("ok");
+  });
+  test_server s(std::move(r));
+  ASSERT_GT(s.port(), 0);
+  client c(s.port(), 2000);
+  ASSERT_TRUE(c.send("GET /names HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string all;
+  while (all.find("\r\n\r\nok") == std::string::npos) {
+    std::string more = c.recv_some();
+    ASSERT_FALSE(more.empty()) << all;
+    all += more;
+  }
+  const std::string head = all.substr(0, all.find("\r\n\r\n") + 2);
+  EXPECT_NE(head.find("\r\nX-Short: 1\r\n"), std::string::npos) << head;
+  EXPECT_NE(head.find("\r\nX_Full: 3\r\n"), std::string::npos) << head;
+  EXPECT_NE(head.find("\r\nX-String: 5\r\n"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Short-Bad"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Full-Bad"), std::string::npos) << head;
+  EXPECT_EQ(head.find("X String"), std::string::npos) << head;
+  EXPECT_EQ(head.find(std::string(1, '\0')), std::string::npos) << "a NUL in the head";
+}
+
 TEST(http_server, method_not_allowed_405_and_handler_exception_500) {
   test_server s(basic_router());
   client c(s.port());

@@ -83,6 +83,18 @@ inline bool is_token(std::string_view s) noexcept {
   }
   return true;
 }
+
+/// is_token() of the first N bytes at `p`, with N a constant: the loop unrolls, and for a
+/// string literal the compiler evaluates every lookup, so the check costs nothing. Pure.
+template <std::size_t N>
+inline bool is_token_of_length(const char* p) noexcept {
+  bool ok = N != 0;
+#pragma GCC unroll 64
+  for (std::size_t i = 0; i < N; ++i) {
+    ok &= kTchar.is[static_cast<unsigned char>(p[i])];
+  }
+  return ok;
+}
 }  // namespace detail
 
 /// Standard reason phrase for `status` ("OK", "Not Found", ...); "Unknown" if not listed.
