@@ -1584,4 +1584,32 @@ TEST(ws_client, the_host_field_names_the_port_only_when_it_is_not_80) {
   cl.stop();
 }
 
+// RFC 6455 §9.1: Sec-WebSocket-Extensions may be split over several fields, which together are
+// one list (RFC 9110 §5.3). The client read only the first field, so an extension or a
+// parameter it did not offer, sent in a second field, went unchecked and the connection opened
+// (a server using an extension the client does not know: its frames are then misread). Every
+// field is now part of the answer checked against the offer.
+TEST(ws_client, every_extensions_field_of_the_servers_answer_is_checked) {
+  for (const char* second :
+       {"x-unknown", "permessage-deflate", "permessage-deflate; server_no_context_takeover",
+        "permessage-deflate; x_unknown"}) {
+    SCOPED_TRACE(second);
+    EXPECT_EQ(client_outcome(
+                  std::string("permessage-deflate\r\nSec-WebSocket-Extensions: ") + second, {}),
+              kNotOffered);
+    // Whatever the field's name's case.
+    EXPECT_EQ(client_outcome(
+                  std::string("permessage-deflate\r\nsec-websocket-extensions: ") + second, {}),
+              kNotOffered);
+  }
+  // An extension not offered in the first field and ours in the second: refused too.
+  EXPECT_EQ(client_outcome("x-unknown\r\nSec-WebSocket-Extensions: permessage-deflate", {}),
+            kNotOffered);
+  // One accepted extension, in one field, with an empty field beside it: taken.
+  EXPECT_EQ(client_outcome("permessage-deflate\r\nSec-WebSocket-Extensions: ", {}),
+            "opened with \"permessage-deflate\"");
+  EXPECT_EQ(client_outcome("permessage-deflate; server_no_context_takeover", {}),
+            "opened with \"permessage-deflate; server_no_context_takeover\"");
+}
+
 }  // namespace

@@ -287,8 +287,20 @@ class client::impl final : public evnet::handler {
       return action::close;
     }
     std::optional<deflate_params> deflate;
+    // RFC 6455 §9.1: several Sec-WebSocket-Extensions fields are one list (RFC 9110 §5.3), so
+    // every field is checked: an extension or parameter we did not offer in a second field
+    // fails the connection as it does in the first.
     bool has_ext = false;
-    std::string_view ext = m.header("sec-websocket-extensions", &has_ext);
+    std::string ext;
+    for (const http::header_field& f : m.headers) {
+      if (http::iequals(f.name, "sec-websocket-extensions")) {
+        if (!f.value.empty()) {
+          ext += ext.empty() ? "" : ", ";
+          ext += f.value;
+        }
+        has_ext = true;
+      }
+    }
     if (has_ext) {
       if (opts_.permessage_deflate) {
         deflate = parse_deflate_response(ext, opts_.deflate);
@@ -309,7 +321,7 @@ class client::impl final : public evnet::handler {
       c.owner().cancel(st.timer), st.timer = 0;
     }
     st.session =
-        std::make_unique<detail::session>(c, h_, opts_, role::client, protocol, std::string(ext),
+        std::make_unique<detail::session>(c, h_, opts_, role::client, protocol, std::move(ext),
                                           st.where.target, deflate ? &*deflate : nullptr);
     std::string out;
     st.session->on_upgraded(c, out);
