@@ -217,6 +217,58 @@ TEST(ws_handshake, response_round_trips_through_client_check) {
   EXPECT_NE(ws::check_server_response(p.message(), ws::generate_key()), "");
 }
 
+// RFC 6455 §11.3: Sec-WebSocket-Key and Sec-WebSocket-Version MUST NOT appear more than once in
+// a request, Sec-WebSocket-Accept and Sec-WebSocket-Protocol not more than once in a response.
+// Only the first field was read, so a second one (a second key a front end may have checked
+// instead, a second accept or subprotocol) passed unseen; Python's websockets refuses each
+// ("multiple values"). The server answers 400 now, and the client fails the handshake.
+TEST(ws_handshake, fields_allowed_once_are_refused_twice) {
+  const std::string key = "dGhlIHNhbXBsZSBub25jZQ==";
+  const std::string other = "AQIDBAUGBwgJCgsMDQ4PEA==";
+  const std::string head =
+      "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+  for (const std::string& fields :
+       {"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Key: " + other +
+            "\r\nSec-WebSocket-Version: 13\r\n",
+        "Sec-WebSocket-Key: " + key + "\r\nsec-websocket-key: " + key +
+            "\r\nSec-WebSocket-Version: 13\r\n",
+        "Sec-WebSocket-Key: " + key +
+            "\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n",
+        "Sec-WebSocket-Key: " + key +
+            "\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 8\r\n"}) {
+    SCOPED_TRACE(fields);
+    http::request_parser p;
+    const std::string req = head + fields + "\r\n";
+    ASSERT_EQ(p.parse(req).event, http::parse_event::head);
+    auto r = ws::check_upgrade(p.message());
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.reason.find("more than one"), std::string_view::npos) << r.reason;
+  }
+  const auto accept = ws::accept_key(key);
+  const std::string good =
+      "Sec-WebSocket-Accept: " + std::string(accept.data(), accept.size()) + "\r\n";
+  const std::string rhead =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+  struct tcase {
+    std::string fields;
+    std::string_view expect;
+  };
+  for (const tcase& t :
+       {tcase{good, ""}, tcase{good + "Sec-WebSocket-Protocol: chat\r\n", ""},
+        tcase{good + good, "more than one Sec-WebSocket-Accept"},
+        tcase{good + "Sec-WebSocket-Accept: x\r\n", "more than one Sec-WebSocket-Accept"},
+        tcase{good + "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: evil\r\n",
+              "more than one Sec-WebSocket-Protocol"},
+        tcase{good + "Sec-WebSocket-Protocol: chat\r\nsec-websocket-protocol: chat\r\n",
+              "more than one Sec-WebSocket-Protocol"}}) {
+    SCOPED_TRACE(t.fields);
+    http::response_parser p;
+    const std::string resp = rhead + t.fields + "\r\n";
+    ASSERT_EQ(p.parse(resp).event, http::parse_event::head);
+    EXPECT_EQ(ws::check_server_response(p.message(), key), t.expect);
+  }
+}
+
 TEST(ws_handshake, refusal_426_names_version) {
   std::string out;
   ws::write_upgrade_refusal(out, 426, "unsupported version");

@@ -23,6 +23,15 @@ void append_optional_header(std::string& out, std::string_view name, std::string
   out.append("\r\n");
 }
 
+// How many fields named `name` (ASCII case-insensitive) the message has.
+std::size_t field_count(const http::message& m, std::string_view name) noexcept {
+  std::size_t n = 0;
+  for (const http::header_field& f : m.headers) {
+    n += http::iequals(f.name, name) ? 1 : 0;
+  }
+  return n;
+}
+
 int b64_value(char c) noexcept {
   if (c >= 'A' && c <= 'Z') {
     return c - 'A';
@@ -100,6 +109,15 @@ upgrade_check check_upgrade(const http::message& req) noexcept {
   if (!req.header_has_token("connection", "upgrade")) {
     return {400, "Connection header lacks the upgrade token", {}};
   }
+  // RFC 6455 §11.3.1 and §11.3.5: Sec-WebSocket-Key and Sec-WebSocket-Version appear at most
+  // once in a request; with two, which one the answer is for is a guess (a front end may have
+  // checked the other).
+  if (field_count(req, "sec-websocket-version") > 1) {
+    return {400, "more than one Sec-WebSocket-Version", {}};
+  }
+  if (field_count(req, "sec-websocket-key") > 1) {
+    return {400, "more than one Sec-WebSocket-Key", {}};
+  }
   bool found = false;
   std::string_view version = req.header("sec-websocket-version", &found);
   if (!found || version != "13") {
@@ -166,8 +184,17 @@ std::string_view check_server_response(const http::message& resp, std::string_vi
     return "missing Connection: upgrade";
   }
   auto expect = accept_key(key);
+  // RFC 6455 §11.3.3: one Sec-WebSocket-Accept (a second one, whatever it says, is not the
+  // answer of a server that read our key).
+  if (field_count(resp, "sec-websocket-accept") > 1) {
+    return "more than one Sec-WebSocket-Accept";
+  }
   if (resp.header("sec-websocket-accept") != std::string_view(expect.data(), expect.size())) {
     return "wrong Sec-WebSocket-Accept";
+  }
+  // §11.3.4: the server selects one subprotocol, in one Sec-WebSocket-Protocol field.
+  if (field_count(resp, "sec-websocket-protocol") > 1) {
+    return "more than one Sec-WebSocket-Protocol";
   }
   return {};
 }

@@ -38,7 +38,8 @@ struct upgrade_check {
 
 /// Validates a client's opening handshake: GET, HTTP/1.1, Upgrade: websocket, Connection
 /// containing "upgrade", a valid Sec-WebSocket-Key and Sec-WebSocket-Version 13 (anything else
-/// gets 426 so the client can retry with a version we speak).
+/// gets 426 so the client can retry with a version we speak). Either field given twice is a
+/// 400 (RFC 6455 §11.3.1, §11.3.5: at most once in a request).
 upgrade_check check_upgrade(const http::message& request) noexcept;
 
 /// Appends the "101 Switching Protocols" response; `protocol` and `extensions` are added as
@@ -55,8 +56,10 @@ void write_client_request(std::string& out, std::string_view host, std::string_v
                           std::string_view key, std::string_view protocols = {},
                           std::string_view extensions = {});
 
-/// Client side: checks the server's response to our request with `key`. Returns an empty view
-/// if the handshake succeeded, else a static description of the failure.
+/// Client side: checks the server's response to our request with `key`: 101, Upgrade:
+/// websocket, Connection containing "upgrade", one Sec-WebSocket-Accept that answers `key`, at
+/// most one Sec-WebSocket-Protocol (RFC 6455 §11.3.3, §11.3.4). Returns an empty view if the
+/// handshake succeeded, else a static description of the failure.
 std::string_view check_server_response(const http::message& response,
                                        std::string_view key) noexcept;
 
