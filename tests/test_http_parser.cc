@@ -1004,6 +1004,86 @@ TEST(http_response_writer, writes_status_headers_body) {
   EXPECT_EQ(b.body, "Hello, World!");
 }
 
+// A status without its reason phrase went out as "HTTP/1.1 303 Unknown", "429 Unknown",
+// "502 Unknown"...: only 25 codes were listed, not 303, 307, 308, 409, 410, 415, 422, 429, 502,
+// 504 and the rest of the IANA registry (as Go's net/http StatusText lists it). Every
+// registered code now has its phrase, in reason_phrase() and in the status lines written with
+// it; an unregistered one is still "Unknown".
+TEST(http_response_writer, every_registered_status_has_its_reason_phrase) {
+  const std::vector<std::pair<int, std::string>> registry = {
+      {100, "Continue"},
+      {101, "Switching Protocols"},
+      {102, "Processing"},
+      {103, "Early Hints"},
+      {200, "OK"},
+      {201, "Created"},
+      {202, "Accepted"},
+      {203, "Non-Authoritative Information"},
+      {204, "No Content"},
+      {205, "Reset Content"},
+      {206, "Partial Content"},
+      {207, "Multi-Status"},
+      {208, "Already Reported"},
+      {226, "IM Used"},
+      {300, "Multiple Choices"},
+      {301, "Moved Permanently"},
+      {302, "Found"},
+      {303, "See Other"},
+      {304, "Not Modified"},
+      {305, "Use Proxy"},
+      {307, "Temporary Redirect"},
+      {308, "Permanent Redirect"},
+      {400, "Bad Request"},
+      {401, "Unauthorized"},
+      {402, "Payment Required"},
+      {403, "Forbidden"},
+      {404, "Not Found"},
+      {405, "Method Not Allowed"},
+      {406, "Not Acceptable"},
+      {407, "Proxy Authentication Required"},
+      {408, "Request Timeout"},
+      {409, "Conflict"},
+      {410, "Gone"},
+      {411, "Length Required"},
+      {412, "Precondition Failed"},
+      {413, "Content Too Large"},
+      {414, "URI Too Long"},
+      {415, "Unsupported Media Type"},
+      {416, "Range Not Satisfiable"},
+      {417, "Expectation Failed"},
+      {421, "Misdirected Request"},
+      {422, "Unprocessable Content"},
+      {423, "Locked"},
+      {424, "Failed Dependency"},
+      {425, "Too Early"},
+      {426, "Upgrade Required"},
+      {428, "Precondition Required"},
+      {429, "Too Many Requests"},
+      {431, "Request Header Fields Too Large"},
+      {451, "Unavailable For Legal Reasons"},
+      {500, "Internal Server Error"},
+      {501, "Not Implemented"},
+      {502, "Bad Gateway"},
+      {503, "Service Unavailable"},
+      {504, "Gateway Timeout"},
+      {505, "HTTP Version Not Supported"},
+      {506, "Variant Also Negotiates"},
+      {507, "Insufficient Storage"},
+      {508, "Loop Detected"},
+      {510, "Not Extended"},
+      {511, "Network Authentication Required"}};
+  for (const auto& [status, phrase] : registry) {
+    SCOPED_TRACE(status);
+    EXPECT_EQ(http::reason_phrase(status), phrase);
+    std::string out;
+    http::response_writer(out).status(status);
+    EXPECT_EQ(out, "HTTP/1.1 " + std::to_string(status) + " " + phrase + "\r\n");
+  }
+  for (int unregistered : {199, 209, 299, 306, 418, 420, 430, 499, 509, 599}) {
+    EXPECT_EQ(http::reason_phrase(unregistered), "Unknown") << unregistered;
+  }
+}
+
 // Response splitting: a CR or LF in a reason phrase or a header value is sent as a space, and
 // a header whose name holds one is dropped, so no text given to the writer adds a line.
 // RFC 9110 §15: a status is three digits, 100..599; any other int was written as it came out
