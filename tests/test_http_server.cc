@@ -1227,6 +1227,58 @@ TEST(http_server, a_handlers_other_connection_options_are_kept_beside_the_server
   }
 }
 
+// RFC 9110 §10.1.1: a client that sends "Expect: 100-continue" waits before sending the body so
+// that a request refused on its head need not send it. The server sent "100 Continue" to every
+// such request, also to one that no route takes, and answered its 404 or 405 only after reading
+// the body it had just asked for (up to the body limit). It now answers such a request at once,
+// without the 100 and with "Connection: close" (the body, if the client sends it anyway, is
+// read away while the connection lingers), as Go's net/http does (it sends the 100 only when a
+// handler reads the body); a routed request is still told to continue. Both with and without
+// streaming routes (which take another path at the head).
+TEST(http_server, an_expectation_no_route_takes_is_refused_before_the_body) {
+  for (bool streams : {false, true}) {
+    SCOPED_TRACE(streams ? "with a streaming route" : "buffered routes only");
+    http::router r = basic_router();
+    if (streams) {
+      r.stream(http::method::put, "/stream",
+               [](const http::request&, http::response& res) -> std::unique_ptr<http::body_reader> {
+                 res.start(403).body("no\n");
+                 return nullptr;
+               });
+    }
+    test_server s(std::move(r));
+    ASSERT_GT(s.port(), 0);
+    struct tcase {
+      const char* request_line;
+      const char* status_line;
+    };
+    for (const tcase& t : {tcase{"POST /missing HTTP/1.1", "HTTP/1.1 404 Not Found\r\n"},
+                           tcase{"PUT /plaintext HTTP/1.1", "HTTP/1.1 405 Method Not Allowed\r\n"},
+                           tcase{"BREW /plaintext HTTP/1.1", "HTTP/1.1 501 Not Implemented\r\n"}}) {
+      SCOPED_TRACE(t.request_line);
+      client c(s.port(), 2000);
+      ASSERT_TRUE(c.send(std::string(t.request_line) +
+                         "\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"));
+      bool eof = false;
+      const std::string all = c.recv_until_eof(&eof);  // without sending the body
+      EXPECT_TRUE(eof) << all;
+      EXPECT_TRUE(all.starts_with(t.status_line)) << all;
+      EXPECT_EQ(all.find("100 Continue"), std::string::npos) << all;
+      EXPECT_NE(all.find("\r\nConnection: close\r\n"), std::string::npos) << all;
+    }
+    // A routed request is told to continue, and answered once its body came.
+    client c(s.port(), 2000);
+    ASSERT_TRUE(c.send(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"));
+    EXPECT_EQ(c.recv_some(), "HTTP/1.1 100 Continue\r\n\r\n");
+    ASSERT_TRUE(c.send("hello"));
+    auto replies = read_replies(c, 1);
+    ASSERT_EQ(replies.size(), 1u);
+    EXPECT_EQ(replies[0].status, 200);
+    EXPECT_EQ(replies[0].body, "hello");
+  }
+}
+
 // An upgrade handler that throws (its own code, or a callback it calls, such as a WebSocket
 // endpoint's subprotocol selector) let the exception out of on_traffic, which terminated the
 // process: every connection of the server was lost to one request. It is answered 500 and the

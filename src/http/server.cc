@@ -695,16 +695,7 @@ void server::dispatch(evnet::conn& c, session& s) {
   }
   response res(s.out, head, last, !last && m.version_minor == 0, s.ok_head, m.version_minor == 0);
   if (!t) {
-    res.start(status).header("Content-Type", "text/plain");
-    if (status == 405) {
-      res.header("Allow", router_.allowed(m.path));  // RFC 9110: a 405 lists what is allowed
-    }
-    res.body(status == 405   ? "Method Not Allowed\n"
-             : status == 501 ? "Not Implemented\n"
-                             : "Not Found\n");
-    if (last) {
-      s.closing = true;
-    }
+    answer_unrouted(s, res, status, m.path, last);
     return;
   }
   if (t->stream) [[unlikely]] {
@@ -722,6 +713,43 @@ void server::dispatch(evnet::conn& c, session& s) {
     failed = true;
   }
   conclude(s, res, mark, failed, last);
+}
+
+// The answer to a request no route takes: 404, 405 (with Allow) or 501.
+void server::answer_unrouted(session& s, response& res, int status, std::string_view path,
+                             bool last) {
+  res.start(status).header("Content-Type", "text/plain");
+  if (status == 405) {
+    res.header("Allow", router_.allowed(path));  // RFC 9110: a 405 lists what is allowed
+  }
+  res.body(status == 405   ? "Method Not Allowed\n"
+           : status == 501 ? "Not Implemented\n"
+                           : "Not Found\n");
+  if (last) {
+    s.closing = true;
+  }
+}
+
+// A request that expects 100-continue, at its head: when no route takes it (404, 405, 501) it is
+// answered now, without the 100 and before its body, and the connection closes after the answer
+// (the body, if the client sends it anyway, is read away while it lingers). RFC 9110 §10.1.1:
+// the point of the expectation is that a request refused on its head need not send its body;
+// Go's net/http sends the 100 only once a handler reads the body. Returns true when answered.
+bool server::refuse_unrouted_expectation(session& s) {
+  const http::message& m = s.parser.message();
+  int status = 404;
+  const router::target* t = router_.find_target(m.method, m.path, status, s.params);
+  if (t == nullptr && m.method == method::head) {
+    t = router_.find_target(method::get, m.path, status, s.params);  // as dispatch() does
+  }
+  if (t != nullptr) {
+    return false;
+  }
+  response res(s.out, m.method == method::head, true, false, s.ok_head, m.version_minor == 0);
+  answer_unrouted(s, res, status, m.path, true);
+  s.closing = false;
+  s.lingering = true;
+  return true;
 }
 
 // What follows a handler's (or a reader's on_end) call on `res`, staged in s.out from `mark`.
@@ -801,8 +829,12 @@ bool server::begin_body(evnet::conn& c, session& s) {
     t = router_.find_target(method::get, m.path, status, s.params);  // as dispatch() does
   }
   if (t == nullptr || !t->stream) {
-    // A buffered route, or none (its 404 or 405 comes once the body is read): the buffered
-    // limit, which the parser no longer applies.
+    // A buffered route, or none (its 404 or 405 comes once the body is read, or at once to a
+    // client that waits for a 100 Continue): the buffered limit, which the parser no longer
+    // applies.
+    if (t == nullptr && m.expect_continue && refuse_unrouted_expectation(s)) {
+      return false;
+    }
     if (m.has_content_length && m.content_length > opts_.limits.max_body_bytes) {
       answer_error(c, s, 413, "body too large");
       return false;
@@ -1026,7 +1058,11 @@ action server::handle_input(evnet::conn& c, session& s) {
             s.head_start = now;
             continue;
           }
-          if (m.expect_continue && s.parser.in_body()) {
+          if (m.expect_continue && s.parser.in_body()) [[unlikely]] {
+            if (refuse_unrouted_expectation(s)) {
+              stop = true;  // answered; the body is read away while the connection lingers
+              break;
+            }
             s.out.append("HTTP/1.1 100 Continue\r\n\r\n");
           }
           continue;

@@ -744,7 +744,9 @@ struct server_options {
 };
 
 /// The HTTP server: an evnet::handler. Construct with a router, then run() (or pass it to an
-/// engine you run yourself).
+/// engine you run yourself). A request that sends "Expect: 100-continue" is told to continue
+/// when a route takes it (RFC 9110 §10.1.1); one that no route takes is answered 404, 405 or 501
+/// at once, without the 100 and before its body, and the connection closes after the answer.
 class server : public evnet::handler {
  public:
   /// Takes the router and options. Any thread, before run().
@@ -793,6 +795,8 @@ class server : public evnet::handler {
   action handle_input(evnet::conn& c, session& s);
   void answer_error(evnet::conn& c, session& s, int status, std::string_view reason);
   void dispatch(evnet::conn& c, session& s);
+  void answer_unrouted(session& s, response& res, int status, std::string_view path, bool last);
+  bool refuse_unrouted_expectation(session& s);
   void conclude(session& s, const response& res, std::size_t mark, bool failed, bool last);
   void end_stream(evnet::conn& c, session& s, std::unique_ptr<body_reader> r,
                   const route_params* params);
