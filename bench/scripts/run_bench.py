@@ -105,12 +105,18 @@ def log(msg):
 
 
 class Server:
-    """One server binary and how to start it. kind: echo | http | ws | nginx."""
+    """One server binary and how to start it. kind: echo | http | ws | nginx.
 
-    def __init__(self, key, label, path, args, kind, family, note="", env=None):
+    unavailable_status: the exit status with which the server says, at start-up, that this
+    machine cannot run it (raw_uring_http: the kernel refused io_uring); its rows are then
+    skipped with the reason it printed, not failed."""
+
+    def __init__(self, key, label, path, args, kind, family, note="", env=None,
+                 unavailable_status=None):
         self.key, self.label, self.path, self.args = key, label, path, args
         self.kind, self.family, self.note = kind, family, note
         self.env = env or {}  # added to the environment of this server only
+        self.unavailable_status = unavailable_status
 
     def available(self):
         if self.kind == "nginx":
@@ -129,6 +135,30 @@ class Server:
             return "does not build at this commit (bench-build-%s.log)" % os.path.basename(
                 self.path)
         return "not built yet (%s missing)" % os.path.relpath(self.path, ROOT)
+
+
+class Unavailable(RuntimeError):
+    """The server exited at start-up with its unavailable_status: not a failure of the run."""
+
+
+class SkipReason(str):
+    """A run's error string that means "skip this server's rows", not "FAILED"."""
+
+
+def start_error(e):
+    """The error string a load run returns when start_server raised `e`."""
+    return SkipReason(str(e)) if isinstance(e, Unavailable) else str(e)
+
+
+def last_line(path, offset=0):
+    """The last non-empty line written to `path` after byte `offset`, or ""."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            lines = [l for l in f.read().decode(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
 
 
 class Running:
@@ -169,14 +199,27 @@ def start_server(srv, cpus=SERVER_CPU, extra=(), wrapper=(), timeout=10.0, logdi
     """Starts srv pinned to `cpus`. Returns Running or raises RuntimeError."""
     if srv.kind == "nginx":
         return start_nginx(cpus, wrapper, timeout)
-    errlog = open(os.path.join(logdir, srv.key + ".stderr"), "ab") if logdir else subprocess.DEVNULL
+    errpath = os.path.join(logdir, srv.key + ".stderr") if logdir else None
+    errlog = open(errpath, "ab") if errpath else subprocess.DEVNULL
+    errstart = errlog.tell() if errpath else 0  # the log is shared by the server's runs
     cmd = pin(cpus, list(wrapper) + [srv.path, "--port", "0"] + list(srv.args) + list(extra))
     env = dict(os.environ, **srv.env) if srv.env else None
     proc = spawn(cmd, stdout=subprocess.PIPE, stderr=errlog, stdin=subprocess.DEVNULL,
                  preexec_fn=raise_nofile, env=env)
     port = wait_listening(proc, timeout)
     if port is None:
+        try:
+            # Its stdout can close a moment before it has exited: its own exit status is
+            # wanted here, not SIGKILL's.
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
         rc = stop(proc, signal.SIGKILL)
+        if rc is not None and rc == srv.unavailable_status:
+            why = last_line(errpath, errstart) if errpath else ""
+            name = os.path.basename(srv.path) + ": "
+            why = why[len(name):] if why.startswith(name) else why
+            raise Unavailable(why or "unavailable on this machine (exit status %d)" % rc)
         raise RuntimeError("did not print 'listening on <port>' (exit %s)" % rc)
     return Running(proc, port, proc.pid)
 
@@ -446,7 +489,7 @@ def wrk_run(cfg, srv, case, count_syscalls=False):
     try:
         run = start_server(srv, logdir=cfg.tmp)
     except RuntimeError as e:
-        return None, str(e)
+        return None, start_error(e)
     counter = None
     try:
         if srv.key not in cfg.http_checked:
@@ -979,6 +1022,12 @@ def build_servers(cfg):
     ]
     http = [
         Server("rawhttp", "raw epoll responder", peer("raw_epoll_http"), [], "http", "raw"),
+        # A reference row, judged by no goal (its family is its own): raw_epoll_http's answers
+        # from a completion-based io_uring loop with almost no system calls left, i.e. how low
+        # any design's CPU per request gets on this machine. It exits with status 3 where the
+        # kernel refuses io_uring, which skips its rows with the reason it printed.
+        Server("rawuring", "raw io_uring responder (completion)", peer("raw_uring_http"), [],
+               "http", "reference", unavailable_status=3),
         Server("evnet_http", "evnet http_server", ex("http_server"), ["--loops", "1"], "http",
                "evnet"),
         Server("nginx", "nginx (1 worker)", "nginx", [], "nginx", "nginx"),
@@ -1022,7 +1071,10 @@ def interleaved(cfg, cr, servers, one_run):
             if s and not err:
                 cfg.samples_log.append([cr.key, srv.label, r + 1] + [
                     s.get(k, "") for k in SAMPLE_KEYS])
-            if err:
+            if isinstance(err, SkipReason):
+                errors[srv.key] = err
+                log("bench:   %s: skipped: %s" % (srv.label, err))
+            elif err:
                 errors[srv.key] = err
                 log("bench:   %s: FAILED: %s" % (srv.label, err))
             else:
@@ -1053,6 +1105,9 @@ def interleaved(cfg, cr, servers, one_run):
                     merged[k] = statistics.median(vals)
             counting[key] = merged
     for srv in avail:
+        if isinstance(errors.get(srv.key), SkipReason):
+            cr.skipped.append((srv.label, str(errors[srv.key])))
+            continue
         cr.rows.append((srv, samples[srv.key], counting.get(srv.key), errors.get(srv.key)))
 
 
