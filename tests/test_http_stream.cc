@@ -381,6 +381,9 @@ TEST(http_stream, stream_limit_malformed_body_and_stall_abort_with_413_400_408) 
        413, evnet::errc::message_too_big},
       {put_head("/upload", "Transfer-Encoding: chunked\r\n") + "10\r\n0123456789abcdef\r\nzz\r\n",
        400, evnet::errc::protocol_error},
+      // A chunk extension without a name (RFC 9112 §7.1.1: chunk-ext-name is a token).
+      {put_head("/upload", "Transfer-Encoding: chunked\r\n") + "5\r\nhello\r\n0;\r\n\r\n", 400,
+       evnet::errc::protocol_error},
       {put_head("/upload", length_framing(5000)) + "only this", 408, evnet::errc::timed_out},
   };
   int aborts = 0;
@@ -405,7 +408,7 @@ TEST(http_stream, stream_limit_malformed_body_and_stall_abort_with_413_400_408) 
     EXPECT_EQ(r[0].status, 413);
   }
   std::lock_guard<std::mutex> lk(log->mu);
-  EXPECT_EQ(log->handler_calls, 3);
+  EXPECT_EQ(log->handler_calls, 4);
   EXPECT_EQ(log->ends, 0);
 }
 
