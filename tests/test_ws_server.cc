@@ -119,7 +119,13 @@ bool wait_until(Pred pred, std::chrono::milliseconds timeout) {
 
 class test_ws_server {
  public:
-  explicit test_ws_server(ws::handler& h, ws::options o = {}) : srv_(h, std::move(o), "/") {
+  // `routes`, if given, adds plain HTTP routes to the server's router before it runs.
+  explicit test_ws_server(ws::handler& h, ws::options o = {},
+                          const std::function<void(evnet::http::router&)>& routes = {})
+      : srv_(h, std::move(o), "/") {
+    if (routes) {
+      routes(srv_.routes());
+    }
     auto p = std::make_shared<std::promise<int>>();
     auto f = p->get_future();
     srv_.http_options().on_boot = [p](evnet::engine& e) {
@@ -1610,6 +1616,49 @@ TEST(ws_client, every_extensions_field_of_the_servers_answer_is_checked) {
             "opened with \"permessage-deflate\"");
   EXPECT_EQ(client_outcome("permessage-deflate; server_no_context_takeover", {}),
             "opened with \"permessage-deflate; server_no_context_takeover\"");
+}
+
+// RFC 9110 §15.5.22: a request for the WebSocket endpoint that is not an upgrade (a browser or
+// curl opening the URL, an upgrade whose Connection field a proxy stripped) was answered 404 Not
+// Found, as if there were no endpoint. It is 426 Upgrade Required now, naming the protocol in
+// Upgrade (and "upgrade" in Connection, §7.8) as Python's websockets answers; HEAD gets the same
+// head. A GET route the application adds for the path still serves it.
+TEST(ws_server, a_plain_request_for_the_endpoint_is_426_upgrade_required) {
+  // What the server sends to `request` (which asks it to close after answering).
+  auto answer = [](int port, const std::string& request) {
+    proto_test::client c(port, 2000);
+    bool eof = false;
+    return c.send(request) ? c.recv_until_eof(&eof) : std::string();
+  };
+  recording_handler server_h;
+  test_ws_server s(server_h);
+  ASSERT_GT(s.port(), 0);
+  for (const char* request :
+       {"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: close\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"}) {
+    SCOPED_TRACE(request);
+    const std::string all = answer(s.port(), request);
+    EXPECT_TRUE(all.starts_with("HTTP/1.1 426 Upgrade Required\r\n")) << all;
+    EXPECT_NE(all.find("\r\nUpgrade: websocket\r\n"), std::string::npos) << all;
+    EXPECT_NE(all.find("\r\nConnection: close, upgrade\r\n"), std::string::npos) << all;
+  }
+  // The WebSocket itself still opens.
+  raw_ws c(s.port());
+  ASSERT_TRUE(server_h.wait_open());
+  // An application's page at the same path is kept.
+  recording_handler h2;
+  test_ws_server with_page(h2, {}, [](evnet::http::router& r) {
+    r.get("/", [](const evnet::http::request&, evnet::http::response& res) {
+      res.start(200).header("Content-Type", "text/html").body("<p>page</p>");
+    });
+  });
+  ASSERT_GT(with_page.port(), 0);
+  const std::string page =
+      answer(with_page.port(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(page.starts_with("HTTP/1.1 200 OK\r\n")) << page;
+  EXPECT_TRUE(page.ends_with("\r\n\r\n<p>page</p>")) << page;
 }
 
 }  // namespace

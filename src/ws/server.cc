@@ -153,6 +153,23 @@ server::~server() = default;
 std::error_code server::run(const std::vector<std::string>& addresses, const engine_options& eo) {
   http::router r = router_;
   add_endpoint(r, path_, handler_, opts_);
+  // A plain request for the endpoint (a browser or curl, or an upgrade whose Connection field a
+  // proxy stripped) was a 404, as if nothing were there. RFC 9110 §15.5.22: 426 Upgrade
+  // Required, with the Upgrade field naming the protocol (and "upgrade" in Connection, §7.8),
+  // as Python's websockets answers. Unless a GET route of the application serves the path.
+  int status = 0;
+  if (r.find(http::method::get, path_, status) == nullptr) {
+    (void)r.try_add(http::method::get, path_, [](const http::request&, http::response& res) {
+      res.start(426)
+          .header("Upgrade", "websocket")
+          .header("Connection", "upgrade")
+          .header("Sec-WebSocket-Version", "13")
+          .header("Content-Type", "text/plain")
+          .body(
+              "this is a WebSocket endpoint: the request must be a WebSocket "
+              "upgrade (Upgrade: websocket, Connection: Upgrade)\n");
+    });
+  }
   hooked_http_server srv(std::move(r), http_opts_);
   running_.store(&srv, std::memory_order_release);
   if (stop_requested_.load(std::memory_order_acquire)) {

@@ -33,7 +33,9 @@ bool forward_high_water(evnet::conn& c);
 bool forward_drain(evnet::conn& c);
 
 /// A ready-made server: an HTTP server whose router serves WebSocket at `path` (plus any HTTP
-/// routes you add with routes() before run()).
+/// routes you add with routes() before run()). A request for `path` that is not a WebSocket
+/// upgrade is answered 426 Upgrade Required ("Upgrade: websocket"), unless a GET route you
+/// added serves `path`.
 class server {
  public:
   /// `h` must outlive the server. Owner thread.
