@@ -1420,6 +1420,31 @@ class fake_ws_peer {
 };
 
 // RFC 6455 §4.1: a subprotocol the client did not offer fails the connection.
+// The protocols offer goes into the request as written: a CR LF in it wrote the application's
+// own header lines ("X-Injected: 1") into the handshake. connect() now refuses an offer that is
+// not a comma-separated list of tokens.
+TEST(ws_client, a_protocols_offer_that_is_not_a_list_of_tokens_is_refused) {
+  for (const char* bad :
+       {"chat\r\nX-Injected: 1", "chat\n", "a b", "chat,,x", ",", "chat;v=1", "caf\xc3\xa9"}) {
+    client_handler h;
+    ws::client_options co;
+    co.protocols = bad;
+    ws::client cl(h, co);
+    ASSERT_FALSE(cl.start());
+    EXPECT_EQ(cl.connect("ws://127.0.0.1:1/"), evnet::errc::invalid_argument) << bad;
+    cl.stop();
+  }
+  for (const char* good : {"", "chat", " superchat , chat\t", "v1.json.api,x-y_z!"}) {
+    client_handler h;
+    ws::client_options co;
+    co.protocols = good;
+    ws::client cl(h, co);
+    ASSERT_FALSE(cl.start());
+    EXPECT_FALSE(cl.connect("ws://127.0.0.1:1/")) << good;  // the dial itself then fails
+    cl.stop();
+  }
+}
+
 TEST(ws_client, subprotocol_the_client_did_not_offer_fails_the_connection) {
   for (const char* offer : {"chat", ""}) {
     SCOPED_TRACE(offer);

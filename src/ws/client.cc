@@ -10,27 +10,40 @@
 namespace evnet::ws {
 namespace {
 
-// Whether `chosen` is one of the comma-separated tokens of `offer` (compared exactly:
-// subprotocol names are case-sensitive).
-bool offered_protocol(std::string_view offer, std::string_view chosen) {
-  if (chosen.empty()) {
-    return false;
-  }
-  while (!offer.empty()) {
-    const std::size_t comma = offer.find(',');
-    std::string_view t = offer.substr(0, comma);
-    offer = comma == std::string_view::npos ? std::string_view{} : offer.substr(comma + 1);
+// Calls `f` with each comma-separated item of `list`, spaces and tabs around it trimmed (an
+// empty list is one empty item); returns true as soon as `f` does.
+template <class F>
+bool any_item(std::string_view list, F f) {
+  for (;;) {
+    const std::size_t comma = list.find(',');
+    std::string_view t = list.substr(0, comma);
     while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) {
       t.remove_prefix(1);
     }
     while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) {
       t.remove_suffix(1);
     }
-    if (t == chosen) {
+    if (f(t)) {
       return true;
     }
+    if (comma == std::string_view::npos) {
+      return false;
+    }
+    list.remove_prefix(comma + 1);
   }
-  return false;
+}
+
+// Whether `chosen` is one of the comma-separated tokens of `offer` (compared exactly:
+// subprotocol names are case-sensitive).
+bool offered_protocol(std::string_view offer, std::string_view chosen) {
+  return !chosen.empty() && any_item(offer, [chosen](std::string_view t) { return t == chosen; });
+}
+
+// RFC 6455 §4.1 / §11.3.4: the offer is a list of tokens. Anything else — a CR or LF above
+// all — would write the application's own lines into the request.
+bool valid_protocol_offer(std::string_view offer) {
+  return offer.empty() ||
+         !any_item(offer, [](std::string_view t) { return !http::detail::is_token(t); });
 }
 
 }  // namespace
@@ -227,6 +240,9 @@ class client::impl final : public evnet::handler {
     st->url = std::string(url);
     if (!detail::parse_ws_url(url, st->where)) {
       return errc::bad_address;
+    }
+    if (!valid_protocol_offer(opts_.protocols)) {
+      return errc::invalid_argument;
     }
     evnet::dial_options d;
     d.context = st;

@@ -18,7 +18,9 @@ namespace evnet::ws {
 
 /// Client settings.
 struct client_options : options {
-  /// Sec-WebSocket-Protocol offer (comma-separated), empty for none.
+  /// Sec-WebSocket-Protocol offer (comma-separated tokens, RFC 6455 §4.1), empty for none.
+  /// connect() refuses any other value with errc::invalid_argument (a CR or LF in it would
+  /// write lines of its own into the request).
   std::string protocols;
   /// The connection is failed if the handshake has not completed within this time.
   std::chrono::milliseconds handshake_timeout{10000};
@@ -44,7 +46,8 @@ class client {
   /// by default; an empty path is "/", so "ws://host:port?q" requests "/?q"). The request's Host
   /// field names the port only when it is not 80 (RFC 6455 §4.1). On success the
   /// handler's on_open runs on a loop thread; on failure on_connect_failed does. Returns an
-  /// error (and calls nothing) if the URL is malformed or the client is not running.
+  /// error (and calls nothing) if the URL is malformed (bad_address), the protocols offer is
+  /// not a list of tokens (invalid_argument) or the client is not running.
   /// Any thread after start().
   std::error_code connect(std::string_view url);
   /// Stops the engine and joins its thread (as the destructor). Owner thread.
