@@ -16,6 +16,7 @@
 #include <string>
 
 #include "raw_epoll_common.h"
+#include "raw_http_answers.h"
 
 namespace {
 
@@ -28,46 +29,8 @@ struct connection : raw::conn {
 
 char g_in[kBufSize];
 std::string g_out;
-time_t g_date_second = 0;
-char g_ok[256];
-size_t g_ok_len = 0;
-char g_not_found[256];
-size_t g_not_found_len = 0;
-
-void refresh_date() {
-  const time_t now = time(nullptr);
-  if (now == g_date_second) return;
-  g_date_second = now;
-  tm gmt;
-  gmtime_r(&now, &gmt);
-  char date[64];
-  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &gmt);
-  g_ok_len = static_cast<size_t>(std::snprintf(g_ok, sizeof g_ok,
-                                               "HTTP/1.1 200 OK\r\nServer: raw\r\n"
-                                               "Content-Type: text/plain\r\nContent-Length: 13\r\n"
-                                               "Date: %s\r\n\r\nHello, World!",
-                                               date));
-  g_not_found_len = static_cast<size_t>(std::snprintf(
-      g_not_found, sizeof g_not_found,
-      "HTTP/1.1 404 Not Found\r\nServer: raw\r\nContent-Length: 0\r\nDate: %s\r\n\r\n", date));
-}
-
-// Appends a response for every complete request in [p, p+n) to g_out; returns the bytes used.
-size_t answer_requests(const char* p, size_t n) {
-  size_t used = 0;
-  while (used < n) {
-    const void* end = memmem(p + used, n - used, "\r\n\r\n", 4);
-    if (end == nullptr) break;
-    const char* req = p + used;
-    if (n - used >= 15 && std::memcmp(req, "GET /plaintext ", 15) == 0) {
-      g_out.append(g_ok, g_ok_len);
-    } else {
-      g_out.append(g_not_found, g_not_found_len);
-    }
-    used = static_cast<size_t>(static_cast<const char*>(end) - p) + 4;
-  }
-  return used;
-}
+using raw_http::answer_requests;
+using raw_http::refresh_date;
 
 bool on_readable(connection* c) {
   for (;;) {
@@ -79,11 +42,11 @@ bool on_readable(connection* c) {
     }
     g_out.clear();
     if (c->partial.empty()) {
-      const size_t used = answer_requests(g_in, static_cast<size_t>(n));
+      const size_t used = answer_requests(g_in, static_cast<size_t>(n), g_out);
       c->partial.assign(g_in + used, static_cast<size_t>(n) - used);
     } else {
       c->partial.append(g_in, static_cast<size_t>(n));
-      const size_t used = answer_requests(c->partial.data(), c->partial.size());
+      const size_t used = answer_requests(c->partial.data(), c->partial.size(), g_out);
       c->partial.erase(0, used);
     }
     if (c->partial.size() > kMaxRequest) return false;

@@ -59,6 +59,7 @@
 #include <vector>
 
 #include "peer_common.h"
+#include "raw_http_answers.h"
 
 // Linux 6.6; Debian 12's headers (6.1) do not define it. An older kernel refuses it with EINVAL
 // and the ring is set up again with the index array.
@@ -249,47 +250,9 @@ void return_buffer(unsigned bid) {
   ++g_br_tail;
 }
 
-// ---- responses (raw_epoll_http's, byte for byte)
-time_t g_date_second = 0;
-char g_ok[256];
-size_t g_ok_len = 0;
-char g_not_found[256];
-size_t g_not_found_len = 0;
-
-void refresh_date() {
-  const time_t now = time(nullptr);
-  if (now == g_date_second) return;
-  g_date_second = now;
-  tm gmt;
-  gmtime_r(&now, &gmt);
-  char date[64];
-  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &gmt);
-  g_ok_len = static_cast<size_t>(std::snprintf(g_ok, sizeof g_ok,
-                                               "HTTP/1.1 200 OK\r\nServer: raw\r\n"
-                                               "Content-Type: text/plain\r\nContent-Length: 13\r\n"
-                                               "Date: %s\r\n\r\nHello, World!",
-                                               date));
-  g_not_found_len = static_cast<size_t>(std::snprintf(
-      g_not_found, sizeof g_not_found,
-      "HTTP/1.1 404 Not Found\r\nServer: raw\r\nContent-Length: 0\r\nDate: %s\r\n\r\n", date));
-}
-
-// Appends a response for every complete request in [p, p+n) to `out`; returns the bytes used.
-size_t answer_requests(const char* p, size_t n, std::string& out) {
-  size_t used = 0;
-  while (used < n) {
-    const void* end = memmem(p + used, n - used, "\r\n\r\n", 4);
-    if (end == nullptr) break;
-    const char* req = p + used;
-    if (n - used >= 15 && std::memcmp(req, "GET /plaintext ", 15) == 0) {
-      out.append(g_ok, g_ok_len);
-    } else {
-      out.append(g_not_found, g_not_found_len);
-    }
-    used = static_cast<size_t>(static_cast<const char*>(end) - p) + 4;
-  }
-  return used;
-}
+// ---- responses: raw_http_answers.h (raw_epoll_http's, byte for byte)
+using raw_http::answer_requests;
+using raw_http::refresh_date;
 
 // ---- connections
 
