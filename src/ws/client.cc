@@ -4,46 +4,18 @@
 #include <thread>
 
 #include "evnet/ring_buffer.h"
+#include "ws/lists.h"
 #include "ws/session.h"
 #include "ws/url.h"
 
 namespace evnet::ws {
 namespace {
 
-// Calls `f` with each comma-separated item of `list`, spaces and tabs around it trimmed (an
-// empty list is one empty item); returns true as soon as `f` does.
-template <class F>
-bool any_item(std::string_view list, F f) {
-  for (;;) {
-    const std::size_t comma = list.find(',');
-    std::string_view t = list.substr(0, comma);
-    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) {
-      t.remove_prefix(1);
-    }
-    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) {
-      t.remove_suffix(1);
-    }
-    if (f(t)) {
-      return true;
-    }
-    if (comma == std::string_view::npos) {
-      return false;
-    }
-    list.remove_prefix(comma + 1);
-  }
-}
-
-// Whether `chosen` is one of the comma-separated tokens of `offer` (compared exactly:
-// subprotocol names are case-sensitive).
-bool offered_protocol(std::string_view offer, std::string_view chosen) {
-  return !chosen.empty() && any_item(offer, [chosen](std::string_view t) { return t == chosen; });
-}
-
 // RFC 6455 §4.1 / §11.3.4: the offer is a list of tokens. Anything else — a CR or LF above
 // all — would write the application's own lines into the request.
 bool valid_protocol_offer(std::string_view offer) {
   return offer.empty() ||
-         !any_item(offer, [](std::string_view t) { return !http::detail::is_token(t); });
+         !detail::any_item(offer, [](std::string_view t) { return !http::detail::is_token(t); });
 }
 
 }  // namespace
@@ -328,7 +300,7 @@ class client::impl final : public evnet::handler {
     }
     bool has_protocol = false;
     std::string protocol(m.header("sec-websocket-protocol", &has_protocol));
-    if (has_protocol && !offered_protocol(opts_.protocols, protocol)) {
+    if (has_protocol && !detail::offered_protocol(opts_.protocols, protocol)) {
       // RFC 6455 §4.1: a subprotocol the client did not offer fails the connection.
       fail(c, st, "server selected a subprotocol we did not offer");
       return action::close;

@@ -1,5 +1,6 @@
 #include "evnet/ws/server.h"
 
+#include "ws/lists.h"
 #include "ws/session.h"
 
 namespace evnet::ws {
@@ -74,28 +75,6 @@ bool forward_drain(evnet::conn& c) {
   return true;
 }
 
-// Whether p is one of the comma-separated values of a Sec-WebSocket-Protocol offer.
-bool protocol_offered(std::string_view offered, std::string_view p) {
-  while (!offered.empty()) {
-    const std::size_t comma = offered.find(',');
-    std::string_view v = offered.substr(0, comma);
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) {
-      v.remove_prefix(1);
-    }
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) {
-      v.remove_suffix(1);
-    }
-    if (v == p) {
-      return true;
-    }
-    if (comma == std::string_view::npos) {
-      break;
-    }
-    offered.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
 void add_endpoint(http::router& r, std::string path, handler& h, const options& o) {
   auto ep = std::make_shared<endpoint>(endpoint{&h, o});
   r.upgrade(std::move(path),
@@ -122,7 +101,7 @@ void add_endpoint(http::router& r, std::string path, handler& h, const options& 
                   list_header(req, "sec-websocket-protocol", joined_protocols, has_protocols);
               if (has_protocols && ep->opts.select_protocol) {
                 protocol = ep->opts.select_protocol(offered);
-                if (!protocol.empty() && !protocol_offered(offered, protocol)) {
+                if (!protocol.empty() && !detail::offered_protocol(offered, protocol)) {
                   // RFC 6455 §4.2.2: the server selects one of the values the client offered,
                   // or none. Anything else is the selector's bug (and a header injection if it
                   // holds CR LF): refused here rather than sent.
